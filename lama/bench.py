@@ -1,0 +1,155 @@
+"""`python -m lama bench`: what one repair costs at the sizes users send.
+
+Per size it reports the model-only median (padded tensor in, prediction out, device
+synchronized), the end-to-end median (PNG bytes in -> PNG bytes out: decode, engine,
+encode, as the service does it) and the peak GPU memory of the model run. With fp16 on
+CUDA it also reports the relative error against an fp32 copy of the same weights.
+Numbers are printed, never asserted: timings belong to the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from lama import imageio
+from lama.engine import InpaintEngine
+
+
+@dataclass
+class SizeResult:
+    width: int
+    height: int
+    model_ms: float
+    end_to_end_ms: float
+    peak_gpu_mem_bytes: int | None
+    fp16_rel_error: float | None
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'640x480,1280x960' -> [(640, 480), (1280, 960)]."""
+    sizes = []
+    for item in text.split(","):
+        try:
+            width, height = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"bad size {item!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+        if width < 1 or height < 1:
+            raise ValueError(f"bad size {item!r}: width and height must be positive")
+        sizes.append((width, height))
+    return sizes
+
+
+def synthetic_case(width: int, height: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A photo-like RGB image (smooth gradients, shapes, grain) and a ~10% brush-stroke mask.
+
+    Deterministic, so runs on different machines repair the same pixels.
+    """
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xs / max(width, 1), ys / max(height, 1), (xs + ys) / max(width + height, 1)], axis=2)
+    image = base * 200 + 30
+    for _ in range(12):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        radius = rng.uniform(0.03, 0.15) * max(width, height)
+        inside = (ys - cy) ** 2 + (xs - cx) ** 2 < radius**2
+        image[inside] = rng.uniform(0, 255, 3)
+    image += rng.normal(0, 6, image.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+
+    mask = np.zeros((height, width), np.uint8)
+    thickness = max(1, min(width, height) // 12)
+    points = rng.uniform((0.2 * width, 0.2 * height), (0.8 * width, 0.8 * height), (4, 2)).astype(np.int32)
+    cv2.polylines(mask, [points], isClosed=False, color=255, thickness=thickness)
+    return image, mask
+
+
+def _median_ms(run: Callable[[], object], runs: int, synchronize: Callable[[], None]) -> float:
+    times = []
+    for _ in range(runs):
+        synchronize()
+        start = time.perf_counter()
+        run()
+        synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup: int,
+               reference: InpaintEngine | None) -> SizeResult:
+    image, mask = synthetic_case(width, height)
+    is_cuda = engine.device.type == "cuda"
+    synchronize = (lambda: torch.cuda.synchronize(engine.device)) if is_cuda else (lambda: None)
+    png_image, png_mask = imageio.encode_image(image), imageio.encode_image(mask)
+
+    def end_to_end() -> bytes:
+        repaired = engine.inpaint(imageio.decode_image(png_image), imageio.decode_mask(png_mask),
+                                  strategy="original")
+        return imageio.encode_image(repaired)
+
+    if engine.generator is None:
+        _median_ms(end_to_end, warmup, synchronize)
+        return SizeResult(width, height, float("nan"), _median_ms(end_to_end, runs, synchronize), None, None)
+
+    with torch.inference_mode():
+        _, _, net_input = engine.model_input(image, mask > 0)
+
+    def model_only() -> torch.Tensor:
+        with torch.inference_mode():
+            return engine.generator(net_input)
+
+    _median_ms(model_only, warmup, synchronize)
+    if is_cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(engine.device)
+        baseline = torch.cuda.memory_allocated(engine.device)
+    model_ms = _median_ms(model_only, runs, synchronize)
+    peak = torch.cuda.max_memory_allocated(engine.device) - baseline if is_cuda else None
+    _median_ms(end_to_end, warmup, synchronize)
+    end_to_end_ms = _median_ms(end_to_end, runs, synchronize)
+
+    rel_error = None
+    if reference is not None:
+        with torch.inference_mode():
+            fast = engine.generator(net_input).float()
+            exact = reference.generator(reference.model_input(image, mask > 0)[2])
+        rel_error = float(torch.linalg.vector_norm(fast - exact) / torch.linalg.vector_norm(exact))
+    return SizeResult(width, height, model_ms, end_to_end_ms, peak, rel_error)
+
+
+def run_bench(engine: InpaintEngine, sizes: list[tuple[int, int]], runs: int, warmup: int,
+              reference: InpaintEngine | None = None) -> list[SizeResult]:
+    return [bench_size(engine, w, h, runs, warmup, reference) for w, h in sizes]
+
+
+def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
+    info = engine.describe()
+    device = info["device"]
+    if engine.device.type == "cuda":
+        device = f"{device} ({torch.cuda.get_device_name(engine.device)})"
+    lines = [
+        f"model: {info['name']} ({info['source']}), device: {device}, precision: {info['precision']}, "
+        f"torch {torch.__version__}",
+        "| size | model ms (median) | end-to-end ms (PNG in -> PNG out) | peak GPU memory | fp16 vs fp32 rel. error |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        peak = f"{r.peak_gpu_mem_bytes / 2**30:.2f} GiB" if r.peak_gpu_mem_bytes is not None else "n/a"
+        error = f"{r.fp16_rel_error:.2e}" if r.fp16_rel_error is not None else "n/a"
+        lines.append(f"| {r.width}×{r.height} | {r.model_ms:.1f} | {r.end_to_end_ms:.1f} | {peak} | {error} |")
+    return "\n".join(lines)
+
+
+def results_json(engine: InpaintEngine, results: list[SizeResult]) -> dict:
+    return {
+        "engine": engine.describe(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None,
+        "results": [asdict(r) for r in results],
+    }

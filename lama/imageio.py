@@ -1,0 +1,410 @@
+"""Decode, validate and encode images: the only place bytes become pixels.
+
+Uploads are untrusted. Before anything is decoded, Pillow reads only the header
+(format, size, mode, EXIF orientation), so a file that claims 100000×100000 pixels is
+refused without allocating it. The pixels themselves are decoded and encoded by OpenCV,
+which is several times faster than Pillow on large photos.
+
+Arrays are uint8 in the image's own layout: H×W (gray), H×W×3 RGB or H×W×4 RGBA.
+Every problem a user can cause raises :class:`ImageError` with a one-line message that
+can be shown to them as is; no raw OpenCV or Pillow exception escapes this module.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import (
+    BmpImagePlugin,
+    ExifTags,
+    Image,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
+
+# Suffixes the CLI treats as images when it is given a directory (compare lower-cased).
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+# Header parsers by format. They are called directly rather than through Image.open,
+# which would raise its own DecompressionBombError (no size in it) before our check.
+_HEADER_PARSERS: dict[str, type[ImageFile.ImageFile]] = {
+    "PNG": PngImagePlugin.PngImageFile,
+    "JPEG": JpegImagePlugin.JpegImageFile,
+    "WEBP": WebPImagePlugin.WebPImageFile,
+    "BMP": BmpImagePlugin.BmpImageFile,
+    "TIFF": TiffImagePlugin.TiffImageFile,
+}
+_NOT_AN_IMAGE = "not an image: expected PNG, JPEG, WebP, BMP or TIFF"
+_CORRUPT = "image is truncated or corrupt"
+
+# OpenCV's TIFF decoder applies the orientation tag itself, even with IMREAD_UNCHANGED;
+# for the other formats it is ignored and this module applies it.
+_ORIENTED_BY_OPENCV = frozenset({"TIFF"})
+
+# Output formats: name -> (OpenCV extension, largest side the format can store).
+_OUTPUT_FORMATS: dict[str, tuple[str, int]] = {
+    "png": (".png", 2**31 - 1),
+    "jpeg": (".jpg", 65535),
+    "webp": (".webp", 16383),
+}
+_FORMAT_ALIASES = {"jpg": "jpeg"}
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+class ImageError(ValueError):
+    """A problem with an image the user supplied; the message is meant for them."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an upload may cost before it is decoded.
+
+    max_pixels bounds the decoded memory (40 MP × 4 channels × 2 bytes for 16-bit RGBA
+    is 320 MB); max_side refuses absurd aspect ratios that pass the pixel limit.
+    """
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_side: int = 16384
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_pixels", "max_side"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ImageLimits.{name} must be positive")
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode an uploaded PNG, JPEG, WebP, BMP or TIFF into an upright uint8 array.
+
+    Returns H×W for gray images, H×W×3 RGB, or H×W×4 RGBA when the file has
+    transparency (including palette PNGs with a transparent entry and gray+alpha).
+    16-bit images are scaled to 8 bits with rounding, CMYK is converted to RGB and the
+    EXIF orientation is applied, so the array looks the way a photo viewer shows it.
+    """
+    _check_byte_size(len(data), limits)
+    header = _read_header(data, limits)
+    _check_dimensions(header.size, limits)
+    orientation = _orientation(header)
+    if header.format == "JPEG" and not _jpeg_has_end(data):
+        raise ImageError(_CORRUPT)
+    image = _decode_pixels(data)
+    image = _to_uint8(image)
+    image = _to_rgb_layout(image, _header_has_alpha(header))
+    if header.format not in _ORIENTED_BY_OPENCV:
+        image = _apply_orientation(image, orientation)
+    return np.ascontiguousarray(image)
+
+
+def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode an uploaded mask into H×W uint8 where nonzero marks the area to repair.
+
+    The rule for masks with several channels:
+      * with an alpha channel that is not fully opaque, the alpha is the mask: the
+        mask is a painted layer on a transparent canvas, whatever colour the paint is;
+      * otherwise (RGB, or RGBA that is opaque everywhere) the mask is the maximum over
+        the colour channels, so white, red or any non-black paint on black counts.
+    Values are kept as they are (anti-aliased edges survive); thresholding, dilation
+    and feathering are the engine's job.
+    """
+    image = decode_image(data, limits)
+    return np.ascontiguousarray(_mask_from_image(image))
+
+
+def read_image(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Read and decode an image file; see :func:`decode_image`. Errors name the path."""
+    return _read_with(decode_image, Path(path), limits)
+
+
+def read_mask(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Read and decode a mask file; see :func:`decode_mask`. Errors name the path."""
+    return _read_with(decode_mask, Path(path), limits)
+
+
+def _read_with(
+    decoder: Callable[[bytes, ImageLimits], np.ndarray], path: Path, limits: ImageLimits
+) -> np.ndarray:
+    try:
+        # Checking the size first means a huge file is refused without reading it.
+        _check_byte_size(path.stat().st_size, limits)
+        data = path.read_bytes()
+        return decoder(data, limits)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_byte_size(size: int, limits: ImageLimits) -> None:
+    if size == 0:
+        raise ImageError("file is empty")
+    if size > limits.max_bytes:
+        raise ImageError(
+            f"file is {_format_bytes(size)}, the limit is {_format_bytes(limits.max_bytes)}"
+        )
+
+
+def _sniff_format(data: bytes) -> str | None:
+    """The format named by the file's magic bytes, or None for anything we don't accept."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
+
+
+def _read_header(data: bytes, limits: ImageLimits) -> ImageFile.ImageFile:
+    """Parse only the header: Pillow's image files are lazy until .load()."""
+    fmt = _sniff_format(data)
+    if fmt is None:
+        raise ImageError(_NOT_AN_IMAGE)
+    try:
+        return _HEADER_PARSERS[fmt](io.BytesIO(data))
+    except Image.DecompressionBombError:
+        # Pillow's WebP parser checks its own (higher) limit before it allocates a
+        # canvas, and its error carries no size: report ours.
+        limit = _format_megapixels(limits.max_pixels)
+        raise ImageError(f"image is too large, the limit is {limit}") from None
+    except Exception:  # Pillow's parsers raise many types on hostile input
+        raise ImageError(_CORRUPT) from None
+
+
+def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(_CORRUPT)
+    if max(width, height) > limits.max_side:
+        raise ImageError(
+            f"image is {width}×{height}, the limit is {limits.max_side} pixels per side"
+        )
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            f"image is {width}×{height} = {_format_megapixels(width * height)}, "
+            f"the limit is {_format_megapixels(limits.max_pixels)}"
+        )
+
+
+def _orientation(header: ImageFile.ImageFile) -> int:
+    """The EXIF orientation (1..8), 1 when absent or unreadable.
+
+    For PNG only an eXIf chunk before the pixel data is looked at: Pillow would decode
+    the whole image to find one after it, which defeats reading the header first.
+    """
+    if header.format == "PNG" and "exif" not in header.info:
+        return 1
+    try:
+        value = header.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a broken EXIF block should not make the photo unusable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _jpeg_has_end(data: bytes) -> bool:
+    """Whether the end-of-image marker follows the first scan.
+
+    OpenCV 4.x decodes a truncated JPEG without complaint and paints the missing rows
+    gray (5.x refuses it). The walk hops over whole segments up to the first scan, so an
+    EXIF thumbnail's own end marker is not mistaken for the image's; inside the scan data
+    0xFF is escaped as FF00, so an FFD9 found there really ends the image.
+    """
+    pos = 2  # after the start-of-image marker
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", pos) != -1
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return False
+
+
+def _header_has_alpha(header: ImageFile.ImageFile) -> bool:
+    return "A" in header.getbands() or "transparency" in header.info
+
+
+def _decode_pixels(data: bytes) -> np.ndarray:
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise ImageError(_CORRUPT)
+    return image
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit stays, 16-bit is scaled (65535 -> 255, rounded); other depths are refused."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return cv2.convertScaleAbs(image, alpha=255 / 65535)
+    raise ImageError(
+        f"unsupported pixel format ({image.dtype}): only 8- and 16-bit images are accepted"
+    )
+
+
+def _to_rgb_layout(image: np.ndarray, header_has_alpha: bool) -> np.ndarray:
+    """OpenCV's BGR(A) -> RGB(A); gray stays 2-D.
+
+    OpenCV already expands palette and gray+alpha PNGs to BGR(A) and converts CMYK JPEG.
+    Some decoders return four channels for files without transparency (CMYK TIFF); the
+    header says whether an alpha channel really exists, and a padding one is dropped.
+    """
+    if image.ndim == 2:
+        return image
+    channels = image.shape[2]
+    if channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if channels == 4 and header_has_alpha:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    raise ImageError(f"unsupported image with {channels} channels")
+
+
+def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn the stored pixels upright as EXIF orientation 1..8 prescribes (numpy views)."""
+    if orientation in (5, 6, 7, 8):  # these swap width and height
+        image = image.swapaxes(0, 1)
+    if orientation in (2, 3, 6, 7):
+        image = image[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        image = image[::-1]
+    return image
+
+
+def _mask_from_image(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 4:
+        alpha = image[:, :, 3]
+        if alpha.min() < 255:
+            return alpha
+    return image[:, :, :3].max(axis=2)
+
+
+def _format_bytes(size: int) -> str:
+    """Binary units labelled as people know them (KB/MB), as file managers do."""
+    for unit, scale in (("MB", 1024**2), ("KB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
+def _format_megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:,.1f}".removesuffix(".0") + " MP"
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
+    """Encode an RGB, RGBA or gray uint8 array as PNG, JPEG or WebP.
+
+    ``quality`` (1..100) applies to JPEG and WebP. JPEG has no transparency, so RGBA is
+    composited on white, which is how the picture looks on a white page; dropping the
+    alpha instead would reveal whatever colour hides under transparent pixels.
+    A malformed array is a programming error and raises ValueError, not ImageError.
+    """
+    fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+    if fmt not in _OUTPUT_FORMATS:
+        raise ImageError(f"unsupported output format {fmt!r}: expected png, jpeg or webp")
+    if not 1 <= quality <= 100:
+        raise ImageError(f"quality must be between 1 and 100, got {quality}")
+    _check_array(image)
+    extension, max_side = _OUTPUT_FORMATS[fmt]
+    height, width = image.shape[:2]
+    if max(height, width) > max_side:
+        raise ImageError(
+            f"image is {width}×{height}, {fmt.upper()} stores at most {max_side} pixels per side"
+        )
+    if fmt == "jpeg" and image.ndim == 3 and image.shape[2] == 4:
+        image = _composite_on_white(image)
+    ok, buffer = cv2.imencode(extension, _to_opencv_layout(image), _encode_params(fmt, quality))
+    if not ok:
+        raise ImageError(f"could not encode a {width}×{height} image as {fmt.upper()}")
+    return buffer.tobytes()
+
+
+def write_image_atomic(
+    path: str | os.PathLike[str], image: np.ndarray, quality: int = 95
+) -> Path:
+    """Encode ``image`` in the format its suffix names and replace ``path`` atomically.
+
+    Readers see the old file or the complete new one, never a partial write: the bytes
+    go to a temporary file in the same directory (same filesystem, so os.replace is
+    atomic), are fsynced, then renamed. On failure the temporary file is removed.
+    Disk errors are the server's problem, not the user's, and propagate as OSError.
+    """
+    path = Path(path)
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"cannot write {path.name}: use a .png, .jpg, .jpeg or .webp name")
+    data = encode_image(image, fmt, quality)  # before touching the disk
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # 'xb' creates the file with the umask's usual permissions, unlike mkstemp's 0600.
+    # If creating it fails there is nothing to clean up.
+    f = open(tmp, "xb")
+    try:
+        with f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _check_array(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError("expected a uint8 numpy array")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise ValueError(f"expected H×W, H×W×3 or H×W×4, got shape {image.shape}")
+    if image.size == 0:
+        raise ValueError("cannot encode an empty image")
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    rgb = rgba[:, :, :3].astype(np.uint16)
+    alpha = rgba[:, :, 3:].astype(np.uint16)
+    blended = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return blended.astype(np.uint8)
+
+
+def _to_opencv_layout(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+    return cv2.cvtColor(image, code)
+
+
+def _encode_params(fmt: str, quality: int) -> list[int]:
+    if fmt == "jpeg":
+        return [cv2.IMWRITE_JPEG_QUALITY, quality]
+    if fmt == "webp":
+        return [cv2.IMWRITE_WEBP_QUALITY, quality]
+    return []

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# What an operator runs on the GPU box (and a newcomer on any machine).
+#   ./start_app.sh [ARGS...]    set up .venv on first run, fetch big-lama if missing, start
+#   ./start_app.sh --test [PYTEST ARGS...]   set up the same way (with test extras) and run the tests
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${LAMA_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+
+mode=run
+if [[ "${1:-}" == "--test" ]]; then
+    mode=test
+    shift
+fi
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "start_app: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+py="$VENV/bin/python"
+
+# torch first and pinned: left to the resolver, a plain "torch" pulls the newest CUDA
+# build (several GB). On a GPU box PyPI's torch==$TORCH_VERSION is the CUDA build.
+if ! "$py" -c "import torch" 2>/dev/null; then
+    echo "start_app: installing torch==$TORCH_VERSION"
+    "$py" -m pip install --quiet "torch==$TORCH_VERSION"
+fi
+
+# The project itself, re-installed only when its dependency list changes.
+extras=$([[ $mode == test ]] && echo "[test]" || echo "")
+stamp="$VENV/.lama-install-stamp"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "start_app: installing the project$extras"
+    "$py" -m pip install --quiet -e ".$extras"
+    echo "$want" >"$stamp"
+fi
+
+if [[ $mode == test ]]; then
+    exec "$py" -m pytest "$@"
+fi
+
+# One GPU per process unless the operator says otherwise; expandable segments keep the
+# allocator from fragmenting when image sizes vary from request to request.
+export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
+
+if ! "$py" -c "from lama.engine import find_default_model; raise SystemExit(find_default_model() is None)"; then
+    echo "start_app: no big-lama weights in models/, downloading"
+    "$py" -m lama download --dest models ||
+        echo "start_app: WARNING: download failed; repairs will use the OpenCV fallback until models/big-lama.pt exists" >&2
+fi
+
+# The web service (app.py) comes next; until it exists this runs the CLI:
+# ./start_app.sh inpaint --image photo.jpg --mask mask.png --output out.png
+if [[ $# -eq 0 ]]; then
+    set -- --help
+fi
+exec "$py" -m lama "$@"
