@@ -9,9 +9,13 @@ Numbers are printed, never asserted: timings belong to the machine they ran on.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import os
 import statistics
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -70,6 +74,17 @@ def synthetic_case(width: int, height: int, seed: int = 0) -> tuple[np.ndarray, 
     return image, mask
 
 
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """True fp32 for a reference: no TF32 (cuDNN allows it for convolutions by default)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _median_ms(run: Callable[[], object], runs: int, synchronize: Callable[[], None]) -> float:
     times = []
     for _ in range(runs):
@@ -116,7 +131,7 @@ def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup
 
     rel_error = None
     if reference is not None:
-        with torch.inference_mode():
+        with torch.inference_mode(), strict_fp32():
             fast = engine.generator(net_input).float()
             exact = reference.generator(reference.model_input(image, mask > 0)[2])
         rel_error = float(torch.linalg.vector_norm(fast - exact) / torch.linalg.vector_norm(exact))
@@ -136,6 +151,7 @@ def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
     lines = [
         f"model: {info['name']} ({info['source']}), device: {device}, precision: {info['precision']}, "
         f"torch {torch.__version__}",
+        f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit: {source_commit()}",
         "| size | model ms (median) | end-to-end ms (PNG in -> PNG out) | peak GPU memory | fp16 vs fp32 rel. error |",
         "|---|---|---|---|---|",
     ]
@@ -146,8 +162,21 @@ def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
     return "\n".join(lines)
 
 
+def source_commit() -> str:
+    """The commit benchmarked: $LAMA_COMMIT (for copies without .git), else git's HEAD."""
+    if os.environ.get("LAMA_COMMIT"):
+        return os.environ["LAMA_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(__file__), timeout=5).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def results_json(engine: InpaintEngine, results: list[SizeResult]) -> dict:
     return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": source_commit(),
         "engine": engine.describe(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None,
