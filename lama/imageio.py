@@ -98,6 +98,11 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     EXIF orientation is applied, so the array looks the way a photo viewer shows it.
     """
     _check_byte_size(len(data), limits)
+    webp_size = _webp_canvas_size(data)
+    if webp_size is not None:
+        # Checked before Pillow sees the file: its WebP plugin hands the whole file to
+        # libwebp, which (depending on the version) reserves the canvas or fails vaguely.
+        _check_dimensions(webp_size, limits)
     header = _read_header(data, limits)
     _check_dimensions(header.size, limits)
     orientation = _orientation(header)
@@ -171,6 +176,26 @@ def _sniff_format(data: bytes) -> str | None:
         return "BMP"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
+    return None
+
+
+def _webp_canvas_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a WebP's first chunk header, None if it is not a readable WebP.
+
+    The three chunk kinds store the size differently: VP8X as 24-bit (value − 1),
+    lossless VP8L as 14-bit (value − 1) after a 0x2F signature, lossy VP8 as 14-bit
+    values after the 9D 01 2A start code.
+    """
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
     return None
 
 
