@@ -65,6 +65,10 @@ class ImageError(ValueError):
     """A problem with an image the user supplied; the message is meant for them."""
 
 
+class ImageTooLargeError(ImageError):
+    """The file or its pixel count is over the configured limits (HTTP 413, not 400)."""
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """What an upload may cost before it is decoded.
@@ -150,7 +154,7 @@ def _read_with(
         data = path.read_bytes()
         return decoder(data, limits)
     except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from None
+        raise type(exc)(f"{path}: {exc}") from None
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -159,7 +163,7 @@ def _check_byte_size(size: int, limits: ImageLimits) -> None:
     if size == 0:
         raise ImageError("file is empty")
     if size > limits.max_bytes:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"file is {_format_bytes(size)}, the limit is {_format_bytes(limits.max_bytes)}"
         )
 
@@ -210,7 +214,7 @@ def _read_header(data: bytes, limits: ImageLimits) -> ImageFile.ImageFile:
         # Pillow's WebP parser checks its own (higher) limit before it allocates a
         # canvas, and its error carries no size: report ours.
         limit = _format_megapixels(limits.max_pixels)
-        raise ImageError(f"image is too large, the limit is {limit}") from None
+        raise ImageTooLargeError(f"image is too large, the limit is {limit}") from None
     except Exception:  # Pillow's parsers raise many types on hostile input
         raise ImageError(_CORRUPT) from None
 
@@ -220,11 +224,11 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(_CORRUPT)
     if max(width, height) > limits.max_side:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"image is {width}×{height}, the limit is {limits.max_side} pixels per side"
         )
     if width * height > limits.max_pixels:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"image is {width}×{height} = {_format_megapixels(width * height)}, "
             f"the limit is {_format_megapixels(limits.max_pixels)}"
         )
@@ -378,16 +382,24 @@ def write_image_atomic(
 ) -> Path:
     """Encode ``image`` in the format its suffix names and replace ``path`` atomically.
 
-    Readers see the old file or the complete new one, never a partial write: the bytes
-    go to a temporary file in the same directory (same filesystem, so os.replace is
-    atomic), are fsynced, then renamed. On failure the temporary file is removed.
-    Disk errors are the server's problem, not the user's, and propagate as OSError.
+    See :func:`write_bytes_atomic`. Disk errors are the server's problem, not the user's,
+    and propagate as OSError.
     """
     path = Path(path)
     fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ImageError(f"cannot write {path.name}: use a .png, .jpg, .jpeg or .webp name")
-    data = encode_image(image, fmt, quality)  # before touching the disk
+    return write_bytes_atomic(path, encode_image(image, fmt, quality))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to a hidden temporary file in the same directory (same filesystem, so
+    os.replace is atomic), are fsynced, then renamed; on failure the temporary file is
+    removed and the OSError propagates.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # 'xb' creates the file with the umask's usual permissions, unlike mkstemp's 0600.
     # If creating it fails there is nothing to clean up.

@@ -16,6 +16,7 @@ from lama.imageio import (
     IMAGE_SUFFIXES,
     ImageError,
     ImageLimits,
+    ImageTooLargeError,
     decode_image,
     decode_mask,
     encode_image,
@@ -180,7 +181,7 @@ def test_every_orientation_matches_pillow_exif_transpose(fmt, params, orientatio
 
 def test_forged_huge_png_is_refused_from_the_header():
     started = time.perf_counter()
-    with pytest.raises(ImageError) as caught:
+    with pytest.raises(ImageTooLargeError) as caught:
         decode_image(forged_png(100_000, 100_000), ImageLimits(max_side=200_000))
     assert time.perf_counter() - started < 0.5
     message = str(caught.value)
@@ -189,7 +190,7 @@ def test_forged_huge_png_is_refused_from_the_header():
 
 
 def test_side_limit_refuses_a_thin_strip():
-    with pytest.raises(ImageError, match=r"20000×10, the limit is 16384 pixels per side"):
+    with pytest.raises(ImageTooLargeError, match=r"20000×10, the limit is 16384 pixels per side"):
         decode_image(forged_png(20_000, 10))
 
 
