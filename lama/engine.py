@@ -60,6 +60,10 @@ class HDSettings:
     crop_trigger: int = 800  # crop only when the long side exceeds this
     crop_margin: int = 128  # context around each masked region
     resize_limit: int = 1280  # resize: long side the model sees at most
+    # Whatever the strategy, the model never runs on a longer side than this: larger
+    # inputs are downscaled for it and the repair upscaled into the mask. It bounds the
+    # GPU memory of one job (the service's presets set it); None means no bound.
+    max_side: int | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -250,19 +254,19 @@ class InpaintEngine:
         """A full-size RGB image whose pixels inside `mask` are the repair (outside: anything)."""
         long_side = max(mask.shape)
         if strategy == "resize" and long_side > self.hd.resize_limit:
-            return self._fill_resized(rgb, mask)
+            return self._repair_downscaled(rgb, mask, min(self.hd.resize_limit, self.hd.max_side or long_side))
         if strategy == "crop" and long_side > self.hd.crop_trigger:
             return self._fill_cropped(rgb, mask)
         return self._repair(rgb, mask)
 
-    def _fill_resized(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _repair_downscaled(self, rgb: np.ndarray, mask: np.ndarray, limit: int) -> np.ndarray:
         height, width = mask.shape
-        scale = self.hd.resize_limit / max(height, width)
+        scale = limit / max(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small_rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         # Any coverage of a small pixel counts, so the hole never shrinks when scaled down.
         small_mask = cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) > 0
-        small = self._repair(small_rgb, small_mask)
+        small = self._run_backend(small_rgb, small_mask)
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
 
     def _fill_cropped(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -273,6 +277,12 @@ class InpaintEngine:
         return filled
 
     def _repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Repair this image or crop as a whole, within the max_side bound."""
+        if self.hd.max_side and max(mask.shape) > self.hd.max_side:
+            return self._repair_downscaled(rgb, mask, self.hd.max_side)
+        return self._run_backend(rgb, mask)
+
+    def _run_backend(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.generator is None:
             return telea_inpaint(rgb, mask.astype(np.uint8))
         with torch.inference_mode():

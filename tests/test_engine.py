@@ -285,3 +285,20 @@ def test_weights_in_models_are_found_without_being_named(tmp_path, monkeypatch, 
     engine = InpaintEngine(device="cpu")
     assert not engine.uses_fallback
     assert engine.describe()["source"] == "safetensors"
+
+
+@pytest.mark.parametrize("strategy", ["original", "crop", "resize"])
+def test_max_side_bounds_what_the_model_sees_whatever_the_strategy(tiny_dir, strategy):
+    engine = InpaintEngine(tiny_dir, device="cpu", hd=HDSettings(crop_trigger=48, crop_margin=200,
+                                                                 resize_limit=64, max_side=40))
+    rng = np.random.default_rng(10)
+    image = rng.integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    mask = np.zeros((60, 100), np.uint8)
+    mask[20:40, 30:60] = 1
+    shapes, handle = record_model_inputs(engine)
+    try:
+        result = engine.inpaint(image, mask, strategy=strategy)
+    finally:
+        handle.remove()
+    assert shapes == [(1, 4, 24, 40)]  # 100×60 scaled to 40×24 in every case
+    assert np.array_equal(result[mask == 0], image[mask == 0])
