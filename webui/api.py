@@ -1,0 +1,110 @@
+"""The HTTP API: thin translation between HTTP and RepairService.
+
+Routes are registered on the FastAPI app before Gradio is mounted at "/", so they take
+precedence. Errors are always JSON: {"error": {"code": ..., "message": ...}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from monitor.metrics import CONTENT_TYPE
+from webui.service import RepairOptions, RepairService, ServiceError
+
+# Multipart framing on top of the two files; anything larger is refused before it is read.
+UPLOAD_OVERHEAD_BYTES = 1 << 20
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def create_api(service: RepairService, api_token: str | None = None) -> FastAPI:
+    app = FastAPI(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None)
+    max_body = 2 * service.limits.max_bytes + UPLOAD_OVERHEAD_BYTES
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, error: ServiceError) -> JSONResponse:
+        return error_response(error.status, error.code, error.message, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+                             for e in error.errors())
+        return error_response(422, "invalid_request", problems)
+
+    @app.middleware("http")
+    async def refuse_oversized_bodies(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if request.url.path.startswith("/api/") and length and length.isdigit() and int(length) > max_body:
+            return error_response(413, "upload_too_large",
+                                  f"upload is {int(length) / 2**20:.0f} MB, the limit is {max_body / 2**20:.0f} MB")
+        return await call_next(request)
+
+    async def require_token(request: Request) -> None:
+        if api_token is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # compare_digest: the time taken must not reveal how much of the token matched.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_token.encode()):
+            raise ServiceError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
+                               {"WWW-Authenticate": "Bearer"})
+
+    @app.post("/api/v1/inpaint", dependencies=[Depends(require_token)],
+              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+    async def inpaint(image: UploadFile = File(..., description="the photo"),
+                      mask: UploadFile = File(..., description="same size; nonzero (or painted alpha) = repair"),
+                      strategy: str = Form("crop"), dilate: int = Form(0), feather: int = Form(0),
+                      format: str = Form("png")) -> Response:
+        """Repair `image` where `mask` is set; the response body is the repaired image."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            options = RepairOptions(strategy, dilate, feather, format)
+            decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
+            # Waiting for the GPU holds no thread: the queue's future is awaited.
+            timed = await asyncio.wrap_future(service.submit(decoded, options))
+            result = await run_in_threadpool(service.finish, decoded, timed, options)
+            status = 200
+        except ServiceError as error:
+            status = error.status
+            raise
+        finally:
+            service.metrics.observe_request(status, time.perf_counter() - started)
+        headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
+                                             for stage, seconds in result.timings.items())}
+        if result.saved_as:
+            headers["X-Saved-As"] = result.saved_as
+        return Response(result.data, media_type=result.media_type, headers=headers)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """Model, GPU memory and queue; `gpu_mem` is the string the seed's probes read."""
+        return service.health()
+
+    @app.get("/livez")
+    def livez() -> dict:
+        """The process answers: Kubernetes' liveness probe."""
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """200 once the model is loaded and warm and the queue has room; 503 otherwise."""
+        ready = service.ready()
+        return JSONResponse({"ready": ready, "queue": {"depth": service.queue.depth,
+                                                      "capacity": service.queue.capacity}},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        # A plain route: a mounted ASGI app would answer /metrics with a redirect to /metrics/.
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,218 @@
+"""RepairService: what one repair request goes through, shared by the HTTP API and the UI.
+
+upload -> decode (validate) -> queue -> engine.inpaint -> encode -> atomic save -> result.
+Everything a user can get wrong becomes a ServiceError carrying the HTTP status, a stable
+error code and a message for people; the API turns it into JSON, the UI into gr.Error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lama import imageio
+from lama.engine import STRATEGIES, InpaintEngine
+from monitor.metrics import ServiceMetrics
+from webui.jobs import JobQueue, QueueFull, Timed
+from webui.outputs import EXTENSIONS, OutputStore
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
+
+
+class ServiceError(Exception):
+    """A request the service refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class RepairOptions:
+    strategy: str = "crop"
+    dilate: int = 0
+    feather: int = 0
+    format: str = "png"
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ServiceError(422, "invalid_option",
+                               f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        for name in ("dilate", "feather"):
+            value = getattr(self, name)
+            if not 0 <= value <= MAX_REFINE_PX:
+                raise ServiceError(422, "invalid_option", f"{name} must be between 0 and {MAX_REFINE_PX} px, got {value}")
+        if self.format not in EXTENSIONS:
+            raise ServiceError(422, "invalid_option",
+                               f"format must be one of {', '.join(EXTENSIONS)}, got {self.format!r}")
+
+
+@dataclass
+class Decoded:
+    image: np.ndarray
+    mask: np.ndarray
+    decode_s: float = 0.0
+
+
+@dataclass
+class RepairResult:
+    image: np.ndarray
+    data: bytes
+    media_type: str
+    saved_as: str | None  # relative to the outputs folder; None when saving failed
+    device: str
+    peak_gpu_bytes: int | None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def summary(self) -> str:
+        """One line for people: '1280×960 · 38 ms on GPU · peak 1.1 GB'."""
+        height, width = self.image.shape[:2]
+        where = "GPU" if self.device.startswith("cuda") else "CPU"
+        line = f"{width}×{height} · {self.timings['infer'] * 1000:.0f} ms on {where}"
+        if self.peak_gpu_bytes is not None:
+            line += f" · peak {self.peak_gpu_bytes / 1e9:.1f} GB"
+        return line
+
+
+class RepairService:
+    def __init__(self, engine: InpaintEngine, outputs: OutputStore, queue: JobQueue, metrics: ServiceMetrics,
+                 limits: imageio.ImageLimits = imageio.ImageLimits()):
+        self.engine = engine
+        self.metrics = metrics
+        self.outputs = outputs
+        self.queue = queue
+        self.limits = limits
+        self.started = time.monotonic()
+        self.warm = False
+
+    # ------------------------------------------------------------------ the three stages
+
+    def decode(self, image_bytes: bytes, mask_bytes: bytes) -> Decoded:
+        started = time.perf_counter()
+        image = _decode("image", imageio.decode_image, image_bytes, self.limits)
+        mask = _decode("mask", imageio.decode_mask, mask_bytes, self.limits)
+        return Decoded(image, mask, time.perf_counter() - started)
+
+    def submit(self, decoded: Decoded, options: RepairOptions) -> Future[Timed]:
+        """Validate, then queue the repair; the future's value is (repaired image, peak GPU bytes)."""
+        options.validate()
+        self._check_arrays(decoded.image, decoded.mask)
+        try:
+            return self.queue.submit(lambda: self._infer(decoded, options))
+        except QueueFull as full:
+            raise ServiceError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)}) from None
+
+    def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
+        repaired, peak = timed.value
+        started = time.perf_counter()
+        data = imageio.encode_image(repaired, options.format)
+        encoded = time.perf_counter()
+        try:
+            saved_as = self.outputs.save(data, options.format)
+        except OSError as error:
+            # The user still gets the result; the operator gets the log line.
+            log.error("could not save a result under %s: %s", self.outputs.root, error)
+            saved_as = None
+        saved = time.perf_counter()
+        timings = {"decode": decoded.decode_s, "queue": timed.wait_s, "infer": timed.run_s,
+                   "encode": encoded - started, "save": saved - encoded}
+        timings["total"] = sum(timings.values())
+        return RepairResult(repaired, data, MEDIA_TYPES[options.format], saved_as, str(self.engine.device),
+                            peak, timings)
+
+    # ------------------------------------------------------------------ whole repairs
+
+    def repair(self, image: np.ndarray, mask: np.ndarray, options: RepairOptions) -> RepairResult:
+        """Arrays in (the UI's path); blocks until done. Counted in the request metrics."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            decoded = Decoded(image, mask)
+            result = self.finish(decoded, self.submit(decoded, options).result(), options)
+            status = 200
+            return result
+        except ServiceError as error:
+            status = error.status
+            raise
+        finally:
+            self.metrics.observe_request(status, time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_arrays(self, image: np.ndarray, mask: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        if width * height > self.limits.max_pixels or max(width, height) > self.limits.max_side:
+            raise ServiceError(413, "image_too_large",
+                               f"image is {width}×{height}, the limit is {self.limits.max_pixels / 1e6:.1f} MP "
+                               f"and {self.limits.max_side} px per side")
+        if mask.shape[:2] != image.shape[:2]:
+            raise ServiceError(422, "mask_size_mismatch",
+                               f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
+                               "they must be the same size")
+
+    def _infer(self, decoded: Decoded, options: RepairOptions) -> tuple[np.ndarray, int | None]:
+        """Runs on the queue's worker thread, one job at a time, so the peak is this job's."""
+        on_gpu = self.engine.device.type == "cuda"
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(self.engine.device)
+        try:
+            repaired = self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
+                                           dilate=options.dilate, feather=options.feather)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise ServiceError(503, "out_of_memory",
+                               "the GPU ran out of memory for this image; try again, or a smaller image "
+                               "or the crop strategy", {"Retry-After": "5"}) from None
+        peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
+        return repaired, peak
+
+    # ------------------------------------------------------------------ health
+
+    def ready(self) -> bool:
+        return self.warm and self.queue.has_room
+
+    def health(self) -> dict[str, Any]:
+        info = self.engine.describe()
+        gpu = _gpu_memory(self.engine.device)
+        return {
+            "status": "degraded" if info["fallback"] else "ok",
+            "model": {key: info[key] for key in ("name", "loaded", "device", "precision", "source")},
+            # The form the seed's probes already parse: what this process holds on the GPU.
+            "gpu_mem": f"{(gpu['memory_reserved_bytes'] if gpu else 0) / 1e9:.1f}GB",
+            "gpu": gpu,
+            "queue": {"depth": self.queue.depth, "capacity": self.queue.capacity},
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }
+
+
+def _decode(what: str, decoder, data: bytes, limits: imageio.ImageLimits) -> np.ndarray:
+    try:
+        return decoder(data, limits)
+    except imageio.ImageTooLargeError as error:
+        raise ServiceError(413, f"{what}_too_large", f"{what}: {error}") from None
+    except imageio.ImageError as error:
+        raise ServiceError(400, f"invalid_{what}", f"{what}: {error}") from None
+
+
+def _gpu_memory(device: torch.device) -> dict[str, Any] | None:
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return {
+        "name": torch.cuda.get_device_name(device),
+        "memory_allocated_bytes": torch.cuda.memory_allocated(device),
+        "memory_reserved_bytes": torch.cuda.memory_reserved(device),
+        "memory_free_bytes": free,
+        "memory_total_bytes": total,
+    }
