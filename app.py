@@ -34,30 +34,32 @@ log = logging.getLogger("app")
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 7860
-    model: str | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    preset: str = "balanced"
-    outputs_dir: str = "outputs"
-    logs_dir: str = "logs"
-    queue_capacity: int = 64
-    max_upload_mb: int = 50
-    max_pixels: int = 4096 * 4096
-    max_side: int = 8192
-    strategy: str = "crop"
-    dilate: int = 4
-    feather: int = 4
-    api_token: str | None = None
-    auth: str | None = None
-    gpu_memory_fraction: float = 0.7
-    model_max_side: int | None = 2560
+    """Every setting; values come from configs/default.yaml, which names and explains each."""
+
+    host: str
+    port: int
+    model: str | None
+    device: str
+    precision: str
+    preset: str
+    outputs_dir: str
+    logs_dir: str
+    queue_capacity: int
+    max_upload_mb: int
+    max_pixels: int
+    max_side: int
+    strategy: str
+    dilate: int
+    feather: int
+    api_token: str | None
+    auth: str | None
+    gpu_memory_fraction: float  # from the preset
+    model_max_side: int | None  # from the preset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="LaMa inpainting service: web UI + HTTP API")
-    parser.add_argument("--config", type=Path, default=CONFIGS / "default.yaml")
+    parser.add_argument("--config", type=Path, help="YAML overriding configs/default.yaml")
     # Flags default to None so that only the ones given override the files.
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
@@ -68,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs-dir")
     parser.add_argument("--logs-dir")
     parser.add_argument("--queue-capacity", type=int)
+    parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
+    parser.add_argument("--dilate", type=int, help="default mask dilation, px")
+    parser.add_argument("--feather", type=int, help="default edge feather, px")
     parser.add_argument("--api-token", help="or LAMA_API_TOKEN; protects /api/v1/*")
     parser.add_argument("--auth", help="USER:PASS, or LAMA_AUTH; protects the UI")
     return parser.parse_args(argv)
@@ -86,10 +91,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    """Defaults < config file < preset file < flags < environment (secrets)."""
-    values = _read_yaml(args.config)
+    """configs/default.yaml < --config < the preset's file < flags < environment (secrets)."""
+    values = _read_yaml(CONFIGS / "default.yaml")
+    if args.config:
+        values.update(_read_yaml(args.config))
     flags = {key: value for key, value in vars(args).items() if key != "config" and value is not None}
-    preset = flags.get("preset", values.get("preset", Settings.preset))
+    preset = flags.get("preset", values.get("preset"))
     if preset not in PRESETS:
         raise SystemExit(f"error: unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
     values.update(_read_yaml(CONFIGS / f"{preset}.yaml"))
@@ -97,10 +104,9 @@ def load_settings(args: argparse.Namespace) -> Settings:
     for key, variable in (("api_token", "LAMA_API_TOKEN"), ("auth", "LAMA_AUTH")):
         if os.environ.get(variable) and key not in flags:
             values[key] = os.environ[variable]
-    known = {f.name for f in dataclasses.fields(Settings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise SystemExit(f"error: unknown setting(s) {', '.join(unknown)} in {args.config}")
+    names = {f.name for f in dataclasses.fields(Settings)}
+    if unknown := sorted(set(values) - names):
+        raise SystemExit(f"error: unknown setting(s) {', '.join(unknown)} in {args.config or 'the config'}")
     settings = Settings(**values)
     if settings.auth is not None and ":" not in settings.auth:
         raise SystemExit("error: --auth must be USER:PASS")

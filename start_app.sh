@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What an operator runs on the GPU box (and a newcomer on any machine).
-#   ./start_app.sh [ARGS...]    set up .venv on first run, fetch big-lama if missing, start
+#   ./start_app.sh [APP ARGS...]   set up .venv on first run, fetch big-lama if missing, start the
+#                                  service (arguments go to app.py: --port, --preset, --model, ...)
 #   ./start_app.sh --test [PYTEST ARGS...]   set up the same way (with test extras) and run the tests
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -39,6 +40,12 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
 fi
 
 if [[ $mode == test ]]; then
+    # The browser test drives Debian's Chromium (never a browser downloaded by a tool).
+    if [[ ! -x /usr/bin/chromium ]]; then
+        echo "start_app: installing Debian's chromium for the browser test"
+        sudo_cmd=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
+        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq chromium >/dev/null
+    fi
     exec "$py" -m pytest "$@"
 fi
 
@@ -46,16 +53,13 @@ fi
 # allocator from fragmenting when image sizes vary from request to request.
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
+export GRADIO_ANALYTICS_ENABLED=False
 
 if ! "$py" -c "from lama.engine import find_default_model; raise SystemExit(find_default_model() is None)"; then
     echo "start_app: no big-lama weights in models/, downloading"
     "$py" -m lama download --dest models ||
-        echo "start_app: WARNING: download failed; repairs will use the OpenCV fallback until models/big-lama.pt exists" >&2
+        echo "start_app: WARNING: download failed; the service starts on the OpenCV fallback" \
+             "(its page says so) until models/big-lama.pt exists" >&2
 fi
 
-# The web service (app.py) comes next; until it exists this runs the CLI:
-# ./start_app.sh inpaint --image photo.jpg --mask mask.png --output out.png
-if [[ $# -eq 0 ]]; then
-    set -- --help
-fi
-exec "$py" -m lama "$@"
+exec "$py" app.py "$@"
