@@ -69,14 +69,16 @@ class HDSettings:
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without it is an error, not a silent CPU run."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return torch.device("cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise EngineError(f"device {device!r} requested but CUDA is not available "
                               "(no GPU, or torch was installed without CUDA); use --device cpu")
-        return torch.device(device)
+        resolved = torch.device(device)
+        # Always with an index: memory queries and limits want to know which GPU.
+        return resolved if resolved.index is not None else torch.device("cuda", torch.cuda.current_device())
     raise EngineError(f"unknown device {device!r}: expected one of {', '.join(DEVICES)}")
 
 

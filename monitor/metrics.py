@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # 10 ms (a small image on a fast GPU) to 60 s (a huge one on a CPU).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# What generate_latest() writes with its default escaping is the classic text format 0.0.4,
+# which every scraper reads; prometheus_client >= 0.22 names 1.0.0 in CONTENT_TYPE_LATEST, and
+# its own handler sends that only to scrapers that ask for it (Accept with escaping=...).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class ServiceMetrics:

@@ -20,14 +20,18 @@ from webui.service import RepairOptions, RepairService, ServiceError
 
 # Multipart framing on top of the two files; anything larger is refused before it is read.
 UPLOAD_OVERHEAD_BYTES = 1 << 20
+INPAINT_PATH = "/api/v1/inpaint"
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def create_api(service: RepairService, api_token: str | None = None) -> FastAPI:
+def create_api(service: RepairService, api_token: str | None = None,
+               defaults: RepairOptions = RepairOptions()) -> FastAPI:
+    """`defaults`: what a repair does for the form fields a request leaves out (the configured ones)."""
     app = FastAPI(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None)
+    app.state.service = service  # for operators' hooks and tests (the queue, the engine)
     max_body = 2 * service.limits.max_bytes + UPLOAD_OVERHEAD_BYTES
 
     @app.exception_handler(ServiceError)
@@ -41,12 +45,26 @@ def create_api(service: RepairService, api_token: str | None = None) -> FastAPI:
         return error_response(422, "invalid_request", problems)
 
     @app.middleware("http")
-    async def refuse_oversized_bodies(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if request.url.path.startswith("/api/") and length and length.isdigit() and int(length) > max_body:
-            return error_response(413, "upload_too_large",
-                                  f"upload is {int(length) / 2**20:.0f} MB, the limit is {max_body / 2**20:.0f} MB")
-        return await call_next(request)
+    async def refuse_oversized_bodies_and_count(request: Request, call_next):
+        if not request.url.path.startswith("/api/"):
+            return await call_next(request)
+        # Counted here rather than in the route, so that refusals that never reach it
+        # (401, malformed form 422, oversized 413) show in inpaint_requests_total too.
+        counted = request.url.path == INPAINT_PATH and request.method == "POST"
+        started = time.perf_counter()
+        status = 500
+        try:
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > max_body:
+                response = error_response(413, "upload_too_large", f"upload is {int(length) / 2**20:.0f} MB, "
+                                                                   f"the limit is {max_body / 2**20:.0f} MB")
+            else:
+                response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            if counted:
+                service.metrics.observe_request(status, time.perf_counter() - started)
 
     async def require_token(request: Request) -> None:
         if api_token is None:
@@ -57,27 +75,18 @@ def create_api(service: RepairService, api_token: str | None = None) -> FastAPI:
             raise ServiceError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
                                {"WWW-Authenticate": "Bearer"})
 
-    @app.post("/api/v1/inpaint", dependencies=[Depends(require_token)],
+    @app.post(INPAINT_PATH, dependencies=[Depends(require_token)],
               responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
     async def inpaint(image: UploadFile = File(..., description="the photo"),
                       mask: UploadFile = File(..., description="same size; nonzero (or painted alpha) = repair"),
-                      strategy: str = Form("crop"), dilate: int = Form(0), feather: int = Form(0),
-                      format: str = Form("png")) -> Response:
+                      strategy: str = Form(defaults.strategy), dilate: int = Form(defaults.dilate),
+                      feather: int = Form(defaults.feather), format: str = Form(defaults.format)) -> Response:
         """Repair `image` where `mask` is set; the response body is the repaired image."""
-        started = time.perf_counter()
-        status = 500
-        try:
-            options = RepairOptions(strategy, dilate, feather, format)
-            decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
-            # Waiting for the GPU holds no thread: the queue's future is awaited.
-            timed = await asyncio.wrap_future(service.submit(decoded, options))
-            result = await run_in_threadpool(service.finish, decoded, timed, options)
-            status = 200
-        except ServiceError as error:
-            status = error.status
-            raise
-        finally:
-            service.metrics.observe_request(status, time.perf_counter() - started)
+        options = RepairOptions(strategy, dilate, feather, format)
+        decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
+        # Waiting for the GPU holds no thread: the queue's future is awaited.
+        timed = await asyncio.wrap_future(service.submit(decoded, options))
+        result = await run_in_threadpool(service.finish, decoded, timed, options)
         headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
                                              for stage, seconds in result.timings.items())}
         if result.saved_as:
