@@ -91,7 +91,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    """configs/default.yaml < --config < the preset's file < flags < environment (secrets)."""
+    """configs/default.yaml < --config < the preset's file < environment (secrets) < flags."""
     values = _read_yaml(CONFIGS / "default.yaml")
     if args.config:
         values.update(_read_yaml(args.config))
@@ -162,8 +162,8 @@ def build_app(settings: Settings):
 
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 
-    api = create_api(service, api_token=settings.api_token)
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather)
+    api = create_api(service, api_token=settings.api_token, defaults=defaults)
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
     return gr.mount_gradio_app(api, build_ui(service, defaults), path="/", auth=auth,
                                max_file_size=f"{2 * settings.max_upload_mb}mb")

@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -146,17 +147,18 @@ def timed(call, *args, **kwargs):
 # ------------------------------------------------------------------ apps
 
 
-@pytest.fixture(autouse=True)
-def no_secrets_in_environment(monkeypatch):
-    monkeypatch.delenv("LAMA_API_TOKEN", raising=False)
-    monkeypatch.delenv("LAMA_AUTH", raising=False)
-
-
 def make_settings(tiny_dir, folder, *flags, **overrides):
-    """Settings as `python app.py --model tiny --device cpu ...` reads them, plus overrides."""
-    settings = app_module.load_settings(app_module.parse_args(
-        ["--model", str(tiny_dir), "--device", "cpu", "--outputs-dir", str(folder / "outputs"),
-         "--logs-dir", str(folder / "logs"), *flags]))
+    """Settings as `python app.py --model tiny --device cpu ...` reads them, plus overrides.
+
+    Secrets come only from `flags`: LAMA_API_TOKEN / LAMA_AUTH in the caller's environment
+    must not protect the apps under test.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("LAMA_API_TOKEN", raising=False)
+        patch.delenv("LAMA_AUTH", raising=False)
+        settings = app_module.load_settings(app_module.parse_args(
+            ["--model", str(tiny_dir), "--device", "cpu", "--outputs-dir", str(folder / "outputs"),
+             "--logs-dir", str(folder / "logs"), *flags]))
     return dataclasses.replace(settings, **overrides)
 
 
@@ -180,7 +182,6 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(tiny_dir, folder):
-    # No env fixture here (module scope): these settings name no secrets anyway.
     settings = make_settings(tiny_dir, folder)
     assert settings.api_token is None and settings.auth is None
     with serve(settings) as client:
@@ -350,7 +351,7 @@ BAD_REQUESTS = {
     "negative-dilate": (GOOD_IMAGE, GOOD_MASK, {"dilate": -3}, 422, "invalid_option", ["dilate", "-3"]),
     "huge-feather": (GOOD_IMAGE, GOOD_MASK, {"feather": 100000}, 422, "invalid_option", ["feather"]),
     "dilate-not-a-number": (GOOD_IMAGE, GOOD_MASK, {"dilate": "wide"}, 422, "invalid_request", ["dilate"]),
-    "seed-5120x3840": (seed_photo(), GOOD_MASK, {}, 413, "image_too_large", ["5120×3840", "16.8 MP"]),
+    "seed-5120x3840": (seed_photo, GOOD_MASK, {}, 413, "image_too_large", ["5120×3840", "16.8 MP"]),
     "bomb-over-pixels": (png_header_only(8000, 8000), GOOD_MASK, {}, 413, "image_too_large", ["8000×8000", "MP"]),
     "bomb-over-side": (png_header_only(40000, 40000), GOOD_MASK, {}, 413, "image_too_large",
                        ["40000×40000", "8192"]),
@@ -361,6 +362,7 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_input_is_refused_fast_with_json_and_the_server_keeps_serving(client, outputs, case):
     image, mask, fields, status, code, words = BAD_REQUESTS[case]
+    image = image() if callable(image) else image
     before = output_files(outputs)
     metrics_before = client.get("/metrics").text
     response, seconds = timed(client.post, "/api/v1/inpaint", **upload(image, mask, **fields))
@@ -531,10 +533,10 @@ def test_a_full_queue_answers_503_with_retry_after_and_waiting_requests_complete
             response, seconds = timed(repair, client, image, mask)
             error_of(response, 503, "queue_full")
             assert int(response.headers["retry-after"]) >= 1 and seconds < FAST_S
-            assert "waiting" not in waiting  # the queued request is still waiting, not failed
+            assert "response" not in waiting  # the queued request is still waiting, not failed
         finally:
             release.set()
-        thread.join(WAIT_S)
+            thread.join(WAIT_S)
         assert waiting["response"].status_code == 200
         wait_until(lambda: client.get("/readyz").status_code == 200, what="room in the queue again")
         assert repair(client, image, mask).status_code == 200
@@ -576,8 +578,8 @@ def protected(tiny_dir, tmp_path_factory):
         yield client
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Bearer s3cret", "Basic s3cret-token",
-                                           "s3cret-token", "Bearer  s3cret-token"])
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Bearer s3cret", "Bearer s3cret-token2",
+                                           "Basic s3cret-token", "s3cret-token"])
 def test_the_api_needs_the_bearer_token(protected, authorization):
     headers = {"Authorization": authorization} if authorization else {}
     response = protected.post("/api/v1/inpaint", headers=headers, **upload(*make_case()))
@@ -587,8 +589,9 @@ def test_the_api_needs_the_bearer_token(protected, authorization):
     error_of(protected.post("/api/v1/inpaint", headers=headers), 401, "unauthorized")
 
 
-def test_the_right_token_is_served(protected):
-    response = protected.post("/api/v1/inpaint", headers={"Authorization": "Bearer s3cret-token"},
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer"])  # auth schemes are case-insensitive
+def test_the_right_token_is_served(protected, scheme):
+    response = protected.post("/api/v1/inpaint", headers={"Authorization": f"{scheme} s3cret-token"},
                               **upload(*make_case()))
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert metric(protected.get("/metrics").text, "inpaint_requests_total", status="401") >= 1
@@ -776,3 +779,35 @@ def test_live_server_serves_simultaneous_requests(live):
         text = http.get("/metrics").text
     assert metric(text, "inpaint_requests_total", status="200") == served_before + count
     assert metric(text, "inpaint_queue_depth") == 0.0
+
+
+# ------------------------------------------------------------------ on a GPU (skipped in CI)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_health_and_metrics_report_the_gpu_and_the_preset_bounds_memory(tiny_dir, tmp_path):
+    settings = make_settings(tiny_dir, tmp_path, "--preset", "fast", device="auto")
+    total = torch.cuda.mem_get_info()[1]
+    try:
+        with serve(settings) as client:
+            health = client.get("/healthz").json()
+            assert health["model"]["device"].startswith("cuda") and health["model"]["precision"] == "fp16"
+            gpu = health["gpu"]
+            assert set(gpu) == {"name", "memory_allocated_bytes", "memory_reserved_bytes", "memory_free_bytes",
+                                "memory_total_bytes"}
+            assert gpu["memory_total_bytes"] == total and gpu["memory_reserved_bytes"] > 0
+            assert health["gpu_mem"] == f"{gpu['memory_reserved_bytes'] / 1e9:.1f}GB"
+            text = client.get("/metrics").text
+            assert metric(text, "inpaint_gpu_available") == 1.0 and metric(text, "inpaint_model_loaded") == 1.0
+            image, mask = make_case()
+            response = repair(client, image, mask, dilate=0, feather=0)
+            assert response.status_code == 200
+            assert np.array_equal(decode(response.content)[mask == 0], image[mask == 0])
+            # The fast preset's share of the card: 40 %; half of it cannot be had.
+            if hasattr(torch.cuda, "get_per_process_memory_fraction"):
+                assert torch.cuda.get_per_process_memory_fraction() == pytest.approx(0.4)
+            with pytest.raises(torch.cuda.OutOfMemoryError):
+                torch.empty(total // 2, dtype=torch.uint8, device="cuda")
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()

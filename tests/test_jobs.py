@@ -18,6 +18,9 @@ def wait_until(condition, timeout=WAIT_S):
         time.sleep(0.005)
 
 
+RELEASES = []  # every blocker's event, set at teardown so that a failed test cannot hang the next
+
+
 @pytest.fixture
 def queue():
     jobs = []
@@ -27,6 +30,9 @@ def queue():
         return jobs[-1]
 
     yield make
+    for release in RELEASES:
+        release.set()
+    RELEASES.clear()
     for q in jobs:
         q.shutdown()
 
@@ -34,6 +40,7 @@ def queue():
 def blocker(q):
     """Occupy the worker until the returned event is set; returns (event, future)."""
     release, running = threading.Event(), threading.Event()
+    RELEASES.append(release)
 
     def job():
         running.set()
