@@ -52,8 +52,9 @@ def editor_image(value: EditorValue | None) -> np.ndarray:
 def editor_mask(value: EditorValue, shape: tuple[int, int]) -> np.ndarray:
     """Where the user painted: any pixel of any layer with alpha > 0.
 
-    The layers carry exactly the strokes, whatever their colour or opacity, while the
-    composite would also differ from the background where the editor re-encodes it.
+    The layer holds exactly the strokes, whatever their colour or opacity. Comparing the
+    composite with the background instead would miss strokes over pixels of the brush's
+    own colour, and depend on the canvas's colour round trip for transparent photos.
     """
     mask = np.zeros(shape, dtype=bool)
     for layer in value.get("layers") or []:
