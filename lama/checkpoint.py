@@ -18,7 +18,6 @@ import copy
 import json
 import os
 import re
-import secrets
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import safetensors.torch
 import torch
 import yaml
 
+from lama.files import write_bytes_atomic
 from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator, GeneratorConfig
 from lama.safe_pickle import CheckpointError, StubObject, UnsafeCheckpointError, load_archive
 
@@ -391,17 +391,7 @@ def save_safetensors(ckpt: LoadedCheckpoint, dst: str | os.PathLike[str], dtype:
     }
     metadata = {"format": "pt", "lama_format": FORMAT_MARKER, "lama_config": json.dumps(ckpt.config.to_dict())}
     payload = safetensors.torch.save(tensors, metadata=metadata)
-    # Not tempfile.mkstemp: its 0600 mode would stick to the result; "xb" honours the umask.
-    temp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with temp.open("xb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, dst)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(dst, payload)
 
 
 def describe_checkpoint(ckpt: LoadedCheckpoint) -> dict[str, Any]:

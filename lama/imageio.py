@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from PIL import (
     TiffImagePlugin,
     WebPImagePlugin,
 )
+
+from lama.files import write_bytes_atomic
 
 # Suffixes the CLI treats as images when it is given a directory (compare lower-cased).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -390,30 +391,6 @@ def write_image_atomic(
     if fmt is None:
         raise ImageError(f"cannot write {path.name}: use a .png, .jpg, .jpeg or .webp name")
     return write_bytes_atomic(path, encode_image(image, fmt, quality))
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a hidden temporary file in the same directory (same filesystem, so
-    os.replace is atomic), are fsynced, then renamed; on failure the temporary file is
-    removed and the OSError propagates.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # 'xb' creates the file with the umask's usual permissions, unlike mkstemp's 0600.
-    # If creating it fails there is nothing to clean up.
-    f = open(tmp, "xb")
-    try:
-        with f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _check_array(image: np.ndarray) -> None:

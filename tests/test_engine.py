@@ -1,5 +1,6 @@
 """InpaintEngine on the tiny official-layout checkpoint: the official pipeline, strategies, layouts."""
 
+import contextlib
 import json
 import logging
 
@@ -39,11 +40,15 @@ def small_hd_engine(tiny_dir):
     return InpaintEngine(tiny_dir, device="cpu", hd=SMALL_HD)
 
 
-def record_model_inputs(engine):
-    """Shapes of every generator call, so a test can see what the model was asked to do."""
+@contextlib.contextmanager
+def model_calls(engine):
+    """Shapes of every generator call inside the block: what the model was asked to do."""
     shapes = []
     handle = engine.generator.register_forward_pre_hook(lambda _module, args: shapes.append(tuple(args[0].shape)))
-    return shapes, handle
+    try:
+        yield shapes
+    finally:
+        handle.remove()
 
 
 # ---------------------------------------------------------------- the official pipeline
@@ -144,11 +149,8 @@ def test_crop_strategy_runs_the_model_on_each_region_with_its_margin(small_hd_en
     mask = np.zeros((120, 200), np.uint8)
     mask[10:20, 10:20] = 1  # two regions far apart: two crops
     mask[90:100, 170:185] = 1
-    shapes, handle = record_model_inputs(small_hd_engine)
-    try:
+    with model_calls(small_hd_engine) as shapes:
         result = small_hd_engine.inpaint(image, mask, strategy="crop")
-    finally:
-        handle.remove()
     # Region 1: rows 2..28, cols 2..28 -> 26×26, padded to 32×32; region 2: rows 82..108, cols 162..193.
     assert shapes == [(1, 4, 32, 32), (1, 4, 32, 32)]
     crop_alone = small_hd_engine.inpaint(image[2:28, 2:28], mask[2:28, 2:28], strategy="original")
@@ -159,11 +161,8 @@ def test_crop_strategy_runs_the_whole_image_below_its_trigger(small_hd_engine):
     image = np.full((40, 44, 3), 128, np.uint8)
     mask = np.zeros((40, 44), np.uint8)
     mask[5:8, 5:8] = 1
-    shapes, handle = record_model_inputs(small_hd_engine)
-    try:
+    with model_calls(small_hd_engine) as shapes:
         small_hd_engine.inpaint(image, mask, strategy="crop")
-    finally:
-        handle.remove()
     assert shapes == [(1, 4, 40, 48)]
 
 
@@ -172,11 +171,8 @@ def test_resize_strategy_limits_the_long_side_the_model_sees(small_hd_engine):
     image = rng.integers(0, 256, (60, 100, 3), dtype=np.uint8)
     mask = np.zeros((60, 100), np.uint8)
     mask[20:40, 30:60] = 1
-    shapes, handle = record_model_inputs(small_hd_engine)
-    try:
+    with model_calls(small_hd_engine) as shapes:
         result = small_hd_engine.inpaint(image, mask, strategy="resize")
-    finally:
-        handle.remove()
     assert shapes == [(1, 4, 24, 40)]  # 100×60 scaled to 40×24
     assert not np.array_equal(result[20:40, 30:60], image[20:40, 30:60])
 
@@ -203,11 +199,8 @@ def test_rgba_keeps_its_alpha_and_gray_stays_gray(engine):
 
 def test_an_empty_mask_returns_the_input_without_running_the_model(engine):
     image = np.arange(30 * 20 * 3, dtype=np.uint32).reshape(30, 20, 3).astype(np.uint8)
-    shapes, handle = record_model_inputs(engine)
-    try:
+    with model_calls(engine) as shapes:
         out = engine.inpaint(image, np.zeros((30, 20), np.uint8), dilate=5, feather=5)
-    finally:
-        handle.remove()
     assert shapes == []
     assert np.array_equal(out, image) and out is not image
 
@@ -295,10 +288,7 @@ def test_max_side_bounds_what_the_model_sees_whatever_the_strategy(tiny_dir, str
     image = rng.integers(0, 256, (60, 100, 3), dtype=np.uint8)
     mask = np.zeros((60, 100), np.uint8)
     mask[20:40, 30:60] = 1
-    shapes, handle = record_model_inputs(engine)
-    try:
+    with model_calls(engine) as shapes:
         result = engine.inpaint(image, mask, strategy=strategy)
-    finally:
-        handle.remove()
     assert shapes == [(1, 4, 24, 40)]  # 100×60 scaled to 40×24 in every case
     assert np.array_equal(result[mask == 0], image[mask == 0])

@@ -11,7 +11,7 @@ import datetime
 import secrets
 from pathlib import Path
 
-from lama.imageio import write_bytes_atomic
+from lama.files import write_bytes_atomic
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
