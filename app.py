@@ -53,6 +53,9 @@ class Settings:
     feather: int
     api_token: str | None
     auth: str | None
+    monitor_interval: float
+    monitor_log_max_bytes: int
+    monitor_log_backups: int
     gpu_memory_fraction: float  # from the preset
     model_max_side: int | None  # from the preset
 
@@ -75,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feather", type=int, help="default edge feather, px")
     parser.add_argument("--api-token", help="or LAMA_API_TOKEN; protects /api/v1/*")
     parser.add_argument("--auth", help="USER:PASS, or LAMA_AUTH; protects the UI")
+    parser.add_argument("--monitor-interval", type=float, help="seconds between resource samples (0: off)")
+    parser.add_argument("--monitor-log-max-bytes", type=int, help="rotate monitor/request logs at this size")
+    parser.add_argument("--monitor-log-backups", type=int, help="rotated log files kept")
     return parser.parse_args(argv)
 
 
@@ -130,6 +136,8 @@ def build_app(settings: Settings):
     from lama.checkpoint import CheckpointError
     from lama.imageio import ImageLimits
     from monitor.metrics import ServiceMetrics
+    from monitor.requestlog import RequestLog
+    from monitor.sampler import Sampler
     from webui.api import create_api
     from webui.jobs import JobQueue
     from webui.outputs import OutputStore
@@ -147,13 +155,26 @@ def build_app(settings: Settings):
         torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_fraction, engine.device)
     log.info("engine: %s", engine.describe())
 
+    logs = Path(settings.logs_dir)
+    sampler = None
+    if settings.monitor_interval > 0:
+        sampler = Sampler(settings.monitor_interval, log_path=logs / "monitor.jsonl",
+                          log_max_bytes=settings.monitor_log_max_bytes, log_backups=settings.monitor_log_backups,
+                          disk_path=Path(settings.outputs_dir),
+                          torch_device=engine.device if engine.device.type == "cuda" else None)
+        sampler.start()
+    requests = RequestLog(logs / "requests.jsonl", max_bytes=settings.monitor_log_max_bytes,
+                          backups=settings.monitor_log_backups)
+
     queue = JobQueue(settings.queue_capacity)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth,
                              model_loaded=lambda: 0.0 if engine.uses_fallback else 1.0,
-                             gpu_available=lambda: 1.0 if engine.device.type == "cuda" else 0.0)
+                             gpu_available=lambda: 1.0 if engine.device.type == "cuda" else 0.0,
+                             latest_sample=sampler.latest if sampler else (lambda: None))
     limits = ImageLimits(max_bytes=settings.max_upload_mb * 2**20, max_pixels=settings.max_pixels,
                          max_side=settings.max_side)
-    service = RepairService(engine, OutputStore(Path(settings.outputs_dir)), queue, metrics, limits)
+    service = RepairService(engine, OutputStore(Path(settings.outputs_dir)), queue, metrics, limits,
+                            sampler=sampler, requests=requests)
 
     def warm_up() -> None:
         queue.run(engine.warmup)

@@ -14,6 +14,7 @@ It imports no web code; the service and the CLI are thin layers over it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,13 +223,17 @@ class InpaintEngine:
         return x, m, torch.cat((x * (1 - m), m), dim=1).to(DTYPES[self.precision])
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, strategy: str = "crop", dilate: int = 0,
-                feather: int = 0) -> np.ndarray:
+                feather: int = 0, timings: dict[str, float] | None = None) -> np.ndarray:
         """Repair `image` where `mask` is nonzero; returns an array of the same shape and layout.
 
         image: uint8 H×W (gray), H×W×1, H×W×3 (RGB) or H×W×4 (RGBA; alpha is kept as is).
         mask: uint8/bool H×W or H×W×C, nonzero = repair. dilate/feather: pixels.
         Pixels outside the dilated mask are returned bit-identical.
+        `timings`, when given, receives seconds spent in "preprocess" (layout, mask
+        refinement), "infer" (the strategy's model runs, transfers included) and
+        "postprocess" (feathering, layout back, the final paste).
         """
+        clock = _StageClock(timings)
         rgb, restore = _split_layout(image)
         if strategy not in STRATEGIES:
             raise EngineError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
@@ -239,10 +244,12 @@ class InpaintEngine:
             raise EngineError(f"mask is {fill_mask.shape[1]}×{fill_mask.shape[0]} but the image is "
                               f"{rgb.shape[1]}×{rgb.shape[0]}: they must be the same size")
         fill_mask = masks.dilate(fill_mask, dilate)
+        clock.lap("preprocess")
         if not fill_mask.any():
             return image.copy()
 
         filled = self._fill(rgb, fill_mask, strategy)
+        clock.lap("infer")
         if feather:
             weights = masks.feather_weights(fill_mask, feather)[..., None]
             filled = np.rint(weights * filled + (1 - weights) * rgb).astype(np.uint8)
@@ -250,7 +257,9 @@ class InpaintEngine:
         # The guarantee, enforced rather than hoped for: float round trips and colour
         # conversions must not touch a single pixel outside the mask.
         keep = fill_mask if result.ndim == 2 else fill_mask[..., None]
-        return np.where(keep, result, image)
+        result = np.where(keep, result, image)
+        clock.lap("postprocess")
+        return result
 
     def _fill(self, rgb: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarray:
         """A full-size RGB image whose pixels inside `mask` are the repair (outside: anything)."""
@@ -304,6 +313,21 @@ class InpaintEngine:
         self._repair(image, mask)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+class _StageClock:
+    """Accumulates the seconds between laps into a caller's dict (or does nothing without one)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self._timings = timings
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self._timings is None:
+            return
+        now = time.perf_counter()
+        self._timings[stage] = self._timings.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 def _split_layout(image: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:

@@ -1,1 +1,3 @@
-"""Resource monitor: metrics now; NVML/psutil sampling and the report come with issue 4."""
+"""Resource monitor: NVML/psutil sampling (sampler), request records (requestlog), Prometheus
+instruments (metrics) and the one-command resource report (report). Imports no web code
+and no model code."""

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import threading
+import json
 import time
 import tracemalloc
 import zlib
@@ -428,7 +429,7 @@ def test_healthz_has_the_documented_shape(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     health = response.json()
-    assert set(health) == {"status", "model", "gpu_mem", "gpu", "queue", "uptime_s"}
+    assert set(health) == {"status", "model", "gpu_mem", "gpu", "queue", "uptime_s", "sample"}
     assert health["status"] == "ok"
     assert health["model"] == {"name": "big-lama", "loaded": True, "device": "cpu", "precision": "fp32",
                                "source": "official-dir"}
@@ -436,6 +437,9 @@ def test_healthz_has_the_documented_shape(client):
     assert health["gpu"] is None
     assert health["queue"] == {"depth": 0, "capacity": 64}
     assert isinstance(health["uptime_s"], (int, float)) and health["uptime_s"] >= 0
+    # The sampler's latest reading (it may not have sampled yet right after start).
+    sample = health["sample"]
+    assert sample is None or (sample["process_rss_bytes"] > 0 and sample["gpu"] is None)
 
 
 def test_livez_and_readyz_when_warm(client):
@@ -811,3 +815,47 @@ def test_on_cuda_health_and_metrics_report_the_gpu_and_the_preset_bounds_memory(
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------ the monitor's view
+
+
+def test_each_request_is_recorded_with_its_stages_in_the_log_and_the_monitor_api(client, folder):
+    started = time.time()
+    image, mask = make_case(seed=7)
+    assert repair(client, image, mask, dilate="0", feather="0").status_code == 200
+    assert repair(client, image, mask[:10]).status_code == 422
+
+    view = client.get("/api/v1/monitor", params={"since": started}).json()
+    assert set(view) == {"now", "interval_s", "samples", "requests"}
+    assert view["now"] >= started and view["interval_s"] == 1.0
+    ok, refused = view["requests"][-2:]
+    assert (ok["status"], ok["width"], ok["height"], ok["error"]) == (200, 96, 72, None)
+    assert set(ok["timings"]) == {"decode", "queue", "preprocess", "infer", "postprocess", "encode", "save",
+                                  "total"}
+    assert ok["timings"]["total"] >= ok["timings"]["infer"] > 0
+    assert ok["mask_fraction"] == pytest.approx(np.count_nonzero(mask) / mask.size)
+    assert ok["rss_bytes"] > 0 and ok["peak_gpu_bytes"] is None  # CPU
+    assert refused["status"] == 422 and "same size" in refused["error"]
+
+    logged = [json.loads(line) for line in (folder / "logs" / "requests.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in logged[-2:]] == [ok["id"], refused["id"]]
+
+
+def test_the_monitor_api_serves_samples_since_a_time(client):
+    wait_until(lambda: client.get("/api/v1/monitor").json()["samples"], what="a first sample")
+    samples = client.get("/api/v1/monitor").json()["samples"]
+    newest = samples[-1]["ts"]
+    assert newest > time.time() - 10
+    assert all(s["process_rss_bytes"] > 0 for s in samples)
+    assert client.get("/api/v1/monitor", params={"since": newest}).json()["samples"] == []
+    # The stage histograms fill from the recorded requests.
+    text = client.get("/metrics").text
+    assert metric(text, "inpaint_stage_duration_seconds_count", stage="infer") >= 1
+    assert metric(text, "inpaint_process_resident_memory_bytes") > 0
+
+
+def test_the_monitor_api_needs_the_token_like_the_rest_of_the_api(tiny_dir, tmp_path):
+    with serve(make_settings(tiny_dir, tmp_path, "--api-token", "s3cret")) as client:
+        assert client.get("/api/v1/monitor").status_code == 401
+        assert client.get("/api/v1/monitor", headers={"Authorization": "Bearer s3cret"}).status_code == 200

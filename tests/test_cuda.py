@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lama.bench import strict_fp32, synthetic_case
+from lama.bench import strict_fp32
+from lama.synthetic import synthetic_case
 from lama.engine import InpaintEngine
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import logging
+import time
 
 import cv2
 import numpy as np
@@ -292,3 +293,18 @@ def test_max_side_bounds_what_the_model_sees_whatever_the_strategy(tiny_dir, str
         result = engine.inpaint(image, mask, strategy=strategy)
     assert shapes == [(1, 4, 24, 40)]  # 100×60 scaled to 40×24 in every case
     assert np.array_equal(result[mask == 0], image[mask == 0])
+
+
+def test_stage_timings_cover_the_repair(engine):
+    rng = np.random.default_rng(11)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 20:40] = 1
+    timings = {}
+    started = time.perf_counter()
+    engine.inpaint(image, mask, dilate=3, feather=3, timings=timings)
+    elapsed = time.perf_counter() - started
+    assert set(timings) == {"preprocess", "infer", "postprocess"}
+    assert all(value > 0 for value in timings.values())
+    assert sum(timings.values()) <= elapsed
+    assert timings["infer"] > timings["preprocess"], "the model run is the expensive part"

@@ -83,15 +83,32 @@ def create_api(service: RepairService, api_token: str | None = None,
                       feather: int = Form(defaults.feather), format: str = Form(defaults.format)) -> Response:
         """Repair `image` where `mask` is set; the response body is the repaired image."""
         options = RepairOptions(strategy, dilate, feather, format)
-        decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
-        # Waiting for the GPU holds no thread: the queue's future is awaited.
-        timed = await asyncio.wrap_future(service.submit(decoded, options))
-        result = await run_in_threadpool(service.finish, decoded, timed, options)
+        decoded = None
+        try:
+            decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
+            # Waiting for the GPU holds no thread: the queue's future is awaited.
+            timed = await asyncio.wrap_future(service.submit(decoded, options))
+            result = await run_in_threadpool(service.finish, decoded, timed, options)
+        except ServiceError as error:
+            service.record(error.status, options, decoded, error=error.message)
+            raise
         headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
                                              for stage, seconds in result.timings.items())}
         if result.saved_as:
             headers["X-Saved-As"] = result.saved_as
         return Response(result.data, media_type=result.media_type, headers=headers)
+
+    @app.get("/api/v1/monitor", dependencies=[Depends(require_token)])
+    def monitor(since: float | None = None) -> dict:
+        """Resource samples and request records newer than `since` (unix seconds): the
+        last hour of samples at most, the last requests kept in memory."""
+        sampler, requests = service.sampler, service.requests
+        return {
+            "now": time.time(),
+            "interval_s": sampler.interval_s if sampler else None,
+            "samples": sampler.samples(since) if sampler else [],
+            "requests": requests.recent(since) if requests else [],
+        }
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from lama import imageio
 from lama.engine import STRATEGIES, InpaintEngine
 from monitor.metrics import ServiceMetrics
+from monitor.requestlog import RequestLog
+from monitor.sampler import Sampler
 from webui.jobs import JobQueue, QueueFull, Timed
 from webui.outputs import EXTENSIONS, OutputStore
 
@@ -87,9 +91,12 @@ class RepairResult:
 
 class RepairService:
     def __init__(self, engine: InpaintEngine, outputs: OutputStore, queue: JobQueue, metrics: ServiceMetrics,
-                 limits: imageio.ImageLimits = imageio.ImageLimits()):
+                 limits: imageio.ImageLimits = imageio.ImageLimits(), sampler: Sampler | None = None,
+                 requests: RequestLog | None = None):
         self.engine = engine
         self.metrics = metrics
+        self.sampler = sampler  # None: resource monitoring is off
+        self.requests = requests
         self.outputs = outputs
         self.queue = queue
         self.limits = limits
@@ -114,7 +121,7 @@ class RepairService:
             raise ServiceError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)}) from None
 
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
-        repaired, peak = timed.value
+        repaired, peak, engine_timings = timed.value
         started = time.perf_counter()
         data = imageio.encode_image(repaired, options.format)
         encoded = time.perf_counter()
@@ -125,11 +132,31 @@ class RepairService:
             log.error("could not save a result under %s: %s", self.outputs.root, error)
             saved_as = None
         saved = time.perf_counter()
-        timings = {"decode": decoded.decode_s, "queue": timed.wait_s, "infer": timed.run_s,
+        timings = {"decode": decoded.decode_s, "queue": timed.wait_s, **engine_timings,
                    "encode": encoded - started, "save": saved - encoded}
-        timings["total"] = sum(timings.values())
+        timings["total"] = decoded.decode_s + timed.wait_s + timed.run_s + (saved - started)
+        self.metrics.observe_stages(timings)
+        if peak is not None:
+            self.metrics.observe_peak_gpu(peak)
+        self.record(200, options, decoded, timings, peak)
         return RepairResult(repaired, data, MEDIA_TYPES[options.format], saved_as, str(self.engine.device),
                             peak, timings)
+
+    def record(self, status: int, options: RepairOptions, decoded: Decoded | None = None,
+               timings: dict[str, float] | None = None, peak_gpu_bytes: int | None = None,
+               error: str | None = None) -> None:
+        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads)."""
+        if self.requests is None:
+            return
+        height, width = decoded.image.shape[:2] if decoded else (None, None)
+        fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
+        self.requests.record({
+            "id": uuid.uuid4().hex[:12], "ts": time.time(), "width": width, "height": height,
+            "mask_fraction": fraction, "strategy": options.strategy, "device": str(self.engine.device),
+            "precision": self.engine.precision, "status": status, "error": error,
+            "timings": timings or {}, "peak_gpu_bytes": peak_gpu_bytes,
+            "rss_bytes": psutil.Process().memory_info().rss,
+        })
 
     # ------------------------------------------------------------------ whole repairs
 
@@ -144,6 +171,7 @@ class RepairService:
             return result
         except ServiceError as error:
             status = error.status
+            self.record(status, options, error=error.message)
             raise
         finally:
             self.metrics.observe_request(status, time.perf_counter() - started)
@@ -161,39 +189,54 @@ class RepairService:
                                f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
                                "they must be the same size")
 
-    def _infer(self, decoded: Decoded, options: RepairOptions) -> tuple[np.ndarray, int | None]:
-        """Runs on the queue's worker thread, one job at a time, so the peak is this job's."""
+    def _infer(self, decoded: Decoded, options: RepairOptions
+               ) -> tuple[np.ndarray, int | None, dict[str, float]]:
+        """Runs on the queue's worker thread, one job at a time, so the peak is this job's.
+
+        Returns the repaired image, the job's peak GPU memory and the engine's stage timings.
+        """
         on_gpu = self.engine.device.type == "cuda"
         if on_gpu:
             torch.cuda.reset_peak_memory_stats(self.engine.device)
+        stage_timings: dict[str, float] = {}
         try:
             repaired = self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
-                                           dilate=options.dilate, feather=options.feather)
+                                           dilate=options.dilate, feather=options.feather, timings=stage_timings)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise ServiceError(503, "out_of_memory",
                                "the GPU ran out of memory for this image; try again, or a smaller image "
                                "or the crop strategy", {"Retry-After": "5"}) from None
         peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
-        return repaired, peak
+        return repaired, peak, stage_timings
 
     # ------------------------------------------------------------------ health
 
+    @property
+    def gpu_healthy(self) -> bool:
+        """False once the sampler saw NVML fail at run time (a lost GPU)."""
+        return self.sampler is None or self.sampler.healthy
+
     def ready(self) -> bool:
-        return self.warm and self.queue.has_room
+        return self.warm and self.queue.has_room and self.gpu_healthy
 
     def health(self) -> dict[str, Any]:
         info = self.engine.describe()
         gpu = _gpu_memory(self.engine.device)
-        return {
-            "status": "degraded" if info["fallback"] else "ok",
+        sample = self.sampler.latest() if self.sampler else None
+        health = {
+            "status": "degraded" if info["fallback"] or not self.gpu_healthy else "ok",
             "model": {key: info[key] for key in ("name", "loaded", "device", "precision", "source")},
-            # The form the seed's probes already parse: what this process holds on the GPU.
-            "gpu_mem": f"{(gpu['memory_reserved_bytes'] if gpu else 0) / 1e9:.1f}GB",
+            # The form the seed's probes already parse (nvidia-smi's "used" of our GPU).
+            "gpu_mem": f"{_gpu_memory_used(self.engine.device, gpu, sample) / 1e9:.1f}GB",
             "gpu": gpu,
             "queue": {"depth": self.queue.depth, "capacity": self.queue.capacity},
             "uptime_s": round(time.monotonic() - self.started, 1),
+            "sample": sample,
         }
+        if not self.gpu_healthy:
+            health["gpu_error"] = self.sampler.last_error
+        return health
 
 
 def _decode(what: str, decoder, data: bytes, limits: imageio.ImageLimits) -> np.ndarray:
@@ -203,6 +246,18 @@ def _decode(what: str, decoder, data: bytes, limits: imageio.ImageLimits) -> np.
         raise ServiceError(413, f"{what}_too_large", f"{what}: {error}") from None
     except imageio.ImageError as error:
         raise ServiceError(400, f"invalid_{what}", f"{what}: {error}") from None
+
+
+def _gpu_memory_used(device: torch.device, gpu: dict[str, Any] | None, sample: dict[str, Any] | None) -> int:
+    """NVML's memory used on the engine's GPU (what operators compare with nvidia-smi);
+    torch's reserved memory where NVML has no reading; 0 without a GPU."""
+    if gpu is None:
+        return 0
+    for reading in (sample or {}).get("gpu") or []:
+        # The sampler indexes GPUs by CUDA ordinal, as torch does.
+        if reading.get("index") == device.index and reading.get("memory_used_bytes") is not None:
+            return reading["memory_used_bytes"]
+    return gpu["memory_reserved_bytes"]
 
 
 def _gpu_memory(device: torch.device) -> dict[str, Any] | None:
