@@ -44,7 +44,11 @@ MAX_SETTLE_S = 5.0  # the pause between phases: one sampling interval, but never
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m monitor.report",
                                      description="Measure a running inpainting service: report.md, plots, data.json")
-    parser.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:7860")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help="the service, e.g. http://127.0.0.1:7860")
+    source.add_argument("--from-data", type=Path, metavar="DATA_JSON",
+                        help="re-render report.md and the plots from an earlier run's data.json (into --out, "
+                             "default: beside it)")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK['runs']} runs per class and a {QUICK['stream_count']}-request stream "
                              f"{QUICK['stream_interval']:g} s apart (default: the seed's protocol, "
@@ -142,11 +146,24 @@ def progress(line: str) -> None:
     print(f"monitor.report: {line}", file=sys.stderr, flush=True)
 
 
+def load_run(path: Path) -> dict[str, Any]:
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ReportError(f"cannot read {path}: {error}") from None
+    if not isinstance(run, dict) or "summary" not in run:
+        raise ReportError(f"{path} is not the data.json of a monitor.report run")
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = args.out or default_out(args.url, datetime.datetime.now(datetime.timezone.utc))
+    if args.from_data:
+        out = args.out or args.from_data.parent
+    else:
+        out = args.out or default_out(args.url, datetime.datetime.now(datetime.timezone.utc))
     try:
-        run = measure(args)
+        run = load_run(args.from_data) if args.from_data else measure(args)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

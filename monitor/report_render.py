@@ -73,7 +73,7 @@ def markdown(run: dict[str, Any]) -> str:
     if run.get("interrupted"):
         lines += [f"**The run was interrupted during `{run['interrupted']}`; later phases are missing.**", ""]
     lines += _machine(run, machine) + _gpu(summary) + _cpu(summary) + _disk(summary)
-    lines += _stream(summary["stream"]) + _faults(summary["faults"]) + _health(run) + _plots()
+    lines += _stream(summary["stream"]) + _faults(summary["faults"]) + _seed(summary) + _health(run) + _plots()
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +189,36 @@ def _faults(faults: dict[str, Any]) -> list[str]:
                      _yes_no(burst["survived"])])
     return ["## Fault cases", ""] + (_table(["case", "what happened", "service survived"], rows)
                                      if rows else ["Not run."]) + [""]
+
+
+# The field report this project grew from (FFT NPainting LaMa WebUI on an NVIDIA A10):
+# per class, the mean repair time and the GPU memory in use, as its operators measured
+# them by hand; and 1 of 5 simultaneous large requests failed with CUDA out of memory.
+SEED_A10 = {"small": (4.7, 4.2e9), "medium": (12.3, 6.8e9), "large": (38.1, 11.6e9)}
+SEED_SIMULTANEOUS_FAILED = 1
+
+
+def _seed(summary: dict[str, Any]) -> list[str]:
+    rows = []
+    for c in summary["classes"]:
+        if c["class"] not in SEED_A10:
+            continue
+        seed_s, seed_bytes = SEED_A10[c["class"]]
+        memory = c["gpu"]["memory_used_peak_bytes"] if c["gpu"] else None
+        rows.append([
+            _class_label(c), f"{seed_s:.1f} s", seconds(c["latency_mean_s"]),
+            f"{seed_s / c['latency_mean_s']:.0f}× faster" if c["latency_mean_s"] else "n/a",
+            size(seed_bytes), size(memory) if memory is not None else NO_GPU,
+        ])
+    burst = summary["faults"]["simultaneous"]
+    rows.append([f"{burst['count']} simultaneous {burst['width']}×{burst['height']}",
+                 f"{SEED_SIMULTANEOUS_FAILED} of 5 failed (CUDA out of memory)",
+                 f"{burst['count'] - burst['ok']} of {burst['count']} failed", "", "", ""])
+    return ["## Compared with the seed report (NVIDIA A10, measured by hand)", ""] + _table(
+        ["class", "seed: mean time", "this run: mean latency", "", "seed: GPU memory", "this run: peak GPU memory"],
+        rows) + ["", "The seed's figures are quoted from its field report; this run's come from the tables above. "
+                 "Different GPUs and model builds: read it as the order of magnitude the service changed, "
+                 "not as a like-for-like benchmark.", ""]
 
 
 def _yes_no(value: bool | None) -> str:

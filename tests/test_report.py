@@ -46,7 +46,8 @@ ROOT = Path(report.__file__).resolve().parents[1]
 WAIT_S = 60
 REPORT_TIMEOUT_S = 150
 SECTIONS = ("## Machine", "## GPU per image class", "## CPU and memory per image class", "## Disk",
-            "## Steady stream: drift", "## Fault cases", "## /healthz after each phase", "## Over time")
+            "## Steady stream: drift", "## Fault cases", "## Compared with the seed report (NVIDIA A10, measured by hand)",
+            "## /healthz after each phase", "## Over time")
 MB = 1e6
 
 
@@ -242,6 +243,16 @@ def test_a_gpu_run_fills_the_gpu_columns():
         assert png.startswith(b"\x89PNG"), name
 
 
+def test_the_seed_comparison_puts_each_class_beside_the_a10_figures():
+    run = simulated_gpu_run()
+    text = section(report_render.markdown(run), "## Compared with the seed report")
+    large = next(c for c in run["summary"]["classes"] if c["class"] == "large")
+    row = table_row(text, "large 2560×1920")
+    assert row.startswith("| large 2560×1920 | 38.1 s | ")
+    assert f"| {38.1 / large['latency_mean_s']:.0f}× faster | 11.60 GB | 5.50 GB |" in row
+    assert "| 1 of 5 failed (CUDA out of memory) | 1 of 5 failed |" in table_row(text, "5 simultaneous 2560×1920")
+
+
 # ------------------------------------------------------------------ against a live service
 
 
@@ -382,6 +393,18 @@ def test_quick_report_plots_are_images(quick_report):
             image.verify()
             assert image.format == "PNG" and image.size[0] >= 600
         assert f"]({name})" in (out / "report.md").read_text()
+
+
+def test_a_report_re_renders_from_its_data_json(quick_report, tmp_path):
+    out, _ = quick_report
+    done = run_report("--from-data", str(out / "data.json"), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report.md").read_text() == (out / "report.md").read_text()
+    assert {p.name for p in tmp_path.glob("*.png")} == {p.name for p in out.glob("*.png")}
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    refused = run_report("--from-data", str(broken))
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "not the data.json" in refused.stderr
 
 
 def test_unreachable_url_is_one_line_and_a_failure(tmp_path):

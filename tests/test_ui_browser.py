@@ -273,3 +273,27 @@ def test_paint_repair_and_fetch_the_result(page: Page, tmp_path: Path):
     if os.environ.get("LAMA_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         SCREENSHOT.write_bytes(screenshot)
+
+
+def test_resources_tab_plots_what_the_service_measured(page: Page, tmp_path: Path):
+    """After a repair, the Resources tab draws the sampler's CPU and memory lines, the
+    request's latency points and its row in the table; the GPU plots draw lines or say why not."""
+    make_photo(tmp_path / "photo.png")
+    placement = upload(page, tmp_path / "photo.png")
+    paint(page, placement, *STROKE)
+    page.locator("#repair").click()
+    expect(page.locator("#result img")).to_be_visible()
+
+    page.get_by_role("tab", name="Resources").click()
+    for plot in ("#plot-cpu", "#plot-rss"):
+        expect(page.locator(f"{plot} g.mark-line.role-mark path").first).to_be_attached()
+    expect(page.locator("#plot-latency g.mark-symbol.role-mark path")).not_to_have_count(0)
+    expect(page.locator("#requests-table")).to_contain_text("480×360")
+    gpu_lines = page.locator("#plot-gpu-memory g.mark-line.role-mark path")
+    no_gpu = page.locator("#plot-gpu-memory").get_by_text("no GPU: NVML not available")
+    expect(gpu_lines.first.or_(no_gpu)).to_be_visible()
+    expect(page.locator("#plot-cpu")).not_to_contain_text("no GPU")
+
+    # Back on the Repair tab the result is still there.
+    page.get_by_role("tab", name="Repair").click()
+    expect(page.locator("#result img")).to_be_visible()

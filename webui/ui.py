@@ -15,6 +15,7 @@ import gradio as gr
 import numpy as np
 
 from lama.engine import STRATEGIES
+from webui.dashboard import build_resources_tab
 from webui.service import RepairOptions, RepairService, ServiceError
 
 log = logging.getLogger(__name__)
@@ -106,38 +107,41 @@ def build_ui(service: RepairService, defaults: RepairOptions) -> gr.Blocks:
         banner = fallback_banner(service)
         if banner:
             gr.Markdown(banner, elem_id="fallback-banner")
-        # Every component sits in a Column: an ImageEditor directly in a Row gets a wrongly
-        # sized canvas on first load (Gradio 6).
-        with gr.Row():
-            with gr.Column(scale=3):
-                editor = gr.ImageEditor(
-                    elem_id="editor", label="Photo (paint over what should be removed)",
-                    type="numpy", image_mode="RGBA", sources=("upload", "clipboard"),
-                    brush=gr.Brush(colors=[BRUSH_COLOUR], color_mode="fixed"), eraser=gr.Eraser(),
-                    layers=False, transforms=(),
-                    # PNG, not the default WebP: "Continue editing" must not degrade the photo.
-                    format="png")
-            with gr.Column(scale=1, min_width=240):
-                strategy = gr.Radio(list(STRATEGIES), value=defaults.strategy, label="Strategy",
-                                    info="crop: repair around each painted area at full resolution; "
-                                         "resize: repair a downscaled copy; original: the whole photo")
-                dilate = gr.Slider(0, max(SLIDER_MAX_PX, defaults.dilate), value=defaults.dilate, step=1,
-                                   label="Mask dilation (px)", info="grow the painted area to catch halos")
-                feather = gr.Slider(0, max(SLIDER_MAX_PX, defaults.feather), value=defaults.feather, step=1,
-                                    label="Edge feather (px)", info="blend the repair into its surroundings")
-                repair_button = gr.Button("Repair", elem_id="repair", variant="primary")
-                summary = gr.Markdown(elem_id="summary")
-        with gr.Row():
-            with gr.Column():
-                # PNG, not the default lossy WebP: the result is what people download.
-                result = gr.Image(elem_id="result", label="Result", format="png", type="numpy",
-                                  image_mode=None, interactive=False, height=RESULT_HEIGHT_PX,
-                                  buttons=["download", "fullscreen"])
-                continue_button = gr.Button("Continue editing", elem_id="continue")
-            with gr.Column():
-                comparison = gr.ImageSlider(elem_id="comparison", label="Before / after", format="png",
-                                            image_mode=None, interactive=False, height=RESULT_HEIGHT_PX,
-                                            max_height=RESULT_HEIGHT_PX, buttons=["fullscreen"])
+        with gr.Tabs() as tabs:
+            with gr.Tab("Repair", id="repair-tab"):
+                # Every component sits in a Column: an ImageEditor directly in a Row gets a wrongly
+                # sized canvas on first load (Gradio 6).
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        editor = gr.ImageEditor(
+                            elem_id="editor", label="Photo (paint over what should be removed)",
+                            type="numpy", image_mode="RGBA", sources=("upload", "clipboard"),
+                            brush=gr.Brush(colors=[BRUSH_COLOUR], color_mode="fixed"), eraser=gr.Eraser(),
+                            layers=False, transforms=(),
+                            # PNG, not the default WebP: "Continue editing" must not degrade the photo.
+                            format="png")
+                    with gr.Column(scale=1, min_width=240):
+                        strategy = gr.Radio(list(STRATEGIES), value=defaults.strategy, label="Strategy",
+                                            info="crop: repair around each painted area at full resolution; "
+                                                 "resize: repair a downscaled copy; original: the whole photo")
+                        dilate = gr.Slider(0, max(SLIDER_MAX_PX, defaults.dilate), value=defaults.dilate, step=1,
+                                           label="Mask dilation (px)", info="grow the painted area to catch halos")
+                        feather = gr.Slider(0, max(SLIDER_MAX_PX, defaults.feather), value=defaults.feather, step=1,
+                                            label="Edge feather (px)", info="blend the repair into its surroundings")
+                        repair_button = gr.Button("Repair", elem_id="repair", variant="primary")
+                        summary = gr.Markdown(elem_id="summary")
+                with gr.Row():
+                    with gr.Column():
+                        # PNG, not the default lossy WebP: the result is what people download.
+                        result = gr.Image(elem_id="result", label="Result", format="png", type="numpy",
+                                          image_mode=None, interactive=False, height=RESULT_HEIGHT_PX,
+                                          buttons=["download", "fullscreen"])
+                        continue_button = gr.Button("Continue editing", elem_id="continue")
+                    with gr.Column():
+                        comparison = gr.ImageSlider(elem_id="comparison", label="Before / after", format="png",
+                                                    image_mode=None, interactive=False, height=RESULT_HEIGHT_PX,
+                                                    max_height=RESULT_HEIGHT_PX, buttons=["fullscreen"])
+            build_resources_tab(tabs, service.sampler, service.requests)
 
         # Private events: scripts have the documented HTTP API (/api/v1/inpaint) instead.
         repair_button.click(functools.partial(repair, service), inputs=[editor, strategy, dilate, feather],
