@@ -33,7 +33,16 @@ class SizeResult:
     model_ms: float
     end_to_end_ms: float
     peak_gpu_mem_bytes: int | None
-    fp16_rel_error: float | None
+    # With a reference (the plain fp32 eager path of the same weights, same device):
+    reference_ms: float | None = None
+    reference_peak_gpu_mem_bytes: int | None = None
+    rel_error: float | None = None  # ‖fast − fp32‖ / ‖fp32‖ on the same (padded) input
+    bucket_delta_mean: float | None = None  # uint8 levels inside the mask: bucket padding vs none
+    bucket_delta_max: float | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        return self.reference_ms / self.model_ms if self.reference_ms else None
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -72,11 +81,23 @@ def _median_ms(run: Callable[[], object], runs: int, synchronize: Callable[[], N
     return statistics.median(times)
 
 
+def _timed_with_peak(run: Callable[[], object], runs: int, warmup: int, device: torch.device
+                     ) -> tuple[float, int | None]:
+    """Median ms of `run` and, on CUDA, the peak memory it allocates above what is held already."""
+    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    _median_ms(run, warmup, synchronize)
+    if device.type != "cuda":
+        return _median_ms(run, runs, synchronize), None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    baseline = torch.cuda.memory_allocated(device)
+    median = _median_ms(run, runs, synchronize)
+    return median, torch.cuda.max_memory_allocated(device) - baseline
+
+
 def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup: int,
                reference: InpaintEngine | None) -> SizeResult:
     image, mask = synthetic_case(width, height)
-    is_cuda = engine.device.type == "cuda"
-    synchronize = (lambda: torch.cuda.synchronize(engine.device)) if is_cuda else (lambda: None)
     png_image, png_mask = imageio.encode_image(image), imageio.encode_image(mask)
 
     def end_to_end() -> bytes:
@@ -85,33 +106,50 @@ def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup
         return imageio.encode_image(repaired)
 
     if engine.generator is None:
-        _median_ms(end_to_end, warmup, synchronize)
-        return SizeResult(width, height, float("nan"), _median_ms(end_to_end, runs, synchronize), None, None)
+        return SizeResult(width, height, float("nan"), _timed_with_peak(end_to_end, runs, warmup, engine.device)[0],
+                          None)
 
     with torch.inference_mode():
-        _, _, net_input = engine.model_input(image, mask > 0)
+        x, m, net_input = engine.model_input(image, mask > 0)
 
     def model_only() -> torch.Tensor:
         with torch.inference_mode():
-            return engine.generator(net_input)
+            return engine.run_model(net_input)
 
-    _median_ms(model_only, warmup, synchronize)
-    if is_cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(engine.device)
-        baseline = torch.cuda.memory_allocated(engine.device)
-    model_ms = _median_ms(model_only, runs, synchronize)
-    peak = torch.cuda.max_memory_allocated(engine.device) - baseline if is_cuda else None
-    _median_ms(end_to_end, warmup, synchronize)
-    end_to_end_ms = _median_ms(end_to_end, runs, synchronize)
-
-    rel_error = None
+    model_ms, peak = _timed_with_peak(model_only, runs, warmup, engine.device)
+    end_to_end_ms = _timed_with_peak(end_to_end, runs, warmup, engine.device)[0]
+    result = SizeResult(width, height, model_ms, end_to_end_ms, peak)
     if reference is not None:
-        with torch.inference_mode(), strict_fp32():
-            fast = engine.generator(net_input).float()
-            exact = reference.generator(reference.model_input(image, mask > 0)[2])
-        rel_error = float(torch.linalg.vector_norm(fast - exact) / torch.linalg.vector_norm(exact))
-    return SizeResult(width, height, model_ms, end_to_end_ms, peak, rel_error)
+        _compare(result, engine, reference, image, mask > 0, (x, m, net_input), runs, warmup)
+    return result
+
+
+def _compare(result: SizeResult, engine: InpaintEngine, reference: InpaintEngine, image: np.ndarray,
+             mask: np.ndarray, fast_input: tuple[torch.Tensor, torch.Tensor, torch.Tensor], runs: int,
+             warmup: int) -> None:
+    """Fill the reference columns: its time and memory, the fast path's error, the buckets' effect."""
+    height, width = mask.shape
+    x, m, net_input = fast_input
+    with torch.inference_mode():
+        own_input = reference.model_input(image, mask)[2]
+
+    def reference_only() -> torch.Tensor:
+        with torch.inference_mode():
+            return reference.run_model(own_input)
+
+    result.reference_ms, result.reference_peak_gpu_mem_bytes = _timed_with_peak(
+        reference_only, runs, warmup, reference.device)
+    with torch.inference_mode(), strict_fp32():
+        fast = engine.run_model(net_input).float()
+        exact_same_padding = reference.run_model(torch.cat((x * (1 - m), m), dim=1))
+        exact_own_padding = reference.run_model(own_input)
+    result.rel_error = float(torch.linalg.vector_norm(fast - exact_same_padding)
+                             / torch.linalg.vector_norm(exact_same_padding))
+    # What the buckets' extra border does to the repair users see: uint8 levels, inside the mask.
+    delta = (exact_same_padding[0, :, :height, :width] - exact_own_padding[0, :, :height, :width]).abs() * 255
+    inside = torch.from_numpy(mask).to(delta.device)
+    result.bucket_delta_mean = float(delta[:, inside].mean()) if inside.any() else 0.0
+    result.bucket_delta_max = float(delta[:, inside].max()) if inside.any() else 0.0
 
 
 def run_bench(engine: InpaintEngine, sizes: list[tuple[int, int]], runs: int, warmup: int,
@@ -126,16 +164,27 @@ def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
         device = f"{device} ({torch.cuda.get_device_name(engine.device)})"
     lines = [
         f"model: {info['name']} ({info['source']}), device: {device}, precision: {info['precision']}, "
-        f"torch {torch.__version__}",
+        f"fast path: {'on' if engine.fast else 'off'}, torch {torch.__version__}",
         f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit: {source_commit()}",
-        "| size | model ms (median) | end-to-end ms (PNG in -> PNG out) | peak GPU memory | fp16 vs fp32 rel. error |",
-        "|---|---|---|---|---|",
+        "",
     ]
+    with_reference = any(r.reference_ms is not None for r in results)
+    header = ["size", "model ms (median)", "end-to-end ms (PNG in -> PNG out)", "peak GPU memory"]
+    if with_reference:
+        header += ["fp32 eager ms", "speed-up", "fp32 eager peak", "rel. error vs fp32",
+                   "bucket padding Δ inside mask (mean / max levels)"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
-        peak = f"{r.peak_gpu_mem_bytes / 2**30:.2f} GiB" if r.peak_gpu_mem_bytes is not None else "n/a"
-        error = f"{r.fp16_rel_error:.2e}" if r.fp16_rel_error is not None else "n/a"
-        lines.append(f"| {r.width}×{r.height} | {r.model_ms:.1f} | {r.end_to_end_ms:.1f} | {peak} | {error} |")
+        row = [f"{r.width}×{r.height}", f"{r.model_ms:.1f}", f"{r.end_to_end_ms:.1f}", _gib(r.peak_gpu_mem_bytes)]
+        if with_reference:
+            row += [f"{r.reference_ms:.1f}", f"{r.speedup:.2f}×", _gib(r.reference_peak_gpu_mem_bytes),
+                    f"{r.rel_error:.2e}", f"{r.bucket_delta_mean:.3f} / {r.bucket_delta_max:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def _gib(value: int | None) -> str:
+    return f"{value / 2**30:.2f} GiB" if value is not None else "n/a"
 
 
 def source_commit() -> str:
@@ -156,5 +205,5 @@ def results_json(engine: InpaintEngine, results: list[SizeResult]) -> dict:
         "engine": engine.describe(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None,
-        "results": [asdict(r) for r in results],
+        "results": [{**asdict(r), "speedup": r.speedup} for r in results],
     }

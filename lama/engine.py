@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from lama import masks
+from lama import fastpath, masks
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.fallback import telea_inpaint
 from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator, parameter_count
@@ -43,6 +43,13 @@ DEFAULT_MODEL_CANDIDATES = (
     Path("models/big-lama.pt"),
     Path("models/big-lama"),
 )
+
+
+# The fast path pads graph-sized inputs to multiples of this (few shapes, few graphs).
+GRAPH_BUCKET_PX = 64
+# Sizes (width, height) warmed at start-up: what phones, screenshots and the crop strategy
+# (800-px regions plus margins) send most.
+WARMUP_SIZES = ((512, 512), (640, 480), (1024, 768), (1280, 960))
 
 
 class CheckpointSource(NamedTuple):
@@ -106,13 +113,8 @@ class InpaintEngine:
     """
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", precision: str = "auto",
-                 hd: HDSettings = HDSettings()):
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.hd = hd
-        self.source: CheckpointSource | None = None
-        self.generator: FFCResNetGenerator | None = None
-        self._random_seed: int | None = None
+                 hd: HDSettings = HDSettings(), fast: bool = True):
+        self._init_runtime(device, precision, hd, fast)
         path = Path(model) if model is not None else find_default_model()
         if path is None:
             log.warning("no big-lama weights found (looked for %s); repairing with OpenCV Telea "
@@ -129,34 +131,46 @@ class InpaintEngine:
 
     @classmethod
     def with_random_weights(cls, device: str = "auto", precision: str = "auto", seed: int = 0,
-                            hd: HDSettings = HDSettings()) -> InpaintEngine:
+                            hd: HDSettings = HDSettings(), fast: bool = True) -> InpaintEngine:
         """Full-size big-lama with random weights: benchmarks and GPU checks without a download."""
         engine = cls.__new__(cls)
-        engine.device = resolve_device(device)
-        engine.precision = resolve_precision(precision, engine.device)
-        engine.hd = hd
-        engine.source = None
+        engine._init_runtime(device, precision, hd, fast)
         engine._random_seed = seed
         torch.manual_seed(seed)
         engine._set_generator(FFCResNetGenerator(BIG_LAMA_CONFIG).eval())
         return engine
 
-    def with_precision(self, precision: str) -> InpaintEngine:
-        """The same weights, freshly loaded at another precision on the same device.
+    def _init_runtime(self, device: str, precision: str, hd: HDSettings, fast: bool) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.hd = hd
+        # The fast path (lama.fastpath) exists for CUDA; on the CPU the engine is the plain
+        # reference implementation.
+        self.fast = fast and self.device.type == "cuda"
+        self.source: CheckpointSource | None = None
+        self.generator: FFCResNetGenerator | None = None
+        self._runner: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._random_seed: int | None = None
 
-        Loaded again rather than cast from this engine's weights, so that an fp32
-        reference for an fp16 engine has the original, unrounded weights.
+    def reference(self) -> InpaintEngine:
+        """The same weights, freshly loaded, as the plain fp32 eager path on the same device.
+
+        Loaded again rather than cast from this engine's weights, so that the reference for
+        an fp16 engine has the original, unrounded weights and no fast-path rewrites.
         """
         device = str(self.device)
         if self._random_seed is not None:
-            return InpaintEngine.with_random_weights(device, precision, self._random_seed, self.hd)
+            return InpaintEngine.with_random_weights(device, "fp32", self._random_seed, self.hd, fast=False)
         if self.source is None:
-            raise EngineError("the OpenCV fallback has no precision to change")
-        return InpaintEngine(self.source.path, device, precision, self.hd)
+            raise EngineError("the OpenCV fallback has no reference path")
+        return InpaintEngine(self.source.path, device, "fp32", self.hd, fast=False)
 
     def _set_generator(self, generator: FFCResNetGenerator) -> None:
+        if self.fast:
+            generator = fastpath.fold_batchnorm(generator)
         # Weights are converted once, here, and stay in the target dtype.
         self.generator = generator.to(self.device, DTYPES[self.precision]).eval().requires_grad_(False)
+        self._runner = fastpath.GraphRunner(self.generator) if self.fast else self.generator
 
     # ------------------------------------------------------------------ reporting
 
@@ -197,9 +211,15 @@ class InpaintEngine:
             raise EngineError("no model loaded: predict() needs big-lama weights")
         height, width = mask.shape
         x, m, net_input = self.model_input(image, mask)
-        predicted = self.generator(net_input).float()
+        predicted = self.run_model(net_input).float()
         out = m * predicted + (1 - m) * x
         return out[0, :, :height, :width].permute(1, 2, 0)
+
+    def run_model(self, net_input: torch.Tensor) -> torch.Tensor:
+        """The generator on a prepared input: through the fast path where it is on."""
+        if self._runner is None:
+            raise EngineError("no model loaded: the OpenCV fallback has no generator")
+        return self._runner(net_input)
 
     def model_input(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pad as the official pipeline does and build the generator's input, on the device.
@@ -209,6 +229,11 @@ class InpaintEngine:
         """
         height, width = mask.shape
         modulo = 2 ** self.generator.config.n_downsampling
+        if self.fast and self._runner.uses_graph(height, width):
+            # Graphs are captured per shape: pad to buckets so that few shapes exist. The
+            # extra border changes the repair slightly (LaMa sees the whole image); the
+            # bench measures by how much. Pixels outside the mask never change.
+            modulo = GRAPH_BUCKET_PX
 
         def padded(size: int) -> int:
             # The official multiple of `modulo`, but at least two bottleneck pixels: the
@@ -302,15 +327,15 @@ class InpaintEngine:
             out = self._predict_on_device(rgb, mask).mul_(255).clamp_(0, 255).to(torch.uint8)
             return out.cpu().numpy()
 
-    def warmup(self, size: tuple[int, int] = (512, 512)) -> None:
-        """One inference so that CUDA context, cuDNN/cuFFT plans and allocator pools exist
-        before the first user request."""
-        width, height = size
+    def warmup(self, sizes: tuple[tuple[int, int], ...] = WARMUP_SIZES) -> None:
+        """Inferences at the common sizes (width, height) so that the CUDA context, cuDNN/cuFFT
+        plans, allocator pools and the fast path's graphs exist before the first request."""
         rng = np.random.default_rng(0)
-        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        mask = np.zeros((height, width), dtype=bool)
-        mask[height // 4: height // 2, width // 4: width // 2] = True
-        self._repair(image, mask)
+        for width, height in sizes if self.device.type == "cuda" else sizes[:1]:
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            mask = np.zeros((height, width), dtype=bool)
+            mask[height // 4: height // 2, width // 4: width // 2] = True
+            self._repair(image, mask)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

@@ -139,6 +139,18 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, tiny_dir):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert [(r["width"], r["height"]) for r in data["results"]] == [(64, 48), (33, 17)]
     assert all(r["model_ms"] > 0 and r["end_to_end_ms"] > 0 for r in data["results"])
+    assert all(r["reference_ms"] is None for r in data["results"]), "no reference unless asked"
+
+
+def test_bench_compares_with_the_fp32_reference(tmp_path, tiny_dir):
+    result = run_lama("bench", "--model", tiny_dir, "--device", "cpu", "--sizes", "40x24", "--runs", "2",
+                      "--warmup", "1", "--compare-reference", "--json", tmp_path / "bench.json")
+    assert result.returncode == 0, result.stderr
+    assert "speed-up" in result.stdout and "rel. error vs fp32" in result.stdout
+    (row,) = json.loads((tmp_path / "bench.json").read_text())["results"]
+    # On the CPU the engine is the reference path itself: same function, same padding.
+    assert row["reference_ms"] > 0 and row["speedup"] > 0
+    assert row["rel_error"] == 0.0 and row["bucket_delta_max"] == 0.0
     assert run_lama("bench", "--model", tiny_dir, "--device", "cpu", "--sizes", "64by48").returncode == 1
 
 
