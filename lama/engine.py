@@ -45,8 +45,6 @@ DEFAULT_MODEL_CANDIDATES = (
 )
 
 
-# The fast path pads graph-sized inputs to multiples of this (few shapes, few graphs).
-GRAPH_BUCKET_PX = 64
 # Sizes (width, height) warmed at start-up: what phones, screenshots and the crop strategy
 # (800-px regions plus margins) send most.
 WARMUP_SIZES = ((512, 512), (640, 480), (1024, 768), (1280, 960))
@@ -229,11 +227,6 @@ class InpaintEngine:
         """
         height, width = mask.shape
         modulo = 2 ** self.generator.config.n_downsampling
-        if self.fast and self._runner.uses_graph(height, width):
-            # Graphs are captured per shape: pad to buckets so that few shapes exist. The
-            # extra border changes the repair slightly (LaMa sees the whole image); the
-            # bench measures by how much. Pixels outside the mask never change.
-            modulo = GRAPH_BUCKET_PX
 
         def padded(size: int) -> int:
             # The official multiple of `modulo`, but at least two bottleneck pixels: the

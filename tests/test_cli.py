@@ -150,7 +150,7 @@ def test_bench_compares_with_the_fp32_reference(tmp_path, tiny_dir):
     (row,) = json.loads((tmp_path / "bench.json").read_text())["results"]
     # On the CPU the engine is the reference path itself: same function, same padding.
     assert row["reference_ms"] > 0 and row["speedup"] > 0
-    assert row["rel_error"] == 0.0 and row["bucket_delta_max"] == 0.0
+    assert row["rel_error"] == 0.0
     assert run_lama("bench", "--model", tiny_dir, "--device", "cpu", "--sizes", "64by48").returncode == 1
 
 
