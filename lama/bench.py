@@ -81,14 +81,16 @@ def _median_ms(run: Callable[[], object], runs: int, synchronize: Callable[[], N
 
 def _timed_with_peak(run: Callable[[], object], runs: int, warmup: int, device: torch.device
                      ) -> tuple[float, int | None]:
-    """Median ms of `run` and, on CUDA, the peak memory it allocates above what is held already."""
+    """Median ms of `run` and, on CUDA, the peak memory it needs above what was held before
+    its first call (warm-up included: a CUDA graph's pool is allocated when it is captured)."""
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    _median_ms(run, warmup, synchronize)
     if device.type != "cuda":
+        _median_ms(run, warmup, synchronize)
         return _median_ms(run, runs, synchronize), None
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     baseline = torch.cuda.memory_allocated(device)
+    _median_ms(run, warmup, synchronize)
     median = _median_ms(run, runs, synchronize)
     return median, torch.cuda.max_memory_allocated(device) - baseline
 

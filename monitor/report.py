@@ -6,7 +6,8 @@
 Against a running service, over real HTTP, as its users reach it:
   1. three image classes, 640×480 (mask ≈5%), 1280×960 (≈12%), 2560×1920 (≈8%), --runs each;
   2. a steady stream of 1280×960 repairs, one every --stream-interval seconds, --stream-count times;
-  3. the fault cases: a 5120×3840 upload (past the pixel limit) and 5 simultaneous 2560×1920 repairs;
+  3. the fault cases: a 5120×3840 upload (past the pixel limit) and 5 (--simultaneous) simultaneous
+     2560×1920 repairs;
   /healthz after every phase (did it survive?), and the server's own samples and request
   records from /api/v1/monitor throughout. Out come DIR/report.md with the seed's tables,
   gpu.png, cpu.png, memory.png, and data.json with every number and the raw observations.
@@ -58,14 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="repairs per image class")
     parser.add_argument("--stream-count", type=int, help="requests in the steady stream")
     parser.add_argument("--stream-interval", type=float, help="seconds between stream requests")
+    parser.add_argument("--simultaneous", type=int, default=SIMULTANEOUS,
+                        help=f"large requests sent at once in the burst fault case (default: the seed's {SIMULTANEOUS})")
     parser.add_argument("--api-token", default=os.environ.get("LAMA_API_TOKEN"),
                         help="Bearer token for /api/v1/* (default: $LAMA_API_TOKEN)")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.runs < 1 or args.stream_count < 1 or args.stream_interval < 0:
-        parser.error("--runs and --stream-count must be at least 1, --stream-interval not negative")
+    if args.runs < 1 or args.stream_count < 1 or args.simultaneous < 1 or args.stream_interval < 0:
+        parser.error("--runs, --stream-count and --simultaneous must be at least 1, --stream-interval not negative")
     return args
 
 
@@ -112,7 +115,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             workload.run_class(uploads[image_class.name], args.runs)
         workload.run_stream(uploads["medium"], args.stream_count, args.stream_interval)
         workload.run_oversized(oversized)
-        workload.run_simultaneous(uploads["large"], SIMULTANEOUS)
+        workload.run_simultaneous(uploads["large"], args.simultaneous)
     except KeyboardInterrupt:
         interrupted = workload.phases[-1]["name"] if workload.phases else "the start"
         progress(f"interrupted during {interrupted}: writing what was measured")
@@ -122,7 +125,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "tool": "python -m monitor.report", "url": client.base_url, "date": f"{date:%Y-%m-%d %H:%M} UTC",
         "client_host": socket.gethostname(), "interrupted": interrupted,
         "options": {"quick": args.quick, "runs": args.runs, "stream_count": args.stream_count,
-                    "stream_interval": args.stream_interval, "simultaneous": SIMULTANEOUS},
+                    "stream_interval": args.stream_interval, "simultaneous": args.simultaneous},
         "health_start": health, "phases": workload.phases, "requests": workload.requests,
         "health_checks": workload.health_checks,
         "server": {"interval_s": collector.interval_s, "clock_offset_s": collector.offset_s,

@@ -212,7 +212,7 @@ def _seed(summary: dict[str, Any]) -> list[str]:
         ])
     burst = summary["faults"]["simultaneous"]
     rows.append([f"{burst['count']} simultaneous {burst['width']}×{burst['height']}",
-                 f"{SEED_SIMULTANEOUS_FAILED} of 5 failed (CUDA out of memory)",
+                 f"{SEED_SIMULTANEOUS_FAILED} of 5 failed (CUDA out of memory; the seed sent 5)",
                  f"{burst['count'] - burst['ok']} of {burst['count']} failed", "", "", ""])
     return ["## Compared with the seed report (NVIDIA A10, measured by hand)", ""] + _table(
         ["class", "seed: mean time", "this run: mean latency", "", "seed: GPU memory", "this run: peak GPU memory"],

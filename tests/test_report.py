@@ -250,7 +250,8 @@ def test_the_seed_comparison_puts_each_class_beside_the_a10_figures():
     row = table_row(text, "large 2560×1920")
     assert row.startswith("| large 2560×1920 | 38.1 s | ")
     assert f"| {38.1 / large['latency_mean_s']:.0f}× faster | 11.60 GB | 5.50 GB |" in row
-    assert "| 1 of 5 failed (CUDA out of memory) | 1 of 5 failed |" in table_row(text, "5 simultaneous 2560×1920")
+    assert "| 1 of 5 failed (CUDA out of memory; the seed sent 5) | 1 of 5 failed |" in table_row(
+        text, "5 simultaneous 2560×1920")
 
 
 # ------------------------------------------------------------------ against a live service
