@@ -2,6 +2,8 @@
 
     python app.py [--host H] [--port P] [--model M] [--device D] [--precision P] [--preset fast|balanced|hd]
                   [--config FILE] [--outputs-dir DIR] [--logs-dir DIR] [--api-token T] [--auth USER:PASS]
+                  [--outputs-keep-days D] [--outputs-keep-gb G] [--ui-cache-dir DIR] [--ui-cache-max-age-s S]
+                  [--shutdown-timeout-s S]
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ class Settings:
     monitor_interval: float
     monitor_log_max_bytes: int
     monitor_log_backups: int
+    outputs_keep_days: float
+    outputs_keep_gb: float
+    ui_cache_dir: str
+    ui_cache_max_age_s: float
+    shutdown_timeout_s: float
     gpu_memory_fraction: float  # from the preset
     model_max_side: int | None  # from the preset
 
@@ -81,6 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--monitor-interval", type=float, help="seconds between resource samples (0: off)")
     parser.add_argument("--monitor-log-max-bytes", type=int, help="rotate monitor/request logs at this size")
     parser.add_argument("--monitor-log-backups", type=int, help="rotated log files kept")
+    parser.add_argument("--outputs-keep-days", type=float, help="delete results older than this (0: keep)")
+    parser.add_argument("--outputs-keep-gb", type=float, help="delete the oldest results beyond this (0: no limit)")
+    parser.add_argument("--ui-cache-dir", help="the UI's upload cache (GRADIO_TEMP_DIR)")
+    parser.add_argument("--ui-cache-max-age-s", type=float, help="delete cached uploads after this (0: keep)")
+    parser.add_argument("--shutdown-timeout-s", type=float, help="SIGTERM: longest wait for in-flight repairs")
     return parser.parse_args(argv)
 
 
@@ -129,7 +141,14 @@ def setup_logging(logs_dir: Path) -> None:
 
 def build_app(settings: Settings):
     """Engine, service, API and UI, ready to serve; the warm-up runs in the background."""
+    # Gradio keeps the UI's uploads and results here and serves them to whoever holds their URL:
+    # a folder of this app's own (not the machine-wide /tmp/gradio that other Gradio apps share),
+    # emptied after ui_cache_max_age_s. Set before gradio is imported (some of it reads it then).
+    cache_dir = Path(settings.ui_cache_dir).resolve()
+    os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
+
     import gradio as gr
+    import psutil
     import torch
 
     from lama.engine import EngineError, HDSettings, InpaintEngine
@@ -140,7 +159,7 @@ def build_app(settings: Settings):
     from monitor.sampler import Sampler
     from webui.api import create_api
     from webui.jobs import JobQueue
-    from webui.outputs import OutputStore
+    from webui.outputs import OutputStore, Retention
     from webui.service import RepairOptions, RepairService
     from webui.ui import build_ui
 
@@ -173,8 +192,17 @@ def build_app(settings: Settings):
                              latest_sample=sampler.latest if sampler else (lambda: None))
     limits = ImageLimits(max_bytes=settings.max_upload_mb * 2**20, max_pixels=settings.max_pixels,
                          max_side=settings.max_side)
-    service = RepairService(engine, OutputStore(Path(settings.outputs_dir)), queue, metrics, limits,
-                            sampler=sampler, requests=requests)
+    outputs = OutputStore(Path(settings.outputs_dir), keep_days=settings.outputs_keep_days,
+                          keep_bytes=int(settings.outputs_keep_gb * 1e9))
+    # Writes are atomic, so a server killed mid-write leaves only a hidden temporary file; the
+    # outputs folder belongs to this server, so any written before it started is such a leftover.
+    try:
+        outputs.remove_temp_files(modified_before=psutil.Process().create_time())
+    except OSError as error:
+        log.warning("outputs: cannot clean %s: %s", outputs.root, error)
+    retention = Retention(outputs, cache_dir, settings.ui_cache_max_age_s)
+    retention.start()
+    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests)
 
     def warm_up() -> None:
         queue.run(engine.warmup)
@@ -186,7 +214,8 @@ def build_app(settings: Settings):
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather)
     api = create_api(service, api_token=settings.api_token, defaults=defaults)
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
-    return gr.mount_gradio_app(api, build_ui(service, defaults), path="/", auth=auth,
+    api.state.retention = retention
+    return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
                                max_file_size=f"{2 * settings.max_upload_mb}mb")
 
 
@@ -202,14 +231,78 @@ def warn_if_exposed(settings: Settings) -> None:
                                                 if not value))
 
 
-def main(argv: list[str] | None = None) -> None:
+def make_server(app, settings: Settings):
+    """uvicorn's server with a drain in front of its graceful shutdown.
+
+    On SIGTERM (or Ctrl+C): (1) /readyz answers 503 and new repairs are refused with 503
+    `shutting_down`, while the port stays open, so probes and load balancers see it; (2) the
+    repairs in flight, API and UI, finish, for at most shutdown_timeout_s; (3) then uvicorn's own
+    shutdown: stop listening, let responses being sent finish within what is left of the bound,
+    run the shutdown handlers (Gradio empties its upload cache) and exit. A second signal skips
+    the wait. Plain uvicorn would stop listening at once (a probe gets "connection refused", not
+    a 503) and wait for open connections without a bound; a UI tab's event stream never closes.
+    """
+    import asyncio
+
     import uvicorn
 
+    service = app.state.service
+    timeout_s = settings.shutdown_timeout_s
+
+    class DrainingServer(uvicorn.Server):
+        _loop: asyncio.AbstractEventLoop | None = None
+        _drain_started = False
+
+        async def serve(self, sockets=None) -> None:
+            self._loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame) -> None:
+            if self._drain_started or self._loop is None:
+                super().handle_exit(sig, frame)  # a second signal: uvicorn's shutdown now
+                return
+            self._drain_started = True
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain(sig)))
+
+        async def _drain(self, sig: int) -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            service.start_draining()
+            log.info("%s: draining: /readyz answers 503, new repairs are refused; %d in flight, waiting up to "
+                     "%g s", signal_name(sig), service.in_flight, timeout_s)
+            while service.in_flight and loop.time() < deadline and not self.should_exit:
+                await asyncio.sleep(0.05)
+            if service.in_flight:
+                log.warning("shutdown: %d repair(s) still in flight after %g s; stopping anyway",
+                            service.in_flight, timeout_s)
+            # The UI's heartbeat streams only end when Gradio's stop event is set.
+            for route in app.routes:
+                stop_event = getattr(getattr(route, "app", None), "stop_event", None)
+                if isinstance(stop_event, asyncio.Event):
+                    stop_event.set()
+            self.config.timeout_graceful_shutdown = max(1.0, deadline - loop.time())
+            super().handle_exit(sig, None)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            timeout_graceful_shutdown=max(1, round(timeout_s)))
+    return DrainingServer(config)
+
+
+def signal_name(sig: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def main(argv: list[str] | None = None) -> None:
     settings = load_settings(parse_args(argv))
     setup_logging(Path(settings.logs_dir))
     warn_if_exposed(settings)
     app = build_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    make_server(app, settings).run()
 
 
 if __name__ == "__main__":

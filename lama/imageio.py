@@ -110,6 +110,8 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
         _check_dimensions(webp_size, limits)
     header = _read_header(data, limits)
     _check_dimensions(header.size, limits)
+    if header.format == "TIFF":
+        _check_tiff_tiles(header, limits)
     orientation = _orientation(header)
     if header.format == "JPEG" and not _jpeg_has_end(data):
         raise ImageError(_CORRUPT)
@@ -231,6 +233,26 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
     if width * height > limits.max_pixels:
         raise ImageTooLargeError(
             f"image is {width}×{height} = {_format_megapixels(width * height)}, "
+            f"the limit is {_format_megapixels(limits.max_pixels)}"
+        )
+
+
+def _check_tiff_tiles(header: ImageFile.ImageFile, limits: ImageLimits) -> None:
+    """Refuse TIFF tiles larger than the pixel limit, whatever the image's own size.
+
+    OpenCV's TIFF decoder allocates and fills one whole tile before it copies the part
+    inside the image: a 300-byte file declaring a 64×48 image made of 16384×16368 tiles
+    costs 1 GB (OpenCV's own cap), which the image-size check cannot see.
+    """
+    tags = header.tag_v2
+    width, length = tags.get(322), tags.get(323)  # TileWidth, TileLength
+    if width is None and length is None:
+        return  # strips: OpenCV caps a strip at the image's height
+    if not all(isinstance(value, int) and value > 0 for value in (width, length)):
+        raise ImageError(_CORRUPT)
+    if width * length > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"TIFF tiles are {width}×{length} = {_format_megapixels(width * length)}, "
             f"the limit is {_format_megapixels(limits.max_pixels)}"
         )
 

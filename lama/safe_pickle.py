@@ -211,6 +211,23 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
+class _Allowed:
+    """An allowed function as the unpickler hands it out: calling it calls the function, but BUILD
+    on it is refused, so that a file cannot rewrite the loader's own functions (their
+    ``__defaults__`` or ``__dict__``) for the rest of the process."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Callable[..., Any]):
+        self._function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise CheckpointError("checkpoint is malformed: its pickle tries to modify a loader function")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves globals from the allow-list or to stubs, and storages from the archive."""
 
@@ -222,7 +239,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         module, name = _python3_name(module, name)
         if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
+            allowed = _ALLOWED_GLOBALS[(module, name)]
+            # Types (OrderedDict, set) cannot be modified; our own functions could.
+            return allowed if isinstance(allowed, type) else _Allowed(allowed)
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(name, STORAGE_DTYPES[name])
         return self._stub(module, name)

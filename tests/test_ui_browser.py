@@ -89,7 +89,7 @@ def server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     log_path = work / "server.log"
     command = [sys.executable, "app.py", "--model", str(tiny_dir), "--device", "cpu", "--port", str(port),
                "--outputs-dir", str(work / "outputs"), "--logs-dir", str(work / "logs"),
-               "--dilate", "0", "--feather", "0"]
+               "--ui-cache-dir", str(work / "gradio"), "--dilate", "0", "--feather", "0"]
     env = os.environ | {"GRADIO_TEMP_DIR": str(work / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
@@ -21,6 +22,8 @@ from webui.service import RepairOptions, RepairService, ServiceError
 # Multipart framing on top of the two files; anything larger is refused before it is read.
 UPLOAD_OVERHEAD_BYTES = 1 << 20
 INPAINT_PATH = "/api/v1/inpaint"
+
+log = logging.getLogger(__name__)
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -58,6 +61,14 @@ def create_api(service: RepairService, api_token: str | None = None,
             if length and length.isdigit() and int(length) > max_body:
                 response = error_response(413, "upload_too_large", f"upload is {int(length) / 2**20:.0f} MB, "
                                                                    f"the limit is {max_body / 2**20:.0f} MB")
+            elif counted:
+                # In flight from here (before the body is read) until the response: what a
+                # SIGTERM drain waits for; refused at once while draining.
+                try:
+                    with service.admit():
+                        response = await call_next(request)
+                except ServiceError as error:
+                    response = error_response(error.status, error.code, error.message, error.headers)
             else:
                 response = await call_next(request)
             status = response.status_code
@@ -92,6 +103,12 @@ def create_api(service: RepairService, api_token: str | None = None,
         except ServiceError as error:
             service.record(error.status, options, decoded, error=error.message)
             raise
+        except Exception as error:
+            # A bug or a failure nobody foresaw: still the documented JSON, and the traceback in the log.
+            log.exception("repair failed")
+            service.record(500, options, decoded, error=f"{type(error).__name__}: {error}")
+            return error_response(500, "internal_error", "the repair failed on the server (the log has the "
+                                                         "details); please try again")
         headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
                                              for stage, seconds in result.timings.items())}
         if result.saved_as:
@@ -122,10 +139,11 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        """200 once the model is loaded and warm and the queue has room; 503 otherwise."""
+        """200 once the model is loaded and warm, the queue has room and the GPU works; 503 otherwise
+        (and from the moment a SIGTERM starts the drain)."""
         ready = service.ready()
-        return JSONResponse({"ready": ready, "queue": {"depth": service.queue.depth,
-                                                      "capacity": service.queue.capacity}},
+        return JSONResponse({"ready": ready, "draining": service.draining,
+                             "queue": {"depth": service.queue.depth, "capacity": service.queue.capacity}},
                             status_code=200 if ready else 503)
 
     @app.get("/metrics")

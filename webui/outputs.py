@@ -1,30 +1,222 @@
-"""Where repaired images are kept: outputs/YYYY-MM-DD/<time>-<random>.<ext>, written atomically.
+"""Where repaired images are kept: outputs/YYYY-MM-DD/<time>-<random>.<ext>, written atomically,
+and how long they stay there.
 
 Names are generated here, never taken from an upload, so a request cannot choose or
-overwrite a path; a crash mid-write leaves at most a hidden temporary file that
-write_bytes_atomic removes on error.
+overwrite a path; a crash mid-write leaves at most a hidden temporary file (`.<name>.<hex>.tmp`)
+that write_bytes_atomic removes on error, and that start-up or the retention sweep removes after
+a kill -9.
+
+Retention (`keep_days`, `keep_bytes`; 0 = unlimited): the oldest results go first. A sweep only
+ever touches what this store wrote (day folders and result names of its own pattern, and its
+temporary files once they are older than TEMP_GRACE_S), so pointing --outputs-dir at a folder
+holding other files cannot delete them, and a file being written is never removed.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
+import os
+import re
 import secrets
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lama.files import write_bytes_atomic
 
+log = logging.getLogger(__name__)
+
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
+RESULT_NAME = re.compile(r"\d{6}-[0-9a-f]{12}\.(?:png|jpg|webp)")
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # write_bytes_atomic's temporary files
+# A temporary file younger than this may be one being written right now (a write takes
+# milliseconds): a sweep leaves it alone.
+TEMP_GRACE_S = 60.0
+
+
+@dataclass
+class SweepResult:
+    removed_files: int = 0
+    removed_bytes: int = 0
+    kept_files: int = 0
+    kept_bytes: int = 0
+    removed_temp_files: int = 0
 
 
 class OutputStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, keep_days: float = 0, keep_bytes: int = 0):
         self.root = Path(root)
+        self.keep_days = keep_days
+        self.keep_bytes = keep_bytes
+        self._bytes = 0  # what the last sweep kept plus what was saved since: wakes the sweeper early
+        self.over_budget = threading.Event()
 
     def save(self, data: bytes, fmt: str) -> str:
         """Write `data`; returns its name relative to the root (e.g. '2026-11-26/201503-1a2b3c4d.png')."""
         now = datetime.datetime.now()
         folder = self.root / f"{now:%Y-%m-%d}"
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"{now:%H%M%S}-{secrets.token_hex(6)}.{EXTENSIONS[fmt]}"
-        write_bytes_atomic(folder / name, data)
+        for attempt in (1, 2):
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                write_bytes_atomic(folder / name, data)
+                break
+            except FileNotFoundError:
+                # The sweep removed the (empty) day folder between mkdir and the write: once more.
+                if attempt == 2:
+                    raise
+        self._bytes += len(data)
+        if self.keep_bytes and self._bytes > self.keep_bytes:
+            self.over_budget.set()
         return f"{folder.name}/{name}"
+
+    # ------------------------------------------------------------------ retention
+
+    def _days(self) -> list[os.DirEntry]:
+        try:
+            with os.scandir(self.root) as entries:
+                return [entry for entry in entries
+                        if DAY_FOLDER.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):  # nothing saved yet, or saving cannot work anyway
+            return []
+
+    def remove_temp_files(self, modified_before: float) -> int:
+        """Remove temporary files last modified before `modified_before` (unix seconds): at start-up,
+        with the process's start time, what a killed server left; returns how many."""
+        removed = 0
+        for day in self._days():
+            with os.scandir(day.path) as entries:
+                for entry in entries:
+                    if TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                        try:
+                            if entry.stat(follow_symlinks=False).st_mtime < modified_before:
+                                os.unlink(entry.path)
+                                removed += 1
+                        except FileNotFoundError:
+                            pass
+        if removed:
+            log.info("outputs: removed %d temporary file(s) left by an interrupted write", removed)
+        return removed
+
+    def sweep(self, now: float | None = None) -> SweepResult:
+        """Apply the retention: results older than keep_days, then the oldest until the rest fit
+        in keep_bytes; stale temporary files; empty day folders no longer written to."""
+        now = time.time() if now is None else now
+        result = SweepResult()
+        result.removed_temp_files = self.remove_temp_files(now - TEMP_GRACE_S)
+        files: list[tuple[float, str, int]] = []
+        days = self._days()
+        for day in days:
+            with os.scandir(day.path) as entries:
+                for entry in entries:
+                    if RESULT_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                        try:
+                            stat = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                        files.append((stat.st_mtime, entry.path, stat.st_size))
+        files.sort()
+        total = sum(size for _, _, size in files)
+        oldest_kept = now - self.keep_days * 86400
+        index = 0
+        for mtime, path, size in files:
+            if not ((self.keep_days and mtime < oldest_kept) or (self.keep_bytes and total > self.keep_bytes)):
+                break
+            try:
+                os.unlink(path)
+                result.removed_files += 1
+                result.removed_bytes += size
+            except FileNotFoundError:
+                pass
+            total -= size
+            index += 1
+        result.kept_files, result.kept_bytes = len(files) - index, total
+        self._bytes = total
+        # Empty day folders go, except today's and yesterday's (around midnight), into which a
+        # save may be about to write, and any written to within the last minute.
+        today = datetime.date.fromtimestamp(now)
+        current = {f"{today:%Y-%m-%d}", f"{today - datetime.timedelta(days=1):%Y-%m-%d}"}
+        for day in days:
+            try:
+                if day.name not in current and now - day.stat(follow_symlinks=False).st_mtime > TEMP_GRACE_S:
+                    os.rmdir(day.path)  # only when empty
+            except OSError:
+                pass
+        if result.removed_files:
+            log.info("outputs retention: removed %d result(s), %.1f MB; kept %d, %.1f MB (keep %s days, %s GB)",
+                     result.removed_files, result.removed_bytes / 1e6, result.kept_files, result.kept_bytes / 1e6,
+                     self.keep_days or "all", f"{self.keep_bytes / 1e9:g}" if self.keep_bytes else "all")
+        return result
+
+
+def sweep_folder(folder: Path, max_age_s: float, now: float | None = None) -> int:
+    """Remove every file under `folder` not modified for `max_age_s`, then the empty folders left;
+    returns how many files went. For the UI's upload cache, whose files Gradio serves to whoever
+    holds their URL (Gradio's own clean-up forgets the files of a server that was killed)."""
+    now = time.time() if now is None else now
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for path, dirs, names in os.walk(folder, topdown=False):
+        for name in names:
+            file = os.path.join(path, name)
+            try:
+                stat = os.lstat(file)
+                # ctime too: a copy into the cache may keep its source's old mtime.
+                if now - max(stat.st_mtime, stat.st_ctime) > max_age_s:
+                    os.unlink(file)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        if path != str(folder):
+            try:
+                if now - os.lstat(path).st_mtime > max_age_s:
+                    os.rmdir(path)  # only when empty
+            except OSError:
+                pass
+    if removed:
+        log.info("UI cache: removed %d file(s) older than %.0f s from %s", removed, max_age_s, folder)
+    return removed
+
+
+class Retention:
+    """A daemon thread that sweeps the outputs (and the UI's upload cache) every `interval_s`,
+    and early when saves push the outputs over their byte budget (at most every `min_gap_s`)."""
+
+    def __init__(self, store: OutputStore, cache_dir: Path | None = None, cache_max_age_s: float = 0,
+                 interval_s: float = 60.0, min_gap_s: float = 5.0):
+        self.store, self.cache_dir, self.cache_max_age_s = store, cache_dir, cache_max_age_s
+        self.interval_s, self.min_gap_s = interval_s, min_gap_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep(self) -> None:
+        try:
+            self.store.sweep()
+            if self.cache_dir is not None and self.cache_max_age_s > 0:
+                sweep_folder(self.cache_dir, self.cache_max_age_s)
+        except OSError as error:  # a disk problem must not end the thread
+            log.warning("retention sweep failed: %s", error)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="outputs-retention", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.store.over_budget.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.store.over_budget.clear()
+            self.sweep()
+            if self._stop.wait(self.min_gap_s):
+                return
+            self.store.over_budget.wait(max(0.0, self.interval_s - self.min_gap_s))

@@ -7,7 +7,10 @@ error code and a message for people; the API turns it into JSON, the UI into gr.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import Future
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
+GPU_PROBE_INTERVAL_S = 5.0  # after a CUDA error, how often readiness checks whether the GPU works again
+# How a CUDA failure reads when torch raises it as a plain RuntimeError (older torch, cuFFT, cuBLAS).
+GPU_ERROR_MARKERS = ("CUDA error", "CUDA driver error", "cuDNN error", "CUBLAS_STATUS_", "CUFFT_", "CUDNN_STATUS_")
 
 
 class ServiceError(Exception):
@@ -102,6 +108,37 @@ class RepairService:
         self.limits = limits
         self.started = time.monotonic()
         self.warm = False
+        self.draining = False  # set on SIGTERM: readiness 503, new repairs refused, in-flight ones finish
+        self.gpu_error: str | None = None  # a CUDA error seen by a repair, until the GPU works again
+        self._gpu_probe_at = 0.0
+        self._gpu_probe: Future | None = None
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ admission and draining
+
+    @contextlib.contextmanager
+    def admit(self):
+        """Counts one repair request (API or UI) in flight, from upload to response; refuses it
+        with 503 once the server is draining."""
+        with self._lock:
+            if self.draining:
+                raise ServiceError(503, "shutting_down", "the server is shutting down; retry in a moment",
+                                   {"Retry-After": "5", "Connection": "close"})
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def start_draining(self) -> None:
+        with self._lock:
+            self.draining = True
 
     # ------------------------------------------------------------------ the three stages
 
@@ -129,7 +166,9 @@ class RepairService:
             saved_as = self.outputs.save(data, options.format)
         except OSError as error:
             # The user still gets the result; the operator gets the log line.
-            log.error("could not save a result under %s: %s", self.outputs.root, error)
+            log.error("could not save a result under %s: %s (the result was still returned; "
+                      "outputs retention: --outputs-keep-days/--outputs-keep-gb)",
+                      self.outputs.root, _os_error_text(error))
             saved_as = None
         saved = time.perf_counter()
         timings = {"decode": decoded.decode_s, "queue": timed.wait_s, **engine_timings,
@@ -165,13 +204,17 @@ class RepairService:
         started = time.perf_counter()
         status = 500
         try:
-            decoded = Decoded(image, mask)
-            result = self.finish(decoded, self.submit(decoded, options).result(), options)
+            with self.admit():
+                decoded = Decoded(image, mask)
+                result = self.finish(decoded, self.submit(decoded, options).result(), options)
             status = 200
             return result
         except ServiceError as error:
             status = error.status
             self.record(status, options, error=error.message)
+            raise
+        except Exception as error:
+            self.record(500, options, error=f"{type(error).__name__}: {error}")
             raise
         finally:
             self.metrics.observe_request(status, time.perf_counter() - started)
@@ -196,33 +239,100 @@ class RepairService:
         Returns the repaired image, the job's peak GPU memory and the engine's stage timings.
         """
         on_gpu = self.engine.device.type == "cuda"
-        if on_gpu:
-            torch.cuda.reset_peak_memory_stats(self.engine.device)
         stage_timings: dict[str, float] = {}
         try:
-            repaired = self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
-                                           dilate=options.dilate, feather=options.feather, timings=stage_timings)
+            if on_gpu:
+                torch.cuda.reset_peak_memory_stats(self.engine.device)
+            try:
+                repaired = self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
+                                               dilate=options.dilate, feather=options.feather,
+                                               timings=stage_timings)
+            except torch.cuda.OutOfMemoryError:
+                # Often fragmentation or another process's burst: free the cache, try once more.
+                log.warning("out of GPU memory on a %d×%d image; cache freed, retrying once",
+                            decoded.image.shape[1], decoded.image.shape[0])
+                torch.cuda.empty_cache()
+                stage_timings.clear()
+                repaired = self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
+                                               dilate=options.dilate, feather=options.feather,
+                                               timings=stage_timings)
+            peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise ServiceError(503, "out_of_memory",
-                               "the GPU ran out of memory for this image; try again, or a smaller image "
+                               "the GPU ran out of memory for this image twice; try again, or a smaller image "
                                "or the crop strategy", {"Retry-After": "5"}) from None
-        peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
+        except Exception as error:
+            if not is_gpu_error(error):
+                raise
+            self._note_gpu_error(error)
+            raise ServiceError(503, "gpu_error", "the GPU failed during this repair; the server reports itself "
+                                                 "not ready until the GPU works again: retry shortly",
+                               {"Retry-After": "30"}) from None
+        self._clear_gpu_error("a repair")
         return repaired, peak, stage_timings
+
+    # ------------------------------------------------------------------ a failing GPU
+
+    def _note_gpu_error(self, error: BaseException) -> None:
+        self.gpu_error = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        self._gpu_probe_at = time.monotonic() + GPU_PROBE_INTERVAL_S
+        log.error("GPU error during a repair (%s): /readyz answers 503 and /healthz degraded until the GPU "
+                  "works again", self.gpu_error, exc_info=error)
+
+    def _clear_gpu_error(self, what: str) -> None:
+        if self.gpu_error is not None:
+            log.info("the GPU works again (%s succeeded): ready", what)
+            self.gpu_error = None
+
+    def probe_gpu(self) -> None:
+        """Runs on the queue's worker: the smallest GPU work there is; raises while the GPU fails."""
+        if self.engine.device.type == "cuda":
+            torch.ones(8, device=self.engine.device).sum().item()
+            torch.cuda.synchronize(self.engine.device)
+
+    def _schedule_gpu_probe(self) -> None:
+        """After a CUDA error, readiness checks now and then (on the GPU queue, so as not to compete
+        with repairs) whether the GPU works again; a sticky CUDA error keeps failing the probe."""
+        if self.gpu_error is None or time.monotonic() < self._gpu_probe_at:
+            return
+        if self._gpu_probe is not None and not self._gpu_probe.done():
+            return
+        self._gpu_probe_at = time.monotonic() + GPU_PROBE_INTERVAL_S
+
+        def probe() -> None:
+            try:
+                self.probe_gpu()
+            except Exception as error:  # noqa: BLE001 - any failure means: still broken
+                log.warning("GPU probe failed: %s: %s", type(error).__name__, error)
+                return
+            self._clear_gpu_error("a probe")
+
+        try:
+            self._gpu_probe = self.queue.submit(probe)
+        except QueueFull:
+            pass
 
     # ------------------------------------------------------------------ health
 
     @property
     def gpu_healthy(self) -> bool:
-        """False once the sampler saw NVML fail at run time (a lost GPU)."""
-        return self.sampler is None or self.sampler.healthy
+        """False while the sampler sees NVML fail (a lost GPU) or after a repair hit a CUDA error."""
+        return self.gpu_error is None and (self.sampler is None or self.sampler.healthy)
 
     def ready(self) -> bool:
-        return self.warm and self.queue.has_room and self.gpu_healthy
+        ready = self.warm and not self.draining and self.queue.has_room and self.gpu_healthy
+        self._schedule_gpu_probe()  # after the answer: the probe's outcome shows in a later one
+        return ready
 
     def health(self) -> dict[str, Any]:
         info = self.engine.describe()
-        gpu = _gpu_memory(self.engine.device)
+        try:
+            gpu = _gpu_memory(self.engine.device)
+        except Exception as error:  # noqa: BLE001 - a lost GPU makes /healthz degraded, not a 500
+            if is_gpu_error(error) and self.gpu_error is None:
+                self._note_gpu_error(error)
+            gpu = None
         sample = self.sampler.latest() if self.sampler else None
         health = {
             "status": "degraded" if info["fallback"] or not self.gpu_healthy else "ok",
@@ -235,8 +345,24 @@ class RepairService:
             "sample": sample,
         }
         if not self.gpu_healthy:
-            health["gpu_error"] = self.sampler.last_error
+            health["gpu_error"] = self.gpu_error or self.sampler.last_error
+        if self.draining:
+            health["draining"] = True
         return health
+
+
+def is_gpu_error(error: BaseException) -> bool:
+    """A CUDA failure (lost device, illegal access, driver error) rather than a bug or bad input."""
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(error, accelerator_error):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in GPU_ERROR_MARKERS)
+
+
+def _os_error_text(error: OSError) -> str:
+    """'No space left on device (ENOSPC)': the reason first, without the temporary file's name."""
+    code = errno.errorcode.get(error.errno or 0)
+    return f"{error.strerror or error} ({code})" if code else str(error)
 
 
 def _decode(what: str, decoder, data: bytes, limits: imageio.ImageLimits) -> np.ndarray:

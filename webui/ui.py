@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Any
 
 import gradio as gr
@@ -31,6 +32,8 @@ UI_CONCURRENCY = 2
 NO_IMAGE = "Upload a photo first: drop it on the editor, click it to browse, or paste one."
 NO_PAINT = "Paint over what should be removed first (the brush tool), then click Repair."
 NO_RESULT = "Nothing to continue with yet: repair a photo first."
+UNREADABLE_IMAGE = "The photo could not be read; clear the editor and upload it again."
+UNREADABLE_LAYER = "The painted strokes could not be read; clear the editor and upload the photo again."
 
 EditorValue = dict[str, Any]
 
@@ -39,10 +42,17 @@ EditorValue = dict[str, Any]
 
 def editor_image(value: EditorValue | None) -> np.ndarray:
     """The uploaded photo: RGB, or RGBA when it has real transparency."""
-    background = value.get("background") if value else None
+    background = value.get("background") if isinstance(value, dict) else None
     if background is None:
         raise gr.Error(NO_IMAGE)
-    image = np.asarray(background, dtype=np.uint8)
+    image = _as_array(background)
+    # What the editor hands over: uint8 H×W, H×W×3 or H×W×4. Anything else (a broken
+    # client, a hand-made request) is refused with a message rather than a traceback.
+    if (image is None or image.size == 0 or image.dtype.kind not in "biu"
+            or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4)))
+            or (image.dtype != np.uint8 and (image.min() < 0 or image.max() > 255))):
+        raise gr.Error(UNREADABLE_IMAGE)
+    image = image.astype(np.uint8, copy=False)
     # The editor hands every image over as RGBA; an alpha that is opaque everywhere is
     # only the editor's, and keeping it would turn plain RGB photos into RGBA results.
     if image.ndim == 3 and image.shape[2] == 4 and (image[..., 3] == 255).all():
@@ -58,9 +68,16 @@ def editor_mask(value: EditorValue, shape: tuple[int, int]) -> np.ndarray:
     own colour, and depend on the canvas's colour round trip for transparent photos.
     """
     mask = np.zeros(shape, dtype=bool)
-    for layer in value.get("layers") or []:
-        layer = np.asarray(layer)
-        if layer.ndim != 3 or layer.shape[2] != 4 or layer.shape[:2] != shape:
+    layers = value.get("layers") or []
+    if not isinstance(layers, (list, tuple)):
+        raise gr.Error(UNREADABLE_LAYER)
+    for layer in layers:
+        if layer is None:
+            continue
+        layer = _as_array(layer)
+        if layer is None or layer.ndim != 3 or layer.shape[2] != 4 or layer.dtype.kind not in "biuf":
+            raise gr.Error(UNREADABLE_LAYER)
+        if layer.shape[:2] != shape:
             raise gr.Error(f"the painted layer is {layer.shape[1]}×{layer.shape[0]} but the photo is "
                            f"{shape[1]}×{shape[0]}; clear the editor and upload the photo again")
         mask |= layer[..., 3] > 0
@@ -69,12 +86,30 @@ def editor_mask(value: EditorValue, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def _as_array(value: Any) -> np.ndarray | None:
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists, objects numpy cannot hold
+        return None
+
+
+def _px(name: str, value: Any) -> int:
+    """A slider's value as whole pixels; gr.Error for what is not a finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise gr.Error(f"{name} must be a number of pixels, got {value!r}")
+    return int(number)
+
+
 def repair(service: RepairService, value: EditorValue | None, strategy: str, dilate: float, feather: float
            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], str]:
     """Repair button: (result, (before, after) for the slider, timing line)."""
     image = editor_image(value)
     mask = editor_mask(value, image.shape[:2])
-    options = RepairOptions(strategy, int(dilate), int(feather))
+    options = RepairOptions(strategy, _px("dilate", dilate), _px("feather", feather))
     try:
         result = service.repair(image, mask, options)
     except ServiceError as error:
@@ -101,8 +136,14 @@ def fallback_banner(service: RepairService) -> str | None:
     return f"⚠️ **Running without the big-lama model**: {service.engine.describe()['note']}."
 
 
-def build_ui(service: RepairService, defaults: RepairOptions) -> gr.Blocks:
-    with gr.Blocks(title="LaMa inpainting") as blocks:
+def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: float = 0) -> gr.Blocks:
+    """`cache_max_age_s`: Gradio deletes the uploads and results it cached for this UI (which it
+    serves to whoever holds their URL) once they are this old, checking every minute or more
+    often, and all of them when the server stops; 0 keeps them."""
+    delete_cache = None
+    if cache_max_age_s > 0:
+        delete_cache = (max(1, min(60, round(cache_max_age_s / 2))), max(1, round(cache_max_age_s)))
+    with gr.Blocks(title="LaMa inpainting", delete_cache=delete_cache) as blocks:
         gr.Markdown("# LaMa inpainting\nDrop a photo, paint over what should go, click **Repair**.")
         banner = fallback_banner(service)
         if banner:

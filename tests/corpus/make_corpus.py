@@ -1,0 +1,266 @@
+"""Writes the fixed corpus of tests/test_fuzz.py: small valid images in every format, mode and
+orientation the service accepts, masks in every mode, and hostile files (forged headers with
+absurd sizes, truncations, wrong formats), with manifest.json saying what each must give.
+
+    python tests/corpus/make_corpus.py        # rewrites the files beside this script
+
+Deterministic (fixed seeds, no timestamps), so re-running it changes nothing; the files are
+committed. Each entry of manifest.json: {"file", "role": "image"|"mask", "expect": "ok"|4xx
+status, "size": [width, height] as a viewer shows it (EXIF orientation applied), "note"}.
+A regression case found by the fuzzer is added here, with a note naming the bug.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+W, H = 64, 48  # the corpus's standard size: small, not square (orientation shows)
+
+
+def picture(width: int = W, height: int = H, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus a little noise: compresses well, every orientation differs."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    rgb = np.stack([xx * 255 // max(width, 1), yy * 255 // max(height, 1),
+                    (xx + 2 * yy) * 255 // max(width + 2 * height, 1)], axis=-1)
+    return np.clip(rgb + rng.integers(-8, 9, rgb.shape), 0, 255).astype(np.uint8)
+
+
+def alpha(width: int = W, height: int = H) -> np.ndarray:
+    a = np.full((height, width), 255, np.uint8)
+    a[: height // 3, : width // 3] = 0
+    a[height // 3: height // 2, : width // 2] = 128
+    return a
+
+
+def painted(width: int = W, height: int = H) -> np.ndarray:
+    """The area to repair: a box in the middle."""
+    m = np.zeros((height, width), np.uint8)
+    m[height // 4: height // 2 + 1, width // 4: width // 2 + 1] = 255
+    return m
+
+
+def pil(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def cv(array: np.ndarray, ext: str) -> bytes:
+    ok, data = cv2.imencode(ext, array)
+    assert ok, ext
+    return data.tobytes()
+
+
+def exif_with_orientation(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_forged(width: int, height: int, depth: int = 8, colour: int = 0) -> bytes:
+    """A PNG whose IHDR (with a valid CRC) claims width×height; one tiny IDAT follows."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0\0"))
+            + png_chunk(b"IEND", b""))
+
+
+def jpeg_forged(width: int, height: int) -> bytes:
+    """A real JPEG whose SOF0 frame header is rewritten to claim width×height."""
+    data = bytearray(cv(picture()[:, :, ::-1], ".jpg"))
+    sof = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+def webp_forged(width: int, height: int) -> bytes:
+    """An extended-format (VP8X) WebP header claiming a width×height canvas, then a small frame."""
+    frame = pil(Image.fromarray(picture()), "WEBP", lossless=True)[12:]  # the VP8L chunk
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\0\0\0\0" + (width - 1).to_bytes(3, "little") + \
+        (height - 1).to_bytes(3, "little")
+    body = b"WEBP" + vp8x + frame
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def bmp_forged(width: int, height: int) -> bytes:
+    data = bytearray(cv(picture()[:, :, ::-1], ".bmp"))
+    struct.pack_into("<ii", data, 18, width, height)
+    return bytes(data)
+
+
+def tiff_forged(width: int, height: int) -> bytes:
+    """A real TIFF whose ImageWidth/ImageLength tags are rewritten."""
+    data = bytearray(pil(Image.fromarray(picture()), "TIFF"))
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    count = struct.unpack_from("<H", data, ifd)[0]
+    for index in range(count):
+        entry = ifd + 2 + 12 * index
+        tag, kind = struct.unpack_from("<HH", data, entry)
+        if tag in (256, 257):
+            value = width if tag == 256 else height
+            struct.pack_into("<HHII", data, entry, tag, 4, 1, value)  # LONG
+    return bytes(data)
+
+
+def tiff_tiled(width: int, height: int, tile: tuple[int, int]) -> bytes:
+    """A little-endian RGB TIFF declaring width×height in tiles of tile[0]×tile[1], with 16×16
+    pixels of data (enough for the parsers; the decoder sizes its buffer from the tags)."""
+    pixels = np.random.default_rng(1).integers(0, 256, 16 * 16 * 3, dtype=np.uint8).tobytes()
+    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 2), (277, 3, 3),
+               (284, 3, 1), (322, 4, tile[0]), (323, 4, tile[1]), (324, 4, None), (325, 4, len(pixels))]
+    data_at = 8 + 2 + 12 * len(entries) + 4
+    out = bytearray(b"II*\x00" + struct.pack("<IH", 8, len(entries)))
+    for tag, kind, value in entries:
+        value = data_at if value is None else value
+        out += struct.pack("<HHIHH", tag, kind, 1, value, 0) if kind == 3 else struct.pack("<HHII", tag, kind, 1, value)
+    return bytes(out + b"\0\0\0\0" + pixels)
+
+
+def images() -> list[tuple[str, bytes, object, tuple[int, int] | None, str]]:
+    """(file, bytes, expect, viewer size, note)."""
+    rgb = picture()
+    bgr = rgb[:, :, ::-1]
+    rgba = np.dstack([rgb, alpha()])
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    cases: list[tuple[str, bytes, object, tuple[int, int] | None, str]] = [
+        ("rgb.png", cv(bgr, ".png"), "ok", (W, H), "8-bit RGB PNG"),
+        ("rgb.jpg", cv(bgr, ".jpg"), "ok", (W, H), "baseline JPEG"),
+        ("rgb-progressive.jpg", pil(Image.fromarray(rgb), "JPEG", progressive=True), "ok", (W, H), "progressive JPEG"),
+        ("gray.png", cv(gray, ".png"), "ok", (W, H), "8-bit gray PNG"),
+        ("gray.jpg", cv(gray, ".jpg"), "ok", (W, H), "gray JPEG"),
+        ("gray-alpha.png", pil(Image.fromarray(np.dstack([gray, alpha()]), "LA"), "PNG"), "ok", (W, H),
+         "gray + alpha PNG"),
+        ("rgba.png", cv(np.dstack([bgr, alpha()]), ".png"), "ok", (W, H), "RGBA PNG with transparency"),
+        ("rgba-opaque.png", cv(np.dstack([bgr, np.full((H, W), 255, np.uint8)]), ".png"), "ok", (W, H),
+         "RGBA PNG, opaque everywhere"),
+        ("palette.png", pil(Image.fromarray(rgb).quantize(16), "PNG"), "ok", (W, H), "palette PNG"),
+        ("palette-transparent.png", pil(Image.fromarray(rgba).quantize(16, method=Image.Quantize.FASTOCTREE), "PNG"),
+         "ok", (W, H), "palette PNG with transparent entries"),
+        ("bilevel.png", pil(Image.fromarray(gray).convert("1"), "PNG"), "ok", (W, H), "1-bit PNG"),
+        ("rgb16.png", cv((bgr.astype(np.uint16) * 257), ".png"), "ok", (W, H), "16-bit RGB PNG"),
+        ("gray16.png", cv((gray.astype(np.uint16) * 257), ".png"), "ok", (W, H), "16-bit gray PNG"),
+        ("rgba16.png", cv(np.dstack([bgr, alpha()]).astype(np.uint16) * 257, ".png"), "ok", (W, H),
+         "16-bit RGBA PNG"),
+        ("cmyk.jpg", pil(Image.fromarray(rgb).convert("CMYK"), "JPEG"), "ok", (W, H), "CMYK JPEG"),
+        ("rgb.webp", pil(Image.fromarray(rgb), "WEBP", quality=80), "ok", (W, H), "lossy WebP"),
+        ("rgba.webp", pil(Image.fromarray(rgba), "WEBP", lossless=True), "ok", (W, H), "lossless WebP with alpha"),
+        ("rgb.bmp", cv(bgr, ".bmp"), "ok", (W, H), "24-bit BMP"),
+        ("rgb.tiff", pil(Image.fromarray(rgb), "TIFF"), "ok", (W, H), "RGB TIFF"),
+        ("cmyk.tiff", pil(Image.fromarray(rgb).convert("CMYK"), "TIFF"), "ok", (W, H), "CMYK TIFF"),
+        ("1x1.png", cv(bgr[:1, :1], ".png"), "ok", (1, 1), "1×1 pixel"),
+        ("1x1.jpg", cv(bgr[:1, :1], ".jpg"), "ok", (1, 1), "1×1 pixel JPEG"),
+        ("1x5000.png", cv(cv2.resize(bgr, (1, 5000)), ".png"), "ok", (1, 5000), "1 wide, 5000 high"),
+        ("5000x1.png", cv(cv2.resize(bgr, (5000, 1)), ".png"), "ok", (5000, 1), "5000 wide, 1 high"),
+    ]
+    for orientation in range(1, 9):
+        size = (H, W) if orientation >= 5 else (W, H)
+        data = pil(Image.fromarray(rgb), "JPEG", exif=exif_with_orientation(orientation))
+        cases.append((f"exif-{orientation}.jpg", data, "ok", size, f"JPEG with EXIF orientation {orientation}"))
+    cases += [
+        ("exif-6.png", pil(Image.fromarray(rgb), "PNG", exif=exif_with_orientation(6)), "ok", (H, W),
+         "PNG with an eXIf chunk, orientation 6"),
+        ("exif-8.webp", pil(Image.fromarray(rgb), "WEBP", exif=exif_with_orientation(8), lossless=True), "ok",
+         (H, W), "WebP with EXIF orientation 8"),
+        ("exif-6.tiff", pil(Image.fromarray(rgb), "TIFF", exif=exif_with_orientation(6)), "ok", (H, W),
+         "TIFF with orientation 6"),
+        ("exif-6-rgba.png", pil(Image.fromarray(rgba), "PNG", exif=exif_with_orientation(6)), "ok", (H, W),
+         "RGBA PNG with orientation 6"),
+        ("exif-broken.jpg", broken_exif_jpeg(rgb), "ok", (W, H), "JPEG whose EXIF block is garbage"),
+        # Hostile: forged sizes. 413: over the limits; 400: impossible or corrupt.
+        ("forged-png-100000x100000.png", png_forged(100_000, 100_000), 413, None, "PNG IHDR claims 10 GP"),
+        ("forged-png-2147483647x1.png", png_forged(2**31 - 1, 1), 413, None, "PNG IHDR claims the largest width"),
+        ("forged-png-8000x8000.png", png_forged(8000, 8000), 413, None, "PNG IHDR over the pixel limit"),
+        ("forged-png-0x0.png", png_forged(0, 0), 400, None, "PNG IHDR claims 0×0"),
+        ("forged-png-16bit-palette.png", png_forged(64, 48, depth=16, colour=3), 400, None,
+         "PNG IHDR with an impossible depth/colour pair"),
+        ("forged-jpeg-65535x65535.jpg", jpeg_forged(65535, 65535), 413, None, "JPEG SOF claims 65535×65535"),
+        ("forged-jpeg-60000x100.jpg", jpeg_forged(60000, 100), 413, None, "JPEG SOF over the per-side limit"),
+        ("forged-jpeg-0x0.jpg", jpeg_forged(0, 0), 400, None, "JPEG SOF claims 0×0"),
+        ("forged-webp-16384x16384.webp", webp_forged(16384, 16384), 413, None, "WebP VP8X canvas of 268 MP"),
+        ("forged-bmp-100000x100000.bmp", bmp_forged(100_000, 100_000), 413, None, "BMP header claims 10 GP"),
+        ("forged-bmp-negative.bmp", bmp_forged(-64, -48), 413, None,
+         "BMP with a negative width (read as 2³² − 64)"),
+        ("forged-tiff-100000x100000.tiff", tiff_forged(100_000, 100_000), 413, None, "TIFF tags claim 10 GP"),
+        # Regression (fixed in lama/imageio.py): OpenCV allocated, and filled, one whole 1 GB tile
+        # for this 300-byte file before noticing the data was missing; now 413 from the header.
+        ("forged-tiff-tile-16384x16368.tiff", tiff_tiled(W, H, (16384, 16368)), 413, None,
+         "TIFF of 64×48 in 16384×16368 tiles: 1 GB of tile buffer (regression)"),
+        ("truncated.png", cv(bgr, ".png")[:300], 400, None, "PNG cut in the pixel data"),
+        ("truncated.jpg", cv(bgr, ".jpg")[:400], 400, None, "JPEG cut in the scan"),
+        ("header-only.jpg", cv(bgr, ".jpg")[:200], 400, None, "JPEG cut before the scan"),
+        ("signature-only.png", b"\x89PNG\r\n\x1a\n", 400, None, "PNG signature and nothing else"),
+        ("image.gif", pil(Image.fromarray(rgb).quantize(16), "GIF"), 400, None, "GIF: not accepted"),
+        ("text.txt", b"I am not an image, only a text file\n", 400, None, "text"),
+        ("empty.bin", b"", 400, None, "empty file"),
+    ]
+    return cases
+
+
+def broken_exif_jpeg(rgb: np.ndarray) -> bytes:
+    """A JPEG with an APP1 'Exif' segment whose TIFF structure is garbage."""
+    data = cv(rgb[:, :, ::-1], ".jpg")
+    body = b"Exif\0\0" + b"MM\0*" + b"\xff" * 40
+    segment = b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+    return data[:2] + segment + data[2:]
+
+
+def masks() -> list[tuple[str, bytes, str]]:
+    """(file, bytes, note): the same painted box, W×H, in every mode a mask can come in."""
+    m = painted()
+    rgb = np.dstack([m, np.zeros_like(m), m])  # magenta paint on black
+    layer = np.dstack([np.full((H, W, 3), (255, 0, 255), np.uint8), m])  # paint on a transparent canvas
+    return [
+        ("mask-L.png", cv(m, ".png"), "8-bit gray"),
+        ("mask-1.png", pil(Image.fromarray(m).convert("1"), "PNG"), "1-bit"),
+        ("mask-LA.png", pil(Image.fromarray(np.dstack([np.full_like(m, 255), m]), "LA"), "PNG"), "gray + alpha"),
+        ("mask-RGB.png", cv(rgb[:, :, ::-1], ".png"), "RGB, coloured paint"),
+        ("mask-RGBA.png", cv(layer[:, :, [2, 1, 0, 3]], ".png"), "RGBA, the alpha is the mask"),
+        ("mask-RGBA-opaque.png", cv(np.dstack([rgb[:, :, ::-1], np.full_like(m, 255)]), ".png"), "RGBA, opaque"),
+        ("mask-P.png", pil(Image.fromarray(rgb).quantize(2), "PNG"), "palette"),
+        ("mask-I16.png", cv(m.astype(np.uint16) * 257, ".png"), "16-bit gray"),
+        ("mask-L.jpg", cv(m, ".jpg"), "gray JPEG"),
+        ("mask-L.webp", pil(Image.fromarray(m), "WEBP", lossless=True), "WebP"),
+        ("mask-L.bmp", cv(m, ".bmp"), "BMP"),
+        ("mask-L.tiff", pil(Image.fromarray(m), "TIFF"), "TIFF"),
+        ("mask-empty.png", cv(np.zeros_like(m), ".png"), "nothing painted"),
+        ("mask-full.png", cv(np.full_like(m, 255), ".png"), "everything painted"),
+    ]
+
+
+def main() -> None:
+    manifest = []
+    written = set()
+    for name, data, expect, size, note in images():
+        manifest.append({"file": name, "role": "image", "expect": expect, "size": list(size) if size else None,
+                         "note": note})
+        written.add(name)
+        (HERE / name).write_bytes(data)
+    for name, data, note in masks():
+        manifest.append({"file": name, "role": "mask", "expect": "ok", "size": [W, H], "note": note})
+        written.add(name)
+        (HERE / name).write_bytes(data)
+    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    ours = written | {"manifest.json", Path(__file__).name}
+    stale = [p.name for p in HERE.iterdir() if p.is_file() and p.name not in ours]
+    total = sum((HERE / name).stat().st_size for name in written)
+    print(f"{len(written)} files, {total / 1024:.0f} KB in {HERE}", file=sys.stderr)
+    if stale:
+        print(f"not written by this script (remove them?): {', '.join(sorted(stale))}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,469 @@
+"""Faults the service must survive: kill -9 mid-stream, a full disk, a lost GPU (NVML or CUDA
+errors), and SIGTERM while repairs are in flight.
+
+Live tests run `python app.py` (tests/apprunner.py) with the tiny model on the CPU; the others
+build the app in-process (tests/test_api.py's helpers) and inject the fault.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import io
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apprunner import run_app
+from lama import files as files_module
+from monitor import sampler as sampler_module
+from reliability import record
+from test_api import (decode, error_of, make_case, make_settings, repair, serve, service_of, upload,
+                      wait_until)
+from test_sampler import FakeNvml
+from test_ui_handler import editor_value, photo, stroke
+from webui import service as service_module
+from webui import ui
+
+DRAIN_BOUND_S = 30  # configs/default.yaml shutdown_timeout_s
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*.tmp")]
+
+
+def visible_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
+def complete_image(path: Path) -> bool:
+    """Decodes to the last byte: a truncated PNG/JPEG/WebP fails here."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (OSError, SyntaxError):
+        return False
+
+
+def slow_case(side=1024):
+    """A repair that takes seconds on the CPU with the tiny model (strategy original); a smooth
+    picture, so that encoding and uploading it take little time."""
+    ramp = np.linspace(0, 255, side, dtype=np.float32).astype(np.uint8)
+    image = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], ramp[None, ::-1]), axis=-1).copy()
+    mask = np.zeros((side, side), np.uint8)
+    mask[side // 8: side // 4, side // 8: side // 4] = 255
+    return upload(image, mask, strategy="original")
+
+
+# ------------------------------------------------------------------ kill -9
+
+
+def test_kill_9_mid_stream_leaves_no_partial_file_and_the_restart_is_clean(tiny_dir, tmp_path):
+    folder = tmp_path / "server"
+    outputs = folder / "outputs"
+    saved: dict[str, bytes] = {}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def stream(app, seed):
+        image, mask = make_case(512, 384, box=(100, 100, 200, 220), seed=seed)
+        request = upload(image, mask)
+        with httpx.Client(base_url=app.base, timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    response = http.post("/api/v1/inpaint", **request)
+                except httpx.TransportError:
+                    return  # the server is gone
+                if response.status_code == 200:
+                    with lock:
+                        saved[response.headers["x-saved-as"]] = response.content
+
+    with run_app(tiny_dir, folder) as app:
+        threads = [threading.Thread(target=stream, args=(app, seed)) for seed in range(3)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(saved) >= 12, timeout=60, what="a dozen results")
+        time.sleep(np.random.default_rng().uniform(0, 0.3))  # anywhere in a request's life
+        app.process.send_signal(signal.SIGKILL)
+        app.process.wait(10)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    served_before_kill = len(saved)
+    left_by_kill = temp_files(outputs)
+
+    # Whatever instant the kill hit, every visible file is a whole image, and every answered
+    # request's file is there, byte for byte.
+    visible = visible_files(outputs)
+    partial = [p for p in visible if not complete_image(p)]
+    assert partial == []
+    for name, data in saved.items():
+        assert (outputs / name).read_bytes() == data
+
+    # A kill during a write leaves a hidden temporary file (the kill above may or may not have
+    # hit one): plant one, as a kill mid-write leaves it, so that the restart must deal with it.
+    planted = outputs / time.strftime("%Y-%m-%d") / ".000000-0123456789ab.png.deadbeef.tmp"
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(next(iter(saved.values()))[:1000])
+    os.utime(planted, (time.time() - 1, time.time() - 1))
+
+    with run_app(tiny_dir, folder, log_name="restart.log") as app:
+        assert temp_files(outputs) == [], "the restart left temporary files in outputs/"
+        response = httpx.post(app.url("/api/v1/inpaint"), timeout=30, **upload(*make_case()))
+        assert response.status_code == 200 and (outputs / response.headers["x-saved-as"]).is_file()
+        restart_s = app.ready_after_s
+    assert sorted(visible_files(outputs)) == sorted(visible + [outputs / response.headers["x-saved-as"]])
+    record("Faults: kill -9 mid-stream", "partial files among the visible results after the kill",
+           f"0 of {len(visible)} ({served_before_kill} answered before the kill)", "0")
+    record("Faults: kill -9 mid-stream", "temporary files after the restart (left by the kill + planted)",
+           f"0 (was {len(left_by_kill)} + 1)", "0")
+    record("Faults: kill -9 mid-stream", "restart to /readyz 200 on the same folders, then serves",
+           f"{restart_s:.1f} s, 200", "ready and serving")
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+class FullDisk:
+    """Stands in for `open` in lama.files: files written through it take `room` bytes in all,
+    then fail the way a full volume does (ENOSPC), after part of the data went in."""
+
+    def __init__(self, room: int = 0):
+        self.room = room
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        return _FillingFile(builtins.open(path, mode, *args, **kwargs), self, path)
+
+
+class _FillingFile(io.RawIOBase):
+    def __init__(self, file, disk: FullDisk, path):
+        super().__init__()
+        self.file, self.disk, self.path = file, disk, path
+
+    def write(self, data) -> int:
+        fits = min(len(data), self.disk.room)
+        self.file.write(bytes(data[:fits]))
+        self.disk.room -= fits
+        if fits < len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        return fits
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def flush(self) -> None:
+        if not self.file.closed:
+            self.file.flush()
+
+    def close(self) -> None:
+        super().close()  # flushes first
+        self.file.close()
+
+
+@pytest.fixture(scope="module")
+def app_client(tiny_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    settings = make_settings(tiny_dir, folder, "--ui-cache-dir", str(folder / "cache"), monitor_interval=0.05)
+    with serve(settings) as client:
+        yield client
+
+
+def test_a_full_disk_is_logged_and_results_are_still_returned_api_and_ui(app_client, monkeypatch, caplog):
+    client = app_client
+    service = service_of(client)
+    outputs = service.outputs.root
+    before = set(visible_files(outputs))
+    monkeypatch.setattr(files_module, "open", FullDisk(room=5000), raising=False)
+    image, mask = make_case()
+    with caplog.at_level(logging.ERROR, logger="webui.service"):
+        responses = [repair(client, image, mask) for _ in range(3)]
+        picture = photo()
+        value = editor_value(picture, stroke(96, 128, (slice(40, 52), slice(30, 90))))
+        ui_result, _, summary = ui.repair(service, value, "crop", 0, 0)
+    assert all(r.status_code == 200 and "x-saved-as" not in r.headers for r in responses)
+    assert all(decode(r.content).shape == image.shape for r in responses)
+    assert ui_result.shape == picture.shape and "ms on CPU" in summary
+    errors = [r.getMessage() for r in caplog.records if "could not save a result" in r.getMessage()]
+    assert len(errors) == 4 and all("No space left on device (ENOSPC)" in e for e in errors), errors
+    assert temp_files(outputs) == [] and set(visible_files(outputs)) == before
+    assert client.get("/readyz").status_code == 200  # a full disk does not take the service out
+    monkeypatch.undo()  # room again: saving resumes by itself
+    response = repair(client, image, mask)
+    assert response.status_code == 200 and (outputs / response.headers["x-saved-as"]).is_file()
+    record("Faults: full disk (injected ENOSPC)", "API and UI repairs answered with the result while "
+           "saving failed", "4 / 4 (3 API 200 without X-Saved-As, 1 UI)", "all")
+    record("Faults: full disk (injected ENOSPC)", "temporary files left; log lines naming ENOSPC",
+           f"{len(temp_files(outputs))}; {len(errors)}", "0; one per failed save")
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: EFBIG
+    return apply
+
+
+def _can_mount_tmpfs(target: Path) -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(target)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("volume", ["tmpfs", "rlimit_fsize"])
+def test_a_full_volume_live(tiny_dir, tmp_path, volume):
+    """The kernel's own refusal, in a real server: a 512 KiB tmpfs filled up (ENOSPC; root only),
+    or a file-size limit on the process (EFBIG; anywhere)."""
+    folder = tmp_path / "server"
+    outputs = folder / "outputs"
+    large = upload(*make_case(256, 256, box=(50, 50, 120, 120)))  # ~200 KB of PNG
+    kwargs, filler = {}, None
+    if volume == "tmpfs" and not _can_mount_tmpfs(outputs):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        if volume == "tmpfs":
+            filler = outputs / "filler"
+            with open(filler, "wb", buffering=0) as f:
+                try:
+                    while f.write(b"\0" * 4096):
+                        pass
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC
+            expected = "No space left on device (ENOSPC)"
+        else:
+            kwargs = {"preexec_fn": _limit_file_size(96 * 1024)}
+            expected = "File too large (EFBIG)"
+        with run_app(tiny_dir, folder, "--monitor-interval", "0", **kwargs) as app:
+            with httpx.Client(base_url=app.base, timeout=30) as http:
+                answers = [http.post("/api/v1/inpaint", **large) for _ in range(3)]
+                assert all(a.status_code == 200 and "x-saved-as" not in a.headers for a in answers)
+                assert all(decode(a.content).shape == (256, 256, 3) for a in answers)
+                assert http.get("/readyz").status_code == 200 and http.get("/healthz").status_code == 200
+                if filler is not None:
+                    filler.unlink()  # the operator frees space: saving resumes
+                    resumed = http.post("/api/v1/inpaint", **large)
+                else:  # a result under the size limit is still saved
+                    resumed = http.post("/api/v1/inpaint", **upload(*make_case()))
+                assert resumed.status_code == 200 and (outputs / resumed.headers["x-saved-as"]).is_file()
+            log_text = (folder / "logs" / "app.log").read_text()
+            assert log_text.count("could not save a result") == 3 and expected in log_text
+            assert temp_files(outputs) == []
+            assert app.alive()
+    finally:
+        if volume == "tmpfs" and os.path.ismount(outputs):
+            subprocess.run(["umount", "-l", str(outputs)], check=False)
+    record(f"Faults: full volume, live ({volume})", "repairs answered 200 with the image while saving failed; "
+           "log names the cause", f"3 / 3; '{expected}'", "all; logged")
+
+
+# ------------------------------------------------------------------ a lost GPU
+
+
+def test_a_gpu_lost_to_nvml_makes_readyz_503_and_healthz_degraded(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake = FakeNvml()
+
+    class SamplerOnFakeGpus(sampler_module.Sampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "nvml": fake})
+
+    monkeypatch.setattr(sampler_module, "Sampler", SamplerOnFakeGpus)
+    settings = make_settings(tiny_dir, tmp_path, "--ui-cache-dir", str(tmp_path / "cache"), monitor_interval=0.05)
+    with serve(settings) as client:
+        wait_until(lambda: (client.get("/healthz").json()["sample"] or {}).get("gpu"), what="a GPU sample")
+        assert client.get("/healthz").json()["status"] == "ok"
+        lost = time.monotonic()
+        fake.lost = True
+        wait_until(lambda: client.get("/readyz").status_code == 503, timeout=5, what="/readyz 503")
+        noticed_s = time.monotonic() - lost
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded" and "GPU is lost" in health.json()["gpu_error"]
+        assert client.get("/livez").status_code == 200
+        assert client.get("/metrics").status_code == 200
+        response = repair(client, *make_case())  # this engine is on the CPU: it still repairs
+        assert response.status_code == 200
+        fake.lost = False
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5, what="/readyz 200 again")
+        assert client.get("/healthz").json()["status"] == "ok"
+    record("Faults: GPU lost (NVML error)", "/readyz 503 and /healthz degraded after the loss; "
+           "the process keeps answering", f"{noticed_s:.2f} s (sampling every 0.05 s); 200 on /livez",
+           "≤ 5 s; no crash")
+
+
+def test_a_cuda_error_in_a_repair_is_a_503_json_and_readiness_follows_the_gpu(app_client, monkeypatch, caplog):
+    client = app_client
+    service = service_of(client)
+    monkeypatch.setattr(service_module, "GPU_PROBE_INTERVAL_S", 0.05)
+    real_inpaint = service.engine.inpaint
+    gpu_works = threading.Event()
+
+    def broken_inpaint(*args, **kwargs):
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+    def probe():
+        if not gpu_works.is_set():
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(service.engine, "inpaint", broken_inpaint)
+    monkeypatch.setattr(service, "probe_gpu", probe)
+    with caplog.at_level(logging.ERROR, logger="webui.service"):
+        response = repair(client, *make_case())
+    message = error_of(response, 503, "gpu_error")
+    assert "GPU" in message and int(response.headers["retry-after"]) >= 1
+    assert any("illegal memory access" in r.getMessage() for r in caplog.records)
+    assert client.get("/readyz").status_code == 503
+    health = client.get("/healthz").json()
+    assert health["status"] == "degraded" and "illegal memory access" in health["gpu_error"]
+    with pytest.raises(gr.Error, match="GPU failed"):  # the UI says so too
+        ui.repair(service, editor_value(photo(), stroke(96, 128, (slice(40, 52), slice(30, 90)))), "crop", 0, 0)
+    time.sleep(0.2)  # probes ran and failed: still not ready
+    assert client.get("/readyz").status_code == 503 and client.get("/livez").status_code == 200
+
+    monkeypatch.setattr(service.engine, "inpaint", real_inpaint)
+    gpu_works.set()
+    recovered = time.monotonic()
+    wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5, what="/readyz 200 after the probe")
+    recovery_s = time.monotonic() - recovered
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert repair(client, *make_case()).status_code == 200
+    record("Faults: CUDA error in a repair", "answer; /readyz; /healthz",
+           "503 JSON gpu_error with Retry-After; 503; degraded", "5xx JSON, not ready, no crash")
+    record("Faults: CUDA error in a repair", "back to ready once the GPU probe succeeds",
+           f"{recovery_s:.2f} s (probe every 0.05 s in the test, 5 s by default)", "≤ 5 s")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA error: device-side assert triggered"),
+                                   RuntimeError("cuFFT error: CUFFT_INTERNAL_ERROR")])
+def test_cuda_errors_raised_as_runtime_error_are_recognised(error):
+    assert service_module.is_gpu_error(error)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("shape mismatch"), ValueError("CUDA error"), KeyError("x")])
+def test_other_errors_are_not_gpu_errors(error):
+    assert not service_module.is_gpu_error(error)
+
+
+def test_an_unexpected_engine_error_is_a_500_json_and_the_service_keeps_serving(app_client, monkeypatch, caplog):
+    client = app_client
+    service = service_of(client)
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug nobody foresaw")
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="webui.api"):
+        patch.setattr(service.engine, "inpaint", bug)
+        response = repair(client, *make_case())
+    error_of(response, 500, "internal_error")
+    assert "a bug nobody foresaw" not in response.text  # details go to the log, not to clients
+    assert any(r.exc_info and "a bug nobody foresaw" in str(r.exc_info[1]) for r in caplog.records)
+    assert client.get("/readyz").status_code == 200
+    assert repair(client, *make_case()).status_code == 200
+
+
+# ------------------------------------------------------------------ SIGTERM
+
+
+def test_sigterm_drains_in_flight_requests_then_exits(tiny_dir, tmp_path):
+    results: dict[int, httpx.Response] = {}
+
+    with run_app(tiny_dir, tmp_path / "server") as app:
+        def one(index):
+            results[index] = httpx.post(app.url("/api/v1/inpaint"), timeout=60, **slow_case())
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: httpx.get(app.url("/healthz")).json()["queue"]["depth"] == 2, what="2 repairs queued")
+        # A browser tab's heartbeat stream: plain uvicorn would wait for it forever.
+        tab = threading.Thread(target=lambda: httpx.get(app.url("/gradio_api/heartbeat/tab"), timeout=120),
+                               daemon=True)
+        tab.start()
+        time.sleep(0.2)
+
+        sent = time.monotonic()
+        app.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: httpx.get(app.url("/readyz")).status_code == 503, timeout=5, what="/readyz 503")
+        not_ready_s = time.monotonic() - sent
+        readyz = httpx.get(app.url("/readyz"))
+        assert readyz.json()["draining"] is True
+        refused = httpx.post(app.url("/api/v1/inpaint"), timeout=30, **upload(*make_case()))
+        error_of(refused, 503, "shutting_down")
+        assert refused.headers["retry-after"] and refused.headers["connection"] == "close"
+        assert httpx.get(app.url("/livez")).status_code == 200
+        assert httpx.get(app.url("/healthz")).json()["draining"] is True
+        in_flight_when_refused = 2 - len(results)
+
+        for thread in threads:
+            thread.join(60)
+        app.process.wait(DRAIN_BOUND_S + 10)
+        exited_s = time.monotonic() - sent
+        assert app.process.returncode in (0, -signal.SIGTERM)
+        log_text = (app.folder / "logs" / "app.log").read_text()
+    assert [results[i].status_code for i in range(2)] == [200, 200]
+    assert all(decode(results[i].content).shape == (1024, 1024, 3) for i in range(2))
+    assert in_flight_when_refused >= 1
+    assert "SIGTERM: draining" in log_text
+    assert exited_s < DRAIN_BOUND_S
+    record("Faults: SIGTERM drain", "/readyz 503 after SIGTERM (the port still open)", f"{not_ready_s:.2f} s",
+           "before the exit")
+    record("Faults: SIGTERM drain", "in-flight repairs completed; new ones refused",
+           "2 / 2 with 200; 503 shutting_down", "all; 503")
+    record("Faults: SIGTERM drain", "exit after SIGTERM (a UI tab's stream open)", f"{exited_s:.1f} s",
+           f"< {DRAIN_BOUND_S} s")
+
+
+def test_sigterm_exits_within_the_bound_even_if_repairs_run_longer(tiny_dir, tmp_path):
+    with run_app(tiny_dir, tmp_path / "server", "--shutdown-timeout-s", "1") as app:
+        # Two 2048×2048 repairs: about 15 s of work on this CPU, far past the 1 s bound.
+        threads = [threading.Thread(target=lambda: _ignore(httpx.post, app.url("/api/v1/inpaint"), timeout=60,
+                                                           **slow_case(2048)), daemon=True) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: httpx.get(app.url("/healthz")).json()["queue"]["depth"] == 2, what="2 repairs queued")
+        sent = time.monotonic()
+        app.process.send_signal(signal.SIGTERM)
+        app.process.wait(30)
+        exited_s = time.monotonic() - sent
+        log_text = (app.folder / "logs" / "app.log").read_text()
+    assert "still in flight" in log_text
+    assert exited_s < 1 + 7
+    record("Faults: SIGTERM bound", "exit with two 2048×2048 repairs in flight (about 15 s of work), "
+           "shutdown_timeout_s 1", f"{exited_s:.1f} s", "< 8 s (bound + 7 s for uvicorn's grace and teardown)")
+
+
+def _ignore(call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except httpx.HTTPError:
+        pass
+
+
+def test_a_draining_service_refuses_ui_repairs_with_a_message(app_client):
+    service = service_of(app_client)
+    service.start_draining()
+    try:
+        assert app_client.get("/readyz").status_code == 503
+        with pytest.raises(gr.Error, match="shutting down"):
+            ui.repair(service, editor_value(photo(), stroke(96, 128, (slice(40, 52), slice(30, 90)))), "crop", 0, 0)
+        error_of(repair(app_client, *make_case()), 503, "shutting_down")
+    finally:
+        service.draining = False
+    assert app_client.get("/readyz").status_code == 200
