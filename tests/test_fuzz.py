@@ -384,13 +384,15 @@ def test_a_tiff_tile_bomb_is_refused_from_its_header(monkeypatch):
     from lama import imageio
 
     decoded = []
-    monkeypatch.setattr(imageio, "_decode_pixels", lambda data: decoded.append(data) or None)
+    real_decode = imageio._decode_pixels
+    monkeypatch.setattr(imageio, "_decode_pixels", lambda data: decoded.append(data) or real_decode(data))
     with pytest.raises(imageio.ImageTooLargeError, match="TIFF tiles are 16384×16368"):
         imageio.decode_image(read("forged-tiff-tile-16384x16368.tiff"))
     assert decoded == [], "the tile bomb reached the pixel decoder"
     # Tiles within the pixel limit still reach the decoder (this one's data is too short: 400).
     with pytest.raises(imageio.ImageError, match="truncated or corrupt"):
         imageio.decode_image(tiff_tiled(*STANDARD, (256, 256)))
+    assert len(decoded) == 1
 
 
 # ------------------------------------------------------------------ the UI handler

@@ -36,7 +36,7 @@ REFUSAL_BOUND_S = 5.0  # a 503 must come fast, even while the CPU is saturated
 UI_BOUND_S = 2.0  # the page, its config, /healthz, /metrics while the GPU queue is busy
 PROBES = ("/", "/config", "/healthz", "/metrics")
 FAIR_COUNT = 8
-FAIR_STAGGER_S = 0.15
+FAIR_STAGGER_S = 0.25  # far more than decoding a 512×384 upload takes, even on a busy CPU
 
 
 # ------------------------------------------------------------------ helpers
@@ -253,9 +253,11 @@ def test_the_ui_and_probes_stay_responsive_while_the_api_is_busy(burst):
 
 
 def test_requests_arriving_in_turn_complete_in_arrival_order(server):
-    """A long job occupies the worker; then 8 requests arrive 150 ms apart. All of them
-    queue (their Server-Timing queue wait is > 0), and they complete in arrival order."""
-    head_image, head_mask = picture(1000, 1536, 1152)
+    """A long job occupies the worker; then 8 requests arrive 250 ms apart. All of them
+    queue (their Server-Timing queue wait is > 0), and they complete in arrival order. (The
+    head's own answer is not compared: encoding its 5 MP result takes longer than the next
+    small job.)"""
+    head_image, head_mask = picture(1000, 2560, 1920)
     cases = [picture(2000 + i) for i in range(FAIR_COUNT)]
     done: dict[int, tuple[httpx.Response, float]] = {}
     errors: list[BaseException] = []
@@ -263,7 +265,7 @@ def test_requests_arriving_in_turn_complete_in_arrival_order(server):
 
     def post(index: int, image: np.ndarray, mask: np.ndarray, delay: float) -> None:
         try:
-            # The head job repairs the whole 1536×1152 picture ("crop" would repair a corner).
+            # The head job repairs the whole 2560×1920 picture ("crop" would repair a corner).
             body = form(image, mask, strategy="original") if index < 0 else form(image, mask)
             with httpx.Client(base_url=server.base, timeout=CLIENT_TIMEOUT_S) as http:
                 time.sleep(max(0.0, started + delay - time.perf_counter()))
@@ -294,12 +296,12 @@ def test_requests_arriving_in_turn_complete_in_arrival_order(server):
     order = sorted(range(FAIR_COUNT), key=lambda i: done[i][1])
     out_of_order = sum(1 for a in range(FAIR_COUNT) for b in range(a + 1, FAIR_COUNT)
                        if order.index(a) > order.index(b))
-    record("Load: fairness, 8 requests arriving 150 ms apart behind a long job", "completed out of arrival order",
+    record(f"Load: fairness, {FAIR_COUNT} requests arriving {FAIR_STAGGER_S * 1000:.0f} ms apart behind a long job",
+           "completed out of arrival order",
            f"{out_of_order} pairs of {FAIR_COUNT * (FAIR_COUNT - 1) // 2} "
            f"(queue waits {min(waits):.2f}..{max(waits):.2f} s)", "0 (first come, first served)")
     assert min(waits) > 0.05, f"the requests did not queue (waits {waits}): the test proves nothing"
     assert order == list(range(FAIR_COUNT)), f"completion order {order}"
-    assert done[-1][1] < min(done[i][1] for i in range(FAIR_COUNT)), "the first arrival did not finish first"
 
 
 # ------------------------------------------------------------------ beyond the queue's capacity
