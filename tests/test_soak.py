@@ -176,33 +176,38 @@ def test_on_cuda_gpu_memory_returns_to_its_pre_burst_value(tiny_dir, tmp_path):
 
     settings = make_settings(tiny_dir, tmp_path, device="auto")
     device = torch.device("cuda")
-    with serve(settings) as client:
-        for index in range(2):  # warm-up at every size
-            for width, height in SIZES:
-                image, mask, _ = picture(index, width, height)
-                assert client.post("/api/v1/inpaint", files={"image": ("a.png", image),
-                                                             "mask": ("m.png", mask)}).status_code == 200
-        torch.cuda.synchronize(device)
-        allocated, reserved = torch.cuda.memory_allocated(device), []
-        after = []
-        for burst in range(3):
-            statuses: list[int] = []
-
-            def one(slot: int, burst: int = burst) -> None:
-                width, height = SIZES[slot % len(SIZES)]
-                image, mask, _ = picture(100 * burst + slot, width, height)
-                statuses.append(client.post("/api/v1/inpaint", files={"image": ("a.png", image),
-                                                                       "mask": ("m.png", mask)}).status_code)
-
-            threads = [threading.Thread(target=one, args=(slot,)) for slot in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(CLIENT_TIMEOUT_S)
-            assert statuses == [200] * 8
+    try:
+        with serve(settings) as client:
+            for index in range(2):  # warm-up at every size
+                for width, height in SIZES:
+                    image, mask, _ = picture(index, width, height)
+                    assert client.post("/api/v1/inpaint", files={"image": ("a.png", image),
+                                                                 "mask": ("m.png", mask)}).status_code == 200
             torch.cuda.synchronize(device)
-            after.append(torch.cuda.memory_allocated(device))
-            reserved.append(torch.cuda.memory_reserved(device))
+            allocated, reserved = torch.cuda.memory_allocated(device), []
+            after = []
+            for burst in range(3):
+                statuses: list[int] = []
+
+                def one(slot: int, burst: int = burst) -> None:
+                    width, height = SIZES[slot % len(SIZES)]
+                    image, mask, _ = picture(100 * burst + slot, width, height)
+                    statuses.append(client.post("/api/v1/inpaint", files={"image": ("a.png", image),
+                                                                           "mask": ("m.png", mask)}).status_code)
+
+                threads = [threading.Thread(target=one, args=(slot,)) for slot in range(8)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(CLIENT_TIMEOUT_S)
+                assert statuses == [200] * 8
+                torch.cuda.synchronize(device)
+                after.append(torch.cuda.memory_allocated(device))
+                reserved.append(torch.cuda.memory_reserved(device))
+    finally:
+        # The preset's memory fraction applies to this whole test process: give it back.
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
     record("Soak: 3 bursts of 8 on CUDA (in-process)", "torch allocated after each burst − before",
            ", ".join(f"{(value - allocated) / 2**20:+.1f} MiB" for value in after), "0 each")
     assert after == [allocated] * 3, (allocated, after)
