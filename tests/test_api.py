@@ -12,12 +12,9 @@ import contextlib
 import dataclasses
 import datetime
 import io
-import os
 import re
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import json
 import time
@@ -32,6 +29,7 @@ import psutil
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from liveserver import LiveServer
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -630,45 +628,11 @@ def test_without_auth_the_ui_is_open(client):
 # ------------------------------------------------------------------ a live server
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live(tiny_dir, tmp_path_factory):
     """`python app.py` on 127.0.0.1, as an operator starts it; yields (base URL, process, folder)."""
-    folder = tmp_path_factory.mktemp("live")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key not in ("LAMA_API_TOKEN", "LAMA_AUTH")}
-    log_path = folder / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
-             "--model", str(tiny_dir), "--device", "cpu", "--outputs-dir", str(folder / "outputs"),
-             "--logs-dir", str(folder / "logs")],
-            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            raise AssertionError(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(ready, what=f"the live server's /readyz (log: {log_path})")
-        yield base, process, folder
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
+    with LiveServer.start(tiny_dir, tmp_path_factory.mktemp("live")) as server:
+        yield server.base, server.process, server.folder
 
 
 def test_live_server_repairs_over_real_http(live):

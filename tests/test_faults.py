@@ -1,7 +1,7 @@
 """Faults the service must survive: kill -9 mid-stream, a full disk, a lost GPU (NVML or CUDA
 errors), and SIGTERM while repairs are in flight.
 
-Live tests run `python app.py` (tests/apprunner.py) with the tiny model on the CPU; the others
+Live tests run `python app.py` (tests/liveserver.py) with the tiny model on the CPU; the others
 build the app in-process (tests/test_api.py's helpers) and inject the fault.
 """
 
@@ -27,7 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
-from apprunner import run_app
+from liveserver import LiveServer
 from lama import files as files_module
 from monitor import sampler as sampler_module
 from reliability import record
@@ -92,7 +92,7 @@ def test_kill_9_mid_stream_leaves_no_partial_file_and_the_restart_is_clean(tiny_
                     with lock:
                         saved[response.headers["x-saved-as"]] = response.content
 
-    with run_app(tiny_dir, folder) as app:
+    with LiveServer.start(tiny_dir, folder) as app:
         threads = [threading.Thread(target=stream, args=(app, seed)) for seed in range(3)]
         for thread in threads:
             thread.start()
@@ -121,7 +121,7 @@ def test_kill_9_mid_stream_leaves_no_partial_file_and_the_restart_is_clean(tiny_
     planted.write_bytes(next(iter(saved.values()))[:1000])
     os.utime(planted, (time.time() - 1, time.time() - 1))
 
-    with run_app(tiny_dir, folder, log_name="restart.log") as app:
+    with LiveServer.start(tiny_dir, folder, log_name="restart.log") as app:
         assert temp_files(outputs) == [], "the restart left temporary files in outputs/"
         response = httpx.post(app.url("/api/v1/inpaint"), timeout=30, **upload(*make_case()))
         assert response.status_code == 200 and (outputs / response.headers["x-saved-as"]).is_file()
@@ -250,7 +250,7 @@ def test_a_full_volume_live(tiny_dir, tmp_path, volume):
         else:
             kwargs = {"preexec_fn": _limit_file_size(96 * 1024)}
             expected = "File too large (EFBIG)"
-        with run_app(tiny_dir, folder, "--monitor-interval", "0", **kwargs) as app:
+        with LiveServer.start(tiny_dir, folder, "--monitor-interval", "0", **kwargs) as app:
             with httpx.Client(base_url=app.base, timeout=30) as http:
                 answers = [http.post("/api/v1/inpaint", **large) for _ in range(3)]
                 assert all(a.status_code == 200 and "x-saved-as" not in a.headers for a in answers)
@@ -384,7 +384,7 @@ def test_an_unexpected_engine_error_is_a_500_json_and_the_service_keeps_serving(
 def test_sigterm_drains_in_flight_requests_then_exits(tiny_dir, tmp_path):
     results: dict[int, httpx.Response] = {}
 
-    with run_app(tiny_dir, tmp_path / "server") as app:
+    with LiveServer.start(tiny_dir, tmp_path / "server") as app:
         def one(index):
             results[index] = httpx.post(app.url("/api/v1/inpaint"), timeout=60, **slow_case())
 
@@ -431,7 +431,7 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_dir, tmp_path):
 
 
 def test_sigterm_exits_within_the_bound_even_if_repairs_run_longer(tiny_dir, tmp_path):
-    with run_app(tiny_dir, tmp_path / "server", "--shutdown-timeout-s", "1") as app:
+    with LiveServer.start(tiny_dir, tmp_path / "server", "--shutdown-timeout-s", "1") as app:
         # Two 2048×2048 repairs: about 15 s of work on this CPU, far past the 1 s bound.
         threads = [threading.Thread(target=lambda: _ignore(httpx.post, app.url("/api/v1/inpaint"), timeout=60,
                                                            **slow_case(2048)), daemon=True) for _ in range(2)]

@@ -14,11 +14,9 @@ import http.server
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import pytest
 from PIL import Image
 
 from lama import imageio
+from liveserver import LiveServer, free_port
 from monitor import report, report_render
 from monitor.report_analysis import (
     LEAK_THRESHOLD_BYTES_PER_HOUR,
@@ -257,12 +256,6 @@ def test_the_seed_comparison_puts_each_class_beside_the_a10_figures():
 # ------------------------------------------------------------------ against a live service
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def python_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in ("LAMA_API_TOKEN", "LAMA_AUTH")}
     env["PYTHONPATH"] = str(ROOT)
@@ -271,42 +264,10 @@ def python_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def live_service(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("report-service")
-    port = free_port()
-    log_path = folder / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
-             "--model", str(tiny_dir), "--device", "cpu", "--preset", "fast", "--monitor-interval", "0.5",
-             "--outputs-dir", str(folder / "outputs"), "--logs-dir", str(folder / "logs")],
-            cwd=folder, env=python_env(), stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while not ready(base):
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"/readyz not 200 within {WAIT_S} s (log: {log_path})")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
-
-
-def ready(base: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    # The fast preset caps what the model sees at 1280 px: the large class stays quick on a CPU.
+    with LiveServer.start(tiny_dir, tmp_path_factory.mktemp("report-service"), "--preset", "fast",
+                          "--monitor-interval", "0.5") as server:
+        yield server.base
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 import app as app_module
-from apprunner import ROOT, run_app
+from liveserver import ROOT, LiveServer
 from lama.checkpoint import load_checkpoint
 from lama.safe_pickle import CheckpointError, StubObject, UnsafeCheckpointError, load_archive
 from reliability import record
@@ -230,7 +230,7 @@ def secured(tiny_dir, tmp_path_factory):
     """python app.py --api-token TOKEN (a flag) with LAMA_AUTH=USER:PASSWORD (the environment);
     yields (app, a client logged in to the UI); stopped with SIGTERM so that logs are flushed."""
     folder = tmp_path_factory.mktemp("secured")
-    with run_app(tiny_dir, folder, "--api-token", TOKEN, "--monitor-interval", "0.2",
+    with LiveServer.start(tiny_dir, folder, "--api-token", TOKEN, "--monitor-interval", "0.2",
                  env={"LAMA_AUTH": f"{USER}:{PASSWORD}", "LAMA_TEST_CANARY": CANARY}) as app:
         with httpx.Client(base_url=app.base, timeout=30) as user:
             wrong = user.post("/login", data={"username": USER, "password": PASSWORD[:-1] + "X"})
