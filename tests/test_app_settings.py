@@ -4,7 +4,6 @@ import logging
 
 import pytest
 
-import app
 from app import load_settings, parse_args, warn_if_exposed
 
 

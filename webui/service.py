@@ -97,7 +97,7 @@ class RepairResult:
 
 class RepairService:
     def __init__(self, engine: InpaintEngine, outputs: OutputStore, queue: JobQueue, metrics: ServiceMetrics,
-                 limits: imageio.ImageLimits = imageio.ImageLimits(), sampler: Sampler | None = None,
+                 limits: imageio.ImageLimits = imageio.DEFAULT_LIMITS, sampler: Sampler | None = None,
                  requests: RequestLog | None = None):
         self.engine = engine
         self.metrics = metrics
@@ -149,7 +149,8 @@ class RepairService:
         return Decoded(image, mask, time.perf_counter() - started)
 
     def submit(self, decoded: Decoded, options: RepairOptions) -> Future[Timed]:
-        """Validate, then queue the repair; the future's value is (repaired image, peak GPU bytes)."""
+        """Validate, then queue the repair; the future's value is Timed((repaired image, peak GPU
+        bytes, the engine's stage timings), wait_s, run_s)."""
         options.validate()
         self._check_arrays(decoded.image, decoded.mask)
         try:
@@ -243,19 +244,20 @@ class RepairService:
         try:
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats(self.engine.device)
+
+            def run() -> np.ndarray:
+                stage_timings.clear()
+                return self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
+                                           dilate=options.dilate, feather=options.feather, timings=stage_timings)
+
             try:
-                repaired = self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
-                                               dilate=options.dilate, feather=options.feather,
-                                               timings=stage_timings)
+                repaired = run()
             except torch.cuda.OutOfMemoryError:
                 # Often fragmentation or another process's burst: free the cache, try once more.
                 log.warning("out of GPU memory on a %d×%d image; cache freed, retrying once",
                             decoded.image.shape[1], decoded.image.shape[0])
                 torch.cuda.empty_cache()
-                stage_timings.clear()
-                repaired = self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
-                                               dilate=options.dilate, feather=options.feather,
-                                               timings=stage_timings)
+                repaired = run()
             peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
