@@ -332,15 +332,21 @@ def test_every_mask_mode_is_accepted(client, totals, entry):
     assert response.status_code == 200, response.text
 
 
-def test_mutated_uploads(client, totals):
+def fuzz_api(client, requests: st.SearchStrategy, examples: int) -> Counter:
+    """Send `examples` requests drawn from `requests`; every answer is checked; counts by class."""
     counts: Counter = Counter()
 
-    @settings(FUZZ, max_examples=MUTATED_EXAMPLES)
-    @given(mutated_request())
+    @settings(FUZZ, max_examples=examples)
+    @given(requests)
     def check(request):
         check_answer(post(client, request), request, counts)
 
     check()
+    return counts
+
+
+def test_mutated_uploads(client, totals):
+    counts = fuzz_api(client, mutated_request(), MUTATED_EXAMPLES)
     totals.update(counts)
     record("Malformed input: mutated corpus uploads (hypothesis)", "answers", summary(counts),
            "only 2xx with a correct image or 4xx with a message")
@@ -348,14 +354,7 @@ def test_mutated_uploads(client, totals):
 
 
 def test_random_bytes_behind_real_signatures(client, totals):
-    counts: Counter = Counter()
-
-    @settings(FUZZ, max_examples=RANDOM_EXAMPLES)
-    @given(random_request())
-    def check(request):
-        check_answer(post(client, request), request, counts)
-
-    check()
+    counts = fuzz_api(client, random_request(), RANDOM_EXAMPLES)
     totals.update(counts)
     assert counts["2xx"] == 0, "random bytes were repaired"
     record("Malformed input: random bytes after a PNG/JPEG/WebP/BMP/TIFF/GIF signature", "answers",
@@ -364,14 +363,7 @@ def test_random_bytes_behind_real_signatures(client, totals):
 
 
 def test_forged_header_sizes(client, totals):
-    counts: Counter = Counter()
-
-    @settings(FUZZ, max_examples=FORGED_EXAMPLES)
-    @given(forged_request())
-    def check(request):
-        check_answer(post(client, request), request, counts)
-
-    check()
+    counts = fuzz_api(client, forged_request(), FORGED_EXAMPLES)
     totals.update(counts)
     record("Malformed input: headers forged to claim 0 … 2³²−1 pixels per side", "answers", summary(counts),
            "4xx (413 over the limits) or a correct 2xx")
