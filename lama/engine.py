@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,6 +28,7 @@ import torch
 from lama import fastpath, masks
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.fallback import telea_inpaint
+from lama.memory import MemoryModel, budget_bytes, format_bytes, peak_above_baseline, steady_reserved_bytes
 from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator, parameter_count
 
 log = logging.getLogger(__name__)
@@ -281,17 +283,43 @@ class InpaintEngine:
 
     def _fill(self, rgb: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarray:
         """A full-size RGB image whose pixels inside `mask` are the repair (outside: anything)."""
-        long_side = max(mask.shape)
-        if strategy == "resize" and long_side > self.hd.resize_limit:
-            return self._repair_downscaled(rgb, mask, min(self.hd.resize_limit, self.hd.max_side or long_side))
-        if strategy == "crop" and long_side > self.hd.crop_trigger:
+        how = self._fill_mode(mask.shape, strategy)
+        if how == "resize":
+            return self._repair_downscaled(rgb, mask, self._resize_limit(mask.shape))
+        if how == "crop":
             return self._fill_cropped(rgb, mask)
         return self._repair(rgb, mask)
 
+    # The decisions of _fill and the helpers it calls, by shape alone, so that
+    # model_input_shapes can tell what a job will run without running it.
+
+    def _fill_mode(self, shape: tuple[int, int], strategy: str) -> str:
+        """'resize', 'crop' (per region) or 'whole': what the strategy does at this size."""
+        long_side = max(shape)
+        if strategy == "resize" and long_side > self.hd.resize_limit:
+            return "resize"
+        if strategy == "crop" and long_side > self.hd.crop_trigger:
+            return "crop"
+        return "whole"
+
+    def _resize_limit(self, shape: tuple[int, int]) -> int:
+        """The long side the resize strategy scales to: its limit, within max_side."""
+        return min(self.hd.resize_limit, self.hd.max_side or max(shape))
+
+    def _crop_boxes(self, mask: np.ndarray) -> list[masks.Box]:
+        return masks.region_boxes(mask, self.hd.crop_margin)
+
+    def _exceeds_max_side(self, shape: tuple[int, int]) -> bool:
+        return bool(self.hd.max_side) and max(shape) > self.hd.max_side
+
+    def _repair_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """(height, width) the model sees when _repair gets an image or crop of `shape`."""
+        return _scaled_shape(shape, self.hd.max_side) if self._exceeds_max_side(shape) else tuple(shape)
+
     def _repair_downscaled(self, rgb: np.ndarray, mask: np.ndarray, limit: int) -> np.ndarray:
         height, width = mask.shape
-        scale = limit / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small_height, small_width = _scaled_shape(mask.shape, limit)
+        size = (small_width, small_height)
         small_rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         # Any coverage of a small pixel counts, so the hole never shrinks when scaled down.
         small_mask = cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) > 0
@@ -300,14 +328,14 @@ class InpaintEngine:
 
     def _fill_cropped(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         filled = rgb.copy()
-        for box in masks.region_boxes(mask, self.hd.crop_margin):
+        for box in self._crop_boxes(mask):
             rows, cols = box.slices
             filled[rows, cols] = self._repair(rgb[rows, cols], mask[rows, cols])
         return filled
 
     def _repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Repair this image or crop as a whole, within the max_side bound."""
-        if self.hd.max_side and max(mask.shape) > self.hd.max_side:
+        if self._exceeds_max_side(mask.shape):
             return self._repair_downscaled(rgb, mask, self.hd.max_side)
         return self._run_backend(rgb, mask)
 
@@ -322,15 +350,98 @@ class InpaintEngine:
 
     def warmup(self, sizes: tuple[tuple[int, int], ...] = WARMUP_SIZES) -> None:
         """Inferences at the common sizes (width, height) so that the CUDA context, cuDNN/cuFFT
-        plans, allocator pools and the fast path's graphs exist before the first request."""
-        rng = np.random.default_rng(0)
-        for width, height in sizes if self.device.type == "cuda" else sizes[:1]:
-            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-            mask = np.zeros((height, width), dtype=bool)
-            mask[height // 4: height // 2, width // 4: width // 2] = True
-            self._repair(image, mask)
-        if self.device.type == "cuda":
+        plans, allocator pools and the fast path's graphs exist before the first request.
+
+        On CUDA the first warm-up also learns the memory model (`self.memory`) from the peak of
+        each size, and then measures what the process holds at rest (`self.steady_gpu_bytes`):
+        together they are what the service's memory budget needs. It must run alone on the GPU,
+        or another job's memory would count as the warm-up's.
+        """
+        on_gpu = self.device.type == "cuda"
+        cases = [_warmup_case(width, height) for width, height in (sizes if on_gpu else sizes[:1])]
+        if on_gpu and self.generator is not None and self.memory is None:
+            self.memory = self.learn_memory(cases, partial(peak_above_baseline, self.device))
+            # Last, after every graph exists: their pools are part of what stays.
+            self.steady_gpu_bytes = steady_reserved_bytes(self.device)
+            log.info("GPU memory model: %.0f bytes per model-input pixel + %s; %s held at rest",
+                     self.memory.per_pixel_bytes, format_bytes(self.memory.fixed_bytes),
+                     format_bytes(self.steady_gpu_bytes))
+        else:
+            for image, mask in cases:
+                self._repair(image, mask)
+        if on_gpu:
             torch.cuda.synchronize(self.device)
+
+    # ------------------------------------------------------------------ memory admission
+
+    # Learned by the first warm-up on CUDA; None on the CPU, where nothing is budgeted.
+    memory: MemoryModel | None = None
+    steady_gpu_bytes: int | None = None
+
+    def learn_memory(self, cases: list[tuple[np.ndarray, np.ndarray]],
+                     measure: Callable[[Callable[[], object]], int]) -> MemoryModel:
+        """Repairs each (image, mask) as a whole, `measure` giving each run's peak bytes, and fits
+        the memory model on (model-input pixels, peak).
+
+        On CUDA the first run at a size is the fast path's graph capture, which runs the
+        generator eagerly first: its peak is what a job costs at a size whose graph does not
+        exist yet, or above the graph limit, where everything runs eagerly. A replayed graph
+        needs less, so the estimate errs on the safe side for those.
+        """
+        samples = []
+        for image, mask in cases:
+            height, width = self._repair_shape(mask.shape)
+            samples.append((height * width, measure(lambda: self._repair(image, mask))))
+        return MemoryModel.fit(samples)
+
+    def model_input_shapes(self, mask: np.ndarray, strategy: str) -> list[tuple[int, int]]:
+        """(height, width) of every generator run `inpaint` makes for this refined (binarized
+        and dilated) mask and strategy, in order, decided as _fill decides, without running."""
+        if not mask.any():
+            return []  # inpaint returns the input as it is
+        how = self._fill_mode(mask.shape, strategy)
+        if how == "resize":
+            return [_scaled_shape(mask.shape, self._resize_limit(mask.shape))]
+        regions = ([(int(box.bottom - box.top), int(box.right - box.left)) for box in self._crop_boxes(mask)]
+                   if how == "crop" else [mask.shape])
+        # Crops run one after another: the job's peak is its largest run's.
+        return [self._repair_shape(region) for region in regions]
+
+    def peak_model_pixels(self, mask: np.ndarray, strategy: str, dilate: int = 0) -> int:
+        """The largest model input, in pixels, that inpaint(image, mask, strategy, dilate) runs."""
+        refined = masks.dilate(masks.binarize(np.asarray(mask)), dilate)
+        return max((height * width for height, width in self.model_input_shapes(refined, strategy)), default=0)
+
+    def memory_estimate(self, mask: np.ndarray, strategy: str, dilate: int = 0) -> int | None:
+        """GPU bytes the repair will need above what the process holds at rest; None where
+        nothing is budgeted (the CPU, the OpenCV fallback, before the warm-up)."""
+        if self.memory is None:
+            return None
+        return self.memory.bytes_for(self.peak_model_pixels(mask, strategy, dilate))
+
+    def gpu_budget(self, fraction: float) -> int | None:
+        """Bytes concurrent jobs may hold together under a per-process share `fraction` of the
+        card (the preset's); None until the warm-up has measured the memory at rest."""
+        if self.device.type != "cuda" or self.steady_gpu_bytes is None:
+            return None
+        total = torch.cuda.mem_get_info(self.device)[1]
+        return budget_bytes(total, fraction, self.steady_gpu_bytes)
+
+
+def _warmup_case(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random picture with a quarter of it masked: the same one at every start."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = np.zeros((height, width), dtype=bool)
+    mask[height // 4: height // 2, width // 4: width // 2] = True
+    return image, mask
+
+
+def _scaled_shape(shape: tuple[int, int], limit: int) -> tuple[int, int]:
+    """(height, width) of `shape` scaled so that its long side is `limit`, at least 1×1."""
+    height, width = shape
+    scale = limit / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 class _StageClock:
