@@ -3,7 +3,7 @@
     python app.py [--host H] [--port P] [--model M] [--device D] [--precision P] [--preset fast|balanced|hd]
                   [--config FILE] [--outputs-dir DIR] [--logs-dir DIR] [--api-token T] [--auth USER:PASS]
                   [--outputs-keep-days D] [--outputs-keep-gb G] [--ui-cache-dir DIR] [--ui-cache-max-age-s S]
-                  [--shutdown-timeout-s S]
+                  [--shutdown-timeout-s S] [--gpu-workers auto|N]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Settings:
     outputs_dir: str
     logs_dir: str
     queue_capacity: int
+    gpu_workers: int | str  # a count, or "auto"
     max_upload_mb: int
     max_pixels: int
     max_side: int
@@ -80,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs-dir")
     parser.add_argument("--logs-dir")
     parser.add_argument("--queue-capacity", type=int)
+    parser.add_argument("--gpu-workers", type=_workers, metavar="auto|N",
+                        help="repairs that may run at once, within the GPU memory budget (auto: 2 on CUDA, 1 on CPU)")
     parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
     parser.add_argument("--dilate", type=int, help="default mask dilation, px")
     parser.add_argument("--feather", type=int, help="default edge feather, px")
@@ -94,6 +97,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ui-cache-max-age-s", type=float, help="delete cached uploads after this (0: keep)")
     parser.add_argument("--shutdown-timeout-s", type=float, help="SIGTERM: longest wait for in-flight repairs")
     return parser.parse_args(argv)
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number of at least 1, got {text!r}")
+    return count
+
+
+def resolve_gpu_workers(setting: int | str, on_cuda: bool) -> int:
+    """'auto': two on CUDA, where one job's CPU stages overlap another's GPU work; one on the
+    CPU, where the model's own threads already use every core and a second job would only
+    compete for them."""
+    if setting == "auto":
+        return 2 if on_cuda else 1
+    return int(setting)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -128,6 +152,10 @@ def load_settings(args: argparse.Namespace) -> Settings:
     settings = Settings(**values)
     if settings.auth is not None and ":" not in settings.auth:
         raise SystemExit("error: --auth must be USER:PASS")
+    if settings.gpu_workers != "auto" and (isinstance(settings.gpu_workers, bool)
+                                           or not isinstance(settings.gpu_workers, int) or settings.gpu_workers < 1):
+        raise SystemExit(f"error: gpu_workers must be 'auto' or a whole number of at least 1, "
+                         f"got {settings.gpu_workers!r}")
     return settings
 
 
@@ -185,11 +213,14 @@ def build_app(settings: Settings):
     requests = RequestLog(logs / "requests.jsonl", max_bytes=settings.monitor_log_max_bytes,
                           backups=settings.monitor_log_backups)
 
-    queue = JobQueue(settings.queue_capacity)
+    # The budget is known once the warm-up has measured what the process holds at rest.
+    workers = resolve_gpu_workers(settings.gpu_workers, engine.device.type == "cuda" and not engine.uses_fallback)
+    queue = JobQueue(settings.queue_capacity, workers=workers)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth,
                              model_loaded=lambda: 0.0 if engine.uses_fallback else 1.0,
                              gpu_available=lambda: 1.0 if engine.device.type == "cuda" else 0.0,
-                             latest_sample=sampler.latest if sampler else (lambda: None))
+                             latest_sample=sampler.latest if sampler else (lambda: None),
+                             gpu_admission=queue.admission)
     limits = ImageLimits(max_bytes=settings.max_upload_mb * 2**20, max_pixels=settings.max_pixels,
                          max_side=settings.max_side)
     outputs = OutputStore(Path(settings.outputs_dir), keep_days=settings.outputs_keep_days,
@@ -205,9 +236,17 @@ def build_app(settings: Settings):
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests)
 
     def warm_up() -> None:
-        queue.run(engine.warmup)
+        # Alone on the GPU: it measures the memory each size needs.
+        queue.run(engine.warmup, exclusive=True)
+        budget = engine.gpu_budget(settings.gpu_memory_fraction)
+        queue.set_budget(budget)
         service.warm = True
-        log.info("warm: ready to serve")
+        if budget is None:
+            log.info("warm: ready to serve (%d worker(s), no GPU memory budget)", workers)
+        else:
+            log.info("warm: ready to serve (%d workers; GPU memory budget %.2f GB: the %s preset's %.0f%% of the "
+                     "card less %.2f GB held at rest)", workers, budget / 1e9, settings.preset,
+                     settings.gpu_memory_fraction * 100, engine.steady_gpu_bytes / 1e9)
 
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 

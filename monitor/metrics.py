@@ -2,8 +2,8 @@
 
 Each ServiceMetrics owns its registry rather than using the process-global one, so
 that several apps (tests) in one process do not collide. Values that already live
-elsewhere (queue depth, model state, the sampler's latest sample) are read at scrape
-time through callbacks.
+elsewhere (queue depth, model state, the sampler's latest sample, the GPU memory budget) are
+read at scrape time through callbacks.
 """
 
 from __future__ import annotations
@@ -64,11 +64,37 @@ class SampleCollector:
             if sample.get(key) is not None:
                 yield GaugeMetricFamily(name, documentation, value=sample[key])
 
+# (metric name, help, key) of the GPU memory admission, read from the queue's view of it.
+BUDGET_GAUGES = (
+    ("inpaint_gpu_budget_bytes", "GPU memory concurrent repairs may hold together (the preset's share of "
+                                 "the card less what the service holds at rest)", "budget_bytes"),
+    ("inpaint_gpu_admitted_bytes", "Estimated GPU memory of the repairs running now", "admitted_bytes"),
+    ("inpaint_gpu_waiting_bytes", "Estimated GPU memory of the repairs waiting for room in the budget",
+     "waiting_bytes"),
+)
+
+
+class BudgetCollector:
+    """The memory budget's gauges at scrape time; the budget is left out where there is none (the
+    CPU), rather than shown as a number."""
+
+    def __init__(self, admission: Callable[[], Mapping[str, Any] | None]):
+        self.admission = admission
+
+    def collect(self) -> Iterator[Metric]:
+        admission = self.admission()
+        if admission is None:
+            return
+        for name, documentation, key in BUDGET_GAUGES:
+            if admission.get(key) is not None:
+                yield GaugeMetricFamily(name, documentation, value=admission[key])
+
 
 class ServiceMetrics:
     def __init__(self, queue_depth: Callable[[], float], model_loaded: Callable[[], float],
                  gpu_available: Callable[[], float], *,
-                 latest_sample: Callable[[], Mapping[str, Any] | None] = lambda: None):
+                 latest_sample: Callable[[], Mapping[str, Any] | None] = lambda: None,
+                 gpu_admission: Callable[[], Mapping[str, Any] | None] = lambda: None):
         self.registry = CollectorRegistry()
         self.requests = Counter("inpaint_requests", "Repair requests by HTTP status",
                                 ["status"], registry=self.registry)
@@ -87,6 +113,7 @@ class ServiceMetrics:
         Gauge("inpaint_gpu_available", "1 when the engine runs on a CUDA GPU", registry=self.registry
               ).set_function(gpu_available)
         self.registry.register(SampleCollector(latest_sample))
+        self.registry.register(BudgetCollector(gpu_admission))
 
     def observe_request(self, status: int, seconds: float) -> None:
         self.requests.labels(status=str(status)).inc()

@@ -427,13 +427,16 @@ def test_healthz_has_the_documented_shape(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     health = response.json()
-    assert set(health) == {"status", "model", "gpu_mem", "gpu", "queue", "uptime_s", "sample"}
+    assert set(health) == {"status", "model", "gpu_mem", "gpu", "queue", "gpu_budget", "uptime_s", "sample"}
     assert health["status"] == "ok"
     assert health["model"] == {"name": "big-lama", "loaded": True, "device": "cpu", "precision": "fp32",
                                "source": "official-dir"}
     assert re.fullmatch(r"\d+\.\d+GB", health["gpu_mem"]) and health["gpu_mem"] == "0.0GB"
     assert health["gpu"] is None
     assert health["queue"] == {"depth": 0, "capacity": 64}
+    # On the CPU nothing is budgeted, and jobs run one at a time (gpu_workers: auto).
+    assert health["gpu_budget"] == {"budget_bytes": None, "admitted_bytes": 0, "waiting_bytes": 0, "running": 0,
+                                    "waiting": 0, "workers": 1, "memory_model": None}
     assert isinstance(health["uptime_s"], (int, float)) and health["uptime_s"] >= 0
     # The sampler's latest reading (it may not have sampled yet right after start).
     sample = health["sample"]
@@ -462,6 +465,9 @@ def test_metrics_are_prometheus_text_served_directly(client):
     assert metric(text, "inpaint_gpu_available") == 0.0
     assert metric(text, "inpaint_model_loaded") == 1.0
     assert "inpaint_queue_depth " in text and "inpaint_gpu_available 0.0" in text
+    # No budget on the CPU: left out, not a made-up number; nothing admitted or waiting.
+    assert "inpaint_gpu_budget_bytes" not in text
+    assert "inpaint_gpu_admitted_bytes 0.0" in text and "inpaint_gpu_waiting_bytes 0.0" in text
 
 
 def test_readyz_is_503_until_the_warm_up_has_run(tiny_dir, tmp_path, monkeypatch):

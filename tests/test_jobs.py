@@ -1,13 +1,16 @@
-"""JobQueue: the one bounded, first-come-first-served queue in front of the GPU."""
+"""JobQueue: the bounded, first-come-first-served queue in front of the GPU, its workers and
+its memory budget (estimates here are plain numbers: what the engine would estimate is
+tests/test_admission.py's business)."""
 
 import threading
 import time
 
 import pytest
 
-from webui.jobs import JobQueue, QueueFull, Timed
+from webui.jobs import DEFAULT_WORKERS, JobQueue, QueueFull, Timed
 
 WAIT_S = 10  # upper bound for conditions that normally hold within milliseconds
+MB = 10**6
 
 
 def wait_until(condition, timeout=WAIT_S):
@@ -25,8 +28,8 @@ RELEASES = []  # every blocker's event, set at teardown so that a failed test ca
 def queue():
     jobs = []
 
-    def make(capacity):
-        jobs.append(JobQueue(capacity))
+    def make(capacity, **options):
+        jobs.append(JobQueue(capacity, **options))
         return jobs[-1]
 
     yield make
@@ -37,23 +40,34 @@ def queue():
         q.shutdown()
 
 
-def blocker(q):
-    """Occupy the worker until the returned event is set; returns (event, future)."""
-    release, running = threading.Event(), threading.Event()
-    RELEASES.append(release)
+class Blocker:
+    """A job that holds its worker (and its share of the budget) until released."""
 
-    def job():
-        running.set()
-        assert release.wait(WAIT_S), "test forgot to release the worker"
-        return "unblocked"
+    def __init__(self, name="blocker"):
+        self.name = name
+        self.running = threading.Event()
+        self.release = threading.Event()
+        RELEASES.append(self.release)
 
-    future = q.submit(job)
-    assert running.wait(WAIT_S)
-    return release, future
+    def __call__(self):
+        self.running.set()
+        assert self.release.wait(WAIT_S), "test forgot to release the worker"
+        return self.name
+
+
+def blocker(q, cost_bytes=None):
+    """Occupy a worker until the returned event is set; returns (event, future)."""
+    job = Blocker()
+    future = q.submit(job, cost_bytes=cost_bytes)
+    assert job.running.wait(WAIT_S)
+    return job.release, future
+
+
+# ------------------------------------------------------------------ order, timing, capacity
 
 
 def test_jobs_complete_in_submission_order(queue):
-    q = queue(64)
+    q = queue(64, workers=1)
     release, first = blocker(q)
     finished = []
     # Submitted while the worker is busy, so all of them really wait in the queue.
@@ -62,11 +76,30 @@ def test_jobs_complete_in_submission_order(queue):
     release.set()
     assert [f.result(WAIT_S).value for f in futures] == list(range(20))
     assert finished == list(range(20))
-    assert first.result(WAIT_S).value == "unblocked"
+    assert first.result(WAIT_S).value == "blocker"
+
+
+def test_with_several_workers_jobs_start_in_submission_order(queue):
+    q = queue(64, workers=3)
+    releases = [blocker(q)[0] for _ in range(3)]  # every worker busy
+    started = []
+    lock = threading.Lock()
+
+    def job(i):
+        with lock:
+            started.append(i)
+        time.sleep(0.002)
+
+    futures = [q.submit(lambda i=i: job(i)) for i in range(30)]
+    for release in releases:
+        release.set()
+    for future in futures:
+        future.result(WAIT_S)
+    assert started == list(range(30))
 
 
 def test_result_is_timed_with_wait_and_run_seconds(queue):
-    q = queue(4)
+    q = queue(4, workers=1)
     release, _ = blocker(q)
     waiting = q.submit(lambda: time.sleep(0.05) or 42)
     time.sleep(0.05)  # measured, not waited on: the time the job spends queued
@@ -79,7 +112,8 @@ def test_result_is_timed_with_wait_and_run_seconds(queue):
 def test_capacity_is_enforced_and_the_slot_freed_afterwards(queue):
     q = queue(2)
     release, first = blocker(q)
-    second = q.submit(lambda: "second")
+    second_job = Blocker("second")
+    second = q.submit(second_job)  # on the second worker: both slots taken
     assert q.depth == 2 and not q.has_room
     with pytest.raises(QueueFull) as refused:
         q.submit(lambda: "third")
@@ -87,29 +121,28 @@ def test_capacity_is_enforced_and_the_slot_freed_afterwards(queue):
     assert "full" in str(refused.value) and "2 jobs" in str(refused.value)
     assert q.depth == 2  # a refused job takes no slot
     release.set()
-    assert second.result(WAIT_S).value == "second"
-    wait_until(lambda: q.depth == 0)
-    assert q.has_room
+    second_job.release.set()
+    assert first.result(WAIT_S).value == "blocker" and second.result(WAIT_S).value == "second"
+    assert q.depth == 0 and q.has_room, "a caller that has its result sees the slot free"
     assert q.run(lambda: "after").value == "after"
-    wait_until(lambda: q.depth == 0)
 
 
-def test_an_exception_in_a_job_propagates_and_frees_the_slot(queue):
-    q = queue(1)
+def test_an_exception_in_a_job_propagates_and_frees_the_slot_and_the_budget(queue):
+    q = queue(1, budget_bytes=100 * MB)
 
     def broken():
         raise RuntimeError("boom")
 
-    future = q.submit(broken)
+    future = q.submit(broken, cost_bytes=80 * MB)
     with pytest.raises(RuntimeError, match="boom"):
         future.result(WAIT_S)
-    wait_until(lambda: q.depth == 0)
+    assert q.depth == 0 and q.admitted_bytes == 0
     # The only slot is free again and the worker thread survived.
-    assert q.run(lambda: "still serving").value == "still serving"
+    assert q.run(lambda: "still serving", cost_bytes=80 * MB).value == "still serving"
 
 
 def test_jobs_run_one_at_a_time_on_one_worker(queue):
-    q = queue(64)
+    q = queue(64, workers=1)
     active, overlap, threads = [0], [], set()
     lock = threading.Lock()
 
@@ -134,6 +167,148 @@ def test_jobs_run_one_at_a_time_on_one_worker(queue):
     assert max(overlap) == 1 and len(threads) == 1
 
 
-def test_capacity_must_be_positive():
+def test_capacity_and_workers_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         JobQueue(0)
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        JobQueue(4, workers=0)
+
+
+# ------------------------------------------------------------------ workers and the memory budget
+
+
+def test_two_workers_by_default_really_overlap(queue):
+    q = queue(8)
+    assert q.workers == DEFAULT_WORKERS == 2
+    # Each job waits for the other at the barrier: they complete only if both run at once.
+    meeting = threading.Barrier(2, timeout=WAIT_S)
+    futures = [q.submit(lambda: meeting.wait()) for _ in range(2)]
+    assert sorted(f.result(WAIT_S).value for f in futures) == [0, 1]
+
+
+def test_a_job_waits_while_the_budget_is_full_and_starts_when_it_frees(queue):
+    q = queue(8, workers=3, budget_bytes=100 * MB)
+    first, second, third = Blocker("a"), Blocker("b"), Blocker("c")
+    futures = [q.submit(first, cost_bytes=40 * MB), q.submit(second, cost_bytes=40 * MB),
+               q.submit(third, cost_bytes=40 * MB)]
+    assert first.running.wait(WAIT_S) and second.running.wait(WAIT_S)
+    time.sleep(0.1)  # a free worker, but 40 + 40 + 40 MB do not fit in 100 MB
+    assert not third.running.is_set()
+    assert q.admission() == {"budget_bytes": 100 * MB, "admitted_bytes": 80 * MB, "waiting_bytes": 40 * MB,
+                             "running": 2, "waiting": 1, "workers": 3}
+    first.release.set()
+    assert third.running.wait(WAIT_S), "the freed budget did not let the waiting job start"
+    assert futures[0].result(WAIT_S).value == "a"
+    assert q.admission()["admitted_bytes"] == 80 * MB and q.admission()["waiting_bytes"] == 0
+    second.release.set()
+    third.release.set()
+    assert [f.result(WAIT_S).value for f in futures] == ["a", "b", "c"]
+    assert q.admitted_bytes == 0
+
+
+def test_a_large_job_at_the_head_is_not_overtaken(queue):
+    """Strict FIFO: a small job that would fit waits behind a large one that does not yet, so a
+    stream of small jobs can never starve a large one."""
+    q = queue(8, workers=3, budget_bytes=100 * MB)
+    running = Blocker("running")
+    large, small = Blocker("large"), Blocker("small")
+    q.submit(running, cost_bytes=50 * MB)
+    assert running.running.wait(WAIT_S)
+    large_future = q.submit(large, cost_bytes=90 * MB)
+    small_future = q.submit(small, cost_bytes=10 * MB)  # 50 + 10 would fit
+    time.sleep(0.1)
+    assert not large.running.is_set() and not small.running.is_set()
+    running.release.set()
+    assert large.running.wait(WAIT_S)
+    assert small.running.wait(WAIT_S)  # 90 + 10 fit together once the first is gone
+    large.release.set()
+    small.release.set()
+    assert large_future.result(WAIT_S).value == "large" and small_future.result(WAIT_S).value == "small"
+
+
+def test_a_job_larger_than_the_whole_budget_runs_alone_rather_than_never(queue):
+    q = queue(8, workers=2, budget_bytes=100 * MB)
+    huge, after = Blocker("huge"), Blocker("after")
+    huge_future = q.submit(huge, cost_bytes=500 * MB)
+    after_future = q.submit(after, cost_bytes=1 * MB)
+    assert huge.running.wait(WAIT_S)
+    time.sleep(0.1)
+    assert not after.running.is_set(), "nothing may start beside a job over the budget"
+    huge.release.set()
+    after.release.set()
+    assert huge_future.result(WAIT_S).value == "huge" and after_future.result(WAIT_S).value == "after"
+
+
+def test_an_exclusive_job_runs_alone_even_without_a_budget(queue):
+    q = queue(8, workers=3)
+    before, exclusive, after = Blocker("before"), Blocker("exclusive"), Blocker("after")
+    futures = [q.submit(before), q.submit(exclusive, exclusive=True), q.submit(after)]
+    assert before.running.wait(WAIT_S)
+    time.sleep(0.1)
+    assert not exclusive.running.is_set(), "an exclusive job waits for the running ones"
+    before.release.set()
+    assert exclusive.running.wait(WAIT_S)
+    time.sleep(0.1)
+    assert not after.running.is_set(), "nothing starts beside an exclusive job"
+    exclusive.release.set()
+    after.release.set()
+    assert [f.result(WAIT_S).value for f in futures] == ["before", "exclusive", "after"]
+
+
+def test_setting_the_budget_later_applies_to_the_jobs_that_wait(queue):
+    q = queue(8, workers=2)
+    assert q.budget_bytes is None
+    holder = Blocker("holder")
+    q.submit(holder, cost_bytes=60 * MB)
+    assert holder.running.wait(WAIT_S)
+    q.set_budget(100 * MB)
+    waiting = Blocker("waiting")
+    q.submit(waiting, cost_bytes=60 * MB)
+    time.sleep(0.1)
+    assert not waiting.running.is_set()
+    q.set_budget(200 * MB)  # the budget growing lets it in at once
+    assert waiting.running.wait(WAIT_S)
+    holder.release.set()
+    waiting.release.set()
+
+
+def test_without_a_budget_estimates_do_not_hold_anything_back(queue):
+    q = queue(8, workers=2)
+    meeting = threading.Barrier(2, timeout=WAIT_S)
+    futures = [q.submit(lambda: meeting.wait(), cost_bytes=10**15) for _ in range(2)]
+    assert sorted(f.result(WAIT_S).value for f in futures) == [0, 1]
+
+
+def test_concurrency_never_exceeds_the_budget_under_a_burst(queue):
+    q = queue(64, workers=4, budget_bytes=100 * MB)
+    lock = threading.Lock()
+    admitted, peak = [0], [0]
+    costs = [(i * 37) % 60 * MB + 10 * MB for i in range(40)]  # 10..69 MB
+
+    def job(cost):
+        with lock:
+            admitted[0] += cost
+            peak[0] = max(peak[0], admitted[0])
+        time.sleep(0.003)
+        with lock:
+            admitted[0] -= cost
+
+    futures = [q.submit(lambda c=c: job(c), cost_bytes=c) for c in costs]
+    for future in futures:
+        future.result(WAIT_S)
+    assert 70 * MB <= peak[0] <= 100 * MB  # it did overlap, within the budget
+    assert q.admission()["admitted_bytes"] == 0 and q.depth == 0
+
+
+def test_shutdown_runs_the_queued_jobs_then_refuses_new_ones(queue):
+    q = queue(8, workers=1)
+    release, _ = blocker(q)
+    queued = q.submit(lambda: "queued")
+    stopper = threading.Thread(target=q.shutdown)
+    stopper.start()
+    release.set()
+    stopper.join(WAIT_S)
+    assert not stopper.is_alive()
+    assert queued.result(0).value == "queued"
+    with pytest.raises(RuntimeError, match="shut down"):
+        q.submit(lambda: "late")

@@ -97,8 +97,10 @@ def create_api(service: RepairService, api_token: str | None = None,
         decoded = None
         try:
             decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
+            # On a thread: the memory estimate refines the mask (CPU work, not for the event loop).
+            queued = await run_in_threadpool(service.submit, decoded, options)
             # Waiting for the GPU holds no thread: the queue's future is awaited.
-            timed = await asyncio.wrap_future(service.submit(decoded, options))
+            timed = await asyncio.wrap_future(queued)
             result = await run_in_threadpool(service.finish, decoded, timed, options)
         except ServiceError as error:
             service.record(error.status, options, decoded, error=error.message)
@@ -110,7 +112,9 @@ def create_api(service: RepairService, api_token: str | None = None,
             return error_response(500, "internal_error", "the repair failed on the server (the log has the "
                                                          "details); please try again")
         headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
-                                             for stage, seconds in result.timings.items())}
+                                             for stage, seconds in result.timings.items()),
+                   # crop where the requested strategy would not fit the GPU's memory budget
+                   "X-Strategy": result.strategy}
         if result.saved_as:
             headers["X-Saved-As"] = result.saved_as
         return Response(result.data, media_type=result.media_type, headers=headers)
@@ -129,7 +133,7 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     @app.get("/healthz")
     def healthz() -> dict:
-        """Model, GPU memory and queue; `gpu_mem` is the string the seed's probes read."""
+        """Model, GPU memory, queue and GPU memory budget; `gpu_mem` is the string the seed's probes read."""
         return service.health()
 
     @app.get("/livez")

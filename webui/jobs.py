@@ -1,20 +1,34 @@
-"""One bounded, first-come-first-served queue in front of the GPU.
+"""One bounded, first-come-first-served queue in front of the GPU, admitting jobs by memory.
 
-Every repair, from the API or the UI, runs on the single worker thread of this queue, so
-jobs never compete for GPU memory and wait in arrival order. The queue holds at most
-`capacity` jobs (waiting + running); beyond that a job is refused at once with QueueFull
-and the caller answers 503 with Retry-After instead of piling up requests.
+Every repair, from the API or the UI, runs on one of this queue's `workers` threads. With two,
+one job's CPU-side stages (layout, mask refinement, the paste back) overlap another's GPU
+work, while the GPU itself still runs their kernels one after another, in the order they were
+issued (every thread uses the default CUDA stream).
+
+Each job carries an estimate of the GPU memory it needs. A job starts only while the estimates
+of the jobs running plus its own fit in `budget_bytes`; otherwise it waits, and so does every
+job behind it: strict arrival order, so a large job at the head is never overtaken by small
+ones and nobody starves. A job starts alone whatever its estimate (deciding what to do with a
+job too large for the whole budget is the caller's business, before it queues), so the queue
+never deadlocks. Without a budget (the CPU) only the number of workers bounds concurrency.
+
+The queue holds at most `capacity` jobs (waiting + running); beyond that a job is refused at
+once with QueueFull and the caller answers 503 with Retry-After instead of piling up requests.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+DEFAULT_WORKERS = 2
 
 
 class QueueFull(Exception):
@@ -34,16 +48,38 @@ class Timed:
         self.value, self.wait_s, self.run_s = value, wait_s, run_s
 
 
+@dataclass
+class _Job:
+    call: Callable[[], Any]
+    future: Future
+    cost_bytes: int
+    exclusive: bool
+    enqueued: float
+
+
 class JobQueue:
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, workers: int = DEFAULT_WORKERS, budget_bytes: int | None = None):
         if capacity < 1:
             raise ValueError("queue capacity must be at least 1")
+        if workers < 1:
+            raise ValueError("the queue needs at least 1 worker")
         self.capacity = capacity
-        # One worker: the executor's own FIFO queue gives first-come, first-served order.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-worker")
-        self._lock = threading.Lock()
-        self._jobs = 0
+        self.workers = workers
+        self._budget = budget_bytes
+        self._changed = threading.Condition()  # guards everything below; notified on every change
+        self._waiting: deque[_Job] = deque()
+        self._jobs = 0  # waiting + running
+        self._running = 0
+        self._admitted = 0  # the running jobs' estimates, in bytes
+        self._exclusive_running = False
+        self._stopping = False
         self._recent_run_s = 1.0  # moving estimate of one job's run time, for Retry-After
+        self._threads = [threading.Thread(target=self._work, name=f"gpu-worker-{index}", daemon=True)
+                         for index in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    # ------------------------------------------------------------------ what callers read
 
     @property
     def depth(self) -> int:
@@ -54,35 +90,110 @@ class JobQueue:
     def has_room(self) -> bool:
         return self._jobs < self.capacity
 
-    def submit(self, job: Callable[[], T]) -> Future[Timed]:
-        """Queue `job`; its future resolves to Timed(result, wait_s, run_s) or its exception."""
-        with self._lock:
+    @property
+    def running(self) -> int:
+        """Jobs running now."""
+        return self._running
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """GPU memory the running jobs may hold together; None: not bounded."""
+        return self._budget
+
+    @property
+    def admitted_bytes(self) -> int:
+        """The estimates of the jobs running now."""
+        return self._admitted
+
+    def set_budget(self, budget_bytes: int | None) -> None:
+        """Known only once the warm-up has measured what the process holds at rest."""
+        with self._changed:
+            self._budget = budget_bytes
+            self._changed.notify_all()
+
+    def admission(self) -> dict[str, Any]:
+        """The budget and what is admitted and waiting, for /healthz and /metrics."""
+        with self._changed:
+            return {"budget_bytes": self._budget, "admitted_bytes": self._admitted,
+                    "waiting_bytes": sum(job.cost_bytes for job in self._waiting),
+                    "running": self._running, "waiting": len(self._waiting), "workers": self.workers}
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(self, job: Callable[[], T], cost_bytes: int | None = None, exclusive: bool = False) -> Future[Timed]:
+        """Queue `job`, which needs `cost_bytes` of the budget while it runs (None: nothing
+        budgeted); `exclusive` jobs run alone (the warm-up, which measures memory). The future
+        resolves to Timed(result, wait_s, run_s) or to the job's exception."""
+        future: Future[Timed] = Future()
+        with self._changed:
+            if self._stopping:
+                raise RuntimeError("cannot queue a job after the queue was shut down")
             if self._jobs >= self.capacity:
-                raise QueueFull(self.capacity, max(1, round(self._jobs * self._recent_run_s)))
+                retry_after = max(1, round(self._jobs * self._recent_run_s / self.workers))
+                raise QueueFull(self.capacity, retry_after)
             self._jobs += 1
-        enqueued = time.perf_counter()
-        try:
-            future = self._executor.submit(self._run, job, enqueued)
-        except BaseException:
-            self._release()
-            raise
-        future.add_done_callback(lambda _: self._release())
+            self._waiting.append(_Job(job, future, max(0, cost_bytes or 0), exclusive, time.perf_counter()))
+            self._changed.notify_all()
         return future
 
-    def run(self, job: Callable[[], T]) -> Timed:
+    def run(self, job: Callable[[], T], cost_bytes: int | None = None, exclusive: bool = False) -> Timed:
         """Queue `job` and wait for it (for callers on a thread of their own, like Gradio's)."""
-        return self.submit(job).result()
+        return self.submit(job, cost_bytes, exclusive).result()
 
-    def _run(self, job: Callable[[], T], enqueued: float) -> Timed:
+    # ------------------------------------------------------------------ the workers
+
+    def _head_may_start(self) -> bool:
+        head = self._waiting[0]
+        if self._running == 0:
+            return True  # alone, any job starts: nothing else could ever free room for it
+        if head.exclusive or self._exclusive_running:
+            return False
+        return self._budget is None or self._admitted + head.cost_bytes <= self._budget
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not (self._waiting and self._head_may_start()):
+                    if self._stopping and not self._waiting:
+                        return
+                    self._changed.wait()
+                job = self._waiting.popleft()
+                self._running += 1
+                self._admitted += job.cost_bytes
+                self._exclusive_running = job.exclusive
+                # The next job may fit beside this one: let another idle worker look.
+                self._changed.notify_all()
+            self._run(job)
+
+    def _run(self, job: _Job) -> None:
         started = time.perf_counter()
-        value = job()
-        finished = time.perf_counter()
-        self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * (finished - started)
-        return Timed(value, started - enqueued, finished - started)
-
-    def _release(self) -> None:
-        with self._lock:
+        outcome: Timed | None = None
+        failure: BaseException | None = None
+        if job.future.set_running_or_notify_cancel():
+            try:
+                value = job.call()
+                finished = time.perf_counter()
+                outcome = Timed(value, started - job.enqueued, finished - started)
+            except BaseException as error:  # noqa: BLE001 - delivered to the caller through the future
+                failure = error
+        with self._changed:
+            self._running -= 1
+            self._admitted -= job.cost_bytes
+            self._exclusive_running = False
             self._jobs -= 1
+            self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * (time.perf_counter() - started)
+            self._changed.notify_all()
+        # After the slot and the bytes are released: a caller that has its result sees them free.
+        if outcome is not None:
+            job.future.set_result(outcome)
+        elif failure is not None:
+            job.future.set_exception(failure)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=False)
+        """Refuse new jobs, run the ones queued, then stop the workers."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join()

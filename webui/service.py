@@ -1,7 +1,7 @@
 """RepairService: what one repair request goes through, shared by the HTTP API and the UI.
 
-upload -> decode (validate) -> queue -> engine.inpaint -> encode -> atomic save -> result.
-Everything a user can get wrong becomes a ServiceError carrying the HTTP status, a stable
+upload -> decode (validate) -> GPU memory admission -> queue -> engine.inpaint -> encode -> atomic save
+-> result. Everything a user can get wrong becomes a ServiceError carrying the HTTP status, a stable
 error code and a message for people; the API turns it into JSON, the UI into gr.Error.
 """
 
@@ -14,8 +14,8 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 import psutil
@@ -23,6 +23,7 @@ import torch
 
 from lama import imageio
 from lama.engine import STRATEGIES, InpaintEngine
+from lama.memory import format_bytes
 from monitor.metrics import ServiceMetrics
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
@@ -74,6 +75,15 @@ class Decoded:
     decode_s: float = 0.0
 
 
+class Inference(NamedTuple):
+    """What a queued repair hands back to `finish`."""
+
+    image: np.ndarray
+    peak_gpu_bytes: int | None
+    timings: dict[str, float]  # the engine's stages, seconds
+    strategy: str  # the one that ran: the request's, or crop when the request's did not fit the GPU
+
+
 @dataclass
 class RepairResult:
     image: np.ndarray
@@ -83,6 +93,8 @@ class RepairResult:
     device: str
     peak_gpu_bytes: int | None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    strategy: str = "crop"  # the strategy that ran
+    requested_strategy: str = "crop"  # differs when the request's was too large for the GPU budget
 
     @property
     def summary(self) -> str:
@@ -92,6 +104,8 @@ class RepairResult:
         line = f"{width}×{height} · {self.timings['infer'] * 1000:.0f} ms on {where}"
         if self.peak_gpu_bytes is not None:
             line += f" · peak {self.peak_gpu_bytes / 1e9:.1f} GB"
+        if self.strategy != self.requested_strategy:
+            line += f" · {self.strategy} (too large for the GPU as {self.requested_strategy})"
         return line
 
 
@@ -149,17 +163,46 @@ class RepairService:
         return Decoded(image, mask, time.perf_counter() - started)
 
     def submit(self, decoded: Decoded, options: RepairOptions) -> Future[Timed]:
-        """Validate, then queue the repair; the future's value is Timed((repaired image, peak GPU
-        bytes, the engine's stage timings), wait_s, run_s)."""
+        """Validate, fit the job to the GPU memory budget, then queue it; the future's value is
+        Timed(Inference, wait_s, run_s). Costs a dilation and, for crop, a connected-components
+        pass on the CPU when there is a budget: call it off the event loop."""
         options.validate()
         self._check_arrays(decoded.image, decoded.mask)
+        run_options, estimate = self._fit_to_gpu(decoded, options)
         try:
-            return self.queue.submit(lambda: self._infer(decoded, options))
+            return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
         except QueueFull as full:
             raise ServiceError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)}) from None
 
+    def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions) -> tuple[RepairOptions, int | None]:
+        """The options to run with and their GPU memory estimate (None: nothing budgeted).
+
+        A job that fits the whole budget alone is queued as asked (it waits there while others
+        hold the memory). One that does not is repaired with the crop strategy when that fits
+        (each masked region on its own), else refused with 413 before it reaches the GPU.
+        """
+        budget = self.queue.budget_bytes
+        estimate = None if budget is None else self.engine.memory_estimate(decoded.mask, options.strategy,
+                                                                           options.dilate)
+        if estimate is None or estimate <= budget:
+            return options, estimate
+        height, width = decoded.image.shape[:2]
+        if options.strategy != "crop":
+            cropped = self.engine.memory_estimate(decoded.mask, "crop", options.dilate)
+            if cropped <= budget:
+                log.warning("a %d×%d repair with strategy %s would need %s of GPU memory, more than the budget of "
+                            "%s: repairing it with the crop strategy instead (%s)", width, height, options.strategy,
+                            format_bytes(estimate), format_bytes(budget), format_bytes(cropped))
+                return replace(options, strategy="crop"), cropped
+        pixels = self.engine.peak_model_pixels(decoded.mask, options.strategy, options.dilate)
+        raise ServiceError(413, "too_large_for_gpu",
+                           f"a {width}×{height} image with strategy {options.strategy} runs the model on "
+                           f"{pixels / 1e6:.1f} MP at once, which needs about {format_bytes(estimate)} of GPU memory; "
+                           f"this server can give a repair at most {format_bytes(budget)}: send a smaller image, "
+                           "a smaller mask or the crop strategy")
+
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
-        repaired, peak, engine_timings = timed.value
+        repaired, peak, engine_timings, strategy = timed.value
         started = time.perf_counter()
         data = imageio.encode_image(repaired, options.format)
         encoded = time.perf_counter()
@@ -178,13 +221,13 @@ class RepairService:
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
-        self.record(200, options, decoded, timings, peak)
+        self.record(200, options, decoded, timings, peak, strategy=strategy)
         return RepairResult(repaired, data, MEDIA_TYPES[options.format], saved_as, str(self.engine.device),
-                            peak, timings)
+                            peak, timings, strategy, options.strategy)
 
     def record(self, status: int, options: RepairOptions, decoded: Decoded | None = None,
                timings: dict[str, float] | None = None, peak_gpu_bytes: int | None = None,
-               error: str | None = None) -> None:
+               error: str | None = None, strategy: str | None = None) -> None:
         """One line in logs/requests.jsonl (and the in-memory list the dashboard reads)."""
         if self.requests is None:
             return
@@ -192,7 +235,8 @@ class RepairService:
         fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
         self.requests.record({
             "id": uuid.uuid4().hex[:12], "ts": time.time(), "width": width, "height": height,
-            "mask_fraction": fraction, "strategy": options.strategy, "device": str(self.engine.device),
+            "mask_fraction": fraction, "strategy": strategy or options.strategy,
+            "requested_strategy": options.strategy, "device": str(self.engine.device),
             "precision": self.engine.precision, "status": status, "error": error,
             "timings": timings or {}, "peak_gpu_bytes": peak_gpu_bytes,
             "rss_bytes": psutil.Process().memory_info().rss,
@@ -233,16 +277,17 @@ class RepairService:
                                f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
                                "they must be the same size")
 
-    def _infer(self, decoded: Decoded, options: RepairOptions
-               ) -> tuple[np.ndarray, int | None, dict[str, float]]:
-        """Runs on the queue's worker thread, one job at a time, so the peak is this job's.
+    def _infer(self, decoded: Decoded, options: RepairOptions, estimate: int | None) -> Inference:
+        """Runs on a queue worker, admitted with `estimate` bytes of the GPU budget.
 
-        Returns the repaired image, the job's peak GPU memory and the engine's stage timings.
+        The allocator's peak counter is the process's: it is reset only by a job that runs
+        alone, so that a reset never hides the peak of a job running beside this one. The peak
+        reported is then at least this job's, and may include a neighbour's.
         """
         on_gpu = self.engine.device.type == "cuda"
         stage_timings: dict[str, float] = {}
         try:
-            if on_gpu:
+            if on_gpu and self.queue.running <= 1:
                 torch.cuda.reset_peak_memory_stats(self.engine.device)
 
             def run() -> np.ndarray:
@@ -254,8 +299,9 @@ class RepairService:
                 repaired = run()
             except torch.cuda.OutOfMemoryError:
                 # Often fragmentation or another process's burst: free the cache, try once more.
-                log.warning("out of GPU memory on a %d×%d image; cache freed, retrying once",
-                            decoded.image.shape[1], decoded.image.shape[0])
+                log.warning("out of GPU memory on a %d×%d image (strategy %s, estimated %s, budget %s); cache "
+                            "freed, retrying once", decoded.image.shape[1], decoded.image.shape[0], options.strategy,
+                            _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
                 torch.cuda.empty_cache()
                 repaired = run()
             peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
@@ -272,7 +318,7 @@ class RepairService:
                                                  "not ready until the GPU works again: retry shortly",
                                {"Retry-After": "30"}) from None
         self._clear_gpu_error("a repair")
-        return repaired, peak, stage_timings
+        return Inference(repaired, peak, stage_timings, options.strategy)
 
     # ------------------------------------------------------------------ a failing GPU
 
@@ -317,6 +363,12 @@ class RepairService:
 
     # ------------------------------------------------------------------ health
 
+    def gpu_budget(self) -> dict[str, Any]:
+        """The memory budget, what it admits now and what waits, and the engine's memory model
+        (budget_bytes and memory_model are None where nothing is budgeted: the CPU)."""
+        model = self.engine.memory
+        return {**self.queue.admission(), "memory_model": model.describe() if model else None}
+
     @property
     def gpu_healthy(self) -> bool:
         """False while the sampler sees NVML fail (a lost GPU) or after a repair hit a CUDA error."""
@@ -343,6 +395,7 @@ class RepairService:
             "gpu_mem": f"{_gpu_memory_used(self.engine.device, gpu, sample) / 1e9:.1f}GB",
             "gpu": gpu,
             "queue": {"depth": self.queue.depth, "capacity": self.queue.capacity},
+            "gpu_budget": self.gpu_budget(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "sample": sample,
         }
@@ -351,6 +404,10 @@ class RepairService:
         if self.draining:
             health["draining"] = True
         return health
+
+
+def _bytes_or_none(count: int | None) -> str:
+    return "none" if count is None else format_bytes(count)
 
 
 def is_gpu_error(error: BaseException) -> bool:
