@@ -33,6 +33,9 @@ class SizeResult:
     model_ms: float
     end_to_end_ms: float
     peak_gpu_mem_bytes: int | None
+    # The CPU codecs inside the end-to-end figure (medians of the same runs):
+    decode_ms: float | None = None  # image and mask
+    encode_ms: float | None = None
     # With a reference (the plain fp32 eager path of the same weights, same device):
     reference_ms: float | None = None
     reference_peak_gpu_mem_bytes: int | None = None
@@ -100,14 +103,28 @@ def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup
     image, mask = synthetic_case(width, height)
     png_image, png_mask = imageio.encode_image(image), imageio.encode_image(mask)
 
+    stages: dict[str, list[float]] = {"decode": [], "encode": []}
+
     def end_to_end() -> bytes:
-        repaired = engine.inpaint(imageio.decode_image(png_image), imageio.decode_mask(png_mask),
-                                  strategy="original")
-        return imageio.encode_image(repaired)
+        started = time.perf_counter()
+        decoded = imageio.decode_image(png_image), imageio.decode_mask(png_mask)
+        repaired_at = time.perf_counter()
+        repaired = engine.inpaint(*decoded, strategy="original")
+        encode_at = time.perf_counter()
+        data = imageio.encode_image(repaired)
+        stages["decode"].append((repaired_at - started) * 1000)
+        stages["encode"].append((time.perf_counter() - encode_at) * 1000)
+        return data
+
+    def codec_medians(result: SizeResult) -> SizeResult:
+        # Only the timed runs, not the warm-ups.
+        result.decode_ms = statistics.median(stages["decode"][-runs:])
+        result.encode_ms = statistics.median(stages["encode"][-runs:])
+        return result
 
     if engine.generator is None:
-        return SizeResult(width, height, float("nan"), _timed_with_peak(end_to_end, runs, warmup, engine.device)[0],
-                          None)
+        return codec_medians(SizeResult(width, height, float("nan"),
+                                        _timed_with_peak(end_to_end, runs, warmup, engine.device)[0], None))
 
     with torch.inference_mode():
         net_input = engine.model_input(image, mask > 0)[2]
@@ -118,7 +135,7 @@ def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup
 
     model_ms, peak = _timed_with_peak(model_only, runs, warmup, engine.device)
     end_to_end_ms = _timed_with_peak(end_to_end, runs, warmup, engine.device)[0]
-    result = SizeResult(width, height, model_ms, end_to_end_ms, peak)
+    result = codec_medians(SizeResult(width, height, model_ms, end_to_end_ms, peak))
     if reference is not None:
         _compare(result, engine, reference, image, mask > 0, net_input, runs, warmup)
     return result
@@ -159,12 +176,14 @@ def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
         "",
     ]
     with_reference = any(r.reference_ms is not None for r in results)
-    header = ["size", "model ms (median)", "end-to-end ms (PNG in -> PNG out)", "peak GPU memory"]
+    header = ["size", "model ms (median)", "end-to-end ms (PNG in -> PNG out)", "of which decode / encode ms",
+              "peak GPU memory"]
     if with_reference:
         header += ["fp32 eager ms", "speed-up", "fp32 eager peak", "rel. error vs fp32"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
-        row = [f"{r.width}×{r.height}", f"{r.model_ms:.1f}", f"{r.end_to_end_ms:.1f}", _gib(r.peak_gpu_mem_bytes)]
+        row = [f"{r.width}×{r.height}", f"{r.model_ms:.1f}", f"{r.end_to_end_ms:.1f}",
+               f"{r.decode_ms:.1f} / {r.encode_ms:.1f}", _gib(r.peak_gpu_mem_bytes)]
         if with_reference:
             row += [f"{r.reference_ms:.1f}", f"{r.speedup:.2f}×", _gib(r.reference_peak_gpu_mem_bytes),
                     f"{r.rel_error:.2e}"]

@@ -28,6 +28,7 @@ import torch
 from lama import fastpath, masks
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.fallback import telea_inpaint
+from lama.fastnet import FastGenerator
 from lama.memory import MemoryModel, budget_bytes, format_bytes, peak_above_baseline, steady_reserved_bytes
 from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator, parameter_count
 
@@ -170,7 +171,7 @@ class InpaintEngine:
             generator = fastpath.fold_batchnorm(generator)
         # Weights are converted once, here, and stay in the target dtype.
         self.generator = generator.to(self.device, DTYPES[self.precision]).eval().requires_grad_(False)
-        self._runner = fastpath.GraphRunner(self.generator) if self.fast else self.generator
+        self._runner = fastpath.GraphRunner(FastGenerator(self.generator)) if self.fast else self.generator
 
     # ------------------------------------------------------------------ reporting
 
@@ -235,11 +236,17 @@ class InpaintEngine:
             # reflect padding there needs them (the official code fails on an 8×8 image).
             return max(-(-size // modulo) * modulo, 2 * modulo)
 
-        pad = ((0, padded(height) - height), (0, padded(width) - width))
-        padded_image = np.pad(image, pad + ((0, 0),), mode="symmetric")
-        padded_mask = np.pad(mask, pad, mode="symmetric")
-        x = torch.from_numpy(padded_image).to(self.device).permute(2, 0, 1)[None].float().div_(255)
-        m = torch.from_numpy(padded_mask).to(self.device)[None, None].float()
+        # Padded on the device: the uint8 image travels as it is, and the mirroring is one
+        # gather per axis with numpy's own 'symmetric' index order (any pad, even beyond
+        # the image's size, comes out exactly as np.pad would make it).
+        rows = _symmetric_index(height, padded(height), self.device)
+        cols = _symmetric_index(width, padded(width), self.device)
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        pixels = pixels.index_select(0, rows).index_select(1, cols)
+        holes = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
+        holes = holes.index_select(0, rows).index_select(1, cols)
+        x = pixels.permute(2, 0, 1)[None].float().div_(255)
+        m = holes[None, None].float()
         return x, m, torch.cat((x * (1 - m), m), dim=1).to(DTYPES[self.precision])
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, strategy: str = "crop", dilate: int = 0,
@@ -276,8 +283,9 @@ class InpaintEngine:
         result = restore(filled)
         # The guarantee, enforced rather than hoped for: float round trips and colour
         # conversions must not touch a single pixel outside the mask.
-        keep = fill_mask if result.ndim == 2 else fill_mask[..., None]
-        result = np.where(keep, result, image)
+        # (cv2.copyTo: one vectorised pass, where np.where took tens of ms at 5 MP.)
+        result = _canonical(result)
+        result = cv2.copyTo(image, np.logical_not(fill_mask).view(np.uint8), result)
         clock.lap("postprocess")
         return result
 
@@ -346,7 +354,7 @@ class InpaintEngine:
             # uint8 as the official pipeline converts (clip(x·255), truncated), but on the
             # device: a quarter of the bytes to copy back and no float pass on the CPU.
             out = self._predict_on_device(rgb, mask).mul_(255).clamp_(0, 255).to(torch.uint8)
-            return out.cpu().numpy()
+            return out.contiguous().cpu().numpy()
 
     def warmup(self, sizes: tuple[tuple[int, int], ...] = WARMUP_SIZES) -> None:
         """Inferences at the common sizes (width, height) so that the CUDA context, cuDNN/cuFFT
@@ -442,6 +450,20 @@ def _scaled_shape(shape: tuple[int, int], limit: int) -> tuple[int, int]:
     height, width = shape
     scale = limit / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _canonical(array: np.ndarray) -> np.ndarray:
+    """`array`, or a copy of it with plain C strides: OpenCV refuses output arrays whose
+    strides are unusual even where numpy calls them contiguous (size-1 axes from torch)."""
+    if array.flags.writeable and array.strides == np.empty(array.shape, array.dtype).strides:
+        return array
+    return array.copy()
+
+
+def _symmetric_index(size: int, padded: int, device: torch.device) -> torch.Tensor:
+    """Source rows (or columns) of np.pad(..., (0, padded - size), mode='symmetric')."""
+    index = np.pad(np.arange(size), (0, padded - size), mode="symmetric")
+    return torch.from_numpy(index).to(device)
 
 
 class _StageClock:

@@ -16,6 +16,7 @@ Two steps, both exact up to rounding:
 from __future__ import annotations
 
 import copy
+import threading
 from collections import OrderedDict
 
 import torch
@@ -91,6 +92,10 @@ class GraphRunner:
         self.max_pixels = max_pixels
         self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
+        # Graphs of one shape share their input and output buffers, and all graphs share one
+        # pool: callers on several threads (the service's GPU workers, which all issue work
+        # on the same default stream, so the GPU runs it in this order) take turns here.
+        self._lock = threading.Lock()
 
     def uses_graph(self, height: int, width: int) -> bool:
         return height * width <= self.max_pixels
@@ -103,17 +108,18 @@ class GraphRunner:
         if not self.uses_graph(x.shape[-2], x.shape[-1]):
             return self.module(x)
         key = tuple(x.shape)
-        if key in self._graphs:
-            self._graphs.move_to_end(key)
-        else:
-            self._graphs[key] = self._capture(x)
-            while len(self._graphs) > self.max_graphs:
-                self._graphs.popitem(last=False)
-        graph, static_in, static_out = self._graphs[key]
-        static_in.copy_(x)
-        graph.replay()
-        # The next replay overwrites static_out: hand out a copy (3 channels, cheap).
-        return static_out.clone()
+        with self._lock:
+            if key in self._graphs:
+                self._graphs.move_to_end(key)
+            else:
+                self._graphs[key] = self._capture(x)
+                while len(self._graphs) > self.max_graphs:
+                    self._graphs.popitem(last=False)
+            graph, static_in, static_out = self._graphs[key]
+            static_in.copy_(x)
+            graph.replay()
+            # The next replay overwrites static_out: hand out a copy (3 channels, cheap).
+            return static_out.clone()
 
     def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
         static_in = x.clone()
@@ -126,6 +132,9 @@ class GraphRunner:
                 self.module(static_in)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: another worker thread allocating or launching while this one captures
+        # must not invalidate the capture (it uses its own, non-blocking stream).
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             static_out = self.module(static_in)
         return graph, static_in, static_out
+

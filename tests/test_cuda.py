@@ -59,3 +59,25 @@ def test_the_fast_path_reproduces_the_official_fixture_in_fp32(tiny_dir):
         for _ in range(2):  # first call captures the graph, second replays it
             predicted = engine.predict(image, mask)
             assert np.abs(predicted - np.load(tiny_dir / "cases/stroke_100x76_expected.npy")).max() <= 1e-4
+
+
+def test_concurrent_repairs_on_the_graph_path_match_sequential_ones():
+    """Two GPU workers share the graphs' buffers: the runner's lock keeps each result its own."""
+    import threading
+
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    cases = [synthetic_case(640, 480), synthetic_case(512, 512), synthetic_case(640, 480)]
+    expected = [engine.inpaint(image, mask, strategy="original") for image, mask in cases]
+    results: dict[int, np.ndarray] = {}
+
+    def work(index: int) -> None:
+        for _ in range(5):
+            results[index] = engine.inpaint(*cases[index], strategy="original")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, want in enumerate(expected):
+        assert np.array_equal(results[index], want)

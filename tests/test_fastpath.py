@@ -7,6 +7,7 @@ from torch import nn
 
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
+from lama.fastnet import FastGenerator, reflect_pad
 from lama.fastpath import fold_batchnorm
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
@@ -44,3 +45,59 @@ def test_the_cpu_engine_is_the_plain_reference_path(tiny_dir):
     assert engine.fast is False
     assert any(isinstance(m, nn.BatchNorm2d) for m in engine.generator.modules())
     assert np.isfinite(engine.reference().predict(np.zeros((16, 16, 3), np.uint8), np.ones((16, 16), bool))).all()
+
+
+def _random_statistics(generator: FFCResNetGenerator) -> FFCResNetGenerator:
+    for module in generator.modules():
+        if isinstance(module, nn.BatchNorm2d):  # far from identity, so a missed fold shows
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return generator
+
+
+def test_reflect_pad_in_nhwc_is_torchs_reflect_pad():
+    x = torch.rand(2, 9, 5, 7)
+    for pad in (1, 3):
+        expected = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
+        assert torch.equal(reflect_pad(x, pad), expected)
+
+
+def test_the_nhwc_generator_computes_the_generators_function():
+    torch.manual_seed(4)
+    for config in (GeneratorConfig(ngf=16, n_blocks=2), GeneratorConfig(ngf=8, n_blocks=1, output_nc=3)):
+        generator = _random_statistics(FFCResNetGenerator(config).eval())
+        fast = FastGenerator(fold_batchnorm(generator))
+        for shape in ((1, 4, 56, 72), (2, 4, 16, 16), (1, 4, 80, 24)):
+            x = torch.rand(shape)
+            with torch.inference_mode():
+                expected, got = generator(x), fast(x)
+            assert got.shape == expected.shape
+            assert torch.allclose(got, expected, atol=1e-5), (config, shape)
+
+
+def test_the_nhwc_generator_reproduces_the_official_fixture(tiny_dir):
+    generator = build_generator(load_checkpoint(tiny_dir))
+    fast = FastGenerator(fold_batchnorm(generator))
+    engine = InpaintEngine(tiny_dir, device="cpu")
+    image = cv2.cvtColor(cv2.imread(str(tiny_dir / "cases/border_130x90_image.png")), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(tiny_dir / "cases/border_130x90_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    with torch.inference_mode():
+        x, m, net_input = engine.model_input(image, mask)
+        out = (m * fast(net_input) + (1 - m) * x)[0, :, :90, :130].permute(1, 2, 0).numpy()
+    assert np.abs(out - np.load(tiny_dir / "cases/border_130x90_expected.npy")).max() <= 1e-4
+
+
+def test_device_padding_is_numpys_symmetric_padding(tiny_dir):
+    """The engine pads on the device; sizes far below the bottleneck's need included (1×1 -> 16×16)."""
+    engine = InpaintEngine(tiny_dir, device="cpu")
+    rng = np.random.default_rng(0)
+    for height, width in ((1, 1), (3, 2), (9, 17), (76, 100)):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        mask = rng.random((height, width)) < 0.5
+        x, m, _ = engine.model_input(image, mask)
+        rows, cols = x.shape[2] - height, x.shape[3] - width
+        want = np.pad(image, ((0, rows), (0, cols), (0, 0)), mode="symmetric")
+        assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), want)
+        assert np.array_equal(m[0, 0].numpy() > 0, np.pad(mask, ((0, rows), (0, cols)), mode="symmetric"))

@@ -1,0 +1,157 @@
+"""Exploration on the GPU box: which fast-path variant wins, and where the time goes.
+
+Not a benchmark of record (that is `python -m lama bench --compare-reference`): this times
+candidate variants of the generator side by side in one process, profiles the largest size
+kernel by kernel and times the CPU codecs, so that one device call answers several questions.
+
+    python tools/gpu_explore.py --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lama import fastpath, imageio
+from lama.bench import strict_fp32
+from lama.engine import InpaintEngine
+from lama.fastnet import FastGenerator
+from lama.synthetic import synthetic_case
+
+SIZES = ((640, 480), (1280, 960), (2560, 1920))
+
+
+def cuda_median_ms(run, runs: int = 20, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def peak_bytes(run) -> int:
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(out.float() - ref) / torch.linalg.vector_norm(ref))
+
+
+def profile_table(run, rows: int = 25) -> str:
+    from torch.profiler import ProfilerActivity, profile
+    run()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70)
+
+
+def codec_times(width: int, height: int) -> dict[str, float]:
+    image, mask = synthetic_case(width, height)
+    out = {}
+    for level in (1, 3):
+        t = time.perf_counter()
+        for _ in range(5):
+            ok, data = cv2.imencode(".png", image[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, level])
+        out[f"encode_png_l{level}_ms"] = (time.perf_counter() - t) / 5 * 1000
+        out[f"png_l{level}_mb"] = len(data) / 1e6
+    png = imageio.encode_image(image)
+    png_mask = imageio.encode_image(mask)
+    for name, fn in (("decode_image_ms", lambda: imageio.decode_image(png)),
+                     ("decode_mask_ms", lambda: imageio.decode_mask(png_mask)),
+                     ("encode_image_ms", lambda: imageio.encode_image(image))):
+        t = time.perf_counter()
+        for _ in range(5):
+            fn()
+        out[name] = (time.perf_counter() - t) / 5 * 1000
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    report: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+
+    x = torch.randn(1, 8, 9, 10, device="cuda").to(memory_format=torch.channels_last)
+    report["cuda_reflect_pad_keeps_channels_last"] = F.pad(x, (1, 1, 1, 1), mode="reflect").is_contiguous(
+        memory_format=torch.channels_last)
+
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    reference = engine.reference()
+    folded = engine.generator
+    fast = FastGenerator(folded)
+    variants = {
+        "nchw_eager": folded,
+        "fast_eager": fast,
+        "fast_graph": engine._runner,
+        "fast_graph_all": fastpath.GraphRunner(fast, max_graphs=8, max_pixels=10**9),
+    }
+    results = []
+    for width, height in SIZES:
+        image, mask = synthetic_case(width, height)
+        with torch.inference_mode():
+            net_input = engine.model_input(image, mask > 0)[2]
+            exact_input = reference.model_input(image, mask > 0)[2]
+            with strict_fp32():
+                ref_out = reference.run_model(exact_input)
+                ref_ms = cuda_median_ms(lambda: reference.run_model(exact_input))
+            row = {"size": f"{width}x{height}", "fp32_eager_ms": ref_ms}
+            for name, module in variants.items():
+                row[f"{name}_ms"] = cuda_median_ms(lambda: module(net_input))
+                row[f"{name}_peak_gib"] = peak_bytes(lambda: module(net_input)) / 2**30
+                row[f"{name}_err"] = rel_error(module(net_input), ref_out)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    report["variants"] = results
+
+    with torch.inference_mode():
+        image, mask = synthetic_case(2560, 1920)
+        net_input = engine.model_input(image, mask > 0)[2]
+        for name in ("fast_eager",):
+            table = profile_table(lambda: variants[name](net_input))
+            with open(os.path.join(args.out, f"profile_{name}_2560.txt"), "w") as f:
+                f.write(table)
+        image, mask = synthetic_case(640, 480)
+        small = engine.model_input(image, mask > 0)[2]
+        with open(os.path.join(args.out, "profile_fast_eager_640.txt"), "w") as f:
+            f.write(profile_table(lambda: fast(small)))
+
+    report["codecs_2560x1920"] = codec_times(2560, 1920)
+    image, mask = synthetic_case(2560, 1920)
+    timings: dict[str, float] = {}
+    for _ in range(3):
+        timings.clear()
+        engine.inpaint(image, mask, strategy="original", timings=timings)
+    report["engine_stages_2560x1920_ms"] = {k: v * 1000 for k, v in timings.items()}
+    print(json.dumps(report["codecs_2560x1920"]), json.dumps(report["engine_stages_2560x1920_ms"]), flush=True)
+
+    with open(os.path.join(args.out, "explore.json"), "w") as f:
+        json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
