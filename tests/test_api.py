@@ -829,28 +829,3 @@ def test_the_monitor_api_needs_the_token_like_the_rest_of_the_api(tiny_dir, tmp_
     with serve(make_settings(tiny_dir, tmp_path, "--api-token", "s3cret")) as client:
         assert client.get("/api/v1/monitor").status_code == 401
         assert client.get("/api/v1/monitor", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-
-
-# ------------------------------------------------------------------ out of GPU memory (simulated)
-
-
-def test_an_out_of_memory_job_is_retried_once_then_refused_clearly(client, monkeypatch):
-    engine = service_of(client).engine
-    real_inpaint = engine.inpaint
-    failures = {"left": 1}
-
-    def flaky_inpaint(*args, **kwargs):
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_inpaint(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "inpaint", flaky_inpaint)
-    image, mask = make_case(seed=9)
-    assert repair(client, image, mask).status_code == 200, "one OOM: freed, retried, repaired"
-
-    failures["left"] = 2
-    refused = repair(client, image, mask)
-    error_of(refused, 503, "out_of_memory")
-    assert "out of memory" in refused.json()["error"]["message"] and refused.headers["Retry-After"]
-    assert repair(client, image, mask).status_code == 200, "the service keeps serving"

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from app import load_settings, parse_args, warn_if_exposed
+from app import load_settings, parse_args, resolve_gpu_workers, warn_if_exposed
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +43,29 @@ def test_presets_set_the_gpu_share_and_the_model_size_bound(preset, fraction, ma
     assert settings.preset == preset
     assert settings.gpu_memory_fraction == fraction
     assert settings.model_max_side == max_side
+
+
+def test_gpu_workers_default_to_auto_two_on_cuda_one_on_the_cpu(tmp_path):
+    settings = settings_from()
+    assert settings.gpu_workers == "auto"
+    assert resolve_gpu_workers(settings.gpu_workers, on_cuda=True) == 2
+    assert resolve_gpu_workers(settings.gpu_workers, on_cuda=False) == 1
+    assert settings_from("--gpu-workers", "3").gpu_workers == 3
+    assert resolve_gpu_workers(3, on_cuda=False) == 3  # a number is taken as it is, anywhere
+    assert settings_from("--config", write_config(tmp_path, "gpu_workers: 4\n")).gpu_workers == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_gpu_workers_flag_is_refused_by_the_parser(value, capsys):
+    with pytest.raises(SystemExit):
+        settings_from("--gpu-workers", value)
+    assert "auto" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["gpu_workers: 0\n", "gpu_workers: many\n", "gpu_workers: true\n"])
+def test_a_bad_gpu_workers_in_a_file_is_refused_with_a_message(tmp_path, text):
+    with pytest.raises(SystemExit, match="gpu_workers must be 'auto' or a whole number"):
+        settings_from("--config", write_config(tmp_path, text))
 
 
 def test_config_file_overrides_defaults_and_flags_override_the_file(tmp_path):

@@ -1,5 +1,5 @@
 """Faults the service must survive: kill -9 mid-stream, a full disk, a lost GPU (NVML or CUDA
-errors), and SIGTERM while repairs are in flight.
+errors), running out of GPU memory, and SIGTERM while repairs are in flight.
 
 Live tests run `python app.py` (tests/liveserver.py) with the tiny model on the CPU; the others
 build the app in-process (tests/test_api.py's helpers) and inject the fault.
@@ -376,6 +376,64 @@ def test_an_unexpected_engine_error_is_a_500_json_and_the_service_keeps_serving(
     assert any(r.exc_info and "a bug nobody foresaw" in str(r.exc_info[1]) for r in caplog.records)
     assert client.get("/readyz").status_code == 200
     assert repair(client, *make_case()).status_code == 200
+
+
+# ------------------------------------------------------------------ out of GPU memory (simulated)
+
+
+class OutOfMemoryHook:
+    """A forward pre-hook on the generator: the next `failures` model calls raise CUDA's
+    out-of-memory error, as the allocator does, from inside the repair; `events` says what
+    happened in which order, torch.cuda.empty_cache included."""
+
+    def __init__(self, events: list[str]):
+        self.events = events
+        self.failures = 0
+
+    def __call__(self, _module, _args):
+        if self.failures > 0:
+            self.failures -= 1
+            self.events.append("out of memory")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.events.append("model")
+
+
+def test_out_of_gpu_memory_frees_the_cache_retries_once_then_answers_503_and_keeps_serving(app_client,
+                                                                                            monkeypatch, caplog):
+    client = app_client
+    service = service_of(client)
+    events: list[str] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
+    hook = OutOfMemoryHook(events)
+    handle = service.engine.generator.register_forward_pre_hook(hook)
+    image, mask = make_case(seed=9)
+    try:
+        hook.failures = 1
+        with caplog.at_level(logging.WARNING, logger="webui.service"):
+            response = repair(client, image, mask, dilate=0, feather=0)
+        assert response.status_code == 200, "one out-of-memory error: cache freed, retried, repaired"
+        assert events == ["out of memory", "empty_cache", "model"]
+        assert np.array_equal(decode(response.content)[mask == 0], image[mask == 0])
+        assert any("out of GPU memory" in r.getMessage() and "retrying once" in r.getMessage()
+                   for r in caplog.records)
+
+        events.clear()
+        hook.failures = 2
+        refused = repair(client, image, mask, dilate=0, feather=0)
+        message = error_of(refused, 503, "out_of_memory")
+        assert "out of memory" in message and "twice" in message and int(refused.headers["retry-after"]) >= 1
+        assert events == ["out of memory", "empty_cache", "out of memory", "empty_cache"]
+        # Nothing is left held, and it is not a GPU fault: ready, ok, and the next repair works.
+        assert service.queue.depth == 0 and service.queue.admitted_bytes == 0
+        assert client.get("/readyz").status_code == 200 and client.get("/healthz").json()["status"] == "ok"
+        events.clear()
+        assert repair(client, image, mask).status_code == 200, "the service keeps serving"
+        assert events == ["model"]
+    finally:
+        handle.remove()
+    record("Faults: out of GPU memory (simulated)", "one error / two errors in a row",
+           "cache freed, retried, 200 / cache freed twice, 503 JSON out_of_memory with Retry-After; next request 200",
+           "retry once, then a clear error; no crash")
 
 
 # ------------------------------------------------------------------ SIGTERM
