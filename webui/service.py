@@ -1,8 +1,9 @@
 """RepairService: what one repair request goes through, shared by the HTTP API and the UI.
 
-upload -> decode (validate) -> GPU memory admission -> queue -> engine.inpaint -> encode -> atomic save
--> result. Everything a user can get wrong becomes a ServiceError carrying the HTTP status, a stable
-error code and a message for people; the API turns it into JSON, the UI into gr.Error.
+upload -> decode (validate) -> GPU memory admission -> queue -> engine.inpaint -> encode
+-> atomic save -> result. Everything a user can get wrong becomes a ServiceError carrying the
+HTTP status, a stable error code and a message for people; the API turns it into JSON, the UI
+into gr.Error.
 """
 
 from __future__ import annotations
@@ -195,11 +196,12 @@ class RepairService:
                             format_bytes(estimate), format_bytes(budget), format_bytes(cropped))
                 return replace(options, strategy="crop"), cropped
         pixels = self.engine.peak_model_pixels(decoded.mask, options.strategy, options.dilate)
+        # Here crop does not fit either (or was the strategy already): only less input helps.
         raise ServiceError(413, "too_large_for_gpu",
                            f"a {width}×{height} image with strategy {options.strategy} runs the model on "
                            f"{pixels / 1e6:.1f} MP at once, which needs about {format_bytes(estimate)} of GPU memory; "
-                           f"this server can give a repair at most {format_bytes(budget)}: send a smaller image, "
-                           "a smaller mask or the crop strategy")
+                           f"this server can give a repair at most {format_bytes(budget)}, even cropped to the "
+                           "masked regions: send a smaller image or mask")
 
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
         repaired, peak, engine_timings, strategy = timed.value
