@@ -28,17 +28,23 @@ CHANNEL_MULTIPLE = 8  # fp16 tensor-core convolutions want channel counts in mul
 
 
 def reflect_pad(x: Tensor, pad: int) -> Tensor:
-    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW)."""
+    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW).
+
+    One gather of whole pixels (C contiguous values each): a single pass over the map,
+    where slice copies took one kernel per border strip. The index is computed on the
+    device each time (a CUDA graph records it), not cached: at full resolution it is
+    tens of MB per image size.
+    """
     batch, height, width, channels = x.shape
-    out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
-    out[:, pad:pad + height, pad:pad + width] = x
-    for i in range(pad):
-        out[:, pad - 1 - i, pad:pad + width] = x[:, i + 1]
-        out[:, pad + height + i, pad:pad + width] = x[:, height - 2 - i]
-    for i in range(pad):  # columns of the row-padded map, so the corners are reflected twice
-        out[:, :, pad - 1 - i] = out[:, :, pad + 1 + i]
-        out[:, :, pad + width + i] = out[:, :, pad + width - 2 - i]
-    return out
+    index = _reflected(height, pad, x.device)[:, None] * width + _reflected(width, pad, x.device)[None, :]
+    padded = x.reshape(batch, height * width, channels).index_select(1, index.flatten())
+    return padded.view(batch, height + 2 * pad, width + 2 * pad, channels)
+
+
+def _reflected(size: int, pad: int, device: torch.device) -> Tensor:
+    """Source positions of -pad .. size+pad-1 under reflection (no edge repeat)."""
+    position = torch.arange(-pad, size + pad, device=device).abs()
+    return torch.where(position >= size, 2 * (size - 1) - position, position)
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -118,14 +124,19 @@ class _FFCLayer:
             self.b1 = spectral.conv1[0].bias.detach()
             unit = spectral.fu.conv_layer
             self.wfu, self.bfu = unit.weight.detach()[:, :, 0, 0], unit.bias.detach()
+            # The same 1x1 convolution on spectra stored re-block then im-block per pixel
+            # (what the DFT products below produce) instead of interleaved c0.re, c0.im, ...
+            order = _interleaved_order(self.wfu.shape[0] // 2)
+            self.wfu_blocked, self.bfu_blocked = self.wfu[order][:, order], self.bfu[order]
             self.w2 = spectral.conv2.weight.detach()[:, :, 0, 0]
             self.b2 = spectral.conv2.bias.detach() if spectral.conv2.bias is not None else None
+        self.dft: DFTCache | None = None  # shared by all layers, set by FastGenerator
 
     def to(self, device: torch.device, dtype: torch.dtype) -> None:
         for conv in (self.l2l, self.g2l, self.l2g):
             conv.to(device, dtype)
         if self.spectral:
-            for name in ("w1", "b1", "wfu", "bfu", "w2", "b2"):
+            for name in ("w1", "b1", "wfu", "bfu", "wfu_blocked", "bfu_blocked", "w2", "b2"):
                 value = getattr(self, name)
                 if value is not None:
                     setattr(self, name, value.to(device, dtype))
@@ -168,19 +179,89 @@ class _FFCLayer:
         return out.view(batch, height, width, -1)
 
     def _fourier(self, y: Tensor) -> Tensor:
-        """y + FourierUnit(y), NHWC."""
+        """y + FourierUnit(y), NHWC, as five matrix products (see DFTCache)."""
         batch, height, width, channels = y.shape
-        half = width // 2 + 1
-        planar = torch.empty((batch, channels, height, width), dtype=torch.float32, device=y.device)
-        planar.copy_(_nchw(y))
-        spectrum = torch.view_as_real(torch.fft.rfft2(planar, norm="ortho"))  # (B, C, H, W', 2)
-        interleaved = torch.empty((batch, height, half, channels, 2), dtype=y.dtype, device=y.device)
-        interleaved.copy_(spectrum.permute(0, 2, 3, 1, 4))  # c0.re, c0.im, c1.re, ... innermost
-        mixed = F.linear(interleaved.view(batch, height, half, 2 * channels), self.wfu, self.bfu).relu_()
-        planar_spectrum = torch.empty((batch, channels, height, half, 2), dtype=torch.float32, device=y.device)
-        planar_spectrum.copy_(mixed.view(batch, height, half, channels, 2).permute(0, 3, 1, 2, 4))
-        back = torch.fft.irfft2(torch.view_as_complex(planar_spectrum), s=(height, width), norm="ortho")
-        return torch.add(y, _nhwc(back), out=torch.empty_like(y))
+        forward_h, forward_w, inverse_w, inverse_h = self.dft.matrices(height, width)
+        half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
+        rows = torch.matmul(forward_h, y.view(batch, height, width * channels))  # (B, 2H, W*C)
+        spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', C)
+        mixed = F.linear(spectrum.view(-1, 2 * channels), self.wfu_blocked, self.bfu_blocked).relu_()
+        cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2W, C)
+        out = torch.baddbmm(y.view(batch, height, width * channels), inverse_h.expand(batch, -1, -1),
+                            cols.view(batch, 2 * height, width * channels))
+        return out.view(batch, height, width, channels)
+
+
+def _interleaved_order(channels: int) -> list[int]:
+    """For each blocked index part*C + c, the official interleaved index 2c + part."""
+    return [2 * (j % channels) + j // channels for j in range(2 * channels)]
+
+
+class DFTCache:
+    """The Fourier unit's transforms as dense DFT matrices, per bottleneck size.
+
+    rfft2/irfft2 with orthonormal scaling are linear maps; written as matrix products over
+    NHWC maps they run on the tensor cores in the weights' dtype (fp32 accumulation), with
+    no transposes, no casts to fp32 and no separate kernels for the skip connection, where
+    cuFFT needed fp32 copies in NCHW order and back. Real and imaginary parts live as two
+    blocks of rows ('part'):
+      forward, H: T[(kh, part)] = sum_h M_h[(kh, part), h] y[h]           (real -> complex)
+      forward, W: Z[(kw, part)] = sum_(part', w) M_w[(kw, part), (part', w)] T[(part', w)]
+      inverse, W: G[(part, w)]  = sum_(kw, part') N_w[(part, w), (kw, part')] O[(kw, part')]
+      inverse, H: u[h]          = sum_(kh, part) N_h[h, (kh, part)] G[(kh, part)]   (real part)
+    The inverse weights the one-sided bins as irfft does (1 for DC and Nyquist, 2 for the
+    rest) and, like it, drops what would be the imaginary part of the result. The sums are
+    finite, so doing W before H on the way back is exact.
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+        self._cache: dict[tuple[int, int], tuple[Tensor, ...]] = {}
+
+    def matrices(self, height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        key = (height, width)
+        if key not in self._cache:
+            self._cache[key] = tuple(_aligned(m.to(self.device, self.dtype)) for m in _dft_matrices(height, width))
+        return self._cache[key]
+
+
+def _aligned(matrix: Tensor) -> Tensor:
+    """`matrix` stored with rows padded to a multiple of 8 elements: the tensor-core GEMMs
+    want 16-byte aligned leading dimensions (an odd bottleneck height gives odd ones)."""
+    rows, cols = matrix.shape
+    storage = matrix.new_zeros((rows, -(-cols // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE))
+    storage[:, :cols] = matrix
+    return storage[:, :cols]
+
+
+def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    half = width // 2 + 1
+    # Bins past `half` are zero rows of the forward and zero columns of the inverse: exact,
+    # and they make 2 * bins a multiple of 8, the inner dimension of the inverse product.
+    bins = -(-half // 4) * 4
+    kh = torch.arange(height, dtype=torch.float64)
+    angle_h = 2 * torch.pi * torch.outer(kh, kh) / height  # symmetric in (kh, h)
+    cos_h, sin_h = torch.cos(angle_h) / height ** 0.5, torch.sin(angle_h) / height ** 0.5
+    forward_h = torch.stack((cos_h, -sin_h), dim=1).reshape(2 * height, height)  # rows (kh, part)
+    inverse_h = torch.stack((cos_h, -sin_h), dim=2).reshape(height, 2 * height)  # cols (kh, part)
+
+    angle_w = 2 * torch.pi * torch.outer(torch.arange(half, dtype=torch.float64),
+                                         torch.arange(width, dtype=torch.float64)) / width  # (kw, w)
+    cos_w, sin_w = torch.cos(angle_w) / width ** 0.5, torch.sin(angle_w) / width ** 0.5
+    # rows (kw, part_out), cols (part_in, w): [[cos, sin], [-sin, cos]]
+    forward_w = torch.stack((torch.stack((cos_w, sin_w), dim=1), torch.stack((-sin_w, cos_w), dim=1)), dim=1)
+    forward_w = torch.cat((forward_w.reshape(2 * half, 2 * width), torch.zeros(2 * (bins - half), 2 * width,
+                                                                              dtype=torch.float64)))
+    weight = torch.full((half, 1), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if width % 2 == 0:
+        weight[-1] = 1.0
+    cos_i, sin_i = (weight * cos_w).T, (weight * sin_w).T  # (w, kw)
+    # rows (part_out, w), cols (kw, part_in): [[cos, -sin], [sin, cos]]
+    inverse_w = torch.stack((torch.stack((cos_i, -sin_i), dim=2), torch.stack((sin_i, cos_i), dim=2)), dim=0)
+    inverse_w = torch.cat((inverse_w.reshape(2 * width, 2 * half), torch.zeros(2 * width, 2 * (bins - half),
+                                                                              dtype=torch.float64)), dim=1)
+    return forward_h, forward_w, inverse_w, inverse_h
 
 
 class FastGenerator(nn.Module):
@@ -218,6 +299,9 @@ class FastGenerator(nn.Module):
         for conv in (*self.ups, self.head):
             conv.to(weight.device, weight.dtype)
         self.stem.l2l.to(weight.device, weight.dtype)
+        self.dft = DFTCache(weight.device, weight.dtype)
+        for first, second in self.blocks:
+            first.dft = second.dft = self.dft
 
     def forward(self, x: Tensor) -> Tensor:
         x = _nhwc(x)
