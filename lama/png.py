@@ -1,0 +1,338 @@
+"""PNG written in parallel, and read back in parallel when this module wrote it.
+
+A PNG's pixels are one zlib stream, and zlib compresses and decompresses on one core:
+for a 2560×1920 photo OpenCV (libpng) spends ~150 ms encoding and ~100 ms decoding,
+several times the model's own time. Deflate lets a stream be cut into segments that
+share nothing: each is compressed on its own and ends with a sync flush (an empty stored
+block, so the next segment starts on a byte boundary with no back references across),
+the last one with the final block; concatenated behind one zlib header and followed by
+the Adler-32 of all the data they form one ordinary stream that every decoder reads.
+zlib releases the GIL, so the segments are compressed by a thread pool sized to the
+cores, with a near-linear speed-up.
+
+What is written (measured on photo-like and real photos, see ``python -m lama.imageio``):
+  * filter 'Up' (each byte minus the one above it) on every row but a segment's first,
+    which gets 'Sub' (minus the pixel to its left) so that a segment can be decoded
+    without its predecessor. Up compresses as well as OpenCV's 'Sub' on noisy photos and
+    5-20 % better on real ones; unlike Sub, Paeth or Average it is undone by one
+    vectorised add per row (Sub's running sum goes along the row, which numpy does an
+    element at a time: fine for one row a segment, 50× too slow for all). An unfiltered
+    first row instead would cost 3 % in size with 34-row segments, Sub costs nothing;
+  * zlib's run-length strategy (Z_RLE), as OpenCV uses by default: on grainy photos it is
+    both faster and ~8 % smaller than the default level-1 match finder, which spends its
+    time looking for long repeats that noise does not have;
+  * one IDAT chunk per segment, and an ancillary private chunk ``lmSG`` (rows per segment)
+    before them. Any decoder ignores it; :func:`decode` uses it to inflate and unfilter
+    the segments in parallel. The idea is Apple's iDOT chunk. ``lmSG`` is marked
+    unsafe-to-copy (uppercase last letter), so editors that rewrite the pixels drop it.
+
+Segments hold a fixed number of bytes, whatever the machine, so the same image gives the
+same file everywhere; small images are one segment, done in the calling thread.
+
+:func:`decode` reads only files laid out exactly as :func:`encode` writes them (8-bit
+gray, RGB or RGBA, no other chunks) and checks every CRC, the zlib header, each segment's
+length and the Adler-32; for anything else it returns None and the caller decodes with
+OpenCV, which then also produces the error message for a broken file.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SEGMENT_CHUNK = b"lmSG"
+_SEGMENT_VERSION = 1
+
+# Raw (filtered) bytes per segment. Large enough that zlib's per-segment set-up and the
+# flush (~60 µs and a few bytes each) do not show, small enough that a 640×480 image still
+# splits four ways. Changing it changes the files written, not what can be read.
+SEGMENT_BYTES = 256 * 1024
+
+_COLOUR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (gray, RGB, RGBA)
+_CHANNELS = {colour: channels for channels, colour in _COLOUR_TYPES.items()}
+_FILTER_NONE, _FILTER_SUB, _FILTER_UP = 0, 1, 2
+_ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level, no dictionary
+_SYNC_MARKER = b"\x00\x00\xff\xff"  # the empty stored block a sync flush ends with
+_ADLER_BASE = 65521
+
+
+# --------------------------------------------------------------------------- threads
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class LazyPool:
+    """A thread pool with one thread per core, started on first use and forgotten in a
+    forked child (whose copy of it would have no threads)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def get(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=cores(), thread_name_prefix=self._name)
+            return self._pool
+
+    def _forget(self) -> None:
+        self._pool, self._lock = None, threading.Lock()
+
+
+# Runs segments. Its tasks never wait on other tasks, so callers in any number of threads
+# (and tasks of other pools) can share it without deadlock.
+_segments = LazyPool("png")
+
+
+def _run_all(function, items: list) -> list:
+    """[function(item) for item in items], the last one in this thread, the others in the
+    pool: a small image (one item) never meets a thread, and a caller whose pool is busy
+    with other requests still gets on with its own work."""
+    pending = [_segments.get().submit(function, item) for item in items[:-1]]
+    last = function(items[-1])
+    return [future.result() for future in pending] + [last]
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def rows_per_segment(width: int, channels: int) -> int:
+    return max(1, SEGMENT_BYTES // (width * channels + 1))
+
+
+def encode(image: np.ndarray) -> bytes:
+    """PNG bytes of an H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA) uint8 array.
+
+    The caller checks the array (imageio.encode_image does); sizes up to 2**31 − 1 a side.
+    """
+    image = np.ascontiguousarray(image)
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    rows = image.reshape(height, width * channels)
+    step = rows_per_segment(width, channels)
+    starts = list(range(0, height, step))
+    last = len(starts) - 1
+
+    def compress(index: int) -> tuple[list[bytes], int, int, int]:
+        """(the IDAT's payload in pieces, its CRC so far, the Adler-32 and length of the raw rows)."""
+        start = starts[index]
+        segment = rows[start:start + step]
+        filtered = np.empty((len(segment), width * channels + 1), np.uint8)
+        filtered[0, 0] = _FILTER_SUB
+        filtered[0, 1:1 + channels] = segment[0, :channels]
+        np.subtract(segment[0, channels:], segment[0, :-channels], out=filtered[0, 1 + channels:])
+        filtered[1:, 0] = _FILTER_UP
+        np.subtract(segment[1:], segment[:-1], out=filtered[1:, 1:])  # uint8: modulo 256
+        raw = filtered.data
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 8, zlib.Z_RLE)
+        pieces = [_ZLIB_HEADER] if index == 0 else []
+        pieces += [compressor.compress(raw),
+                   compressor.flush(zlib.Z_FINISH if index == last else zlib.Z_SYNC_FLUSH)]
+        crc = zlib.crc32(b"IDAT")
+        for piece in pieces:
+            crc = zlib.crc32(piece, crc)
+        return pieces, crc, zlib.adler32(raw), filtered.size
+
+    segments = _run_all(compress, list(range(len(starts))))
+
+    adler = 1
+    for _, _, segment_adler, length in segments:
+        adler = _adler32_combine(adler, segment_adler, length)
+    trailer = struct.pack(">I", adler)  # ends the zlib stream, in the last IDAT
+    last_pieces, last_crc, _, _ = segments[-1]
+    segments[-1] = (last_pieces + [trailer], zlib.crc32(trailer, last_crc), 0, 0)
+
+    colour = _COLOUR_TYPES[channels]
+    parts = [SIGNATURE,
+             _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)),
+             _chunk(SEGMENT_CHUNK, struct.pack(">BI", _SEGMENT_VERSION, step))]
+    for pieces, crc, _, _ in segments:  # one IDAT each, joined once: no copies on the way
+        parts += [struct.pack(">I", sum(map(len, pieces))), b"IDAT", *pieces, struct.pack(">I", crc)]
+    parts.append(_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(payload, zlib.crc32(kind)))
+
+
+def _adler32_combine(first: int, second: int, second_length: int) -> int:
+    """Adler-32 of A+B from those of A and B (zlib's adler32_combine, which Python lacks).
+
+    Adler-32 is (s1, s2) with s1 = 1 + Σ bytes and s2 = Σ of the running s1 values, mod
+    65521. Appending B adds B's byte sum to s1, and to s2 B's own s2 plus len(B) times A's
+    s1, less the len(B) ones that B's s1 counted from its own start.
+    """
+    length = second_length % _ADLER_BASE
+    s1_a, s2_a = first & 0xFFFF, first >> 16
+    s1_b, s2_b = second & 0xFFFF, second >> 16
+    s1 = (s1_a + s1_b - 1) % _ADLER_BASE
+    s2 = (s2_a + s2_b + length * s1_a - length) % _ADLER_BASE
+    return (s2 << 16) | s1
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class _Layout:
+    width: int
+    height: int
+    channels: int
+    step: int
+    idats: list[tuple[int, int]]  # (start, end) of each IDAT's payload in the file
+
+
+def decode(data: bytes) -> np.ndarray | None:
+    """The pixels of a PNG that :func:`encode` wrote (H×W, H×W×3 RGB or H×W×4 RGBA), or None.
+
+    None means "not one of ours, or damaged": decode it some other way. The caller has
+    checked the size against its limits already (the array is allocated here).
+    """
+    view = memoryview(data)
+    layout = _layout(view)
+    if layout is None:
+        return None
+    width, height, channels = layout.width, layout.height, layout.channels
+    stride = width * channels
+    image = np.empty((height, width, channels) if channels > 1 else (height, width), np.uint8)
+    rows = image.reshape(height, stride)
+    last = len(layout.idats) - 1
+
+    def inflate(index: int) -> tuple[int, int] | None:
+        start, end = layout.idats[index]
+        body = view[start:end]
+        if zlib.crc32(body, zlib.crc32(b"IDAT")) != int.from_bytes(view[end:end + 4], "big"):
+            return None
+        if index == 0:
+            if not _is_zlib_header(body):
+                return None
+            body = body[2:]
+        if index == last:
+            if len(body) < 4:
+                return None
+            body = body[:-4]
+        elif bytes(body[-4:]) != _SYNC_MARKER:
+            return None  # not cut at a flush point: would need the previous segment
+        first = index * layout.step
+        count = min(layout.step, height - first)
+        expected = count * (stride + 1)
+        inflater = zlib.decompressobj(-15)
+        try:
+            raw = inflater.decompress(body, expected + 1)
+        except zlib.error:
+            return None
+        if len(raw) != expected or inflater.unconsumed_tail or inflater.eof != (index == last):
+            return None
+        if inflater.unused_data:
+            return None
+        filtered = np.frombuffer(raw, np.uint8).reshape(count, stride + 1)
+        if not _unfilter(filtered, rows[first:first + count], channels):
+            return None
+        return zlib.adler32(raw), expected
+
+    results = _run_all(inflate, list(range(len(layout.idats))))
+    if any(result is None for result in results):
+        return None
+    adler = 1
+    for segment_adler, length in results:
+        adler = _adler32_combine(adler, segment_adler, length)
+    end = layout.idats[-1][1]
+    if adler != int.from_bytes(view[end - 4:end], "big"):
+        return None
+    return image
+
+
+def _is_zlib_header(body: memoryview) -> bool:
+    """Deflate with a window zlib accepts, a valid check value and no preset dictionary."""
+    if len(body) < 2:
+        return False
+    cmf, flg = body[0], body[1]
+    return cmf & 0x0F == 8 and cmf >> 4 <= 7 and not flg & 0x20 and (cmf * 256 + flg) % 31 == 0
+
+
+def _unfilter(filtered: np.ndarray, out: np.ndarray, channels: int) -> bool:
+    """Undo None, Sub and Up row filters into ``out``; False for Average and Paeth, and
+    for Up on a segment's first row (it would need the row before the segment)."""
+    kinds = filtered[:, 0]
+    if kinds[0] == _FILTER_UP or np.any(kinds > _FILTER_UP):
+        return False
+    pixels = filtered[:, 1:]
+    add = np.add
+    if np.all(kinds[1:] == _FILTER_UP):  # what encode() writes: skip the per-row dispatch
+        _undo_none_or_sub(kinds[0], pixels[0], out[0], channels)
+        for row in range(1, len(out)):  # ~1 µs a row; numpy's cumsum down axis 0 is 50× slower
+            add(out[row - 1], pixels[row], out=out[row])
+        return True
+    for row in range(len(out)):
+        if kinds[row] == _FILTER_UP:
+            add(out[row - 1], pixels[row], out=out[row])
+        else:
+            _undo_none_or_sub(kinds[row], pixels[row], out[row], channels)
+    return True
+
+
+def _undo_none_or_sub(kind: int, pixels: np.ndarray, out: np.ndarray, channels: int) -> None:
+    if kind == _FILTER_NONE:
+        out[:] = pixels
+    else:  # Sub: a running sum of each channel along the row, modulo 256
+        np.cumsum(pixels.reshape(-1, channels), axis=0, dtype=np.uint8, out=out.reshape(-1, channels))
+
+
+def _layout(view: memoryview) -> _Layout | None:
+    """Where the pieces are, if the file is laid out as encode() writes it (CRCs of IDAT
+    are checked later, in parallel)."""
+    if bytes(view[:8]) != SIGNATURE:
+        return None
+    pos, size = 8, len(view)
+    header = step = None
+    idats: list[tuple[int, int]] = []
+    while True:
+        if pos + 12 > size:
+            return None
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        kind = bytes(view[pos + 4:pos + 8])
+        start, end = pos + 8, pos + 8 + length
+        if length > 2**31 - 1 or end + 4 > size:
+            return None
+        pos = end + 4
+        if kind == b"IDAT":
+            if header is None or step is None or (idats and idats[-1][1] + 4 != start - 8):
+                return None  # IDATs must follow one another
+            idats.append((start, end))
+            continue
+        if zlib.crc32(view[start:end], zlib.crc32(kind)) != int.from_bytes(view[end:end + 4], "big"):
+            return None
+        if kind == b"IHDR" and header is None and length == 13 and start == 16:
+            header = struct.unpack(">IIBBBBB", view[start:end])
+        elif kind == SEGMENT_CHUNK and header is not None and step is None and not idats and length == 5:
+            version, step = struct.unpack(">BI", view[start:end])
+            if version != _SEGMENT_VERSION or step == 0:
+                return None
+        elif kind == b"IEND" and idats and length == 0 and pos == size:
+            break
+        else:
+            return None  # any other chunk, order or trailing data: not ours
+    width, height, depth, colour, compression, filtering, interlace = header
+    if depth != 8 or colour not in _CHANNELS or (compression, filtering, interlace) != (0, 0, 0):
+        return None
+    if width == 0 or height == 0 or width > 2**31 - 1 or height > 2**31 - 1:
+        return None
+    if len(idats) != -(-height // step):
+        return None
+    return _Layout(width, height, _CHANNELS[colour], step, idats)
