@@ -171,7 +171,11 @@ class InpaintEngine:
             generator = fastpath.fold_batchnorm(generator)
         # Weights are converted once, here, and stay in the target dtype.
         self.generator = generator.to(self.device, DTYPES[self.precision]).eval().requires_grad_(False)
-        self._runner = fastpath.GraphRunner(FastGenerator(self.generator)) if self.fast else self.generator
+        if self.fast:
+            fast = FastGenerator(self.generator)
+            self._runner = fastpath.GraphRunner(fast, keepalive=fast.constants_for_input)
+        else:
+            self._runner = self.generator
 
     # ------------------------------------------------------------------ reporting
 

@@ -5,18 +5,22 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
 - cuDNN's fp16 tensor-core convolutions work on NHWC. The module version keeps NCHW
   tensors, so every convolution transposes in and out, and reflect padding on CUDA turns
   a channels-last tensor back into NCHW. Here every feature map is an NHWC tensor
-  (B, H, W, C) and reflect padding is done in NHWC (`reflect_pad`).
+  (B, H, W, C) and reflect padding is one gather in NHWC (`reflect_pad`).
 - 1x1 convolutions are matrix products over the channel axis; where a branch adds two
-  paths, the second is accumulated into the first (`addmm`, cuDNN's conv+add+ReLU).
-- The Fourier unit transforms in fp32 (half-precision cuFFT refuses non-power-of-two
-  sizes) on NCHW copies, where cuFFT's batched transforms read contiguous rows, and the
-  real/imaginary interleaving of the official layout is the innermost axis of an NHWC
-  spectrum, so the transposes and casts are single copies.
+  paths, cuDNN's fused convolution + add + bias + ReLU does the sum.
+- The Fourier unit's transforms are dense DFT matrix products in fp16 with fp32
+  accumulation (`dft_matrices`): half-precision cuFFT refuses non-power-of-two sizes, and
+  fp32 cuFFT needed NCHW fp32 copies and transposes around every transform, which cost
+  more than the transforms (profiled on an H200: 61 ms with cuFFT, 46 ms with the
+  products, at 2560×1920).
 - The 4-channel input and the 3-channel output get zero channels up to 8, so that their
   7x7 convolutions run on tensor cores too (the extra channels carry exact zeros).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,26 +29,43 @@ from torch import Tensor, nn
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core convolutions want channel counts in multiples of 8
+MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices and pad indices stay on the GPU
 
 
-def reflect_pad(x: Tensor, pad: int) -> Tensor:
+def reflect_pad(x: Tensor, pad: int, index: Tensor | None = None) -> Tensor:
     """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW).
 
-    One gather of whole pixels (C contiguous values each): a single pass over the map,
-    where slice copies took one kernel per border strip. The index is computed on the
-    device each time (a CUDA graph records it), not cached: at full resolution it is
-    tens of MB per image size.
+    One gather of whole pixels (C contiguous values each) through `index` (from
+    reflect_index; computed here when not given): a single pass over the map, where slice
+    copies took one kernel per border strip.
     """
     batch, height, width, channels = x.shape
-    index = _reflected(height, pad, x.device)[:, None] * width + _reflected(width, pad, x.device)[None, :]
-    padded = x.reshape(batch, height * width, channels).index_select(1, index.flatten())
+    if index is None:
+        index = reflect_index(height, width, pad, x.device)
+    padded = x.reshape(batch, height * width, channels).index_select(1, index)
     return padded.view(batch, height + 2 * pad, width + 2 * pad, channels)
+
+
+def reflect_index(height: int, width: int, pad: int, device: torch.device) -> Tensor:
+    """Flat source pixel of every pixel of the padded map."""
+    return (_reflected(height, pad, device)[:, None] * width + _reflected(width, pad, device)[None, :]).flatten()
 
 
 def _reflected(size: int, pad: int, device: torch.device) -> Tensor:
     """Source positions of -pad .. size+pad-1 under reflection (no edge repeat)."""
     position = torch.arange(-pad, size + pad, device=device).abs()
     return torch.where(position >= size, 2 * (size - 1) - position, position)
+
+
+class BottleneckConstants(NamedTuple):
+    """What every residual block needs at one bottleneck size; made once per size, because
+    at small sizes their dozen tiny kernels per layer would cost more than the layer."""
+
+    pad_index: Tensor
+    forward_h: Tensor
+    forward_w: Tensor
+    inverse_w: Tensor
+    inverse_h: Tensor
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -130,7 +151,6 @@ class _FFCLayer:
             self.wfu_blocked, self.bfu_blocked = self.wfu[order][:, order], self.bfu[order]
             self.w2 = spectral.conv2.weight.detach()[:, :, 0, 0]
             self.b2 = spectral.conv2.bias.detach() if spectral.conv2.bias is not None else None
-        self.dft: DFTCache | None = None  # shared by all layers, set by FastGenerator
 
     def to(self, device: torch.device, dtype: torch.dtype) -> None:
         for conv in (self.l2l, self.g2l, self.l2g):
@@ -141,13 +161,17 @@ class _FFCLayer:
                 if value is not None:
                     setattr(self, name, value.to(device, dtype))
 
-    def _pad(self, x: Tensor | None, conv: _Conv) -> Tensor | None:
-        return reflect_pad(x, conv.pad) if x is not None and conv.reflect else x
-
-    def __call__(self, x_l: Tensor | None, x_g: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None
+                 ) -> tuple[Tensor | None, Tensor | None]:
+        """`constants`: the residual blocks' (their layers pad by 1 at the bottleneck size)."""
         geometry = next(c for c in (self.l2l, self.l2g, self.g2l) if c.present)
-        p_l = self._pad(x_l, geometry) if self.l2l.present or self.l2g.present else None
-        p_g = self._pad(x_g, geometry) if self.g2l.present else None
+        index = constants.pad_index if constants is not None else None
+
+        def pad(x: Tensor) -> Tensor:
+            return reflect_pad(x, geometry.pad, index) if geometry.reflect else x
+
+        p_l = pad(x_l) if self.l2l.present or self.l2g.present else None
+        p_g = pad(x_g) if self.g2l.present else None
         out_l = out_g = None
         if self.l2l.present:
             if self.g2l.present:
@@ -158,7 +182,7 @@ class _FFCLayer:
                 if self.relu:
                     out_l.relu_()
         if self.spectral:
-            spectral = self._spectral(x_g)
+            spectral = self._spectral(x_g, constants)
             if self.l2g.present:
                 out_g = self.l2g.add_relu(p_l, spectral) if self.relu else self.l2g(p_l).add_(spectral)
             else:
@@ -169,19 +193,19 @@ class _FFCLayer:
                 out_g.relu_()
         return out_l, out_g
 
-    def _spectral(self, x_g: Tensor) -> Tensor:
+    def _spectral(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
         """conv2(y + fu(y)) with y = relu(conv1(x_g)): NHWC in and out, conv2's bias included."""
         y = F.linear(x_g, self.w1, self.b1).relu_()
-        summed = self._fourier(y)
+        summed = self._fourier(y, constants)
         batch, height, width, channels = summed.shape
         flat = summed.view(-1, channels)
         out = F.linear(flat, self.w2, self.b2)
         return out.view(batch, height, width, -1)
 
-    def _fourier(self, y: Tensor) -> Tensor:
-        """y + FourierUnit(y), NHWC, as five matrix products (see DFTCache)."""
+    def _fourier(self, y: Tensor, constants: BottleneckConstants) -> Tensor:
+        """y + FourierUnit(y), NHWC, as five matrix products (see dft_matrices)."""
         batch, height, width, channels = y.shape
-        forward_h, forward_w, inverse_w, inverse_h = self.dft.matrices(height, width)
+        _, forward_h, forward_w, inverse_w, inverse_h = constants
         half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
         rows = torch.matmul(forward_h, y.view(batch, height, width * channels))  # (B, 2H, W*C)
         spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', C)
@@ -197,8 +221,9 @@ def _interleaved_order(channels: int) -> list[int]:
     return [2 * (j % channels) + j // channels for j in range(2 * channels)]
 
 
-class DFTCache:
-    """The Fourier unit's transforms as dense DFT matrices, per bottleneck size.
+def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dtype
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The Fourier unit's transforms as dense DFT matrices for one bottleneck size.
 
     rfft2/irfft2 with orthonormal scaling are linear maps; written as matrix products over
     NHWC maps they run on the tensor cores in the weights' dtype (fp32 accumulation), with
@@ -214,15 +239,7 @@ class DFTCache:
     finite, so doing W before H on the way back is exact.
     """
 
-    def __init__(self, device: torch.device, dtype: torch.dtype):
-        self.device, self.dtype = device, dtype
-        self._cache: dict[tuple[int, int], tuple[Tensor, ...]] = {}
-
-    def matrices(self, height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        key = (height, width)
-        if key not in self._cache:
-            self._cache[key] = tuple(_aligned(m.to(self.device, self.dtype)) for m in _dft_matrices(height, width))
-        return self._cache[key]
+    return tuple(_aligned(m.to(device, dtype)) for m in _dft_matrices(height, width))
 
 
 def _aligned(matrix: Tensor) -> Tensor:
@@ -299,9 +316,31 @@ class FastGenerator(nn.Module):
         for conv in (*self.ups, self.head):
             conv.to(weight.device, weight.dtype)
         self.stem.l2l.to(weight.device, weight.dtype)
-        self.dft = DFTCache(weight.device, weight.dtype)
-        for first, second in self.blocks:
-            first.dft = second.dft = self.dft
+        self.device, self.dtype = weight.device, weight.dtype
+        self._constants: OrderedDict[tuple[int, int], BottleneckConstants] = OrderedDict()
+
+    def constants_for_input(self, input_shape: torch.Size | tuple[int, ...]) -> BottleneckConstants:
+        """The residual blocks' constants for an input of this (B, C, H, W) shape."""
+        # Each stride-2 layer (3x3, padding 1) gives ceil(size / 2).
+        scale = 2 ** self.config.n_downsampling
+        return self.constants(-(-input_shape[-2] // scale), -(-input_shape[-1] // scale))
+
+    def constants(self, height: int, width: int) -> BottleneckConstants:
+        """The residual blocks' constants at this bottleneck size.
+
+        Kept for the last MAX_CONSTANT_SHAPES bottleneck sizes, so that a stream of odd sizes
+        does not grow GPU memory; a CUDA graph that uses an entry holds it itself
+        (GraphRunner's keepalive), so dropping it here never frees memory a graph reads.
+        """
+        key = (height, width)
+        if key in self._constants:
+            self._constants.move_to_end(key)
+        else:
+            self._constants[key] = BottleneckConstants(reflect_index(height, width, 1, self.device),
+                                                       *dft_matrices(height, width, self.device, self.dtype))
+            while len(self._constants) > MAX_CONSTANT_SHAPES:
+                self._constants.popitem(last=False)
+        return self._constants[key]
 
     def forward(self, x: Tensor) -> Tensor:
         x = _nhwc(x)
@@ -310,8 +349,9 @@ class FastGenerator(nn.Module):
         x_l, x_g = self.stem(reflect_pad(x, self.stem_pad), None)
         for layer in self.downs:
             x_l, x_g = layer(x_l, x_g)
+        constants = self.constants(x_l.shape[1], x_l.shape[2])
         for first, second in self.blocks:
-            y_l, y_g = second(*first(x_l, x_g))
+            y_l, y_g = second(*first(x_l, x_g, constants), constants)
             x_l, x_g = x_l + y_l, x_g + y_g
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
         for up in self.ups:

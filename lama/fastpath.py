@@ -1,14 +1,14 @@
 """The GPU fast path: the same function as the generator, with less work per image.
 
-Two steps, both exact up to rounding:
+Two steps, both exact up to rounding (the engine then runs the folded weights through
+lama.fastnet's NHWC forward inside the graphs):
 - fold_batchnorm: every eval-mode BatchNorm becomes a per-channel scale and shift folded
   into the convolution(s) that feed it, so each FFC layer runs its convolutions and a ReLU
   instead of convolutions, a sum, a normalisation pass and a ReLU.
 - GraphRunner: CUDA graphs. At small sizes big-lama is bound by launching its ~500 kernels,
   not by arithmetic; a captured graph replays them all with one launch. Graphs are
   specialised on the input shape: they are kept in an LRU of `max_graphs` and share one
-  memory pool (jobs run one at a time on the service's single GPU worker, never two
-  replays at once). Shapes are the official padding's, not coarser buckets: LaMa sees the
+  memory pool and a lock (the service's GPU workers take turns replaying). Shapes are the official padding's, not coarser buckets: LaMa sees the
   whole image, and a wider mirrored border changed the tiny fixture's repair far beyond
   rounding (tests/test_cuda.py keeps the fast path on the fixture).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -86,11 +87,15 @@ class GraphRunner:
     pool as large as their activations, so they run eagerly.
     """
 
-    def __init__(self, module: nn.Module, max_graphs: int = 8, max_pixels: int = 1536 * 1536):
+    def __init__(self, module: nn.Module, max_graphs: int = 8, max_pixels: int = 1536 * 1536,
+                 keepalive: Callable[[torch.Size], object] | None = None):
         self.module = module
+        # What a graph reads but does not own (tensors the module caches per shape): held
+        # with the graph, so that the module dropping it from its cache cannot free it.
+        self.keepalive = keepalive
         self.max_graphs = max_graphs
         self.max_pixels = max_pixels
-        self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = OrderedDict()
+        self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
         # Graphs of one shape share their input and output buffers, and all graphs share one
         # pool: callers on several threads (the service's GPU workers, which all issue work
@@ -115,13 +120,13 @@ class GraphRunner:
                 self._graphs[key] = self._capture(x)
                 while len(self._graphs) > self.max_graphs:
                     self._graphs.popitem(last=False)
-            graph, static_in, static_out = self._graphs[key]
+            graph, static_in, static_out, _ = self._graphs[key]
             static_in.copy_(x)
             graph.replay()
             # The next replay overwrites static_out: hand out a copy (3 channels, cheap).
             return static_out.clone()
 
-    def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
+    def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]:
         static_in = x.clone()
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
@@ -136,5 +141,5 @@ class GraphRunner:
         # must not invalidate the capture (it uses its own, non-blocking stream).
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             static_out = self.module(static_in)
-        return graph, static_in, static_out
+        return graph, static_in, static_out, self.keepalive(x.shape) if self.keepalive else None
 

@@ -101,3 +101,17 @@ def test_device_padding_is_numpys_symmetric_padding(tiny_dir):
         want = np.pad(image, ((0, rows), (0, cols), (0, 0)), mode="symmetric")
         assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), want)
         assert np.array_equal(m[0, 0].numpy() > 0, np.pad(mask, ((0, rows), (0, cols)), mode="symmetric"))
+
+
+def test_per_size_constants_are_bounded_and_match_the_bottleneck():
+    """A stream of odd sizes must not grow (GPU) memory: the per-size cache keeps the last few."""
+    from lama import fastnet
+
+    torch.manual_seed(5)
+    fast = FastGenerator(fold_batchnorm(FFCResNetGenerator(GeneratorConfig(ngf=8, n_blocks=1)).eval()))
+    with torch.inference_mode():
+        for width in range(16, 16 + 8 * (fastnet.MAX_CONSTANT_SHAPES + 4), 8):
+            fast(torch.rand(1, 4, 16, width))
+    assert len(fast._constants) == fastnet.MAX_CONSTANT_SHAPES
+    assert fast.constants_for_input((1, 4, 16, width)) is fast._constants[(2, width // 8)]
+    assert fast.constants_for_input((1, 4, 17, 9)).forward_h.shape[0] == 2 * 3, "ceil(17 / 8) rows"
