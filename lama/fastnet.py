@@ -5,7 +5,7 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
 - cuDNN's fp16 tensor-core convolutions work on NHWC. The module version keeps NCHW
   tensors, so every convolution transposes in and out, and reflect padding on CUDA turns
   a channels-last tensor back into NCHW. Here every feature map is an NHWC tensor
-  (B, H, W, C) and reflect padding is one gather in NHWC (`reflect_pad`).
+  (B, H, W, C) and reflect padding is one Triton kernel in NHWC (`reflect_pad`).
 - 1x1 convolutions are matrix products over the channel axis; where a branch adds two
   paths, cuDNN's fused convolution + add + bias + ReLU does the sum.
 - The Fourier unit's transforms are dense DFT matrix products in fp16 with fp32
@@ -29,39 +29,68 @@ from torch import Tensor, nn
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core convolutions want channel counts in multiples of 8
-MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices and pad indices stay on the GPU
+MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices stay on the GPU
 
 
-def reflect_pad(x: Tensor, pad: int, index: Tensor | None = None) -> Tensor:
+def reflect_pad(x: Tensor, pad: int) -> Tensor:
     """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW).
 
-    One gather of whole pixels (C contiguous values each) through `index` (from
-    reflect_index; computed here when not given): a single pass over the map, where slice
-    copies took one kernel per border strip.
+    On CUDA one Triton kernel writes the padded map in a single pass (torch's own reflect
+    pad turns channels-last maps into NCHW, and an index_select gather ran at a fifth of
+    the memory bandwidth); elsewhere slice copies do the same.
     """
+    if x.is_cuda and reflect_pad_kernel is not None:
+        return _reflect_pad_triton(x, pad)
     batch, height, width, channels = x.shape
-    if index is None:
-        index = reflect_index(height, width, pad, x.device)
-    padded = x.reshape(batch, height * width, channels).index_select(1, index)
-    return padded.view(batch, height + 2 * pad, width + 2 * pad, channels)
+    out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
+    out[:, pad:pad + height, pad:pad + width] = x
+    for i in range(pad):
+        out[:, pad - 1 - i, pad:pad + width] = x[:, i + 1]
+        out[:, pad + height + i, pad:pad + width] = x[:, height - 2 - i]
+    for i in range(pad):  # columns of the row-padded map, so the corners are reflected twice
+        out[:, :, pad - 1 - i] = out[:, :, pad + 1 + i]
+        out[:, :, pad + width + i] = out[:, :, pad + width - 2 - i]
+    return out
 
 
-def reflect_index(height: int, width: int, pad: int, device: torch.device) -> Tensor:
-    """Flat source pixel of every pixel of the padded map."""
-    return (_reflected(height, pad, device)[:, None] * width + _reflected(width, pad, device)[None, :]).flatten()
+def _reflect_pad_triton(x: Tensor, pad: int) -> Tensor:
+    batch, height, width, channels = x.shape
+    x = x.contiguous()
+    out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
+    block_w, block_c = 16, min(128, triton.next_power_of_2(channels))
+    grid = (batch * (height + 2 * pad), triton.cdiv(width + 2 * pad, block_w), triton.cdiv(channels, block_c))
+    reflect_pad_kernel[grid](x, out, height, width, channels, pad, BLOCK_W=block_w, BLOCK_C=block_c)
+    return out
 
 
-def _reflected(size: int, pad: int, device: torch.device) -> Tensor:
-    """Source positions of -pad .. size+pad-1 under reflection (no edge repeat)."""
-    position = torch.arange(-pad, size + pad, device=device).abs()
-    return torch.where(position >= size, 2 * (size - 1) - position, position)
+try:  # Triton ships with CUDA builds of torch; the CPU build (CI) has none and needs none
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+    reflect_pad_kernel = None
+else:
+    @triton.jit
+    def reflect_pad_kernel(src, dst, height, width, channels, pad, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """One output row segment: BLOCK_W pixels × BLOCK_C channels, read from its reflection."""
+        row = tl.program_id(0)  # batch * padded height + padded row
+        padded_h, padded_w = height + 2 * pad, width + 2 * pad
+        b, out_h = row // padded_h, row % padded_h
+        h = tl.abs(out_h - pad)
+        h = tl.where(h >= height, 2 * (height - 1) - h, h)
+        out_w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+        w = tl.abs(out_w - pad)
+        w = tl.where(w >= width, 2 * (width - 1) - w, w)
+        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        keep = (out_w[:, None] < padded_w) & (c[None, :] < channels)
+        source = ((b * height + h) * width + w[:, None]).to(tl.int64) * channels + c[None, :]
+        target = ((b * padded_h + out_h) * padded_w + out_w[:, None]).to(tl.int64) * channels + c[None, :]
+        tl.store(dst + target, tl.load(src + source, mask=keep), mask=keep)
 
 
 class BottleneckConstants(NamedTuple):
-    """What every residual block needs at one bottleneck size; made once per size, because
-    at small sizes their dozen tiny kernels per layer would cost more than the layer."""
+    """The DFT matrices of one bottleneck size, made once per size."""
 
-    pad_index: Tensor
     forward_h: Tensor
     forward_w: Tensor
     inverse_w: Tensor
@@ -163,12 +192,11 @@ class _FFCLayer:
 
     def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None
                  ) -> tuple[Tensor | None, Tensor | None]:
-        """`constants`: the residual blocks' (their layers pad by 1 at the bottleneck size)."""
+        """`constants`: the bottleneck's DFT matrices, for the layers with a spectral path."""
         geometry = next(c for c in (self.l2l, self.l2g, self.g2l) if c.present)
-        index = constants.pad_index if constants is not None else None
 
         def pad(x: Tensor) -> Tensor:
-            return reflect_pad(x, geometry.pad, index) if geometry.reflect else x
+            return reflect_pad(x, geometry.pad) if geometry.reflect else x
 
         p_l = pad(x_l) if self.l2l.present or self.l2g.present else None
         p_g = pad(x_g) if self.g2l.present else None
@@ -205,7 +233,7 @@ class _FFCLayer:
     def _fourier(self, y: Tensor, constants: BottleneckConstants) -> Tensor:
         """y + FourierUnit(y), NHWC, as five matrix products (see dft_matrices)."""
         batch, height, width, channels = y.shape
-        _, forward_h, forward_w, inverse_w, inverse_h = constants
+        forward_h, forward_w, inverse_w, inverse_h = constants
         half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
         rows = torch.matmul(forward_h, y.view(batch, height, width * channels))  # (B, 2H, W*C)
         spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', C)
@@ -336,8 +364,7 @@ class FastGenerator(nn.Module):
         if key in self._constants:
             self._constants.move_to_end(key)
         else:
-            self._constants[key] = BottleneckConstants(reflect_index(height, width, 1, self.device),
-                                                       *dft_matrices(height, width, self.device, self.dtype))
+            self._constants[key] = BottleneckConstants(*dft_matrices(height, width, self.device, self.dtype))
             while len(self._constants) > MAX_CONSTANT_SHAPES:
                 self._constants.popitem(last=False)
         return self._constants[key]

@@ -81,3 +81,15 @@ def test_concurrent_repairs_on_the_graph_path_match_sequential_ones():
         thread.join()
     for index, want in enumerate(expected):
         assert np.array_equal(results[index], want)
+
+
+@pytest.mark.parametrize("channels", [8, 64, 96, 128, 384])
+def test_the_triton_reflect_pad_is_torchs_reflect_pad(channels):
+    from lama.fastnet import reflect_pad, reflect_pad_kernel
+
+    assert reflect_pad_kernel is not None, "Triton is part of the CUDA build: the kernel must be in use"
+    for shape, pad in (((1, 2, 2), 1), ((2, 61, 37), 1), ((1, 483, 645), 3), ((1, 7, 9), 3)):
+        batch, height, width = shape
+        x = torch.randn(batch, height, width, channels, device="cuda", dtype=torch.float16)
+        want = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
+        assert torch.equal(reflect_pad(x, pad), want), (shape, pad)
