@@ -49,8 +49,9 @@ DEFAULT_MODEL_CANDIDATES = (
 
 
 # Sizes (width, height) warmed at start-up: what phones, screenshots and the crop strategy
-# (800-px regions plus margins) send most.
-WARMUP_SIZES = ((512, 512), (640, 480), (1024, 768), (1280, 960))
+# (800-px regions plus margins) send most, and the longest side the default preset lets the
+# model see (a size's first run picks cuDNN's kernels; the memory model learns from it too).
+WARMUP_SIZES = ((512, 512), (640, 480), (1024, 768), (1280, 960), (2560, 1920))
 
 
 class CheckpointSource(NamedTuple):

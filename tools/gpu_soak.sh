@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# On the GPU box: the real server with full-size random big-lama weights, timed from start to
+# /readyz, the first request after /readyz against the steady ones, then the resource report
+# (python -m monitor.report) with 20 simultaneous 2560×1920 requests. Results under $1.
+set -uo pipefail
+out=${1:?output folder}
+mkdir -p "$out" models
+python3 - <<'PY'
+from pathlib import Path
+import torch
+from lama.checkpoint import LoadedCheckpoint, save_safetensors
+from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator
+torch.manual_seed(0)
+weights = FFCResNetGenerator(BIG_LAMA_CONFIG).eval().state_dict()
+save_safetensors(LoadedCheckpoint(weights, BIG_LAMA_CONFIG, "random", Path("random"), torch.float32),
+                 "models/big-lama.safetensors")
+PY
+started=$(date +%s%N)
+python3 app.py --port 7860 --model models/big-lama.safetensors --logs-dir "$out/logs" \
+    --outputs-dir /tmp/outputs >"$out/app.log" 2>&1 &
+server=$!
+ready() { python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:7860/readyz', timeout=2)" 2>/dev/null; }
+until ready; do
+    kill -0 $server 2>/dev/null || { echo "server died"; tail -30 "$out/app.log"; exit 1; }
+    sleep 0.2
+done
+echo "start to /readyz: $(( ($(date +%s%N) - started) / 1000000 )) ms" | tee "$out/startup.txt"
+python3 tools/first_request.py http://127.0.0.1:7860 | tee -a "$out/startup.txt"
+python3 -m monitor.report --url http://127.0.0.1:7860 --simultaneous 20 --out "$out/report" \
+    --stream-count 100 --stream-interval 0.3 --runs 10 2>&1 | tail -5
+python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:7860/healthz').read().decode())" \
+    >"$out/healthz.json"
+kill -TERM $server; wait $server
