@@ -71,8 +71,9 @@ def assemble(parts: list[tuple[bytes, bytes]]) -> bytes:
 
 @pytest.fixture
 def small_segments(monkeypatch):
-    """Segments of ~1 KB, so that small images take the threaded path with many segments."""
-    monkeypatch.setattr(png, "SEGMENT_BYTES", 1000)
+    """Segments of a few rows, so that small images take the threaded path with many."""
+    monkeypatch.setattr(png, "MIN_SEGMENT_BYTES", 64)
+    monkeypatch.setattr(png, "MAX_SEGMENTS", 10_000)
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ SHAPES = [(1, 1), (2, 1), (1, 2), (37, 23), (23, 37), (480, 640), (3, 5000), (30
 def test_threaded_path_reads_back_exactly_everywhere(small_segments, shape, channels):
     image = noise(*shape, channels)
     data = png.encode(image)
-    segments = -(-shape[0] // png.rows_per_segment(shape[1], channels))
+    segments = -(-shape[0] // png.rows_per_segment(shape[1], shape[0], channels))
     assert sum(kind == b"IDAT" for kind, _ in chunks(data)) == segments
     assert_reads_back(image, data)
 
@@ -119,13 +120,22 @@ def test_small_images_are_one_segment_in_the_calling_thread(no_threads, shape, c
 def test_default_segments_split_a_large_photo(channels):
     image = photo_like(1080, 1920, channels)
     data = png.encode(image)
-    assert sum(kind == b"IDAT" for kind, _ in chunks(data)) >= 8
+    expected = min(png.MAX_SEGMENTS, 1080 * (1920 * channels + 1) // png.MIN_SEGMENT_BYTES)
+    assert sum(kind == b"IDAT" for kind, _ in chunks(data)) == expected > 8
     assert_reads_back(image, data)
 
 
+@pytest.mark.parametrize(("width", "height", "channels", "segments"),
+                         [(640, 480, 3, 7), (640, 480, 1, 2), (300, 200, 4, 1), (2560, 1920, 3, 16),
+                          (5, 100_000, 1, 4)])
+def test_segments_are_at_least_128_kib_and_at_most_16(width, height, channels, segments):
+    step = png.rows_per_segment(width, height, channels)
+    assert -(-height // step) == segments
+
+
 def test_one_row_wider_than_a_segment_is_a_segment_of_its_own(small_segments):
-    image = noise(4, 400, 3)  # 1201 bytes a row > 1000
-    assert png.rows_per_segment(400, 3) == 1
+    image = noise(4, 400, 3)  # 1201 bytes a row > 64
+    assert png.rows_per_segment(400, 4, 3) == 1
     assert_reads_back(image, png.encode(image))
 
 
@@ -152,7 +162,7 @@ def test_filters_are_sub_then_up_in_each_segment(small_segments):
     data = png.encode(image)
     stream = zlib.decompress(b"".join(payload for kind, payload in chunks(data) if kind == b"IDAT"))
     kinds = np.frombuffer(stream, np.uint8).reshape(30, 151)[:, 0]
-    step = png.rows_per_segment(50, 3)
+    step = png.rows_per_segment(50, 30, 3)
     expected = [1 if row % step == 0 else 2 for row in range(30)]
     np.testing.assert_array_equal(kinds, expected)
 
@@ -198,10 +208,12 @@ def test_an_extra_chunk_or_trailing_data_is_left_to_opencv(small_segments):
         np.testing.assert_array_equal(imageio.decode_image(data), image)
 
 
-def test_up_on_a_segments_first_row_is_refused(small_segments):
+def test_up_on_a_segments_first_row_is_refused(monkeypatch):
     # The second segment's first row would need the first segment's last one.
+    monkeypatch.setattr(png, "MIN_SEGMENT_BYTES", 300)
     image = noise(12, 100, 1)
-    step = png.rows_per_segment(100, 1)
+    step = png.rows_per_segment(100, 12, 1)
+    assert step == 3
     raw = np.zeros((12, 101), np.uint8)
     raw[:, 0] = 2
     raw[0, 0] = 0
@@ -357,3 +369,7 @@ def test_the_measure_command_prints_each_size(capsys):
     assert imageio._main(["--measure", "24x16,8x8", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "cores:" in out and out.count("decode image") == 2 and "24x16:" in out
+
+
+def test_the_damage_tests_see_several_segments(small_segments):
+    assert sum(kind == b"IDAT" for kind, _ in chunks(png.encode(noise(9, 7, 3)))) == 3
