@@ -32,15 +32,18 @@ CHANNEL_MULTIPLE = 8  # fp16 tensor-core convolutions want channel counts in mul
 MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices stay on the GPU
 
 
-def reflect_pad(x: Tensor, pad: int) -> Tensor:
-    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW).
+def reflect_pad(x: Tensor, pad: int, relu: bool = False) -> Tensor:
+    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW),
+    and with `relu` take relu of it on the way.
 
     On CUDA one Triton kernel writes the padded map in a single pass (torch's own reflect
     pad turns channels-last maps into NCHW, and an index_select gather ran at a fifth of
     the memory bandwidth); elsewhere slice copies do the same.
     """
     if x.is_cuda and reflect_pad_kernel is not None:
-        return _reflect_pad_triton(x, pad)
+        return _reflect_pad_triton(x, pad, relu)
+    if relu:
+        x = x.relu()
     batch, height, width, channels = x.shape
     out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     out[:, pad:pad + height, pad:pad + width] = x
@@ -53,13 +56,13 @@ def reflect_pad(x: Tensor, pad: int) -> Tensor:
     return out
 
 
-def _reflect_pad_triton(x: Tensor, pad: int) -> Tensor:
+def _reflect_pad_triton(x: Tensor, pad: int, relu: bool) -> Tensor:
     batch, height, width, channels = x.shape
     x = x.contiguous()
     out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     block_w, block_c = 16, min(128, triton.next_power_of_2(channels))
     grid = (batch * (height + 2 * pad), triton.cdiv(width + 2 * pad, block_w), triton.cdiv(channels, block_c))
-    reflect_pad_kernel[grid](x, out, height, width, channels, pad, BLOCK_W=block_w, BLOCK_C=block_c)
+    reflect_pad_kernel[grid](x, out, height, width, channels, pad, RELU=relu, BLOCK_W=block_w, BLOCK_C=block_c)
     return out
 
 
@@ -71,7 +74,8 @@ except ImportError:
     reflect_pad_kernel = None
 else:
     @triton.jit
-    def reflect_pad_kernel(src, dst, height, width, channels, pad, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def reflect_pad_kernel(src, dst, height, width, channels, pad, RELU: tl.constexpr, BLOCK_W: tl.constexpr,
+                           BLOCK_C: tl.constexpr):
         """One output row segment: BLOCK_W pixels × BLOCK_C channels, read from its reflection."""
         row = tl.program_id(0)  # batch * padded height + padded row
         padded_h, padded_w = height + 2 * pad, width + 2 * pad
@@ -85,7 +89,10 @@ else:
         keep = (out_w[:, None] < padded_w) & (c[None, :] < channels)
         source = ((b * height + h) * width + w[:, None]).to(tl.int64) * channels + c[None, :]
         target = ((b * padded_h + out_h) * padded_w + out_w[:, None]).to(tl.int64) * channels + c[None, :]
-        tl.store(dst + target, tl.load(src + source, mask=keep), mask=keep)
+        value = tl.load(src + source, mask=keep)
+        if RELU:
+            value = tl.maximum(value, 0.0)
+        tl.store(dst + target, value, mask=keep)
 
 
 class BottleneckConstants(NamedTuple):
@@ -223,7 +230,7 @@ class _FFCLayer:
 
     def _spectral(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
         """conv2(y + fu(y)) with y = relu(conv1(x_g)): NHWC in and out, conv2's bias included."""
-        y = F.linear(x_g, self.w1, self.b1).relu_()
+        y = _linear_relu(x_g, self.w1, self.b1)
         summed = self._fourier(y, constants)
         batch, height, width, channels = summed.shape
         flat = summed.view(-1, channels)
@@ -237,11 +244,18 @@ class _FFCLayer:
         half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
         rows = torch.matmul(forward_h, y.view(batch, height, width * channels))  # (B, 2H, W*C)
         spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', C)
-        mixed = F.linear(spectrum.view(-1, 2 * channels), self.wfu_blocked, self.bfu_blocked).relu_()
+        mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, self.bfu_blocked)
         cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2W, C)
         out = torch.baddbmm(y.view(batch, height, width * channels), inverse_h.expand(batch, -1, -1),
                             cols.view(batch, 2 * height, width * channels))
         return out.view(batch, height, width, channels)
+
+
+def _linear_relu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """relu(x @ weight.T + bias) over the last axis; on CUDA the ReLU and the bias are the
+    matrix product's epilogue (cuBLASLt), not a second pass over the result."""
+    flat = torch._addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t())
+    return flat.view(*x.shape[:-1], weight.shape[0])
 
 
 def _interleaved_order(channels: int) -> list[int]:
@@ -381,8 +395,11 @@ class FastGenerator(nn.Module):
             y_l, y_g = second(*first(x_l, x_g, constants), constants)
             x_l, x_g = x_l + y_l, x_g + y_g
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
-        for up in self.ups:
-            x = up(x).relu_()
-        x = self.head(reflect_pad(x, self.head_pad))[..., :self.out_channels]
+        for index, up in enumerate(self.ups):
+            x = up(x)
+            if index < len(self.ups) - 1:
+                x.relu_()
+        # The last ReLU is applied by the padding, saving a pass over the full-size map.
+        x = self.head(reflect_pad(x, self.head_pad, relu=True))[..., :self.out_channels]
         x = self.out_act(x) if self.out_act is not None else x.contiguous()
         return _nchw(x)

@@ -93,3 +93,4 @@ def test_the_triton_reflect_pad_is_torchs_reflect_pad(channels):
         x = torch.randn(batch, height, width, channels, device="cuda", dtype=torch.float16)
         want = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
         assert torch.equal(reflect_pad(x, pad), want), (shape, pad)
+        assert torch.equal(reflect_pad(x, pad, relu=True), want.relu()), (shape, pad)

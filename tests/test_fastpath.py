@@ -62,6 +62,7 @@ def test_reflect_pad_in_nhwc_is_torchs_reflect_pad():
     for pad in (1, 3):
         expected = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
         assert torch.equal(reflect_pad(x, pad), expected)
+        assert torch.equal(reflect_pad(x - 0.5, pad, relu=True), (expected - 0.5).relu())
 
 
 def test_the_nhwc_generator_computes_the_generators_function():
