@@ -2,8 +2,11 @@
 its memory budget (estimates here are plain numbers: what the engine would estimate is
 tests/test_admission.py's business)."""
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -312,3 +315,16 @@ def test_shutdown_runs_the_queued_jobs_then_refuses_new_ones(queue):
     assert queued.result(0).value == "queued"
     with pytest.raises(RuntimeError, match="shut down"):
         q.submit(lambda: "late")
+
+
+def test_at_exit_the_queued_jobs_finish_and_the_workers_stop(tmp_path):
+    """A queue nobody shut down (as the app leaves it) is shut down at interpreter exit, the
+    way concurrent.futures treats its executors: the job in hand finishes instead of being cut
+    off by the exit, and no worker is left running into the interpreter's finalization."""
+    done = tmp_path / "done"
+    script = (f"import time\nfrom webui.jobs import JobQueue\nq = JobQueue(4)\n"
+              f"q.submit(lambda: time.sleep(0.3) or open({str(done)!r}, 'w').write('ran'))\n")
+    root = Path(__file__).resolve().parents[1]
+    finished = subprocess.run([sys.executable, "-c", script], cwd=root, timeout=60, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert done.read_text() == "ran"

@@ -18,8 +18,10 @@ once with QueueFull and the caller answers 503 with Retry-After instead of pilin
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -29,6 +31,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DEFAULT_WORKERS = 2
+
+# Queues whose workers still run. The workers are daemon threads, so that a queue nobody shuts
+# down cannot keep the process alive; but threads that ran torch code must not still exist when
+# the interpreter finalizes (torch's thread-local pools abort the process then), so at exit each
+# queue is shut down as concurrent.futures does with its executors: queued jobs run, then the
+# workers stop.
+_LIVE_QUEUES: weakref.WeakSet[JobQueue] = weakref.WeakSet()
+
+
+@atexit.register
+def _shut_down_at_exit() -> None:
+    for queue in list(_LIVE_QUEUES):
+        queue.shutdown()
 
 
 class QueueFull(Exception):
@@ -78,6 +93,7 @@ class JobQueue:
                          for index in range(workers)]
         for thread in self._threads:
             thread.start()
+        _LIVE_QUEUES.add(self)
 
     # ------------------------------------------------------------------ what callers read
 
@@ -197,3 +213,4 @@ class JobQueue:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join()
+        _LIVE_QUEUES.discard(self)
