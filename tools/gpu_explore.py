@@ -68,36 +68,6 @@ def profile_table(run, rows: int = 25) -> str:
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70)
 
 
-def stem_trials(net_input: torch.Tensor) -> dict[str, float]:
-    """The 7x7 stem convolution at full resolution: channel padding and cuDNN autotuning."""
-    out = {}
-    x = net_input.permute(0, 2, 3, 1)
-    for channels in (8, 16):
-        padded = F.pad(x, (0, channels - 4)).permute(0, 3, 1, 2)
-        weight = torch.randn(64, channels, 7, 7, device="cuda", dtype=net_input.dtype).contiguous(
-            memory_format=torch.channels_last)
-        for benchmark in (False, True):
-            with torch.backends.cudnn.flags(enabled=True, benchmark=benchmark):
-                out[f"c{channels}_benchmark_{benchmark}"] = cuda_median_ms(lambda: F.conv2d(padded, weight))
-    # The same 7x7 convolution as a 1x7 one over 7 row-shifted copies (channels dy*C + c).
-    padded = F.pad(x, (0, 4))
-    padded = F.pad(padded.permute(0, 3, 1, 2), (3, 3, 3, 3), mode="reflect").permute(0, 2, 3, 1).contiguous()
-    height = x.shape[1]
-    weight = torch.randn(64, 8, 7, 7, device="cuda", dtype=net_input.dtype)
-    direct = weight.contiguous(memory_format=torch.channels_last)
-    stacked_weight = weight.permute(0, 2, 1, 3).reshape(64, 56, 1, 7).contiguous(memory_format=torch.channels_last)
-
-    def row_stacked() -> torch.Tensor:
-        rows = torch.cat([padded[:, dy:dy + height] for dy in range(7)], dim=3)
-        return F.conv2d(rows.permute(0, 3, 1, 2), stacked_weight)
-
-    reference = F.conv2d(padded.permute(0, 3, 1, 2), direct)
-    out["rowstack_err"] = rel_error(row_stacked(), reference.float())
-    out["rowstack_ms"] = cuda_median_ms(row_stacked)
-    out["direct_ms"] = cuda_median_ms(lambda: F.conv2d(padded.permute(0, 3, 1, 2), direct))
-    return out
-
-
 def codec_times(width: int, height: int) -> dict[str, float]:
     image, mask = synthetic_case(width, height)
     out = {}
@@ -134,10 +104,11 @@ def main() -> None:
     reference = engine.reference()
     folded = engine.generator
     fast = FastGenerator(folded)
+    separate = FastGenerator(folded, fuse_local=False)
     variants = {
-        "nchw_eager": folded,
         "fast_eager": fast,
         "fast_graph": fastpath.GraphRunner(fast, max_graphs=8, max_pixels=10**9),
+        "separate_graph": fastpath.GraphRunner(separate, max_graphs=8, max_pixels=10**9),
     }
     results = []
     for width, height in SIZES:
@@ -168,7 +139,10 @@ def main() -> None:
         small = engine.model_input(image, mask > 0)[2]
         with open(os.path.join(args.out, "profile_fast_eager_640.txt"), "w") as f:
             f.write(profile_table(lambda: fast(small)))
-        report["stem_conv_ms"] = stem_trials(net_input)
+        image, mask = synthetic_case(1280, 960)
+        medium = engine.model_input(image, mask > 0)[2]
+        with open(os.path.join(args.out, "profile_fast_eager_1280.txt"), "w") as f:
+            f.write(profile_table(lambda: fast(medium)))
 
     report["codecs_2560x1920"] = codec_times(2560, 1920)
     image, mask = synthetic_case(2560, 1920)
@@ -177,7 +151,7 @@ def main() -> None:
         timings.clear()
         engine.inpaint(image, mask, strategy="original", timings=timings)
     report["engine_stages_2560x1920_ms"] = {k: v * 1000 for k, v in timings.items()}
-    print(json.dumps(report["stem_conv_ms"]), json.dumps(report["codecs_2560x1920"]), json.dumps(report["engine_stages_2560x1920_ms"]), flush=True)
+    print(json.dumps(report["codecs_2560x1920"]), json.dumps(report["engine_stages_2560x1920_ms"]), flush=True)
 
     with open(os.path.join(args.out, "explore.json"), "w") as f:
         json.dump(report, f, indent=1)
