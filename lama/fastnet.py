@@ -32,42 +32,38 @@ CHANNEL_MULTIPLE = 8  # fp16 tensor-core convolutions want channel counts in mul
 MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices stay on the GPU
 
 
-def reflect_pad(x: Tensor, pad: int, relu: bool = False, out: Tensor | None = None, channel_offset: int = 0
-                ) -> Tensor:
+def reflect_pad(x: Tensor, pad: int, relu: bool = False) -> Tensor:
     """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW),
     and with `relu` take relu of it on the way.
 
-    With `out`, the padded map is written into its channels channel_offset.. (so that two maps
-    can be padded side by side into one wider map) and `out` is returned.
     On CUDA one Triton kernel writes the padded map in a single pass (torch's own reflect
     pad turns channels-last maps into NCHW, and an index_select gather ran at a fifth of
     the memory bandwidth); elsewhere slice copies do the same.
     """
-    batch, height, width, channels = x.shape
-    if out is None:
-        out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     if x.is_cuda and reflect_pad_kernel is not None:
-        _reflect_pad_triton(x.contiguous(), pad, relu, out, channel_offset)
-        return out
+        return _reflect_pad_triton(x, pad, relu)
     if relu:
         x = x.relu()
-    target = out[..., channel_offset:channel_offset + channels]
-    target[:, pad:pad + height, pad:pad + width] = x
+    batch, height, width, channels = x.shape
+    out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
+    out[:, pad:pad + height, pad:pad + width] = x
     for i in range(pad):
-        target[:, pad - 1 - i, pad:pad + width] = x[:, i + 1]
-        target[:, pad + height + i, pad:pad + width] = x[:, height - 2 - i]
+        out[:, pad - 1 - i, pad:pad + width] = x[:, i + 1]
+        out[:, pad + height + i, pad:pad + width] = x[:, height - 2 - i]
     for i in range(pad):  # columns of the row-padded map, so the corners are reflected twice
-        target[:, :, pad - 1 - i] = target[:, :, pad + 1 + i]
-        target[:, :, pad + width + i] = target[:, :, pad + width - 2 - i]
+        out[:, :, pad - 1 - i] = out[:, :, pad + 1 + i]
+        out[:, :, pad + width + i] = out[:, :, pad + width - 2 - i]
     return out
 
 
-def _reflect_pad_triton(x: Tensor, pad: int, relu: bool, out: Tensor, channel_offset: int) -> None:
+def _reflect_pad_triton(x: Tensor, pad: int, relu: bool) -> Tensor:
     batch, height, width, channels = x.shape
+    x = x.contiguous()
+    out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     block_w, block_c = 16, min(128, triton.next_power_of_2(channels))
     grid = (batch * (height + 2 * pad), triton.cdiv(width + 2 * pad, block_w), triton.cdiv(channels, block_c))
-    reflect_pad_kernel[grid](x, out, height, width, channels, out.shape[3], channel_offset, pad, RELU=relu,
-                             BLOCK_W=block_w, BLOCK_C=block_c)
+    reflect_pad_kernel[grid](x, out, height, width, channels, pad, RELU=relu, BLOCK_W=block_w, BLOCK_C=block_c)
+    return out
 
 
 try:  # Triton ships with CUDA builds of torch; the CPU build (CI) has none and needs none
@@ -78,8 +74,8 @@ except ImportError:
     reflect_pad_kernel = None
 else:
     @triton.jit
-    def reflect_pad_kernel(src, dst, height, width, channels, dst_channels, channel_offset, pad,
-                           RELU: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def reflect_pad_kernel(src, dst, height, width, channels, pad, RELU: tl.constexpr, BLOCK_W: tl.constexpr,
+                           BLOCK_C: tl.constexpr):
         """One output row segment: BLOCK_W pixels × BLOCK_C channels, read from its reflection."""
         row = tl.program_id(0)  # batch * padded height + padded row
         padded_h, padded_w = height + 2 * pad, width + 2 * pad
@@ -92,8 +88,7 @@ else:
         c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         keep = (out_w[:, None] < padded_w) & (c[None, :] < channels)
         source = ((b * height + h) * width + w[:, None]).to(tl.int64) * channels + c[None, :]
-        target = ((b * padded_h + out_h) * padded_w + out_w[:, None]).to(tl.int64) * dst_channels \
-            + channel_offset + c[None, :]
+        target = ((b * padded_h + out_h) * padded_w + out_w[:, None]).to(tl.int64) * channels + c[None, :]
         value = tl.load(src + source, mask=keep)
         if RELU:
             value = tl.maximum(value, 0.0)
@@ -158,13 +153,6 @@ class _Conv:
             out = F.conv2d(_nchw(padded), self.weight, b, self.stride, 0 if self.reflect else self.padding)
         return _nhwc(out).contiguous()
 
-    def relu(self, padded: Tensor) -> Tensor:
-        """relu(conv(padded) + bias), fused by cuDNN on CUDA."""
-        if padded.is_cuda and not self.transposed:
-            out = torch.cudnn_convolution_relu(_nchw(padded), self.weight, self.bias, self.stride, (0, 0), (1, 1), 1)
-            return _nhwc(out).contiguous()
-        return self(padded).relu_()
-
     def add_relu(self, padded: Tensor, addend: Tensor) -> Tensor:
         """relu(conv(padded) + bias + addend), fused by cuDNN on CUDA."""
         if padded.is_cuda and not self.transposed:
@@ -179,30 +167,13 @@ class _Conv:
             self.bias = self.bias.to(device, dtype) if self.bias is not None else None
 
 
-def _side_by_side(first: nn.Conv2d, second: nn.Conv2d) -> nn.Conv2d:
-    """One convolution computing first(a) + second(b) from a and b concatenated on channels."""
-    conv = nn.Conv2d(first.in_channels + second.in_channels, first.out_channels, first.kernel_size, first.stride,
-                     first.padding, bias=first.bias is not None or second.bias is not None,
-                     padding_mode=first.padding_mode)
-    conv.weight = nn.Parameter(torch.cat((first.weight.detach(), second.weight.detach()), dim=1),
-                               requires_grad=False)
-    if conv.bias is not None:
-        biases = [c.bias.detach() for c in (first, second) if c.bias is not None]
-        conv.bias = nn.Parameter(sum(biases[1:], biases[0]), requires_grad=False)
-    return conv.to(first.weight.device)
-
-
 class _FFCLayer:
     """One FFC + (folded) BatchNorm + ReLU on NHWC (local, global) maps."""
 
-    def __init__(self, layer: FFC_BN_ACT, fuse_local: bool = True):
+    def __init__(self, layer: FFC_BN_ACT):
         ffc = layer.ffc
         self.l2l, self.g2l, self.l2g = _Conv(ffc.convl2l), _Conv(ffc.convg2l), _Conv(ffc.convl2g)
         self.relu = isinstance(layer.act, nn.ReLU)
-        # local_out = l2l(local) + g2l(global) is one convolution over both maps side by side
-        # (one kernel with a deeper reduction, no intermediate map to write, read and add).
-        self.local = _Conv(_side_by_side(ffc.convl2l, ffc.convg2l)) \
-            if fuse_local and self.l2l.present and self.g2l.present else None
         spectral = ffc.convg2g
         self.spectral = spectral is not None
         if self.spectral:
@@ -218,9 +189,8 @@ class _FFCLayer:
             self.b2 = spectral.conv2.bias.detach() if spectral.conv2.bias is not None else None
 
     def to(self, device: torch.device, dtype: torch.dtype) -> None:
-        for conv in (self.l2l, self.g2l, self.l2g, self.local):
-            if conv is not None:
-                conv.to(device, dtype)
+        for conv in (self.l2l, self.g2l, self.l2g):
+            conv.to(device, dtype)
         if self.spectral:
             for name in ("w1", "b1", "wfu", "bfu", "wfu_blocked", "bfu_blocked", "w2", "b2"):
                 value = getattr(self, name)
@@ -235,17 +205,10 @@ class _FFCLayer:
         def pad(x: Tensor) -> Tensor:
             return reflect_pad(x, geometry.pad) if geometry.reflect else x
 
-        p_l = pad(x_l) if self.l2g.present or (self.l2l.present and self.local is None) else None
+        p_l = pad(x_l) if self.l2l.present or self.l2g.present else None
+        p_g = pad(x_g) if self.g2l.present else None
         out_l = out_g = None
-        if self.local is not None:
-            batch, height, width, local_channels = x_l.shape
-            both = x_l.new_empty((batch, height + 2 * geometry.pad, width + 2 * geometry.pad,
-                                  local_channels + x_g.shape[3]))
-            reflect_pad(x_l, geometry.pad, out=both)
-            reflect_pad(x_g, geometry.pad, out=both, channel_offset=local_channels)
-            out_l = self.local.relu(both) if self.relu else self.local(both)
-        elif self.l2l.present:
-            p_g = pad(x_g) if self.g2l.present else None
+        if self.l2l.present:
             if self.g2l.present:
                 out_l = self.l2l.add_relu(p_l, self.g2l(p_g, bias=False)) if self.relu else \
                     self.l2l(p_l).add_(self.g2l(p_g, bias=False))
@@ -367,7 +330,7 @@ class FastGenerator(nn.Module):
     shared, not copied). The output is a channels-last (B, 3, H, W) tensor.
     """
 
-    def __init__(self, folded: FFCResNetGenerator, fuse_local: bool = True):
+    def __init__(self, folded: FFCResNetGenerator):
         super().__init__()
         self.config = folded.config
         layers = list(folded.model)
@@ -380,8 +343,7 @@ class FastGenerator(nn.Module):
         self.stem_in_pad = in_pad
         n_down = folded.config.n_downsampling
         self.downs = [_FFCLayer(layer) for layer in layers[2:2 + n_down]]
-        self.blocks = [(_FFCLayer(b.conv1, fuse_local), _FFCLayer(b.conv2, fuse_local))
-                       for b in layers if isinstance(b, FFCResnetBlock)]
+        self.blocks = [(_FFCLayer(b.conv1), _FFCLayer(b.conv2)) for b in layers if isinstance(b, FFCResnetBlock)]
         self.ups = [_Conv(layer) for layer in layers if isinstance(layer, nn.ConvTranspose2d)]
         head = next(layer for layer in reversed(layers) if isinstance(layer, nn.Conv2d))
         self.out_channels = head.out_channels

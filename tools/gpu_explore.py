@@ -104,11 +104,10 @@ def main() -> None:
     reference = engine.reference()
     folded = engine.generator
     fast = FastGenerator(folded)
-    separate = FastGenerator(folded, fuse_local=False)
     variants = {
+        "nchw_eager": folded,
         "fast_eager": fast,
         "fast_graph": fastpath.GraphRunner(fast, max_graphs=8, max_pixels=10**9),
-        "separate_graph": fastpath.GraphRunner(separate, max_graphs=8, max_pixels=10**9),
     }
     results = []
     for width, height in SIZES:
