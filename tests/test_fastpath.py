@@ -26,15 +26,19 @@ def test_folding_batchnorm_keeps_the_official_fixture_output(tiny_dir):
         assert torch.allclose(folded(net_input), generator(net_input), atol=1e-5)
 
 
-def test_folding_handles_random_statistics_in_every_layer_kind():
-    torch.manual_seed(3)
-    generator = FFCResNetGenerator(GeneratorConfig(ngf=8, n_blocks=2)).eval()
+def _random_statistics(generator: FFCResNetGenerator) -> FFCResNetGenerator:
     for module in generator.modules():
         if isinstance(module, nn.BatchNorm2d):  # far from identity, so a missed fold shows
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.5, 0.5)
+    return generator
+
+
+def test_folding_handles_random_statistics_in_every_layer_kind():
+    torch.manual_seed(3)
+    generator = _random_statistics(FFCResNetGenerator(GeneratorConfig(ngf=8, n_blocks=2)).eval())
     x = torch.rand(2, 4, 48, 64)
     with torch.inference_mode():
         assert torch.allclose(fold_batchnorm(generator)(x), generator(x), atol=1e-5)
@@ -45,16 +49,6 @@ def test_the_cpu_engine_is_the_plain_reference_path(tiny_dir):
     assert engine.fast is False
     assert any(isinstance(m, nn.BatchNorm2d) for m in engine.generator.modules())
     assert np.isfinite(engine.reference().predict(np.zeros((16, 16, 3), np.uint8), np.ones((16, 16), bool))).all()
-
-
-def _random_statistics(generator: FFCResNetGenerator) -> FFCResNetGenerator:
-    for module in generator.modules():
-        if isinstance(module, nn.BatchNorm2d):  # far from identity, so a missed fold shows
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return generator
 
 
 def test_reflect_pad_in_nhwc_is_torchs_reflect_pad():
