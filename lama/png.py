@@ -107,11 +107,13 @@ _segments = LazyPool("png")
 
 def _run_all(function, items: list) -> list:
     """[function(item) for item in items], the last one in this thread, the others in the
-    pool: a small image (one item) never meets a thread, and a caller whose pool is busy
-    with other requests still gets on with its own work."""
+    pool: a small image (one item) never meets a thread. Items the pool has not started by
+    the time this thread gets to them (its threads are busy with another request's image)
+    are taken back and done here, so a small image never waits behind a large one."""
     pending = [_segments.get().submit(function, item) for item in items[:-1]]
     last = function(items[-1])
-    return [future.result() for future in pending] + [last]
+    return [function(item) if future.cancel() else future.result()
+            for future, item in zip(pending, items)] + [last]
 
 
 # --------------------------------------------------------------------------- encoding

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 
 import cv2
@@ -114,6 +115,25 @@ def test_small_images_are_one_segment_in_the_calling_thread(no_threads, shape, c
     data = png.encode(image)
     assert [kind for kind, _ in chunks(data)] == [b"IHDR", png.SEGMENT_CHUNK, b"IDAT", b"IEND"]
     assert_reads_back(image, data)
+
+
+def test_a_busy_pool_does_not_hold_up_another_image(small_segments):
+    """With every pool thread taken by other work (another request's image), a caller does
+    its own segments: a small image must not wait for a large one's."""
+    release = threading.Event()
+    pool = png._segments.get()
+    blockers = [pool.submit(release.wait, 30) for _ in range(png.cores())]
+    image = noise(40, 30, 3)
+    done: list[bytes] = []
+    caller = threading.Thread(target=lambda: done.append(png.encode(image)))
+    caller.start()
+    caller.join(10)
+    release.set()
+    for blocker in blockers:
+        blocker.result()
+    assert done, "the encode waited for the pool's other work"
+    assert_reads_back(image, done[0])
+    assert png.decode(done[0]) is not None
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4], ids=["gray", "rgb", "rgba"])

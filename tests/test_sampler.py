@@ -3,6 +3,7 @@ module with NVML's own units, sampling fast (50 ms or less) so that the tests ta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -184,9 +185,13 @@ def test_without_nvml_the_host_fields_are_real_and_gpu_is_null(make_sampler):
 def test_process_cpu_shows_a_busy_thread(make_sampler):
     sampler = make_sampler(interval_s=0.05)
     first_sample(sampler)
+    # Busy in C with the GIL released (hashlib does so for large buffers): a pure-Python loop
+    # would hold the GIL and starve the sampler's thread, whose /proc reads each wait for it,
+    # so that on a 2-core box no sample landed in the window at times.
+    block = bytes(1 << 20)
     busy_until = time.monotonic() + 0.4
     while time.monotonic() < busy_until:
-        pass
+        hashlib.sha256(block).digest()
     recent = sampler.samples(since=time.time() - 0.3)
     assert max(sample["process_cpu_percent"] for sample in recent) > 30
     assert max(sample["cpu_peak_core_percent"] for sample in recent) > 30
