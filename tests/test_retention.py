@@ -136,6 +136,17 @@ def test_saving_while_sweeping_never_loses_a_save(tmp_path):
            f"{len(failures)} ({sweeps[0]} sweeps)", "0")
 
 
+def _bytes_of_pngs(folder: Path) -> int:
+    """Sizes of the PNGs below `folder`; one the sweep deletes between listing and stat counts 0."""
+    total = 0
+    for path in folder.rglob("*.png"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def test_the_retention_thread_runs_early_when_saves_exceed_the_budget(tmp_path):
     store = OutputStore(tmp_path, keep_bytes=5000)
     retention = Retention(store, interval_s=3600, min_gap_s=0.01)
@@ -144,8 +155,7 @@ def test_the_retention_thread_runs_early_when_saves_exceed_the_budget(tmp_path):
         time.sleep(0.05)  # the first sweep, at start
         saved = [store.save(b"y" * 1000, "png") for _ in range(8)]
         started = time.monotonic()
-        wait_until(lambda: sum(p.stat().st_size for p in tmp_path.rglob("*.png")) <= 5000, timeout=5,
-                   what="the budget restored")
+        wait_until(lambda: _bytes_of_pngs(tmp_path) <= 5000, timeout=5, what="the budget restored")
         waited = time.monotonic() - started
     finally:
         retention.stop()

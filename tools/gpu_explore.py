@@ -128,20 +128,11 @@ def main() -> None:
     report["variants"] = results
 
     with torch.inference_mode():
-        image, mask = synthetic_case(2560, 1920)
-        net_input = engine.model_input(image, mask > 0)[2]
-        for name in ("fast_eager",):
-            table = profile_table(lambda: variants[name](net_input))
-            with open(os.path.join(args.out, f"profile_{name}_2560.txt"), "w") as f:
-                f.write(table)
-        image, mask = synthetic_case(640, 480)
-        small = engine.model_input(image, mask > 0)[2]
-        with open(os.path.join(args.out, "profile_fast_eager_640.txt"), "w") as f:
-            f.write(profile_table(lambda: fast(small)))
-        image, mask = synthetic_case(1280, 960)
-        medium = engine.model_input(image, mask > 0)[2]
-        with open(os.path.join(args.out, "profile_fast_eager_1280.txt"), "w") as f:
-            f.write(profile_table(lambda: fast(medium)))
+        for width, height in SIZES:
+            image, mask = synthetic_case(width, height)
+            net_input = engine.model_input(image, mask > 0)[2]
+            with open(os.path.join(args.out, f"profile_fast_eager_{width}.txt"), "w") as f:
+                f.write(profile_table(lambda: fast(net_input)))
 
     report["codecs_2560x1920"] = codec_times(2560, 1920)
     image, mask = synthetic_case(2560, 1920)
