@@ -335,8 +335,7 @@ class FastGenerator(nn.Module):
         self.config = folded.config
         layers = list(folded.model)
         self.stem_pad = layers[0][0].padding[0]
-        self.in_channels = folded.config.input_nc
-        in_pad = -self.in_channels % CHANNEL_MULTIPLE
+        in_pad = -folded.config.input_nc % CHANNEL_MULTIPLE
         stem = layers[1]
         self.stem = _FFCLayer(stem)
         self.stem.l2l = _Conv(stem.ffc.convl2l, in_pad=in_pad)
@@ -357,7 +356,6 @@ class FastGenerator(nn.Module):
             part.to(weight.device, weight.dtype)
         for conv in (*self.ups, self.head):
             conv.to(weight.device, weight.dtype)
-        self.stem.l2l.to(weight.device, weight.dtype)
         self.device, self.dtype = weight.device, weight.dtype
         self._constants: OrderedDict[tuple[int, int], BottleneckConstants] = OrderedDict()
 
