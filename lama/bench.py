@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from lama import imageio
+from lama import imageio, png
 from lama.synthetic import synthetic_case
 from lama.engine import InpaintEngine
 
@@ -151,6 +151,50 @@ def foreign_png(pixels: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", pixels)
     assert ok
     return data.tobytes()
+
+
+def codec_timings(sizes: list[tuple[int, int]], runs: int) -> list[dict[str, float]]:
+    """The CPU codecs alone (ms, median of `runs` after one warm run) and PNG sizes, per size.
+
+    The inputs are the end-to-end benchmark's: synthetic_case's image and mask, as our own
+    PNGs (which the service decodes on all cores) and as OpenCV writes them (an upload from
+    elsewhere, decoded on one core); cv2.imencode alone is the encoder the service had before.
+    """
+    def median(run: Callable[[], object]) -> float:
+        run()  # first-call allocations and lazy imports are not what a request pays
+        return _median_ms(run, runs, lambda: None)
+
+    rows = []
+    for width, height in sizes:
+        image, mask = synthetic_case(width, height)
+        ours, ours_mask, foreign = imageio.encode_image(image), imageio.encode_image(mask), foreign_png(image)
+        rows.append({
+            "size": f"{width}x{height}",
+            "decode_image_ms": median(lambda: imageio.decode_image(ours)),
+            "decode_foreign_png_ms": median(lambda: imageio.decode_image(foreign)),
+            "decode_mask_ms": median(lambda: imageio.decode_mask(ours_mask)),
+            "decode_both_ms": median(lambda: imageio.decode_image_and_mask(ours, ours_mask)),
+            "encode_png_ms": median(lambda: imageio.encode_image(image)),
+            "opencv_encode_ms": median(lambda: foreign_png(image)),
+            "png_bytes": len(ours),
+            "opencv_png_bytes": len(foreign),
+            "mask_png_bytes": len(ours_mask),
+        })
+    return rows
+
+
+def format_codec_lines(rows: list[dict[str, float]], runs: int) -> str:
+    lines = [f"cores: {png.cores()} usable of {os.cpu_count()} (PNG threads {png.cores()}, "
+             f"OpenCV threads {cv2.getNumThreads()}); median of {runs}"]
+    for row in rows:
+        lines.append(f"{row['size']}: decode image {row['decode_image_ms']:.1f} ms "
+                     f"(an OpenCV-written PNG {row['decode_foreign_png_ms']:.1f} ms), "
+                     f"decode mask {row['decode_mask_ms']:.1f} ms, "
+                     f"image and mask together {row['decode_both_ms']:.1f} ms, "
+                     f"encode PNG {row['encode_png_ms']:.1f} ms (cv2.imencode {row['opencv_encode_ms']:.1f} ms); "
+                     f"PNG {row['png_bytes']:,} bytes (OpenCV's {row['opencv_png_bytes']:,}), "
+                     f"mask PNG {row['mask_png_bytes']:,} bytes")
+    return "\n".join(lines)
 
 
 def _compare(result: SizeResult, engine: InpaintEngine, reference: InpaintEngine, image: np.ndarray,

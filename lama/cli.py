@@ -120,6 +120,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     sizes = bench.parse_sizes(args.sizes)
+    if args.codecs_only:
+        print(bench.format_codec_lines(bench.codec_timings(sizes, args.runs), args.runs))
+        return 0
     if args.model == "random":
         engine = InpaintEngine.with_random_weights(device=args.device, precision=args.precision)
     else:
@@ -186,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--compare-reference", action="store_true",
                    help="also run the plain fp32 eager path of the same weights: speed-up, memory, accuracy")
+    p.add_argument("--codecs-only", action="store_true",
+                   help="only the CPU image codecs: decode and encode times and PNG sizes, no model")
     p.set_defaults(run=cmd_bench)
     return parser
 

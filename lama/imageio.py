@@ -14,13 +14,9 @@ can be shown to them as is; no raw OpenCV or Pillow exception escapes this modul
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
-import statistics
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -501,73 +497,3 @@ def _encode_params(fmt: str, quality: int) -> list[int]:
     if fmt == "webp":
         return [cv2.IMWRITE_WEBP_QUALITY, quality]
     return []
-
-
-# --------------------------------------------------------------------------- measuring
-
-
-def _median_ms(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm: first-call allocations and lazy imports are not what a request pays
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
-
-
-def measure(sizes: Sequence[tuple[int, int]], repeat: int = 7) -> list[dict[str, float]]:
-    """Codec timings (ms, median of ``repeat``) and PNG sizes for photo-like test images.
-
-    The inputs are what the benchmark feeds the service: lama.synthetic's image and mask,
-    encoded by :func:`encode_image`. An OpenCV-written PNG stands for an upload from
-    elsewhere (decoded by OpenCV on one core); cv2.imencode alone is the old encoder.
-    """
-    from lama.synthetic import synthetic_case
-
-    rows = []
-    for width, height in sizes:
-        image, mask = synthetic_case(width, height)
-        png, mask_png = encode_image(image), encode_image(mask)
-        opencv_png = cv2.imencode(".png", image[:, :, ::-1])[1].tobytes()
-        rows.append({
-            "size": f"{width}x{height}",
-            "decode_image_ms": _median_ms(lambda: decode_image(png), repeat),
-            "decode_opencv_png_ms": _median_ms(lambda: decode_image(opencv_png), repeat),
-            "decode_mask_ms": _median_ms(lambda: decode_mask(mask_png), repeat),
-            "decode_both_ms": _median_ms(lambda: decode_image_and_mask(png, mask_png), repeat),
-            "encode_png_ms": _median_ms(lambda: encode_image(image), repeat),
-            "opencv_encode_ms": _median_ms(lambda: cv2.imencode(".png", image[:, :, ::-1]), repeat),
-            "png_bytes": len(png),
-            "opencv_png_bytes": len(opencv_png),
-            "mask_png_bytes": len(mask_png),
-        })
-    return rows
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height)
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lama.imageio", description="Measure the image codecs.")
-    parser.add_argument("--measure", metavar="WxH,...", required=True, help="sizes, e.g. 2560x1920,640x480")
-    parser.add_argument("--repeat", type=int, default=7, help="timed runs per figure (the median is printed)")
-    args = parser.parse_args(argv)
-    sizes = [_parse_size(size) for size in args.measure.split(",") if size]
-    print(f"cores: {png.cores()} usable of {os.cpu_count()} (PNG threads {png.cores()}, "
-          f"OpenCV threads {cv2.getNumThreads()}); median of {args.repeat}")
-    for row in measure(sizes, args.repeat):
-        print(f"{row['size']}: decode image {row['decode_image_ms']:.1f} ms "
-              f"(an OpenCV-written PNG {row['decode_opencv_png_ms']:.1f} ms), "
-              f"decode mask {row['decode_mask_ms']:.1f} ms, "
-              f"image and mask together {row['decode_both_ms']:.1f} ms, "
-              f"encode PNG {row['encode_png_ms']:.1f} ms (cv2.imencode alone {row['opencv_encode_ms']:.1f} ms); "
-              f"PNG {row['png_bytes']:,} bytes (OpenCV's {row['opencv_png_bytes']:,}), "
-              f"mask PNG {row['mask_png_bytes']:,} bytes")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

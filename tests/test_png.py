@@ -4,7 +4,7 @@ Correctness only: every file must read back bit-exactly through OpenCV (libpng) 
 Pillow, whatever the layout and size, through the threaded path and the one-segment path;
 lama.png.decode must give None (OpenCV's turn) for anything it did not write or that was
 damaged, and never disagree with OpenCV. Speed is measured, not tested:
-`python -m lama.imageio --measure 2560x1920,640x480`.
+`python -m lama bench --codecs-only --sizes 2560x1920,640x480`.
 """
 
 from __future__ import annotations
@@ -385,8 +385,10 @@ def test_large_foreign_png_keeps_rgb_order():
     np.testing.assert_array_equal(imageio.decode_image(buffer.getvalue()), image)
 
 
-def test_the_measure_command_prints_each_size(capsys):
-    assert imageio._main(["--measure", "24x16,8x8", "--repeat", "1"]) == 0
+def test_the_codec_measurement_prints_each_size(capsys):
+    from lama import cli
+
+    assert cli.main(["bench", "--codecs-only", "--sizes", "24x16,8x8", "--runs", "1"]) == 0
     out = capsys.readouterr().out
     assert "cores:" in out and out.count("decode image") == 2 and "24x16:" in out
 
