@@ -99,16 +99,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+GPU_WORKERS_EXPECTED = "'auto' or a whole number of at least 1"
+
+
+def _is_gpu_workers(value: object) -> bool:
+    """The rule for gpu_workers, from the command line or a config file alike."""
+    return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
 def _workers(text: str) -> int | str:
-    if text == "auto":
-        return text
     try:
-        count = int(text)
+        value: object = text if text == "auto" else int(text)
     except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number of at least 1, got {text!r}")
-    return count
+        value = text
+    if not _is_gpu_workers(value):
+        raise argparse.ArgumentTypeError(f"expected {GPU_WORKERS_EXPECTED}, got {text!r}")
+    return value
 
 
 def resolve_gpu_workers(setting: int | str, on_cuda: bool) -> int:
@@ -152,10 +158,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
     settings = Settings(**values)
     if settings.auth is not None and ":" not in settings.auth:
         raise SystemExit("error: --auth must be USER:PASS")
-    if settings.gpu_workers != "auto" and (isinstance(settings.gpu_workers, bool)
-                                           or not isinstance(settings.gpu_workers, int) or settings.gpu_workers < 1):
-        raise SystemExit(f"error: gpu_workers must be 'auto' or a whole number of at least 1, "
-                         f"got {settings.gpu_workers!r}")
+    if not _is_gpu_workers(settings.gpu_workers):
+        raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
     return settings
 
 

@@ -2,8 +2,9 @@
 
 Per size it reports the model-only median (padded tensor in, prediction out, device
 synchronized), the end-to-end median (PNG bytes in -> PNG bytes out: decode, engine,
-encode, as the service does it; the input PNGs written by OpenCV, as uploads are) and the peak GPU memory of the model run. With fp16 on
-CUDA it also reports the relative error against an fp32 copy of the same weights.
+encode, as the service does it; the input PNGs written by OpenCV, as uploads are) and the
+peak GPU memory of the model run. With fp16 on CUDA it also reports the relative error
+against an fp32 copy of the same weights.
 Numbers are printed, never asserted: timings belong to the machine they ran on.
 """
 

@@ -8,9 +8,10 @@ lama.fastnet's NHWC forward inside the graphs):
 - GraphRunner: CUDA graphs. At small sizes big-lama is bound by launching its ~500 kernels,
   not by arithmetic; a captured graph replays them all with one launch. Graphs are
   specialised on the input shape: they are kept in an LRU of `max_graphs` and share one
-  memory pool and a lock (the service's GPU workers take turns replaying). Shapes are the official padding's, not coarser buckets: LaMa sees the
-  whole image, and a wider mirrored border changed the tiny fixture's repair far beyond
-  rounding (tests/test_cuda.py keeps the fast path on the fixture).
+  memory pool and a lock (the service's GPU workers take turns replaying). Shapes are the
+  official padding's, not coarser buckets: LaMa sees the whole image, and a wider mirrored
+  border changed the tiny fixture's repair far beyond rounding (tests/test_cuda.py keeps the
+  fast path on the fixture).
 """
 
 from __future__ import annotations
@@ -142,4 +143,3 @@ class GraphRunner:
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             static_out = self.module(static_in)
         return graph, static_in, static_out, self.keepalive(x.shape) if self.keepalive else None
-

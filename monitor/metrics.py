@@ -60,9 +60,15 @@ class SampleCollector:
                     family.add_metric([str(gpu["index"])], gpu[key])
             if family.samples:
                 yield family
-        for name, documentation, key in PROCESS_GAUGES:
-            if sample.get(key) is not None:
-                yield GaugeMetricFamily(name, documentation, value=sample[key])
+        yield from scalar_gauges(PROCESS_GAUGES, sample)
+
+
+def scalar_gauges(gauges: tuple[tuple[str, str, str], ...], values: Mapping[str, Any]) -> Iterator[Metric]:
+    """One unlabelled gauge per (name, help, key) whose value is known; the others are left out."""
+    for name, documentation, key in gauges:
+        if values.get(key) is not None:
+            yield GaugeMetricFamily(name, documentation, value=values[key])
+
 
 # (metric name, help, key) of the GPU memory admission, read from the queue's view of it.
 BUDGET_GAUGES = (
@@ -83,11 +89,8 @@ class BudgetCollector:
 
     def collect(self) -> Iterator[Metric]:
         admission = self.admission()
-        if admission is None:
-            return
-        for name, documentation, key in BUDGET_GAUGES:
-            if admission.get(key) is not None:
-                yield GaugeMetricFamily(name, documentation, value=admission[key])
+        if admission is not None:
+            yield from scalar_gauges(BUDGET_GAUGES, admission)
 
 
 class ServiceMetrics:
