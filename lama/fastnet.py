@@ -5,7 +5,7 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
 - cuDNN's fp16 tensor-core convolutions work on NHWC. The module version keeps NCHW
   tensors, so every convolution transposes in and out, and reflect padding on CUDA turns
   a channels-last tensor back into NCHW. Here every feature map is an NHWC tensor
-  (B, H, W, C) and reflect padding is one Triton kernel in NHWC (`reflect_pad`).
+  (B, H, W, C) and reflect padding is one Triton kernel in NHWC (`lama.kernels`).
 - 1x1 convolutions are matrix products over the channel axis; where a branch adds two
   paths, cuDNN's fused convolution + add + bias + ReLU does the sum.
 - The Fourier unit's transforms are dense DFT matrix products in fp16 with fp32
@@ -13,8 +13,9 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
   fp32 cuFFT needed NCHW fp32 copies and transposes around every transform, which cost
   more than the transforms (profiled on an H200: 61 ms with cuFFT, 46 ms with the
   products, at 2560×1920).
-- The 4-channel input and the 3-channel output get zero channels up to 8, so that their
-  7x7 convolutions run on tensor cores too (the extra channels carry exact zeros).
+- The full-resolution 7x7 stem (4 channels in) and head (3 channels out) are Triton
+  kernels (`lama.kernels.ReflectConv`) that pad, apply the ReLU before the head and the
+  activations after, in the same pass.
 """
 
 from __future__ import annotations
@@ -26,73 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lama.kernels import ReflectConv, reflect_pad
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
-CHANNEL_MULTIPLE = 8  # fp16 tensor-core convolutions want channel counts in multiples of 8
+CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
 MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices stay on the GPU
-
-
-def reflect_pad(x: Tensor, pad: int, relu: bool = False) -> Tensor:
-    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW),
-    and with `relu` take relu of it on the way.
-
-    On CUDA one Triton kernel writes the padded map in a single pass (torch's own reflect
-    pad turns channels-last maps into NCHW, and an index_select gather ran at a fifth of
-    the memory bandwidth); elsewhere slice copies do the same.
-    """
-    if x.is_cuda and reflect_pad_kernel is not None:
-        return _reflect_pad_triton(x, pad, relu)
-    if relu:
-        x = x.relu()
-    batch, height, width, channels = x.shape
-    out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
-    out[:, pad:pad + height, pad:pad + width] = x
-    for i in range(pad):
-        out[:, pad - 1 - i, pad:pad + width] = x[:, i + 1]
-        out[:, pad + height + i, pad:pad + width] = x[:, height - 2 - i]
-    for i in range(pad):  # columns of the row-padded map, so the corners are reflected twice
-        out[:, :, pad - 1 - i] = out[:, :, pad + 1 + i]
-        out[:, :, pad + width + i] = out[:, :, pad + width - 2 - i]
-    return out
-
-
-def _reflect_pad_triton(x: Tensor, pad: int, relu: bool) -> Tensor:
-    batch, height, width, channels = x.shape
-    x = x.contiguous()
-    out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
-    block_w, block_c = 16, min(128, triton.next_power_of_2(channels))
-    grid = (batch * (height + 2 * pad), triton.cdiv(width + 2 * pad, block_w), triton.cdiv(channels, block_c))
-    reflect_pad_kernel[grid](x, out, height, width, channels, pad, RELU=relu, BLOCK_W=block_w, BLOCK_C=block_c)
-    return out
-
-
-try:  # Triton ships with CUDA builds of torch; the CPU build (CI) has none and needs none
-    import triton
-    import triton.language as tl
-except ImportError:
-    triton = None
-    reflect_pad_kernel = None
-else:
-    @triton.jit
-    def reflect_pad_kernel(src, dst, height, width, channels, pad, RELU: tl.constexpr, BLOCK_W: tl.constexpr,
-                           BLOCK_C: tl.constexpr):
-        """One output row segment: BLOCK_W pixels × BLOCK_C channels, read from its reflection."""
-        row = tl.program_id(0)  # batch * padded height + padded row
-        padded_h, padded_w = height + 2 * pad, width + 2 * pad
-        b, out_h = row // padded_h, row % padded_h
-        h = tl.abs(out_h - pad)
-        h = tl.where(h >= height, 2 * (height - 1) - h, h)
-        out_w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-        w = tl.abs(out_w - pad)
-        w = tl.where(w >= width, 2 * (width - 1) - w, w)
-        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        keep = (out_w[:, None] < padded_w) & (c[None, :] < channels)
-        source = ((b * height + h) * width + w[:, None]).to(tl.int64) * channels + c[None, :]
-        target = ((b * padded_h + out_h) * padded_w + out_w[:, None]).to(tl.int64) * channels + c[None, :]
-        value = tl.load(src + source, mask=keep)
-        if RELU:
-            value = tl.maximum(value, 0.0)
-        tl.store(dst + target, value, mask=keep)
 
 
 class BottleneckConstants(NamedTuple):
@@ -115,29 +54,16 @@ def _nhwc(x: Tensor) -> Tensor:
 class _Conv:
     """A folded convolution's weights, channels-last, with its geometry."""
 
-    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d | None, in_pad: int = 0, out_pad: int = 0):
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d | None):
         self.present = conv is not None
         if conv is None:
             return
-        weight = conv.weight.detach()
-        bias = conv.bias.detach() if conv.bias is not None else None
-        transposed = isinstance(conv, nn.ConvTranspose2d)
-        if in_pad or out_pad:  # zero input/output channels, exact
-            out_dim, in_dim = (1, 0) if transposed else (0, 1)
-            shape = list(weight.shape)
-            shape[in_dim] += in_pad
-            shape[out_dim] += out_pad
-            padded = weight.new_zeros(shape)
-            padded.narrow(in_dim, 0, weight.shape[in_dim]).narrow(out_dim, 0, weight.shape[out_dim]).copy_(weight)
-            weight = padded
-            if bias is not None:
-                bias = torch.cat((bias, bias.new_zeros(out_pad)))
-        self.weight = weight.contiguous(memory_format=torch.channels_last)
-        self.bias = bias
+        self.weight = conv.weight.detach().contiguous(memory_format=torch.channels_last)
+        self.bias = conv.bias.detach() if conv.bias is not None else None
         self.stride = conv.stride
         self.padding = conv.padding
         self.reflect = getattr(conv, "padding_mode", "zeros") == "reflect" and conv.padding[0] > 0
-        self.transposed = transposed
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
         self.output_padding = getattr(conv, "output_padding", (0, 0))
 
     @property
@@ -334,27 +260,24 @@ class FastGenerator(nn.Module):
         super().__init__()
         self.config = folded.config
         layers = list(folded.model)
-        self.stem_pad = layers[0][0].padding[0]
-        in_pad = -folded.config.input_nc % CHANNEL_MULTIPLE
-        stem = layers[1]
-        self.stem = _FFCLayer(stem)
-        self.stem.l2l = _Conv(stem.ffc.convl2l, in_pad=in_pad)
-        self.stem_in_pad = in_pad
+        stem = layers[1].ffc
+        if stem.convl2g is not None or stem.convg2l is not None or stem.convg2g is not None:
+            raise ValueError("the fast path needs a local-only stem (init ratios 0), as big-lama's")
+        # The stem's reflect padding (layers[0]) is its 7x7 kernel's half, as ReflectConv pads.
+        self.stem = ReflectConv(stem.convl2l.weight, stem.convl2l.bias,
+                                "relu" if isinstance(layers[1].act, nn.ReLU) else "none")
         n_down = folded.config.n_downsampling
         self.downs = [_FFCLayer(layer) for layer in layers[2:2 + n_down]]
         self.blocks = [(_FFCLayer(b.conv1), _FFCLayer(b.conv2)) for b in layers if isinstance(b, FFCResnetBlock)]
         self.ups = [_Conv(layer) for layer in layers if isinstance(layer, nn.ConvTranspose2d)]
         head = next(layer for layer in reversed(layers) if isinstance(layer, nn.Conv2d))
-        self.out_channels = head.out_channels
-        self.head = _Conv(head, out_pad=-self.out_channels % CHANNEL_MULTIPLE)
-        self.head_pad = next(layer for layer in reversed(layers) if isinstance(layer, nn.ReflectionPad2d)).padding[0]
         last = layers[-1]
-        self.out_act = torch.sigmoid if isinstance(last, nn.Sigmoid) else torch.tanh if isinstance(last, nn.Tanh) \
-            else None
+        head_act = "sigmoid" if isinstance(last, nn.Sigmoid) else "tanh" if isinstance(last, nn.Tanh) else "none"
+        self.head = ReflectConv(head.weight, head.bias, head_act)
         weight = folded.model[1].ffc.convl2l.weight
-        for part in (self.stem, *self.downs, *(layer for pair in self.blocks for layer in pair)):
+        for part in (*self.downs, *(layer for pair in self.blocks for layer in pair)):
             part.to(weight.device, weight.dtype)
-        for conv in (*self.ups, self.head):
+        for conv in self.ups:
             conv.to(weight.device, weight.dtype)
         self.device, self.dtype = weight.device, weight.dtype
         self._constants: OrderedDict[tuple[int, int], BottleneckConstants] = OrderedDict()
@@ -382,10 +305,8 @@ class FastGenerator(nn.Module):
         return self._constants[key]
 
     def forward(self, x: Tensor) -> Tensor:
-        x = _nhwc(x)
-        if self.stem_in_pad:
-            x = F.pad(x, (0, self.stem_in_pad))
-        x_l, x_g = self.stem(reflect_pad(x, self.stem_pad), None)
+        x = _nhwc(x)  # a view: the stem's kernel reads the NCHW input in place
+        x_l, x_g = self.stem(x), None
         for layer in self.downs:
             x_l, x_g = layer(x_l, x_g)
         constants = self.constants(x_l.shape[1], x_l.shape[2])
@@ -397,7 +318,5 @@ class FastGenerator(nn.Module):
             x = up(x)
             if index < len(self.ups) - 1:
                 x.relu_()
-        # The last ReLU is applied by the padding, saving a pass over the full-size map.
-        x = self.head(reflect_pad(x, self.head_pad, relu=True))[..., :self.out_channels]
-        x = self.out_act(x) if self.out_act is not None else x.contiguous()
-        return _nchw(x)
+        # The last ReLU is applied as the head reads its input, saving a pass over the full-size map.
+        return _nchw(self.head(x, relu_input=bool(self.ups)))

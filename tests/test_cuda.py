@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lama.bench import bench_size, strict_fp32
 from lama.synthetic import synthetic_case
@@ -83,14 +84,39 @@ def test_concurrent_repairs_on_the_graph_path_match_sequential_ones():
         assert np.array_equal(results[index], want)
 
 
-@pytest.mark.parametrize("channels", [8, 64, 96, 128, 384])
+@pytest.mark.parametrize("channels", [4, 8, 64, 96, 128, 384])
 def test_the_triton_reflect_pad_is_torchs_reflect_pad(channels):
-    from lama.fastnet import reflect_pad, reflect_pad_kernel
+    from lama import kernels
 
-    assert reflect_pad_kernel is not None, "Triton is part of the CUDA build: the kernel must be in use"
+    assert kernels.triton_runs(torch.zeros(1, device="cuda")), "Triton is part of the CUDA build: it must be used"
     for shape, pad in (((1, 2, 2), 1), ((2, 61, 37), 1), ((1, 483, 645), 3), ((1, 7, 9), 3)):
         batch, height, width = shape
         x = torch.randn(batch, height, width, channels, device="cuda", dtype=torch.float16)
         want = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
-        assert torch.equal(reflect_pad(x, pad), want), (shape, pad)
-        assert torch.equal(reflect_pad(x, pad, relu=True), want.relu()), (shape, pad)
+        assert torch.equal(kernels.reflect_pad(x, pad), want), (shape, pad)
+        assert torch.equal(kernels.reflect_pad(x, pad, relu=True), want.relu()), (shape, pad)
+        nchw = x.permute(0, 3, 1, 2).contiguous()  # a strided NHWC view reads as well
+        assert torch.equal(kernels.reflect_pad(nchw.permute(0, 2, 3, 1), pad), want), (shape, pad)
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels", "activation", "relu_input"),
+                         [(4, 64, "relu", False), (64, 3, "sigmoid", True), (16, 16, "tanh", False),
+                          (8, 5, "none", True)])
+def test_the_triton_reflect_conv_is_a_reflect_padded_convolution(in_channels, out_channels, activation, relu_input):
+    """The stem's and the head's kernel, in fp32 (exact products) and fp16, at odd sizes."""
+    from lama.kernels import ReflectConv
+
+    torch.manual_seed(7)
+    weight = torch.randn(out_channels, in_channels, 7, 7, device="cuda") / (7 * in_channels ** 0.5)
+    bias = torch.randn(out_channels, device="cuda")
+    for batch, height, width in ((1, 16, 16), (2, 37, 131), (1, 483, 645)):
+        x = torch.randn(batch, in_channels, height, width, device="cuda")
+        with strict_fp32():
+            source = x.relu() if relu_input else x
+            want = F.conv2d(F.pad(source, (3, 3, 3, 3), mode="reflect"), weight, bias)
+            want = want if activation == "none" else getattr(torch, activation)(want)
+        for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
+            conv = ReflectConv(weight.to(dtype), bias.to(dtype), activation)
+            got = conv(x.to(dtype).permute(0, 2, 3, 1), relu_input=relu_input).permute(0, 3, 1, 2).float()
+            error = float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want))
+            assert error < tolerance, (dtype, (batch, height, width), error)

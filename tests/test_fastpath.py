@@ -2,13 +2,16 @@
 
 import cv2
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
-from lama.fastnet import FastGenerator, reflect_pad
+from lama.fastnet import FastGenerator
 from lama.fastpath import fold_batchnorm
+from lama.kernels import ReflectConv, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
 
@@ -110,3 +113,26 @@ def test_per_size_constants_are_bounded_and_match_the_bottleneck():
     assert len(fast._constants) == fastnet.MAX_CONSTANT_SHAPES
     assert fast.constants_for_input((1, 4, 16, width)) is fast._constants[(2, width // 8)]
     assert fast.constants_for_input((1, 4, 17, 9)).forward_h.shape[0] == 2 * 3, "ceil(17 / 8) rows"
+
+
+def test_reflect_conv_is_a_reflect_padded_convolution_with_its_activations():
+    torch.manual_seed(6)
+    for in_channels, out_channels, kernel in ((4, 16, 7), (16, 3, 7), (8, 8, 3)):
+        weight, bias = torch.randn(out_channels, in_channels, kernel, kernel), torch.randn(out_channels)
+        x = torch.randn(2, in_channels, 11, 13)  # NCHW, read through its NHWC view as the stem does
+        for activation in ("none", "relu", "sigmoid", "tanh"):
+            conv = ReflectConv(weight, bias, activation)
+            for relu_input in (False, True):
+                source = x.relu() if relu_input else x
+                want = F.conv2d(F.pad(source, (kernel // 2,) * 4, mode="reflect"), weight, bias)
+                want = want if activation == "none" else getattr(torch, activation)(want)
+                got = conv(x.permute(0, 2, 3, 1), relu_input=relu_input)
+                assert got.shape == (2, 11, 13, out_channels) and got.is_contiguous()
+                assert torch.allclose(got.permute(0, 3, 1, 2), want, atol=1e-5), (in_channels, activation, relu_input)
+
+
+def test_reflect_conv_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="odd, square kernel"):
+        ReflectConv(torch.zeros(3, 4, 4, 4), None)
+    with pytest.raises(ValueError, match="unknown activation"):
+        ReflectConv(torch.zeros(3, 4, 3, 3), None, "gelu")
