@@ -176,7 +176,7 @@ if triton is not None:
                 a = tl.load(src + row_start + column.to(tl.int64) * stride_w + c[None, :] * stride_c, mask=keep,
                             other=0.0)
                 if RELU_INPUT:
-                    a = tl.maximum(a, 0.0)
+                    a = tl.maximum(a, 0.0).to(a.dtype)  # the scalar would promote fp16 to fp32
                 weights = tl.load(rows + (dy * ROW_PAD + k)[:, None] * OUT_PAD + n[None, :])
                 acc = tl.dot(a, weights, acc, input_precision=PRECISION)
         acc += tl.load(bias + n)[None, :]
