@@ -82,6 +82,8 @@ class ReflectConv:
         self.weight, self.activation = weight.detach(), activation
         self.bias = bias.detach() if bias is not None else weight.new_zeros(out_channels)
         self.pad = kernel_h // 2
+        # Pixels per program and warps: tools/gpu_explore.py --kernels times the choices.
+        self.block_m, self.num_warps = 128, 4
         self.out_channels, self.in_channels, self.kernel = out_channels, in_channels, kernel_h
         if weight.is_cuda and triton is not None:
             self._prepare_rows()
@@ -99,26 +101,26 @@ class ReflectConv:
 
     def __call__(self, x: Tensor, relu_input: bool = False) -> Tensor:
         """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is)."""
-        if triton_runs(x):
-            return self._triton(x, relu_input)
         padded = reflect_pad(x, self.pad, relu=relu_input)
+        if triton_runs(x):
+            return self._triton(padded)
         out = F.conv2d(padded.permute(0, 3, 1, 2), self.weight, self.bias)
         if self.activation != "none":
             out = getattr(torch, self.activation)(out)
         return out.permute(0, 2, 3, 1).contiguous()
 
-    def _triton(self, x: Tensor, relu_input: bool) -> Tensor:
-        batch, height, width, channels = x.shape
+    def _triton(self, padded: Tensor) -> Tensor:
+        batch, padded_h, padded_w, channels = padded.shape
         if channels != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {channels}")
-        out = x.new_empty((batch, height, width, self.out_channels))
-        block_m = 64
-        grid = (triton.cdiv(width, block_m), batch * height)
+        height, width = padded_h - 2 * self.pad, padded_w - 2 * self.pad
+        out = padded.new_empty((batch, height, width, self.out_channels))
+        grid = (triton.cdiv(width, self.block_m), batch * height)
         _reflect_conv_kernel[grid](
-            x, self.rows, self.padded_bias, out, height, width, *x.stride(), self.out_channels,
-            CIN=self.in_channels, KERNEL=self.kernel, ROW_PAD=self.row_pad, OUT_PAD=self.out_pad,
-            BLOCK_M=block_m, BLOCK_K=self.block_k, RELU_INPUT=relu_input, ACT=self.activation,
-            PRECISION="ieee" if x.dtype == torch.float32 else "tf32", num_warps=4)
+            padded, self.rows, self.padded_bias, out, height, width, self.out_channels,
+            CIN=self.in_channels, KERNEL=self.kernel, ROW_LENGTH=self.kernel * self.in_channels,
+            ROW_PAD=self.row_pad, OUT_PAD=self.out_pad, BLOCK_M=self.block_m, BLOCK_K=self.block_k, ACT=self.activation,
+            PRECISION="ieee" if padded.dtype == torch.float32 else "tf32", num_warps=self.num_warps)
         return out
 
 
@@ -150,35 +152,33 @@ if triton is not None:
         tl.store(dst + target, value, mask=keep)
 
     @triton.jit
-    def _reflect_conv_kernel(src, rows, bias, dst, height, width, stride_b, stride_h, stride_w, stride_c,
-                             out_channels, CIN: tl.constexpr, KERNEL: tl.constexpr, ROW_PAD: tl.constexpr,
-                             OUT_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                             RELU_INPUT: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr):
-        """BLOCK_M output pixels of one row, every output channel.
+    def _reflect_conv_kernel(src, rows, bias, dst, height, width, out_channels, CIN: tl.constexpr,
+                             KERNEL: tl.constexpr, ROW_LENGTH: tl.constexpr, ROW_PAD: tl.constexpr,
+                             OUT_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr,
+                             PRECISION: tl.constexpr):
+        """BLOCK_M output pixels of one row, every output channel, from the padded NHWC map.
 
-        For filter row dy, the input values a pixel needs are (column offset dx, channel c)
-        for dx < KERNEL: index k = dx * CIN + c of a (BLOCK_M, ROW_PAD) tile, read with the
-        reflection applied to each column, times that row's (ROW_PAD, OUT_PAD) weights.
+        For filter row dy, the values an output pixel w needs are the padded row's
+        (column w + dx, channel c) for dx < KERNEL: ROW_LENGTH = KERNEL * CIN consecutive
+        elements from w * CIN on, so a (BLOCK_M, BLOCK_K) slice of them is a plain 2-D load
+        (rows overlapping) and the row's weights a (ROW_PAD, OUT_PAD) matrix.
         """
         image_row = tl.program_id(1)  # batch * height + row
         b, h = image_row // height, image_row % height
+        padded_w = width + KERNEL - 1
+        row_elements = padded_w * CIN
+        first_row = (b * (height + KERNEL - 1) + h).to(tl.int64) * row_elements
         w = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         n = tl.arange(0, OUT_PAD)
+        chunks: tl.constexpr = ROW_PAD // BLOCK_K
         acc = tl.zeros((BLOCK_M, OUT_PAD), dtype=tl.float32)
-        for dy in range(KERNEL):
-            source_row = _reflected(h + dy - KERNEL // 2, height)
-            row_start = b.to(tl.int64) * stride_b + source_row.to(tl.int64) * stride_h
-            for k0 in tl.static_range(0, ROW_PAD, BLOCK_K):
-                k = k0 + tl.arange(0, BLOCK_K)
-                dx, c = k // CIN, k % CIN
-                column = _reflected(w[:, None] + dx[None, :] - KERNEL // 2, width)
-                keep = (w[:, None] < width) & (dx[None, :] < KERNEL)
-                a = tl.load(src + row_start + column.to(tl.int64) * stride_w + c[None, :] * stride_c, mask=keep,
-                            other=0.0)
-                if RELU_INPUT:
-                    a = tl.maximum(a, 0.0).to(a.dtype)  # the scalar would promote fp16 to fp32
-                weights = tl.load(rows + (dy * ROW_PAD + k)[:, None] * OUT_PAD + n[None, :])
-                acc = tl.dot(a, weights, acc, input_precision=PRECISION)
+        for step in range(KERNEL * chunks):
+            dy = step // chunks
+            k = (step % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
+            a = tl.load(src + first_row + dy * row_elements + w[:, None] * CIN + k[None, :],
+                        mask=(w[:, None] < width) & (k[None, :] < ROW_LENGTH), other=0.0)
+            weights = tl.load(rows + (dy * ROW_PAD + k)[:, None] * OUT_PAD + n[None, :])
+            acc = tl.dot(a, weights, acc, input_precision=PRECISION)
         acc += tl.load(bias + n)[None, :]
         if ACT == "relu":
             acc = tl.maximum(acc, 0.0)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lama import fastpath, imageio
+from lama import fastpath, imageio, kernels
 from lama.bench import strict_fp32
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
@@ -89,11 +89,57 @@ def codec_times(width: int, height: int) -> dict[str, float]:
     return out
 
 
+def kernel_times() -> list[dict]:
+    """The stem's and the head's 7x7 convolution: cuDNN (input channels padded to 8 / output
+    channels to 8, as the fast path had them) against lama.kernels.ReflectConv, each with
+    the passes around it, for every block size and warp count tried."""
+    torch.manual_seed(0)
+    rows = []
+    for width, height in SIZES[1:]:
+        for name, cin, cout, act in (("stem", 4, 64, "relu"), ("head", 64, 3, "sigmoid")):
+            weight = torch.randn(cout, cin, 7, 7, device="cuda", dtype=torch.float16) / 50
+            bias = torch.randn(cout, device="cuda", dtype=torch.float16)
+            x = torch.randn(1, cin, height, width, device="cuda", dtype=torch.float16)
+            if name == "head":
+                x = x.contiguous(memory_format=torch.channels_last)
+            nhwc = x.permute(0, 2, 3, 1)
+            cin8, cout8 = -(-cin // 8) * 8, -(-cout // 8) * 8
+            padded_weight = torch.zeros(cout8, cin8, 7, 7, device="cuda", dtype=torch.float16)
+            padded_weight[:cout, :cin] = weight
+            padded_weight = padded_weight.contiguous(memory_format=torch.channels_last)
+            padded_bias = F.pad(bias, (0, cout8 - cout))
+
+            def cudnn() -> torch.Tensor:
+                source = F.pad(nhwc, (0, cin8 - cin)) if cin8 != cin else nhwc
+                padded = kernels.reflect_pad(source, 3, relu=name == "head")
+                out = F.conv2d(padded.permute(0, 3, 1, 2), padded_weight, padded_bias)
+                out = out.permute(0, 2, 3, 1)[..., :cout]
+                return out.relu() if act == "relu" else torch.sigmoid(out)
+
+            conv = kernels.ReflectConv(weight, bias, act)
+            want = cudnn().float()
+            row = {"size": f"{width}x{height}", "conv": name, "cudnn_ms": cuda_median_ms(cudnn)}
+            for block_m in (64, 128, 256):
+                for warps in (4, 8):
+                    conv.block_m, conv.num_warps = block_m, warps
+                    run = lambda: conv(nhwc, relu_input=name == "head")  # noqa: E731
+                    row[f"triton_{block_m}x{warps}_ms"] = cuda_median_ms(run)
+                    row[f"triton_{block_m}x{warps}_err"] = rel_error(run(), want)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
+    parser.add_argument("--kernels", action="store_true", help="only time the stem's and head's kernels")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.kernels:
+        with open(os.path.join(args.out, "kernels.json"), "w") as f:
+            json.dump(kernel_times(), f, indent=1)
+        return
     report: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
 
     x = torch.randn(1, 8, 9, 10, device="cuda").to(memory_format=torch.channels_last)
