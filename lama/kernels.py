@@ -82,21 +82,37 @@ class ReflectConv:
         self.weight, self.activation = weight.detach(), activation
         self.bias = bias.detach() if bias is not None else weight.new_zeros(out_channels)
         self.pad = kernel_h // 2
-        # Pixels per program and warps: tools/gpu_explore.py --kernels times the choices.
-        self.block_m, self.num_warps = 128, 4
         self.out_channels, self.in_channels, self.kernel = out_channels, in_channels, kernel_h
         if weight.is_cuda and triton is not None:
-            self._prepare_rows()
+            out_pad = max(16, triton.next_power_of_2(out_channels))
+            # Defaults from tools/gpu_explore.py --kernels (H200): 128 output columns per program, and
+            # rows enough for 128 accumulator columns.
+            self.tune(block_m=128, num_warps=4, out_rows=max(1, 128 // out_pad))
 
-    def _prepare_rows(self) -> None:
-        """The weight as `kernel` matrices, one per filter row: (column offset, channel) down,
-        output channels across, both zero-padded to the sizes the tensor cores take."""
+    def tune(self, block_m: int, num_warps: int, out_rows: int) -> None:
+        """Set the Triton kernel's tile: `block_m` output columns by `out_rows` output rows per
+        program, on `num_warps` warps (and build the weights for that many rows).
+
+        The weights become one matrix per padded input row r of a program's window: (column
+        offset, channel) down, (output row j, output channel) across, holding filter row r - j
+        (zeros where that is outside the filter). A program then loads each input row once
+        for all of its output rows, as one (block_m, row) tile product per row.
+        """
+        if out_rows & (out_rows - 1) or block_m & (block_m - 1):
+            raise ValueError("block_m and out_rows must be powers of two (Triton tiles are)")
+        self.block_m, self.num_warps, self.out_rows = block_m, num_warps, out_rows
         row_length = self.kernel * self.in_channels
         self.block_k = 32 if row_length <= 32 else 64
         self.row_pad = -(-row_length // self.block_k) * self.block_k
         self.out_pad = max(16, triton.next_power_of_2(self.out_channels))
         rows = self.weight.permute(2, 3, 1, 0).reshape(self.kernel, row_length, self.out_channels)
-        self.rows = F.pad(rows, (0, self.out_pad - self.out_channels, 0, self.row_pad - row_length)).contiguous()
+        rows = F.pad(rows, (0, self.out_pad - self.out_channels, 0, self.row_pad - row_length))
+        window = out_rows + self.kernel - 1
+        stacked = rows.new_zeros((window, self.row_pad, out_rows, self.out_pad))
+        for r in range(window):
+            for j in range(max(0, r - self.kernel + 1), min(out_rows, r + 1)):
+                stacked[r, :, j] = rows[r - j]
+        self.stacked = stacked.reshape(window, self.row_pad, out_rows * self.out_pad).contiguous()
         self.padded_bias = F.pad(self.bias.float(), (0, self.out_pad - self.out_channels)).contiguous()
 
     def __call__(self, x: Tensor, relu_input: bool = False) -> Tensor:
@@ -115,12 +131,13 @@ class ReflectConv:
             raise ValueError(f"expected {self.in_channels} input channels, got {channels}")
         height, width = padded_h - 2 * self.pad, padded_w - 2 * self.pad
         out = padded.new_empty((batch, height, width, self.out_channels))
-        grid = (triton.cdiv(width, self.block_m), batch * height)
+        grid = (triton.cdiv(width, self.block_m), batch * triton.cdiv(height, self.out_rows))
         _reflect_conv_kernel[grid](
-            padded, self.rows, self.padded_bias, out, height, width, self.out_channels,
+            padded, self.stacked, self.padded_bias, out, height, width, self.out_channels,
             CIN=self.in_channels, KERNEL=self.kernel, ROW_LENGTH=self.kernel * self.in_channels,
-            ROW_PAD=self.row_pad, OUT_PAD=self.out_pad, BLOCK_M=self.block_m, BLOCK_K=self.block_k, ACT=self.activation,
-            PRECISION="ieee" if padded.dtype == torch.float32 else "tf32", num_warps=self.num_warps)
+            ROW_PAD=self.row_pad, OUT_PAD=self.out_pad, OUT_ROWS=self.out_rows, BLOCK_M=self.block_m,
+            BLOCK_K=self.block_k, ACT=self.activation, PRECISION="ieee" if padded.dtype == torch.float32 else "tf32",
+            num_warps=self.num_warps)
         return out
 
 
@@ -152,39 +169,43 @@ if triton is not None:
         tl.store(dst + target, value, mask=keep)
 
     @triton.jit
-    def _reflect_conv_kernel(src, rows, bias, dst, height, width, out_channels, CIN: tl.constexpr,
+    def _reflect_conv_kernel(src, stacked, bias, dst, height, width, out_channels, CIN: tl.constexpr,
                              KERNEL: tl.constexpr, ROW_LENGTH: tl.constexpr, ROW_PAD: tl.constexpr,
-                             OUT_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr,
-                             PRECISION: tl.constexpr):
-        """BLOCK_M output pixels of one row, every output channel, from the padded NHWC map.
+                             OUT_PAD: tl.constexpr, OUT_ROWS: tl.constexpr, BLOCK_M: tl.constexpr,
+                             BLOCK_K: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr):
+        """BLOCK_M output columns of OUT_ROWS rows, every output channel, from the padded map.
 
-        For filter row dy, the values an output pixel w needs are the padded row's
-        (column w + dx, channel c) for dx < KERNEL: ROW_LENGTH = KERNEL * CIN consecutive
-        elements from w * CIN on, so a (BLOCK_M, BLOCK_K) slice of them is a plain 2-D load
-        (rows overlapping) and the row's weights a (ROW_PAD, OUT_PAD) matrix.
+        In padded input row r, the values an output column w needs are (column w + dx,
+        channel c) for dx < KERNEL: ROW_LENGTH = KERNEL * CIN consecutive elements from
+        w * CIN on, so a (BLOCK_M, BLOCK_K) slice of them is a plain 2-D load (rows
+        overlapping); times row r's stacked weights it adds to every output row at once.
         """
-        image_row = tl.program_id(1)  # batch * height + row
-        b, h = image_row // height, image_row % height
-        padded_w = width + KERNEL - 1
+        row_blocks = tl.cdiv(height, OUT_ROWS)
+        b, h0 = tl.program_id(1) // row_blocks, (tl.program_id(1) % row_blocks) * OUT_ROWS
+        padded_h, padded_w = height + KERNEL - 1, width + KERNEL - 1
         row_elements = padded_w * CIN
-        first_row = (b * (height + KERNEL - 1) + h).to(tl.int64) * row_elements
+        first_row = (b * padded_h + h0).to(tl.int64) * row_elements
         w = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        n = tl.arange(0, OUT_PAD)
+        N: tl.constexpr = OUT_ROWS * OUT_PAD
+        n = tl.arange(0, N)
         chunks: tl.constexpr = ROW_PAD // BLOCK_K
-        acc = tl.zeros((BLOCK_M, OUT_PAD), dtype=tl.float32)
-        for step in range(KERNEL * chunks):
-            dy = step // chunks
+        acc = tl.zeros((BLOCK_M, N), dtype=tl.float32)
+        for step in range((OUT_ROWS + KERNEL - 1) * chunks):
+            r = step // chunks
             k = (step % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
-            a = tl.load(src + first_row + dy * row_elements + w[:, None] * CIN + k[None, :],
-                        mask=(w[:, None] < width) & (k[None, :] < ROW_LENGTH), other=0.0)
-            weights = tl.load(rows + (dy * ROW_PAD + k)[:, None] * OUT_PAD + n[None, :])
+            row_inside = (h0 + r + tl.zeros_like(w)) < padded_h  # the last row block's window ends early
+            keep = (w[:, None] < width) & (k[None, :] < ROW_LENGTH) & row_inside[:, None]
+            a = tl.load(src + first_row + r * row_elements + w[:, None] * CIN + k[None, :], mask=keep, other=0.0)
+            weights = tl.load(stacked + (r * ROW_PAD + k)[:, None] * N + n[None, :])
             acc = tl.dot(a, weights, acc, input_precision=PRECISION)
-        acc += tl.load(bias + n)[None, :]
+        channel, out_row = n % OUT_PAD, h0 + n // OUT_PAD
+        acc += tl.load(bias + channel)[None, :]
         if ACT == "relu":
             acc = tl.maximum(acc, 0.0)
         elif ACT == "sigmoid":
             acc = tl.sigmoid(acc)
         elif ACT == "tanh":
             acc = 2 * tl.sigmoid(2 * acc) - 1
-        target = (image_row * width + w[:, None]).to(tl.int64) * out_channels + n[None, :]
-        tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=(w[:, None] < width) & (n[None, :] < out_channels))
+        target = ((b * height + out_row)[None, :].to(tl.int64) * width + w[:, None]) * out_channels + channel[None, :]
+        keep = (w[:, None] < width) & (out_row[None, :] < height) & (channel[None, :] < out_channels)
+        tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
