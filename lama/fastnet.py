@@ -172,8 +172,9 @@ class _FFCLayer:
         spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', C)
         mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, self.bfu_blocked)
         cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2W, C)
-        out = torch.baddbmm(y.view(batch, height, width * channels), inverse_h.expand(batch, -1, -1),
-                            cols.view(batch, 2 * height, width * channels))
+        # In place: y's last use, and an out-of-place baddbmm starts with a copy of it.
+        out = y.view(batch, height, width * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
+                                                             cols.view(batch, 2 * height, width * channels))
         return out.view(batch, height, width, channels)
 
 
@@ -314,9 +315,11 @@ class FastGenerator(nn.Module):
             y_l, y_g = second(*first(x_l, x_g, constants), constants)
             x_l, x_g = x_l + y_l, x_g + y_g
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
-        for index, up in enumerate(self.ups):
-            x = up(x)
-            if index < len(self.ups) - 1:
-                x.relu_()
-        # The last ReLU is applied as the head reads its input, saving a pass over the full-size map.
-        return _nchw(self.head(x, relu_input=bool(self.ups)))
+        if not self.ups:
+            return _nchw(self.head(x))
+        for up in self.ups[:-1]:
+            x = reflect_pad(up(x, bias=False), 0, relu=True, bias=up.bias)
+        # The last up-sampling's bias and ReLU are applied as the head pads its input, saving
+        # two passes over the full-size map.
+        last = self.ups[-1]
+        return _nchw(self.head(last(x, bias=False), relu_input=True, input_bias=last.bias))

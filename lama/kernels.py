@@ -34,12 +34,18 @@ def triton_runs(x: Tensor) -> bool:
     return x.is_cuda and triton is not None
 
 
-def reflect_pad(x: Tensor, pad: int, relu: bool = False) -> Tensor:
+def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = None) -> Tensor:
     """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW),
-    and with `relu` take relu of it on the way. `x` may be any strided view; the result is
-    a contiguous NHWC tensor."""
+    adding a per-channel `bias` and taking relu on the way where asked (pad 0: just that).
+
+    `x` may be any strided view; the result is a contiguous NHWC tensor. The bias and ReLU
+    are for the transposed convolutions, whose bias cuDNN does not fuse (torch adds it in a
+    pass of its own, strided on NHWC maps, that took 0.5 ms of 10 at 1280×960 on an H200).
+    """
     if triton_runs(x):
-        return _reflect_pad_triton(x, pad, relu)
+        return _reflect_pad_triton(x, pad, relu, bias)
+    if bias is not None:
+        x = x + bias
     if relu:
         x = x.relu()
     batch, height, width, channels = x.shape
@@ -54,14 +60,14 @@ def reflect_pad(x: Tensor, pad: int, relu: bool = False) -> Tensor:
     return out
 
 
-def _reflect_pad_triton(x: Tensor, pad: int, relu: bool) -> Tensor:
+def _reflect_pad_triton(x: Tensor, pad: int, relu: bool, bias: Tensor | None) -> Tensor:
     batch, height, width, channels = x.shape
     out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     block_c = min(128, triton.next_power_of_2(channels))
     block_w = max(16, 1024 // block_c)  # few channels: more pixels per program
     grid = (batch * (height + 2 * pad), triton.cdiv(width + 2 * pad, block_w), triton.cdiv(channels, block_c))
-    _reflect_pad_kernel[grid](x, out, height, width, channels, pad, *x.stride(), RELU=relu, BLOCK_W=block_w,
-                              BLOCK_C=block_c)
+    _reflect_pad_kernel[grid](x, bias if bias is not None else x, out, height, width, channels, pad, *x.stride(),
+                              RELU=relu, BIAS=bias is not None, BLOCK_W=block_w, BLOCK_C=block_c)
     return out
 
 
@@ -84,10 +90,10 @@ class ReflectConv:
         self.pad = kernel_h // 2
         self.out_channels, self.in_channels, self.kernel = out_channels, in_channels, kernel_h
         if weight.is_cuda and triton is not None:
+            # The best of tools/gpu_explore.py --kernels on an H200 (1280×960 and 2560×1920):
+            # stem 2 rows (128 accumulator columns), head 4 rows (64), 128 columns, 8 warps.
             out_pad = max(16, triton.next_power_of_2(out_channels))
-            # Defaults from tools/gpu_explore.py --kernels (H200): 128 output columns per program, and
-            # rows enough for 128 accumulator columns.
-            self.tune(block_m=128, num_warps=4, out_rows=max(1, 128 // out_pad))
+            self.tune(block_m=128, num_warps=8, out_rows=2 if out_pad >= 64 else 4)
 
     def tune(self, block_m: int, num_warps: int, out_rows: int) -> None:
         """Set the Triton kernel's tile: `block_m` output columns by `out_rows` output rows per
@@ -115,9 +121,10 @@ class ReflectConv:
         self.stacked = stacked.reshape(window, self.row_pad, out_rows * self.out_pad).contiguous()
         self.padded_bias = F.pad(self.bias.float(), (0, self.out_pad - self.out_channels)).contiguous()
 
-    def __call__(self, x: Tensor, relu_input: bool = False) -> Tensor:
-        """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is)."""
-        padded = reflect_pad(x, self.pad, relu=relu_input)
+    def __call__(self, x: Tensor, relu_input: bool = False, input_bias: Tensor | None = None) -> Tensor:
+        """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is);
+        `input_bias` and `relu_input` are applied to it first, as reflect_pad does."""
+        padded = reflect_pad(x, self.pad, relu=relu_input, bias=input_bias)
         if triton_runs(x):
             return self._triton(padded)
         out = F.conv2d(padded.permute(0, 3, 1, 2), self.weight, self.bias)
@@ -149,8 +156,8 @@ if triton is not None:
         return tl.where(index >= size, 2 * (size - 1) - index, index)
 
     @triton.jit
-    def _reflect_pad_kernel(src, dst, height, width, channels, pad, stride_b, stride_h, stride_w, stride_c,
-                            RELU: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _reflect_pad_kernel(src, bias, dst, height, width, channels, pad, stride_b, stride_h, stride_w, stride_c,
+                            RELU: tl.constexpr, BIAS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """One output row segment: BLOCK_W pixels × BLOCK_C channels, read from its reflection."""
         row = tl.program_id(0)  # batch * padded height + padded row
         padded_h, padded_w = height + 2 * pad, width + 2 * pad
@@ -164,9 +171,11 @@ if triton is not None:
                   + c[None, :] * stride_c)
         target = ((b * padded_h + out_h) * padded_w + out_w[:, None]).to(tl.int64) * channels + c[None, :]
         value = tl.load(src + source, mask=keep)
+        if BIAS:
+            value = (value + tl.load(bias + c, mask=c < channels)[None, :]).to(value.dtype)
         if RELU:
             value = tl.maximum(value, 0.0)
-        tl.store(dst + target, value, mask=keep)
+        tl.store(dst + target, value.to(dst.dtype.element_ty), mask=keep)
 
     @triton.jit
     def _reflect_conv_kernel(src, stacked, bias, dst, height, width, out_channels, CIN: tl.constexpr,

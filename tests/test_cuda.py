@@ -97,6 +97,9 @@ def test_the_triton_reflect_pad_is_torchs_reflect_pad(channels):
         assert torch.equal(kernels.reflect_pad(x, pad, relu=True), want.relu()), (shape, pad)
         nchw = x.permute(0, 3, 1, 2).contiguous()  # a strided NHWC view reads as well
         assert torch.equal(kernels.reflect_pad(nchw.permute(0, 2, 3, 1), pad), want), (shape, pad)
+        bias = torch.randn(channels, device="cuda", dtype=torch.float16)
+        assert torch.equal(kernels.reflect_pad(x, pad, relu=True, bias=bias), (want + bias).relu()), (shape, pad)
+        assert torch.equal(kernels.reflect_pad(x, 0, relu=True, bias=bias), (x + bias).relu()), shape
 
 
 @pytest.mark.parametrize(("in_channels", "out_channels", "activation", "relu_input"),

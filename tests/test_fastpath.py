@@ -60,6 +60,9 @@ def test_reflect_pad_in_nhwc_is_torchs_reflect_pad():
         expected = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
         assert torch.equal(reflect_pad(x, pad), expected)
         assert torch.equal(reflect_pad(x - 0.5, pad, relu=True), (expected - 0.5).relu())
+        bias = torch.rand(7) - 0.5
+        assert torch.equal(reflect_pad(x, pad, relu=True, bias=bias), (expected + bias).relu())
+    assert torch.equal(reflect_pad(x, 0, relu=True, bias=-bias), (x - bias).relu()), "pad 0: bias and ReLU alone"
 
 
 def test_the_nhwc_generator_computes_the_generators_function():
