@@ -21,6 +21,7 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -123,36 +124,51 @@ class _FFCLayer:
                 if value is not None:
                     setattr(self, name, value.to(device, dtype))
 
-    def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None
-                 ) -> tuple[Tensor | None, Tensor | None]:
-        """`constants`: the bottleneck's DFT matrices, for the layers with a spectral path."""
+    def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None,
+                 side: torch.cuda.Stream | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """`constants`: the bottleneck's DFT matrices, for the layers with a spectral path.
+        `side`: a CUDA stream on which the local output is computed while the current stream
+        computes the global one; the two branches share only their inputs."""
         geometry = next(c for c in (self.l2l, self.l2g, self.g2l) if c.present)
 
         def pad(x: Tensor) -> Tensor:
             return reflect_pad(x, geometry.pad) if geometry.reflect else x
 
         p_l = pad(x_l) if self.l2l.present or self.l2g.present else None
-        p_g = pad(x_g) if self.g2l.present else None
-        out_l = out_g = None
-        if self.l2l.present:
-            if self.g2l.present:
-                out_l = self.l2l.add_relu(p_l, self.g2l(p_g, bias=False)) if self.relu else \
-                    self.l2l(p_l).add_(self.g2l(p_g, bias=False))
-            else:
-                out_l = self.l2l(p_l)
-                if self.relu:
-                    out_l.relu_()
+        if side is None:
+            return self._local(p_l, x_g, pad), self._global(p_l, x_g, constants)
+        main = torch.cuda.current_stream()
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            out_l = self._local(p_l, x_g, pad)
+        if out_l is not None:
+            # Made on the side stream, used on this one: the allocator must not hand its
+            # memory to the side stream again before this stream is done with it.
+            out_l.record_stream(main)
+        out_g = self._global(p_l, x_g, constants)
+        main.wait_stream(side)
+        return out_l, out_g
+
+    def _local(self, p_l: Tensor | None, x_g: Tensor | None, pad: Callable[[Tensor], Tensor]) -> Tensor | None:
+        if not self.l2l.present:
+            return None
+        if self.g2l.present:
+            from_global = self.g2l(pad(x_g), bias=False)
+            return self.l2l.add_relu(p_l, from_global) if self.relu else self.l2l(p_l).add_(from_global)
+        out_l = self.l2l(p_l)
+        return out_l.relu_() if self.relu else out_l
+
+    def _global(self, p_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None
+                ) -> Tensor | None:
         if self.spectral:
             spectral = self._spectral(x_g, constants)
             if self.l2g.present:
-                out_g = self.l2g.add_relu(p_l, spectral) if self.relu else self.l2g(p_l).add_(spectral)
-            else:
-                out_g = spectral.relu_() if self.relu else spectral
-        elif self.l2g.present:
-            out_g = self.l2g(p_l)
-            if self.relu:
-                out_g.relu_()
-        return out_l, out_g
+                return self.l2g.add_relu(p_l, spectral) if self.relu else self.l2g(p_l).add_(spectral)
+            return spectral.relu_() if self.relu else spectral
+        if not self.l2g.present:
+            return None
+        out_g = self.l2g(p_l)
+        return out_g.relu_() if self.relu else out_g
 
     def _spectral(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
         """conv2(y + fu(y)) with y = relu(conv1(x_g)): NHWC in and out, conv2's bias included."""
@@ -257,9 +273,14 @@ class FastGenerator(nn.Module):
     shared, not copied). The output is a channels-last (B, 3, H, W) tensor.
     """
 
-    def __init__(self, folded: FFCResNetGenerator):
+    def __init__(self, folded: FFCResNetGenerator, parallel_branches: bool = True):
         super().__init__()
         self.config = folded.config
+        # On CUDA the residual blocks' local and global branches run on two streams: alone,
+        # neither fills an H200 at the bottleneck's size (the local one's convolutions have
+        # 128 output channels; the Fourier unit's products are small).
+        self.parallel_branches = parallel_branches
+        self._side_streams: dict[int, torch.cuda.Stream] = {}
         layers = list(folded.model)
         stem = layers[1].ffc
         if stem.convl2g is not None or stem.convg2l is not None or stem.convg2g is not None:
@@ -282,6 +303,16 @@ class FastGenerator(nn.Module):
             conv.to(weight.device, weight.dtype)
         self.device, self.dtype = weight.device, weight.dtype
         self._constants: OrderedDict[tuple[int, int], BottleneckConstants] = OrderedDict()
+
+    def _side_stream(self) -> torch.cuda.Stream:
+        """The side stream paired with the current stream. One per current stream, so that a
+        graph capture's side branch never shares a stream with eager work on another thread;
+        concurrent eager calls share theirs, which keeps each one's fork and join in order."""
+        current = torch.cuda.current_stream(self.device)
+        side = self._side_streams.get(current.cuda_stream)
+        if side is None:
+            side = self._side_streams[current.cuda_stream] = torch.cuda.Stream(self.device)
+        return side
 
     def constants_for_input(self, input_shape: torch.Size | tuple[int, ...]) -> BottleneckConstants:
         """The residual blocks' constants for an input of this (B, C, H, W) shape."""
@@ -311,8 +342,9 @@ class FastGenerator(nn.Module):
         for layer in self.downs:
             x_l, x_g = layer(x_l, x_g)
         constants = self.constants(x_l.shape[1], x_l.shape[2])
+        side = self._side_stream() if self.parallel_branches and x.is_cuda else None
         for first, second in self.blocks:
-            y_l, y_g = second(*first(x_l, x_g, constants), constants)
+            y_l, y_g = second(*first(x_l, x_g, constants, side), constants, side)
             x_l, x_g = x_l + y_l, x_g + y_g
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
         if not self.ups:

@@ -98,6 +98,9 @@ class GraphRunner:
         self.max_pixels = max_pixels
         self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
+        # One warm-up stream for all captures: the module may keep per-stream state (its side
+        # streams), which a new stream per capture would grow without bound.
+        self._warmup_stream: torch.cuda.Stream | None = None
         # Graphs of one shape share their input and output buffers, and all graphs share one
         # pool: callers on several threads (the service's GPU workers, which all issue work
         # on the same default stream, so the GPU runs it in this order) take turns here.
@@ -129,7 +132,9 @@ class GraphRunner:
 
     def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]:
         static_in = x.clone()
-        side = torch.cuda.Stream(x.device)
+        if self._warmup_stream is None:
+            self._warmup_stream = torch.cuda.Stream(x.device)
+        side = self._warmup_stream
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):
             # Warm-up outside the capture: lazy initialisations (cuFFT plans, cuDNN

@@ -123,3 +123,25 @@ def test_the_triton_reflect_conv_is_a_reflect_padded_convolution(in_channels, ou
             got = conv(x.to(dtype).permute(0, 2, 3, 1), relu_input=relu_input).permute(0, 3, 1, 2).float()
             error = float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want))
             assert error < tolerance, (dtype, (batch, height, width), error)
+
+
+def test_the_two_stream_branches_compute_what_one_stream_computes():
+    """The residual blocks' local branch runs on a side stream: eagerly (large images) and in
+    graphs the result must be the one-stream result, every time (a missed join would race)."""
+    from lama import fastpath
+
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    fast = engine._runner.module
+    assert fast.parallel_branches
+    with torch.inference_mode():
+        inputs = [engine.model_input(image, mask > 0)[2] for image, mask in (synthetic_case(640, 480),
+                                                                             synthetic_case(1600, 1600))]
+        fast.parallel_branches = False
+        want = [fast(x) for x in inputs]
+        fast.parallel_branches = True
+        graphs = fastpath.GraphRunner(fast, max_pixels=640 * 480)
+        for _ in range(3):
+            for x, expected in zip(inputs, want):
+                for got in (fast(x), graphs(x)):
+                    assert float((got - expected).abs().max()) <= 1e-3
+    assert graphs.shapes == [tuple(inputs[0].shape)], "the small input ran as a graph, the large one eagerly"
