@@ -125,27 +125,37 @@ class _FFCLayer:
                     setattr(self, name, value.to(device, dtype))
 
     def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None,
-                 side: torch.cuda.Stream | None = None) -> tuple[Tensor | None, Tensor | None]:
+                 side: torch.cuda.Stream | None = None, residual: tuple[Tensor, Tensor] | None = None
+                 ) -> tuple[Tensor | None, Tensor | None]:
         """`constants`: the bottleneck's DFT matrices, for the layers with a spectral path.
         `side`: a CUDA stream on which the local output is computed while the current stream
-        computes the global one; the two branches share only their inputs."""
+        computes the global one (where the layer has both); the branches share only inputs.
+        `residual`: (local, global) maps added to the outputs, each on its branch's stream."""
         geometry = next(c for c in (self.l2l, self.l2g, self.g2l) if c.present)
 
         def pad(x: Tensor) -> Tensor:
             return reflect_pad(x, geometry.pad) if geometry.reflect else x
 
         p_l = pad(x_l) if self.l2l.present or self.l2g.present else None
-        if side is None:
-            return self._local(p_l, x_g, pad), self._global(p_l, x_g, constants)
+
+        def local() -> Tensor | None:
+            out_l = self._local(p_l, x_g, pad)
+            return out_l.add_(residual[0]) if residual is not None else out_l
+
+        def global_() -> Tensor | None:
+            out_g = self._global(p_l, x_g, constants)
+            return out_g.add_(residual[1]) if residual is not None else out_g
+
+        if side is None or not self.l2l.present or not (self.l2g.present or self.spectral):
+            return local(), global_()
         main = torch.cuda.current_stream()
         side.wait_stream(main)
         with torch.cuda.stream(side):
-            out_l = self._local(p_l, x_g, pad)
-        if out_l is not None:
-            # Made on the side stream, used on this one: the allocator must not hand its
-            # memory to the side stream again before this stream is done with it.
-            out_l.record_stream(main)
-        out_g = self._global(p_l, x_g, constants)
+            out_l = local()
+        # Made on the side stream, used on this one: the allocator must not hand its memory
+        # to the side stream again before this stream is done with it.
+        out_l.record_stream(main)
+        out_g = global_()
         main.wait_stream(side)
         return out_l, out_g
 
@@ -339,13 +349,12 @@ class FastGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = _nhwc(x)  # a view: the stem's kernel reads the NCHW input in place
         x_l, x_g = self.stem(x), None
-        for layer in self.downs:
-            x_l, x_g = layer(x_l, x_g)
-        constants = self.constants(x_l.shape[1], x_l.shape[2])
         side = self._side_stream() if self.parallel_branches and x.is_cuda else None
+        for layer in self.downs:
+            x_l, x_g = layer(x_l, x_g, side=side)
+        constants = self.constants(x_l.shape[1], x_l.shape[2])
         for first, second in self.blocks:
-            y_l, y_g = second(*first(x_l, x_g, constants, side), constants, side)
-            x_l, x_g = x_l + y_l, x_g + y_g
+            x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
         if not self.ups:
             return _nchw(self.head(x))

@@ -2,8 +2,10 @@
 # On the GPU box: the real server with full-size random big-lama weights, timed from start to
 # /readyz, the first request after /readyz against the steady ones, then the resource report
 # (python -m monitor.report) with 20 simultaneous 2560×1920 requests. Results under $1.
+# With a second argument `startup-only`: start-up and first requests, no report.
 set -uo pipefail
 out=${1:?output folder}
+only=${2:-}
 mkdir -p "$out" models
 python3 - <<'PY'
 from pathlib import Path
@@ -26,6 +28,7 @@ until ready; do
 done
 echo "start to /readyz: $(( ($(date +%s%N) - started) / 1000000 )) ms" | tee "$out/startup.txt"
 python3 tools/first_request.py http://127.0.0.1:7860 | tee -a "$out/startup.txt"
+if [ "$only" = startup-only ]; then kill -TERM $server; wait $server; exit 0; fi
 python3 -m monitor.report --url http://127.0.0.1:7860 --simultaneous 20 --out "$out/report" \
     --stream-count 100 --stream-interval 0.3 --runs 10 2>&1 | tail -5
 python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:7860/healthz').read().decode())" \
