@@ -152,10 +152,12 @@ def main() -> None:
     reference = engine.reference()
     folded = engine.generator
     fast = FastGenerator(folded)
+    one_stream = FastGenerator(folded, parallel_branches=False)
     variants = {
         "nchw_eager": folded,
         "fast_eager": fast,
         "fast_graph": fastpath.GraphRunner(fast, max_graphs=8, max_pixels=10**9),
+        "fast_graph_one_stream": fastpath.GraphRunner(one_stream, max_graphs=8, max_pixels=10**9),
     }
     results = []
     for width, height in SIZES:
