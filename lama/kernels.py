@@ -7,7 +7,7 @@ kernel against its torch version on the GPU.
   CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran at a
   fifth of the memory bandwidth (H200).
 - `ReflectConv`: big-lama's two full-resolution 7x7 convolutions (the 4-channel stem and
-  the 3-channel head), reflect padding, input ReLU and output activation included. cuDNN
+  the 3-channel head), with the padding, the ReLU before the head and the activations. cuDNN
   runs them in a slow generic kernel (profiled on an H200 at 1280×960: 1.55 ms of 11, plus
   passes to pad, to add zero channels and to apply the sigmoid); here each row of the
   filter is one matrix product over (column offset, channel), which NHWC memory holds
@@ -72,8 +72,10 @@ def _reflect_pad_triton(x: Tensor, pad: int, relu: bool, bias: Tensor | None) ->
 
 
 class ReflectConv:
-    """act(conv(reflect_pad(maybe relu(x)))): a stride-1 convolution whose reflect padding
-    keeps the size, on NHWC maps. One Triton kernel on CUDA, torch ops elsewhere.
+    """act(conv(reflect_pad(maybe relu(x + bias_in)))): a stride-1 convolution whose reflect
+    padding keeps the size, on NHWC maps. On CUDA two Triton passes: the padding (which also
+    applies the input's bias and ReLU) and the convolution with its activation as epilogue;
+    torch ops elsewhere.
 
     `weight` (out, in, k, k) and `bias` (out) are the folded layer's, on their device and in
     their dtype; the output is a contiguous (B, H, W, out) tensor in that dtype.
