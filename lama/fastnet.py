@@ -349,7 +349,7 @@ class FastGenerator(nn.Module):
         return self._constants[key]
 
     def forward(self, x: Tensor) -> Tensor:
-        x = _nhwc(x)  # a view: the stem's kernel reads the NCHW input in place
+        x = _nhwc(x)  # a view: the stem's padding pass reads the NCHW input in place
         x_l, x_g = self.stem(x), None
         side = self._side_stream() if self.parallel_branches and x.is_cuda else None
         for layer in self.downs:
