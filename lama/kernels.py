@@ -92,10 +92,19 @@ class ReflectConv:
         self.pad = kernel_h // 2
         self.out_channels, self.in_channels, self.kernel = out_channels, in_channels, kernel_h
         if weight.is_cuda and triton is not None:
-            # The best of tools/gpu_explore.py --kernels on an H200 (1280×960 and 2560×1920):
-            # stem 2 rows (128 accumulator columns), head 4 rows (64), 128 columns, 8 warps.
-            out_pad = max(16, triton.next_power_of_2(out_channels))
-            self.tune(block_m=128, num_warps=8, out_rows=2 if out_pad >= 64 else 4)
+            self._prepare_triton()
+
+    def _prepare_triton(self) -> None:
+        # Sizes the tensor cores take: (column offset, channel) in chunks of block_k, output
+        # channels padded to a power of two of at least 16.
+        self.row_length = self.kernel * self.in_channels
+        self.block_k = 32 if self.row_length <= 32 else 64
+        self.row_pad = -(-self.row_length // self.block_k) * self.block_k
+        self.out_pad = max(16, triton.next_power_of_2(self.out_channels))
+        self.padded_bias = F.pad(self.bias.float(), (0, self.out_pad - self.out_channels)).contiguous()
+        # The best of tools/gpu_explore.py --kernels on an H200 (1280×960 and 2560×1920):
+        # stem 2 rows (128 accumulator columns), head 4 rows (64), 128 columns, 8 warps.
+        self.tune(block_m=128, num_warps=8, out_rows=2 if self.out_pad >= 64 else 4)
 
     def tune(self, block_m: int, num_warps: int, out_rows: int) -> None:
         """Set the Triton kernel's tile: `block_m` output columns by `out_rows` output rows per
@@ -109,19 +118,14 @@ class ReflectConv:
         if out_rows & (out_rows - 1) or block_m & (block_m - 1):
             raise ValueError("block_m and out_rows must be powers of two (Triton tiles are)")
         self.block_m, self.num_warps, self.out_rows = block_m, num_warps, out_rows
-        row_length = self.kernel * self.in_channels
-        self.block_k = 32 if row_length <= 32 else 64
-        self.row_pad = -(-row_length // self.block_k) * self.block_k
-        self.out_pad = max(16, triton.next_power_of_2(self.out_channels))
-        rows = self.weight.permute(2, 3, 1, 0).reshape(self.kernel, row_length, self.out_channels)
-        rows = F.pad(rows, (0, self.out_pad - self.out_channels, 0, self.row_pad - row_length))
+        rows = self.weight.permute(2, 3, 1, 0).reshape(self.kernel, self.row_length, self.out_channels)
+        rows = F.pad(rows, (0, self.out_pad - self.out_channels, 0, self.row_pad - self.row_length))
         window = out_rows + self.kernel - 1
         stacked = rows.new_zeros((window, self.row_pad, out_rows, self.out_pad))
         for r in range(window):
             for j in range(max(0, r - self.kernel + 1), min(out_rows, r + 1)):
                 stacked[r, :, j] = rows[r - j]
         self.stacked = stacked.reshape(window, self.row_pad, out_rows * self.out_pad).contiguous()
-        self.padded_bias = F.pad(self.bias.float(), (0, self.out_pad - self.out_channels)).contiguous()
 
     def __call__(self, x: Tensor, relu_input: bool = False, input_bias: Tensor | None = None) -> Tensor:
         """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is);
@@ -143,7 +147,7 @@ class ReflectConv:
         grid = (triton.cdiv(width, self.block_m), batch * triton.cdiv(height, self.out_rows))
         _reflect_conv_kernel[grid](
             padded, self.stacked, self.padded_bias, out, height, width, self.out_channels,
-            CIN=self.in_channels, KERNEL=self.kernel, ROW_LENGTH=self.kernel * self.in_channels,
+            CIN=self.in_channels, KERNEL=self.kernel, ROW_LENGTH=self.row_length,
             ROW_PAD=self.row_pad, OUT_PAD=self.out_pad, OUT_ROWS=self.out_rows, BLOCK_M=self.block_m,
             BLOCK_K=self.block_k, ACT=self.activation, PRECISION="ieee" if padded.dtype == torch.float32 else "tf32",
             num_warps=self.num_warps)
