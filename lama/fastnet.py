@@ -6,8 +6,12 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
   tensors, so every convolution transposes in and out, and reflect padding on CUDA turns
   a channels-last tensor back into NCHW. Here every feature map is an NHWC tensor
   (B, H, W, C) and reflect padding is one Triton kernel in NHWC (`lama.kernels`).
-- 1x1 convolutions are matrix products over the channel axis; where a branch adds two
-  paths, cuDNN's fused convolution + add + bias + ReLU does the sum.
+- The residual blocks' layers are two Triton passes each (`lama.kernels.ReflectConvSum`):
+  the local output's two 3x3 convolutions, and the global output's 3x3 convolution with the
+  spectral branch's last 1x1 one, each with the reflect padding, the bias, the ReLU and the
+  block's residual add. Elsewhere 1x1 convolutions are matrix products over the channel
+  axis, and where a branch adds two paths, cuDNN's fused convolution + add + bias + ReLU
+  does the sum.
 - The Fourier unit's transforms are dense DFT matrix products in fp16 with fp32
   accumulation (`dft_matrices`): half-precision cuFFT refuses non-power-of-two sizes, and
   fp32 cuFFT needed NCHW fp32 copies and transposes around every transform, which cost
@@ -30,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lama.kernels import ReflectConv, reflect_pad
+from lama.kernels import ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
@@ -90,11 +94,6 @@ class _Conv:
             return _nhwc(out).contiguous()
         return self(padded).add_(addend).relu_()
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> None:
-        if self.present:
-            self.weight = self.weight.to(device, dtype)
-            self.bias = self.bias.to(device, dtype) if self.bias is not None else None
-
 
 class _FFCLayer:
     """One FFC + (folded) BatchNorm + ReLU on NHWC (local, global) maps."""
@@ -116,15 +115,17 @@ class _FFCLayer:
             self.wfu_blocked, self.bfu_blocked = self.wfu[order][:, order], self.bfu[order]
             self.w2 = spectral.conv2.weight.detach()[:, :, 0, 0]
             self.b2 = spectral.conv2.bias.detach() if spectral.conv2.bias is not None else None
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> None:
-        for conv in (self.l2l, self.g2l, self.l2g):
-            conv.to(device, dtype)
-        if self.spectral:
-            for name in ("w1", "b1", "wfu", "bfu", "wfu_blocked", "bfu_blocked", "w2", "b2"):
-                value = getattr(self, name)
-                if value is not None:
-                    setattr(self, name, value.to(device, dtype))
+        # A residual block's layer (all four paths, 3x3, stride 1, reflect padding 1): each
+        # branch's output is one ReflectConvSum pass, padding, sums and the spectral branch's
+        # last 1x1 convolution included.
+        self.fused = (self.l2l.present and self.g2l.present and self.l2g.present and self.spectral
+                      and ffc.convl2l.kernel_size == (3, 3) and ffc.convl2l.stride == (1, 1) and self.l2l.pad == 1)
+        if self.fused:
+            self.local_conv = ReflectConvSum([self.l2l.weight, self.g2l.weight], self.l2l.bias + self.g2l.bias,
+                                             self.relu)
+            spectral_bias = self.b2 if self.b2 is not None else 0
+            self.global_conv = ReflectConvSum([self.l2g.weight, spectral.conv2.weight.detach()],
+                                              self.l2g.bias + spectral_bias, self.relu)
 
     def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None,
                  side: torch.cuda.Stream | None = None, residual: tuple[Tensor, Tensor] | None = None
@@ -133,20 +134,28 @@ class _FFCLayer:
         `side`: a CUDA stream on which the local output is computed while the current stream
         computes the global one (where the layer has both); the branches share only inputs.
         `residual`: (local, global) maps added to the outputs, each on its branch's stream."""
-        geometry = next(c for c in (self.l2l, self.l2g, self.g2l) if c.present)
+        res_l, res_g = residual if residual is not None else (None, None)
+        if self.fused:
+            def local() -> Tensor | None:
+                return self.local_conv([x_l, x_g], residual=res_l)
 
-        def pad(x: Tensor) -> Tensor:
-            return reflect_pad(x, geometry.pad) if geometry.reflect else x
+            def global_() -> Tensor | None:
+                return self.global_conv([x_l, self._fourier_sum(x_g, constants)], residual=res_g)
+        else:
+            geometry = next(c for c in (self.l2l, self.l2g, self.g2l) if c.present)
 
-        p_l = pad(x_l) if self.l2l.present or self.l2g.present else None
+            def pad(x: Tensor) -> Tensor:
+                return reflect_pad(x, geometry.pad) if geometry.reflect else x
 
-        def local() -> Tensor | None:
-            out_l = self._local(p_l, x_g, pad)
-            return out_l.add_(residual[0]) if residual is not None else out_l
+            p_l = pad(x_l) if self.l2l.present or self.l2g.present else None
 
-        def global_() -> Tensor | None:
-            out_g = self._global(p_l, x_g, constants)
-            return out_g.add_(residual[1]) if residual is not None else out_g
+            def local() -> Tensor | None:
+                out_l = self._local(p_l, x_g, pad)
+                return out_l.add_(res_l) if res_l is not None else out_l
+
+            def global_() -> Tensor | None:
+                out_g = self._global(p_l, x_g, constants)
+                return out_g.add_(res_g) if res_g is not None else out_g
 
         if side is None or not self.l2l.present or not (self.l2g.present or self.spectral):
             return local(), global_()
@@ -182,10 +191,13 @@ class _FFCLayer:
         out_g = self.l2g(p_l)
         return out_g.relu_() if self.relu else out_g
 
+    def _fourier_sum(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
+        """y + fu(y) with y = relu(conv1(x_g)), NHWC: the input of the spectral branch's conv2."""
+        return self._fourier(_linear_relu(x_g, self.w1, self.b1), constants)
+
     def _spectral(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
         """conv2(y + fu(y)) with y = relu(conv1(x_g)): NHWC in and out, conv2's bias included."""
-        y = _linear_relu(x_g, self.w1, self.b1)
-        summed = self._fourier(y, constants)
+        summed = self._fourier_sum(x_g, constants)
         batch, height, width, channels = summed.shape
         flat = summed.view(-1, channels)
         out = F.linear(flat, self.w2, self.b2)
@@ -309,10 +321,6 @@ class FastGenerator(nn.Module):
         head_act = "sigmoid" if isinstance(last, nn.Sigmoid) else "tanh" if isinstance(last, nn.Tanh) else "none"
         self.head = ReflectConv(head.weight, head.bias, head_act)
         weight = folded.model[1].ffc.convl2l.weight
-        for part in (*self.downs, *(layer for pair in self.blocks for layer in pair)):
-            part.to(weight.device, weight.dtype)
-        for conv in self.ups:
-            conv.to(weight.device, weight.dtype)
         self.device, self.dtype = weight.device, weight.dtype
         self._constants: OrderedDict[tuple[int, int], BottleneckConstants] = OrderedDict()
 

@@ -125,6 +125,42 @@ def test_the_triton_reflect_conv_is_a_reflect_padded_convolution(in_channels, ou
             assert error < tolerance, (dtype, (batch, height, width), error)
 
 
+@pytest.mark.parametrize(("shapes", "out_channels", "relu", "with_residual"),
+                         [(((128, 3), (384, 3)), 128, True, True), (((128, 3), (192, 1)), 384, True, False),
+                          (((32, 3), (96, 3)), 40, False, True), (((24, 3),), 16, True, True),
+                          (((20, 3),), 8, True, False)])
+def test_the_triton_conv_sum_is_the_sum_of_the_ffc_paths(shapes, out_channels, relu, with_residual):
+    """The residual blocks' kernel (big-lama's two layer kinds first), in fp32 (exact
+    products) and fp16, at the smallest bottleneck, odd sizes and batch 2. 20 input channels
+    are no multiple of 16: that one runs the torch version."""
+    from lama.kernels import ReflectConvSum
+
+    torch.manual_seed(9)
+    weights = [torch.randn(out_channels, cin, k, k, device="cuda") / (k * cin ** 0.5) for cin, k in shapes]
+    bias = torch.randn(out_channels, device="cuda")
+    for batch, height, width in ((1, 2, 2), (2, 37, 61), (1, 121, 161)):
+        inputs = [torch.randn(batch, height, width, cin, device="cuda") for cin, _ in shapes]
+        residual = torch.randn(batch, height, width, out_channels, device="cuda") if with_residual else None
+        with strict_fp32():
+            want = torch.zeros(batch, out_channels, height, width, device="cuda") + bias.view(1, -1, 1, 1)
+            for x, weight in zip(inputs, weights):
+                pad = weight.shape[-1] // 2
+                source = x.permute(0, 3, 1, 2)
+                want = want + F.conv2d(F.pad(source, (pad,) * 4, mode="reflect") if pad else source, weight)
+            want = (want.relu() if relu else want).permute(0, 2, 3, 1)
+            want = want + residual if with_residual else want
+        for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
+            conv = ReflectConvSum([w.to(dtype) for w in weights], bias.to(dtype), relu)
+            with strict_fp32():  # the torch version's fp32 convolutions would take TF32 products
+                got = conv([x.to(dtype) for x in inputs], residual.to(dtype) if with_residual else None).float()
+            error = float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want))
+            assert error < tolerance, (dtype, (batch, height, width), error)
+    conv = ReflectConvSum(weights, bias, relu)
+    if conv.block_k is not None:
+        with pytest.raises(ValueError, match="expected contiguous"):
+            conv([x.transpose(1, 2).contiguous().transpose(1, 2) for x in inputs], residual)
+
+
 def test_the_two_stream_branches_compute_what_one_stream_computes():
     """The residual blocks' local branch runs on a side stream: eagerly (large images) and in
     graphs the result must be the one-stream result, every time (a missed join would race)."""

@@ -11,7 +11,7 @@ from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
 from lama.fastpath import fold_batchnorm
-from lama.kernels import ReflectConv, reflect_pad
+from lama.kernels import ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
 
@@ -139,3 +139,40 @@ def test_reflect_conv_refuses_what_it_cannot_compute():
         ReflectConv(torch.zeros(3, 4, 4, 4), None)
     with pytest.raises(ValueError, match="unknown activation"):
         ReflectConv(torch.zeros(3, 4, 3, 3), None, "gelu")
+
+
+def _conv_sum_by_torch(inputs, weights, bias, relu, residual):
+    """The FFC output as the module computes it: each path reflect-padded and convolved."""
+    out = bias.view(1, -1, 1, 1)
+    for x, weight in zip(inputs, weights):
+        pad = weight.shape[-1] // 2
+        source = x.permute(0, 3, 1, 2)
+        out = out + F.conv2d(F.pad(source, (pad,) * 4, mode="reflect") if pad else source, weight)
+    out = out.relu() if relu else out
+    out = out.permute(0, 2, 3, 1)
+    return out + residual if residual is not None else out
+
+
+def test_reflect_conv_sum_sums_reflect_padded_and_pointwise_convolutions():
+    torch.manual_seed(8)
+    for shapes, relu, with_residual in ((((12, 3), (20, 3)), True, True), (((12, 3), (20, 1)), True, False),
+                                       (((8, 3),), False, True)):
+        weights = [torch.randn(16, cin, k, k) for cin, k in shapes]
+        bias = torch.randn(16)
+        inputs = [torch.randn(2, 5, 7, cin) for cin, _ in shapes]
+        residual = torch.randn(2, 5, 7, 16) if with_residual else None
+        got = ReflectConvSum(weights, bias, relu)(inputs, residual=residual)
+        assert got.shape == (2, 5, 7, 16) and got.is_contiguous()
+        want = _conv_sum_by_torch(inputs, weights, bias, relu, residual)
+        assert torch.allclose(got, want, atol=1e-5), (shapes, relu, with_residual)
+
+
+def test_reflect_conv_sum_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="one or two convolutions"):
+        ReflectConvSum([torch.zeros(4, 4, 3, 3)] * 3, torch.zeros(4), True)
+    with pytest.raises(ValueError, match="3x3 and 1x1 convolutions with the same output channels"):
+        ReflectConvSum([torch.zeros(4, 4, 3, 3), torch.zeros(5, 4, 3, 3)], torch.zeros(4), True)
+    with pytest.raises(ValueError, match="3x3 and 1x1"):
+        ReflectConvSum([torch.zeros(4, 4, 5, 5)], torch.zeros(4), True)
+    with pytest.raises(ValueError, match="expected 2 inputs, got 1"):
+        ReflectConvSum([torch.zeros(4, 4, 3, 3)] * 2, torch.zeros(4), True)([torch.zeros(1, 3, 3, 4)])

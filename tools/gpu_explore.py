@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 
 import cv2
@@ -66,6 +67,38 @@ def profile_table(run, rows: int = 25) -> str:
         run()
         torch.cuda.synchronize()
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70)
+
+
+def graph_timeline(run) -> dict:
+    """Where a CUDA-graph replay's time goes: the kernels' busy time per stream, the time no
+    stream was busy, and the kernels by total time (from the profiler's Chrome trace)."""
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    with tempfile.NamedTemporaryFile(suffix=".json") as trace:
+        prof.export_chrome_trace(trace.name)
+        with open(trace.name) as f:
+            events = json.load(f)["traceEvents"]
+    kernels = sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])
+    start, end = kernels[0]["ts"], max(e["ts"] + e["dur"] for e in kernels)
+    streams: dict[str, list[float]] = {}
+    names: dict[str, list[float]] = {}
+    busy_until, idle = start, 0.0
+    for e in kernels:
+        streams.setdefault(str(e["args"].get("stream")), []).append(e["dur"])
+        names.setdefault(e["name"][:90], []).append(e["dur"])
+        idle += max(0.0, e["ts"] - busy_until)
+        busy_until = max(busy_until, e["ts"] + e["dur"])
+    return {
+        "span_us": end - start, "idle_us": idle, "kernels": len(kernels),
+        "streams": {s: {"kernels": len(d), "busy_us": sum(d)} for s, d in streams.items()},
+        "by_name": sorted(({"name": n, "calls": len(d), "total_us": sum(d), "median_us": statistics.median(d)}
+                           for n, d in names.items()), key=lambda r: -r["total_us"]),
+    }
 
 
 def codec_times(width: int, height: int) -> dict[str, float]:
@@ -136,11 +169,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--kernels", action="store_true", help="only time the stem's and head's kernels")
+    parser.add_argument("--timeline", action="store_true",
+                        help="only summarise the fast path's graph replay at the two graphed sizes")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.kernels:
         with open(os.path.join(args.out, "kernels.json"), "w") as f:
             json.dump(kernel_times(), f, indent=1)
+        return
+    if args.timeline:
+        engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+        runner = fastpath.GraphRunner(FastGenerator(engine.generator), max_graphs=8, max_pixels=10**9)
+        timelines = {}
+        with torch.inference_mode():
+            for width, height in SIZES[:2]:
+                image, mask = synthetic_case(width, height)
+                net_input = engine.model_input(image, mask > 0)[2]
+                timelines[f"{width}x{height}"] = graph_timeline(lambda: runner(net_input))
+        with open(os.path.join(args.out, "timeline.json"), "w") as f:
+            json.dump(timelines, f, indent=1)
         return
     report: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
 
