@@ -83,14 +83,28 @@ class _Conv:
         if self.transposed:
             out = F.conv_transpose2d(_nchw(padded), self.weight, b, self.stride, self.padding, self.output_padding)
         else:
-            out = F.conv2d(_nchw(padded), self.weight, b, self.stride, 0 if self.reflect else self.padding)
+            out = F.conv2d(_nchw(padded), self.weight, b, self.stride, self._conv_padding)
         return _nhwc(out).contiguous()
+
+    @property
+    def _conv_padding(self) -> tuple[int, int]:
+        return (0, 0) if self.reflect else self.padding
+
+    def relu(self, padded: Tensor) -> Tensor:
+        """relu(conv(padded) + bias), fused by cuDNN on CUDA: F.conv2d adds the bias to a
+        channels-last output in a strided pass of its own (0.2 ms of 7.4 at 1280×960, H200,
+        for the down-sampling layers) and the ReLU is one more."""
+        if padded.is_cuda and not self.transposed:
+            out = torch.cudnn_convolution_relu(_nchw(padded), self.weight, self.bias, self.stride,
+                                               self._conv_padding, (1, 1), 1)
+            return _nhwc(out).contiguous()
+        return self(padded).relu_()
 
     def add_relu(self, padded: Tensor, addend: Tensor) -> Tensor:
         """relu(conv(padded) + bias + addend), fused by cuDNN on CUDA."""
         if padded.is_cuda and not self.transposed:
             out = torch.cudnn_convolution_add_relu(
-                _nchw(padded), self.weight, _nchw(addend), 1.0, self.bias, self.stride, (0, 0), (1, 1), 1)
+                _nchw(padded), self.weight, _nchw(addend), 1.0, self.bias, self.stride, self._conv_padding, (1, 1), 1)
             return _nhwc(out).contiguous()
         return self(padded).add_(addend).relu_()
 
@@ -176,8 +190,7 @@ class _FFCLayer:
         if self.g2l.present:
             from_global = self.g2l(pad(x_g), bias=False)
             return self.l2l.add_relu(p_l, from_global) if self.relu else self.l2l(p_l).add_(from_global)
-        out_l = self.l2l(p_l)
-        return out_l.relu_() if self.relu else out_l
+        return self.l2l.relu(p_l) if self.relu else self.l2l(p_l)
 
     def _global(self, p_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None
                 ) -> Tensor | None:
@@ -188,8 +201,7 @@ class _FFCLayer:
             return spectral.relu_() if self.relu else spectral
         if not self.l2g.present:
             return None
-        out_g = self.l2g(p_l)
-        return out_g.relu_() if self.relu else out_g
+        return self.l2g.relu(p_l) if self.relu else self.l2g(p_l)
 
     def _fourier_sum(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
         """y + fu(y) with y = relu(conv1(x_g)), NHWC: the input of the spectral branch's conv2."""

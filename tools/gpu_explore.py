@@ -165,10 +165,75 @@ def kernel_times() -> list[dict]:
     return rows
 
 
+def graph_us(run, repeats: int = 20) -> float:
+    """Microseconds per call of `run`, from replays of a graph of `repeats` calls (no launch gaps)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(repeats):
+            run()
+    return 1000 * cuda_median_ms(graph.replay, runs=30) / repeats
+
+
+def conv_sum_times() -> list[dict]:
+    """A residual-block layer's two outputs at big-lama's bottleneck sizes: cuDNN with the
+    passes around it (reflect pads, the fused conv + add + ReLU, the spectral branch's 1x1
+    product, the residual adds) against lama.kernels.ReflectConvSum, for two tiles."""
+    torch.manual_seed(0)
+    half = dict(device="cuda", dtype=torch.float16)
+    rows = []
+    for width, height in ((80, 60), (160, 120), (320, 240)):
+        x_l, x_g = torch.randn(1, height, width, 128, **half), torch.randn(1, height, width, 384, **half)
+        fourier_sum = torch.randn(1, height, width, 192, **half)
+        res_l, res_g = torch.randn(1, height, width, 128, **half), torch.randn(1, height, width, 384, **half)
+        w_l2l, w_g2l = torch.randn(128, 128, 3, 3, **half) / 30, torch.randn(128, 384, 3, 3, **half) / 30
+        w_l2g, w_2 = torch.randn(384, 128, 3, 3, **half) / 30, torch.randn(384, 192, 1, 1, **half) / 15
+        b_l, b_g = torch.randn(128, **half), torch.randn(384, **half)
+        cl = [w.contiguous(memory_format=torch.channels_last) for w in (w_l2l, w_g2l, w_l2g)]
+
+        def nchw(t: torch.Tensor) -> torch.Tensor:
+            return t.permute(0, 3, 1, 2)
+
+        def cudnn_local() -> torch.Tensor:
+            from_global = F.conv2d(nchw(kernels.reflect_pad(x_g, 1)), cl[1])
+            out = torch.cudnn_convolution_add_relu(nchw(kernels.reflect_pad(x_l, 1)), cl[0], from_global, 1.0, b_l,
+                                                   (1, 1), (0, 0), (1, 1), 1)
+            return out.permute(0, 2, 3, 1).add_(res_l)
+
+        def cudnn_global() -> torch.Tensor:
+            spectral = F.linear(fourier_sum, w_2[:, :, 0, 0]).permute(0, 3, 1, 2)
+            out = torch.cudnn_convolution_add_relu(nchw(kernels.reflect_pad(x_l, 1)), cl[2], spectral, 1.0, b_g,
+                                                   (1, 1), (0, 0), (1, 1), 1)
+            return out.permute(0, 2, 3, 1).add_(res_g)
+
+        local = kernels.ReflectConvSum([w_l2l, w_g2l], b_l, True)
+        global_ = kernels.ReflectConvSum([w_l2g, w_2], b_g, True)
+        row = {"bottleneck": f"{width}x{height}", "cudnn_local_us": graph_us(cudnn_local),
+               "cudnn_global_us": graph_us(cudnn_global)}
+        for tile in ((64, 128, 4, 3), (128, 128, 8, 4)):
+            local.tune(*tile)
+            global_.tune(*tile)
+            name = "x".join(map(str, tile))
+            row[f"triton_local_{name}_us"] = graph_us(lambda: local([x_l, x_g], res_l))
+            row[f"triton_global_{name}_us"] = graph_us(lambda: global_([x_l, fourier_sum], res_g))
+            row[f"triton_local_{name}_err"] = rel_error(local([x_l, x_g], res_l), cudnn_local().float())
+            row[f"triton_global_{name}_err"] = rel_error(global_([x_l, fourier_sum], res_g), cudnn_global().float())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--kernels", action="store_true", help="only time the stem's and head's kernels")
+    parser.add_argument("--conv-sum", action="store_true",
+                        help="only time the residual layers' ReflectConvSum against cuDNN and its passes")
     parser.add_argument("--timeline", action="store_true",
                         help="only summarise the fast path's graph replay at the two graphed sizes")
     args = parser.parse_args()
@@ -176,6 +241,10 @@ def main() -> None:
     if args.kernels:
         with open(os.path.join(args.out, "kernels.json"), "w") as f:
             json.dump(kernel_times(), f, indent=1)
+        return
+    if args.conv_sum:
+        with torch.inference_mode(), open(os.path.join(args.out, "conv_sum.json"), "w") as f:
+            json.dump(conv_sum_times(), f, indent=1)
         return
     if args.timeline:
         engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
