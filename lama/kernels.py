@@ -185,8 +185,8 @@ class ReflectConvSum:
         # Rows (tap, input channel), columns output channels: a K-by-N operand per input.
         self.matrices = [w.detach().permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous() for w in weights]
         self.block_k = next((k for k in (64, 32, 16) if all(c % k == 0 for c in self.in_channels)), None)
-        # The best of a sweep on an H200 at bottlenecks of 80×60 to 320×240 (within 5%, bar
-        # the local 2560×1920 one, which 128×128 tiles on 8 warps ran 11% faster).
+        # The best tile of a sweep on an H200 over big-lama's bottleneck sizes (80×60 to
+        # 320×240); `tools/gpu_explore.py --conv-sum` times it and a larger one against cuDNN.
         self.tune(block_m=64, block_n=128, num_warps=4, num_stages=3)
 
     def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
