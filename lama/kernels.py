@@ -218,6 +218,8 @@ class ReflectConvSum:
             if x.shape != (batch, height, width, channels) or not x.is_contiguous():
                 raise ValueError(f"expected contiguous ({batch}, {height}, {width}, {channels}) maps")
         out = first.new_empty((batch, height, width, self.out_channels))
+        if residual is not None and (residual.shape != out.shape or not residual.is_contiguous()):
+            raise ValueError(f"expected a contiguous {tuple(out.shape)} residual")
         two = len(inputs) == 2
         pixels = batch * height * width
         grid = (triton.cdiv(pixels, self.block_m), triton.cdiv(self.out_channels, self.block_n))

@@ -159,6 +159,8 @@ def test_the_triton_conv_sum_is_the_sum_of_the_ffc_paths(shapes, out_channels, r
     if conv.block_k is not None:
         with pytest.raises(ValueError, match="expected contiguous"):
             conv([x.transpose(1, 2).contiguous().transpose(1, 2) for x in inputs], residual)
+        with pytest.raises(ValueError, match="residual"):
+            conv(inputs, torch.zeros(batch, height, width, out_channels + 1, device="cuda"))
 
 
 def test_the_two_stream_branches_compute_what_one_stream_computes():
