@@ -4,7 +4,10 @@ Not a benchmark of record (that is `python -m lama bench --compare-reference`): 
 candidate variants of the generator side by side in one process, profiles the largest size
 kernel by kernel and times the CPU codecs, so that one device call answers several questions.
 
-    python tools/gpu_explore.py --out DIR
+    python tools/gpu_explore.py --out DIR              # variants, profiles, codecs
+    python tools/gpu_explore.py --kernels --out DIR    # the stem's and head's 7x7 kernels
+    python tools/gpu_explore.py --conv-sum --out DIR   # the residual layers' kernel against cuDNN
+    python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
 """
 
 from __future__ import annotations
