@@ -17,15 +17,12 @@ import json
 import os
 import statistics
 import tempfile
-import time
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lama import fastpath, imageio, kernels
-from lama.bench import strict_fp32
+from lama import fastpath, kernels
+from lama.bench import codec_timings, strict_fp32
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
 from lama.synthetic import synthetic_case
@@ -102,27 +99,6 @@ def graph_timeline(run) -> dict:
         "by_name": sorted(({"name": n, "calls": len(d), "total_us": sum(d), "median_us": statistics.median(d)}
                            for n, d in names.items()), key=lambda r: -r["total_us"]),
     }
-
-
-def codec_times(width: int, height: int) -> dict[str, float]:
-    image, mask = synthetic_case(width, height)
-    out = {}
-    for level in (1, 3):
-        t = time.perf_counter()
-        for _ in range(5):
-            ok, data = cv2.imencode(".png", image[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, level])
-        out[f"encode_png_l{level}_ms"] = (time.perf_counter() - t) / 5 * 1000
-        out[f"png_l{level}_mb"] = len(data) / 1e6
-    png = imageio.encode_image(image)
-    png_mask = imageio.encode_image(mask)
-    for name, fn in (("decode_image_ms", lambda: imageio.decode_image(png)),
-                     ("decode_mask_ms", lambda: imageio.decode_mask(png_mask)),
-                     ("encode_image_ms", lambda: imageio.encode_image(image))):
-        t = time.perf_counter()
-        for _ in range(5):
-            fn()
-        out[name] = (time.perf_counter() - t) / 5 * 1000
-    return out
 
 
 def kernel_times() -> list[dict]:
@@ -303,7 +279,7 @@ def main() -> None:
             with open(os.path.join(args.out, f"profile_fast_eager_{width}.txt"), "w") as f:
                 f.write(profile_table(lambda: fast(net_input)))
 
-    report["codecs_2560x1920"] = codec_times(2560, 1920)
+    report["codecs_2560x1920"] = codec_timings([(2560, 1920)], runs=5)[0]
     image, mask = synthetic_case(2560, 1920)
     timings: dict[str, float] = {}
     for _ in range(3):
