@@ -10,7 +10,7 @@ the Adler-32 of all the data they form one ordinary stream that every decoder re
 zlib releases the GIL, so the segments are compressed by a thread pool sized to the
 cores: 2560×1920 went from 190 ms (cv2.imencode) to 19 ms on the GPU box's 16 cores.
 
-What is written (measured on photo-like and real photos, see ``python -m lama.imageio``):
+What is written (measured on photo-like and real photos, see ``python -m lama bench --codecs-only``):
   * filter 'Up' (each byte minus the one above it) on every row but a segment's first,
     which gets 'Sub' (minus the pixel to its left) so that a segment can be decoded
     without its predecessor. Up compresses as well as OpenCV's 'Sub' on noisy photos and

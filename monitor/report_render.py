@@ -292,10 +292,11 @@ def _finish(figure: Any, axes: Any, run: dict[str, Any], origin: float, end: flo
     offset = run["server"]["clock_offset_s"]
     for ax in axes:
         for phase in run["phases"]:
-            start = phase["start"] + offset - origin
-            end = (phase["end"] or phase["start"]) + offset - origin
-            ax.axvspan(start, max(end, start + 0.05), color=PHASE_COLOURS.get(phase["name"], "#eeeeee"),
-                       alpha=0.6, label=phase["name"], zorder=0)
+            # Not `start`/`end`: `end` is where the time axis stops (the last sample), not a phase's.
+            phase_start = phase["start"] + offset - origin
+            phase_end = (phase["end"] or phase["start"]) + offset - origin
+            ax.axvspan(phase_start, max(phase_end, phase_start + 0.05),
+                       color=PHASE_COLOURS.get(phase["name"], "#eeeeee"), alpha=0.6, label=phase["name"], zorder=0)
         ok = [r["start"] + offset - origin for r in run["requests"] if r["status"] == 200]
         failed = [r["start"] + offset - origin for r in run["requests"] if r["status"] != 200]
         ax.plot(ok, [0.02] * len(ok), "|", color="black", markersize=10, transform=ax.get_xaxis_transform())

@@ -64,6 +64,7 @@ class _Gpu:
     handle: Any
     name: str
     memory_v2: bool  # nvmlDeviceGetMemoryInfo_v2 (with the driver's reserved memory) works here
+    driver_version: str | None  # the NVIDIA driver's, the same for every GPU; what the report's machine table names
 
 
 class Sampler:
@@ -263,7 +264,8 @@ class Sampler:
             return None, []
         try:
             handles = _visible_handles(nvml)
-            gpus = [_Gpu(index, handle, nvml.nvmlDeviceGetName(handle), hasattr(nvml, "nvmlMemory_v2"))
+            driver = _driver_version(nvml)
+            gpus = [_Gpu(index, handle, nvml.nvmlDeviceGetName(handle), hasattr(nvml, "nvmlMemory_v2"), driver)
                     for index, handle in enumerate(handles)]
         except nvml.NVMLError as error:
             log.warning("monitor: NVML could not list the GPUs (%s); no GPU sampling", error)
@@ -287,6 +289,7 @@ class Sampler:
         return {
             "index": gpu.index,
             "name": gpu.name,
+            "driver_version": gpu.driver_version,
             "utilization_ratio": None if utilization is None else utilization.gpu / 100,
             "memory_used_bytes": memory.used,
             "memory_total_bytes": memory.total,
@@ -352,6 +355,15 @@ def _busy_total(times: Any) -> tuple[float, float]:
 
 def _percent(busy: float, total: float) -> float:
     return round(min(max(100 * busy / total, 0.0), 100.0), 1) if total > 0 else 0.0
+
+
+def _driver_version(nvml: Any) -> str | None:
+    """The driver's version string; None where this NVML cannot tell (the samples still flow)."""
+    try:
+        version = nvml.nvmlSystemGetDriverVersion()
+    except nvml.NVMLError:
+        return None
+    return version.decode() if isinstance(version, bytes) else str(version)
 
 
 def _visible_handles(nvml: Any) -> list[Any]:

@@ -387,3 +387,18 @@ def test_a_server_that_is_not_this_service_is_refused(tmp_path):
         server.server_close()
     assert done.returncode != 0
     assert re.fullmatch(r"error: .*/healthz answered HTTP 404 .*is this the inpainting service\?\n", done.stderr)
+
+
+def test_every_plot_s_time_axis_reaches_the_last_sample(monkeypatch):
+    """The phases end before the samples do (the stream of samples outlives the last phase); the
+    axis must still show the last sample, not stop where the last phase ended."""
+    run = simulated_gpu_run()
+    last_sample_s = run["server"]["samples"][-1]["ts"] - run["phases"][0]["start"]
+    last_phase_end_s = run["phases"][-1]["end"] - run["phases"][0]["start"]
+    assert last_sample_s > last_phase_end_s + 5  # the case the test is about
+    limits = []
+    close = report_render.plt.close
+    monkeypatch.setattr(report_render.plt, "close",
+                        lambda figure: (limits.extend(ax.get_xlim()[1] for ax in figure.axes), close(figure)))
+    report_render.plots(run)
+    assert limits and min(limits) >= last_sample_s

@@ -86,6 +86,9 @@ class FakeNvml:
     def nvmlDeviceGetName(self, handle: int) -> str:
         return self.NAMES[handle]
 
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
     def _check(self) -> None:
         if self.lost:
             raise FakeNVMLError(15)
@@ -125,10 +128,11 @@ class FakeNvml:
 EXPECTED_GPUS = [
     {"index": 0, "name": "NVIDIA A10", "utilization_ratio": 0.87, "memory_used_bytes": 6_800_000_000,
      "memory_total_bytes": 24 * GiB, "memory_reserved_bytes": 300 * 2**20, "temperature_celsius": 64,
+     "driver_version": "550.54.15",
      "power_watts": 148.25, "sm_clock_mhz": 1695},
     {"index": 1, "name": "NVIDIA L4", "utilization_ratio": 0.05, "memory_used_bytes": 2**30,
      "memory_total_bytes": 22 * GiB, "memory_reserved_bytes": 0, "temperature_celsius": 41,
-     "power_watts": None, "sm_clock_mhz": 2040},
+     "driver_version": "550.54.15", "power_watts": None, "sm_clock_mhz": 2040},
 ]
 
 
