@@ -1,3 +1,3 @@
-"""Resource monitor: NVML/psutil sampling (sampler), request records (requestlog), Prometheus
-instruments (metrics) and the one-command resource report (report). Imports no web code
-and no model code."""
+"""Resource monitor: NVML/psutil sampling (sampler), request records (requestlog) and Prometheus
+instruments (metrics). Imports nothing else of the project; the resource report that reads
+what it collects over HTTP is the loadreport package."""

@@ -1,4 +1,4 @@
-"""`python -m monitor.report`: its pure parts, and the whole command against a live service.
+"""`python -m loadreport` (the resource report): its pure parts, and the whole command against a live service.
 
 The live test starts `python app.py` on 127.0.0.1 with the tiny checkpoint on the CPU and
 runs the report in --quick mode as an operator would, over real HTTP, then checks that
@@ -28,8 +28,9 @@ from PIL import Image
 
 from lama import imageio
 from liveserver import LiveServer, free_port
-from monitor import report, report_render
-from monitor.report_analysis import (
+from loadreport import render as report_render
+from loadreport import report
+from loadreport.analysis import (
     LEAK_THRESHOLD_BYTES_PER_HOUR,
     MIN_DRIFT_SPAN_S,
     Timeline,
@@ -38,8 +39,8 @@ from monitor.report_analysis import (
     summarize,
     summarize_stream,
 )
-from monitor.report_http import multipart, parse_server_timing
-from monitor.report_workload import CLASSES, OVERSIZED, make_upload, stroke_mask
+from loadreport.client import multipart, parse_server_timing
+from loadreport.workload import CLASSES, OVERSIZED, make_upload, stroke_mask
 
 ROOT = Path(report.__file__).resolve().parents[1]
 WAIT_S = 60
@@ -209,7 +210,7 @@ def simulated_gpu_run() -> dict[str, Any]:
                              "image is 5120×3840" if status == 413 else None})
             records.append({"id": f"{name}{index}", "ts": phase["start"] + index + 0.4, "width": width,
                             "height": height, "strategy": "crop", "peak_gpu_bytes": 7e9 if name == "large" else 1e9})
-    run = {"url": "http://gpu-box:7860", "date": "2026-05-01 12:00 UTC", "interrupted": None,
+    run = {"tool": "python -m loadreport", "url": "http://gpu-box:7860", "date": "2026-05-01 12:00 UTC", "interrupted": None,
            "options": {"quick": True, "runs": 2, "stream_count": 2, "stream_interval": 1.0, "simultaneous": 5},
            "health_start": {"status": "ok", "model": {"name": "big-lama", "device": "cuda:0", "precision": "fp16",
                                                       "source": "safetensors"}},
@@ -271,7 +272,7 @@ def live_service(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "monitor.report", *args], cwd=ROOT, env=python_env(),
+    return subprocess.run([sys.executable, "-m", "loadreport", *args], cwd=ROOT, env=python_env(),
                           capture_output=True, text=True, timeout=REPORT_TIMEOUT_S)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU box: the real server with full-size random big-lama weights, timed from start to
 # /readyz, the first request after /readyz against the steady ones, then the resource report
-# (python -m monitor.report) with 20 simultaneous 2560×1920 requests. Results under $1.
+# (python -m loadreport) with 20 simultaneous 2560×1920 requests. Results under $1.
 # With a second argument `startup-only`: start-up and first requests, no report; with `bursts`:
 # then three short reports in a row, each ending in 20 simultaneous 2560×1920 requests, with
 # NVML's memory used after each (does memory plateau after the first burst, or keep growing?).
@@ -35,14 +35,14 @@ if [ "$only" = bursts ]; then
     echo "after the first requests: NVML memory used $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)" \
         | tee "$out/bursts.txt"
     for i in 1 2 3; do
-        python3 -m monitor.report --url http://127.0.0.1:7860 --simultaneous 20 --out "$out/bursts/$i" \
+        python3 -m loadreport --url http://127.0.0.1:7860 --simultaneous 20 --out "$out/bursts/$i" \
             --stream-count 20 --stream-interval 0.2 --runs 3 >/dev/null 2>&1
         echo "after report $i: NVML memory used $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)," \
             "$(grep -o '[0-9]*/20 repaired' "$out/bursts/$i/report.md")" | tee -a "$out/bursts.txt"
     done
     kill -TERM $server; wait $server; exit 0
 fi
-python3 -m monitor.report --url http://127.0.0.1:7860 --simultaneous 20 --out "$out/report" \
+python3 -m loadreport --url http://127.0.0.1:7860 --simultaneous 20 --out "$out/report" \
     --stream-count 100 --stream-interval 0.3 --runs 10 2>&1 | tail -5
 python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:7860/healthz').read().decode())" \
     >"$out/healthz.json"

@@ -21,7 +21,7 @@ import numpy as np
 
 from lama.synthetic import synthetic_case
 from lama.imageio import encode_image
-from monitor.report_http import ServiceClient, parse_server_timing
+from loadreport.client import ServiceClient, parse_server_timing
 
 STROKE_SEGMENTS = 12  # a brush stroke is a short random walk of this many segments
 

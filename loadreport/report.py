@@ -1,7 +1,7 @@
-"""python -m monitor.report: the seed's whole resource measurement, in one command.
+"""python -m loadreport: the seed's whole resource measurement, in one command.
 
-    python -m monitor.report --url http://HOST:PORT [--quick] [--out DIR] [--runs N]
-                             [--stream-count N] [--stream-interval S] [--api-token T]
+    python -m loadreport --url http://HOST:PORT [--quick] [--out DIR] [--runs N]
+                         [--stream-count N] [--stream-interval S] [--api-token T]
 
 Against a running service, over real HTTP, as its users reach it:
   1. three image classes, 640×480 (mask ≈5%), 1280×960 (≈12%), 2560×1920 (≈8%), --runs each;
@@ -30,20 +30,21 @@ from pathlib import Path
 from typing import Any
 
 from lama.files import write_bytes_atomic
-from monitor.report_analysis import summarize
-from monitor.report_collect import MonitorCollector
-from monitor.report_http import ReportError, ServiceClient
-from monitor.report_render import markdown, plots
-from monitor.report_workload import CLASSES, OVERSIZED, SIMULTANEOUS, Workload, make_upload
+from loadreport.analysis import summarize
+from loadreport.collect import MonitorCollector
+from loadreport.client import ReportError, ServiceClient
+from loadreport.render import markdown, plots
+from loadreport.workload import CLASSES, OVERSIZED, SIMULTANEOUS, Workload, make_upload
 
 # The seed's protocol, and a quick pass that still runs every phase (CI, a smoke test).
 FULL = {"runs": 10, "stream_count": 60, "stream_interval": 30.0}
 QUICK = {"runs": 2, "stream_count": 3, "stream_interval": 0.5}
+COMMAND = "python -m loadreport"
 MAX_SETTLE_S = 5.0  # the pause between phases: one sampling interval, but never long
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m monitor.report",
+    parser = argparse.ArgumentParser(prog=COMMAND,
                                      description="Measure a running inpainting service: report.md, plots, data.json")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--url", help="the service, e.g. http://127.0.0.1:7860")
@@ -122,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         collector.stop()
     run = {
-        "tool": "python -m monitor.report", "url": client.base_url, "date": f"{date:%Y-%m-%d %H:%M} UTC",
+        "tool": COMMAND, "url": client.base_url, "date": f"{date:%Y-%m-%d %H:%M} UTC",
         "client_host": socket.gethostname(), "interrupted": interrupted,
         "options": {"quick": args.quick, "runs": args.runs, "stream_count": args.stream_count,
                     "stream_interval": args.stream_interval, "simultaneous": args.simultaneous},
@@ -146,7 +147,7 @@ def write_report(run: dict[str, Any], out: Path) -> Path:
 
 
 def progress(line: str) -> None:
-    print(f"monitor.report: {line}", file=sys.stderr, flush=True)
+    print(f"loadreport: {line}", file=sys.stderr, flush=True)
 
 
 def load_run(path: Path) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def load_run(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise ReportError(f"cannot read {path}: {error}") from None
     if not isinstance(run, dict) or "summary" not in run:
-        raise ReportError(f"{path} is not the data.json of a monitor.report run")
+        raise ReportError(f"{path} is not the data.json of a resource report")
     return run
 
 
@@ -178,7 +179,3 @@ def main(argv: list[str] | None = None) -> int:
     survived = "survived every phase" if run["summary"]["survived_all"] else "did NOT survive every phase"
     print(f"{path} (the service {survived})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

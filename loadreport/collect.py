@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from monitor.report_http import MONITOR_PATH, ReportError, ServiceClient
+from loadreport.client import MONITOR_PATH, ReportError, ServiceClient
 
 POLL_S = 30.0
 # How far back each poll reaches before the newest sample already held: a record is

@@ -1,6 +1,6 @@
 """report.md and its plots, from a run's data (the same dict that is written as data.json).
 
-Only formatting happens here: every figure comes from monitor.report_analysis. Units are
+Only formatting happens here: every figure comes from loadreport.analysis. Units are
 decimal (GB = 1e9 bytes), as nvidia-smi's neighbours and the seed's report write them.
 """
 
@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server, and no GUI toolkit needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from monitor.report_analysis import Timeline, gpu_index_of  # noqa: E402
+from loadreport.analysis import Timeline, gpu_index_of  # noqa: E402
 
 NO_GPU = "n/a (no GPU)"
 PLOTS = {"gpu": "gpu.png", "cpu": "cpu.png", "memory": "memory.png"}
@@ -65,7 +65,7 @@ def markdown(run: dict[str, Any]) -> str:
     lines = [
         f"# Resource report: {machine['model'] or 'model n/a'} on {machine['gpu_name'] or machine['device']}",
         "",
-        f"Produced by `python -m monitor.report` against {run['url']} on {run['date']} "
+        f"Produced by `{run['tool']}` against {run['url']} on {run['date']} "
         f"({'quick mode' if options['quick'] else 'full protocol'}); every number below comes from this run "
         "(`data.json` beside this file holds them all, with the raw requests and samples).",
         "",

@@ -1,0 +1,5 @@
+import sys
+
+from loadreport import report
+
+sys.exit(report.main())
