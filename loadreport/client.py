@@ -1,6 +1,6 @@
-"""The report's HTTP client: the standard library's urllib and nothing else.
+"""The client's HTTP side: httpx, one connection pool per ServiceClient.
 
-The report measures the service from the outside, as its users reach it, so every call
+Everything here measures the service from the outside, as its users reach it, so every call
 is a real HTTP request whose latency is taken around the whole exchange (connect, upload,
 server work, download). A failed exchange is data, not an exception: a 503 under load or
 a connection reset when the server dies are exactly what the fault cases record.
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
-import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.client import HTTPException
+from types import TracebackType
 from typing import Any
+
+import httpx
 
 INPAINT_PATH = "/api/v1/inpaint"
 MONITOR_PATH = "/api/v1/monitor"
@@ -74,62 +73,50 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
     return timings
 
 
-def multipart(files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
-    """Encode {field: (filename, data, content type)} as multipart/form-data; returns (body, content type)."""
-    boundary = secrets.token_hex(16)
-    parts = []
-    for name, (filename, data, content_type) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                     f"Content-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
 class ServiceClient:
-    """Requests to one service; `token` goes to /api/v1/* as a Bearer token."""
+    """Requests to one service over one pool of keep-alive connections; `token` goes to /api/v1/*
+    as a Bearer token. Safe to share between threads; a client per thread looks like a user each."""
 
-    def __init__(self, base_url: str, token: str | None = None):
+    def __init__(self, base_url: str, token: str | None = None, transport: httpx.BaseTransport | None = None):
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ReportError(f"not an http(s) URL: {base_url!r} (expected e.g. http://127.0.0.1:7860)")
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self._http = httpx.Client(base_url=self.base_url, transport=transport,
+                                  headers={"Accept": "application/json, image/*"})
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+                files: Mapping[str, tuple[str, bytes, str]] | None = None, form: Mapping[str, str] | None = None,
                 timeout: float = PROBE_TIMEOUT_S) -> Exchange:
-        headers = {"Accept": "application/json, image/*"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        if self.token and path.startswith("/api/"):
-            headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.base_url + path, data=body, headers=headers, method=method)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token and path.startswith("/api/") else {}
         started = time.perf_counter()
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                data = response.read()
-                return Exchange(response.status, time.perf_counter() - started, data, _lower(response.headers))
-        except urllib.error.HTTPError as answer:  # a 4xx/5xx is an answer, not a failure to talk
-            with answer:
-                data = answer.read()
-            return Exchange(answer.code, time.perf_counter() - started, data, _lower(answer.headers))
-        except (urllib.error.URLError, OSError, HTTPException) as error:
-            reason = getattr(error, "reason", error)
-            text = str(reason) or type(reason).__name__
-            if isinstance(reason, socket.timeout):
-                text = f"no answer within {timeout:.0f} s"
-            return Exchange(None, time.perf_counter() - started, transport_error=text)
+            response = self._http.request(method, path, params=params, files=files, data=form, headers=headers,
+                                          timeout=timeout)
+        except httpx.TimeoutException:
+            return Exchange(None, time.perf_counter() - started, transport_error=f"no answer within {timeout:.0f} s")
+        except httpx.TransportError as error:
+            return Exchange(None, time.perf_counter() - started, transport_error=str(error) or type(error).__name__)
+        return Exchange(response.status_code, time.perf_counter() - started, response.content, dict(response.headers))
 
-    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Exchange:
-        if params:
-            path += "?" + urllib.parse.urlencode(params)
-        return self.request("GET", path)
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Exchange:
+        return self.request("GET", path, params)
 
-    def inpaint(self, image_png: bytes, mask_png: bytes) -> Exchange:
-        """POST /api/v1/inpaint with the service's own defaults for strategy, dilate, feather, format."""
-        body, content_type = multipart({"image": ("image.png", image_png, "image/png"),
-                                        "mask": ("mask.png", mask_png, "image/png")})
-        return self.request("POST", INPAINT_PATH, body, content_type, timeout=REPAIR_TIMEOUT_S)
-
-
-def _lower(headers: Any) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
+    def inpaint(self, image: bytes, mask_png: bytes, image_type: str = "image/png",
+                form: Mapping[str, str] | None = None) -> Exchange:
+        """POST /api/v1/inpaint; the form fields not in `form` (strategy, dilate, feather, format)
+        take the service's own defaults."""
+        files = {"image": ("image." + image_type.rpartition("/")[2], image, image_type),
+                 "mask": ("mask.png", mask_png, "image/png")}
+        return self.request("POST", INPAINT_PATH, files=files, form=form, timeout=REPAIR_TIMEOUT_S)

@@ -99,7 +99,11 @@ def check_service(client: ServiceClient) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the protocol; returns the run as data.json holds it (summaries included)."""
-    client = ServiceClient(args.url, args.api_token)
+    with ServiceClient(args.url, args.api_token) as client:
+        return run_protocol(client, args)
+
+
+def run_protocol(client: ServiceClient, args: argparse.Namespace) -> dict[str, Any]:
     health = check_service(client)
     collector = MonitorCollector(client)
     collector.first_poll()

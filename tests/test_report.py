@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -39,7 +40,7 @@ from loadreport.analysis import (
     summarize,
     summarize_stream,
 )
-from loadreport.client import multipart, parse_server_timing
+from loadreport.client import ServiceClient, parse_server_timing
 from loadreport.workload import CLASSES, OVERSIZED, make_upload, stroke_mask
 
 ROOT = Path(report.__file__).resolve().parents[1]
@@ -81,13 +82,39 @@ def test_an_upload_decodes_to_the_class_size_and_its_mask_share():
     assert image.std() > 20  # a picture, not a flat colour
 
 
-def test_multipart_body_carries_both_files():
-    body, content_type = multipart({"image": ("image.png", b"\x89PNG-image", "image/png"),
-                                    "mask": ("mask.png", b"\x89PNG-mask", "image/png")})
-    boundary = content_type.split("boundary=")[1]
-    assert content_type.startswith("multipart/form-data; ")
-    assert body.count(f"--{boundary}\r\n".encode()) == 2 and body.endswith(f"--{boundary}--\r\n".encode())
-    assert b'name="image"; filename="image.png"' in body and b"\r\n\r\n\x89PNG-mask\r\n" in body
+def test_an_upload_is_one_multipart_post_with_the_token_and_only_the_form_fields_given():
+    seen: list[httpx.Request] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"png", headers={"Server-Timing": "infer;dur=4"})
+
+    with ServiceClient("http://service", "secret", httpx.MockTransport(service)) as client:
+        exchange = client.inpaint(b"\xff\xd8jpeg", b"\x89PNG-mask", "image/jpeg", {"strategy": "original"})
+        client.get_json("/healthz")
+    assert exchange.status == 200 and exchange.headers["server-timing"] == "infer;dur=4"
+    upload, probe = seen
+    body = upload.read()
+    assert upload.url.path == "/api/v1/inpaint" and upload.headers["authorization"] == "Bearer secret"
+    assert b'name="image"; filename="image.jpeg"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8jpeg\r\n' in body
+    assert b'name="mask"; filename="mask.png"\r\nContent-Type: image/png\r\n\r\n\x89PNG-mask\r\n' in body
+    assert body.count(b'form-data; name="') == 3 and b'name="strategy"\r\n\r\noriginal\r\n' in body
+    assert "authorization" not in probe.headers  # the token is for /api/v1/* only
+
+
+def test_no_answer_is_an_exchange_without_a_status_not_an_exception():
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with ServiceClient("http://service", transport=httpx.MockTransport(refused)) as client:
+        exchange = client.get_json("/healthz")
+    assert (exchange.status, exchange.transport_error) == (None, "[Errno 111] Connection refused")
+    assert exchange.error_fields() == ("no_response", "[Errno 111] Connection refused")
+    with ServiceClient("http://service", transport=httpx.MockTransport(slow)) as client:
+        assert client.get_json("/healthz").transport_error == "no answer within 10 s"
 
 
 # ------------------------------------------------------------------ parsing and statistics
