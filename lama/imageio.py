@@ -1,11 +1,17 @@
 """Decode, validate and encode images: the only place bytes become pixels.
 
-Uploads are untrusted. Before anything is decoded, Pillow reads only the header
-(format, size, mode, EXIF orientation), so a file that claims 100000×100000 pixels is
-refused without allocating it. The pixels themselves are decoded by OpenCV, which is
-several times faster than Pillow on large photos, except PNGs that this service wrote
-(lama.png reads those on all cores); PNG is encoded by lama.png on all cores, JPEG and
-WebP by OpenCV.
+Uploads are untrusted. Before anything is decoded, the file's structure is walked the
+way its pixel decoder will read it (lama.formats: PNG chunks, JPEG segments and scans,
+TIFF tags) and Pillow reads only the header (format, size, mode, EXIF orientation), so a
+file that claims 100000×100000 pixels, or that the decoder would read at another size than
+Pillow does, is refused without allocating it. The pixels themselves are decoded by
+OpenCV, which is several times faster than Pillow on large photos, except PNGs that this
+service wrote (lama.png reads those on all cores); PNG is encoded by lama.png on all
+cores, JPEG and WebP by OpenCV.
+
+What one decode may cost is bounded three ways: the structure checks bound its time by
+the file's size, OpenCV's own caps (lama.opencv_caps) bound what it allocates whatever
+the header says, and at most DECODE_SLOTS decodes run at once in the process.
 
 Arrays are uint8 in the image's own layout: H×W (gray), H×W×3 RGB or H×W×4 RGBA.
 Every problem a user can cause raises :class:`ImageError` with a one-line message that
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +40,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from lama import png
+from lama import formats, opencv_caps, png
 from lama.files import write_bytes_atomic
 
 # Suffixes the CLI treats as images when it is given a directory (compare lower-cased).
@@ -49,7 +56,7 @@ _HEADER_PARSERS: dict[str, type[ImageFile.ImageFile]] = {
     "TIFF": TiffImagePlugin.TiffImageFile,
 }
 _NOT_AN_IMAGE = "not an image: expected PNG, JPEG, WebP, BMP or TIFF"
-_CORRUPT = "image is truncated or corrupt"
+_CORRUPT = formats.CORRUPT
 
 # OpenCV's TIFF decoder applies the orientation tag itself, even with IMREAD_UNCHANGED;
 # for the other formats it is ignored and this module applies it.
@@ -84,12 +91,13 @@ class ImageLimits:
     """What an upload may cost before it is decoded.
 
     max_pixels bounds the decoded memory (40 MP × 4 channels × 2 bytes for 16-bit RGBA
-    is 320 MB); max_side refuses absurd aspect ratios that pass the pixel limit.
+    is 320 MB); max_side refuses absurd aspect ratios that pass the pixel limit. Neither
+    goes above OpenCV's caps (lama.opencv_caps): a larger value acts as the cap.
     """
 
     max_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_side: int = 16384
+    max_pixels: int = opencv_caps.MAX_PIXELS
+    max_side: int = opencv_caps.MAX_SIDE
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_pixels", "max_side"):
@@ -98,6 +106,26 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()
+
+# (pixels, side) over which OpenCV itself refuses to decode.
+_DECODER_CAPS = opencv_caps.in_effect()
+
+# Decodes at once in this process. Each holds up to its image's pixels (40 MP of 16-bit RGBA
+# is 320 MB, plus the 8-bit copy) and a core, so more than the cores adds memory, not speed;
+# at least 2 so that a request's image and mask decode side by side; at most 8 so that a
+# burst on a many-core box holds a few GB, not all of memory.
+DECODE_SLOTS = max(2, min(png.cores(), 8))
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+
+
+def _new_decode_slots() -> None:
+    """A forked child starts with free slots (the threads that held its parent's are gone)."""
+    global _decode_slots
+    _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_decode_slots)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -112,29 +140,39 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     EXIF orientation is applied, so the array looks the way a photo viewer shows it.
     """
     _check_byte_size(len(data), limits)
+    fmt = _sniff_format(data)
+    if fmt is None:
+        raise ImageError(_NOT_AN_IMAGE)
     webp_size = _webp_canvas_size(data)
     if webp_size is not None:
         # Checked before Pillow sees the file: its WebP plugin hands the whole file to
         # libwebp, which (depending on the version) reserves the canvas or fails vaguely.
         _check_dimensions(webp_size, limits)
-    header = _read_header(data, limits)
+    try:  # before Pillow too: its header readers are as exposed to a hostile structure
+        structure = formats.walk(fmt, data)
+    except formats.StructureError as error:
+        raise ImageError(str(error)) from None
+    header = _read_header(fmt, data, limits)
+    # The size checked must be the one the decoder will use. Either way round: Pillow gives
+    # a TIFF's size turned by its orientation tag, and the limits are the same both ways.
+    if structure is not None and sorted(structure.size) != sorted(header.size):
+        raise ImageError(_CORRUPT)
     _check_dimensions(header.size, limits)
-    if header.format == "TIFF":
+    if fmt == "TIFF":
         _check_tiff_tiles(header, limits)
     orientation = _orientation(header)
-    if header.format == "JPEG" and not _jpeg_has_end(data):
-        raise ImageError(_CORRUPT)
-    # A PNG this service wrote (a repaired picture sent back for another pass, the
-    # benchmark's inputs) is read in parallel, already in RGB(A) order; lama.png gives
-    # None for any other PNG and for a damaged one, and OpenCV decodes it or says why not.
-    image = png.decode(data) if header.format == "PNG" else None
-    if image is None:
-        image = _decode_pixels(data)
-        image = _to_uint8(image)
-        image = _to_rgb_layout(image, _header_has_alpha(header))
-    if header.format not in _ORIENTED_BY_OPENCV:
-        image = _apply_orientation(image, orientation)
-    return np.ascontiguousarray(image)
+    with _decode_slots:
+        # A PNG this service wrote (a repaired picture sent back for another pass, the
+        # benchmark's inputs) is read in parallel, already in RGB(A) order; lama.png gives
+        # None for any other PNG and for a damaged one, and OpenCV decodes it or says why not.
+        image = png.decode(data) if fmt == "PNG" else None
+        if image is None:
+            image = _decode_pixels(data if structure is None else structure.pixel_data)
+            image = _to_uint8(image)
+            image = _to_rgb_layout(image, _header_has_alpha(header))
+        if fmt not in _ORIENTED_BY_OPENCV:
+            image = _apply_orientation(image, orientation)
+        return np.ascontiguousarray(image)
 
 
 def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
@@ -152,8 +190,10 @@ def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray
     return np.ascontiguousarray(_mask_from_image(image))
 
 
-# Runs the mask's half of decode_image_and_mask. Its tasks wait only on lama.png's pool,
-# whose tasks wait on nothing, so any number of requests can share both without deadlock.
+# Runs the mask's half of decode_image_and_mask. Its tasks wait only on a decode slot and
+# lama.png's pool, whose tasks wait on nothing, so any number of requests can share them
+# without deadlock; a mask the pool has not started by the time its image is decoded is
+# taken back (below), so slow masks in the pool never hold up another request's.
 _mask_pool = png.LazyPool("mask")
 
 
@@ -174,7 +214,7 @@ def decode_image_and_mask(
         error.part = "image"
         raise
     try:
-        mask = mask_future.result()
+        mask = decode_mask(mask_data, limits) if mask_future.cancel() else mask_future.result()
     except ImageError as error:
         error.part = "mask"
         raise
@@ -249,34 +289,37 @@ def _webp_canvas_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _read_header(data: bytes, limits: ImageLimits) -> ImageFile.ImageFile:
+def _read_header(fmt: str, data: bytes, limits: ImageLimits) -> ImageFile.ImageFile:
     """Parse only the header: Pillow's image files are lazy until .load()."""
-    fmt = _sniff_format(data)
-    if fmt is None:
-        raise ImageError(_NOT_AN_IMAGE)
     try:
         return _HEADER_PARSERS[fmt](io.BytesIO(data))
     except Image.DecompressionBombError:
         # Pillow's WebP parser checks its own (higher) limit before it allocates a
         # canvas, and its error carries no size: report ours.
-        limit = _format_megapixels(limits.max_pixels)
+        limit = _format_megapixels(_effective(limits)[0])
         raise ImageTooLargeError(f"image is too large, the limit is {limit}") from None
     except Exception:  # Pillow's parsers raise many types on hostile input
         raise ImageError(_CORRUPT) from None
 
 
+def _effective(limits: ImageLimits) -> tuple[int, int]:
+    """(max_pixels, max_side): the limits, within what OpenCV itself decodes."""
+    return min(limits.max_pixels, _DECODER_CAPS[0]), min(limits.max_side, _DECODER_CAPS[1])
+
+
 def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
     width, height = size
+    max_pixels, max_side = _effective(limits)
     if width <= 0 or height <= 0:
         raise ImageError(_CORRUPT)
-    if max(width, height) > limits.max_side:
+    if max(width, height) > max_side:
         raise ImageTooLargeError(
-            f"image is {width}×{height}, the limit is {limits.max_side} pixels per side"
+            f"image is {width}×{height}, the limit is {max_side} pixels per side"
         )
-    if width * height > limits.max_pixels:
+    if width * height > max_pixels:
         raise ImageTooLargeError(
             f"image is {width}×{height} = {_format_megapixels(width * height)}, "
-            f"the limit is {_format_megapixels(limits.max_pixels)}"
+            f"the limit is {_format_megapixels(max_pixels)}"
         )
 
 
@@ -293,10 +336,11 @@ def _check_tiff_tiles(header: ImageFile.ImageFile, limits: ImageLimits) -> None:
         return  # strips: OpenCV caps a strip at the image's height
     if not all(isinstance(value, int) and value > 0 for value in (width, length)):
         raise ImageError(_CORRUPT)
-    if width * length > limits.max_pixels:
+    max_pixels = _effective(limits)[0]
+    if width * length > max_pixels:
         raise ImageTooLargeError(
             f"TIFF tiles are {width}×{length} = {_format_megapixels(width * length)}, "
-            f"the limit is {_format_megapixels(limits.max_pixels)}"
+            f"the limit is {_format_megapixels(max_pixels)}"
         )
 
 
@@ -313,26 +357,6 @@ def _orientation(header: ImageFile.ImageFile) -> int:
     except Exception:  # a broken EXIF block should not make the photo unusable
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _jpeg_has_end(data: bytes) -> bool:
-    """Whether the end-of-image marker follows the first scan.
-
-    OpenCV 4.x decodes a truncated JPEG without complaint and paints the missing rows
-    gray (5.x refuses it). The walk hops over whole segments up to the first scan, so an
-    EXIF thumbnail's own end marker is not mistaken for the image's; inside the scan data
-    0xFF is escaped as FF00, so an FFD9 found there really ends the image.
-    """
-    pos = 2  # after the start-of-image marker
-    while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-        elif marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", pos) != -1
-        else:
-            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    return False
 
 
 def _header_has_alpha(header: ImageFile.ImageFile) -> bool:

@@ -182,11 +182,21 @@ def test_every_orientation_matches_pillow_exif_transpose(fmt, params, orientatio
 def test_forged_huge_png_is_refused_from_the_header():
     started = time.perf_counter()
     with pytest.raises(ImageTooLargeError) as caught:
-        decode_image(forged_png(100_000, 100_000), ImageLimits(max_side=200_000))
+        decode_image(forged_png(16_000, 16_000))
     assert time.perf_counter() - started < 0.5
     message = str(caught.value)
-    assert "100000×100000" in message and "10,000 MP" in message
+    assert "16000×16000" in message and "256 MP" in message
     assert "the limit is 40 MP" in message
+
+
+def test_limits_above_opencv_caps_act_as_the_caps():
+    """OpenCV refuses to decode beyond its caps (lama.opencv_caps): a configured limit above
+    them would let a file through the checks only to fail as 'corrupt' in the decoder."""
+    generous = ImageLimits(max_pixels=10**12, max_side=10**6)
+    with pytest.raises(ImageTooLargeError, match=r"100000×100000, the limit is 16384 pixels per side"):
+        decode_image(forged_png(100_000, 100_000), generous)
+    with pytest.raises(ImageTooLargeError, match=r"16000×16000 = 256 MP, the limit is 40 MP"):
+        decode_image(forged_png(16_000, 16_000), generous)
 
 
 def test_side_limit_refuses_a_thin_strip():

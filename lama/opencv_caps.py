@@ -1,0 +1,41 @@
+"""OpenCV's own ceiling on what one image decode may allocate, set before OpenCV loads.
+
+OpenCV refuses to decode an image whose size, as its own decoder reads the header, is
+over OPENCV_IO_MAX_IMAGE_PIXELS / _WIDTH / _HEIGHT (defaults 2**30 pixels and 2**20 a
+side: 3 GB for one RGB image). It reads them once, when the library is loaded (they are
+namespace-scope constants in imgcodecs' loadsave.cpp): setting them after ``import cv2``
+changes nothing. lama/__init__.py calls :func:`apply` before any module of the package
+imports cv2, so every process that decodes through lama (server, CLI, bench) has them.
+
+imageio checks sizes itself, with the size the decoder will use (lama.formats); these
+caps are the second line, for a file that some decoder still reads differently. They are
+the largest limits imageio accepts by default (its ImageLimits), so no image imageio lets
+through is refused here; an operator who sets the variables keeps their values, and
+imageio's limits never go above them (:func:`in_effect`).
+"""
+
+from __future__ import annotations
+
+import os
+
+MAX_PIXELS = 40_000_000
+MAX_SIDE = 16384
+_VARIABLES = {"OPENCV_IO_MAX_IMAGE_PIXELS": MAX_PIXELS, "OPENCV_IO_MAX_IMAGE_WIDTH": MAX_SIDE,
+              "OPENCV_IO_MAX_IMAGE_HEIGHT": MAX_SIDE}
+
+
+def apply() -> None:
+    """Put the caps into the environment unless it sets them already (before cv2 loads)."""
+    for name, value in _VARIABLES.items():
+        os.environ.setdefault(name, str(value))
+
+
+def in_effect() -> tuple[int, int]:
+    """(pixels, side): the caps OpenCV loaded with, provided it loaded after :func:`apply`."""
+    pixels = _read("OPENCV_IO_MAX_IMAGE_PIXELS", MAX_PIXELS)
+    side = min(_read("OPENCV_IO_MAX_IMAGE_WIDTH", MAX_SIDE), _read("OPENCV_IO_MAX_IMAGE_HEIGHT", MAX_SIDE))
+    return pixels, side
+
+
+def _read(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)  # OpenCV aborts the process on a value that is not a number
