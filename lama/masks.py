@@ -1,15 +1,28 @@
 """Mask geometry: refinement before repair and the regions the crop strategy works on.
 
-Masks here are boolean H×W arrays (True = repair). Everything is OpenCV on the CPU:
+Masks here are boolean H×W arrays (True = repair). Everything is OpenCV and numpy on the CPU:
 these are cheap next to the model and keep the engine free of image-processing detail.
+The cost of each function grows with the image's size, not with the mask's shape or the
+dilation asked for: both come from users, and must not buy minutes of a worker.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Up to this radius a kernel dilation is cheaper than a distance transform (its cost grows
+# with the kernel's area; the transform's does not depend on the radius at all).
+KERNEL_DILATION_MAX_PX = 8
+# Merging the crop strategy's boxes compares each box with all others (quadratic): past this
+# many, which needs a margin far below the default for images within the pixel limit, the
+# regions are repaired as one.
+MAX_MERGED_BOXES = 10_000
 
 
 class Box(NamedTuple):
@@ -28,14 +41,6 @@ class Box(NamedTuple):
     def area(self) -> int:
         return (self.bottom - self.top) * (self.right - self.left)
 
-    def overlaps(self, other: Box) -> bool:
-        return (self.top < other.bottom and other.top < self.bottom
-                and self.left < other.right and other.left < self.right)
-
-    def union(self, other: Box) -> Box:
-        return Box(min(self.top, other.top), min(self.left, other.left),
-                   max(self.bottom, other.bottom), max(self.right, other.right))
-
 
 def binarize(mask: np.ndarray) -> np.ndarray:
     """Any nonzero value means "repair", as in the official pipeline (anti-aliased edges count)."""
@@ -47,15 +52,27 @@ def binarize(mask: np.ndarray) -> np.ndarray:
 
 
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """Grow the mask by `pixels` in every direction (a disc, so corners stay round).
+    """Grow the mask by a Euclidean disc of radius `pixels`: a pixel joins the mask when a
+    masked pixel lies within that distance (dx² + dy² <= pixels²), so corners stay round.
 
     Users paint tightly around an object; its halo and shadow sit just outside the
     stroke, and LaMa copies whatever is left at the border into the hole.
     """
     if pixels <= 0:
         return mask
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    if pixels <= KERNEL_DILATION_MAX_PX:
+        return cv2.dilate(mask.astype(np.uint8), disc(pixels)) > 0
+    # Distance of every pixel to the nearest masked one: exact Euclidean (OpenCV's
+    # DIST_MASK_PRECISE), one linear pass whatever the radius. Distances are square roots of
+    # integers, so the threshold halfway to the next integer square is safe from rounding.
+    distance = cv2.distanceTransform(np.logical_not(mask).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return distance <= np.float32(np.sqrt(pixels * pixels + 0.5))
+
+
+def disc(radius: int) -> np.ndarray:
+    """The (2·radius + 1)² kernel of the offsets within `radius`: dx² + dy² <= radius²."""
+    offsets = np.arange(-radius, radius + 1)
+    return (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius * radius).astype(np.uint8)
 
 
 def feather_weights(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -76,31 +93,57 @@ def region_boxes(mask: np.ndarray, margin: int) -> list[Box]:
     """Boxes around each connected masked region, grown by `margin` and clipped to the image.
 
     Boxes that overlap after growing are merged, so each pixel is repaired once and a
-    mask of many specks does not turn into many model runs.
+    mask of many specks does not turn into many model runs: the result is the boxes merged
+    until no two share a pixel (a merged box may reach further boxes: those join it too),
+    in (top, left) order.
+
+    A mask of a million specks must not mean a million boxes to compare, so regions are
+    grouped first in one OpenCV pass: each region dilated by the square of offsets
+    -margin..margin-1 fills its box less the last row and column, and two such shapes that
+    touch (8-connected) belong to boxes that overlap. The touching shapes are labelled
+    together, and each label's bounding box, the row and column put back, is the merged box
+    of its regions. At most H·W / margin² labels remain (each covers a margin² square at
+    least), and those are merged as boxes (`merge_overlapping`).
     """
     height, width = mask.shape
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    boxes = []
-    for x, y, w, h, _area in stats[1:count]:
-        boxes.append(Box(max(0, y - margin), max(0, x - margin),
-                         min(height, y + h + margin), min(width, x + w + margin)))
-    return _merge_overlapping(boxes)
+    regions = mask.astype(np.uint8)
+    if margin > 0:
+        # OpenCV's dilate reads offsets -anchor..size-1-anchor: anchor margin-1 gives -margin..margin-1.
+        regions = cv2.dilate(regions, np.ones((2 * margin, 2 * margin), np.uint8), anchor=(margin - 1, margin - 1))
+    reach = 1 if margin > 0 else 0  # the row and column the dilation leaves out
+    count, _labels, stats, _centroids = cv2.connectedComponentsWithStats(regions, connectivity=8)
+    del _labels, regions  # each as large as the image: not kept while merging
+    x, y, w, h = stats[1:count, :4].astype(np.int64).T
+    boxes = np.stack([y, x, np.minimum(height, y + h + reach), np.minimum(width, x + w + reach)], axis=1)
+    return sorted(Box(*box) for box in merge_overlapping(boxes).tolist())
 
 
-def _merge_overlapping(boxes: list[Box]) -> list[Box]:
-    merged: list[Box] = []
-    pending = list(boxes)
+def merge_overlapping(boxes: np.ndarray) -> np.ndarray:
+    """Boxes (N×4 rows of top, left, bottom, right; half-open) merged until no two share a
+    pixel, each the bounding box of the boxes it absorbed; in no particular order.
+
+    That end state does not depend on the order of the merges. A box takes in every box it
+    overlaps at once and is looked at again, since the union may reach further boxes; every
+    look either removes a box or settles one, so there are fewer than 2·N looks, each one
+    vectorised over the N boxes.
+    """
+    if len(boxes) > MAX_MERGED_BOXES:
+        log.warning("a mask has %d separate regions to crop, more than %d: repairing them as one region",
+                    len(boxes), MAX_MERGED_BOXES)
+        return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])[None]
+    tops, lefts, bottoms, rights = (boxes[:, side].copy() for side in range(4))
+    alive = np.ones(len(boxes), bool)
+    pending = list(range(len(boxes)))
     while pending:
         box = pending.pop()
-        # A union can grow into boxes already kept, so re-examine those too.
-        absorbed = True
-        while absorbed:
-            absorbed = False
-            for other in merged + pending:
-                if box.overlaps(other):
-                    box = box.union(other)
-                    (merged if other in merged else pending).remove(other)
-                    absorbed = True
-                    break
-        merged.append(box)
-    return sorted(merged)
+        if not alive[box]:
+            continue
+        hits = alive & (tops < bottoms[box]) & (tops[box] < bottoms) & (lefts < rights[box]) & (lefts[box] < rights)
+        if hits.sum() == 1:
+            continue  # only itself: settled, until a growing box takes it in
+        tops[box], lefts[box] = tops[hits].min(), lefts[hits].min()
+        bottoms[box], rights[box] = bottoms[hits].max(), rights[hits].max()
+        alive[hits] = False
+        alive[box] = True
+        pending.append(box)
+    return np.stack([tops, lefts, bottoms, rights], axis=1)[alive]
