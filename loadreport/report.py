@@ -29,9 +29,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from lama.files import write_bytes_atomic
 from loadreport.analysis import summarize
 from loadreport.collect import MonitorCollector
+from loadreport.files import write_atomic
 from loadreport.client import ReportError, ServiceClient
 from loadreport.render import markdown, plots
 from loadreport.workload import CLASSES, OVERSIZED, SIMULTANEOUS, Workload, make_upload
@@ -144,10 +144,10 @@ def run_protocol(client: ServiceClient, args: argparse.Namespace) -> dict[str, A
 def write_report(run: dict[str, Any], out: Path) -> Path:
     """data.json and the plots first, report.md last: a report.md means the set is complete."""
     out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / "data.json", json.dumps(run, indent=1).encode())
+    write_atomic(out / "data.json", json.dumps(run, indent=1).encode())
     for name, png in plots(run).items():
-        write_bytes_atomic(out / name, png)
-    return write_bytes_atomic(out / "report.md", markdown(run).encode())
+        write_atomic(out / name, png)
+    return write_atomic(out / "report.md", markdown(run).encode())
 
 
 def progress(line: str) -> None:

@@ -1,10 +1,10 @@
 """The seed's measurement protocol, driven over HTTP: image classes, a steady stream, faults.
 
-Images are generated deterministically (the same pixels on every machine, so reports from
-different boxes compare like with like) and encoded as PNG before the clock starts, so the
-timeline holds only the service's work. Every request becomes a plain dict for data.json;
-phases are separated by one sampling interval so that each phase owns the server samples
-taken during it (a sample's CPU figure covers the interval before its timestamp).
+Images come from loadreport.images (the same pixels on every machine) and are encoded as PNG
+before the clock starts, so the timeline holds only the service's work. Every request becomes a
+plain dict for data.json; phases are separated by one sampling interval so that each phase owns
+the server samples taken during it (a sample's CPU figure covers the interval before its
+timestamp).
 """
 
 from __future__ import annotations
@@ -17,13 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
-import numpy as np
 
-from lama.synthetic import synthetic_case
-from lama.imageio import encode_image
+from loadreport import images
 from loadreport.client import ServiceClient, parse_server_timing
-
-STROKE_SEGMENTS = 12  # a brush stroke is a short random walk of this many segments
 
 
 @dataclass(frozen=True)
@@ -57,43 +53,15 @@ class Upload:
     mask_fraction: float
 
 
-def stroke_mask(width: int, height: int, coverage: float, seed: int = 0) -> np.ndarray:
-    """Brush strokes over `coverage` of a width×height picture (uint8, 255 = repair).
-
-    Strokes are drawn one short segment at a time and drawing stops as soon as the target
-    is reached; a segment adds at most ~0.3% of the picture, so the result lands within
-    a fraction of a percent above the target. Hard edges (no anti-aliasing) keep the
-    fraction exact for the server, which counts every nonzero pixel.
-    """
-    if not 0 < coverage < 1:
-        raise ValueError(f"coverage must be between 0 and 1, got {coverage}")
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((height, width), np.uint8)
-    thickness = max(2, min(width, height) // 40)
-    longest = max(width, height)
-    low, high = np.array([0.1 * width, 0.1 * height]), np.array([0.9 * width, 0.9 * height])
-    target = coverage * width * height
-    while True:
-        point, angle = rng.uniform(low, high), rng.uniform(0, 2 * np.pi)
-        for _ in range(STROKE_SEGMENTS):
-            angle += rng.normal(0, 0.6)
-            step = rng.uniform(0.02, 0.06) * longest
-            following = np.clip(point + step * np.array([np.cos(angle), np.sin(angle)]), low, high)
-            cv2.line(mask, tuple(int(v) for v in point), tuple(int(v) for v in following), 255, thickness)
-            if cv2.countNonZero(mask) >= target:
-                return mask
-            point = following
-
-
 def make_upload(image_class: ImageClass) -> Upload:
     """The class's photo-like picture and stroke mask, PNG-encoded (lossless: the same pixels everywhere)."""
     c = image_class
     drawn = c.upscaled_from or c
-    image, _ = synthetic_case(drawn.width, drawn.height, drawn.seed)
+    image = images.photo(drawn.width, drawn.height, drawn.seed)
     if drawn is not c:
         image = cv2.resize(image, (c.width, c.height), interpolation=cv2.INTER_LINEAR)
-    mask = stroke_mask(c.width, c.height, c.coverage, c.seed)
-    return Upload(c, encode_image(image, "png"), encode_image(mask, "png"), cv2.countNonZero(mask) / mask.size)
+    mask = images.stroke_mask(c.width, c.height, c.coverage, c.seed)
+    return Upload(c, images.png(image), images.png(mask), cv2.countNonZero(mask) / mask.size)
 
 
 class Workload:

@@ -41,7 +41,9 @@ from loadreport.analysis import (
     summarize_stream,
 )
 from loadreport.client import ServiceClient, parse_server_timing
-from loadreport.workload import CLASSES, OVERSIZED, make_upload, stroke_mask
+from loadreport.files import write_atomic
+from loadreport.images import jpeg, photo, stroke_mask
+from loadreport.workload import CLASSES, OVERSIZED, make_upload
 
 ROOT = Path(report.__file__).resolve().parents[1]
 WAIT_S = 60
@@ -80,6 +82,26 @@ def test_an_upload_decodes_to_the_class_size_and_its_mask_share():
     assert image.shape == (480, 640, 3) and mask.shape == (480, 640)
     assert np.count_nonzero(mask) / mask.size == pytest.approx(upload.mask_fraction)
     assert image.std() > 20  # a picture, not a flat colour
+
+
+def test_photos_are_deterministic_and_a_jpeg_of_one_is_photo_sized():
+    picture = photo(1280, 960, seed=2)
+    assert picture.shape == (960, 1280, 3) and picture.dtype == np.uint8
+    assert np.array_equal(picture, photo(1280, 960, seed=2)) and not np.array_equal(picture, photo(1280, 960, 3))
+    decoded = imageio.decode_image(jpeg(picture))
+    assert decoded.shape == (960, 1280, 3)
+    assert np.abs(decoded.astype(int) - picture[..., ::-1]).mean() < 4  # quality 92: close to the pixels
+    # Detail at every scale, like a photo: neither a flat picture (a few KB) nor noise (~8 bits a pixel).
+    assert 0.5 < len(jpeg(picture)) * 8 / picture[..., 0].size < 4
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):
+    target = tmp_path / "data.json"
+    write_atomic(target, b"old")
+    monkeypatch.setattr(os, "replace", lambda *_: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["data.json"]
 
 
 def test_an_upload_is_one_multipart_post_with_the_token_and_only_the_form_fields_given():
