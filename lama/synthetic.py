@@ -1,7 +1,6 @@
-"""Deterministic photo-like test images, for benchmarks and the resource report.
+"""Deterministic photo-like test images, for the engine's benchmarks and tests.
 
-Kept free of torch and the engine, so that the monitor can make workloads without
-importing model code.
+(The resource report, a client of the HTTP API, draws its own: loadreport.images.)
 """
 
 from __future__ import annotations
