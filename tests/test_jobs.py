@@ -303,6 +303,76 @@ def test_concurrency_never_exceeds_the_budget_under_a_burst(queue):
     assert q.admission()["admitted_bytes"] == 0 and q.depth == 0
 
 
+# ------------------------------------------------------------------ the watchdog
+
+
+class Clock:
+    """The watchdog's time, moved by the test (no waiting for a real bound to pass)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_job_running_past_the_bound_marks_the_queue_stuck_until_it_ends(queue, caplog):
+    clock = Clock()
+    q = queue(8, workers=1, stuck_after_s=120, clock=clock)
+    release, held = blocker(q)
+    behind = q.submit(lambda: "behind")  # waiting jobs do not count: only the one that holds the worker
+    clock.now += 120
+    assert q.stuck() is None, "at the bound, not past it"
+    clock.now += 1
+    stuck = q.stuck()
+    assert stuck is not None
+    assert (stuck.worker, stuck.running_s, stuck.bound_s) == ("gpu-worker-0", 121, 120)
+    assert str(stuck) == "a job has run on gpu-worker-0 for 121 s, longer than the 120 s bound: not ready until it ends"
+    clock.now += 30
+    assert q.stuck().running_s == 151
+    release.set()
+    held.result(WAIT_S)
+    assert behind.result(WAIT_S).value == "behind"
+    assert q.stuck() is None, "the job that held the worker ended; the one behind it ran within the bound"
+    stuck_lines = [record for record in caplog.records if "longer than the 120 s bound" in record.getMessage()]
+    assert len(stuck_lines) == 1 and stuck_lines[0].levelname == "ERROR", "logged once, not at every probe"
+    assert any("no longer stuck" in record.getMessage() for record in caplog.records)
+
+
+def test_the_watchdog_reports_the_longest_running_of_several_workers(queue):
+    clock = Clock()
+    q = queue(8, workers=2, stuck_after_s=60, clock=clock)
+    release_first, first = blocker(q)
+    clock.now += 50
+    release_second, second = blocker(q)
+    clock.now += 20
+    assert q.stuck().running_s == 70
+    release_first.set()
+    first.result(WAIT_S)
+    assert q.stuck() is None, "the other job has run 20 s only"
+    clock.now += 41
+    assert q.stuck().running_s == 61
+    release_second.set()
+    second.result(WAIT_S)
+    assert q.stuck() is None
+
+
+def test_without_a_bound_the_queue_is_never_stuck(queue):
+    clock = Clock()
+    q = queue(4, workers=1, stuck_after_s=None, clock=clock)
+    release, held = blocker(q)
+    clock.now += 10**6
+    assert q.stuck() is None
+    release.set()
+    held.result(WAIT_S)
+
+
+@pytest.mark.parametrize("bound", [0, -5, float("nan")])
+def test_the_watchdog_bound_must_be_positive(bound):
+    with pytest.raises(ValueError, match="stuck_after_s must be a positive number of seconds"):
+        JobQueue(4, stuck_after_s=bound)
+
+
 def test_shutdown_runs_the_queued_jobs_then_refuses_new_ones(queue):
     q = queue(8, workers=1)
     release, _ = blocker(q)

@@ -14,11 +14,16 @@ never deadlocks. Without a budget (the CPU) only the number of workers bounds co
 
 The queue holds at most `capacity` jobs (waiting + running); beyond that a job is refused at
 once with QueueFull and the caller answers 503 with Retry-After instead of piling up requests.
+
+A job that runs longer than `stuck_after_s` makes the queue report itself stuck (`stuck()`),
+so that readiness stops sending work to a server whose worker is held, until that job ends.
+Nothing is killed: a Python thread cannot be stopped safely, and the job may yet finish.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 import time
 import weakref
@@ -26,11 +31,16 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 DEFAULT_WORKERS = 2
+# Far beyond any repair within the image limits on a GPU, yet soon enough for a load balancer
+# to stop sending work to a server whose worker some input holds.
+DEFAULT_STUCK_AFTER_S = 120.0
 
 # Queues whose workers still run. The workers are daemon threads, so that a queue nobody shuts
 # down cannot keep the process alive; but threads that ran torch code must not still exist when
@@ -63,6 +73,18 @@ class Timed:
         self.value, self.wait_s, self.run_s = value, wait_s, run_s
 
 
+class Stuck(NamedTuple):
+    """The longest-running job, when it has run past the queue's bound."""
+
+    worker: str
+    running_s: float
+    bound_s: float
+
+    def __str__(self) -> str:
+        return (f"a job has run on {self.worker} for {self.running_s:.0f} s, longer than the "
+                f"{self.bound_s:g} s bound: not ready until it ends")
+
+
 @dataclass
 class _Job:
     call: Callable[[], Any]
@@ -73,13 +95,20 @@ class _Job:
 
 
 class JobQueue:
-    def __init__(self, capacity: int, workers: int = DEFAULT_WORKERS, budget_bytes: int | None = None):
+    def __init__(self, capacity: int, workers: int = DEFAULT_WORKERS, budget_bytes: int | None = None,
+                 stuck_after_s: float | None = DEFAULT_STUCK_AFTER_S, clock: Callable[[], float] = time.monotonic):
+        """`stuck_after_s`: how long a job may run before the queue reports itself stuck (None:
+        never); `clock` tells the watchdog the time (tests pass their own)."""
         if capacity < 1:
             raise ValueError("queue capacity must be at least 1")
         if workers < 1:
             raise ValueError("the queue needs at least 1 worker")
+        if stuck_after_s is not None and not stuck_after_s > 0:
+            raise ValueError(f"stuck_after_s must be a positive number of seconds or None, got {stuck_after_s!r}")
         self.capacity = capacity
         self.workers = workers
+        self.stuck_after_s = stuck_after_s
+        self._clock = clock
         self._budget = budget_bytes
         self._changed = threading.Condition()  # guards everything below; notified on every change
         self._waiting: deque[_Job] = deque()
@@ -89,6 +118,8 @@ class JobQueue:
         self._exclusive_running = False
         self._stopping = False
         self._recent_run_s = 1.0  # moving estimate of one job's run time, for Retry-After
+        self._started: dict[str, float] = {}  # worker thread's name -> when its job started (clock)
+        self._reported_stuck: set[str] = set()  # workers whose job stuck() has already logged
         self._threads = [threading.Thread(target=self._work, name=f"gpu-worker-{index}", daemon=True)
                          for index in range(workers)]
         for thread in self._threads:
@@ -120,6 +151,24 @@ class JobQueue:
     def admitted_bytes(self) -> int:
         """The estimates of the jobs running now."""
         return self._admitted
+
+    def stuck(self) -> Stuck | None:
+        """The longest-running job if it has run longer than `stuck_after_s`, else None.
+        Cheap: readiness asks at every probe. It clears by itself when that job ends."""
+        if self.stuck_after_s is None:
+            return None
+        now = self._clock()
+        with self._changed:
+            longest = min(self._started.items(), key=lambda item: item[1], default=None)
+            if longest is None or now - longest[1] <= self.stuck_after_s:
+                return None
+            worker, started = longest
+            first_report = worker not in self._reported_stuck
+            self._reported_stuck.add(worker)
+        stuck = Stuck(worker, now - started, self.stuck_after_s)
+        if first_report:
+            log.error("%s", stuck)
+        return stuck
 
     def set_budget(self, budget_bytes: int | None) -> None:
         """Known only once the warm-up has measured what the process holds at rest."""
@@ -177,11 +226,13 @@ class JobQueue:
                 self._running += 1
                 self._admitted += job.cost_bytes
                 self._exclusive_running = job.exclusive
+                self._started[threading.current_thread().name] = self._clock()
                 # The next job may fit beside this one: let another idle worker look.
                 self._changed.notify_all()
             self._run(job)
 
     def _run(self, job: _Job) -> None:
+        worker = threading.current_thread().name
         started = time.perf_counter()
         outcome: Timed | None = None
         failure: BaseException | None = None
@@ -198,7 +249,13 @@ class JobQueue:
             self._exclusive_running = False
             self._jobs -= 1
             self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * (time.perf_counter() - started)
+            del self._started[worker]
+            was_stuck = worker in self._reported_stuck
+            self._reported_stuck.discard(worker)
             self._changed.notify_all()
+        if was_stuck:
+            log.warning("the job that held %s ended after %.0f s: no longer stuck", worker,
+                        time.perf_counter() - started)
         # After the slot and the bytes are released: a caller that has its result sees them free.
         if outcome is not None:
             job.future.set_result(outcome)

@@ -382,7 +382,10 @@ class RepairService:
         return self.gpu_error is None and (self.sampler is None or self.sampler.healthy)
 
     def ready(self) -> bool:
-        ready = self.warm and not self.draining and self.queue.has_room and self.gpu_healthy
+        """Warm, not draining, room in the queue, the GPU works and no job holds a worker past
+        the queue's bound (`JobQueue.stuck`: /healthz says which)."""
+        ready = (self.warm and not self.draining and self.queue.has_room and self.gpu_healthy
+                 and self.queue.stuck() is None)
         self._schedule_gpu_probe()  # after the answer: the probe's outcome shows in a later one
         return ready
 
@@ -395,8 +398,9 @@ class RepairService:
                 self._note_gpu_error(error)
             gpu = None
         sample = self.sampler.latest() if self.sampler else None
+        stuck = self.queue.stuck()
         health = {
-            "status": "degraded" if info["fallback"] or not self.gpu_healthy else "ok",
+            "status": "degraded" if info["fallback"] or not self.gpu_healthy or stuck is not None else "ok",
             "model": {key: info[key] for key in ("name", "loaded", "device", "precision", "source")},
             # The form the seed's probes already parse (nvidia-smi's "used" of our GPU).
             "gpu_mem": f"{_gpu_memory_used(self.engine.device, gpu, sample) / 1e9:.1f}GB",
@@ -410,6 +414,8 @@ class RepairService:
             health["gpu_error"] = self.gpu_error or self.sampler.last_error
         if self.draining:
             health["draining"] = True
+        if stuck is not None:
+            health["stuck"] = str(stuck)
         return health
 
 
