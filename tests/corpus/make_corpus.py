@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import sys
 import zlib
@@ -130,6 +131,113 @@ def tiff_tiled(width: int, height: int, tile: tuple[int, int]) -> bytes:
     return bytes(out + b"\0\0\0\0" + pixels)
 
 
+# ------------------------------------------------------------ the decode gate's hostile shapes (issue 12)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_rgb(width: int = W, height: int = H, before: bytes = b"", after: bytes = b"", pixels: bool = True) -> bytes:
+    """An 8-bit RGB PNG of picture() (black when not `pixels`), with the chunks `before` between
+    IHDR and IDAT and `after` between IDAT and IEND."""
+    rows = picture(width, height) if pixels else np.zeros((height, width, 3), np.uint8)
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + before + png_chunk(b"IDAT", zlib.compress(raw, 9)) + after
+            + png_chunk(b"IEND", b""))
+
+
+def png_declaring_idat_length(length: int = 0xFFFFFFFF) -> bytes:
+    """A black 64×48 PNG whose IDAT declares `length` bytes, 88 bytes long (the attack's had 83):
+    OpenCV's PNG reader allocated and filled the declared 4 GB before it noticed the file was short."""
+    data = png_rgb(pixels=False)
+    idat = data.index(b"IDAT") - 4
+    return data[:idat] + struct.pack(">I", length) + data[idat + 4:]
+
+
+def apng_declaring_fdat_length(length: int = 0xFFFFFFFF) -> bytes:
+    """An animated PNG whose second frame's fdAT declares `length` bytes (OpenCV's APNG reader
+    allocates whatever a frame chunk declares)."""
+    def frame_control(sequence: int) -> bytes:
+        return png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", sequence, W, H, 0, 0, 1, 10, 0, 0))
+
+    frame = zlib.compress(b"\0" * (H * (3 * W + 1)), 9)
+    after = frame_control(1) + struct.pack(">I", length) + b"fdAT" + struct.pack(">I", 2) + frame
+    data = png_rgb(before=png_chunk(b"acTL", struct.pack(">II", 2, 0)) + frame_control(0), after=after)
+    return data[:-12]  # the file ends inside the fdAT: no IEND
+
+
+def png_with_text_chunks(count: int, after_idat: bool = True) -> bytes:
+    """A valid PNG with `count` small compressed text (zTXt) chunks: 1,000 after IDAT made
+    libpng spend 20 s; Pillow's header reader parses those before IDAT one by one."""
+    text = b"".join(png_chunk(b"zTXt", b"Comment%d\0\0" % index + zlib.compress(b"x" * 64)) for index in range(count))
+    return png_rgb(after=text) if after_idat else png_rgb(before=text)
+
+
+def apng() -> bytes:
+    """A valid animated PNG of two frames (the first is what is repaired)."""
+    frames = [Image.fromarray(picture()), Image.fromarray(picture(seed=1))]
+    return pil(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100)
+
+
+def tiff_with_entries(entries: list[tuple[int, int, int]], data: bytes = b"") -> bytes:
+    """A little-endian TIFF whose first directory holds `entries` (tag, type, value) in that
+    order, each with one value; the value None is replaced by the offset of `data`."""
+    data_at = 8 + 2 + 12 * len(entries) + 4
+    out = bytearray(b"II*\x00" + struct.pack("<IH", 8, len(entries)))
+    for tag, kind, value in entries:
+        value = data_at if value is None else value
+        out += struct.pack("<HHIHH", tag, kind, 1, value, 0) if kind == 3 else struct.pack("<HHII", tag, kind, 1, value)
+    return bytes(out + b"\0\0\0\0" + data)
+
+
+def tiff_with_duplicate_size(first: tuple[int, int], last: tuple[int, int]) -> bytes:
+    """An RGB TIFF with two ImageWidth and two ImageLength tags: Pillow keeps the last pair,
+    libtiff the first (64×48 checked, 20000×20000 decoded: 82 s and 5 GB)."""
+    pixels = picture(*last).tobytes()
+    return tiff_with_entries([(256, 4, first[0]), (257, 4, first[1]), (256, 4, last[0]), (257, 4, last[1]),
+                              (258, 3, 8), (259, 3, 1), (262, 3, 2), (273, 4, None), (277, 3, 3),
+                              (278, 4, 2**32 - 1), (279, 4, len(pixels))], pixels)
+
+
+def tiff_with_tags(count: int) -> bytes:
+    """A valid 64×48 gray TIFF padded with private tags (65000 and up) to `count` tags."""
+    pixels = cv2.cvtColor(picture(), cv2.COLOR_RGB2GRAY).tobytes()
+    entries = [(256, 4, W), (257, 4, H), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, None), (277, 3, 1),
+               (278, 4, H), (279, 4, len(pixels))]
+    return tiff_with_entries(entries + [(65000 + index, 4, index) for index in range(count - len(entries))], pixels)
+
+
+_JPEG_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def jpeg_segments(data: bytes) -> list[bytes]:
+    """A JPEG cut into its segments after SOI, each scan with its entropy-coded data, EOI last."""
+    segments, pos = [], 2
+    while data[pos + 1] != 0xD9:
+        end = pos + 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        if data[pos + 1] == 0xDA:
+            end = _JPEG_MARKER_AFTER_SCAN.search(data, end).start()
+        segments.append(data[pos:end])
+        pos = end
+    return segments + [data[pos:pos + 2]]
+
+
+def progressive_jpeg(width: int, height: int, scans: int, mode: str = "L") -> bytes:
+    """A flat progressive JPEG with `scans` scans: the encoder's last one (a refinement of every
+    block's AC coefficients, a few bytes for a flat image) repeated. libjpeg warns that the
+    progression is inconsistent and decodes each repeat over every block: 20,000 of them in
+    0.81 MB took 46 s."""
+    shape = (height, width) if mode == "L" else (height, width, 3)
+    segments = jpeg_segments(pil(Image.fromarray(np.full(shape, 128, np.uint8), mode), "JPEG", progressive=True))
+    last = max(index for index, segment in enumerate(segments) if segment[1] == 0xDA)
+    first = last
+    while segments[first - 1][1] == 0xC4:  # with the Huffman tables sent just before it
+        first -= 1
+    repeat = b"".join(segments[first:last + 1])
+    count = sum(segment[1] == 0xDA for segment in segments)
+    return b"\xff\xd8" + b"".join(segments[:-1]) + repeat * (scans - count) + segments[-1]
+
+
 def images() -> list[tuple[str, bytes, object, tuple[int, int] | None, str]]:
     """(file, bytes, expect, viewer size, note)."""
     rgb = picture()
@@ -199,6 +307,27 @@ def images() -> list[tuple[str, bytes, object, tuple[int, int] | None, str]]:
         # for this 300-byte file before noticing the data was missing; now 413 from the header.
         ("forged-tiff-tile-16384x16368.tiff", tiff_tiled(W, H, (16384, 16368)), 413, None,
          "TIFF of 64×48 in 16384×16368 tiles: 1 GB of tile buffer (regression)"),
+        # Regressions of issue 12 (fixed in lama/formats.py): refused from their structure.
+        ("png-idat-declares-4gb.png", png_declaring_idat_length(), 400, None,
+         "83-byte PNG whose IDAT declares 4 GB: OpenCV allocated it, 8.6 GB peak for image + mask (regression)"),
+        ("apng-fdat-declares-4gb.png", apng_declaring_fdat_length(), 400, None,
+         "APNG whose fdAT declares 4 GB (regression)"),
+        ("png-257-text-chunks.png", png_with_text_chunks(257), 400, None,
+         "PNG with 257 zTXt chunks after IDAT, over the ancillary-chunk bound (1,000 took libpng 20 s)"),
+        ("tiff-duplicate-size-tags.tiff", tiff_with_duplicate_size((20000, 20000), (W, H)), 400, None,
+         "TIFF with two size tag pairs: Pillow read 64×48, libtiff decoded 20000×20000 (regression)"),
+        ("tiff-129-tags.tiff", tiff_with_tags(129), 400, None, "TIFF with 129 tags, over the bound"),
+        ("jpeg-65-scans.jpg", progressive_jpeg(W, H, 65), 400, None,
+         "progressive JPEG with 65 scans, over the bound (20,000 took 46 s)"),
+        ("jpeg-junk-between-segments.jpg", cv(bgr, ".jpg")[:20] + b"\0" * 64 + cv(bgr, ".jpg")[20:], 400, None,
+         "JPEG with bytes between two segments (Pillow skips them one at a time)"),
+        # ... and the same shapes within the bounds still decode.
+        ("apng.png", apng(), "ok", (W, H), "animated PNG, two frames: the first is the image"),
+        ("png-256-text-chunks.png", png_with_text_chunks(256, after_idat=False), "ok", (W, H),
+         "PNG with 256 zTXt chunks before IDAT, the most allowed"),
+        ("tiff-128-tags.tiff", tiff_with_tags(128), "ok", (W, H), "gray TIFF with 128 tags, the most allowed"),
+        ("jpeg-64-scans.jpg", progressive_jpeg(W, H, 64), "ok", (W, H),
+         "progressive JPEG with 64 scans, the most allowed"),
         ("truncated.png", cv(bgr, ".png")[:300], 400, None, "PNG cut in the pixel data"),
         ("truncated.jpg", cv(bgr, ".jpg")[:400], 400, None, "JPEG cut in the scan"),
         ("header-only.jpg", cv(bgr, ".jpg")[:200], 400, None, "JPEG cut before the scan"),
