@@ -158,6 +158,19 @@ def test_crop_strategy_runs_the_model_on_each_region_with_its_margin(small_hd_en
     assert np.array_equal(result[2:28, 2:28], crop_alone)
 
 
+def test_crop_regions_merge_when_a_merged_box_reaches_a_third_region(small_hd_engine):
+    image = np.random.default_rng(9).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    mask = np.zeros((120, 200), np.uint8)
+    mask[10:20, 10:20] = 1  # box rows 2..28, cols 2..28
+    mask[30:40, 30:40] = 1  # box rows 22..48, cols 22..48: overlaps the first
+    mask[40:45, 10:14] = 1  # box rows 32..53, cols 2..22: overlaps neither, but the union of the two
+    mask[90:100, 170:185] = 1  # far away: a crop of its own
+    with model_calls(small_hd_engine) as shapes:
+        small_hd_engine.inpaint(image, mask, strategy="crop")
+    # Rows 2..53, cols 2..48 -> 51×46, padded to 56×48; then rows 82..108, cols 162..193.
+    assert shapes == [(1, 4, 56, 48), (1, 4, 32, 32)]
+
+
 def test_crop_strategy_runs_the_whole_image_below_its_trigger(small_hd_engine):
     image = np.full((40, 44, 3), 128, np.uint8)
     mask = np.zeros((40, 44), np.uint8)
