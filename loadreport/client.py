@@ -9,6 +9,7 @@ a connection reset when the server dies are exactly what the fault cases record.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import time
 import urllib.parse
@@ -110,6 +111,17 @@ class ServiceClient:
             return Exchange(None, time.perf_counter() - started, transport_error=str(error) or type(error).__name__)
         return Exchange(response.status_code, time.perf_counter() - started, response.content, dict(response.headers))
 
+    def health(self) -> dict[str, Any]:
+        """/healthz, which must answer with this service's JSON (model, device, precision); else ReportError."""
+        exchange = self.get_json("/healthz")
+        if exchange.status is None:
+            raise ReportError(f"cannot reach {self.base_url}: {exchange.transport_error}")
+        body = exchange.json()
+        if exchange.status != 200 or not isinstance(body, dict) or not isinstance(body.get("model"), dict):
+            raise ReportError(f"{self.base_url}/healthz answered HTTP {exchange.status} without the service's "
+                              "health JSON: is this the inpainting service?")
+        return body
+
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Exchange:
         return self.request("GET", path, params)
 
@@ -120,3 +132,12 @@ class ServiceClient:
         files = {"image": ("image." + image_type.rpartition("/")[2], image, image_type),
                  "mask": ("mask.png", mask_png, "image/png")}
         return self.request("POST", INPAINT_PATH, files=files, form=form, timeout=REPAIR_TIMEOUT_S)
+
+
+def is_loopback(url: str) -> bool:
+    """Does `url` name this machine through a loopback address (127.0.0.1, ::1, localhost)?"""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

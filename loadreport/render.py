@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only: no display on a server, and no GUI toolkit 
 import matplotlib.pyplot as plt  # noqa: E402
 
 from loadreport.analysis import Timeline, gpu_index_of  # noqa: E402
+from loadreport.tables import markdown_table  # noqa: E402
 
 NO_GPU = "n/a (no GPU)"
 PLOTS = {"gpu": "gpu.png", "cpu": "cpu.png", "memory": "memory.png"}
@@ -49,10 +50,6 @@ def percent(value: float | None, ratio: bool = False) -> str:
 
 def rate(value: float | None) -> str:
     return "n/a" if value is None else f"{size(value, signed=True)}/h"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 # ------------------------------------------------------------------ report.md
@@ -99,7 +96,7 @@ def _machine(run: dict[str, Any], machine: dict[str, Any]) -> list[str]:
         ["protocol", f"{options['runs']} runs per class; stream {options['stream_count']} × every "
                      f"{options['stream_interval']:g} s; {options['simultaneous']} simultaneous large requests"],
     ]
-    return ["## Machine", ""] + _table(["", ""], rows) + [""]
+    return ["## Machine", ""] + markdown_table(["", ""], rows) + [""]
 
 
 def _class_label(c: dict[str, Any]) -> str:
@@ -117,7 +114,7 @@ def _gpu(summary: dict[str, Any]) -> list[str]:
             percent(gpu["utilization_peak_ratio"], ratio=True) if gpu else NO_GPU,
             seconds(c["latency_mean_s"]), seconds(c["infer_mean_s"]),
         ])
-    return ["## GPU per image class", ""] + _table(
+    return ["## GPU per image class", ""] + markdown_table(
         ["class", "mask", "ok/runs", "peak GPU memory (NVML used)", "peak torch allocated",
          "peak GPU utilization", "mean latency (client)", "mean infer (server)"], rows) + [
         "", "Peaks are over the server's samples during the class (and, for torch, each request's own "
@@ -129,7 +126,7 @@ def _cpu(summary: dict[str, Any]) -> list[str]:
              f"{percent(c['cpu_mean_percent'])} / {percent(c['cpu_peak_percent'])}",
              percent(c["process_cpu_peak_percent"]), size(c["rss_increment_bytes"], signed=True),
              size(c["rss_steady_bytes"]), str(c["samples"])] for c in summary["classes"]]
-    return ["## CPU and memory per image class", ""] + _table(
+    return ["## CPU and memory per image class", ""] + markdown_table(
         ["class", "peak core", "overall CPU (mean / peak)", "service process CPU (peak; 100% = one core)",
          "RSS increment", "steady RSS", "samples"], rows) + [
         "", "RSS increment: the service's peak RSS during the class minus its RSS just before; "
@@ -139,7 +136,7 @@ def _cpu(summary: dict[str, Any]) -> list[str]:
 def _disk(summary: dict[str, Any]) -> list[str]:
     rows = [[_class_label(c), seconds(c["save_mean_s"]), seconds(c["save_max_s"]),
              size(c["file_size_mean_bytes"]), size(c["disk_write_bytes"])] for c in summary["classes"]]
-    return ["## Disk", ""] + _table(
+    return ["## Disk", ""] + markdown_table(
         ["class", "mean write time (server `save`)", "max write time", "mean file size",
          "bytes written to the outputs device"], rows) + [""]
 
@@ -160,7 +157,7 @@ def _stream(stream: dict[str, Any] | None) -> list[str]:
         ["GPU memory slope", NO_GPU if stream["gpu_series"] is None else
          f"{rate(stream['gpu_slope_bytes_per_hour'])} ({stream['gpu_series']}): **{stream['gpu_verdict']}**"],
     ]
-    return lines + _table(["", ""], rows) + [
+    return lines + markdown_table(["", ""], rows) + [
         "", f"Slopes are least-squares lines through the {stream['samples']} samples of the stream "
             f"({seconds(stream['sample_span_s'])}). A slope above {size(stream['threshold_bytes_per_hour'])}/h "
             f"is a leak; under {seconds(stream['min_span_s'])} of samples the verdict is inconclusive "
@@ -187,7 +184,7 @@ def _faults(faults: dict[str, Any]) -> list[str]:
             what += f"; #{error['index']}: {error['code'] or 'error'}: {error['message'] or 'no message'}"
         rows.append([f"{burst['count']} simultaneous {burst['width']}×{burst['height']}", what,
                      _yes_no(burst["survived"])])
-    return ["## Fault cases", ""] + (_table(["case", "what happened", "service survived"], rows)
+    return ["## Fault cases", ""] + (markdown_table(["case", "what happened", "service survived"], rows)
                                      if rows else ["Not run."]) + [""]
 
 
@@ -214,7 +211,7 @@ def _seed(summary: dict[str, Any]) -> list[str]:
     rows.append([f"{burst['count']} simultaneous {burst['width']}×{burst['height']}",
                  f"{SEED_SIMULTANEOUS_FAILED} of 5 failed (CUDA out of memory; the seed sent 5)",
                  f"{burst['count'] - burst['ok']} of {burst['count']} failed", "", "", ""])
-    return ["## Compared with the seed report (NVIDIA A10, measured by hand)", ""] + _table(
+    return ["## Compared with the seed report (NVIDIA A10, measured by hand)", ""] + markdown_table(
         ["class", "seed: mean time", "this run: mean latency", "", "seed: GPU memory", "this run: peak GPU memory"],
         rows) + ["", "The seed's figures are quoted from its field report; this run's come from the tables above. "
                  "Different GPUs and model builds: read it as the order of magnitude the service changed, "
@@ -228,7 +225,8 @@ def _yes_no(value: bool | None) -> str:
 def _health(run: dict[str, Any]) -> list[str]:
     rows = [[check["after"], str(check["status"]) if check["status"] else f"no answer ({check['error']})",
              check["service_status"] or "n/a", seconds(check["seconds"])] for check in run["health_checks"]]
-    return ["## /healthz after each phase", ""] + _table(["after", "HTTP", "status", "answered in"], rows) + [""]
+    return ["## /healthz after each phase", ""] + markdown_table(["after", "HTTP", "status", "answered in"],
+                                                                 rows) + [""]
 
 
 def _plots() -> list[str]:

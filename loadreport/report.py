@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import ipaddress
 import json
 import os
 import re
@@ -30,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from loadreport.analysis import summarize
+from loadreport.client import ReportError, ServiceClient, is_loopback
 from loadreport.collect import MonitorCollector
 from loadreport.files import write_atomic
-from loadreport.client import ReportError, ServiceClient
 from loadreport.render import markdown, plots
 from loadreport.workload import CLASSES, OVERSIZED, SIMULTANEOUS, Workload, make_upload
 
@@ -45,7 +44,8 @@ MAX_SETTLE_S = 5.0  # the pause between phases: one sampling interval, but never
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=COMMAND,
-                                     description="Measure a running inpainting service: report.md, plots, data.json")
+                                     description="Measure a running inpainting service: report.md, plots, data.json",
+                                     epilog=f"The load benchmark: {COMMAND} load --help")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--url", help="the service, e.g. http://127.0.0.1:7860")
     source.add_argument("--from-data", type=Path, metavar="DATA_JSON",
@@ -76,25 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def default_out(url: str, now: datetime.datetime) -> Path:
     """reports/<date>-<host>: the service's host, or this machine's name when it is on loopback."""
     host = urllib.parse.urlsplit(url).hostname or "service"
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if loopback:
+    if is_loopback(url):
         host = socket.gethostname()
     return Path("reports") / f"{now:%Y-%m-%d}-{re.sub(r'[^A-Za-z0-9.-]+', '_', host)}"
-
-
-def check_service(client: ServiceClient) -> dict[str, Any]:
-    """/healthz must answer with this service's JSON; returns it (model, device, precision)."""
-    exchange = client.get_json("/healthz")
-    if exchange.status is None:
-        raise ReportError(f"cannot reach {client.base_url}: {exchange.transport_error}")
-    body = exchange.json()
-    if exchange.status != 200 or not isinstance(body, dict) or not isinstance(body.get("model"), dict):
-        raise ReportError(f"{client.base_url}/healthz answered HTTP {exchange.status} without the service's "
-                          "health JSON: is this the inpainting service?")
-    return body
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,7 +88,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_protocol(client: ServiceClient, args: argparse.Namespace) -> dict[str, Any]:
-    health = check_service(client)
+    health = client.health()
     collector = MonitorCollector(client)
     collector.first_poll()
     progress("generating the test images")
