@@ -177,10 +177,15 @@ def build_app(settings: Settings):
     # a folder of this app's own (not the machine-wide /tmp/gradio that other Gradio apps share),
     # emptied after ui_cache_max_age_s. Set before gradio is imported (some of it reads it then).
     cache_dir = Path(settings.ui_cache_dir).resolve()
+    from webui import ui_cache
+
+    try:
+        ui_cache.claim(cache_dir)  # only a folder holding nothing but the service's own files
+    except ui_cache.CacheFolderError as error:
+        raise SystemExit(f"error: {error}") from None
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
     import gradio as gr
-    import psutil
     import torch
 
     from lama.engine import EngineError, HDSettings, InpaintEngine
@@ -229,10 +234,10 @@ def build_app(settings: Settings):
                          max_side=settings.max_side)
     outputs = OutputStore(Path(settings.outputs_dir), keep_days=settings.outputs_keep_days,
                           keep_bytes=int(settings.outputs_keep_gb * 1e9))
-    # Writes are atomic, so a server killed mid-write leaves only a hidden temporary file; the
-    # outputs folder belongs to this server, so any written before it started is such a leftover.
+    # Writes are atomic, so a server killed mid-write leaves only a hidden temporary file, whose
+    # lock died with it: removed now, whoever wrote it (files being written by others stay).
     try:
-        outputs.remove_temp_files(modified_before=psutil.Process().create_time())
+        outputs.remove_temp_files()
     except OSError as error:
         log.warning("outputs: cannot clean %s: %s", outputs.root, error)
     retention = Retention(outputs, cache_dir, settings.ui_cache_max_age_s)

@@ -4,15 +4,23 @@ cache, which Gradio serves to whoever holds a file's URL and which must therefor
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import pytest
+from liveserver import LiveServer
 from reliability import record
 from test_api import encode, make_case, make_settings, serve, service_of, wait_until
+
+from lama import files
 from webui import outputs as outputs_module
-from webui.outputs import OutputStore, Retention, sweep_folder
+from webui import ui_cache
+from webui.outputs import OutputStore, Retention
 
 DAY = 86400
 NOW = time.time()
@@ -77,13 +85,53 @@ def test_files_the_service_did_not_write_are_never_touched(tmp_path):
     assert all(p.exists() for p in foreign) and not ours.exists()
 
 
-def test_temporary_files_go_only_once_stale(tmp_path):
+@contextlib.contextmanager
+def writer_holding(path: Path):
+    """Another process (a replica sharing the folder, or a server mid-write) holding the lock of
+    the temporary file at `path`, as write_bytes_atomic does; yields the process."""
+    code = ("import fcntl, sys, time\n"
+            "f = open(sys.argv[1], 'r+b'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True); time.sleep(600)\n")
+    process = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_temporary_file_goes_once_its_writer_is_gone_whatever_its_age(tmp_path):
+    """A lock decides, not a clock: a file being written is kept however old it looks, one whose
+    writer was killed goes however new it looks (another replica's clock, a restart within the second)."""
     store = OutputStore(tmp_path, keep_bytes=1)
-    writing = put(tmp_path, "2026-11-26", f".{result_name(1)}.0123abcd.tmp", 500, 5)
-    stale = put(tmp_path, "2026-11-26", f".{result_name(2)}.89abcdef.tmp", 500, 2 * outputs_module.TEMP_GRACE_S)
-    swept = store.sweep(NOW)
-    assert writing.exists() and not stale.exists()
-    assert swept.removed_temp_files == 1
+    writing = put(tmp_path, "2026-11-26", f".{result_name(1)}.0123abcd.tmp", 500, 30 * DAY)
+    abandoned = put(tmp_path, "2026-11-26", f".{result_name(2)}.89abcdef.tmp", 500, -3600)  # mtime in the future
+    with writer_holding(writing), writer_holding(abandoned) as killed:
+        killed.kill()
+        killed.wait()
+        swept = store.sweep(NOW)
+        assert writing.exists() and not abandoned.exists()
+        assert swept.removed_temp_files == 1
+    assert store.remove_temp_files() == 1 and not writing.exists()  # its writer gone too now
+
+
+def test_a_write_survives_a_sweep_that_took_its_new_file_for_abandoned(tmp_path, monkeypatch):
+    """Between creating its temporary file and locking it, a write is unprotected: a sweep in
+    that instant removes the file; the write notices and starts again under a new name."""
+    real_flock, taken = files.fcntl.flock, []
+
+    def sweep_first(f, operation):
+        if not taken:  # the writer's first lock: a sweep (which locks too) gets in before it
+            taken.append(None)
+            (path,) = tmp_path.glob(".*.tmp")
+            taken[0] = files.remove_if_abandoned(path)
+        real_flock(f, operation)
+
+    monkeypatch.setattr(files.fcntl, "flock", sweep_first)
+    files.write_bytes_atomic(tmp_path / "result.png", b"all of it")
+    assert taken == [True]
+    assert (tmp_path / "result.png").read_bytes() == b"all of it" and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_empty_day_folders_go_once_no_longer_written(tmp_path):
@@ -94,17 +142,35 @@ def test_empty_day_folders_go_once_no_longer_written(tmp_path):
     store.sweep(NOW)
     # Empty now, but just written to (the removal): kept for the moment.
     assert (tmp_path / "2026-01-01").is_dir()
-    store.sweep(time.time() + 2 * outputs_module.TEMP_GRACE_S)
+    store.sweep(time.time() + 2 * outputs_module.FOLDER_GRACE_S)
     assert not (tmp_path / "2026-01-01").exists()
     assert today.is_dir(), "today's folder is where the next save writes"
 
 
-def test_start_up_removes_temporary_files_from_before_it_started(tmp_path):
-    store = OutputStore(tmp_path)
-    left = put(tmp_path, "2026-11-26", f".{result_name(1)}.0123abcd.tmp", 500, 3)  # a kill -9 3 s ago
-    fresh = put(tmp_path, "2026-11-26", f".{result_name(2)}.89abcdef.tmp", 500, -5)
-    assert store.remove_temp_files(modified_before=NOW) == 1
-    assert not left.exists() and fresh.exists()
+def test_a_killed_servers_temporary_file_is_gone_after_an_immediate_restart_every_time(tiny_dir, tmp_path):
+    """kill -9 the server while a write holds its temporary file (here a writer process killed with
+    it: the server's own writes are too quick to catch), restart at once: the file is gone when the
+    new server is ready, every time. A write in progress elsewhere (another replica) is left alone.
+    The files' mtimes are in the future: the old rule (older than the process's start) kept them."""
+    restarts, removed = 3, 0
+    day = time.strftime("%Y-%m-%d")
+    elsewhere = put(tmp_path / "outputs", day, f".{result_name(0)}.00000000.tmp", 10, -60)
+    with writer_holding(elsewhere) as replica, contextlib.ExitStack() as servers:
+        server = servers.enter_context(LiveServer.start(tiny_dir, tmp_path, log_name="server-0.log"))
+        for attempt in range(1, restarts + 1):
+            left = put(tmp_path / "outputs", day, f".{result_name(attempt)}.{attempt:08x}.tmp", 1000, -60)
+            with writer_holding(left) as writer:
+                server.process.kill()
+                writer.kill()
+                server.process.wait()
+                writer.wait()
+            # The restarted server is the one killed next time round.
+            server = servers.enter_context(LiveServer.start(tiny_dir, tmp_path, log_name=f"server-{attempt}.log"))
+            removed += not left.exists()
+        assert replica.poll() is None and elsewhere.exists()
+    assert removed == restarts
+    record("Retention: kill -9 mid-write", "temporary files of a killed writer left after an immediate restart "
+           f"({restarts} restarts; mtimes in the future)", f"0 of {restarts}", "0, every time (a lock decides)")
 
 
 def test_saving_while_sweeping_never_loses_a_save(tmp_path):
@@ -176,12 +242,42 @@ def test_the_settings_reach_the_store(tiny_dir, tmp_path):
 # ------------------------------------------------------------------ the UI's upload cache
 
 
-def test_sweep_folder_removes_what_is_older_than_the_age(tmp_path):
+def test_the_cache_sweep_removes_what_is_older_than_the_age(tmp_path):
+    ui_cache.claim(tmp_path)
     old = tmp_path / "abc" / "photo.png"
     old.parent.mkdir()
     old.write_bytes(b"p")
-    assert sweep_folder(tmp_path, 60, now=time.time() + 30) == 0 and old.exists()
-    assert sweep_folder(tmp_path, 60, now=time.time() + 61) == 1 and not old.exists()
+    assert ui_cache.sweep(tmp_path, 60, now=time.time() + 30) == 0 and old.exists()
+    assert ui_cache.sweep(tmp_path, 60, now=time.time() + 61) == 1 and not old.exists()
+    assert (tmp_path / ui_cache.MARKER).is_file(), "the marker is not swept"
+
+
+def test_the_cache_sweep_leaves_a_folder_the_service_did_not_mark_alone(tmp_path):
+    someone_elses = tmp_path / "shared" / "report.pdf"
+    someone_elses.parent.mkdir()
+    someone_elses.write_bytes(b"%PDF")
+    assert ui_cache.sweep(tmp_path, 60, now=time.time() + 3600) == 0 and someone_elses.exists()
+
+
+def test_a_new_or_empty_folder_is_claimed_and_marked(tmp_path):
+    ui_cache.claim(tmp_path / "new")
+    (tmp_path / "empty" / "left-by-gradio").mkdir(parents=True)  # empty folders hold nothing of anyone's
+    ui_cache.claim(tmp_path / "empty")
+    for folder in ("new", "empty"):
+        assert (tmp_path / folder / ui_cache.MARKER).is_file()
+    (tmp_path / "new" / "abc").mkdir()
+    (tmp_path / "new" / "abc" / "photo.png").write_bytes(b"p")
+    ui_cache.claim(tmp_path / "new")  # marked: its files are the service's
+
+
+def test_a_folder_holding_other_files_is_refused_with_one_line(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("mine")
+    with pytest.raises(ui_cache.CacheFolderError) as raised:
+        ui_cache.claim(tmp_path)
+    message = str(raised.value)
+    assert "\n" not in message and "docs/notes.txt" in message and str(tmp_path) in message
+    assert not (tmp_path / ui_cache.MARKER).exists() and (tmp_path / "docs" / "notes.txt").exists()
 
 
 def test_an_uploaded_file_is_deleted_after_the_configured_age(tiny_dir, tmp_path):
@@ -208,6 +304,7 @@ def test_an_uploaded_file_is_deleted_after_the_configured_age(tiny_dir, tmp_path
 def test_the_upload_cache_of_a_killed_server_is_swept_by_the_next(tiny_dir, tmp_path):
     # Gradio forgets what a killed server cached; the retention thread sweeps the whole folder.
     cache = tmp_path / "cache"
+    ui_cache.claim(cache)  # the killed server created it
     leftover = cache / ("f" * 64) / "photo.png"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"someone's photo")

@@ -4,12 +4,12 @@ and how long they stay there.
 Names are generated here, never taken from an upload, so a request cannot choose or
 overwrite a path; a crash mid-write leaves at most a hidden temporary file (`.<name>.<hex>.tmp`)
 that write_bytes_atomic removes on error, and that start-up or the retention sweep removes after
-a kill -9.
+a kill -9: one whose writer's lock is free (lama.files), whichever process wrote it.
 
 Retention (`keep_days`, `keep_bytes`; 0 = unlimited): the oldest results go first. A sweep only
 ever touches what this store wrote (day folders and result names of its own pattern, and its
-temporary files once they are older than TEMP_GRACE_S), so pointing --outputs-dir at a folder
-holding other files cannot delete them, and a file being written is never removed.
+abandoned temporary files), so pointing --outputs-dir at a folder holding other files cannot
+delete them, and a file being written is never removed.
 """
 
 from __future__ import annotations
@@ -24,17 +24,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lama.files import write_bytes_atomic
+from lama.files import TEMP_NAME, remove_if_abandoned, write_bytes_atomic
+from webui import ui_cache
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 RESULT_NAME = re.compile(r"\d{6}-[0-9a-f]{12}\.(?:png|jpg|webp)")
-TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # write_bytes_atomic's temporary files
-# A temporary file younger than this may be one being written right now (a write takes
-# milliseconds): a sweep leaves it alone.
-TEMP_GRACE_S = 60.0
+# An empty day folder written to this recently may be one a save is about to write into.
+FOLDER_GRACE_S = 60.0
 
 
 @dataclass
@@ -83,20 +82,15 @@ class OutputStore:
         except (FileNotFoundError, NotADirectoryError):  # nothing saved yet, or saving cannot work anyway
             return []
 
-    def remove_temp_files(self, modified_before: float) -> int:
-        """Remove temporary files last modified before `modified_before` (unix seconds): at start-up,
-        with the process's start time, what a killed server left; returns how many."""
+    def remove_temp_files(self) -> int:
+        """Remove the temporary files whose writer is gone (killed mid-write: its lock is free),
+        whichever process wrote them; returns how many. Files being written stay."""
         removed = 0
         for day in self._days():
             with os.scandir(day.path) as entries:
                 for entry in entries:
                     if TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                        try:
-                            if entry.stat(follow_symlinks=False).st_mtime < modified_before:
-                                os.unlink(entry.path)
-                                removed += 1
-                        except FileNotFoundError:
-                            pass
+                        removed += remove_if_abandoned(entry.path)
         if removed:
             log.info("outputs: removed %d temporary file(s) left by an interrupted write", removed)
         return removed
@@ -106,7 +100,7 @@ class OutputStore:
         in keep_bytes; stale temporary files; empty day folders no longer written to."""
         now = time.time() if now is None else now
         result = SweepResult()
-        result.removed_temp_files = self.remove_temp_files(now - TEMP_GRACE_S)
+        result.removed_temp_files = self.remove_temp_files()
         files: list[tuple[float, str, int]] = []
         days = self._days()
         for day in days:
@@ -141,7 +135,7 @@ class OutputStore:
         current = {f"{today:%Y-%m-%d}", f"{today - datetime.timedelta(days=1):%Y-%m-%d}"}
         for day in days:
             try:
-                if day.name not in current and now - day.stat(follow_symlinks=False).st_mtime > TEMP_GRACE_S:
+                if day.name not in current and now - day.stat(follow_symlinks=False).st_mtime > FOLDER_GRACE_S:
                     os.rmdir(day.path)  # only when empty
             except OSError:
                 pass
@@ -150,36 +144,6 @@ class OutputStore:
                      result.removed_files, result.removed_bytes / 1e6, result.kept_files, result.kept_bytes / 1e6,
                      self.keep_days or "all", f"{self.keep_bytes / 1e9:g}" if self.keep_bytes else "all")
         return result
-
-
-def sweep_folder(folder: Path, max_age_s: float, now: float | None = None) -> int:
-    """Remove every file under `folder` not modified for `max_age_s`, then the empty folders left;
-    returns how many files went. For the UI's upload cache, whose files Gradio serves to whoever
-    holds their URL (Gradio's own clean-up forgets the files of a server that was killed)."""
-    now = time.time() if now is None else now
-    removed = 0
-    if not folder.is_dir():
-        return 0
-    for path, dirs, names in os.walk(folder, topdown=False):
-        for name in names:
-            file = os.path.join(path, name)
-            try:
-                stat = os.lstat(file)
-                # ctime too: a copy into the cache may keep its source's old mtime.
-                if now - max(stat.st_mtime, stat.st_ctime) > max_age_s:
-                    os.unlink(file)
-                    removed += 1
-            except FileNotFoundError:
-                pass
-        if path != str(folder):
-            try:
-                if now - os.lstat(path).st_mtime > max_age_s:
-                    os.rmdir(path)  # only when empty
-            except OSError:
-                pass
-    if removed:
-        log.info("UI cache: removed %d file(s) older than %.0f s from %s", removed, max_age_s, folder)
-    return removed
 
 
 class Retention:
@@ -197,7 +161,7 @@ class Retention:
         try:
             self.store.sweep()
             if self.cache_dir is not None and self.cache_max_age_s > 0:
-                sweep_folder(self.cache_dir, self.cache_max_age_s)
+                ui_cache.sweep(self.cache_dir, self.cache_max_age_s)
         except OSError as error:  # a disk problem must not end the thread
             log.warning("retention sweep failed: %s", error)
 

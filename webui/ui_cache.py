@@ -1,0 +1,100 @@
+"""The UI's cache folder (--ui-cache-dir): Gradio keeps the photos people upload and the results
+it shows there, serves any file in it to whoever holds its URL, and the retention sweep deletes
+what is old. So the folder must hold nothing but what the service put there:
+
+- claim() adopts only a folder that this service marked when it created it (MARKER) or one
+  without a single file in it, and marks it; a folder holding anything else is refused, since
+  the sweep would delete those files and Gradio would serve them;
+- sweep() removes old files, and only in a folder that carries the marker;
+- size_bytes() is what the folder holds, for the UI's upload quota (webui.ui_guard).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MARKER = ".lama-ui-cache"
+MARKER_TEXT = ("This folder is the LaMa inpainting service's UI cache (--ui-cache-dir): every file in it\n"
+               "is deleted once older than ui_cache_max_age_s. Keep nothing else here.\n")
+
+
+class CacheFolderError(Exception):
+    """The folder cannot be the UI's cache; the message is one line for the operator."""
+
+
+def claim(folder: Path) -> None:
+    """Make `folder` the UI's cache: create and mark it, or adopt it if it is marked or holds no
+    file; CacheFolderError if it holds files this service did not create (or is not a folder)."""
+    marker = folder / MARKER
+    if marker.is_file():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        foreign = _first_file(folder)
+        if foreign is not None:
+            raise CacheFolderError(
+                f"--ui-cache-dir {folder} holds files this service did not put there (e.g. {foreign}): "
+                "the UI would serve them and the cache sweep would delete them; empty it, or choose a new "
+                "or empty folder")
+        marker.write_text(MARKER_TEXT)
+    except OSError as error:
+        raise CacheFolderError(f"--ui-cache-dir {folder} cannot be used: {error.strerror or error}") from None
+
+
+def _first_file(folder: Path) -> str | None:
+    """Any entry that is not a folder (empty folders left by Gradio are harmless), as a path
+    relative to `folder`."""
+    for path, _, names in os.walk(folder):
+        if names:
+            return os.path.relpath(os.path.join(path, names[0]), folder)
+    return None
+
+
+def sweep(folder: Path, max_age_s: float, now: float | None = None) -> int:
+    """Remove every file under `folder` not modified for `max_age_s`, then the empty folders left;
+    returns how many files went. Gradio's own clean-up forgets the files of a server that was
+    killed. A folder without the marker is not the service's to clean: it is left alone."""
+    if not (folder / MARKER).is_file():
+        return 0
+    now = time.time() if now is None else now
+    marker = str(folder / MARKER)
+    removed = 0
+    for path, _, names in os.walk(folder, topdown=False):
+        for name in names:
+            file = os.path.join(path, name)
+            if file == marker:
+                continue
+            try:
+                stat = os.lstat(file)
+                # ctime too: a copy into the cache may keep its source's old mtime.
+                if now - max(stat.st_mtime, stat.st_ctime) > max_age_s:
+                    os.unlink(file)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        if path != str(folder):
+            try:
+                if now - os.lstat(path).st_mtime > max_age_s:
+                    os.rmdir(path)  # only when empty
+            except OSError:
+                pass
+    if removed:
+        log.info("UI cache: removed %d file(s) older than %.0f s from %s", removed, max_age_s, folder)
+    return removed
+
+
+def size_bytes(folder: Path) -> int:
+    """Bytes held by the files under `folder` (files removed while it counts count 0)."""
+    total = 0
+    for path, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(path, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
