@@ -10,13 +10,17 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
+from lama import imageio
 from lama.engine import STRATEGIES
+from lama.imageio import ImageLimits
 from webui.dashboard import build_resources_tab
+from webui.editor import EditorBackend, build_editor
 from webui.service import RepairOptions, RepairService, ServiceError
 
 log = logging.getLogger(__name__)
@@ -34,25 +38,23 @@ NO_PAINT = "Paint over what should be removed first (the brush tool), then click
 NO_RESULT = "Nothing to continue with yet: repair a photo first."
 UNREADABLE_IMAGE = "The photo could not be read; clear the editor and upload it again."
 UNREADABLE_LAYER = "The painted strokes could not be read; clear the editor and upload the photo again."
+REMOTE_FILE = "This page takes files uploaded to it, not links: upload the photo."
+EXPIRED = "The photo is no longer on the server (uploads are kept for a while only); upload it again."
 
-EditorValue = dict[str, Any]
+# What the editor sends (its value unprocessed: the event runs with preprocess=False, see
+# build_ui): {"background": FileData, "layers": [FileData, ...], "composite": FileData}, each
+# FileData a dict whose "path" is a file the page uploaded to Gradio's cache.
+EditorPayload = dict[str, Any]
+# The editor paints on one layer (layers=False); the browser sends it and nothing more.
+MAX_LAYERS = 1
 
 
 # ---------------------------------------------------------------- handlers
 
-def editor_image(value: EditorValue | None) -> np.ndarray:
-    """The uploaded photo: RGB, or RGBA when it has real transparency."""
-    background = value.get("background") if isinstance(value, dict) else None
-    if background is None:
-        raise gr.Error(NO_IMAGE)
-    image = _as_array(background)
-    # What the editor hands over: uint8 H×W, H×W×3 or H×W×4. Anything else (a broken
-    # client, a hand-made request) is refused with a message rather than a traceback.
-    if (image is None or image.size == 0 or image.dtype.kind not in "biu"
-            or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4)))
-            or (image.dtype != np.uint8 and (image.min() < 0 or image.max() > 255))):
-        raise gr.Error(UNREADABLE_IMAGE)
-    image = image.astype(np.uint8, copy=False)
+def editor_image(value: EditorPayload | None, limits: ImageLimits) -> np.ndarray:
+    """The uploaded photo, through the service's decode gate: RGB, or RGBA when it has real
+    transparency."""
+    image = _decode(_background(value), limits, "photo")
     # The editor hands every image over as RGBA; an alpha that is opaque everywhere is
     # only the editor's, and keeping it would turn plain RGB photos into RGBA results.
     if image.ndim == 3 and image.shape[2] == 4 and (image[..., 3] == 255).all():
@@ -60,22 +62,38 @@ def editor_image(value: EditorValue | None) -> np.ndarray:
     return image
 
 
-def editor_mask(value: EditorValue, shape: tuple[int, int]) -> np.ndarray:
+def _background(value: EditorPayload | None) -> Any:
+    background = value.get("background") if isinstance(value, dict) else None
+    if background is None:
+        raise gr.Error(NO_IMAGE)
+    return background
+
+
+def editor_layers(value: EditorPayload | None) -> list[Any]:
+    """The painted layers' files, counted before anything is decoded."""
+    _background(value)
+    layers = value.get("layers") or []
+    if not isinstance(layers, (list, tuple)):
+        raise gr.Error(UNREADABLE_LAYER)
+    layers = [layer for layer in layers if layer is not None]
+    if len(layers) > MAX_LAYERS:
+        raise gr.Error(f"The editor sent {len(layers)} painted layers; this page paints on {MAX_LAYERS}. "
+                       "Clear the editor and upload the photo again.")
+    return layers
+
+
+def editor_mask(layers: list[Any], shape: tuple[int, int], limits: ImageLimits) -> np.ndarray:
     """Where the user painted: any pixel of any layer with alpha > 0.
 
     The layer holds exactly the strokes, whatever their colour or opacity. Comparing the
     composite with the background instead would miss strokes over pixels of the brush's
-    own colour, and depend on the canvas's colour round trip for transparent photos.
+    own colour, and depend on the canvas's colour round trip for transparent photos (and the
+    composite, a third full-size image, is never decoded at all).
     """
     mask = np.zeros(shape, dtype=bool)
-    layers = value.get("layers") or []
-    if not isinstance(layers, (list, tuple)):
-        raise gr.Error(UNREADABLE_LAYER)
-    for layer in layers:
-        if layer is None:
-            continue
-        layer = _as_array(layer)
-        if layer is None or layer.ndim != 3 or layer.shape[2] != 4 or layer.dtype.kind not in "biuf":
+    for file in layers:
+        layer = _decode(file, limits, "painted layer")
+        if layer.ndim != 3 or layer.shape[2] != 4:
             raise gr.Error(UNREADABLE_LAYER)
         if layer.shape[:2] != shape:
             raise gr.Error(f"the painted layer is {layer.shape[1]}×{layer.shape[0]} but the photo is "
@@ -86,11 +104,19 @@ def editor_mask(value: EditorValue, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _as_array(value: Any) -> np.ndarray | None:
+def _decode(file: Any, limits: ImageLimits, what: str) -> np.ndarray:
+    """One of the editor's files through lama.imageio's gate: its size, then its header, are
+    checked against the service's limits before any full-size buffer exists."""
+    path = file.get("path") if isinstance(file, dict) else None
+    if not isinstance(path, str):
+        raise gr.Error(UNREADABLE_LAYER if what == "painted layer" else UNREADABLE_IMAGE)
     try:
-        return np.asarray(value)
-    except (TypeError, ValueError):  # ragged nested lists, objects numpy cannot hold
-        return None
+        return imageio.read_image(path, limits)
+    except imageio.ImageError as error:
+        if not os.path.isfile(path):
+            raise gr.Error(EXPIRED) from None
+        # read_image names the file; the person only needs the reason.
+        raise gr.Error(f"The {what}: {str(error).removeprefix(f'{path}: ')}") from None
 
 
 def _px(name: str, value: Any) -> int:
@@ -104,12 +130,18 @@ def _px(name: str, value: Any) -> int:
     return int(number)
 
 
-def repair(service: RepairService, value: EditorValue | None, strategy: str, dilate: float, feather: float
+def repair(service: RepairService, value: EditorPayload | None, strategy: str, dilate: float, feather: float
            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], str]:
     """Repair button: (result, (before, after) for the slider, timing line)."""
-    image = editor_image(value)
-    mask = editor_mask(value, image.shape[:2])
+    # Cheap checks first: the options, a photo, the number of layers; then the decodes.
     options = RepairOptions(strategy, _px("dilate", dilate), _px("feather", feather))
+    try:
+        options.validate()
+    except ServiceError as error:
+        raise gr.Error(error.message) from None
+    layers = editor_layers(value)
+    image = editor_image(value, service.limits)
+    mask = editor_mask(layers, image.shape[:2], service.limits)
     try:
         result = service.repair(image, mask, options)
     except ServiceError as error:
@@ -121,14 +153,31 @@ def repair(service: RepairService, value: EditorValue | None, strategy: str, dil
     return result.image, (image, result.image), result.summary
 
 
-def continue_editing(result: np.ndarray | None) -> EditorValue:
-    """'Continue editing': the result becomes the editor's photo, with nothing painted yet."""
-    if result is None:
+def continue_editing(result: dict[str, Any] | None) -> dict[str, Any]:
+    """'Continue editing': the result becomes the editor's photo, with nothing painted yet. The
+    result's file (in Gradio's cache: Gradio checked the path) goes back as it is: the server
+    decodes nothing, the browser shows it."""
+    path = result.get("path") if isinstance(result, dict) else None
+    if not isinstance(path, str):
         raise gr.Error(NO_RESULT)
-    return {"background": result, "layers": [], "composite": result}
+    return {"background": path, "layers": [], "composite": path}
 
 
 # ---------------------------------------------------------------- layout
+
+def _local_files_only(component: gr.components.Component) -> None:
+    """Refuse a URL as this input's file: Gradio would download it into its cache first, read
+    whole into memory and of any size. The page only ever sends files it uploaded. Set on the
+    instance: a subclass would make Gradio write a .pyi file beside this module."""
+    move_to_cache = component.async_move_resource_to_block_cache
+
+    async def local_only(url_or_file_path: str | None) -> str | None:
+        if isinstance(url_or_file_path, str) and url_or_file_path.startswith(("http://", "https://")):
+            raise gr.Error(REMOTE_FILE)
+        return await move_to_cache(url_or_file_path)
+
+    component.async_move_resource_to_block_cache = local_only
+
 
 def fallback_banner(service: RepairService) -> str | None:
     if not service.engine.uses_fallback:
@@ -143,6 +192,7 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
     delete_cache = None
     if cache_max_age_s > 0:
         delete_cache = (max(1, min(60, round(cache_max_age_s / 2))), max(1, round(cache_max_age_s)))
+    backend = EditorBackend(service)
     with gr.Blocks(title="LaMa inpainting", delete_cache=delete_cache) as blocks:
         gr.Markdown("# LaMa inpainting\nDrop a photo, paint over what should go, click **Repair**.")
         banner = fallback_banner(service)
@@ -150,44 +200,22 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
             gr.Markdown(banner, elem_id="fallback-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Repair", id="repair-tab"):
-                # Every component sits in a Column: an ImageEditor directly in a Row gets a wrongly
-                # sized canvas on first load (Gradio 6).
+                # The editor holds the tools, the canvas, Repair and the result (webui/editor.py).
+                editor = build_editor(backend, elem_id="editor")
                 with gr.Row():
-                    with gr.Column(scale=3):
-                        editor = gr.ImageEditor(
-                            elem_id="editor", label="Photo (paint over what should be removed)",
-                            type="numpy", image_mode="RGBA", sources=("upload", "clipboard"),
-                            brush=gr.Brush(colors=[BRUSH_COLOUR], color_mode="fixed"), eraser=gr.Eraser(),
-                            layers=False, transforms=(),
-                            # PNG, not the default WebP: "Continue editing" must not degrade the photo.
-                            format="png")
-                    with gr.Column(scale=1, min_width=240):
-                        strategy = gr.Radio(list(STRATEGIES), value=defaults.strategy, label="Strategy",
-                                            info="crop: repair around each painted area at full resolution; "
-                                                 "resize: repair a downscaled copy; original: the whole photo")
-                        dilate = gr.Slider(0, max(SLIDER_MAX_PX, defaults.dilate), value=defaults.dilate, step=1,
-                                           label="Mask dilation (px)", info="grow the painted area to catch halos")
-                        feather = gr.Slider(0, max(SLIDER_MAX_PX, defaults.feather), value=defaults.feather, step=1,
-                                            label="Edge feather (px)", info="blend the repair into its surroundings")
-                        repair_button = gr.Button("Repair", elem_id="repair", variant="primary")
-                        summary = gr.Markdown(elem_id="summary")
-                with gr.Row():
-                    with gr.Column():
-                        # PNG, not the default lossy WebP: the result is what people download.
-                        result = gr.Image(elem_id="result", label="Result", format="png", type="numpy",
-                                          image_mode=None, interactive=False, height=RESULT_HEIGHT_PX,
-                                          buttons=["download", "fullscreen"])
-                        continue_button = gr.Button("Continue editing", elem_id="continue")
-                    with gr.Column():
-                        comparison = gr.ImageSlider(elem_id="comparison", label="Before / after", format="png",
-                                                    image_mode=None, interactive=False, height=RESULT_HEIGHT_PX,
-                                                    max_height=RESULT_HEIGHT_PX, buttons=["fullscreen"])
+                    strategy = gr.Radio(list(STRATEGIES), value=defaults.strategy, label="Strategy",
+                                        info="crop: repair around each painted area at full resolution; "
+                                             "resize: repair a downscaled copy; original: the whole photo")
+                    dilate = gr.Slider(0, max(SLIDER_MAX_PX, defaults.dilate), value=defaults.dilate, step=1,
+                                       label="Mask dilation (px)", info="grow the painted area to catch halos")
+                    feather = gr.Slider(0, max(SLIDER_MAX_PX, defaults.feather), value=defaults.feather, step=1,
+                                        label="Edge feather (px)", info="blend the repair into its surroundings")
             build_resources_tab(tabs, service.sampler, service.requests)
 
-        # Private events: scripts have the documented HTTP API (/api/v1/inpaint) instead.
-        repair_button.click(functools.partial(repair, service), inputs=[editor, strategy, dilate, feather],
-                            outputs=[result, comparison, summary], api_visibility="private")
-        continue_button.click(continue_editing, inputs=result, outputs=editor, api_visibility="private")
+        # Private event: scripts have the documented HTTP API (/api/v1/inpaint) instead. The editor
+        # shows its own progress and errors: no Gradio overlay on it (show_progress hidden).
+        editor.repair(backend.on_repair, inputs=[strategy, dilate, feather], outputs=editor,
+                      api_visibility="private", show_progress="hidden")
     # The service's queue bounds GPU work; Gradio's queue in front of it shows people their
     # place in line and refuses (with a message) beyond the same capacity.
     blocks.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=service.queue.capacity)
