@@ -4,10 +4,13 @@
 # (python -m loadreport) with 20 simultaneous 2560×1920 requests. Results under $1.
 # With a second argument `startup-only`: start-up and first requests, no report; with `bursts`:
 # then three short reports in a row, each ending in 20 simultaneous 2560×1920 requests, with
-# NVML's memory used after each (does memory plateau after the first burst, or keep growing?).
+# NVML's memory used after each (does memory plateau after the first burst, or keep growing?);
+# with `load`: then the load benchmark (python -m loadreport load; extra arguments go to it),
+# its table in $1/load.md and everything in $1/load.json.
 set -uo pipefail
 out=${1:?output folder}
 only=${2:-}
+shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$out" models
 python3 - <<'PY'
 from pathlib import Path
@@ -31,6 +34,10 @@ done
 echo "start to /readyz: $(( ($(date +%s%N) - started) / 1000000 )) ms" | tee "$out/startup.txt"
 python3 tools/first_request.py http://127.0.0.1:7860 | tee -a "$out/startup.txt"
 if [ "$only" = startup-only ]; then kill -TERM $server; wait $server; exit 0; fi
+if [ "$only" = load ]; then
+    python3 -m loadreport load --url http://127.0.0.1:7860 --json "$out/load.json" "$@" | tee "$out/load.md"
+    kill -TERM $server; wait $server; exit 0
+fi
 if [ "$only" = bursts ]; then
     echo "after the first requests: NVML memory used $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)" \
         | tee "$out/bursts.txt"
