@@ -1,0 +1,344 @@
+"""The photo editor of the Repair tab and the repair handler behind it.
+
+The editor is a Gradio custom HTML component (gr.HTML with a template, CSS and JavaScript of
+its own, files in webui/static/ read once at start-up: no Node build). Its page side does
+everything that needs no model in the browser: showing and zooming the photo, painting
+the mask, undo, the history of results. What travels per repair is small: the photo is
+uploaded once per editing session (Gradio's upload route) and the server keeps it decoded
+(ImageCache); a repair uploads only the mask, a 1-bit PNG at the photo's resolution, and
+triggers the component's "repair" event with the paths of both. The answer is the
+component's new value: where the full-resolution result is (the very file RepairService
+encoded and saved under outputs/, linked into the UI cache that Gradio serves), a downscaled
+JPEG preview, and the repaired rectangle at full resolution for the canvas. Why this rather
+than gr.ImageEditor, with measurements: docs/EDITOR.md.
+
+The handlers are plain functions of their arguments (no Gradio request needed), so that
+tests can call them without a browser.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import gradio as gr
+import numpy as np
+from gradio.utils import get_upload_folder
+
+from lama import imageio
+from lama.files import write_bytes_atomic
+from webui.outputs import EXTENSIONS
+from webui.service import RepairOptions, RepairService, ServiceError
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+PREVIEW_SIDE_PX = 1600  # the long side of the preview the page shows; the download is full size
+PREVIEW_QUALITY = 88
+PATCH_SIDE_PX = 2048  # the repaired rectangle is sent at full resolution up to this long side
+PATCH_QUALITY = 92
+RESULTS_FOLDER = "editor"  # under the UI cache: one unguessable folder per result
+DEFAULT_MASK_THRESHOLD = 127  # uploaded mask files: pixels above it are repaired (0: any nonzero)
+MAX_NAME_CHARS = 80
+
+NO_PHOTO = "Upload a photo first: drop it on the editor, click it to browse, or paste one."
+PHOTO_GONE = "The photo is no longer on the server (uploads expire); it is being uploaded again."
+FAILED = "The repair failed on the server (the log has the details); please try again."
+
+
+class EditorRequestError(Exception):
+    """A repair request the editor's page should never send (a missing or foreign file)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+# ---------------------------------------------------------------- decoded photos
+
+class ImageCache:
+    """Decoded images by the path of their file in the UI cache, least recently used first out.
+
+    A session's photo is decoded once (through lama.imageio, with the service's limits: the
+    same gate as the API) and every later repair of it, and of its results, skips the decode.
+    Bounded by count and bytes; an image larger than the byte bound is simply not kept.
+    """
+
+    def __init__(self, max_entries: int = 6, max_bytes: int = 512 * 2**20):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, limits: imageio.ImageLimits) -> np.ndarray:
+        key = str(path)
+        with self._lock:
+            image = self._images.get(key)
+            if image is not None:
+                self._images.move_to_end(key)
+                return image
+        image = imageio.read_image(path, limits)  # outside the lock: other sessions go on meanwhile
+        self.put(path, image)
+        return image
+
+    def put(self, path: Path, image: np.ndarray) -> None:
+        key = str(path)
+        with self._lock:
+            old = self._images.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if image.nbytes > self.max_bytes:
+                return
+            self._images[key] = image
+            self._bytes += image.nbytes
+            while len(self._images) > self.max_entries or self._bytes > self.max_bytes:
+                _, evicted = self._images.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+
+# ---------------------------------------------------------------- files the page may name
+
+class EditorFiles:
+    """The UI cache folder (Gradio's upload folder, which /gradio_api/file= serves): where the
+    page's uploads arrive and where results are published for it."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+
+    def resolve(self, value: Any, what: str) -> Path:
+        """The file `value` ({"path": ...} as the page sends it) names, if it is a regular file
+        inside the cache; the page only ever names its own uploads and published results, so
+        anything else is refused (Gradio checks event data the same way; this is the second lock)."""
+        path = value.get("path") if isinstance(value, dict) else None
+        if not isinstance(path, str) or not path:
+            raise EditorRequestError("invalid_request", f"the request names no {what} file")
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(self.root):
+            raise EditorRequestError("invalid_request", f"the {what} must be a file uploaded to this editor")
+        if not resolved.is_file():
+            raise EditorRequestError(f"{what}_gone", PHOTO_GONE if what == "photo" else
+                                     f"the {what} upload is no longer on the server; please try again")
+        return resolved
+
+    def message(self, error: imageio.ImageError) -> str:
+        """lama.imageio's message for a file in the cache, without the server's folder in it."""
+        return str(error).replace(str(self.root) + os.sep, "")
+
+    def new_folder(self) -> Path:
+        folder = self.root / RESULTS_FOLDER / secrets.token_hex(16)
+        folder.mkdir(parents=True)
+        return folder
+
+
+def download_name(name: Any, fmt: str) -> str:
+    """'holiday.jpg' -> 'holiday-repaired.png': the download is named after the original."""
+    stem = Path(name).stem if isinstance(name, str) else ""
+    stem = re.sub(r"[^\w.-]+", "_", stem)[:MAX_NAME_CHARS].strip("._") or "photo"
+    return f"{stem}-repaired.{EXTENSIONS[fmt]}"
+
+
+# ---------------------------------------------------------------- what the page shows
+
+def preview(image: np.ndarray, max_side: int = PREVIEW_SIDE_PX) -> bytes:
+    """A JPEG of `image` with its long side at most `max_side` (transparency on white)."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return imageio.encode_image(image, "jpeg", PREVIEW_QUALITY)
+
+
+def repaired_box(mask: np.ndarray, grow: int) -> tuple[int, int, int, int] | None:
+    """(x, y, width, height) of the painted pixels grown by `grow` px, clipped to the image:
+    the engine leaves every pixel outside the dilated mask as it was, so this rectangle holds
+    all that changed. None when nothing is painted."""
+    x, y, width, height = cv2.boundingRect(mask.view(np.uint8) if mask.dtype == bool else mask)
+    if width == 0 or height == 0:
+        return None
+    rows, cols = mask.shape[:2]
+    left, top = max(0, x - grow), max(0, y - grow)
+    right, bottom = min(cols, x + width + grow), min(rows, y + height + grow)
+    return left, top, right - left, bottom - top
+
+
+def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str]:
+    """The repaired rectangle for the page's canvas: JPEG, or PNG where there is transparency
+    (JPEG would put white under it); scaled down past PATCH_SIDE_PX (the page scales it back)."""
+    x, y, width, height = box
+    crop = image[y:y + height, x:x + width]
+    if image.ndim == 3 and image.shape[2] == 4:
+        if max(width, height) > PATCH_SIDE_PX:
+            scale = PATCH_SIDE_PX / max(width, height)
+            crop = cv2.resize(crop, (max(1, round(width * scale)), max(1, round(height * scale))),
+                              interpolation=cv2.INTER_AREA)
+        return imageio.encode_image(np.ascontiguousarray(crop), "png"), "png"
+    return preview(np.ascontiguousarray(crop), PATCH_SIDE_PX), "jpg"
+
+
+def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,
+            fmt: str, mask: np.ndarray, grow: int, name: Any) -> dict[str, Any]:
+    """Put the result where the page can fetch it: the file the service saved (hard-linked,
+    not re-encoded: it is what the user downloads), a preview and the repaired rectangle."""
+    folder = files.new_folder()
+    full = folder / download_name(name, fmt)
+    try:
+        if saved_as is None:
+            raise FileNotFoundError("the service could not save the result")
+        os.link(service.outputs.root / saved_as, full)
+    except OSError:
+        # Another filesystem (or the save failed): the same encoded bytes, written once more.
+        write_bytes_atomic(full, data)
+    (folder / "preview.jpg").write_bytes(preview(result_image))
+    published = {"image": {"path": str(full)}, "preview": {"path": str(folder / "preview.jpg")},
+                 "name": full.name, "width": result_image.shape[1], "height": result_image.shape[0]}
+    box = repaired_box(mask, grow)
+    if box is not None:
+        data, extension = patch(result_image, box)
+        (folder / f"patch.{extension}").write_bytes(data)
+        published["patch"] = {"path": str(folder / f"patch.{extension}"), "box": list(box)}
+    return published
+
+
+# ---------------------------------------------------------------- the handlers
+
+def _refine_px(name: str, value: Any) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ServiceError(422, "invalid_option", f"{name} must be a number of pixels, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ServiceError(422, "invalid_option", f"{name} must be a number of pixels, got {value!r}")
+    return int(number)
+
+
+class EditorBackend:
+    """What the editor's page asks of the server: repair (its event) and prepare (a server
+    function). Both answer with dicts for the page and never raise: an error must reach the
+    editor's own message line, with the last good result left on screen, not Gradio's error
+    badges."""
+
+    def __init__(self, service: RepairService, cache_dir: Path | None = None, images: ImageCache | None = None):
+        """`cache_dir`: Gradio's upload folder (GRADIO_TEMP_DIR, which app.py sets) unless given."""
+        self.service = service
+        self.files = EditorFiles(cache_dir or Path(get_upload_folder()))
+        self.images = images or ImageCache()
+
+    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any) -> dict[str, Any]:
+        """`request` is what the page sends: {"request": id, "photo": {"path"}, "mask": {"path"},
+        "name": the photo's file name}. Returns the editor's new value: {"request": id,
+        "result": {...}} or {"request": id, "error": message, "code": code}."""
+        started = time.perf_counter()
+        request = request if isinstance(request, dict) else {}
+        request_id = str(request.get("request", ""))[:40]
+        try:
+            photo_path = self.files.resolve(request.get("photo"), "photo")
+            mask_path = self.files.resolve(request.get("mask"), "mask")
+            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather))
+            options.validate()
+            image, mask = self._read(photo_path, mask_path)
+            read = time.perf_counter()
+            result = self.service.repair(image, mask, options)
+            repaired = time.perf_counter()
+            published = publish(self.files, self.service, result.image, result.data, result.saved_as, options.format,
+                                mask, options.dilate + 1, request.get("name"))
+            self.images.put(Path(published["image"]["path"]), result.image)
+        except (EditorRequestError, ServiceError) as error:
+            return {"request": request_id, "error": error.message, "code": error.code}
+        except Exception:
+            # The user learns it failed; the operator gets the traceback.
+            log.exception("editor repair failed")
+            return {"request": request_id, "error": FAILED, "code": "internal_error"}
+        timings = result.timings
+        model = sum(timings.get(stage, 0.0) for stage in ("preprocess", "infer", "postprocess"))
+        server = time.perf_counter() - started
+        published["summary"] = result.summary
+        published["timings"] = {
+            "server": server, "queue": timings["queue"], "model": model,
+            # Everything else the server did: read the mask (and the photo, the first time),
+            # encode and save the result, publish it with its preview.
+            "save": server - timings["queue"] - model,
+            "read": read - started, "encode": timings["encode"], "publish": time.perf_counter() - repaired,
+        }
+        return {"request": request_id, "result": published}
+
+    def on_repair(self, strategy: str, dilate: float, feather: float, evt: gr.EventData) -> dict[str, Any]:
+        """The Gradio listener of the editor's "repair" event: the request is the event's data."""
+        return self.repair(evt._data, strategy, dilate, feather)
+
+    def prepare(self, photo: Any) -> dict[str, Any]:
+        """Called by the page as soon as the photo is uploaded: decodes it into the cache (so
+        that the first repair does not wait for that) and says at once when the server refuses it."""
+        try:
+            image = self.images.get(self.files.resolve(photo, "photo"), self.service.limits)
+        except EditorRequestError as error:
+            return {"error": error.message, "code": error.code}
+        except imageio.ImageError as error:
+            return {"error": self.files.message(error), "code": "invalid_image"}
+        except Exception:
+            log.exception("editor: preparing a photo failed")
+            return {"error": FAILED, "code": "internal_error"}
+        return {"width": image.shape[1], "height": image.shape[0]}
+
+    def _read(self, photo_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            image = self.images.get(photo_path, self.service.limits)
+            # The page sends black and white; any threshold reads it the same.
+            mask = imageio.read_mask(mask_path, self.service.limits) > DEFAULT_MASK_THRESHOLD
+        except imageio.ImageTooLargeError as error:
+            raise ServiceError(413, "image_too_large", self.files.message(error)) from None
+        except imageio.ImageError as error:
+            raise ServiceError(400, "invalid_image", self.files.message(error)) from None
+        if not mask.any():
+            raise ServiceError(422, "empty_mask", "Paint over what should be removed first, then click Repair.")
+        return image, mask
+
+
+# ---------------------------------------------------------------- the component
+
+@dataclass(frozen=True)
+class Assets:
+    """The page side, read once at start-up from the package."""
+
+    html: str
+    css: str
+    js: str
+
+    @classmethod
+    def load(cls, folder: Path = STATIC) -> Assets:
+        return cls(*((folder / f"editor.{kind}").read_text(encoding="utf-8") for kind in ("html", "css", "js")))
+
+
+def build_editor(backend: EditorBackend, mask_threshold: int = DEFAULT_MASK_THRESHOLD,
+                 assets: Assets | None = None, **kwargs: Any) -> gr.HTML:
+    """The editor component, placed in the current Blocks: its value is the last answer of
+    the "repair" event (EditorBackend.repair); listen to it with `editor.repair(...)`.
+
+    The page gets the upload limits as props (a photo over them is caught at upload, with
+    the offer to repair a downscaled copy) and the threshold for uploaded mask files. A plain
+    gr.HTML rather than a subclass: Gradio writes a .pyi stub beside the module of every
+    component class, which would shadow this module for type checkers.
+    """
+    assets = assets or Assets.load()
+    limits = backend.service.limits
+
+    def prepare(photo: Any) -> dict[str, Any]:
+        # The page calls server.prepare(photo): with one argument, Gradio hands over that argument.
+        return backend.prepare(photo)
+
+    return gr.HTML(value=None, html_template=assets.html, css_template=assets.css, js_on_load=assets.js,
+                   apply_default_css=False, server_functions=[prepare],
+                   max_pixels=limits.max_pixels, max_side=limits.max_side, max_bytes=limits.max_bytes,
+                   mask_threshold=mask_threshold, **kwargs)
