@@ -3,7 +3,7 @@
     python app.py [--host H] [--port P] [--model M] [--device D] [--precision P] [--preset fast|balanced|hd]
                   [--config FILE] [--outputs-dir DIR] [--logs-dir DIR] [--api-token T] [--auth USER:PASS]
                   [--outputs-keep-days D] [--outputs-keep-gb G] [--ui-cache-dir DIR] [--ui-cache-max-age-s S]
-                  [--shutdown-timeout-s S] [--gpu-workers auto|N]
+                  [--shutdown-timeout-s S] [--gpu-workers auto|N] [--allowed-hosts NAMES] [--allowed-origins ORIGINS]
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class Settings:
     feather: int
     api_token: str | None
     auth: str | None
+    allowed_hosts: list[str]  # Host names accepted besides loopback names (and IP addresses on a public bind)
+    allowed_origins: list[str]  # origins of other sites' pages that may send requests and read answers
     monitor_interval: float
     monitor_log_max_bytes: int
     monitor_log_backups: int
@@ -88,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feather", type=int, help="default edge feather, px")
     parser.add_argument("--api-token", help="or LAMA_API_TOKEN; protects /api/v1/*")
     parser.add_argument("--auth", help="USER:PASS, or LAMA_AUTH; protects the UI")
+    parser.add_argument("--allowed-hosts", type=_names, metavar="NAMES",
+                        help="comma-separated Host names the server answers to besides localhost (and IP addresses "
+                             "when not bound to loopback); '*': any")
+    parser.add_argument("--allowed-origins", type=_names, metavar="ORIGINS",
+                        help="comma-separated origins (https://app.example) whose pages may call the service")
     parser.add_argument("--monitor-interval", type=float, help="seconds between resource samples (0: off)")
     parser.add_argument("--monitor-log-max-bytes", type=int, help="rotate monitor/request logs at this size")
     parser.add_argument("--monitor-log-backups", type=int, help="rotated log files kept")
@@ -97,6 +104,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ui-cache-max-age-s", type=float, help="delete cached uploads after this (0: keep)")
     parser.add_argument("--shutdown-timeout-s", type=float, help="SIGTERM: longest wait for in-flight repairs")
     return parser.parse_args(argv)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 GPU_WORKERS_EXPECTED = "'auto' or a whole number of at least 1"
@@ -160,7 +171,22 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise SystemExit("error: --auth must be USER:PASS")
     if not _is_gpu_workers(settings.gpu_workers):
         raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
+    _check_edge_names(settings)
     return settings
+
+
+def _check_edge_names(settings: Settings) -> None:
+    from webui.edge import normalise_host_name, normalise_origin
+
+    for key, normalise in (("allowed_hosts", normalise_host_name), ("allowed_origins", normalise_origin)):
+        values = getattr(settings, key)
+        if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+            raise SystemExit(f"error: {key} must be a list of strings, got {values!r}")
+        try:
+            for value in values:
+                normalise(value)
+        except ValueError as error:
+            raise SystemExit(f"error: {key}: {error}") from None
 
 
 def setup_logging(logs_dir: Path) -> None:
@@ -169,6 +195,25 @@ def setup_logging(logs_dir: Path) -> None:
                                                         backupCount=APP_LOG_BACKUPS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=[logging.StreamHandler(sys.stderr), file_handler], force=True)
+
+
+# Request bodies of every route but the two that take files: Gradio's JSON events and the login
+# form. The UI's largest, a repair's queue/join, is about 1 kB (measured in Chromium).
+OTHER_BODY_BYTES = 1 << 20
+
+
+def edge_policy(settings: Settings):
+    """What webui.edge lets in: Host names, other sites' origins, and each route's body size (a
+    repair: two files at the per-file limit and their form; the UI's upload route: one file)."""
+    from gradio.route_utils import API_PREFIX as GRADIO_API_PREFIX
+
+    from webui.api import INPAINT_PATH, UPLOAD_OVERHEAD_BYTES, inpaint_body_limit
+    from webui.edge import BodyLimits, EdgePolicy
+
+    per_file = settings.max_upload_mb * 2**20
+    body_limits = BodyLimits(OTHER_BODY_BYTES, {INPAINT_PATH: inpaint_body_limit(per_file),
+                                                f"{GRADIO_API_PREFIX}/upload": per_file + UPLOAD_OVERHEAD_BYTES})
+    return EdgePolicy.create(settings.host, body_limits, settings.allowed_hosts, settings.allowed_origins)
 
 
 def build_app(settings: Settings):
@@ -195,6 +240,7 @@ def build_app(settings: Settings):
     from monitor.requestlog import RequestLog
     from monitor.sampler import Sampler
     from webui.api import create_api
+    from webui.edge import EdgeMiddleware
     from webui.jobs import JobQueue
     from webui.outputs import OutputStore, Retention
     from webui.service import RepairOptions, RepairService
@@ -261,6 +307,8 @@ def build_app(settings: Settings):
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather)
     api = create_api(service, api_token=settings.api_token, defaults=defaults)
+    # Added last, so outermost: Host, Origin, CORS and body size for every route, API and UI alike.
+    api.add_middleware(EdgeMiddleware, policy=edge_policy(settings))
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
     api.state.retention = retention
     return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,

@@ -42,6 +42,7 @@ WAIT_S = 60  # upper bound for start-up and warm-up; normally a few seconds
 FAST_S = 1.0  # "well under a second" for every refusal
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 TIMING_STAGES = ("decode", "queue", "infer", "encode")
+LOCAL_BASE = "http://127.0.0.1"
 
 
 # ------------------------------------------------------------------ images
@@ -164,7 +165,8 @@ def make_settings(tiny_dir, folder, *flags, **overrides):
 @contextlib.contextmanager
 def serve(settings, wait_ready=True):
     """The app as build_app returns it, behind a TestClient; waits for the warm-up."""
-    with TestClient(app_module.build_app(settings)) as client:
+    # As a client on the same machine: bound to loopback, the app answers only to loopback Host names.
+    with TestClient(app_module.build_app(settings), base_url=LOCAL_BASE) as client:
         if wait_ready:
             wait_until(lambda: client.get("/readyz").status_code == 200, what="/readyz 200")
         yield client
@@ -619,7 +621,7 @@ def test_the_ui_asks_for_a_login(protected):
     wrong = protected.post("/login", data={"username": "ann", "password": "wrong"})
     assert wrong.status_code != 200 or wrong.json().get("success") is not True
     assert protected.get("/config").status_code == 401
-    with TestClient(protected.app) as fresh:  # a session of its own, for the cookie
+    with TestClient(protected.app, base_url=LOCAL_BASE) as fresh:  # a session of its own, for the cookie
         right = fresh.post("/login", data={"username": "ann", "password": "pa:ss"})
         assert right.status_code == 200 and right.json() == {"success": True}
         assert fresh.get("/config").status_code == 200

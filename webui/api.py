@@ -1,27 +1,46 @@
 """The HTTP API: thin translation between HTTP and RepairService.
 
 Routes are registered on the FastAPI app before Gradio is mounted at "/", so they take
-precedence. Errors are always JSON: {"error": {"code": ..., "message": ...}}.
+precedence. Every answer under /api/ that is not 2xx is JSON {"error": {"code", "message"}}:
+the service's refusals, FastAPI's validation and form-parsing errors, unknown routes (404
+not_found) and methods (405 method_not_allowed) included.
+
+A repair is refused as early as the request allows, cheapest check first: the token and, while
+the server drains, admission (ApiGate, before the body is read); the body's size as it streams
+in (webui/edge.py); the form's values, each file's size and room in the queue (before a pixel is
+decoded); then what only decoding can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.metrics import CONTENT_TYPE
 from webui.service import RepairOptions, RepairService, ServiceError
 
-# Multipart framing on top of the two files; anything larger is refused before it is read.
+# Multipart framing on top of the two files; a larger body is refused as it streams in.
 UPLOAD_OVERHEAD_BYTES = 1 << 20
+API_PREFIX = "/api/"
 INPAINT_PATH = "/api/v1/inpaint"
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# The code of an HTTP error that FastAPI or Starlette raised rather than the service.
+HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                    413: "upload_too_large"}
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +49,66 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def inpaint_body_limit(max_file_bytes: int) -> int:
+    """The largest repair request: image and mask at the per-file limit, and the form around them."""
+    return 2 * max_file_bytes + UPLOAD_OVERHEAD_BYTES
+
+
+class ApiGate:
+    """Pure ASGI, in front of the API's routes and before they read a byte of the body: the
+    token for everything under /api/ (FastAPI would parse a whole form before a dependency
+    ran); for repairs, admission (in flight from here until the response, what a SIGTERM drain
+    waits for; refused at once while draining) and inpaint_requests_total, counted here so that
+    refusals that never reach the route (401, 413, a malformed form's 400 or 422) show too."""
+
+    def __init__(self, app: ASGIApp, service: RepairService, api_token: str | None):
+        self.app, self.service, self.api_token = app, service, api_token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        counted = scope["path"] == INPAINT_PATH and scope["method"] == "POST"
+        started = time.perf_counter()
+        status = 500
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            with contextlib.ExitStack() as in_flight:
+                try:
+                    self._check_token(Headers(scope=scope))
+                    if counted:
+                        in_flight.enter_context(self.service.admit())
+                except ServiceError as error:
+                    response = error_response(error.status, error.code, error.message, error.headers)
+                    await response(scope, receive, send_noting_status)
+                    return
+                await self.app(scope, receive, send_noting_status)
+        finally:
+            if counted:
+                self.service.metrics.observe_request(status, time.perf_counter() - started)
+
+    def _check_token(self, headers: Headers) -> None:
+        if self.api_token is None:
+            return
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        # compare_digest: the time taken must not reveal how much of the token matched.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.api_token.encode()):
+            raise ServiceError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
+                               {"WWW-Authenticate": "Bearer"})
+
+
 def create_api(service: RepairService, api_token: str | None = None,
                defaults: RepairOptions = RepairOptions()) -> FastAPI:
     """`defaults`: what a repair does for the form fields a request leaves out (the configured ones)."""
     app = FastAPI(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None)
     app.state.service = service  # for operators' hooks and tests (the queue, the engine)
-    max_body = 2 * service.limits.max_bytes + UPLOAD_OVERHEAD_BYTES
+    app.add_middleware(ApiGate, service=service, api_token=api_token)
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, error: ServiceError) -> JSONResponse:
@@ -47,47 +120,15 @@ def create_api(service: RepairService, api_token: str | None = None,
                              for e in error.errors())
         return error_response(422, "invalid_request", problems)
 
-    @app.middleware("http")
-    async def refuse_oversized_bodies_and_count(request: Request, call_next):
-        if not request.url.path.startswith("/api/"):
-            return await call_next(request)
-        # Counted here rather than in the route, so that refusals that never reach it
-        # (401, malformed form 422, oversized 413) show in inpaint_requests_total too.
-        counted = request.url.path == INPAINT_PATH and request.method == "POST"
-        started = time.perf_counter()
-        status = 500
-        try:
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > max_body:
-                response = error_response(413, "upload_too_large", f"upload is {int(length) / 2**20:.0f} MB, "
-                                                                   f"the limit is {max_body / 2**20:.0f} MB")
-            elif counted:
-                # In flight from here (before the body is read) until the response: what a
-                # SIGTERM drain waits for; refused at once while draining.
-                try:
-                    with service.admit():
-                        response = await call_next(request)
-                except ServiceError as error:
-                    response = error_response(error.status, error.code, error.message, error.headers)
-            else:
-                response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            if counted:
-                service.metrics.observe_request(status, time.perf_counter() - started)
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        # A malformed multipart body (400) or a body over its limit (413), raised while FastAPI reads the form.
+        if not request.url.path.startswith(API_PREFIX):
+            return await http_exception_handler(request, error)
+        return error_response(error.status_code, HTTP_ERROR_CODES.get(error.status_code, "http_error"),
+                              str(error.detail), error.headers)
 
-    async def require_token(request: Request) -> None:
-        if api_token is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        # compare_digest: the time taken must not reveal how much of the token matched.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_token.encode()):
-            raise ServiceError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
-                               {"WWW-Authenticate": "Bearer"})
-
-    @app.post(INPAINT_PATH, dependencies=[Depends(require_token)],
-              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+    @app.post(INPAINT_PATH, responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
     async def inpaint(image: UploadFile = File(..., description="the photo"),
                       mask: UploadFile = File(..., description="same size; nonzero (or painted alpha) = repair"),
                       strategy: str = Form(defaults.strategy), dilate: int = Form(defaults.dilate),
@@ -96,6 +137,7 @@ def create_api(service: RepairService, api_token: str | None = None,
         options = RepairOptions(strategy, dilate, feather, format)
         decoded = None
         try:
+            service.check_before_decode(options, {"image": image.size, "mask": mask.size})
             decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
             # On a thread: the memory estimate refines the mask (CPU work, not for the event loop).
             queued = await run_in_threadpool(service.submit, decoded, options)
@@ -119,7 +161,7 @@ def create_api(service: RepairService, api_token: str | None = None,
             headers["X-Saved-As"] = result.saved_as
         return Response(result.data, media_type=result.media_type, headers=headers)
 
-    @app.get("/api/v1/monitor", dependencies=[Depends(require_token)])
+    @app.get("/api/v1/monitor")
     def monitor(since: float | None = None) -> dict:
         """Resource samples and request records newer than `since` (unix seconds): the
         last hour of samples at most, the last requests kept in memory."""
@@ -154,5 +196,16 @@ def create_api(service: RepairService, api_token: str | None = None,
     def prometheus_metrics() -> Response:
         # A plain route: a mounted ASGI app would answer /metrics with a redirect to /metrics/.
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    # Last of the API's routes: anything else under /api/ is answered here, not by Gradio's 404.
+    @app.api_route(API_PREFIX + "{path:path}", methods=ALL_METHODS, include_in_schema=False)
+    def no_such_route(request: Request) -> JSONResponse:
+        allowed = sorted({method for route in app.routes if isinstance(route, APIRoute)
+                          and route.matches(request.scope)[0] is Match.PARTIAL for method in route.methods})
+        if allowed:
+            return error_response(405, "method_not_allowed", f"{request.method} is not allowed on "
+                                  f"{request.url.path}; use {', '.join(allowed)}", {"Allow": ", ".join(allowed)})
+        return error_response(404, "not_found", f"no route {request.url.path}; the API's routes are "
+                                                f"{INPAINT_PATH} and /api/v1/monitor (see /docs)")
 
     return app

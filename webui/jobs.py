@@ -193,13 +193,21 @@ class JobQueue:
         with self._changed:
             if self._stopping:
                 raise RuntimeError("cannot queue a job after the queue was shut down")
-            if self._jobs >= self.capacity:
-                retry_after = max(1, round(self._jobs * self._recent_run_s / self.workers))
-                raise QueueFull(self.capacity, retry_after)
+            self._refuse_if_full()
             self._jobs += 1
             self._waiting.append(_Job(job, future, max(0, cost_bytes or 0), exclusive, time.perf_counter()))
             self._changed.notify_all()
         return future
+
+    def check_room(self) -> None:
+        """QueueFull now if a job would be refused: for callers with costly work to do before
+        they submit (decoding an upload). submit() checks again."""
+        with self._changed:
+            self._refuse_if_full()
+
+    def _refuse_if_full(self) -> None:  # under self._changed
+        if self._jobs >= self.capacity:
+            raise QueueFull(self.capacity, max(1, round(self._jobs * self._recent_run_s / self.workers)))
 
     def run(self, job: Callable[[], T], cost_bytes: int | None = None, exclusive: bool = False) -> Timed:
         """Queue `job` and wait for it (for callers on a thread of their own, like Gradio's)."""

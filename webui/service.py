@@ -157,6 +157,21 @@ class RepairService:
 
     # ------------------------------------------------------------------ the three stages
 
+    def check_before_decode(self, options: RepairOptions, upload_bytes: dict[str, int | None]) -> None:
+        """What refuses a request without decoding it, cheapest first: the options, each
+        upload's size (part -> bytes; None: unknown) and room in the queue. Decoding costs
+        up to the image limits in memory and time; a request refused anyway must not spend it.
+        (Submitting checks the queue again: it may fill up while this one decodes.)"""
+        options.validate()
+        for part, size in upload_bytes.items():
+            if size is not None and size > self.limits.max_bytes:
+                raise ServiceError(413, f"{part}_too_large", f"{part}: file is {size / 2**20:.1f} MB, the limit is "
+                                                             f"{self.limits.max_bytes / 2**20:g} MB")
+        try:
+            self.queue.check_room()
+        except QueueFull as full:
+            raise _queue_full(full) from None
+
     def decode(self, image_bytes: bytes, mask_bytes: bytes) -> Decoded:
         started = time.perf_counter()
         try:
@@ -178,7 +193,7 @@ class RepairService:
         try:
             return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
         except QueueFull as full:
-            raise ServiceError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)}) from None
+            raise _queue_full(full) from None
 
     def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions) -> tuple[RepairOptions, int | None]:
         """The options to run with and their GPU memory estimate (None: nothing budgeted).
@@ -417,6 +432,10 @@ class RepairService:
         if stuck is not None:
             health["stuck"] = str(stuck)
         return health
+
+
+def _queue_full(full: QueueFull) -> ServiceError:
+    return ServiceError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)})
 
 
 def _bytes_or_none(count: int | None) -> str:
