@@ -20,6 +20,7 @@ from lama import imageio
 from lama.engine import STRATEGIES
 from lama.imageio import ImageLimits
 from webui.dashboard import build_resources_tab
+from webui.editor import EditorBackend, build_editor
 from webui.service import RepairOptions, RepairService, ServiceError
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
     delete_cache = None
     if cache_max_age_s > 0:
         delete_cache = (max(1, min(60, round(cache_max_age_s / 2))), max(1, round(cache_max_age_s)))
+    backend = EditorBackend(service)
     with gr.Blocks(title="LaMa inpainting", delete_cache=delete_cache) as blocks:
         gr.Markdown("# LaMa inpainting\nDrop a photo, paint over what should go, click **Repair**.")
         banner = fallback_banner(service)
@@ -198,53 +200,22 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
             gr.Markdown(banner, elem_id="fallback-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Repair", id="repair-tab"):
-                # Every component sits in a Column: an ImageEditor directly in a Row gets a wrongly
-                # sized canvas on first load (Gradio 6).
+                # The editor holds the tools, the canvas, Repair and the result (webui/editor.py).
+                editor = build_editor(backend, elem_id="editor")
                 with gr.Row():
-                    with gr.Column(scale=3):
-                        editor = gr.ImageEditor(
-                            elem_id="editor", label="Photo (paint over what should be removed)",
-                            sources=("upload", "clipboard"),
-                            brush=gr.Brush(colors=[BRUSH_COLOUR], color_mode="fixed"), eraser=gr.Eraser(),
-                            layers=False, transforms=(),
-                            # PNG, not the default WebP: "Continue editing" must not degrade the photo.
-                            format="png")
-                    with gr.Column(scale=1, min_width=240):
-                        strategy = gr.Radio(list(STRATEGIES), value=defaults.strategy, label="Strategy",
-                                            info="crop: repair around each painted area at full resolution; "
-                                                 "resize: repair a downscaled copy; original: the whole photo")
-                        dilate = gr.Slider(0, max(SLIDER_MAX_PX, defaults.dilate), value=defaults.dilate, step=1,
-                                           label="Mask dilation (px)", info="grow the painted area to catch halos")
-                        feather = gr.Slider(0, max(SLIDER_MAX_PX, defaults.feather), value=defaults.feather, step=1,
-                                            label="Edge feather (px)", info="blend the repair into its surroundings")
-                        repair_button = gr.Button("Repair", elem_id="repair", variant="primary")
-                        summary = gr.Markdown(elem_id="summary")
-                with gr.Row():
-                    with gr.Column():
-                        # PNG, not the default lossy WebP: the result is what people download.
-                        result = gr.Image(elem_id="result", label="Result", format="png", type="numpy",
-                                          image_mode=None, interactive=False, height=RESULT_HEIGHT_PX,
-                                          buttons=["download", "fullscreen"])
-                        continue_button = gr.Button("Continue editing", elem_id="continue")
-                    with gr.Column():
-                        comparison = gr.ImageSlider(elem_id="comparison", label="Before / after", format="png",
-                                                    image_mode=None, interactive=False, height=RESULT_HEIGHT_PX,
-                                                    max_height=RESULT_HEIGHT_PX, buttons=["fullscreen"])
+                    strategy = gr.Radio(list(STRATEGIES), value=defaults.strategy, label="Strategy",
+                                        info="crop: repair around each painted area at full resolution; "
+                                             "resize: repair a downscaled copy; original: the whole photo")
+                    dilate = gr.Slider(0, max(SLIDER_MAX_PX, defaults.dilate), value=defaults.dilate, step=1,
+                                       label="Mask dilation (px)", info="grow the painted area to catch halos")
+                    feather = gr.Slider(0, max(SLIDER_MAX_PX, defaults.feather), value=defaults.feather, step=1,
+                                        label="Edge feather (px)", info="blend the repair into its surroundings")
             build_resources_tab(tabs, service.sampler, service.requests)
 
-        # Gradio's own preprocessing would open every file of the editor's value with Pillow
-        # (the background, each layer, the composite) before any check of ours: the handlers
-        # take the files as sent (preprocess=False) and decode them through the service's gate.
-        for component in (editor, result):
-            _local_files_only(component)
-        # accept_blobs, the editor's one server function, serves its realtime mode, which this page
-        # does not use: the config no longer offers it (and webui.ui_guard closes its route).
-        editor.server_fns = []
-        # Private events: scripts have the documented HTTP API (/api/v1/inpaint) instead.
-        repair_button.click(functools.partial(repair, service), inputs=[editor, strategy, dilate, feather],
-                            outputs=[result, comparison, summary], api_visibility="private", preprocess=False)
-        continue_button.click(continue_editing, inputs=result, outputs=editor, api_visibility="private",
-                              preprocess=False)
+        # Private event: scripts have the documented HTTP API (/api/v1/inpaint) instead. The editor
+        # shows its own progress and errors: no Gradio overlay on it (show_progress hidden).
+        editor.repair(backend.on_repair, inputs=[strategy, dilate, feather], outputs=editor,
+                      api_visibility="private", show_progress="hidden")
     # The service's queue bounds GPU work; Gradio's queue in front of it shows people their
     # place in line and refuses (with a message) beyond the same capacity.
     blocks.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=service.queue.capacity)
