@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 PREVIEW_SIDE_PX = 1600  # the long side of the preview the page shows; the download is full size
 PREVIEW_QUALITY = 88
-PATCH_SIDE_PX = 2048  # the repaired rectangle is sent at full resolution up to this long side
-PATCH_QUALITY = 92
+PATCH_PNG_MAX_PIXELS = 1_000_000  # a repaired rectangle up to this size is sent exact (PNG)
+PATCH_SIDE_PX = 2048  # a larger one as a JPEG with at most this long side
 RESULTS_FOLDER = "editor"  # under the UI cache: one unguessable folder per result
 DEFAULT_MASK_THRESHOLD = 127  # uploaded mask files: pixels above it are repaired (0: any nonzero)
 MAX_NAME_CHARS = 80
@@ -175,17 +175,20 @@ def repaired_box(mask: np.ndarray, grow: int) -> tuple[int, int, int, int] | Non
 
 
 def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str]:
-    """The repaired rectangle for the page's canvas: JPEG, or PNG where there is transparency
-    (JPEG would put white under it); scaled down past PATCH_SIDE_PX (the page scales it back)."""
+    """The repaired rectangle for the page's canvas, and its file extension: a PNG, exact, up
+    to PATCH_PNG_MAX_PIXELS (the usual stroke; JPEG would smear the fill into the untouched
+    rim around it) and wherever there is transparency; beyond, a JPEG scaled down past
+    PATCH_SIDE_PX (the page scales it back): the canvas only shows it, the download is exact."""
     x, y, width, height = box
-    crop = image[y:y + height, x:x + width]
-    if image.ndim == 3 and image.shape[2] == 4:
+    crop = np.ascontiguousarray(image[y:y + height, x:x + width])
+    has_alpha = image.ndim == 3 and image.shape[2] == 4
+    if width * height <= PATCH_PNG_MAX_PIXELS or has_alpha:
         if max(width, height) > PATCH_SIDE_PX:
             scale = PATCH_SIDE_PX / max(width, height)
             crop = cv2.resize(crop, (max(1, round(width * scale)), max(1, round(height * scale))),
                               interpolation=cv2.INTER_AREA)
-        return imageio.encode_image(np.ascontiguousarray(crop), "png"), "png"
-    return preview(np.ascontiguousarray(crop), PATCH_SIDE_PX), "jpg"
+        return imageio.encode_image(crop, "png"), "png"
+    return preview(crop, PATCH_SIDE_PX), "jpg"
 
 
 def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,

@@ -564,9 +564,10 @@ function draw() {
   const ratio = window.devicePixelRatio || 1;
   view.setTransform(1, 0, 0, 1, 0, 0);
   view.clearRect(0, 0, ui.canvas.width, ui.canvas.height);
-  ui.badge.hidden = !(session && comparing);
-  ui.badge.textContent = 'Original';
   if (!session) return;
+  // The badge says what the canvas shows when it is not simply the photo fitted in.
+  ui.badge.hidden = !comparing && camera.fitted;
+  ui.badge.textContent = comparing ? 'Original' : `Zoom ${Math.round(camera.scale * 100)} %`;
   view.setTransform(ratio * camera.scale, 0, 0, ratio * camera.scale, ratio * camera.x, ratio * camera.y);
   view.imageSmoothingEnabled = camera.scale < 4; // zoomed in far, the photo's pixels show as squares
   view.drawImage(comparing ? session.original : session.display, 0, 0);
@@ -868,6 +869,7 @@ async function repair({rerun = false, retried = false} = {}) {
 function finish() {
   const done = pending;
   if (done && done.timer) clearInterval(done.timer);
+  if (done && done.toasts) done.toasts.disconnect();
   pending = null;
   setBusy(false);
   if (done && done.target === session && session.repairWhenDone) {
@@ -880,6 +882,20 @@ function watchServer(job) {
   // Gradio never reports a server that went away; /livez answers in milliseconds when the
   // server is there, whatever it is busy with.
   const livez = `${serverRoot()}/livez`;
+  // What Gradio refuses before the handler runs (its queue full, a file it does not accept)
+  // shows only as its error toast: that ends the wait too, with the toast's text.
+  const seen = new Set(document.querySelectorAll('[data-testid="toast-body"]'));
+  job.toasts = new MutationObserver(() => {
+    for (const toast of document.querySelectorAll('[data-testid="toast-body"].error')) {
+      if (seen.has(toast)) continue;
+      seen.add(toast);
+      if (pending !== job) continue;
+      const text = toast.querySelector('[data-testid="toast-text"]');
+      finish();
+      say(`The server refused the repair: ${text ? text.textContent.trim() : 'an error'}. Your photo, strokes and results are kept.`, 'error');
+    }
+  });
+  job.toasts.observe(document.body, {childList: true, subtree: true});
   job.timer = setInterval(async () => {
     let problem = null;
     try {
