@@ -107,8 +107,9 @@ def walk_png(data: bytes) -> Structure:
 # refinement scan of the whole image costs a pass over 63 coefficients of each block for a
 # few bytes of file, so scans, not bytes, set the time. libjpeg writes 10 scans for colour,
 # 6 for gray; encoders that tune the progression (mozjpeg, jpegtran -scans) stay within a few
-# dozen. 64 leaves room for those and bounds the worst file at the pixel limit to ~6 normal
-# progressive decodes (tests/test_decode_gate.py measures it).
+# dozen. 64 leaves room for those, and at the pixel limit the worst such file (64 whole-image
+# refinement scans) decodes in about the time of a progressive photo of that size
+# (tests/test_decode_gate.py measures it).
 MAX_JPEG_SCANS = 64
 # Segments outside the scans: markers, tables, APPn (an ICC profile may be split into up to
 # 255 APP2 segments). Pillow's header reader walks those before the first scan in Python.

@@ -16,7 +16,9 @@ imageio's limits never go above them (:func:`in_effect`).
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 16384
@@ -25,7 +27,14 @@ _VARIABLES = {"OPENCV_IO_MAX_IMAGE_PIXELS": MAX_PIXELS, "OPENCV_IO_MAX_IMAGE_WID
 
 
 def apply() -> None:
-    """Put the caps into the environment unless it sets them already (before cv2 loads)."""
+    """Put the caps into the environment unless it sets them already (before cv2 loads).
+
+    imageio's checks use the same numbers either way; only OpenCV's own refusal is lost
+    when cv2 was imported first, so that is worth a warning, not an error.
+    """
+    if "cv2" in sys.modules:
+        logging.getLogger(__name__).warning(
+            "cv2 was imported before lama: OpenCV decodes without lama's caps in this process")
     for name, value in _VARIABLES.items():
         os.environ.setdefault(name, str(value))
 
