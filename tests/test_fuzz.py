@@ -107,7 +107,7 @@ def jpeg_with_size(data: bytes, width: int, height: int) -> bytes:
 def bmp_with_size(data: bytes, width: int, height: int) -> bytes:
     out = bytearray(data)
     if len(out) >= 26:
-        struct.pack_into("<ii", out, 18, width, height)
+        struct.pack_into("<II", out, 18, width % 2**32, height % 2**32)  # sizes ≥ 2³¹ read as negative
     return bytes(out)
 
 
