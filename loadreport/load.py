@@ -139,10 +139,11 @@ class Cell:
         self.clients = clients
         self.requests = requests
         self.duration_s = duration_s
-        self.records: list[dict[str, Any]] = []
+        self._records: list[dict[str, Any]] = []
         self._tickets = itertools.count()
         self._lock = threading.Lock()
-        self._started = 0.0
+        self.started_at = 0.0  # unix time: to find the cell in the server's logs
+        self._started = 0.0  # perf_counter: the requests' start_s count from it
 
     def run(self) -> list[dict[str, Any]]:
         ready = threading.Barrier(self.clients + 1)
@@ -150,11 +151,11 @@ class Cell:
                                     daemon=True) for number in range(self.clients)]
         for thread in threads:
             thread.start()
-        self._started = time.perf_counter()
+        self.started_at, self._started = time.time(), time.perf_counter()
         ready.wait()
         for thread in threads:
             thread.join()
-        return sorted(self.records, key=lambda record: record["start_s"])
+        return sorted(self._records, key=lambda record: record["start_s"])
 
     def _remaining_s(self) -> float:
         return self._started + self.duration_s - time.perf_counter()
@@ -173,7 +174,7 @@ class Cell:
                 exchange = client.inpaint(self.upload.image_jpeg, self.upload.mask_png, "image/jpeg", self.form)
                 record = _record(number, sent, exchange)
                 with self._lock:
-                    self.records.append(record)
+                    self._records.append(record)
                 if exchange.status is None:
                     return  # no server to talk to: more attempts would only count refused connections
                 if record["retry_after_s"] is not None:
@@ -224,13 +225,14 @@ def warm_up(service: ServiceClient, upload: Upload, form: Mapping[str, str], cou
 def measure_cell(service: ServiceClient, meter: BusyMeter, upload: Upload, settings: str, clients: int,
                  args: argparse.Namespace) -> dict[str, Any]:
     meter.begin()
-    records = Cell(service.base_url, service.token, upload, SETTINGS[settings], clients, args.requests,
-                   args.duration).run()
+    cell = Cell(service.base_url, service.token, upload, SETTINGS[settings], clients, args.requests, args.duration)
+    records = cell.run()
     summary = summarize_cell(records, meter.end())
     progress(f"{upload.width}×{upload.height} {settings}, {clients} client{'s' if clients > 1 else ''}: "
              f"{summary['ok']}/{summary['sent']} repaired in {summary['wall_s']:.1f} s")
     return {"width": upload.width, "height": upload.height, "settings": settings, "form": SETTINGS[settings],
-            "clients": clients, "upload_bytes": {"image": len(upload.image_jpeg), "mask": len(upload.mask_png)},
+            "clients": clients, "started_at": cell.started_at,
+            "upload_bytes": {"image": len(upload.image_jpeg), "mask": len(upload.mask_png)},
             "requests": records, "summary": summary}
 
 
