@@ -207,7 +207,7 @@ def measure(args: argparse.Namespace, run: dict[str, Any]) -> None:
                 run["interrupted"] = f"during the warm-up of {width}×{height} {settings}"
                 warm_up(service, upload, SETTINGS[settings], args.warmup)
                 for clients in args.clients:
-                    run["interrupted"] = f"during {width}×{height} {settings}, {clients} clients"
+                    run["interrupted"] = f"during {cell_name(width, height, settings, clients)}"
                     cell = measure_cell(service, meter, upload, settings, clients, args)
                     run["cells"].append(cell)
                     if cell["requests"] and all(record["status"] is None for record in cell["requests"]):
@@ -228,12 +228,16 @@ def measure_cell(service: ServiceClient, meter: BusyMeter, upload: Upload, setti
     cell = Cell(service.base_url, service.token, upload, SETTINGS[settings], clients, args.requests, args.duration)
     records = cell.run()
     summary = summarize_cell(records, meter.end())
-    progress(f"{upload.width}×{upload.height} {settings}, {clients} client{'s' if clients > 1 else ''}: "
+    progress(f"{cell_name(upload.width, upload.height, settings, clients)}: "
              f"{summary['ok']}/{summary['sent']} repaired in {summary['wall_s']:.1f} s")
     return {"width": upload.width, "height": upload.height, "settings": settings, "form": SETTINGS[settings],
             "clients": clients, "started_at": cell.started_at,
             "upload_bytes": {"image": len(upload.image_jpeg), "mask": len(upload.mask_png)},
             "requests": records, "summary": summary}
+
+
+def cell_name(width: int, height: int, settings: str, clients: int) -> str:
+    return f"{width}×{height} {settings}, {clients} client{'s' if clients > 1 else ''}"
 
 
 def progress(line: str) -> None:
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         progress(f"interrupted {run['interrupted']}: writing what was measured")
     if not run["cells"]:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error or 'interrupted before the first cell'}", file=sys.stderr)
         return 1
     add_capacity(run["cells"])
     print(markdown(run), end="")
