@@ -12,6 +12,10 @@ caps are the second line, for a file that some decoder still reads differently. 
 the largest limits imageio accepts by default (its ImageLimits), so no image imageio lets
 through is refused here; an operator who sets the variables keeps their values, and
 imageio's limits never go above them (:func:`in_effect`).
+
+The same goes for libtiff's bound on the scans of a progressive JPEG inside a TIFF (read
+at each decode; its default is 100): lama.formats counts a JPEG file's scans but does not
+look inside TIFF strips, so libtiff is held to the same bound.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ import logging
 import os
 import sys
 
+from lama.formats import MAX_JPEG_SCANS
+
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 16384
 _VARIABLES = {"OPENCV_IO_MAX_IMAGE_PIXELS": MAX_PIXELS, "OPENCV_IO_MAX_IMAGE_WIDTH": MAX_SIDE,
-              "OPENCV_IO_MAX_IMAGE_HEIGHT": MAX_SIDE}
+              "OPENCV_IO_MAX_IMAGE_HEIGHT": MAX_SIDE,
+              # libtiff refuses the scan whose number reaches this: one more lets MAX_JPEG_SCANS through.
+              "LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER": MAX_JPEG_SCANS + 1}
 
 
 def apply() -> None:

@@ -37,6 +37,7 @@ from corpus.make_corpus import (
     progressive_jpeg,
     tiff_with_duplicate_size,
     tiff_with_entries,
+    tiff_with_jpeg_strip,
     tiff_with_tags,
 )
 from lama import formats, imageio, png
@@ -160,6 +161,17 @@ def test_a_png_with_only_pixel_chunks_goes_to_opencv_as_it_is(spy):
 def test_progressive_jpegs_within_the_scan_bound_decode(scans):
     data = progressive_jpeg(64, 48, scans)
     assert decode_image(data).shape == (48, 64)
+
+
+def test_a_jpeg_inside_a_tiff_is_held_to_the_same_scan_bound():
+    """The walk does not look inside TIFF strips; libtiff's own bound is set to the same number
+    (lama.opencv_caps), so a strip of 20,000 scans is refused by the decoder in milliseconds."""
+    assert decode_image(tiff_with_jpeg_strip(progressive_jpeg(64, 48, formats.MAX_JPEG_SCANS))).shape == (48, 64)
+    for scans in (formats.MAX_JPEG_SCANS + 1, 20000):
+        started = time.perf_counter()
+        with pytest.raises(ImageError, match="truncated or corrupt"):
+            decode_image(tiff_with_jpeg_strip(progressive_jpeg(64, 48, scans)))
+        assert time.perf_counter() - started < REFUSED_S
 
 
 def test_a_jpeg_thumbnail_does_not_count_as_scans():

@@ -246,6 +246,12 @@ def progressive_jpeg(width: int, height: int, scans: int, mode: str = "L") -> by
     return b"\xff\xd8" + b"".join(segments[:-1]) + repeat * (scans - count) + segments[-1]
 
 
+def tiff_with_jpeg_strip(jpeg: bytes, width: int = W, height: int = H) -> bytes:
+    """A gray TIFF (JPEG compression) whose one strip is the JPEG file `jpeg`."""
+    return tiff_with_entries([(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 7), (262, 3, 1),
+                              (273, 4, None), (277, 3, 1), (278, 4, height), (279, 4, len(jpeg))], jpeg)
+
+
 def images() -> list[tuple[str, bytes, object, tuple[int, int] | None, str]]:
     """(file, bytes, expect, viewer size, note)."""
     rgb = picture()
@@ -327,6 +333,8 @@ def images() -> list[tuple[str, bytes, object, tuple[int, int] | None, str]]:
         ("tiff-129-tags.tiff", tiff_with_tags(129), 400, None, "TIFF with 129 tags, over the bound"),
         ("jpeg-65-scans.jpg", progressive_jpeg(W, H, 65), 400, None,
          "progressive JPEG with 65 scans, over the bound (20,000 took 46 s)"),
+        ("tiff-jpeg-strip-65-scans.tiff", tiff_with_jpeg_strip(progressive_jpeg(W, H, 65)), 400, None,
+         "TIFF whose JPEG strip has 65 scans: libtiff is held to the same bound"),
         ("jpeg-junk-between-segments.jpg", jpeg_with_junk(), 400, None,
          "JPEG with bytes between two segments (Pillow skips them one at a time)"),
         # ... and the same shapes within the bounds still decode.
@@ -336,6 +344,8 @@ def images() -> list[tuple[str, bytes, object, tuple[int, int] | None, str]]:
         ("tiff-128-tags.tiff", tiff_with_tags(128), "ok", (W, H), "gray TIFF with 128 tags, the most allowed"),
         ("jpeg-64-scans.jpg", progressive_jpeg(W, H, 64), "ok", (W, H),
          "progressive JPEG with 64 scans, the most allowed"),
+        ("tiff-jpeg-strip-64-scans.tiff", tiff_with_jpeg_strip(progressive_jpeg(W, H, 64)), "ok", (W, H),
+         "TIFF whose JPEG strip has 64 scans, the most allowed"),
         ("truncated.png", cv(bgr, ".png")[:300], 400, None, "PNG cut in the pixel data"),
         ("truncated.jpg", cv(bgr, ".jpg")[:400], 400, None, "JPEG cut in the scan"),
         ("header-only.jpg", cv(bgr, ".jpg")[:200], 400, None, "JPEG cut before the scan"),
