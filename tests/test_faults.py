@@ -20,7 +20,6 @@ import threading
 import time
 from pathlib import Path
 
-import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -34,9 +33,9 @@ from reliability import record
 from test_api import (decode, error_of, make_case, make_settings, repair, serve, service_of, upload,
                       wait_until)
 from test_sampler import FakeNvml
-from test_ui_handler import editor_value, photo, stroke
+from test_editor_handler import mask_file, picture, uploaded
 from webui import service as service_module
-from webui import ui
+from webui.editor import EditorBackend
 
 DRAIN_BOUND_S = 30  # configs/default.yaml shutdown_timeout_s
 
@@ -185,21 +184,36 @@ def app_client(tiny_dir, tmp_path_factory):
         yield client
 
 
+def editor_request(client) -> dict:
+    """The Repair tab's request to repair a 128×96 photo, as the editor's page sends it: a photo
+    and a mask it uploaded to the UI cache."""
+    cache = client.app.state.retention.cache_dir
+    return {"request": "r", "photo": uploaded(cache, "photo.png", picture(96, 128)),
+            "mask": mask_file(cache, (96, 128), np.s_[40:52, 30:90])}
+
+
+def editor_repair(client, request: dict | None = None) -> dict:
+    """The editor's answer to `request` (a new editor_request by default)."""
+    cache = client.app.state.retention.cache_dir
+    return EditorBackend(service_of(client), cache).repair(request or editor_request(client), "crop", 0, 0)
+
+
 def test_a_full_disk_is_logged_and_results_are_still_returned_api_and_ui(app_client, monkeypatch, caplog):
     client = app_client
     service = service_of(client)
     outputs = service.outputs.root
     before = set(visible_files(outputs))
+    request = editor_request(client)  # uploaded while there was room
     monkeypatch.setattr(files_module, "open", FullDisk(room=5000), raising=False)
     image, mask = make_case()
     with caplog.at_level(logging.ERROR, logger="webui.service"):
         responses = [repair(client, image, mask) for _ in range(3)]
-        picture = photo()
-        value = editor_value(picture, stroke(96, 128, (slice(40, 52), slice(30, 90))))
-        ui_result, _, summary = ui.repair(service, value, "crop", 0, 0)
+        answer = editor_repair(client, request)
     assert all(r.status_code == 200 and "x-saved-as" not in r.headers for r in responses)
     assert all(decode(r.content).shape == image.shape for r in responses)
-    assert ui_result.shape == picture.shape and "ms on CPU" in summary
+    assert "result" in answer, answer
+    assert (answer["result"]["width"], answer["result"]["height"]) == (128, 96)
+    assert "ms on CPU" in answer["result"]["summary"]
     errors = [r.getMessage() for r in caplog.records if "could not save a result" in r.getMessage()]
     assert len(errors) == 4 and all("No space left on device (ENOSPC)" in e for e in errors), errors
     assert temp_files(outputs) == [] and set(visible_files(outputs)) == before
@@ -332,8 +346,8 @@ def test_a_cuda_error_in_a_repair_is_a_503_json_and_readiness_follows_the_gpu(ap
     assert client.get("/readyz").status_code == 503
     health = client.get("/healthz").json()
     assert health["status"] == "degraded" and "illegal memory access" in health["gpu_error"]
-    with pytest.raises(gr.Error, match="GPU failed"):  # the UI says so too
-        ui.repair(service, editor_value(photo(), stroke(96, 128, (slice(40, 52), slice(30, 90)))), "crop", 0, 0)
+    answer = editor_repair(client)  # the UI says so too
+    assert answer["code"] == "gpu_error" and "GPU failed" in answer["error"], answer
     time.sleep(0.2)  # probes ran and failed: still not ready
     assert client.get("/readyz").status_code == 503 and client.get("/livez").status_code == 200
 
@@ -519,8 +533,8 @@ def test_a_draining_service_refuses_ui_repairs_with_a_message(app_client):
     service.start_draining()
     try:
         assert app_client.get("/readyz").status_code == 503
-        with pytest.raises(gr.Error, match="shutting down"):
-            ui.repair(service, editor_value(photo(), stroke(96, 128, (slice(40, 52), slice(30, 90)))), "crop", 0, 0)
+        answer = editor_repair(app_client)
+        assert answer["code"] == "shutting_down" and "shutting down" in answer["error"], answer
         error_of(repair(app_client, *make_case()), 503, "shutting_down")
     finally:
         service.draining = False

@@ -9,8 +9,8 @@ real signature, and garbage form fields. "Correct image" means: the body decodes
 format asked for, at the size of the input as a viewer shows it (EXIF orientation applied).
 
 Most requests go through FastAPI's TestClient on app.build_app (fast); a smaller sample
-goes to a live `python app.py`, whose RSS is watched. The UI's Repair handler gets mutated
-editor values the same way: it may only answer with gr.Error or a valid result.
+goes to a live `python app.py`, whose RSS is watched. The UI editor's repair gets mutated
+requests the same way: it may only answer with an error message or a valid result.
 Hypothesis runs derandomized (a fixed sequence of examples) with no example database, so
 every run sends the same inputs.
 """
@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import struct
 import zlib
 from collections import Counter
 from pathlib import Path
 
 import cv2
-import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -35,10 +33,11 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from corpus.make_corpus import tiff_tiled
+from lama import imageio
 from liveserver import LiveServer
 from reliability import record
 from test_api import make_settings, serve, service_of
-from webui import ui
+from webui.editor import EditorBackend
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
@@ -387,7 +386,7 @@ def test_a_tiff_tile_bomb_is_refused_from_its_header(monkeypatch):
     assert len(decoded) == 1
 
 
-# ------------------------------------------------------------------ the UI handler
+# ------------------------------------------------------------------ the UI's editor
 
 
 def rgba(height: int, width: int) -> np.ndarray:
@@ -395,102 +394,95 @@ def rgba(height: int, width: int) -> np.ndarray:
     return np.dstack([rng.integers(0, 256, (height, width, 3)), np.full((height, width), 255)]).astype(np.uint8)
 
 
-ARRAY_DTYPES = st.sampled_from([np.uint8, np.uint8, np.uint8, np.uint16, np.int16, np.int64, np.float32,
-                                np.float64, np.bool_])
+EDITOR_PHOTO = (24, 32)  # height, width
+
+
+@pytest.fixture(scope="module")
+def editor_files(client) -> dict[str, dict]:
+    """Files the editor's page could name, as it names them ({"path": ...}): its photo and mask
+    in the UI cache, and wrong ones (a mask of another size, a text file, a decompression bomb's
+    header, a folder, a file outside the cache)."""
+    folder = client.app.state.retention.cache_dir / "fuzz"
+    folder.mkdir()
+    mask = np.zeros(EDITOR_PHOTO, np.uint8)
+    mask[8:16, 10:20] = 255
+    contents = {"photo": imageio.encode_image(rgba(*EDITOR_PHOTO)), "mask": imageio.encode_image(mask),
+                "small mask": imageio.encode_image(np.full((8, 8), 255, np.uint8)), "text": b"not an image",
+                "bomb": png_with_size(read("rgb.png"), 40000, 40000)}
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+    paths = {name: folder / name for name in contents} | {"folder": folder, "outside": ROOT_FILE}
+    return {name: {"path": str(path)} for name, path in paths.items()}
+
+
+ROOT_FILE = Path("/etc/passwd")
+JUNK = [None, "x", 3, {}, {"path": None}, {"path": 5}, {"path": ""}, {"path": "../../etc/passwd"}]
 
 
 @st.composite
-def arrays(draw, shape=None) -> np.ndarray:
-    """Arrays as a broken or hostile editor might hand them over."""
-    if shape is None:
-        ndim = draw(st.sampled_from([0, 1, 2, 3, 3, 3, 4]))
-        shape = tuple(draw(st.integers(0, 24)) for _ in range(ndim))
-        if ndim == 3 and draw(st.booleans()):
-            shape = shape[:2] + (draw(st.sampled_from([1, 2, 3, 4, 5])),)
-    dtype = draw(ARRAY_DTYPES)
-    fill = draw(st.sampled_from(["random", "zeros", "full", "special"]))
-    size = math.prod(shape)
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    if fill == "zeros":
-        return np.zeros(shape, dtype)
-    if fill == "full":
-        return np.full(shape, 255 if dtype != np.bool_ else True).astype(dtype)
-    if fill == "special" and np.dtype(dtype).kind == "f":
-        values = rng.choice(np.array([np.nan, np.inf, -np.inf, -1.0, 1e30, 0.5, 255.0]), size)
-        return values.reshape(shape).astype(dtype)
-    return rng.integers(-300, 70000, size).reshape(shape).astype(dtype)
-
-
-@st.composite
-def editor_values(draw):
-    """Editor values: the valid shape, with one part broken, or junk."""
-    kind = draw(st.sampled_from(["valid", "valid", "bad-background", "bad-layer", "junk"]))
-    height, width = draw(st.integers(1, 24)), draw(st.integers(1, 24))
-    background = rgba(height, width)
-    layer = np.zeros((height, width, 4), np.uint8)
-    layer[height // 3: height // 3 + 1 + height // 3, width // 3: width // 3 + 1 + width // 3] = (255, 0, 255, 127)
-    value = {"background": background, "layers": [layer], "composite": background}
-    if kind == "bad-background":
-        value["background"] = draw(st.one_of(arrays(), arrays(shape=(height, width, 4)),
-                                             arrays(shape=(height, width, 3)), arrays(shape=(height, width)),
-                                             st.sampled_from(["a string", b"bytes", 3, [[1, 2], [3]], {"a": 1}])))
-    elif kind == "bad-layer":
-        value["layers"] = draw(st.one_of(
-            st.lists(st.one_of(arrays(), arrays(shape=(height, width, 4)), st.none(), st.just("x")), max_size=3),
-            st.none(), st.just("not a list")))
+def editor_requests(draw, files: dict[str, dict]):
+    """Repair requests as a broken or hostile editor page might send them: the valid shape with
+    one part broken, or junk."""
+    kind = draw(st.sampled_from(["valid", "valid", "bad-photo", "bad-mask", "junk"]))
+    request = {"request": draw(st.one_of(st.text(max_size=60), st.integers(), st.none())),
+               "photo": files["photo"], "mask": files["mask"],
+               "name": draw(st.one_of(st.text(max_size=300), st.none(), st.integers()))}
+    wrong = st.one_of(st.sampled_from([files[name] for name in ("small mask", "text", "bomb", "folder", "outside")]),
+                      st.sampled_from(JUNK))
+    if kind == "bad-photo":
+        request["photo"] = draw(wrong)
+    elif kind == "bad-mask":
+        request["mask"] = draw(st.one_of(wrong, st.just(files["photo"])))
     elif kind == "junk":
-        value = draw(st.sampled_from([None, {}, {"background": None}, {"layers": [layer]}, "text", 0,
-                                      {"background": background, "layers": "x"}]))
-    return value, (height, width)
+        request = draw(st.sampled_from([None, {}, "text", 0, [files["photo"], files["mask"]], {"photo": files["photo"]}]))
+    return request
 
 
 SLIDER_VALUES = st.one_of(st.integers(0, 64), st.sampled_from([-1, 257, 1e12, float("nan"), float("inf"), 2.5,
                                                                 "3", "x", None]))
 
 
-@pytest.mark.parametrize(("value", "dilate", "words"), [
-    # Regressions: each of these raised TypeError, ValueError, IndexError or OverflowError.
-    ({"background": rgba(8, 8), "layers": [rgba(8, 8)]}, float("nan"), "dilate must be a number"),
-    ({"background": rgba(8, 8), "layers": [rgba(8, 8)]}, float("inf"), "dilate must be a number"),
-    ({"background": rgba(8, 8), "layers": [rgba(8, 8)]}, None, "dilate must be a number"),
-    ({"background": "a string", "layers": []}, 0, "could not be read"),
-    ({"background": [[1, 2], [3]], "layers": []}, 0, "could not be read"),
-    ({"background": np.zeros((8, 8, 4), np.float32), "layers": []}, 0, "could not be read"),
-    ({"background": rgba(8, 8), "layers": [np.zeros(8, np.uint8)]}, 0, "strokes could not be read"),
-    ({"background": rgba(8, 8), "layers": "not a list"}, 0, "strokes could not be read"),
-    ("not a dict", 0, "Upload a photo first"),
-], ids=["nan", "inf", "none", "string", "ragged", "float", "1-d layer", "layers string", "value string"])
-def test_the_ui_handler_refuses_broken_values_with_a_message(client, value, dilate, words):
-    with pytest.raises(gr.Error, match=words):
-        ui.repair(service_of(client), value, "crop", dilate, 0)
+@pytest.mark.parametrize(("photo", "mask", "dilate", "words"), [
+    ("photo", "mask", float("nan"), "dilate must be a number"),
+    ("photo", "mask", float("inf"), "dilate must be a number"),
+    ("photo", "mask", None, "dilate must be a number"),
+    ("outside", "mask", 0, "must be a file uploaded to this editor"),
+    ("text", "mask", 0, "not an image"),
+    ("bomb", "mask", 0, "40000×40000"),
+    ("photo", "small mask", 0, "the same size"),
+    ("folder", "mask", 0, "no longer on the server"),
+], ids=["nan", "inf", "none", "outside the cache", "text", "bomb", "mask size", "folder"])
+def test_the_editor_refuses_broken_requests_with_a_message(client, editor_files, photo, mask, dilate, words):
+    backend = EditorBackend(service_of(client), client.app.state.retention.cache_dir)
+    answer = backend.repair({"request": "r", "photo": editor_files[photo], "mask": editor_files[mask]},
+                            "crop", dilate, 0)
+    assert "result" not in answer and words in answer["error"], answer
 
 
-def test_the_ui_handler_answers_with_gr_error_or_a_valid_result(client):
-    service = service_of(client)
+def test_the_editor_answers_with_a_message_or_a_valid_result(client, editor_files):
+    backend = EditorBackend(service_of(client), client.app.state.retention.cache_dir)
     counts: Counter = Counter()
 
     @settings(FUZZ, max_examples=UI_EXAMPLES)
-    @given(editor_values(), st.sampled_from(["crop", "original", "resize", "bogus", None, 3]), SLIDER_VALUES,
-           SLIDER_VALUES)
-    def check(value_and_size, strategy, dilate, feather):
-        value, _ = value_and_size
-        try:
-            result, (before, after), line = ui.repair(service, value, strategy, dilate, feather)
-        except gr.Error as error:
-            assert str(error.message).strip(), "a gr.Error without a message"
-            counts["gr.Error"] += 1
+    @given(editor_requests(editor_files), st.sampled_from(["crop", "original", "resize", "bogus", None, 3]),
+           SLIDER_VALUES, SLIDER_VALUES)
+    def check(request, strategy, dilate, feather):
+        answer = backend.repair(request, strategy, dilate, feather)  # it never raises
+        assert isinstance(answer, dict) and isinstance(answer["request"], str)
+        if "error" in answer:
+            assert isinstance(answer["error"], str) and answer["error"].strip() and answer["code"]
+            assert str(client.app.state.retention.cache_dir) not in answer["error"]
+            counts["error"] += 1
             return
-        background = np.asarray(value["background"])
-        assert isinstance(result, np.ndarray) and result.dtype == np.uint8
-        assert result.shape[:2] == background.shape[:2] and after is result
-        assert before.shape == result.shape and isinstance(line, str) and line
+        result = answer["result"]
+        assert (result["height"], result["width"]) == EDITOR_PHOTO and result["summary"]
         counts["result"] += 1
 
     check()
-    record("Malformed input: the UI's Repair handler with mutated editor values", "answers",
-           f"{counts['result'] + counts['gr.Error']}: {counts['result']} results, {counts['gr.Error']} × gr.Error, "
-           "0 other exceptions", "gr.Error with a message or a valid result")
-    assert counts["result"] > 0 and counts["gr.Error"] > 0
+    record("Malformed input: the UI editor's repair with mutated requests", "answers",
+           f"{counts['result'] + counts['error']}: {counts['result']} results, {counts['error']} errors with a "
+           "message, 0 exceptions", "an error with a message or a valid result")
+    assert counts["result"] > 0 and counts["error"] > 0
     still_serving(client)
 
 
