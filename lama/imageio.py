@@ -20,10 +20,11 @@ can be shown to them as is; no raw OpenCV or Pillow exception escapes this modul
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,79 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     16-bit images are scaled to 8 bits with rounding, CMYK is converted to RGB and the
     EXIF orientation is applied, so the array looks the way a photo viewer shows it.
     """
+    return _decode(_check(data, limits))
+
+
+def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode an uploaded mask into H×W uint8 where nonzero marks the area to repair.
+
+    The rule for masks with several channels:
+      * with an alpha channel that is not fully opaque, the alpha is the mask: the
+        mask is a painted layer on a transparent canvas, whatever colour the paint is;
+      * otherwise (RGB, or RGBA that is opaque everywhere) the mask is the maximum over
+        the colour channels, so white, red or any non-black paint on black counts.
+    Values are kept as they are (anti-aliased edges survive); thresholding, dilation
+    and feathering are the engine's job.
+    """
+    return _decode_mask(_check(data, limits))
+
+
+# Runs the mask's half of decode_image_and_mask. Its tasks wait only on a decode slot and
+# lama.png's pool, whose tasks wait on nothing, so any number of requests can share them
+# without deadlock; a mask the pool has not started by the time its image is decoded is
+# taken back (below), so slow masks in the pool never hold up another request's.
+_mask_pool = png.LazyPool("mask")
+
+
+def decode_image_and_mask(
+    image_data: bytes, mask_data: bytes, limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_image` and :func:`decode_mask` at once, the mask in another thread.
+
+    Both files are checked (structure, header, limits) before either is decoded, so a
+    refusal costs no decoding at all. OpenCV and zlib release the GIL, so the mask costs
+    (almost) no time of its own. The error raised has ``part`` set to "image" or "mask":
+    the first one found, checks before decoding, the image before the mask.
+    """
+    with _blaming("image"):
+        image_checked = _check(image_data, limits)
+    with _blaming("mask"):
+        mask_checked = _check(mask_data, limits)
+    mask_future = _mask_pool.get().submit(_decode_mask, mask_checked)
+    with _blaming("image"):
+        try:
+            image = _decode(image_checked)
+        except ImageError:
+            mask_future.cancel()
+            raise
+    with _blaming("mask"):
+        mask = _decode_mask(mask_checked) if mask_future.cancel() else mask_future.result()
+    return image, mask
+
+
+@contextlib.contextmanager
+def _blaming(part: str) -> Iterator[None]:
+    """Marks an ImageError raised inside as the image's or the mask's."""
+    try:
+        yield
+    except ImageError as error:
+        error.part = part
+        raise
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """An upload that passed every check before decoding: what to decode and how."""
+
+    fmt: str
+    data: bytes  # the file, for lama.png's reader of our own PNGs
+    pixel_data: bytes  # what OpenCV is given (a PNG without its ancillary chunks)
+    has_alpha: bool
+    orientation: int
+
+
+def _check(data: bytes, limits: ImageLimits) -> _Checked:
+    """Everything that can refuse a file without decoding its pixels, cheapest first."""
     _check_byte_size(len(data), limits)
     fmt = _sniff_format(data)
     if fmt is None:
@@ -160,65 +234,28 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarra
     _check_dimensions(header.size, limits)
     if fmt == "TIFF":
         _check_tiff_tiles(header, limits)
-    orientation = _orientation(header)
+    pixel_data = data if structure is None else structure.pixel_data
+    return _Checked(fmt, data, pixel_data, _header_has_alpha(header), _orientation(header))
+
+
+def _decode(checked: _Checked) -> np.ndarray:
+    """The pixels of a checked file, upright, in one of the DECODE_SLOTS."""
     with _decode_slots:
         # A PNG this service wrote (a repaired picture sent back for another pass, the
         # benchmark's inputs) is read in parallel, already in RGB(A) order; lama.png gives
         # None for any other PNG and for a damaged one, and OpenCV decodes it or says why not.
-        image = png.decode(data) if fmt == "PNG" else None
+        image = png.decode(checked.data) if checked.fmt == "PNG" else None
         if image is None:
-            image = _decode_pixels(data if structure is None else structure.pixel_data)
+            image = _decode_pixels(checked.pixel_data)
             image = _to_uint8(image)
-            image = _to_rgb_layout(image, _header_has_alpha(header))
-        if fmt not in _ORIENTED_BY_OPENCV:
-            image = _apply_orientation(image, orientation)
+            image = _to_rgb_layout(image, checked.has_alpha)
+        if checked.fmt not in _ORIENTED_BY_OPENCV:
+            image = _apply_orientation(image, checked.orientation)
         return np.ascontiguousarray(image)
 
 
-def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode an uploaded mask into H×W uint8 where nonzero marks the area to repair.
-
-    The rule for masks with several channels:
-      * with an alpha channel that is not fully opaque, the alpha is the mask: the
-        mask is a painted layer on a transparent canvas, whatever colour the paint is;
-      * otherwise (RGB, or RGBA that is opaque everywhere) the mask is the maximum over
-        the colour channels, so white, red or any non-black paint on black counts.
-    Values are kept as they are (anti-aliased edges survive); thresholding, dilation
-    and feathering are the engine's job.
-    """
-    image = decode_image(data, limits)
-    return np.ascontiguousarray(_mask_from_image(image))
-
-
-# Runs the mask's half of decode_image_and_mask. Its tasks wait only on a decode slot and
-# lama.png's pool, whose tasks wait on nothing, so any number of requests can share them
-# without deadlock; a mask the pool has not started by the time its image is decoded is
-# taken back (below), so slow masks in the pool never hold up another request's.
-_mask_pool = png.LazyPool("mask")
-
-
-def decode_image_and_mask(
-    image_data: bytes, mask_data: bytes, limits: ImageLimits = DEFAULT_LIMITS
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`decode_image` and :func:`decode_mask` at once, the mask in another thread.
-
-    OpenCV and zlib release the GIL, so the mask costs (almost) no time of its own. The
-    error raised has ``part`` set to "image" or "mask"; when both uploads are bad it is
-    the image's, as decoding them one after the other would report.
-    """
-    mask_future = _mask_pool.get().submit(decode_mask, mask_data, limits)
-    try:
-        image = decode_image(image_data, limits)
-    except ImageError as error:
-        mask_future.cancel()
-        error.part = "image"
-        raise
-    try:
-        mask = decode_mask(mask_data, limits) if mask_future.cancel() else mask_future.result()
-    except ImageError as error:
-        error.part = "mask"
-        raise
-    return image, mask
+def _decode_mask(checked: _Checked) -> np.ndarray:
+    return np.ascontiguousarray(_mask_from_image(_decode(checked)))
 
 
 def read_image(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:

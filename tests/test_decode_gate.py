@@ -393,6 +393,17 @@ def test_at_most_decode_slots_decodes_run_at_once(monkeypatch):
     assert most == imageio.DECODE_SLOTS
 
 
+@pytest.mark.parametrize("bad", ["image", "mask"])
+def test_a_refused_upload_costs_its_partner_no_decoding(spy, bad):
+    """Both files are checked before either is decoded: a hostile image (or mask) is refused
+    without the other one taking a decode slot."""
+    files = {"image": png_rgb(), "mask": mask_png(), bad: png_declaring_idat_length()}
+    with pytest.raises(ImageError) as caught:
+        decode_image_and_mask(files["image"], files["mask"])
+    assert caught.value.part == bad
+    assert spy == []
+
+
 def test_a_mask_waiting_behind_a_busy_pool_is_decoded_by_its_own_request():
     """Issue 12: two slow masks held the mask pool and every other request's mask waited 26 s."""
     pool = imageio._mask_pool.get()
