@@ -31,11 +31,11 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.metrics import CONTENT_TYPE
+from webui.edge import API_PREFIX
 from webui.service import RepairOptions, RepairService, ServiceError
 
 # Multipart framing on top of the two files; a larger body is refused as it streams in.
 UPLOAD_OVERHEAD_BYTES = 1 << 20
-API_PREFIX = "/api/"
 INPAINT_PATH = "/api/v1/inpaint"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # The code of an HTTP error that FastAPI or Starlette raised rather than the service.
@@ -99,8 +99,9 @@ class ApiGate:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         # compare_digest: the time taken must not reveal how much of the token matched.
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.api_token.encode()):
+            # Connection: close, or the server would still read (and discard) the body being sent.
             raise ServiceError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
-                               {"WWW-Authenticate": "Bearer"})
+                               {"WWW-Authenticate": "Bearer", "Connection": "close"})
 
 
 def create_api(service: RepairService, api_token: str | None = None,
@@ -199,7 +200,7 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     # Last of the API's routes: anything else under /api/ is answered here, not by Gradio's 404.
     @app.api_route(API_PREFIX + "{path:path}", methods=ALL_METHODS, include_in_schema=False)
-    def no_such_route(request: Request) -> JSONResponse:
+    async def no_such_route(request: Request) -> JSONResponse:
         allowed = sorted({method for route in app.routes if isinstance(route, APIRoute)
                           and route.matches(request.scope)[0] is Match.PARTIAL for method in route.methods})
         if allowed:

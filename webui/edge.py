@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 PREFLIGHT_MAX_AGE_S = 600
-API_PREFIX = "/api/"
+API_PREFIX = "/api/"  # the HTTP API's paths, whose errors are JSON
 
 
 def is_loopback(name: str) -> bool:
@@ -114,6 +114,8 @@ class BodyLimits:
 
 @dataclass(frozen=True)
 class EdgePolicy:
+    """What the edge lets in; `create` from the settings."""
+
     bound_to_loopback: bool
     body_limits: BodyLimits
     allowed_hosts: frozenset[str] = frozenset()  # normalised names; "*": any Host
@@ -177,9 +179,9 @@ def _size(count: int) -> str:
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.status, self.code, self.message = status, code, message
 
 
 async def _answer(scope: Scope, send: Send, refusal: _Refusal) -> None:
@@ -189,8 +191,9 @@ async def _answer(scope: Scope, send: Send, refusal: _Refusal) -> None:
     else:
         body = (refusal.message + "\n").encode()
         media_type = "text/plain; charset=utf-8"
+    # Refused before its body was read: the connection closes rather than drain what is still coming.
     headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode()),
-               *((key.lower().encode(), value.encode()) for key, value in refusal.headers.items())]
+               (b"connection", b"close")]
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -246,7 +249,7 @@ class EdgeMiddleware:
             trusted = headers.get("sec-fetch-site") != "cross-site"
         if not trusted:
             raise _Refusal(403, "cross_site_request",
-                           f"cross-site request refused: a page from {origin or 'another site'} may not send "
+                           f"cross-site request refused: a page from {origin or 'another site'!r} may not send "
                            f"{scope.get('method', 'WebSocket')} requests to this server (an operator allows an "
                            "origin with --allowed-origins)")
 
@@ -260,7 +263,7 @@ class EdgeMiddleware:
         origin = headers["origin"]
         if not self.policy.origin_trusted(origin, headers.get("host")):
             raise _Refusal(403, "cross_site_request",
-                           f"cross-origin requests from {origin} are not allowed (an operator allows an origin "
+                           f"cross-origin requests from {origin!r} are not allowed (an operator allows an origin "
                            "with --allowed-origins)")
         allow = {"access-control-allow-origin": origin, "access-control-allow-methods": "GET, HEAD, POST",
                  "access-control-max-age": str(PREFLIGHT_MAX_AGE_S), "vary": "Origin"}
@@ -313,8 +316,7 @@ class _BoundedExchange:
         return message
 
     def _refuse(self, message: str) -> None:
-        # The client may still be sending: the connection is not reusable.
-        self.refusal = _Refusal(413, "upload_too_large", message, {"Connection": "close"})
+        self.refusal = _Refusal(413, "upload_too_large", message)
 
     async def send(self, message: Message) -> None:
         if self.refusal is not None and not self.app_started:
