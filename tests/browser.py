@@ -60,7 +60,8 @@ def make_photo(path: Path | None = None, size: tuple[int, int] = (480, 360), qua
     centre = (round((x0 + x1) / 2 * sx), round((y0 + y1) / 2 * sy))
     cv2.ellipse(rgb, centre, (round(80 * sx), round(11 * sy)), angle, 0, 360, (200, 35, 40), -1, cv2.LINE_AA)
     if path is not None:
-        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        options = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), options)
     return rgb
 
 

@@ -878,37 +878,43 @@ function finish() {
   }
 }
 
+async function serverProblem() {
+  // Why the server cannot answer, or null when /livez says it is there: it answers in
+  // milliseconds, whatever the server is busy with.
+  try {
+    const response = await fetch(`${serverRoot()}/livez`, {cache: 'no-store', signal: AbortSignal.timeout(PING_TIMEOUT_MS)});
+    return response.ok ? null : `it answers ${response.status}`;
+  } catch (error) {
+    return error.name === 'TimeoutError' ? `no answer within ${PING_TIMEOUT_MS / 1000} s` : 'it cannot be reached';
+  }
+}
+
+function giveUp(job, message) {
+  if (pending !== job) return;
+  finish();
+  say(`${message} Your photo, strokes and results are kept.`, 'error');
+}
+
 function watchServer(job) {
-  // Gradio never reports a server that went away; /livez answers in milliseconds when the
-  // server is there, whatever it is busy with.
-  const livez = `${serverRoot()}/livez`;
+  // Gradio never reports a server that went away: /livez is asked while the repair runs.
+  job.timer = setInterval(async () => {
+    const problem = await serverProblem();
+    if (problem) giveUp(job, `The server is not answering (${problem}): the repair did not finish; click Repair when it is back.`);
+  }, PING_EVERY_MS);
   // What Gradio refuses before the handler runs (its queue full, a file it does not accept)
-  // shows only as its error toast: that ends the wait too, with the toast's text.
+  // and a broken connection show only as its error toast: that ends the wait too.
   const seen = new Set(document.querySelectorAll('[data-testid="toast-body"]'));
-  job.toasts = new MutationObserver(() => {
+  job.toasts = new MutationObserver(async () => {
     for (const toast of document.querySelectorAll('[data-testid="toast-body"].error')) {
       if (seen.has(toast)) continue;
       seen.add(toast);
-      if (pending !== job) continue;
-      const text = toast.querySelector('[data-testid="toast-text"]');
-      finish();
-      say(`The server refused the repair: ${text ? text.textContent.trim() : 'an error'}. Your photo, strokes and results are kept.`, 'error');
+      const text = toast.querySelector('[data-testid="toast-text"]')?.textContent.trim() || 'an error';
+      const problem = await serverProblem();
+      giveUp(job, problem ? `The server is not answering (${problem}): the repair did not finish; click Repair when it is back.`
+        : `The server refused the repair: ${text}.`);
     }
   });
   job.toasts.observe(document.body, {childList: true, subtree: true});
-  job.timer = setInterval(async () => {
-    let problem = null;
-    try {
-      const response = await fetch(livez, {cache: 'no-store', signal: AbortSignal.timeout(PING_TIMEOUT_MS)});
-      if (!response.ok) problem = `it answers ${response.status}`;
-    } catch (error) {
-      problem = error.name === 'TimeoutError' ? `no answer within ${PING_TIMEOUT_MS / 1000} s` : 'it cannot be reached';
-    }
-    if (problem && pending === job) {
-      finish();
-      say(`The server is not answering (${problem}): the repair did not finish. Your photo, strokes and results are kept; click Repair when the server is back.`, 'error');
-    }
-  }, PING_EVERY_MS);
 }
 
 watch('value', () => {
@@ -1089,7 +1095,8 @@ const keyListeners = {
     event.preventDefault();
   },
   keyup(event) {
-    if (event.key === ' ') {
+    if (event.key === ' ' && spaceHeld) {
+      event.preventDefault(); // a focused button would take the space as a click
       spaceHeld = false;
       ui.stage.classList.remove('space');
       render();

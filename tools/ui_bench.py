@@ -1,0 +1,185 @@
+"""The editor in Chromium against the HTTP API, same photo, same mask, same server.
+
+    python tools/ui_bench.py                       # starts app.py with the tiny test checkpoint on the CPU
+    python tools/ui_bench.py --model models/big-lama --device cuda
+    python tools/ui_bench.py --url http://127.0.0.1:7860
+
+For each size, a photo-like picture (lama.synthetic) saved as JPEG (quality 92) and its
+brush-stroke mask as a PNG are repaired:
+- by the API: POST /api/v1/inpaint with both files, timed from the request to the last byte
+  of the repaired PNG;
+- by the page: the photo given to #editor's file input once, then per repair the mask given
+  to the editor's "Upload mask" and #repair clicked; the time is the one the page shows,
+  from the click to the result on screen (upload, queue, model, save and transfer). After
+  each repair the editor steps back to the original (Undo) so that every repair starts from
+  the same picture.
+API and page repairs alternate, so that both see the same load on a shared machine. Prints
+both medians, their ratio (the issue's target on a 2-core CPU box: UI within 1.5× of the
+API), and what each path adds to the model's own time (the API's Server-Timing, the page's
+timing line). Needs Debian's chromium (/usr/bin/chromium) and the test extras (playwright).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Page, sync_playwright
+
+from lama import imageio
+from lama.synthetic import synthetic_case
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = ROOT.parent / "shared" / "fixtures" / "tiny-lama"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SIZES = ((1280, 960), (4000, 3000))
+START_S = 120
+REPAIR_TIMEOUT_MS = 300_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(model: Path, device: str, folder: Path) -> Iterator[str]:
+    """app.py on a free port with its folders under `folder`, until the block ends."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), "--model", str(model),
+               "--device", device, "--outputs-dir", str(folder / "outputs"), "--logs-dir", str(folder / "logs"),
+               "--ui-cache-dir", str(folder / "cache")]
+    with open(folder / "server.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_S
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"app.py exited with {process.returncode}; see {folder / 'server.log'}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"app.py not ready within {START_S} s; see {folder / 'server.log'}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def write_case(folder: Path, width: int, height: int) -> tuple[Path, Path]:
+    image, mask = synthetic_case(width, height)
+    photo, mask_path = folder / f"photo-{width}x{height}.jpg", folder / f"mask-{width}x{height}.png"
+    imageio.write_image_atomic(photo, image, quality=92)
+    imageio.write_image_atomic(mask_path, mask)
+    return photo, mask_path
+
+
+def model_s(server_timing: str) -> float:
+    """The model's stages (preprocess, infer, postprocess) from the API's Server-Timing header."""
+    stages = dict(item.split(";dur=") for item in server_timing.replace(" ", "").split(","))
+    return sum(float(stages.get(stage, 0)) for stage in ("preprocess", "infer", "postprocess")) / 1000
+
+
+class ApiPath:
+    def __init__(self, url: str, photo: Path, mask: Path):
+        self.url = url
+        self.files = {"image": (photo.name, photo.read_bytes(), "image/jpeg"),
+                      "mask": (mask.name, mask.read_bytes(), "image/png")}
+        self.client = httpx.Client(timeout=REPAIR_TIMEOUT_MS / 1000)
+
+    def repair(self) -> tuple[float, float]:
+        """(seconds from the request to the last byte of the result, the model's share)."""
+        started = time.perf_counter()
+        response = self.client.post(f"{self.url}/api/v1/inpaint", files=self.files)
+        response.read()
+        waited = time.perf_counter() - started
+        response.raise_for_status()
+        return waited, model_s(response.headers["Server-Timing"])
+
+
+class PagePath:
+    def __init__(self, page: Page, url: str, photo: Path, mask: Path):
+        self.page, self.mask = page, mask
+        page.goto(url)
+        page.locator("#editor input[type=file]").set_input_files(photo)
+        page.wait_for_function("() => document.querySelector('#editor .status').textContent.includes('Paint over')",
+                               timeout=REPAIR_TIMEOUT_MS)
+        self.line = ""
+
+    def repair(self) -> tuple[float, float]:
+        """(seconds from the click to the result on screen, as the page shows it; the model's share)."""
+        page = self.page
+        if page.locator("#result img").count():
+            page.keyboard.press("Control+z")  # back to the original: every repair starts from the same picture
+            page.wait_for_function("() => !document.querySelector('#result img')")
+        page.locator("#editor summary", has_text="More").click()
+        with page.expect_file_chooser() as chooser:
+            page.get_by_role("button", name="Upload mask…").click()
+        chooser.value.set_files(self.mask)
+        page.wait_for_function("() => document.querySelector('#editor .status').textContent.includes('loaded')")
+        page.locator("#repair").click()
+        page.wait_for_function("() => document.querySelector('#result')?.dataset.waitedMs", timeout=REPAIR_TIMEOUT_MS)
+        self.line = page.locator("#result .waited").inner_text()
+        model = float(self.line.split("model ")[1].split(" ")[0])
+        return float(page.locator("#result").get_attribute("data-waited-ms")) / 1000, model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running server (default: start app.py)")
+    parser.add_argument("--model", type=Path, default=TINY_MODEL, help=f"default: {TINY_MODEL}")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="repairs per size and path, after one to warm up")
+    parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES), help="e.g. 1280x960,4000x3000")
+    args = parser.parse_args()
+    sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="ui-bench-") as scratch, contextlib.ExitStack() as stack:
+        folder = Path(scratch)
+        url = args.url or stack.enter_context(server(args.model, args.device, folder))
+        playwright = stack.enter_context(sync_playwright())
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        stack.callback(browser.close)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        print(f"server {url} · {os.cpu_count()} CPU cores · medians of {args.repeats} after one warm-up, "
+              "API and UI repairs alternating (both see the same load)")
+        print(f"{'size':>10}  {'API':>7}  {'UI':>7}  {'UI/API':>6}  {'API-model':>9}  {'UI-model':>8}  "
+              "the page's last timing line")
+        for width, height in sizes:
+            photo, mask = write_case(folder, width, height)
+            api, ui = ApiPath(url, photo, mask), PagePath(page, url, photo, mask)
+            api_runs, ui_runs = [], []
+            for attempt in range(args.repeats + 1):  # the first of each warms up
+                api_runs.append(api.repair())
+                ui_runs.append(ui.repair())
+            api_total = statistics.median(total for total, _ in api_runs[1:])
+            ui_total = statistics.median(total for total, _ in ui_runs[1:])
+            # What each path adds to the model's own time: the part the editor's design changes.
+            api_rest = statistics.median(total - model for total, model in api_runs[1:])
+            ui_rest = statistics.median(total - model for total, model in ui_runs[1:])
+            print(f"{width}×{height:<5}  {api_total:6.2f}s  {ui_total:6.2f}s  {ui_total / api_total:6.2f}  "
+                  f"{api_rest:8.2f}s  {ui_rest:7.2f}s  {ui.line}", flush=True)
+
+if __name__ == "__main__":
+    main()
