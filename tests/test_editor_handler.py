@@ -6,6 +6,7 @@ lama.imageio, repairs through RepairService and publishes the result next to the
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from pathlib import Path
@@ -231,3 +232,19 @@ def test_a_large_repaired_rectangle_is_a_jpeg_scaled_down_unless_it_is_transpare
     assert extension == "png" and decoded.shape == (1100, 1000, 4) and (decoded[..., 3] == 128).all()
     huge = np.zeros((2100, 10, 3), np.uint8)
     assert imageio.decode_image(editor.patch(huge, (0, 0, 10, 2100))[0]).shape[0] == editor.PATCH_SIDE_PX
+
+
+def test_a_result_the_cache_cannot_hold_goes_to_the_page_inline_and_can_be_repaired_again(backend, cache, caplog):
+    (cache / "editor").write_text("a file where the results' folder goes: every write there fails")
+    image = picture(40, 60)
+    with caplog.at_level(logging.ERROR, logger="webui.editor"):
+        result = backend.repair({"request": "x", "photo": uploaded(cache, "p.png", image),
+                                 "mask": mask_file(cache, (40, 60), np.s_[5:15, 5:25])}, "crop", 0, 0)["result"]
+    assert "could not write a result into the UI cache" in caplog.text and result["unsaved"]
+    downloaded = imageio.decode_image(base64.b64decode(result["image"]["url"].split(",", 1)[1]))
+    assert downloaded.shape == image.shape and (downloaded != image).any()
+    assert result["preview"]["url"].startswith("data:image/jpeg;base64,")
+    assert result["patch"]["url"].startswith("data:image/png;base64,") and result["patch"]["box"] == [4, 4, 22, 12]
+    again = backend.repair({"request": "y", "photo": result["image"],
+                            "mask": mask_file(cache, (40, 60), np.s_[20:30, 30:50])}, "crop", 0, 0)
+    assert "result" in again, again  # the server still holds the unwritten result

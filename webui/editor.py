@@ -18,13 +18,16 @@ tests can call them without a browser.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from gradio.utils import get_upload_folder
 from lama import imageio
 from lama.files import write_bytes_atomic
 from webui.outputs import EXTENSIONS
-from webui.service import RepairOptions, RepairService, ServiceError
+from webui.service import MEDIA_TYPES, RepairOptions, RepairService, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ PATCH_SIDE_PX = 2048  # a larger one as a JPEG with at most this long side
 RESULTS_FOLDER = "editor"  # under the UI cache: one unguessable folder per result
 DEFAULT_MASK_THRESHOLD = 127  # uploaded mask files: pixels above it are repaired (0: any nonzero)
 MAX_NAME_CHARS = 80
+# A full disk: the result goes to the page inline, the download too up to this size.
+INLINE_DOWNLOAD_MAX_BYTES = 64 * 2**20
 
 NO_PHOTO = "Upload a photo first: drop it on the editor, click it to browse, or paste one."
 PHOTO_GONE = "The photo is no longer on the server (uploads expire); it is being uploaded again."
@@ -107,6 +112,9 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self._images)
 
+    def __contains__(self, path: Path) -> bool:
+        return str(path) in self._images
+
 
 # ---------------------------------------------------------------- files the page may name
 
@@ -117,17 +125,19 @@ class EditorFiles:
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
 
-    def resolve(self, value: Any, what: str) -> Path:
+    def resolve(self, value: Any, what: str, known: Callable[[Path], bool] = lambda path: False) -> Path:
         """The file `value` ({"path": ...} as the page sends it) names, if it is a regular file
         inside the cache; the page only ever names its own uploads and published results, so
-        anything else is refused (Gradio checks event data the same way; this is the second lock)."""
+        anything else is refused (Gradio checks event data the same way; this is the second lock).
+        `known`: a path whose file is missing but whose image the server still holds (a result
+        it could not write, see publish) counts as there."""
         path = value.get("path") if isinstance(value, dict) else None
         if not isinstance(path, str) or not path:
             raise EditorRequestError("invalid_request", f"the request names no {what} file")
         resolved = Path(path).resolve()
         if not resolved.is_relative_to(self.root):
             raise EditorRequestError("invalid_request", f"the {what} must be a file uploaded to this editor")
-        if not resolved.is_file():
+        if not resolved.is_file() and not known(resolved):
             raise EditorRequestError(f"{what}_gone", PHOTO_GONE if what == "photo" else
                                      f"the {what} upload is no longer on the server; please try again")
         return resolved
@@ -136,9 +146,10 @@ class EditorFiles:
         """lama.imageio's message for a file in the cache, without the server's folder in it."""
         return str(error).replace(str(self.root) + os.sep, "")
 
-    def new_folder(self) -> Path:
+    def new_folder(self, create: bool = True) -> Path:
         folder = self.root / RESULTS_FOLDER / secrets.token_hex(16)
-        folder.mkdir(parents=True)
+        if create:
+            folder.mkdir(parents=True)
         return folder
 
 
@@ -194,25 +205,49 @@ def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str
 def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,
             fmt: str, mask: np.ndarray, grow: int, name: Any) -> dict[str, Any]:
     """Put the result where the page can fetch it: the file the service saved (hard-linked,
-    not re-encoded: it is what the user downloads), a preview and the repaired rectangle."""
-    folder = files.new_folder()
+    not re-encoded: it is what the user downloads), a preview and the repaired rectangle, in a
+    new folder of the UI cache. Where that cannot be written (a full disk), the page gets them
+    inline instead: the user still sees and downloads the result.
+
+    "image" names the result for the next repair (ImageCache keeps it decoded under that
+    path, whether or not the file could be written)."""
+    folder = files.new_folder(create=False)
     full = folder / download_name(name, fmt)
-    try:
-        if saved_as is None:
-            raise FileNotFoundError("the service could not save the result")
-        os.link(service.outputs.root / saved_as, full)
-    except OSError:
-        # Another filesystem (or the save failed): the same encoded bytes, written once more.
-        write_bytes_atomic(full, data)
-    (folder / "preview.jpg").write_bytes(preview(result_image))
-    published = {"image": {"path": str(full)}, "preview": {"path": str(folder / "preview.jpg")},
-                 "name": full.name, "width": result_image.shape[1], "height": result_image.shape[0]}
+    published: dict[str, Any] = {"image": {"path": str(full)}, "name": full.name, "width": result_image.shape[1],
+                                 "height": result_image.shape[0]}
+    preview_data = preview(result_image)
     box = repaired_box(mask, grow)
-    if box is not None:
-        data, extension = patch(result_image, box)
-        (folder / f"patch.{extension}").write_bytes(data)
-        published["patch"] = {"path": str(folder / f"patch.{extension}"), "box": list(box)}
+    patch_data, extension = patch(result_image, box) if box is not None else (None, "")
+    try:
+        folder.mkdir(parents=True)
+        try:
+            if saved_as is None:
+                raise FileNotFoundError("the service could not save the result")
+            os.link(service.outputs.root / saved_as, full)
+        except OSError:
+            # Another filesystem (or the save failed): the same encoded bytes, written once more.
+            write_bytes_atomic(full, data)
+        (folder / "preview.jpg").write_bytes(preview_data)
+        published["preview"] = {"path": str(folder / "preview.jpg")}
+        if patch_data is not None:
+            (folder / f"patch.{extension}").write_bytes(patch_data)
+            published["patch"] = {"path": str(folder / f"patch.{extension}"), "box": list(box)}
+        return published
+    except OSError as error:
+        log.error("editor: could not write a result into the UI cache %s: %s; it went to the page inline",
+                  files.root, error.strerror or error)
+        shutil.rmtree(folder, ignore_errors=True)
+    published["image"]["url"] = _data_url(data, MEDIA_TYPES[fmt]) if len(data) <= INLINE_DOWNLOAD_MAX_BYTES else None
+    published["preview"] = {"url": _data_url(preview_data, "image/jpeg")}
+    if patch_data is not None:
+        published["patch"] = {"url": _data_url(patch_data, f"image/{'png' if extension == 'png' else 'jpeg'}"),
+                              "box": list(box)}
+    published["unsaved"] = True
     return published
+
+
+def _data_url(data: bytes, media_type: str) -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 # ---------------------------------------------------------------- the handlers
@@ -247,7 +282,7 @@ class EditorBackend:
         request = request if isinstance(request, dict) else {}
         request_id = str(request.get("request", ""))[:40]
         try:
-            photo_path = self.files.resolve(request.get("photo"), "photo")
+            photo_path = self.files.resolve(request.get("photo"), "photo", known=self.images.__contains__)
             mask_path = self.files.resolve(request.get("mask"), "mask")
             options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather))
             options.validate()

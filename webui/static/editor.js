@@ -133,6 +133,11 @@ function fileUrl(path) {
   return fileBase + path;
 }
 
+function urlOf(file) {
+  // A file the server published ({path}), or one it sent inline ({url}) when it could not write it.
+  return file.url !== undefined ? file.url : fileUrl(file.path);
+}
+
 function serverRoot() {
   return fileBase.slice(0, fileBase.indexOf('/gradio_api/'));
 }
@@ -777,10 +782,16 @@ function showResult(entry) {
   image.alt = 'The repaired photo (preview; the download is full size)';
   image.src = entry.preview;
   const caption = document.createElement('figcaption');
-  const link = document.createElement('a');
-  link.href = entry.download;
-  link.download = entry.name;
-  link.textContent = `Download ${entry.name}`;
+  let link = document.createElement('a');
+  if (entry.download) {
+    link.href = entry.download;
+    link.download = entry.name;
+    link.textContent = `Download ${entry.name}`;
+  } else {
+    link = document.createElement('span');
+    link.textContent = 'Too large to send without a file: free space on the server and repair again to download it.';
+  }
+  if (entry.unsaved) link.title = 'The server could not store this result (its disk is full): download it now.';
   const summary = document.createElement('span');
   summary.className = 'summary';
   summary.textContent = entry.summary;
@@ -940,13 +951,13 @@ async function receive(job, answer) {
   const result = answer.result;
   try {
     const [preview, patch] = await Promise.all([
-      loadImage(fileUrl(result.preview.path)),
-      result.patch ? loadImage(fileUrl(result.patch.path)) : null,
+      loadImage(urlOf(result.preview)),
+      result.patch ? loadImage(urlOf(result.patch)) : null,
     ]);
     if (!target.history[0].thumbnail) target.history[0].thumbnail = thumbnail(target.original);
     const entry = {
       parent: job.from, image: result.image, name: result.name, summary: result.summary,
-      preview: preview.src, download: fileUrl(result.image.path),
+      preview: preview.src, download: urlOf(result.image), unsaved: !!result.unsaved,
       patch, box: result.patch ? result.patch.box : null,
     };
     target.history.push(entry);
