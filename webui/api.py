@@ -59,7 +59,8 @@ class ApiGate:
     token for everything under /api/ (FastAPI would parse a whole form before a dependency
     ran); for repairs, admission (in flight from here until the response, what a SIGTERM drain
     waits for; refused at once while draining) and inpaint_requests_total, counted here so that
-    refusals that never reach the route (401, 413, a malformed form's 400 or 422) show too."""
+    refusals that never reach the route (401, 413, a malformed form's 400 or 422) show too. The
+    edge's refusals of foreign Host names and cross-site requests come before it: not counted."""
 
     def __init__(self, app: ASGIApp, service: RepairService, api_token: str | None):
         self.app, self.service, self.api_token = app, service, api_token
