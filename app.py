@@ -3,6 +3,7 @@
     python app.py [--host H] [--port P] [--model M] [--device D] [--precision P] [--preset fast|balanced|hd]
                   [--config FILE] [--outputs-dir DIR] [--logs-dir DIR] [--api-token T] [--auth USER:PASS]
                   [--outputs-keep-days D] [--outputs-keep-gb G] [--ui-cache-dir DIR] [--ui-cache-max-age-s S]
+                  [--ui-cache-max-mb MB]
                   [--shutdown-timeout-s S] [--gpu-workers auto|N] [--allowed-hosts NAMES] [--allowed-origins ORIGINS]
 """
 
@@ -65,6 +66,7 @@ class Settings:
     outputs_keep_gb: float
     ui_cache_dir: str
     ui_cache_max_age_s: float
+    ui_cache_max_mb: float
     shutdown_timeout_s: float
     gpu_memory_fraction: float  # from the preset
     model_max_side: int | None  # from the preset
@@ -102,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs-keep-gb", type=float, help="delete the oldest results beyond this (0: no limit)")
     parser.add_argument("--ui-cache-dir", help="the UI's upload cache (GRADIO_TEMP_DIR)")
     parser.add_argument("--ui-cache-max-age-s", type=float, help="delete cached uploads after this (0: keep)")
+    parser.add_argument("--ui-cache-max-mb", type=float, help="UI uploads refused while the cache holds this (0: no limit)")
     parser.add_argument("--shutdown-timeout-s", type=float, help="SIGTERM: longest wait for in-flight repairs")
     return parser.parse_args(argv)
 
@@ -245,6 +248,7 @@ def build_app(settings: Settings):
     from webui.outputs import OutputStore, Retention
     from webui.service import RepairOptions, RepairService
     from webui.ui import build_ui
+    from webui.ui_guard import UIGuard
 
     try:
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
@@ -311,8 +315,14 @@ def build_app(settings: Settings):
     api.add_middleware(EdgeMiddleware, policy=edge_policy(settings))
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
     api.state.retention = retention
+    # Gradio's routes are guarded before Gradio reads a request (webui.ui_guard): with --auth every
+    # route but the login page, login throttling, the cache quota of its upload route. A file
+    # there may be as large as the API's per-file limit; the cache folder's marker is not served.
+    guard = UIGuard.middleware(cache_dir, upload_max_bytes=limits.max_bytes,
+                               cache_max_bytes=int(settings.ui_cache_max_mb * 2**20))
     return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
-                               max_file_size=f"{2 * settings.max_upload_mb}mb")
+                               max_file_size=limits.max_bytes, blocked_paths=[str(cache_dir / ui_cache.MARKER)],
+                               app_kwargs={"middleware": [guard]})
 
 
 def warn_if_exposed(settings: Settings) -> None:
