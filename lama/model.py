@@ -12,6 +12,7 @@ sizes, so the Fourier transforms always run in fp32 and their results are cast b
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,18 +24,45 @@ from torch import Tensor, nn
 Pair = tuple[Tensor | int, Tensor | int]
 
 
+# The generators this code builds: big-lama and smaller networks of its layout. Every size is
+# bounded by big-lama's own, so that no config (a checkpoint's, a file's) can make us build,
+# or allocate for, a network larger than big-lama: one outside these bounds is refused first.
+SIZE_BOUNDS: dict[str, tuple[int, int]] = {
+    "input_nc": (4, 4),  # masked RGB + mask, what the engine feeds
+    "output_nc": (3, 3),  # RGB, what the engine composites
+    "ngf": (1, 64),
+    "n_downsampling": (3, 3),  # every published LaMa; the engine pads to multiples of 2**3
+    "n_blocks": (1, 18),
+}
+OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "none", "False")
+
+
 @dataclass(frozen=True)
 class FFCKwargs:
-    """Share of global channels at a layer's input and output."""
+    """Share of global channels at a layer's input and output (each 0..1)."""
 
     ratio_gin: float = 0.0
     ratio_gout: float = 0.0
     enable_lfu: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("ratio_gin", "ratio_gout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{name} = {reprlib.repr(value)} is not a ratio between 0 and 1")
+            object.__setattr__(self, name, float(value))
+        if self.enable_lfu:
+            raise ValueError(f"enable_lfu = {reprlib.repr(self.enable_lfu)} is not supported "
+                             "(big-lama does not use the local Fourier unit)")
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """The ``generator:`` section of LaMa's training config, the fields inference needs."""
+    """The ``generator:`` section of LaMa's training config, the fields inference needs.
+
+    Construction refuses anything outside big-lama's family (:data:`SIZE_BOUNDS`) with a
+    ``ValueError`` naming the value, so a config that exists can be built cheaply.
+    """
 
     input_nc: int = 4
     output_nc: int = 3
@@ -46,33 +74,45 @@ class GeneratorConfig:
     downsample_conv_kwargs: FFCKwargs = field(default_factory=FFCKwargs)
     resnet_conv_kwargs: FFCKwargs = field(default_factory=lambda: FFCKwargs(0.75, 0.75))
 
+    def __post_init__(self) -> None:
+        for name, (low, high) in SIZE_BOUNDS.items():
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise ValueError(f"{name} = {reprlib.repr(value)} is not an integer")
+            if not low <= value <= high:
+                bounds = str(low) if low == high else f"{low}..{high}"
+                raise ValueError(f"{name} = {reprlib.repr(value)} is outside big-lama's family ({name} {bounds})")
+        if self.add_out_act not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"unsupported output activation {reprlib.repr(self.add_out_act)}")
+        resnet = self.resnet_conv_kwargs
+        if resnet.ratio_gin != resnet.ratio_gout:
+            # A residual block adds its input to its output: both must split alike.
+            raise ValueError(f"resnet_conv_kwargs ratio_gin {resnet.ratio_gin} and ratio_gout {resnet.ratio_gout} differ")
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> GeneratorConfig:
-        """Build from a (resolved) config mapping; unknown training-only keys are ignored."""
+        """Build from a (resolved) config mapping; unknown training-only keys are ignored.
+
+        Values keep their type (a string "64" is refused, not converted): the mapping
+        comes from a file, and only big-lama's own spelling of its config is accepted.
+        """
+        if not isinstance(raw, dict):
+            raise ValueError(f"the generator config is a {type(raw).__name__}, not a mapping")
         kind = raw.get("kind", "ffc_resnet")
         if kind != "ffc_resnet":
-            raise ValueError(f"unsupported generator kind {kind!r}: only 'ffc_resnet' (big-lama) is implemented")
-        values: dict[str, Any] = {}
-        for name in ("input_nc", "output_nc", "ngf", "n_downsampling", "n_blocks"):
-            if name in raw:
-                values[name] = int(raw[name])
+            raise ValueError(f"unsupported generator kind {reprlib.repr(kind)}: "
+                             "only 'ffc_resnet' (big-lama) is implemented")
+        values: dict[str, Any] = {name: raw[name] for name in SIZE_BOUNDS if name in raw}
         if "add_out_act" in raw:
             act = raw["add_out_act"]
-            values["add_out_act"] = "tanh" if act is True else str(act)
+            values["add_out_act"] = "tanh" if act is True else "False" if act is False else act
         for name in ("init_conv_kwargs", "downsample_conv_kwargs", "resnet_conv_kwargs"):
             if name in raw:
                 sub = raw[name] or {}
-                values[name] = FFCKwargs(
-                    ratio_gin=float(sub.get("ratio_gin", 0)),
-                    ratio_gout=float(sub.get("ratio_gout", 0)),
-                    enable_lfu=bool(sub.get("enable_lfu", False)),
-                )
-        config = cls(**values)
-        if any(k.enable_lfu for k in (config.init_conv_kwargs, config.downsample_conv_kwargs, config.resnet_conv_kwargs)):
-            raise ValueError("enable_lfu=true is not supported (big-lama does not use the local Fourier unit)")
-        if config.add_out_act not in ("sigmoid", "tanh", "none", "False"):
-            raise ValueError(f"unsupported output activation {config.add_out_act!r}")
-        return config
+                if not isinstance(sub, dict):
+                    raise ValueError(f"{name} is a {type(sub).__name__}, not a mapping")
+                values[name] = FFCKwargs(sub.get("ratio_gin", 0), sub.get("ratio_gout", 0), sub.get("enable_lfu", False))
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
