@@ -10,18 +10,25 @@ Accepted sources, recognised by content rather than by suffix:
 
 Pickled files go through :mod:`lama.safe_pickle`, so a checkpoint can name classes we
 do not have (``pytorch_lightning``, ``omegaconf``) but cannot make us call anything.
+
+A file costs no more than its size before it is refused: its config (from config.yaml,
+the safetensors metadata or the weights' shapes) is bounded by big-lama's family
+(:class:`lama.model.GeneratorConfig`) and every tensor's name and shape is checked
+against that config before a module is built or a safetensors tensor is read; config
+text is bounded in size and nesting before it is parsed.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import safetensors
 import safetensors.torch
@@ -44,9 +51,21 @@ FORMAT_MARKER = "lama-generator"  # metadata "lama_format" of the safetensors we
 # The first generator weight: where it sits tells us the generator's key prefix.
 _ANCHOR = "model.1.ffc.convl2l.weight"
 _IGNORED_PREFIXES = ("discriminator.", "val_evaluator.")
+# Generator weights sit ~10 objects deep (TorchScript: wrapper.generator.model.5.conv1.ffc.convg2g.fu.conv_layer).
+_MAX_TENSOR_DEPTH = 32
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 _EXPECTED = ("expected a big-lama directory (config.yaml + models/best.ckpt), a .ckpt, "
              "IOPaint's big-lama.pt or a .safetensors")
+
+# What is read before the weights, bounded far above what big-lama's files hold (its
+# config.yaml is a few kB and nests 4 deep; our safetensors header is ~100 kB) and far
+# below what parsing it could cost otherwise.
+MAX_CONFIG_BYTES = 256 * 2**10
+MAX_CONFIG_DEPTH = 32  # mappings and lists inside one another
+MAX_RESOLVED_SIZE = 100_000  # values plus characters that resolving a section may produce
+MAX_SAFETENSORS_HEADER_BYTES = 8 * 2**20
+
+Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass
@@ -82,7 +101,12 @@ def _sniff(path: Path) -> str:
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     # safetensors: an 8-byte little-endian header length, then the JSON header.
-    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+    header_bytes = int.from_bytes(head[:8], "little")
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= header_bytes <= size - 8:
+        if header_bytes > MAX_SAFETENSORS_HEADER_BYTES:
+            # The reader parses the whole header before anything can be checked.
+            raise CheckpointError(f"checkpoint {path} has a safetensors header of {header_bytes} bytes, "
+                                  f"more than a model needs ({MAX_SAFETENSORS_HEADER_BYTES})")
         return "safetensors"
     if head.startswith(b"\x80"):
         raise CheckpointError(f"checkpoint {path} uses the legacy (PyTorch < 1.6) format, which is not supported; "
@@ -100,24 +124,30 @@ def _load_official_dir(directory: Path) -> LoadedCheckpoint:
 
 
 def _load_zip(path: Path) -> LoadedCheckpoint:
+    # The archive's storages are read while unpickling; safe_pickle bounds them by the file's size.
     archive = load_archive(path)
     state_dict = _select_generator(dict(_flatten(archive.root)), path)
     if archive.is_torchscript:
-        return _loaded(state_dict, infer_config(state_dict), "torchscript", path)
+        return _loaded(state_dict, None, "torchscript", path)
     lightning = isinstance(archive.root, dict) and "pytorch-lightning_version" in archive.root
-    config = _config_beside_ckpt(path) or infer_config(state_dict)
-    return _loaded(state_dict, config, "lightning-ckpt" if lightning else "state-dict", path)
+    return _loaded(state_dict, _config_beside_ckpt(path), "lightning-ckpt" if lightning else "state-dict", path)
 
 
 def _load_safetensors(path: Path) -> LoadedCheckpoint:
+    """Config and shapes from the header are checked before any tensor is read."""
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            prefix = _generator_prefix(f.keys(), path)
+            shapes = {key[len(prefix):]: tuple(f.get_slice(key).get_shape())
+                      for key in f.keys() if key.startswith(prefix) and not key.startswith(_IGNORED_PREFIXES)}
+            config = _fitting_config(_config_from_metadata(metadata, path), shapes, path)
+            state_dict = {key: f.get_tensor(prefix + key) for key in shapes}
+    except CheckpointError:
+        raise
     except Exception as error:  # noqa: BLE001 - the Rust reader's errors carry no common base class
         raise CheckpointError(f"checkpoint {path} is not a valid safetensors file: {_one_line(error)}") from error
-    state_dict = _select_generator(tensors, path)
-    return _loaded(state_dict, _config_from_metadata(metadata, path) or infer_config(state_dict), "safetensors", path)
+    return LoadedCheckpoint(state_dict, config, "safetensors", path, _stored_dtype(state_dict))
 
 
 def _config_from_metadata(metadata: dict[str, str], path: Path) -> GeneratorConfig | None:
@@ -127,15 +157,53 @@ def _config_from_metadata(metadata: dict[str, str], path: Path) -> GeneratorConf
         return None
     if marker != FORMAT_MARKER:
         raise CheckpointError(f"checkpoint {path} has lama_format {marker!r}; this version reads {FORMAT_MARKER!r}")
+    text = metadata.get("lama_config")
+    if text is None:
+        raise CheckpointError(f"checkpoint {path} has lama_format but no lama_config in its metadata")
     try:
-        return GeneratorConfig.from_dict(json.loads(metadata["lama_config"]))
-    except (KeyError, ValueError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"checkpoint {path} has an unreadable lama_config in its metadata: {error}") from error
+        _check_json_nesting(text)
+        return GeneratorConfig.from_dict(json.loads(text))
+    except ValueError as error:  # json's errors and the config's bounds alike
+        raise CheckpointError(f"checkpoint {path} has an unusable lama_config in its metadata: "
+                              f"{_one_line(error)}") from error
 
 
-def _loaded(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, source_format: str,
+def _check_json_nesting(text: str) -> None:
+    """Refuse JSON too long or nested too deeply before parsing it (json.loads recurses per level)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{len(text)} characters, more than a generator config needs ({MAX_CONFIG_BYTES})")
+    depth, in_string, escaped = 0, False, False
+    for char in text:  # one pass: brackets inside strings do not nest
+        if in_string:
+            in_string = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise ValueError(f"nested more than {MAX_CONFIG_DEPTH} levels deep")
+        elif char in "]}":
+            depth -= 1
+
+
+def _loaded(state_dict: dict[str, torch.Tensor], config: GeneratorConfig | None, source_format: str,
             path: Path) -> LoadedCheckpoint:
+    config = _fitting_config(config, {key: tuple(t.shape) for key, t in state_dict.items()}, path)
     return LoadedCheckpoint(state_dict, config, source_format, path, _stored_dtype(state_dict))
+
+
+def _fitting_config(config: GeneratorConfig | None, shapes: Shapes, path: Path) -> GeneratorConfig:
+    """The config to build (the one the file names, else one read from the shapes), once the
+    file's tensor names and shapes are exactly those of that generator: a tensor can claim any
+    shape over few bytes (a zero stride, a safetensors header), so nothing is built or read
+    for a file until this holds."""
+    if config is None:
+        config = _config_from_shapes(shapes, path)
+    problems = _mismatch_summary(_expected_shapes(config), shapes)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not match its generator config: {problems}")
+    return config
 
 
 def _one_line(error: BaseException) -> str:
@@ -159,32 +227,41 @@ def _flatten(root: Any) -> Iterator[tuple[str, torch.Tensor]]:
     This one walk covers a Lightning checkpoint (``state_dict.generator.model...``), a
     plain state dict, and a TorchScript module tree, whose modules unpickle to stubs
     whose recorded state is their attribute dict. Objects are visited once: pickles may
-    contain cycles (OmegaConf nodes point to their parents).
+    contain cycles (OmegaConf nodes point to their parents). Nothing deeper than
+    :data:`_MAX_TENSOR_DEPTH` is walked: each level's path repeats the one above, so a deeply
+    nested pickle would cost time quadratic in its depth.
     """
     seen: set[int] = set()
-    pending: list[tuple[str, Any]] = [("", root)]
+    pending: list[tuple[str, Any, int]] = [("", root, 0)]
     while pending:
-        prefix, obj = pending.pop()
+        prefix, obj, depth = pending.pop()
         if isinstance(obj, torch.Tensor):
             yield prefix[:-1], obj.detach()
             continue
         if isinstance(obj, StubObject):
             obj = obj.state
-        if not isinstance(obj, dict) or id(obj) in seen:
+        if not isinstance(obj, dict) or id(obj) in seen or depth == _MAX_TENSOR_DEPTH:
             continue
         seen.add(id(obj))
-        pending.extend((f"{prefix}{key}.", value) for key, value in reversed(obj.items()) if isinstance(key, str))
+        pending.extend((f"{prefix}{key}.", value, depth + 1)
+                       for key, value in reversed(obj.items()) if isinstance(key, str))
 
 
 def _select_generator(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    """The generator's tensors with their prefix stripped, whatever that prefix is.
+    """The generator's tensors with their prefix stripped."""
+    prefix = _generator_prefix(tensors, path)
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and not k.startswith(_IGNORED_PREFIXES)}
+
+
+def _generator_prefix(keys: Iterable[str], path: Path) -> str:
+    """Whatever precedes the generator's tensor names.
 
     ``generator.`` (Lightning), ``state_dict.generator.``, IOPaint's wrapper attribute
     or none at all: the prefix is whatever precedes the first generator weight.
     """
-    tensors = {k: v for k, v in tensors.items() if not k.startswith(_IGNORED_PREFIXES)}
-    prefixes = sorted(key.removesuffix(_ANCHOR) for key in tensors
-                      if key.endswith(_ANCHOR) and key.removesuffix(_ANCHOR)[-1:] in ("", "."))
+    prefixes = sorted(key.removesuffix(_ANCHOR) for key in keys
+                      if key.endswith(_ANCHOR) and key.removesuffix(_ANCHOR)[-1:] in ("", ".")
+                      and not key.startswith(_IGNORED_PREFIXES))
     if len(prefixes) > 1:
         # e.g. a Lightning checkpoint that also keeps an averaged generator: take the one named generator.
         prefixes = [p for p in prefixes if p == "" or p.endswith("generator.")]
@@ -193,39 +270,47 @@ def _select_generator(tensors: dict[str, torch.Tensor], path: Path) -> dict[str,
     if len(prefixes) > 1:
         raise CheckpointError(f"checkpoint {path} contains several generators ({', '.join(prefixes)}); "
                               "cannot tell which to load")
-    prefix = prefixes[0]
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return prefixes[0]
 
 
-def infer_config(state_dict: dict[str, torch.Tensor]) -> GeneratorConfig:
+def infer_config(state_dict: Mapping[str, torch.Tensor]) -> GeneratorConfig:
     """big-lama's layout with the sizes read from the weights, for files that carry no config.
 
     Channel widths, depth and block count come from tensor shapes; the FFC ratios and the
     output activation cannot be told from weights and stay big-lama's. For big-lama's own
-    weights this is exactly ``BIG_LAMA_CONFIG``; anything else that does not fit is
-    reported by :func:`build_generator`.
+    weights this is exactly ``BIG_LAMA_CONFIG``. Sizes outside big-lama's family raise
+    :class:`CheckpointError`; weights that do not fit the result are reported by
+    :func:`load_checkpoint` and :func:`build_generator`.
     """
-    first = state_dict.get(_ANCHOR)
-    if first is None or first.dim() != 4:
+    return _config_from_shapes({key: tuple(t.shape) for key, t in state_dict.items()}, None)
+
+
+def _config_from_shapes(shapes: Shapes, path: Path | None) -> GeneratorConfig:
+    first = shapes.get(_ANCHOR)
+    if first is None or len(first) != 4:
         return BIG_LAMA_CONFIG
-    n_down = _count_from(state_dict, 2, "model.{}.ffc.convl2l.weight")
-    n_blocks = _count_from(state_dict, 2 + n_down, "model.{}.conv1.ffc.convl2l.weight")
-    last = state_dict.get(f"model.{4 + 4 * n_down + n_blocks}.weight")
-    return GeneratorConfig(
-        input_nc=first.shape[1],
-        output_nc=last.shape[0] if last is not None else BIG_LAMA_CONFIG.output_nc,
-        ngf=first.shape[0],
-        n_downsampling=n_down,
-        n_blocks=n_blocks,
-        init_conv_kwargs=BIG_LAMA_CONFIG.init_conv_kwargs,
-        downsample_conv_kwargs=BIG_LAMA_CONFIG.downsample_conv_kwargs,
-        resnet_conv_kwargs=BIG_LAMA_CONFIG.resnet_conv_kwargs,
-    )
+    n_down = _count_from(shapes, 2, "model.{}.ffc.convl2l.weight")
+    n_blocks = _count_from(shapes, 2 + n_down, "model.{}.conv1.ffc.convl2l.weight")
+    last = shapes.get(f"model.{4 + 4 * n_down + n_blocks}.weight")
+    try:
+        return GeneratorConfig(
+            input_nc=first[1],
+            output_nc=last[0] if last else BIG_LAMA_CONFIG.output_nc,
+            ngf=first[0],
+            n_downsampling=n_down,
+            n_blocks=n_blocks,
+            init_conv_kwargs=BIG_LAMA_CONFIG.init_conv_kwargs,
+            downsample_conv_kwargs=BIG_LAMA_CONFIG.downsample_conv_kwargs,
+            resnet_conv_kwargs=BIG_LAMA_CONFIG.resnet_conv_kwargs,
+        )
+    except ValueError as error:
+        where = f"checkpoint {path}" if path else "the checkpoint"
+        raise CheckpointError(f"{where}: its weights' shapes describe no generator of big-lama's family: {error}") from error
 
 
-def _count_from(state_dict: dict[str, torch.Tensor], start: int, pattern: str) -> int:
+def _count_from(shapes: Shapes, start: int, pattern: str) -> int:
     count = 0
-    while pattern.format(start + count) in state_dict:
+    while pattern.format(start + count) in shapes:
         count += 1
     return count
 
@@ -247,8 +332,8 @@ def _config_beside_ckpt(ckpt: Path) -> GeneratorConfig | None:
 
 def _generator_section(path: Path) -> GeneratorConfig | None:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raw = _read_yaml(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:  # ValueError: an int of 4300+ digits
         raise CheckpointError(f"cannot read {path}: {_one_line(error)}") from error
     if not isinstance(raw, dict) or not isinstance(raw.get("generator"), dict):
         return None
@@ -260,8 +345,28 @@ def _generator_section(path: Path) -> GeneratorConfig | None:
         raise CheckpointError(f"{path}: {error}") from error
     try:
         return GeneratorConfig.from_dict(section)
-    except (ValueError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"{path}: unusable generator config: {error}") from error
+    except ValueError as error:
+        raise CheckpointError(f"{path}: unusable generator config: {_one_line(error)}") from error
+
+
+def _read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of a file bounded in size and nesting first: PyYAML builds nested
+    nodes recursively, so 100,000 ``[`` would end in a RecursionError. The event stream it
+    is checked on is produced without recursion (and by libyaml when installed)."""
+    with path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"more than {MAX_CONFIG_BYTES} bytes, far more than a model config needs")
+    text = data.decode("utf-8")
+    depth = 0
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise ValueError(f"nested more than {MAX_CONFIG_DEPTH} levels deep (line {event.start_mark.line + 1})")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.safe_load(text)
 
 
 _INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")
@@ -286,7 +391,10 @@ class _Resolver:
     def __init__(self, root: dict):
         self.root = root
         self.active: list[str] = []  # references being resolved, for cycle detection
-        self.done: dict[str, Any] = {}
+        self.done: dict[str, tuple[Any, int]] = {}  # resolved value and its size, by reference
+        # References, YAML aliases and text substitution can each double what a few bytes
+        # describe; everything produced is counted against one bound.
+        self.produced = 0
 
     def value_at(self, path: str) -> Any:
         if path in self.active:
@@ -294,9 +402,18 @@ class _Resolver:
             raise CheckpointError(f"config interpolation cycle: {cycle}")
         if path not in self.done:
             self.active.append(path)
-            self.done[path] = self.resolve(self._lookup(path), path)
+            before = self.produced
+            self.done[path] = (self.resolve(self._lookup(path), path), self.produced - before)
             self.active.pop()
-        return copy.deepcopy(self.done[path])
+        value, size = self.done[path]
+        self._produce(size)
+        return copy.deepcopy(value)
+
+    def _produce(self, size: int) -> None:
+        self.produced += size
+        if self.produced > MAX_RESOLVED_SIZE:
+            raise CheckpointError(f"config expands to more than {MAX_RESOLVED_SIZE} values and characters "
+                                  "(through ${...} references or YAML aliases)")
 
     def _lookup(self, path: str) -> Any:
         node: Any = self.root
@@ -312,6 +429,7 @@ class _Resolver:
         return node
 
     def resolve(self, node: Any, where: str) -> Any:
+        self._produce(1 + len(node) if isinstance(node, str) else 1)
         if isinstance(node, dict):
             return {key: self.resolve(value, f"{where}.{key}".lstrip(".")) for key, value in node.items()}
         if isinstance(node, list):
@@ -352,23 +470,36 @@ class _Resolver:
 
 def build_generator(ckpt: LoadedCheckpoint) -> FFCResNetGenerator:
     """The generator in eval mode (fp32, CPU) with the checkpoint's weights, loaded strictly."""
-    model = FFCResNetGenerator(ckpt.config)
-    problems = _mismatch_summary(model.state_dict(), ckpt.state_dict)
-    if problems:
+    problems = _mismatch_summary(_expected_shapes(ckpt.config),
+                                 {key: tuple(t.shape) for key, t in ckpt.state_dict.items()})
+    if problems:  # checked before building: a module of the wrong size may be large
         raise CheckpointError(f"checkpoint does not match the generator config: {problems}")
+    model = FFCResNetGenerator(ckpt.config)
     model.load_state_dict(ckpt.state_dict, strict=True)
     return model.eval().requires_grad_(False)
 
 
-def _mismatch_summary(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+def _expected_shapes(config: GeneratorConfig) -> Shapes:
+    """Every tensor name of the generator ``config`` describes, with its shape; nothing allocated."""
+    return dict(_generator_shapes(config))
+
+
+@functools.lru_cache(maxsize=8)
+def _generator_shapes(config: GeneratorConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    # Built on the meta device: shapes without storage, in milliseconds for any config that exists.
+    with torch.device("meta"):
+        return tuple((key, tuple(t.shape)) for key, t in FFCResNetGenerator(config).state_dict().items())
+
+
+def _mismatch_summary(expected: Shapes, found: Shapes) -> str:
     """'' when the keys and shapes agree, else a readable account with a few examples."""
     def examples(keys: list[str]) -> str:
         return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
 
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k}: checkpoint {list(found[k].shape)} vs model {list(v.shape)}"
-              for k, v in expected.items() if k in found and found[k].shape != v.shape]
+    shapes = [f"{k}: checkpoint {list(found[k])} vs model {list(v)}"
+              for k, v in expected.items() if k in found and found[k] != v]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing keys (e.g. {examples(missing)})")
