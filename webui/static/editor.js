@@ -206,15 +206,16 @@ async function openPhoto(file) {
   const problems = overLimits(bitmap.width, bitmap.height, file.size);
   if (problems.length) {
     const [width, height] = fitLimits(bitmap.width, bitmap.height);
+    const copy = width < bitmap.width ? `a downscaled copy (${width}×${height})` : 'a re-encoded copy';
     say(`“${file.name}” is ${bitmap.width}×${bitmap.height}, ${problems.join(' and ')}: too large for this server.`, 'error', [
-      {label: `Repair a downscaled copy (${width}×${height})`, run: () => openCopy(file, bitmap, width, height, notes)},
+      {label: `Repair ${copy}`, run: () => openCopy(file, bitmap, width, height, notes)},
       {label: 'Cancel', run: () => bitmap.close()},
     ]);
     return;
   }
   if (!SERVER_FORMATS.has(kind)) {
     notes.push(`converted from ${kind.toUpperCase()} to PNG`);
-    file = await encodeCopy(bitmap, bitmap.width, bitmap.height, file.name, 'png');
+    file = await encodeCopy(bitmap, bitmap.width, bitmap.height, file.name);
   }
   openSession(file, bitmap, notes);
 }
@@ -224,13 +225,14 @@ function fitLimits(width, height) {
   return [Math.max(1, Math.floor(width * scale)), Math.max(1, Math.floor(height * scale))];
 }
 
-async function encodeCopy(bitmap, width, height, name, format) {
+async function encodeCopy(bitmap, width, height, name) {
+  // PNG; JPEG (quality 0.92) when the PNG would be over the upload limit.
   const canvas = newCanvas(width, height);
   const context = canvas.getContext('2d');
   context.imageSmoothingQuality = 'high';
   context.drawImage(bitmap, 0, 0, width, height);
   let blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
-  if (format !== 'png' || blob.size > props.max_bytes) {
+  if (blob.size > props.max_bytes) {
     blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/jpeg', 0.92));
   }
   const extension = blob.type === 'image/png' ? 'png' : 'jpg';
@@ -238,15 +240,16 @@ async function encodeCopy(bitmap, width, height, name, format) {
 }
 
 async function openCopy(file, bitmap, width, height, notes) {
-  say(`Making a ${width}×${height} copy of “${file.name}”…`);
-  const copy = await encodeCopy(bitmap, width, height, file.name, 'png');
+  const what = width < bitmap.width ? 'a downscaled copy' : 'a re-encoded copy';
+  say(`Making ${what} of “${file.name}”…`);
+  const copy = await encodeCopy(bitmap, width, height, file.name);
   bitmap.close();
   if (copy.size > props.max_bytes) {
-    say(`Even a ${width}×${height} copy is over ${(props.max_bytes / 2 ** 20).toFixed(0)} MB; choose a smaller photo.`, 'error');
+    say(`Even ${what} (${width}×${height}) is over ${(props.max_bytes / 2 ** 20).toFixed(0)} MB; choose a smaller photo.`, 'error');
     return;
   }
   const scaled = await createImageBitmap(copy);
-  openSession(copy, scaled, [...notes, `a downscaled copy of ${file.name} (the original was too large)`], file.name);
+  openSession(copy, scaled, [...notes, `${what} of ${file.name} (the original was too large)`], file.name);
 }
 
 function openSession(file, bitmap, notes, name = file.name) {
@@ -731,7 +734,7 @@ function clearStrokes() {
   say('Strokes cleared (Undo brings them back).', 'info', [{label: 'Undo', run: undo}]);
 }
 
-async function compose(target, index) {
+function compose(target, index) {
   // history[index] as a picture: the original with the repaired rectangles of the chain of
   // results that led to it drawn over it.
   if (index === 0) return target.original;
@@ -751,12 +754,11 @@ function drawPatch(context, entry) {
   context.drawImage(entry.patch, x, y, width, height);
 }
 
-async function selectEntry(index, clearForward = true) {
+function selectEntry(index, clearForward = true) {
   if (!session || index < 0 || index >= session.history.length) return;
   if (clearForward) session.forward = [];
   const target = session;
-  const display = await compose(target, index);
-  if (session !== target) return;
+  const display = compose(target, index);
   target.index = index;
   target.display = display;
   render();
@@ -791,10 +793,10 @@ function showResult(entry) {
     link = document.createElement('span');
     link.textContent = 'Too large to send without a file: free space on the server and repair again to download it.';
   }
-  if (entry.unsaved) link.title = 'The server could not store this result (its disk is full): download it now.';
   const summary = document.createElement('span');
   summary.className = 'summary';
-  summary.textContent = entry.summary;
+  summary.textContent = entry.unsaved ? `${entry.summary} · not stored on the server (its disk is full): download it now`
+    : entry.summary;
   const waited = document.createElement('span');
   waited.className = 'waited';
   waited.textContent = entry.waited || '';
@@ -833,12 +835,11 @@ function thumbnail(bitmap) {
 function setBusy(busy) {
   ui.repair.disabled = busy;
   ui.repair.textContent = busy ? 'Repairing…' : 'Repair';
-  root.toggleAttribute('data-busy', busy);
 }
 
 async function imagePath(target, index) {
   const entry = target.history[index];
-  if (entry.image) return entry.image;
+  if (entry.image) return {path: entry.image.path}; // (without the inline copy of a result the server could not write)
   if (!target.upload) startUpload(target);
   try {
     return {path: (await target.upload).path};
@@ -967,7 +968,7 @@ async function receive(job, answer) {
     target.ops = target.ops.filter((op) => !job.sent.includes(op));
     target.redo = [];
     replayMask(target);
-    target.display = await displayWith(target, job.from, entry);
+    target.display = displayWith(target, job.from, entry);
     target.index = target.history.length - 1;
     if (target === session) {
       renderHistory();
@@ -989,10 +990,10 @@ async function receive(job, answer) {
   if (pending === job) finish();
 }
 
-async function displayWith(target, from, entry) {
+function displayWith(target, from, entry) {
   // history[from] with the new result's rectangle drawn over it: in place when the canvas
   // on screen already shows history[from] (the usual case: repair, repair again).
-  let canvas = target.index === from && target.display !== target.original ? target.display : await compose(target, from);
+  let canvas = target.index === from && target.display !== target.original ? target.display : compose(target, from);
   if (canvas === target.original) {
     canvas = newCanvas(target.width, target.height);
     canvas.getContext('2d').drawImage(target.original, 0, 0);
