@@ -341,6 +341,29 @@ def test_a_repair_gradio_refuses_before_the_handler_keeps_the_last_result(page: 
     expect(page.locator("#repair")).to_be_enabled()
 
 
+def test_a_photo_the_server_no_longer_has_is_uploaded_again(page: Page, server: LiveServer, photo):
+    """Uploads expire; the page still has the photo: it uploads it again and the repair goes on."""
+    path, _ = photo
+    uploads = []
+    page.on("request", lambda request: uploads.append(request.url) if "/gradio_api/upload" in request.url else None)
+    placement = open_photo(page, path)
+    drag(page, placement, *STROKE)
+    joins = []
+
+    def expired_once(route: Route) -> None:
+        body = json.loads(route.request.post_data)
+        joins.append(body["event_data"]["photo"]["path"])
+        if len(joins) == 1:  # as if the sweep had removed it (and the server had forgotten it)
+            body["event_data"]["photo"]["path"] = str(server.folder / "cache" / "expired" / "photo.png")
+            return route.continue_(post_data=json.dumps(body))
+        route.continue_()
+
+    page.route(JOIN, expired_once)
+    page.locator("#repair").click()
+    repaired(page)
+    assert len(joins) == 2 and joins[0] == joins[1]
+    assert len(uploads) == 3, uploads  # the photo, the mask, the photo again (the mask is still there)
+
 def test_a_hung_server_is_reported_within_10_s(page: Page, server: LiveServer, photo):
     """The server stops answering anything (SIGSTOP) while a repair runs: the page's pings of
     /livez time out and it says so; when the server wakes up, its late answer is ignored."""

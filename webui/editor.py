@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import re
 import secrets
@@ -55,8 +56,7 @@ MAX_NAME_CHARS = 80
 # A full disk: the result goes to the page inline, the download too up to this size.
 INLINE_DOWNLOAD_MAX_BYTES = 64 * 2**20
 
-NO_PHOTO = "Upload a photo first: drop it on the editor, click it to browse, or paste one."
-PHOTO_GONE = "The photo is no longer on the server (uploads expire); it is being uploaded again."
+PHOTO_GONE = "The photo is no longer on the server (uploads expire after a while)."
 FAILED = "The repair failed on the server (the log has the details); please try again."
 
 
@@ -253,11 +253,12 @@ def _data_url(data: bytes, media_type: str) -> str:
 # ---------------------------------------------------------------- the handlers
 
 def _refine_px(name: str, value: Any) -> int:
+    """A slider's value as whole pixels; ServiceError for what is not a finite number."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ServiceError(422, "invalid_option", f"{name} must be a number of pixels, got {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
+        number = math.nan
+    if not math.isfinite(number):
         raise ServiceError(422, "invalid_option", f"{name} must be a number of pixels, got {value!r}")
     return int(number)
 

@@ -849,17 +849,21 @@ async function imagePath(target, index) {
   }
 }
 
-async function repair({rerun = false, retried = false} = {}) {
+async function repair({rerun = false, retry = null} = {}) {
+  // rerun: with the last repair's mask; retry: the same job again (its mask is on the server).
   if (pending) return; // one repair at a time: a double click runs one job
   if (!session) return say(NO_PHOTO, 'error');
   const target = session;
-  const started = performance.now();
+  const started = retry ? retry.started : performance.now();
   const id = `r${++requestCount}-${Math.random().toString(36).slice(2, 8)}`;
-  pending = {id, started, target, from: target.index, sent: rerun ? [] : target.ops.slice(), rerun, retried};
+  const sent = retry ? retry.sent : rerun ? [] : target.ops.slice();
+  pending = {id, started, target, from: retry ? retry.from : target.index, sent, retried: !!retry};
   setBusy(true);
   try {
     let mask;
-    if (rerun) {
+    if (retry) {
+      mask = retry.mask;
+    } else if (rerun) {
       if (!target.lastMask) throw new Error('Nothing to rerun yet: repair once first.');
       mask = target.lastMask;
     } else {
@@ -941,8 +945,14 @@ async function receive(job, answer) {
       // Uploads expire on the server; the browser still has the photo: upload it again.
       finish();
       startUpload(target);
-      say(answer.error);
-      if (target === session) repair({rerun: job.rerun, retried: true});
+      say(`${answer.error} Uploading it again…`);
+      if (target === session) repair({retry: job});
+      return;
+    }
+    if (answer.code === 'photo_gone') {
+      finish();
+      say('This result is no longer on the server (results expire after a while): step back to the original ' +
+        '(Undo, or its thumbnail) and repair again.', 'error');
       return;
     }
     finish();
