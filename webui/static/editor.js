@@ -1106,6 +1106,7 @@ const keyListeners = {
       render();
     } else if (key === 'Escape') {
       ui.help.hidden = true;
+      ui.more.open = false;
       fit();
     } else if (key === '?') {
       ui.help.hidden = !ui.help.hidden;
@@ -1133,6 +1134,9 @@ const keyListeners = {
       event.preventDefault();
       openPhoto(file);
     }
+  },
+  pointerdown(event) {
+    if (ui.more.open && !ui.more.contains(event.target)) ui.more.open = false; // a menu closes on a click elsewhere
   },
   blur() {
     spaceHeld = false;
