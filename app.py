@@ -48,6 +48,7 @@ class Settings:
     outputs_dir: str
     logs_dir: str
     queue_capacity: int
+    queue_stuck_after_s: float  # 0: no watchdog
     gpu_workers: int | str  # a count, or "auto"
     max_upload_mb: int
     max_pixels: int
@@ -85,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs-dir")
     parser.add_argument("--logs-dir")
     parser.add_argument("--queue-capacity", type=int)
+    parser.add_argument("--queue-stuck-after-s", type=float,
+                        help="a repair running longer than this makes /readyz 503 until it ends (0: never)")
     parser.add_argument("--gpu-workers", type=_workers, metavar="auto|N",
                         help="repairs that may run at once, within the GPU memory budget (auto: 2 on CUDA, 1 on CPU)")
     parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
@@ -274,7 +277,8 @@ def build_app(settings: Settings):
 
     # The budget is known once the warm-up has measured what the process holds at rest.
     workers = resolve_gpu_workers(settings.gpu_workers, engine.device.type == "cuda" and not engine.uses_fallback)
-    queue = JobQueue(settings.queue_capacity, workers=workers)
+    queue = JobQueue(settings.queue_capacity, workers=workers,
+                     stuck_after_s=settings.queue_stuck_after_s or None)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth,
                              model_loaded=lambda: 0.0 if engine.uses_fallback else 1.0,
                              gpu_available=lambda: 1.0 if engine.device.type == "cuda" else 0.0,
