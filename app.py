@@ -56,6 +56,7 @@ class Settings:
     strategy: str
     dilate: int
     feather: int
+    mask_threshold: int
     api_token: str | None
     auth: str | None
     allowed_hosts: list[str]  # Host names accepted besides loopback names (and IP addresses on a public bind)
@@ -93,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
     parser.add_argument("--dilate", type=int, help="default mask dilation, px")
     parser.add_argument("--feather", type=int, help="default edge feather, px")
+    parser.add_argument("--mask-threshold", type=int, help="default: mask values above it are repaired (0..254)")
     parser.add_argument("--api-token", help="or LAMA_API_TOKEN; protects /api/v1/*")
     parser.add_argument("--auth", help="USER:PASS, or LAMA_AUTH; protects the UI")
     parser.add_argument("--allowed-hosts", type=_names, metavar="NAMES",
@@ -177,6 +179,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise SystemExit("error: --auth must be USER:PASS")
     if not _is_gpu_workers(settings.gpu_workers):
         raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
+    if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
+        raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
     _check_edge_names(settings)
     return settings
 
@@ -313,7 +317,8 @@ def build_app(settings: Settings):
 
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 
-    defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather)
+    defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
+                             mask_threshold=settings.mask_threshold)
     api = create_api(service, api_token=settings.api_token, defaults=defaults)
     # Added last, so outermost: Host, Origin, CORS and body size for every route, API and UI alike.
     api.add_middleware(EdgeMiddleware, policy=edge_policy(settings))

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lama import bench, imageio
+from lama import bench, imageio, masks
 from lama.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, save_safetensors
 from lama.download import BIG_LAMA, DownloadError, download_big_lama
 from lama.engine import DEVICES, PRECISIONS, STRATEGIES, EngineError, InpaintEngine
@@ -75,7 +75,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     for image_path, mask_path, out_path in tqdm(jobs, disable=len(jobs) == 1, unit="image"):
         try:
             image = imageio.read_image(image_path)
-            mask = imageio.read_mask(mask_path)
+            mask = masks.binarize(imageio.read_mask(mask_path), args.mask_threshold)
             result = engine.inpaint(image, mask, strategy=args.strategy, dilate=args.dilate, feather=args.feather)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             imageio.write_image_atomic(out_path, result)
@@ -154,13 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: models/big-lama.*, else OpenCV fallback)")
     p.add_argument("--image", type=Path, required=True, help="image file or directory")
     p.add_argument("--mask", type=Path, required=True,
-                   help="mask file or directory (masks matched by stem or STEM_mask; nonzero = repair)")
+                   help="mask file or directory (masks matched by stem or STEM_mask; values above "
+                        "--mask-threshold = repair)")
     p.add_argument("--output", type=Path, required=True, help="output file or directory")
     add_runtime(p)
     p.add_argument("--strategy", choices=STRATEGIES, default="crop",
                    help="crop (default; only above 800 px), resize (above 1280 px) or original")
     p.add_argument("--dilate", type=_non_negative, default=0, help="grow the mask by N pixels")
     p.add_argument("--feather", type=_non_negative, default=0, help="blend the repair into the mask edge over N pixels")
+    p.add_argument("--mask-threshold", type=_threshold, default=masks.DEFAULT_THRESHOLD, metavar="0..254",
+                   help=f"mask values above it are repaired (default {masks.DEFAULT_THRESHOLD}; "
+                        "0: any nonzero value, the official pipeline's rule)")
     p.set_defaults(run=cmd_inpaint)
 
     p = commands.add_parser("convert", help="write a checkpoint as .safetensors (with its config)")
@@ -199,6 +203,13 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _threshold(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= masks.MAX_THRESHOLD:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {masks.MAX_THRESHOLD}, got {value}")
     return value
 
 

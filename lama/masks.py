@@ -42,13 +42,24 @@ class Box(NamedTuple):
         return (self.bottom - self.top) * (self.right - self.left)
 
 
-def binarize(mask: np.ndarray) -> np.ndarray:
-    """Any nonzero value means "repair", as in the official pipeline (anti-aliased edges count)."""
+DEFAULT_THRESHOLD = 127  # what the service, the UI and the CLI use unless told otherwise
+MAX_THRESHOLD = 254  # 255 would repair nothing
+
+
+def binarize(mask: np.ndarray, threshold: int = 0) -> np.ndarray:
+    """Values above `threshold` mean "repair"; a boolean mask is already decided.
+
+    0 is the official pipeline's rule (any nonzero value, so anti-aliased edges count). People's
+    masks are rarely that clean: a JPEG mask has no exact zeros, a soft brush fades out over many
+    levels, so the service's default is the midpoint (DEFAULT_THRESHOLD).
+    """
     if mask.ndim == 3:
         mask = mask.max(axis=2)
     if mask.ndim != 2:
         raise ValueError(f"mask must be H×W or H×W×C, got an array of shape {mask.shape}")
-    return mask > 0
+    if mask.dtype == bool:
+        return mask
+    return mask > threshold
 
 
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:

@@ -134,9 +134,12 @@ def create_api(service: RepairService, api_token: str | None = None,
     async def inpaint(image: UploadFile = File(..., description="the photo"),
                       mask: UploadFile = File(..., description="same size; nonzero (or painted alpha) = repair"),
                       strategy: str = Form(defaults.strategy), dilate: int = Form(defaults.dilate),
-                      feather: int = Form(defaults.feather), format: str = Form(defaults.format)) -> Response:
+                      feather: int = Form(defaults.feather), format: str = Form(defaults.format),
+                      mask_threshold: int = Form(defaults.mask_threshold,
+                                                 description="mask values above it are repaired (0..254; 0: any "
+                                                             "nonzero, the official rule)")) -> Response:
         """Repair `image` where `mask` is set; the response body is the repaired image."""
-        options = RepairOptions(strategy, dilate, feather, format)
+        options = RepairOptions(strategy, dilate, feather, format, mask_threshold)
         decoded = None
         try:
             service.check_before_decode(options, {"image": image.size, "mask": mask.size})

@@ -38,7 +38,7 @@ import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
 
-from lama import imageio
+from lama import imageio, masks
 from lama.files import write_bytes_atomic
 from webui.outputs import EXTENSIONS
 from webui.service import MEDIA_TYPES, RepairOptions, RepairService, ServiceError
@@ -51,7 +51,6 @@ PREVIEW_QUALITY = 88
 PATCH_PNG_MAX_PIXELS = 1_000_000  # a repaired rectangle up to this size is sent exact (PNG)
 PATCH_SIDE_PX = 2048  # a larger one as a JPEG with at most this long side
 RESULTS_FOLDER = "editor"  # under the UI cache: one unguessable folder per result
-DEFAULT_MASK_THRESHOLD = 127  # uploaded mask files: pixels above it are repaired (0: any nonzero)
 MAX_NAME_CHARS = 80
 # A full disk: the result goes to the page inline, the download too up to this size.
 INLINE_DOWNLOAD_MAX_BYTES = 64 * 2**20
@@ -335,7 +334,7 @@ class EditorBackend:
         try:
             image = self.images.get(photo_path, self.service.limits)
             # The page sends black and white; any threshold reads it the same.
-            mask = imageio.read_mask(mask_path, self.service.limits) > DEFAULT_MASK_THRESHOLD
+            mask = masks.binarize(imageio.read_mask(mask_path, self.service.limits), masks.DEFAULT_THRESHOLD)
         except imageio.ImageTooLargeError as error:
             raise ServiceError(413, "image_too_large", self.files.message(error)) from None
         except imageio.ImageError as error:
@@ -360,7 +359,7 @@ class Assets:
         return cls(*((folder / f"editor.{kind}").read_text(encoding="utf-8") for kind in ("html", "css", "js")))
 
 
-def build_editor(backend: EditorBackend, mask_threshold: int = DEFAULT_MASK_THRESHOLD,
+def build_editor(backend: EditorBackend, mask_threshold: int = masks.DEFAULT_THRESHOLD,
                  assets: Assets | None = None, **kwargs: Any) -> gr.HTML:
     """The editor component, placed in the current Blocks: its value is the last answer of
     the "repair" event (EditorBackend.repair); listen to it with `editor.repair(...)`.

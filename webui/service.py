@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 import torch
 
-from lama import imageio
+from lama import imageio, masks
 from lama.engine import STRATEGIES, InpaintEngine
 from lama.memory import format_bytes
 from monitor.metrics import ServiceMetrics
@@ -55,6 +55,7 @@ class RepairOptions:
     dilate: int = 0
     feather: int = 0
     format: str = "png"
+    mask_threshold: int = masks.DEFAULT_THRESHOLD  # mask values above it are repaired; 0: any nonzero
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -64,6 +65,9 @@ class RepairOptions:
             value = getattr(self, name)
             if not 0 <= value <= MAX_REFINE_PX:
                 raise ServiceError(422, "invalid_option", f"{name} must be between 0 and {MAX_REFINE_PX} px, got {value}")
+        if not 0 <= self.mask_threshold <= masks.MAX_THRESHOLD:
+            raise ServiceError(422, "invalid_option", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
+                                                      f"got {self.mask_threshold}")
         if self.format not in EXTENSIONS:
             raise ServiceError(422, "invalid_option",
                                f"format must be one of {', '.join(EXTENSIONS)}, got {self.format!r}")
@@ -189,6 +193,8 @@ class RepairService:
         pass on the CPU when there is a budget: call it off the event loop."""
         options.validate()
         self._check_arrays(decoded.image, decoded.mask)
+        # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
+        decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
         run_options, estimate = self._fit_to_gpu(decoded, options)
         try:
             return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)

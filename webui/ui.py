@@ -44,7 +44,7 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
         with gr.Tabs() as tabs:
             with gr.Tab("Repair", id="repair-tab"):
                 # The editor holds the tools, the canvas, Repair and the result (webui/editor.py).
-                editor = build_editor(backend, elem_id="editor")
+                editor = build_editor(backend, mask_threshold=defaults.mask_threshold, elem_id="editor")
                 with gr.Row():
                     strategy = gr.Radio(list(STRATEGIES), value=defaults.strategy, label="Strategy",
                                         info="crop: repair around each painted area at full resolution; "
