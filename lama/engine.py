@@ -30,7 +30,7 @@ from lama.checkpoint import build_generator, load_checkpoint
 from lama.fallback import telea_inpaint
 from lama.fastnet import FastGenerator
 from lama.memory import MemoryModel, budget_bytes, format_bytes, peak_above_baseline, steady_reserved_bytes
-from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator, parameter_count
+from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator, GeneratorConfig, parameter_count
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def find_default_model() -> Path | None:
     return next((path for path in DEFAULT_MODEL_CANDIDATES if path.exists()), None)
+
+
+def model_name(config: GeneratorConfig, parameters: int) -> str:
+    """'big-lama' only for big-lama's own architecture; a smaller network (the test checkpoint)
+    is named by its size, so that /healthz and the report never pass it off as big-lama."""
+    return "big-lama" if config == BIG_LAMA_CONFIG else f"lama-{parameters / 1e6:.1f}M"
 
 
 class InpaintEngine:
@@ -193,12 +199,13 @@ class InpaintEngine:
                 "note": "no big-lama weights found: using OpenCV Telea inpainting "
                         "(run `python -m lama download` for the real model)",
             }
+        parameters = parameter_count(self.generator)
         return {
-            "name": "big-lama", "loaded": True, "fallback": False, "device": str(self.device),
-            "precision": self.precision,
+            "name": model_name(self.generator.config, parameters), "loaded": True, "fallback": False,
+            "device": str(self.device), "precision": self.precision,
             "source": self.source.format if self.source else "random",
             "path": str(self.source.path) if self.source else None,
-            "parameters": parameter_count(self.generator),
+            "parameters": parameters,
         }
 
     # ------------------------------------------------------------------ inference

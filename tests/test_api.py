@@ -431,8 +431,9 @@ def test_healthz_has_the_documented_shape(client):
     health = response.json()
     assert set(health) == {"status", "model", "gpu_mem", "gpu", "queue", "gpu_budget", "uptime_s", "sample"}
     assert health["status"] == "ok"
-    assert health["model"] == {"name": "big-lama", "loaded": True, "device": "cpu", "precision": "fp32",
-                               "source": "official-dir"}
+    # The test checkpoint is named by its size: only big-lama's architecture is called big-lama.
+    assert health["model"] == {"name": "lama-0.5M", "loaded": True, "device": "cpu", "precision": "fp32",
+                               "source": "official-dir", "parameters": 533_795}
     assert re.fullmatch(r"\d+\.\d+GB", health["gpu_mem"]) and health["gpu_mem"] == "0.0GB"
     assert health["gpu"] is None
     assert health["queue"] == {"depth": 0, "capacity": 64}

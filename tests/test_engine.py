@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lama import masks
-from lama.engine import EngineError, HDSettings, InpaintEngine
+from lama.engine import EngineError, HDSettings, InpaintEngine, model_name
+from lama.model import BIG_LAMA_CONFIG
 
 # Small thresholds so that the crop and resize strategies really engage on test-sized images.
 SMALL_HD = HDSettings(crop_trigger=48, crop_margin=8, resize_limit=40)
@@ -321,3 +322,9 @@ def test_stage_timings_cover_the_repair(engine):
     assert all(value > 0 for value in timings.values())
     assert sum(timings.values()) <= elapsed
     assert timings["infer"] > timings["preprocess"], "the model run is the expensive part"
+
+
+def test_only_big_lama_s_architecture_is_called_big_lama(tiny_dir):
+    assert model_name(BIG_LAMA_CONFIG, 50_975_875) == "big-lama"
+    tiny = InpaintEngine(tiny_dir, device="cpu").describe()
+    assert tiny["name"] == "lama-0.5M" and tiny["parameters"] == 533_795

@@ -422,7 +422,7 @@ class RepairService:
         stuck = self.queue.stuck()
         health = {
             "status": "degraded" if info["fallback"] or not self.gpu_healthy or stuck is not None else "ok",
-            "model": {key: info[key] for key in ("name", "loaded", "device", "precision", "source")},
+            "model": {key: info[key] for key in ("name", "loaded", "device", "precision", "source", "parameters")},
             # The form the seed's probes already parse (nvidia-smi's "used" of our GPU).
             "gpu_mem": f"{_gpu_memory_used(self.engine.device, gpu, sample) / 1e9:.1f}GB",
             "gpu": gpu,
