@@ -194,17 +194,20 @@ def test_refresh_reads_only_the_window_and_fills_every_output_in_order():
     values = dashboard.refresh(sampler, request_log(record(NOW - 30)), "last 15 min", now=NOW)
 
     assert sampler.asked == [NOW - 900]
-    *plots, table = values
+    note, *plots, table = values
     assert all(plot["x_lim"] == [-15, 0] and isinstance(plot["value"], pd.DataFrame) for plot in plots)
     gpu_memory, _, cpu, rss, latency = (plot["value"] for plot in plots)
-    assert values[0]["caption"] is None
+    assert note["visible"] is False and plots[0]["visible"] is True and plots[1]["visible"] is True
     assert cpu["minutes"].min() >= -15 and len(rss) == 90  # 15 minutes of samples every 10 s
     assert len(latency) == 2 and len(table) == 1
 
 
-def test_refresh_without_a_gpu_captions_the_gpu_plots():
-    values = dashboard.refresh(FakeSampler([sample(NOW - 1, gpus=0)]), None, "last 5 min", now=NOW)
-    assert [plot.get("caption") for plot in values] == [NO_GPU, NO_GPU, None, None]
+def test_refresh_without_a_gpu_says_so_in_one_line_instead_of_two_empty_plots():
+    note, gpu_memory, gpu_utilization, cpu, rss = dashboard.refresh(FakeSampler([sample(NOW - 1, gpus=0)]), None,
+                                                                   "last 5 min", now=NOW)
+    assert note == {"__type__": "update", "value": NO_GPU, "visible": True}
+    assert gpu_memory["visible"] is False and gpu_utilization["visible"] is False
+    assert "visible" not in cpu and "visible" not in rss and not cpu["value"].empty
 
 
 def test_refresh_with_monitoring_off_shows_only_the_requests():

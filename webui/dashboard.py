@@ -236,7 +236,7 @@ def x_lim(window_label: str) -> list[float]:
 def refresh(sampler: SampleSource | None, requests: RequestSource | None, window_label: str,
             now: float | None = None) -> list[Any]:
     """One timer tick: the window read from memory and shaped, in the tab's output order
-    (the four resource plots when sampling, then latency and table when recording).
+    (when sampling: the GPU note, the four resource plots; then latency and table when recording).
 
     Every plot gets its x limits each time (the window may have changed); Gradio rebuilds
     a plot only when they differ from what it shows, so a tick just swaps the data.
@@ -251,9 +251,12 @@ def refresh(sampler: SampleSource | None, requests: RequestSource | None, window
     limits = x_lim(window_label)
     values: list[Any] = []
     if sampler is not None:
-        # The caption carries the GPU plots' empty state ("no GPU: ...") and clears it again.
-        values += [gr.update(value=shot.gpu_memory, x_lim=limits, caption=shot.gpu_note),
-                   gr.update(value=shot.gpu_utilization, x_lim=limits, caption=shot.gpu_note),
+        # Without GPU readings the two GPU plots give way to one line saying why ("no GPU: ..."),
+        # rather than two empty charts; they come back with the first reading.
+        gpu_plots = shot.gpu_note is None
+        values += [gr.update(value=shot.gpu_note or "", visible=not gpu_plots),
+                   gr.update(value=shot.gpu_memory, x_lim=limits, visible=gpu_plots),
+                   gr.update(value=shot.gpu_utilization, x_lim=limits, visible=gpu_plots),
                    gr.update(value=shot.cpu, x_lim=limits), gr.update(value=shot.rss, x_lim=limits)]
     if requests is not None:
         values += [gr.update(value=shot.latency, x_lim=limits), shot.table]
@@ -283,6 +286,7 @@ def build_resources_tab(tabs: gr.Tabs, sampler: SampleSource | None, requests: R
             gr.Markdown(MONITORING_OFF, elem_id="monitoring-off")
         else:
             # Memory axes start at zero: a zoomed axis makes a 1% wobble look like a leak.
+            outputs.append(gr.Markdown(visible=False, elem_id="gpu-note"))
             with gr.Row():
                 outputs += [_plot("GPU memory", "GB", "plot-gpu-memory", y_lim=[0, None]),
                             _plot("GPU utilization", "%", "plot-gpu-utilization", y_lim=[0, 100])]
