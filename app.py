@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -251,9 +252,9 @@ def build_app(settings: Settings):
     from monitor.sampler import Sampler
     from webui.api import create_api
     from webui.edge import EdgeMiddleware
-    from webui.jobs import JobQueue
-    from webui.outputs import OutputStore, Retention
-    from webui.service import RepairOptions, RepairService
+    from service.jobs import JobQueue
+    from service.storage import OutputStore, Retention
+    from service.pipeline import RepairOptions, RepairService
     from webui.ui import build_ui
     from webui.ui_guard import UIGuard
 
@@ -298,7 +299,10 @@ def build_app(settings: Settings):
         outputs.remove_temp_files()
     except OSError as error:
         log.warning("outputs: cannot clean %s: %s", outputs.root, error)
-    retention = Retention(outputs, cache_dir, settings.ui_cache_max_age_s)
+    # The UI's upload cache is swept with the outputs, on the same thread.
+    sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
+        if settings.ui_cache_max_age_s > 0 else []
+    retention = Retention(outputs, sweep_ui_cache)
     retention.start()
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests)
 

@@ -255,7 +255,7 @@ def test_a_job_too_large_for_the_budget_is_repaired_with_crop_instead(budgeted, 
 
 
 def test_the_ui_path_says_when_crop_replaced_the_strategy(budgeted):
-    from webui.service import RepairOptions
+    from service.pipeline import RepairOptions
 
     image, mask = wide_case()
     result = service_of(budgeted).repair(image, mask, RepairOptions(strategy="resize"))

@@ -22,9 +22,9 @@ from liveserver import LiveServer
 from monitor.metrics import ServiceMetrics
 from reliability import record
 from webui.api import create_api
-from webui.jobs import JobQueue
-from webui.outputs import OutputStore
-from webui.service import RepairService
+from service.jobs import JobQueue
+from service.storage import OutputStore
+from service.pipeline import RepairService
 
 WAIT_S = 10  # upper bound for conditions that normally hold within milliseconds
 

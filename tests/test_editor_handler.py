@@ -20,9 +20,9 @@ from lama.imageio import ImageLimits
 from monitor.metrics import ServiceMetrics
 from webui import editor
 from webui.editor import EditorBackend, ImageCache
-from webui.jobs import JobQueue
-from webui.outputs import OutputStore
-from webui.service import RepairService
+from service.jobs import JobQueue
+from service.storage import OutputStore
+from service.pipeline import RepairService
 
 LIMITS = ImageLimits(max_pixels=4_000_000, max_side=4000)
 

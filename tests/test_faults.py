@@ -34,7 +34,7 @@ from test_api import (decode, error_of, make_case, make_settings, repair, serve,
                       wait_until)
 from test_sampler import FakeNvml
 from test_editor_handler import mask_file, picture, uploaded
-from webui import service as service_module
+from service import pipeline as service_module
 from webui.editor import EditorBackend
 
 DRAIN_BOUND_S = 30  # configs/default.yaml shutdown_timeout_s
@@ -206,7 +206,7 @@ def test_a_full_disk_is_logged_and_results_are_still_returned_api_and_ui(app_cli
     request = editor_request(client)  # uploaded while there was room
     monkeypatch.setattr(files_module, "open", FullDisk(room=5000), raising=False)
     image, mask = make_case()
-    with caplog.at_level(logging.ERROR, logger="webui.service"):
+    with caplog.at_level(logging.ERROR, logger="service.pipeline"):
         responses = [repair(client, image, mask) for _ in range(3)]
         answer = editor_repair(client, request)
     assert all(r.status_code == 200 and "x-saved-as" not in r.headers for r in responses)
@@ -338,7 +338,7 @@ def test_a_cuda_error_in_a_repair_is_a_503_json_and_readiness_follows_the_gpu(ap
 
     monkeypatch.setattr(service.engine, "inpaint", broken_inpaint)
     monkeypatch.setattr(service, "probe_gpu", probe)
-    with caplog.at_level(logging.ERROR, logger="webui.service"):
+    with caplog.at_level(logging.ERROR, logger="service.pipeline"):
         response = repair(client, *make_case())
     message = error_of(response, 503, "gpu_error")
     assert "GPU" in message and int(response.headers["retry-after"]) >= 1
@@ -423,7 +423,7 @@ def test_out_of_gpu_memory_frees_the_cache_retries_once_then_answers_503_and_kee
     image, mask = make_case(seed=9)
     try:
         hook.failures = 1
-        with caplog.at_level(logging.WARNING, logger="webui.service"):
+        with caplog.at_level(logging.WARNING, logger="service.pipeline"):
             response = repair(client, image, mask, dilate=0, feather=0)
         assert response.status_code == 200, "one out-of-memory error: cache freed, retried, repaired"
         assert events == ["out of memory", "empty_cache", "model"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from webui.jobs import DEFAULT_WORKERS, JobQueue, QueueFull, Timed
+from service.jobs import DEFAULT_WORKERS, JobQueue, QueueFull, Timed
 
 WAIT_S = 10  # upper bound for conditions that normally hold within milliseconds
 MB = 10**6
@@ -392,7 +392,7 @@ def test_at_exit_the_queued_jobs_finish_and_the_workers_stop(tmp_path):
     way concurrent.futures treats its executors: the job in hand finishes instead of being cut
     off by the exit, and no worker is left running into the interpreter's finalization."""
     done = tmp_path / "done"
-    script = (f"import time\nfrom webui.jobs import JobQueue\nq = JobQueue(4)\n"
+    script = (f"import time\nfrom service.jobs import JobQueue\nq = JobQueue(4)\n"
               f"q.submit(lambda: time.sleep(0.3) or open({str(done)!r}, 'w').write('ran'))\n")
     root = Path(__file__).resolve().parents[1]
     finished = subprocess.run([sys.executable, "-c", script], cwd=root, timeout=60, capture_output=True, text=True)

@@ -18,9 +18,9 @@ from reliability import record
 from test_api import encode, make_case, make_settings, serve, service_of, wait_until
 
 from lama import files
-from webui import outputs as outputs_module
+from service import storage as outputs_module
 from webui import ui_cache
-from webui.outputs import OutputStore, Retention
+from service.storage import OutputStore, Retention
 
 DAY = 86400
 NOW = time.time()
@@ -236,7 +236,7 @@ def test_the_settings_reach_the_store(tiny_dir, tmp_path):
     with serve(settings, wait_ready=False) as client:
         store = service_of(client).outputs
         assert (store.keep_days, store.keep_bytes) == (2.5, 500_000_000)
-        assert client.app.state.retention.cache_dir == (tmp_path / "cache").resolve()
+        assert client.app.state.retention.also_sweep[0].args[0] == (tmp_path / "cache").resolve()
 
 
 # ------------------------------------------------------------------ the UI's upload cache

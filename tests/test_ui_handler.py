@@ -10,9 +10,9 @@ from lama.engine import InpaintEngine
 from lama.imageio import ImageLimits
 from monitor.metrics import ServiceMetrics
 from webui import ui
-from webui.jobs import JobQueue
-from webui.outputs import OutputStore
-from webui.service import RepairOptions, RepairService
+from service.jobs import JobQueue
+from service.storage import OutputStore
+from service.pipeline import RepairOptions, RepairService
 
 LIMITS = ImageLimits(max_pixels=1_000_000, max_side=1200)
 

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.metrics import CONTENT_TYPE
 from webui.edge import API_PREFIX
-from webui.service import RepairOptions, RepairService, ServiceError
+from service.pipeline import RepairOptions, RepairService, ServiceError
 
 # Multipart framing on top of the two files; a larger body is refused as it streams in.
 UPLOAD_OVERHEAD_BYTES = 1 << 20

@@ -40,8 +40,8 @@ from gradio.utils import get_upload_folder
 
 from lama import imageio, masks
 from lama.files import write_bytes_atomic
-from webui.outputs import EXTENSIONS
-from webui.service import MEDIA_TYPES, RepairOptions, RepairService, ServiceError
+from service.storage import EXTENSIONS
+from service.pipeline import MEDIA_TYPES, RepairOptions, RepairService, ServiceError
 
 log = logging.getLogger(__name__)
 

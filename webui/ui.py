@@ -12,7 +12,7 @@ import gradio as gr
 from lama.engine import STRATEGIES
 from webui.dashboard import build_resources_tab
 from webui.editor import EditorBackend, build_editor
-from webui.service import RepairOptions, RepairService
+from service.pipeline import RepairOptions, RepairService
 
 SLIDER_MAX_PX = 64  # dilate/feather beyond this is rarely useful; the service accepts more
 # Several handlers may wait on the service's GPU queue at once, so that one repair can be

@@ -21,11 +21,11 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lama.files import TEMP_NAME, remove_if_abandoned, write_bytes_atomic
-from webui import ui_cache
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +147,13 @@ class OutputStore:
 
 
 class Retention:
-    """A daemon thread that sweeps the outputs (and the UI's upload cache) every `interval_s`,
-    and early when saves push the outputs over their byte budget (at most every `min_gap_s`)."""
+    """A daemon thread that sweeps the outputs every `interval_s`, and early when saves push them
+    over their byte budget (at most every `min_gap_s`). `also_sweep` are further sweeps the
+    composition root hands in (the web UI's upload cache), so storage knows nothing of the UI."""
 
-    def __init__(self, store: OutputStore, cache_dir: Path | None = None, cache_max_age_s: float = 0,
+    def __init__(self, store: OutputStore, also_sweep: Sequence[Callable[[], object]] = (),
                  interval_s: float = 60.0, min_gap_s: float = 5.0):
-        self.store, self.cache_dir, self.cache_max_age_s = store, cache_dir, cache_max_age_s
+        self.store, self.also_sweep = store, tuple(also_sweep)
         self.interval_s, self.min_gap_s = interval_s, min_gap_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -160,8 +161,8 @@ class Retention:
     def sweep(self) -> None:
         try:
             self.store.sweep()
-            if self.cache_dir is not None and self.cache_max_age_s > 0:
-                ui_cache.sweep(self.cache_dir, self.cache_max_age_s)
+            for sweep in self.also_sweep:
+                sweep()
         except OSError as error:  # a disk problem must not end the thread
             log.warning("retention sweep failed: %s", error)
 

@@ -28,8 +28,8 @@ from lama.memory import format_bytes
 from monitor.metrics import ServiceMetrics
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
-from webui.jobs import JobQueue, QueueFull, Timed
-from webui.outputs import EXTENSIONS, OutputStore
+from service.jobs import JobQueue, QueueFull, Timed
+from service.storage import EXTENSIONS, OutputStore
 
 log = logging.getLogger(__name__)
 
