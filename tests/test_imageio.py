@@ -394,7 +394,7 @@ def test_quality_changes_jpeg_size():
 
 
 def test_encode_rejects_user_choices():
-    with pytest.raises(ImageError, match="unsupported output format 'gif'"):
+    with pytest.raises(ImageError, match="format must be one of png, jpeg, webp, jpg, same, got 'gif'"):
         encode_image(colourful(), "gif")
     with pytest.raises(ImageError, match="quality"):
         encode_image(colourful(), "jpeg", quality=0)

@@ -18,6 +18,7 @@ import contextlib
 import hmac
 import logging
 import time
+from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
@@ -30,6 +31,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lama.output_formats import CHOICES as FORMAT_CHOICES
+from lama.output_formats import OUTPUT_FORMATS
 from monitor.metrics import CONTENT_TYPE
 from webui.edge import API_PREFIX
 from service.pipeline import RepairOptions, RepairService, ServiceError
@@ -47,6 +50,15 @@ log = logging.getLogger(__name__)
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def content_disposition(filename: str) -> str:
+    """An inline answer with its file name: RFC 6266's filename* for names beyond ASCII (a header
+    is Latin-1), with an ASCII stand-in for clients that read only filename."""
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
+    if ascii_name == filename:
+        return f'inline; filename="{filename}"'
+    return f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def inpaint_body_limit(max_file_bytes: int) -> int:
@@ -130,20 +142,26 @@ def create_api(service: RepairService, api_token: str | None = None,
         return error_response(error.status_code, HTTP_ERROR_CODES.get(error.status_code, "http_error"),
                               str(error.detail), error.headers)
 
-    @app.post(INPAINT_PATH, responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+    @app.post(INPAINT_PATH, responses={200: {"content": {fmt.media_type: {} for fmt in OUTPUT_FORMATS.values()}}})
     async def inpaint(image: UploadFile = File(..., description="the photo"),
                       mask: UploadFile = File(..., description="same size; nonzero (or painted alpha) = repair"),
                       strategy: str = Form(defaults.strategy), dilate: int = Form(defaults.dilate),
-                      feather: int = Form(defaults.feather), format: str = Form(defaults.format),
+                      feather: int = Form(defaults.feather),
+                      format: str = Form(defaults.format, description=f"one of {', '.join(FORMAT_CHOICES)}; same: "
+                                                                      "the upload's format (PNG for BMP and TIFF)"),
                       mask_threshold: int = Form(defaults.mask_threshold,
                                                  description="mask values above it are repaired (0..254; 0: any "
-                                                             "nonzero, the official rule)")) -> Response:
-        """Repair `image` where `mask` is set; the response body is the repaired image."""
-        options = RepairOptions(strategy, dilate, feather, format, mask_threshold)
+                                                             "nonzero, the official rule)"),
+                      keep_metadata: bool = Form(defaults.keep_metadata,
+                                                 description="carry the upload's EXIF (orientation normalised) "
+                                                             "and ICC profile to the result")) -> Response:
+        """Repair `image` where `mask` is set; the response body is the repaired image, named
+        `<upload's stem>_repaired.<ext>` in Content-Disposition."""
+        options = RepairOptions(strategy, dilate, feather, format, mask_threshold, keep_metadata)
         decoded = None
         try:
             service.check_before_decode(options, {"image": image.size, "mask": mask.size})
-            decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
+            decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read(), image.filename)
             # On a thread: the memory estimate refines the mask (CPU work, not for the event loop).
             queued = await run_in_threadpool(service.submit, decoded, options)
             # Waiting for the GPU holds no thread: the queue's future is awaited.
@@ -161,10 +179,11 @@ def create_api(service: RepairService, api_token: str | None = None,
         headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
                                              for stage, seconds in result.timings.items()),
                    # crop where the requested strategy would not fit the GPU's memory budget
-                   "X-Strategy": result.strategy}
+                   "X-Strategy": result.strategy,
+                   "Content-Disposition": content_disposition(result.name)}
         if result.saved_as:
             headers["X-Saved-As"] = result.saved_as
-        return Response(result.data, media_type=result.media_type, headers=headers)
+        return Response(result.data, media_type=result.format.media_type, headers=headers)
 
     @app.get("/api/v1/monitor")
     def monitor(since: float | None = None) -> dict:

@@ -22,7 +22,6 @@ import base64
 import logging
 import math
 import os
-import re
 import secrets
 import shutil
 import threading
@@ -40,8 +39,8 @@ from gradio.utils import get_upload_folder
 
 from lama import imageio, masks
 from lama.files import write_bytes_atomic
-from service.storage import EXTENSIONS
-from service.pipeline import MEDIA_TYPES, RepairOptions, RepairService, ServiceError
+from lama.output_formats import OutputFormat
+from service.pipeline import RepairOptions, RepairService, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ PREVIEW_QUALITY = 88
 PATCH_PNG_MAX_PIXELS = 1_000_000  # a repaired rectangle up to this size is sent exact (PNG)
 PATCH_SIDE_PX = 2048  # a larger one as a JPEG with at most this long side
 RESULTS_FOLDER = "editor"  # under the UI cache: one unguessable folder per result
-MAX_NAME_CHARS = 80
 # A full disk: the result goes to the page inline, the download too up to this size.
 INLINE_DOWNLOAD_MAX_BYTES = 64 * 2**20
 
@@ -152,13 +150,6 @@ class EditorFiles:
         return folder
 
 
-def download_name(name: Any, fmt: str) -> str:
-    """'holiday.jpg' -> 'holiday-repaired.png': the download is named after the original."""
-    stem = Path(name).stem if isinstance(name, str) else ""
-    stem = re.sub(r"[^\w.-]+", "_", stem)[:MAX_NAME_CHARS].strip("._") or "photo"
-    return f"{stem}-repaired.{EXTENSIONS[fmt]}"
-
-
 # ---------------------------------------------------------------- what the page shows
 
 def preview(image: np.ndarray, max_side: int = PREVIEW_SIDE_PX) -> bytes:
@@ -202,16 +193,16 @@ def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str
 
 
 def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,
-            fmt: str, mask: np.ndarray, grow: int, name: Any) -> dict[str, Any]:
+            fmt: OutputFormat, mask: np.ndarray, grow: int, name: str) -> dict[str, Any]:
     """Put the result where the page can fetch it: the file the service saved (hard-linked,
     not re-encoded: it is what the user downloads), a preview and the repaired rectangle, in a
     new folder of the UI cache. Where that cannot be written (a full disk), the page gets them
-    inline instead: the user still sees and downloads the result.
+    inline instead: the user still sees and downloads the result. `name`: the download's.
 
     "image" names the result for the next repair (ImageCache keeps it decoded under that
     path, whether or not the file could be written)."""
     folder = files.new_folder(create=False)
-    full = folder / download_name(name, fmt)
+    full = folder / name
     published: dict[str, Any] = {"image": {"path": str(full)}, "name": full.name, "width": result_image.shape[1],
                                  "height": result_image.shape[0]}
     preview_data = preview(result_image)
@@ -236,7 +227,7 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
         log.error("editor: could not write a result into the UI cache %s: %s; it went to the page inline",
                   files.root, error.strerror or error)
         shutil.rmtree(folder, ignore_errors=True)
-    published["image"]["url"] = _data_url(data, MEDIA_TYPES[fmt]) if len(data) <= INLINE_DOWNLOAD_MAX_BYTES else None
+    published["image"]["url"] = _data_url(data, fmt.media_type) if len(data) <= INLINE_DOWNLOAD_MAX_BYTES else None
     published["preview"] = {"url": _data_url(preview_data, "image/jpeg")}
     if patch_data is not None:
         published["patch"] = {"url": _data_url(patch_data, f"image/{'png' if extension == 'png' else 'jpeg'}"),
@@ -288,10 +279,11 @@ class EditorBackend:
             options.validate()
             image, mask = self._read(photo_path, mask_path)
             read = time.perf_counter()
-            result = self.service.repair(image, mask, options)
+            # The download is named after the photo's file (service.storage.result_name).
+            result = self.service.repair(image, mask, options, upload_name=request.get("name"))
             repaired = time.perf_counter()
-            published = publish(self.files, self.service, result.image, result.data, result.saved_as, options.format,
-                                mask, options.dilate + 1, request.get("name"))
+            published = publish(self.files, self.service, result.image, result.data, result.saved_as, result.format,
+                                mask, options.dilate + 1, result.name)
             self.images.put(Path(published["image"]["path"]), result.image)
         except (EditorRequestError, ServiceError) as error:
             return {"request": request_id, "error": error.message, "code": error.code}
