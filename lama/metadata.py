@@ -72,6 +72,8 @@ def _normalised_exif(raw: bytes | None, size: tuple[int, int]) -> bytes | None:
     try:
         exif = Image.Exif()
         exif.load(raw)
+        if not exif:
+            return None  # nothing readable in it (Pillow skips what it cannot parse)
         if ExifTags.Base.Orientation in exif:
             exif[ExifTags.Base.Orientation] = 1
         details = exif.get_ifd(ExifTags.IFD.Exif)

@@ -1,8 +1,8 @@
 """Where repaired images are kept: outputs/YYYY-MM-DD/<time>-<random>-<stem>_repaired.<ext>,
 written atomically, and how long they stay there.
 
-Names are generated here. The upload's file name contributes only its stem, reduced to word
-characters, dots and dashes (no separator, no leading dot) and cut to MAX_STEM_BYTES, after a
+Names are generated here. The upload's file name contributes only its stem, reduced to ASCII
+letters, digits, _ . - (no separator, no leading dot) and cut to MAX_STEM_CHARS, after a
 prefix of the time and 48 random bits: a request cannot choose a folder or overwrite a file,
 and whoever browses the folder still finds holiday.jpg's result by its name. A crash mid-write
 leaves at most a hidden temporary file (`.<name>.<hex>.tmp`) that write_bytes_atomic removes on error, and that start-up or the retention sweep removes after
@@ -23,6 +23,7 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +36,11 @@ log = logging.getLogger(__name__)
 DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 # What this store writes (and so what retention may delete). The name part is optional: results
 # saved before results were named after their upload have none.
-RESULT_NAME = re.compile(r"\d{6}-[0-9a-f]{12}(?:-[\w.-]+)?\.(?:%s)"
+RESULT_NAME = re.compile(r"\d{6}-[0-9a-f]{12}(?:-[A-Za-z0-9_.-]+)?\.(?:%s)"
                          % "|".join(fmt.extension for fmt in OUTPUT_FORMATS.values()))
-MAX_STEM_BYTES = 120  # UTF-8: with the prefix and suffix, far below a file name's 255
+MAX_STEM_CHARS = 120  # with the prefix and suffix, far below a file name's 255 bytes
 DEFAULT_STEM = "photo"  # for an upload without a usable name
-_UNSAFE = re.compile(r"[^\w.-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # An empty day folder written to this recently may be one a save is about to write into.
 FOLDER_GRACE_S = 60.0
 
@@ -58,7 +59,9 @@ def result_name(upload_name: object, fmt: OutputFormat) -> str:
     a unique prefix) on disk. Only the last path component's stem of `upload_name` counts."""
     name = upload_name.replace("\\", "/").rsplit("/", 1)[-1] if isinstance(upload_name, str) else ""
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    stem = _UNSAFE.sub("_", stem).encode()[:MAX_STEM_BYTES].decode(errors="ignore").strip("._-") or DEFAULT_STEM
+    # ASCII (accents dropped, 'Müller' -> 'Muller'): the name also travels in HTTP headers.
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    stem = _UNSAFE.sub("_", stem)[:MAX_STEM_CHARS].strip("._-") or DEFAULT_STEM
     return result_file_name(stem, fmt)
 
 

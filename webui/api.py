@@ -18,7 +18,6 @@ import contextlib
 import hmac
 import logging
 import time
-from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
@@ -50,15 +49,6 @@ log = logging.getLogger(__name__)
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def content_disposition(filename: str) -> str:
-    """An inline answer with its file name: RFC 6266's filename* for names beyond ASCII (a header
-    is Latin-1), with an ASCII stand-in for clients that read only filename."""
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
-    if ascii_name == filename:
-        return f'inline; filename="{filename}"'
-    return f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def inpaint_body_limit(max_file_bytes: int) -> int:
@@ -180,7 +170,8 @@ def create_api(service: RepairService, api_token: str | None = None,
                                              for stage, seconds in result.timings.items()),
                    # crop where the requested strategy would not fit the GPU's memory budget
                    "X-Strategy": result.strategy,
-                   "Content-Disposition": content_disposition(result.name)}
+                   # The name is made of ASCII letters, digits, _ . - (service.storage.result_name).
+                   "Content-Disposition": f'inline; filename="{result.name}"'}
         if result.saved_as:
             headers["X-Saved-As"] = result.saved_as
         return Response(result.data, media_type=result.format.media_type, headers=headers)
