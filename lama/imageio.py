@@ -172,8 +172,13 @@ class Photo(NamedTuple):
 def decode_photo(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Photo:
     """:func:`decode_image`, with the upload's format and metadata."""
     checked = _check(data, limits)
-    pixels = _decode(checked)
-    return Photo(pixels, _source(checked, pixels))
+    return Photo(_decode(checked), _source(checked))
+
+
+def decode_source(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Source:
+    """The upload's format and metadata without decoding its pixels (it is checked as for
+    decoding, so a file decode_photo refuses is refused here too)."""
+    return _source(_check(data, limits))
 
 
 # Runs the mask's half of decode_photo_and_mask. Its tasks wait only on a decode slot and
@@ -206,7 +211,7 @@ def decode_photo_and_mask(
             raise
     with _blaming("mask"):
         mask = _decode_mask(mask_checked) if mask_future.cancel() else mask_future.result()
-    return Photo(image, _source(image_checked, image)), mask
+    return Photo(image, _source(image_checked)), mask
 
 
 def decode_image_and_mask(
@@ -266,8 +271,10 @@ def _check(data: bytes, limits: ImageLimits) -> _Checked:
     return _Checked(fmt, data, pixel_data, _header_has_alpha(header), _orientation(header), header)
 
 
-def _source(checked: _Checked, pixels: np.ndarray) -> Source:
-    height, width = pixels.shape[:2]
+def _source(checked: _Checked) -> Source:
+    width, height = checked.header.size
+    if checked.orientation in (5, 6, 7, 8):  # decoded upright, these swap width and height
+        width, height = height, width
     return Source(checked.fmt, metadata.read(checked.header, (width, height)))
 
 
@@ -299,6 +306,11 @@ def read_image(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMIT
 def read_photo(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> Photo:
     """Read and decode an image file; see :func:`decode_photo`. Errors name the path."""
     return _read_with(decode_photo, Path(path), limits)
+
+
+def read_source(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> Source:
+    """Read an image file's format and metadata; see :func:`decode_source`. Errors name the path."""
+    return _read_with(decode_source, Path(path), limits)
 
 
 def read_mask(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:

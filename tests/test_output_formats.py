@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,13 @@ from PIL import ExifTags, Image, ImageCms
 from test_api import make_case, make_settings, serve
 
 from lama import imageio, metadata, png
+from lama.engine import InpaintEngine
 from lama.output_formats import OUTPUT_FORMATS, for_suffix, output_format
+from monitor.metrics import ServiceMetrics
+from service.jobs import JobQueue
+from service.pipeline import RepairService
 from service.storage import RESULT_NAME, OutputStore, result_name
+from webui.editor import EditorBackend
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 MAKE, ORIENTATION = ExifTags.Base.Make, ExifTags.Base.Orientation
@@ -199,3 +205,33 @@ def test_the_configured_default_can_keep_no_metadata(tiny_dir, tmp_path):
         assert not result.getexif() and "icc_profile" not in result.info
         asked = opened(send(client, upload, format="jpeg", keep_metadata="true").content)
         assert asked.getexif()[MAKE] == "Camera"
+
+
+# ------------------------------------------------------------------ the UI's editor
+
+
+def test_the_editor_downloads_in_the_chosen_format_with_the_photo_metadata(tiny_dir, tmp_path):
+    queue = JobQueue(2)
+    metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
+    service = RepairService(InpaintEngine(tiny_dir, device="cpu"), OutputStore(tmp_path / "outputs"), queue, metrics)
+    backend = EditorBackend(service, tmp_path / "cache")
+    try:
+        upload = tmp_path / "cache" / "upload" / "holiday.jpg"
+        upload.parent.mkdir(parents=True)
+        upload.write_bytes(photo_bytes("JPEG", exif=camera_exif(6), icc_profile=SRGB))
+        mask = tmp_path / "cache" / "upload" / "mask.png"
+        painted = np.zeros((64, 48), np.uint8)  # upright, as the page shows the photo
+        painted[10:20, 10:20] = 255
+        mask.write_bytes(imageio.encode_image(painted, "png"))
+        request = {"request": "r", "photo": {"path": str(upload)}, "mask": {"path": str(mask)}, "name": "holiday.jpg"}
+        for fmt, name in (("same", "holiday_repaired.jpg"), ("jpg", "holiday_repaired.jpg"),
+                          ("webp", "holiday_repaired.webp")):
+            answer = backend.repair(request, "crop", 0, 0, fmt)
+            assert "error" not in answer, answer
+            download = Path(answer["result"]["image"]["path"])
+            assert download.name == name
+            with Image.open(download) as result:
+                assert result.getexif()[MAKE] == "Camera" and result.getexif()[ORIENTATION] == 1
+                assert result.info["icc_profile"] == SRGB
+    finally:
+        queue.shutdown()

@@ -265,7 +265,7 @@ class EditorBackend:
         self.files = EditorFiles(cache_dir or Path(get_upload_folder()))
         self.images = images or ImageCache()
 
-    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any) -> dict[str, Any]:
+    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any, fmt: str = "png") -> dict[str, Any]:
         """`request` is what the page sends: {"request": id, "photo": {"path"}, "mask": {"path"},
         "name": the photo's file name}. Returns the editor's new value: {"request": id,
         "result": {...}} or {"request": id, "error": message, "code": code}."""
@@ -275,12 +275,13 @@ class EditorBackend:
         try:
             photo_path = self.files.resolve(request.get("photo"), "photo", known=self.images.__contains__)
             mask_path = self.files.resolve(request.get("mask"), "mask")
-            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather))
+            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather), fmt)
             options.validate()
             image, mask = self._read(photo_path, mask_path)
+            source = self._source(photo_path)
             read = time.perf_counter()
             # The download is named after the photo's file (service.storage.result_name).
-            result = self.service.repair(image, mask, options, upload_name=request.get("name"))
+            result = self.service.repair(image, mask, options, source, upload_name=request.get("name"))
             repaired = time.perf_counter()
             published = publish(self.files, self.service, result.image, result.data, result.saved_as, result.format,
                                 mask, options.dilate + 1, result.name)
@@ -304,9 +305,9 @@ class EditorBackend:
         }
         return {"request": request_id, "result": published}
 
-    def on_repair(self, strategy: str, dilate: float, feather: float, evt: gr.EventData) -> dict[str, Any]:
+    def on_repair(self, strategy: str, dilate: float, feather: float, fmt: str, evt: gr.EventData) -> dict[str, Any]:
         """The Gradio listener of the editor's "repair" event: the request is the event's data."""
-        return self.repair(evt._data, strategy, dilate, feather)
+        return self.repair(evt._data, strategy, dilate, feather, fmt)
 
     def prepare(self, photo: Any) -> dict[str, Any]:
         """Called by the page as soon as the photo is uploaded: decodes it into the cache (so
@@ -321,6 +322,14 @@ class EditorBackend:
             log.exception("editor: preparing a photo failed")
             return {"error": FAILED, "code": "internal_error"}
         return {"width": image.shape[1], "height": image.shape[0]}
+
+    def _source(self, photo_path: Path) -> imageio.Source | None:
+        """The photo file's format (what "same" means) and the EXIF and profile its result keeps;
+        None for a photo held only decoded (a result the cache could not write: see publish)."""
+        try:
+            return imageio.read_source(photo_path, self.service.limits)
+        except imageio.ImageError:  # it decoded before, so its file is gone, not broken
+            return None
 
     def _read(self, photo_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
         try:
