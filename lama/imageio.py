@@ -44,9 +44,9 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from lama import formats, metadata, opencv_caps, png
+from lama import formats, opencv_caps, png
 from lama.files import write_bytes_atomic
-from lama.metadata import NO_METADATA, Metadata
+from lama.metadata import NO_METADATA, Metadata, from_header
 from lama.output_formats import OutputFormat, for_suffix, output_format
 
 # Suffixes the CLI treats as images when it is given a directory (compare lower-cased).
@@ -275,7 +275,7 @@ def _source(checked: _Checked) -> Source:
     width, height = checked.header.size
     if checked.orientation in (5, 6, 7, 8):  # decoded upright, these swap width and height
         width, height = height, width
-    return Source(checked.fmt, metadata.read(checked.header, (width, height)))
+    return Source(checked.fmt, from_header(checked.header, (width, height)))
 
 
 def _decode(checked: _Checked) -> np.ndarray:

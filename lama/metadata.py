@@ -60,7 +60,7 @@ def raw_exif(header: ImageFile.ImageFile) -> bytes | None:
     return raw
 
 
-def read(header: ImageFile.ImageFile, upright_size: tuple[int, int]) -> Metadata:
+def from_header(header: ImageFile.ImageFile, upright_size: tuple[int, int]) -> Metadata:
     """The metadata to carry from an upload whose header Pillow has parsed; `upright_size` is
     (width, height) of the decoded, upright pixels."""
     return Metadata(_normalised_exif(raw_exif(header), upright_size), _icc_profile(header))
