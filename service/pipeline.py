@@ -24,9 +24,9 @@ import torch
 
 from lama import imageio, masks
 from lama.engine import STRATEGIES, InpaintEngine
+from lama.memory import format_bytes
 from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
-from lama.memory import format_bytes
 from monitor.metrics import ServiceMetrics
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler

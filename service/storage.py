@@ -5,8 +5,9 @@ Names are generated here. The upload's file name contributes only its stem, redu
 letters, digits, _ . - (no separator, no leading dot) and cut to MAX_STEM_CHARS, after a
 prefix of the time and 48 random bits: a request cannot choose a folder or overwrite a file,
 and whoever browses the folder still finds holiday.jpg's result by its name. A crash mid-write
-leaves at most a hidden temporary file (`.<name>.<hex>.tmp`) that write_bytes_atomic removes on error, and that start-up or the retention sweep removes after
-a kill -9: one whose writer's lock is free (lama.files), whichever process wrote it.
+leaves at most a hidden temporary file (`.<name>.<hex>.tmp`) that write_bytes_atomic removes on
+error, and that start-up or the retention sweep removes after a kill -9: one whose writer's
+lock is free (lama.files), whichever process wrote it.
 
 Retention (`keep_days`, `keep_bytes`; 0 = unlimited): the oldest results go first. A sweep only
 ever touches what this store wrote (day folders and result names of its own pattern, and its
