@@ -285,6 +285,17 @@ def test_without_weights_the_engine_falls_back_to_opencv_and_says_so(tmp_path, m
     assert np.array_equal(out[mask == 0], image[mask == 0])
 
 
+def test_on_a_gpu_machine_the_fallback_reports_the_cpu_it_runs_on(tmp_path, monkeypatch):
+    """/healthz, /metrics and the sampler all read the engine's device: the fallback's is the CPU."""
+    monkeypatch.chdir(tmp_path)  # no weights here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    engine = InpaintEngine(device="auto")
+    assert engine.describe()["device"] == "cpu" and engine.describe()["fallback"] is True
+    assert not engine.device.is_cuda and engine.device.memory_report() is None
+    assert engine.device.allocator_reading() is None and engine.gpu_budget() is None
+
+
 def test_weights_in_models_are_found_without_being_named(tmp_path, monkeypatch, tiny_dir):
     from lama.checkpoint import load_checkpoint, save_safetensors
 
