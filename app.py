@@ -244,24 +244,25 @@ def build_app(settings: Settings):
     import gradio as gr
     import torch
 
-    from lama.engine import EngineError, HDSettings, InpaintEngine
-    from lama.checkpoint import CheckpointError
+    from lama.engine import HDSettings, InpaintEngine
+    from lama.errors import ModelError
     from lama.imageio import ImageLimits
     from monitor.metrics import ServiceMetrics
     from monitor.requestlog import RequestLog
     from monitor.sampler import Sampler
+    from service.jobs import JobQueue
+    from service.pipeline import RepairOptions, RepairService
+    from service.storage import OutputStore, Retention
     from webui.api import create_api
     from webui.edge import EdgeMiddleware
-    from service.jobs import JobQueue
-    from service.storage import OutputStore, Retention
-    from service.pipeline import RepairOptions, RepairService
+    from webui.errors import status_of
     from webui.ui import build_ui
     from webui.ui_guard import UIGuard
 
     try:
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
-    except (CheckpointError, EngineError) as error:
+    except ModelError as error:
         raise SystemExit(f"error: {error}") from None
     if engine.device.type == "cuda":
         # The preset's share of the card: allocations beyond it fail (and are retried or
@@ -304,7 +305,8 @@ def build_app(settings: Settings):
         if settings.ui_cache_max_age_s > 0 else []
     retention = Retention(outputs, sweep_ui_cache)
     retention.start()
-    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests)
+    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
+                            status_of=status_of)
 
     def warm_up() -> None:
         # Alone on the GPU: it measures the memory each size needs.
