@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from lama.errors import InpaintError
 from monitor.metrics import CONTENT_TYPE
@@ -103,9 +103,10 @@ class ApiGate:
 
 
 def create_api(service: RepairService, api_token: str | None = None,
-               defaults: RepairOptions = RepairOptions()) -> FastAPI:
-    """`defaults`: what a repair does for the form fields a request leaves out (the configured ones)."""
-    app = FastAPI(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None)
+               defaults: RepairOptions = RepairOptions(), lifespan: Lifespan | None = None) -> FastAPI:
+    """`defaults`: what a repair does for the form fields a request leaves out (the configured ones);
+    `lifespan`: what starts and stops the service's threads (service.lifecycle)."""
+    app = FastAPI(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.service = service  # for operators' hooks and tests (the queue, the engine)
     app.add_middleware(ApiGate, service=service, api_token=api_token)
 
