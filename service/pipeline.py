@@ -29,7 +29,9 @@ from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
                          OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
 from lama.memory import format_bytes
+from lama.stages import Stage
 from monitor.metrics import ServiceMetrics
+from monitor.records import RequestRecord
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
 from service.jobs import JobQueue, Timed
@@ -232,9 +234,9 @@ class RepairService:
                       self.outputs.root, _os_error_text(error))
             saved_as = None
         saved = time.perf_counter()
-        timings = {"decode": decoded.decode_s, "queue": timed.wait_s, **engine_timings,
-                   "encode": encoded - started, "save": saved - encoded}
-        timings["total"] = decoded.decode_s + timed.wait_s + timed.run_s + (saved - started)
+        timings = {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings,
+                   Stage.ENCODE: encoded - started, Stage.SAVE: saved - encoded}
+        timings[Stage.TOTAL] = decoded.decode_s + timed.wait_s + timed.run_s + (saved - started)
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
@@ -250,14 +252,14 @@ class RepairService:
             return
         height, width = decoded.image.shape[:2] if decoded else (None, None)
         fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
-        self.requests.record({
-            "id": uuid.uuid4().hex[:12], "ts": time.time(), "width": width, "height": height,
-            "mask_fraction": fraction, "strategy": strategy or options.strategy,
-            "requested_strategy": options.strategy, "device": str(self.engine.device),
-            "precision": self.engine.precision, "status": status, "error": error,
-            "timings": timings or {}, "peak_gpu_bytes": peak_gpu_bytes,
-            "rss_bytes": psutil.Process().memory_info().rss,
-        })
+        self.requests.record(RequestRecord(
+            id=uuid.uuid4().hex[:12], ts=time.time(), width=width, height=height,
+            mask_fraction=fraction, strategy=strategy or options.strategy,
+            requested_strategy=options.strategy, device=str(self.engine.device),
+            precision=self.engine.precision, status=status, error=error,
+            timings=timings or {}, peak_gpu_bytes=peak_gpu_bytes,
+            rss_bytes=psutil.Process().memory_info().rss,
+        ))
 
     # ------------------------------------------------------------------ whole repairs
 

@@ -41,6 +41,7 @@ from gradio.utils import get_upload_folder
 from lama import imageio, masks
 from lama.errors import ImageError, ImageTooLargeError, InpaintError, MaskError, OptionError
 from lama.files import write_bytes_atomic
+from lama.stages import MODEL_STAGES
 from service.pipeline import MEDIA_TYPES, RepairOptions, RepairService
 from service.storage import EXTENSIONS
 
@@ -301,7 +302,7 @@ class EditorBackend:
             log.exception("editor repair failed")
             return {"request": request_id, "error": FAILED, "code": "internal_error"}
         timings = result.timings
-        model = sum(timings.get(stage, 0.0) for stage in ("preprocess", "infer", "postprocess"))
+        model = sum(timings.get(stage, 0.0) for stage in MODEL_STAGES)
         server = time.perf_counter() - started
         published["summary"] = result.summary
         published["timings"] = {
