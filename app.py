@@ -323,6 +323,7 @@ def build_app(settings: Settings):
     api.add_middleware(EdgeMiddleware, policy=edge_policy(settings))
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
     api.state.retention = retention
+    api.state.ui_cache_dir = cache_dir  # where Gradio keeps the UI's uploads (tests and hooks)
     # Gradio's routes are guarded before Gradio reads a request (webui.ui_guard): with --auth every
     # route but the login page, login throttling, the cache quota of its upload route. A file
     # there may be as large as the API's per-file limit; the cache folder's marker is not served.
