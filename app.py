@@ -311,7 +311,8 @@ def build_app(settings: Settings):
     if sampler is not None:
         lifecycle.add("monitor sampler", sampler.start, sampler.stop)
     lifecycle.add("outputs retention", retention.start, retention.stop)
-    lifecycle.add("GPU queue", None, queue.shutdown)
+    # At shutdown the drain has waited its bound: jobs still queued have lost their requests.
+    lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True))
     warm_up = WarmUp(engine, queue, service, settings.gpu_memory_fraction, settings.preset)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 

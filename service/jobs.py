@@ -266,10 +266,16 @@ class JobQueue:
         elif failure is not None:
             job.future.set_exception(failure)
 
-    def shutdown(self) -> None:
-        """Refuse new jobs, run the ones queued, then stop the workers."""
+    def shutdown(self, cancel_waiting: bool = False) -> None:
+        """Refuse new jobs, run the ones queued (or cancel them), then stop the workers. Running
+        jobs always finish: a worker that ran torch code must end before the interpreter does."""
         with self._changed:
             self._stopping = True
+            if cancel_waiting:
+                while self._waiting:
+                    job = self._waiting.popleft()
+                    self._jobs -= 1
+                    job.future.cancel()
             self._changed.notify_all()
         for thread in self._threads:
             if thread is not threading.current_thread():

@@ -388,6 +388,19 @@ def test_shutdown_runs_the_queued_jobs_then_refuses_new_ones(queue):
         q.submit(lambda: "late")
 
 
+def test_a_shutdown_after_the_drain_cancels_the_queued_jobs_and_lets_the_running_one_finish(queue):
+    q = queue(4, workers=1)
+    release, running = blocker(q)
+    queued = [q.submit(lambda: "never") for _ in range(2)]
+    stopping = threading.Thread(target=q.shutdown, kwargs={"cancel_waiting": True})
+    stopping.start()
+    wait_until(lambda: all(future.cancelled() for future in queued))
+    assert stopping.is_alive() and not running.done(), "the running job is cut short"
+    release.set()
+    stopping.join(WAIT_S)
+    assert not stopping.is_alive() and running.result(WAIT_S).value == "blocker" and q.depth == 0
+
+
 def test_at_exit_the_queued_jobs_finish_and_the_workers_stop(tmp_path):
     """A queue nobody shut down (as the app leaves it) is shut down at interpreter exit, the
     way concurrent.futures treats its executors: the job in hand finishes instead of being cut
