@@ -401,6 +401,16 @@ def test_a_shutdown_after_the_drain_cancels_the_queued_jobs_and_lets_the_running
     assert not stopping.is_alive() and running.result(WAIT_S).value == "blocker" and q.depth == 0
 
 
+def test_a_bounded_shutdown_returns_at_its_bound_and_leaves_the_running_job_to_the_exit(queue):
+    q = queue(4, workers=1)
+    release, running = blocker(q)
+    started = time.monotonic()
+    q.shutdown(cancel_waiting=True, timeout_s=0.2)
+    assert 0.2 <= time.monotonic() - started < 2 and not running.done()
+    release.set()
+    assert running.result(WAIT_S).value == "blocker"
+
+
 def test_at_exit_the_queued_jobs_finish_and_the_workers_stop(tmp_path):
     """A queue nobody shut down (as the app leaves it) is shut down at interpreter exit, the
     way concurrent.futures treats its executors: the job in hand finishes instead of being cut
