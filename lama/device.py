@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from lama.errors import EngineError
 from lama.memory import budget_bytes
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -28,9 +29,8 @@ GPU_ERROR_MARKERS = ("CUDA error", "CUDA driver error", "cuDNN error", "CUBLAS_S
 T = TypeVar("T")
 
 
-class EngineError(ValueError):
-    """A request the engine cannot serve as asked (bad argument, unavailable device)."""
-
+# The device's two failures are signals for the service, which answers them with the error tree's
+# GpuOutOfMemoryError and GpuFailedError (messages for people) and notes the failure for readiness.
 
 class GpuOutOfMemory(Exception):
     """The GPU ran out of memory for a job twice in a row, its cache freed in between."""
@@ -38,7 +38,7 @@ class GpuOutOfMemory(Exception):
 
 class GpuFailure(Exception):
     """The GPU itself failed (lost device, illegal access, driver error): not the job's fault.
-    The message is the first line of torch's; the original error is the cause."""
+    The message is the first line of torch's (for operators); the original error is the cause."""
 
 
 def is_gpu_error(error: BaseException) -> bool:

@@ -26,12 +26,14 @@ import numpy as np
 
 from lama import masks
 from lama.backend import Backend
-from lama.device import Device, EngineError
+from lama.device import Device
+from lama.errors import EngineError
 from lama.layout import layout_of
 from lama.loading import lama_backend, load_backend
 from lama.memory import MemoryModel, format_bytes
 from lama.planning import STRATEGIES, HDSettings, Run, plan, whole_run
 from lama.reference import Weights
+from lama.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class InpaintEngine:
         region = self.refined_mask(mask, dilate, image.shape[:2])
         if region is None:
             return image.copy()
-        clock.lap("preprocess")
+        clock.lap(Stage.PREPROCESS)
         runs = plan(region, strategy, self.hd)
 
         # Only the region's box is repaired: every masked pixel lies in it.
@@ -117,7 +119,7 @@ class InpaintEngine:
             repaired = self._run(run, layout.to_rgb(image[run.box.slices]), region.over(run.box))
             if (common := area.intersection(run.box)) is not None:
                 filled[common.within(area)] = repaired[common.within(run.box)]
-        clock.lap("infer")
+        clock.lap(Stage.INFER)
 
         if feather:
             weights = region.feather_weights(feather)
@@ -131,7 +133,7 @@ class InpaintEngine:
         # (cv2.copyTo writes into the view in one pass; numpy's masked copy took 100× longer).
         result = image.copy()
         cv2.copyTo(layout.from_rgb(filled, image[area.slices]), region.pixels.view(np.uint8), result[area.slices])
-        clock.lap("postprocess")
+        clock.lap(Stage.POSTPROCESS)
         return result
 
     def refined_mask(self, mask: np.ndarray, dilate: int, shape: tuple[int, ...]) -> masks.RegionMask | None:
@@ -245,7 +247,7 @@ class _StageClock:
         self._timings = timings
         self._last = time.perf_counter()
 
-    def lap(self, stage: str) -> None:
+    def lap(self, stage: Stage) -> None:
         if self._timings is None:
             return
         now = time.perf_counter()

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from lama.device import EngineError
+from lama.errors import EngineError
 
 class Layout(NamedTuple):
     # The image's pixels (any window of it) as H×W×3 RGB; a view where the layout is RGB already.

@@ -4,7 +4,8 @@ and the failures a GPU raises (simulated) turned into the engine's two errors.""
 import pytest
 import torch
 
-from lama.device import Device, EngineError, GpuFailure, GpuOutOfMemory
+from lama.device import Device, GpuFailure, GpuOutOfMemory
+from lama.errors import EngineError
 
 
 class Job:
