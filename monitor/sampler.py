@@ -37,7 +37,7 @@ from typing import Any
 import psutil
 
 from monitor.jsonl import RotatingJsonl
-from monitor.records import SAMPLE_KEYS, Sample
+from monitor.records import SAMPLE_KEYS, AllocatorReading, Sample
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,13 @@ class Sampler:
 
     `nvml`: "auto" imports pynvml (nvidia-ml-py) when installed; None disables GPU sampling; a
     module object stands in for pynvml (tests). `allocator`: reads this process's CUDA allocator
-    (the "torch" field: memory_allocated_bytes, memory_reserved_bytes, max_memory_allocated_bytes);
-    None where there is none to read (the CPU). `disk_path`: a folder on the volume whose
+    (the sample's "torch" field); None where there is none to read (the CPU). `disk_path`: a folder on the volume whose
     writes to count (the outputs).
     """
 
     def __init__(self, interval_s: float = 1.0, log_path: Path | None = None, log_max_bytes: int = 10 * 2**20,
                  log_backups: int = 5, ring_seconds: float = 3600, disk_path: Path = Path("outputs"),
-                 allocator: Callable[[], dict[str, int] | None] | None = None, nvml: Any = "auto"):
+                 allocator: Callable[[], AllocatorReading | None] | None = None, nvml: Any = "auto"):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.interval_s = interval_s
