@@ -64,8 +64,8 @@ class Sampler:
 
     `nvml`: "auto" imports pynvml (nvidia-ml-py) when installed; None disables GPU sampling; a
     module object stands in for pynvml (tests). `allocator`: reads this process's CUDA allocator
-    (the sample's "torch" field); None where there is none to read (the CPU). `disk_path`: a folder on the volume whose
-    writes to count (the outputs).
+    (the sample's "torch" field); None where there is none to read (the CPU). `disk_path`: a
+    folder on the volume whose writes to count (the outputs).
     """
 
     def __init__(self, interval_s: float = 1.0, log_path: Path | None = None, log_max_bytes: int = 10 * 2**20,
