@@ -20,7 +20,8 @@ from tqdm import tqdm
 from lama import bench, imageio, masks
 from lama.checkpoint import describe_checkpoint, load_checkpoint, save_safetensors
 from lama.download import BIG_LAMA, download_big_lama
-from lama.engine import DEVICES, PRECISIONS, STRATEGIES, InpaintEngine
+from lama.device import DEVICES, PRECISIONS
+from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import InpaintError, UsageError
 
 log = logging.getLogger("lama")
