@@ -6,7 +6,7 @@ retry, recognising a CUDA failure, a probe that tells whether the GPU works agai
 allocator's readings) are methods of `Device`, and its failures are this module's two errors.
 On the CPU every method is a cheap no-op or answers None, so callers never ask which it is.
 
-The CUDA-only lines are few and kept plain: they run on the GPU box (tests/test_cuda.py), not in CI.
+The CUDA-only lines are few and kept plain: they run on the GPU box (tests/gpu/), not in CI.
 """
 
 from __future__ import annotations
