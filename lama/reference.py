@@ -7,6 +7,7 @@ the CPU backend and the reference the GPU fast path (lama/fastpath.py) is measur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,12 @@ class LamaReference(Backend):
         """`generator`: the weights already loaded (else they are loaded from `weights`)."""
         self.weights, self.device, self.precision = weights, device, precision
         generator = generator if generator is not None else weights.generator()
+        # Counted as the checkpoint holds them, before the fast path folds some away.
+        self._info = self._describe(generator)
         # Weights are converted once, here, and stay in the target dtype.
         self.generator = self.prepare(generator).to(device.torch, DTYPES[precision]).eval()
         self.generator.requires_grad_(False)
         self.run_model = self.runner()
-        self._info = self._describe()
 
     # The two steps the fast path replaces.
 
@@ -64,7 +66,7 @@ class LamaReference(Backend):
         """The generator as it goes to the device (the fast path folds its BatchNorms)."""
         return generator
 
-    def runner(self):
+    def runner(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """What runs the network on a prepared input (1×4×H×W in the weights' dtype)."""
         return self.generator
 
@@ -85,10 +87,10 @@ class LamaReference(Backend):
         backend has the original, unrounded weights and no fast-path rewrites."""
         return LamaReference(self.weights, self.device, "fp32")
 
-    def _describe(self) -> dict[str, Any]:
-        parameters = parameter_count(self.generator)
+    def _describe(self, generator: FFCResNetGenerator) -> dict[str, Any]:
+        parameters = parameter_count(generator)
         return {
-            "name": model_name(self.generator.config, parameters), "loaded": True, "fallback": False,
+            "name": model_name(generator.config, parameters), "loaded": True, "fallback": False,
             "device": str(self.device), "precision": self.precision, "source": self.weights.format,
             "path": str(self.weights.path) if self.weights.path else None, "parameters": parameters,
             "fast_path": self.fast_path,
