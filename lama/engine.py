@@ -52,13 +52,14 @@ class InpaintEngine:
     first of lama.loading.DEFAULT_MODEL_CANDIDATES that exists (else the OpenCV fallback).
     """
 
+    # Learned by the first warm-up on CUDA; None on the CPU, where nothing is budgeted.
+    memory: MemoryModel | None = None
+    steady_gpu_bytes: int | None = None
+
     def __init__(self, model: str | Path | None = None, device: str = "auto", precision: str = "auto",
                  hd: HDSettings = HDSettings(), fast: bool = True, *, backend: Backend | None = None):
         self.backend = backend if backend is not None else load_backend(model, device, precision, fast)
         self.hd = hd
-        # Learned by the first warm-up on CUDA; None on the CPU, where nothing is budgeted.
-        self.memory: MemoryModel | None = None
-        self.steady_gpu_bytes: int | None = None
 
     @classmethod
     def with_random_weights(cls, device: str = "auto", precision: str = "auto", seed: int = 0,
