@@ -241,7 +241,6 @@ def build_app(settings: Settings):
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
     import gradio as gr
-    import torch
 
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
@@ -265,10 +264,9 @@ def build_app(settings: Settings):
                                HDSettings(max_side=settings.model_max_side))
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-    if engine.device.type == "cuda":
-        # The preset's share of the card: allocations beyond it fail (and are retried or
-        # refused) instead of starving other processes on a shared GPU.
-        torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_fraction, engine.device)
+    # The preset's share of the card: the limit of what the process may allocate, and what the
+    # memory budget is computed from once the warm-up has measured the memory at rest.
+    engine.device.limit_memory(settings.gpu_memory_fraction)
     log.info("engine: %s", engine.describe())
 
     logs = Path(settings.logs_dir)
@@ -277,17 +275,17 @@ def build_app(settings: Settings):
         sampler = Sampler(settings.monitor_interval, log_path=logs / "monitor.jsonl",
                           log_max_bytes=settings.monitor_log_max_bytes, log_backups=settings.monitor_log_backups,
                           disk_path=Path(settings.outputs_dir),
-                          torch_device=engine.device if engine.device.type == "cuda" else None)
+                          allocator=engine.device.allocator_reading)
     requests = RequestLog(logs / "requests.jsonl", max_bytes=settings.monitor_log_max_bytes,
                           backups=settings.monitor_log_backups)
 
     # The budget is known once the warm-up has measured what the process holds at rest.
-    workers = resolve_gpu_workers(settings.gpu_workers, engine.device.type == "cuda" and not engine.uses_fallback)
+    workers = resolve_gpu_workers(settings.gpu_workers, engine.device.is_cuda)
     queue = JobQueue(settings.queue_capacity, workers=workers,
                      stuck_after_s=settings.queue_stuck_after_s or None)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth,
-                             model_loaded=lambda: 0.0 if engine.uses_fallback else 1.0,
-                             gpu_available=lambda: 1.0 if engine.device.type == "cuda" else 0.0,
+                             model_loaded=lambda: float(engine.backend.model_loaded),
+                             gpu_available=lambda: float(engine.device.is_cuda),
                              latest_sample=sampler.latest if sampler else (lambda: None),
                              gpu_admission=queue.admission)
     limits = ImageLimits(max_bytes=settings.max_upload_mb * 2**20, max_pixels=settings.max_pixels,
@@ -314,7 +312,7 @@ def build_app(settings: Settings):
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
-    warm_up = WarmUp(engine, queue, service, settings.gpu_memory_fraction, settings.preset)
+    warm_up = WarmUp(engine, queue, service, settings.preset)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,

@@ -64,7 +64,7 @@ export GRADIO_ANALYTICS_ENABLED=False
 # much from request to request (tests/live/test_soak.py measures the server with this setting).
 export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
 
-if ! "$py" -c "from lama.engine import find_default_model; raise SystemExit(find_default_model() is None)"; then
+if ! "$py" -c "from lama.loading import find_default_model; raise SystemExit(find_default_model() is None)"; then
     echo "start_app: no big-lama weights in models/, downloading"
     "$py" -m lama download --dest models ||
         echo "start_app: WARNING: download failed; the service starts on the OpenCV fallback" \
