@@ -5,13 +5,17 @@ way its pixel decoder will read it (lama.formats: PNG chunks, JPEG segments and 
 TIFF tags) and Pillow reads only the header (format, size, mode, EXIF orientation), so a
 file that claims 100000×100000 pixels, or that the decoder would read at another size than
 Pillow does, is refused without allocating it. The pixels themselves are decoded by
-OpenCV, which is several times faster than Pillow on large photos, except PNGs that this
-service wrote (lama.png reads those on all cores); PNG is encoded by lama.png on all
-cores, JPEG and WebP by OpenCV.
+imagecodecs (libjpeg-turbo, libpng) for the kinds photos and masks come as: 8-bit JPEG and
+PNG, which it decodes faster than OpenCV (tools/codec_bench.py; docs/BENCHMARKS.md), in RGB
+order and into an array this module allocates at the checked size. PNGs that this service
+wrote are read by lama.png on all cores, everything else (16-bit, CMYK, TIFF, WebP, BMP) by
+OpenCV. PNG is encoded by lama.png on all cores (no library measured writes it as fast),
+JPEG and WebP by OpenCV. Every one of these decoders releases the GIL.
 
 What one decode may cost is bounded three ways: the structure checks bound its time by
-the file's size, OpenCV's own caps (lama.opencv_caps) bound what it allocates whatever
-the header says, and at most DECODE_SLOTS decodes run at once in the process.
+the file's size; what the decoder allocates is bounded whatever the header says (imagecodecs
+fills an array of the checked size and refuses a file of any other, OpenCV has its own caps,
+lama.opencv_caps); and at most DECODE_SLOTS decodes run at once in the process.
 
 Arrays are uint8 in the image's own layout: H×W (gray), H×W×3 RGB or H×W×4 RGBA.
 Every problem a user can cause raises :class:`ImageError` with a one-line message that
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import imagecodecs
 import numpy as np
 from PIL import (
     BmpImagePlugin,
@@ -206,9 +211,11 @@ class _Checked:
 
     fmt: str
     data: bytes  # the file, for lama.png's reader of our own PNGs
-    pixel_data: bytes  # what OpenCV is given (a PNG without its ancillary chunks)
+    pixel_data: bytes  # what the decoder is given (a PNG without its ancillary chunks)
     has_alpha: bool
     orientation: int
+    # The array imagecodecs fills, (height, width[, channels]); None: OpenCV decodes the file.
+    shape: tuple[int, ...] | None = None
 
 
 def _check(data: bytes, limits: ImageLimits) -> _Checked:
@@ -235,7 +242,13 @@ def _check(data: bytes, limits: ImageLimits) -> _Checked:
     if fmt == "TIFF":
         _check_tiff_tiles(header, limits)
     pixel_data = data if structure is None else structure.pixel_data
-    return _Checked(fmt, data, pixel_data, _header_has_alpha(header), _orientation(header))
+    has_alpha = _header_has_alpha(header)
+    shape = None
+    # Only where the walk and Pillow agree on the alpha channel (they always should).
+    if structure is not None and structure.channels is not None and has_alpha == (structure.channels == 4):
+        width, height = structure.size
+        shape = (height, width) if structure.channels == 1 else (height, width, structure.channels)
+    return _Checked(fmt, data, pixel_data, has_alpha, _orientation(header), shape)
 
 
 def _decode(checked: _Checked) -> np.ndarray:
@@ -246,9 +259,7 @@ def _decode(checked: _Checked) -> np.ndarray:
         # None for any other PNG and for a damaged one, and OpenCV decodes it or says why not.
         image = png.decode(checked.data) if checked.fmt == "PNG" else None
         if image is None:
-            image = _decode_pixels(checked.pixel_data)
-            image = _to_uint8(image)
-            image = _to_rgb_layout(image, checked.has_alpha)
+            image = _decode_pixels(checked)
         if checked.fmt not in _ORIENTED_BY_OPENCV:
             image = _apply_orientation(image, checked.orientation)
         return np.ascontiguousarray(image)
@@ -400,14 +411,28 @@ def _header_has_alpha(header: ImageFile.ImageFile) -> bool:
     return "A" in header.getbands() or "transparency" in header.info
 
 
-def _decode_pixels(data: bytes) -> np.ndarray:
+# imagecodecs' decoder per format, for the files it decodes (lama.formats sets their channels).
+_IMAGECODECS_DECODERS = {"JPEG": imagecodecs.jpeg8_decode, "PNG": imagecodecs.png_decode}
+# What it raises for a file it cannot decode: the codec's error, or ValueError when the file
+# would decode to another shape than the array it is given.
+_IMAGECODECS_ERRORS = (imagecodecs.Jpeg8Error, imagecodecs.PngError, ValueError)
+
+
+def _decode_pixels(checked: _Checked) -> np.ndarray:
+    """The stored pixels, uint8 in RGB(A) order or gray, before orientation."""
+    if checked.shape is not None:
+        out = np.empty(checked.shape, np.uint8)
+        try:
+            return _IMAGECODECS_DECODERS[checked.fmt](checked.pixel_data, out=out)
+        except _IMAGECODECS_ERRORS:
+            raise ImageError(_CORRUPT) from None
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(np.frombuffer(checked.pixel_data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         image = None
     if image is None or image.size == 0:
         raise ImageError(_CORRUPT)
-    return image
+    return _to_rgb_layout(_to_uint8(image), checked.has_alpha)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from lama import imageio
 from lama.imageio import (
     IMAGE_SUFFIXES,
     ImageError,
@@ -142,6 +144,67 @@ def test_every_listed_suffix_is_readable(tmp_path, suffix):
     path = tmp_path / f"picture{suffix}"
     path.write_bytes(pil_bytes(Image.fromarray(colourful()), fmt))
     assert read_image(path).shape == (20, 30, 3)
+
+
+# ------------------------------------------------------------------------- which decoder
+
+
+LAYOUTS = [  # (id, file, whether imagecodecs decodes it)
+    ("jpeg-rgb", lambda: pil_bytes(Image.fromarray(colourful()), "JPEG"), True),
+    ("jpeg-gray", lambda: pil_bytes(Image.fromarray(colourful()[:, :, 0]), "JPEG"), True),
+    ("jpeg-progressive", lambda: pil_bytes(Image.fromarray(colourful()), "JPEG", progressive=True), True),
+    ("jpeg-cmyk", lambda: pil_bytes(Image.fromarray(colourful()).convert("CMYK"), "JPEG"), False),
+    ("png-rgb", lambda: pil_bytes(Image.fromarray(colourful()), "PNG"), True),
+    ("png-gray", lambda: pil_bytes(Image.fromarray(colourful()[:, :, 0]), "PNG"), True),
+    ("png-rgba", lambda: pil_bytes(Image.fromarray(colourful()).convert("RGBA"), "PNG"), True),
+    ("png-palette", lambda: pil_bytes(Image.fromarray(colourful()).convert("P"), "PNG"), True),
+    ("png-palette-transparent", lambda: pil_bytes(Image.fromarray(colourful()).convert("P"), "PNG", transparency=3),
+     True),
+    ("png-1-bit", lambda: pil_bytes(Image.new("1", (4, 3), 1), "PNG"), True),
+    ("png-gray-alpha", lambda: pil_bytes(Image.new("LA", (3, 2), (100, 40)), "PNG"), False),
+    ("png-rgb-transparent-colour", lambda: pil_bytes(Image.fromarray(colourful()), "PNG", transparency=(0, 0, 0)),
+     False),
+    ("png-16-bit", lambda: pil_bytes(Image.fromarray(colourful()[:, :, 0].astype(np.uint16) * 257), "PNG"), False),
+    ("webp", lambda: pil_bytes(Image.fromarray(colourful()), "WEBP"), False),
+    ("tiff", lambda: pil_bytes(Image.fromarray(colourful()), "TIFF"), False),
+]
+
+
+@pytest.mark.parametrize(("build", "by_imagecodecs"), [case[1:] for case in LAYOUTS], ids=[c[0] for c in LAYOUTS])
+def test_photos_and_masks_are_decoded_by_imagecodecs_the_rest_by_opencv(monkeypatch, build, by_imagecodecs):
+    """imagecodecs takes the kinds uploads come as (it decodes them faster than OpenCV); the
+    others go to OpenCV, which expands and converts what imagecodecs would hand back raw."""
+    calls = []
+    for fmt, decoder in imageio._IMAGECODECS_DECODERS.items():
+        monkeypatch.setitem(imageio._IMAGECODECS_DECODERS, fmt,
+                            lambda data, out, decoder=decoder: calls.append(fmt) or decoder(data, out=out))
+    data = build()
+    opencv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    decoded = decode_image(data)
+    assert bool(calls) == by_imagecodecs
+    if by_imagecodecs:  # the same pixels as OpenCV decodes, in RGB order
+        expected = opencv if opencv.ndim == 2 else cv2.cvtColor(opencv, cv2.COLOR_BGR2RGB if opencv.shape[2] == 3
+                                                                else cv2.COLOR_BGRA2RGBA)
+        np.testing.assert_array_equal(decoded, expected)
+
+
+def test_interlaced_pngs_are_left_to_opencv():
+    data = bytearray(pil_bytes(Image.fromarray(colourful()), "PNG"))
+    data[28] = 1  # IHDR's interlace method: Adam7 (only the choice of decoder is looked at here)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    assert imageio._check(bytes(data), imageio.DEFAULT_LIMITS).shape is None
+
+
+def test_imagecodecs_fills_only_an_array_of_the_checked_size():
+    """The second line behind the walk: had a file decoded to another size than the one checked,
+    the decoder refuses it rather than allocate what the file says."""
+    data = pil_bytes(Image.fromarray(colourful()), "PNG")
+    for fmt, data in (("PNG", data), ("JPEG", pil_bytes(Image.fromarray(colourful()), "JPEG"))):
+        checked = imageio._check(data, imageio.DEFAULT_LIMITS)
+        assert checked.shape == (20, 30, 3)
+        for wrong in ((20, 31, 3), (10, 15, 3), (20, 30, 4), (20, 30)):
+            with pytest.raises(ImageError, match="truncated or corrupt"):
+                imageio._decode_pixels(dataclasses.replace(checked, shape=wrong))
 
 
 # ------------------------------------------------------------------------- orientation

@@ -201,13 +201,13 @@ def test_adler32_combine_matches_zlib(lengths):
 def test_imageio_takes_the_parallel_path_for_our_files(small_segments, monkeypatch):
     image = photo_like(50, 40, 3)
     data = imageio.encode_image(image, "png")
-    monkeypatch.setattr(imageio, "_decode_pixels", lambda data: pytest.fail("OpenCV was asked"))
+    monkeypatch.setattr(imageio, "_decode_pixels", lambda checked: pytest.fail("a library decoder was asked"))
     np.testing.assert_array_equal(imageio.decode_image(data), image)
 
 
 @pytest.mark.parametrize("writer", ["pillow", "opencv"])
 @pytest.mark.parametrize("channels", [1, 3, 4], ids=["gray", "rgb", "rgba"])
-def test_other_pngs_are_left_to_opencv(writer, channels):
+def test_other_pngs_are_left_to_the_library_decoders(writer, channels):
     image = noise(700, 900, channels)
     if writer == "pillow":
         buffer = io.BytesIO()
@@ -216,10 +216,10 @@ def test_other_pngs_are_left_to_opencv(writer, channels):
     else:
         data = cv2.imencode(".png", image if channels == 1 else image[..., [2, 1, 0, 3][:channels]])[1].tobytes()
     assert png.decode(data) is None
-    np.testing.assert_array_equal(imageio.decode_image(data), image)  # OpenCV's path, RGB order
+    np.testing.assert_array_equal(imageio.decode_image(data), image)  # imagecodecs' path, RGB order
 
 
-def test_an_extra_chunk_or_trailing_data_is_left_to_opencv(small_segments):
+def test_an_extra_chunk_or_trailing_data_is_left_to_the_library_decoders(small_segments):
     image = noise(20, 10, 3)
     parts = chunks(png.encode(image))
     with_text = assemble(parts[:2] + [(b"tEXt", b"Comment\x00hi")] + parts[2:])
