@@ -288,7 +288,8 @@ def build_app(settings: Settings):
                              model_loaded=lambda: 0.0 if engine.uses_fallback else 1.0,
                              gpu_available=lambda: 1.0 if engine.device.type == "cuda" else 0.0,
                              latest_sample=sampler.latest if sampler else (lambda: None),
-                             gpu_admission=queue.admission)
+                             gpu_admission=queue.admission,
+                             fp16_fallbacks=lambda: engine.fp16_fallbacks)
     limits = ImageLimits(max_bytes=settings.max_upload_mb * 2**20, max_pixels=settings.max_pixels,
                          max_side=settings.max_side)
     outputs = OutputStore(Path(settings.outputs_dir), keep_days=settings.outputs_keep_days,

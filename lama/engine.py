@@ -181,6 +181,8 @@ class InpaintEngine:
         if self.fast:
             fast = FastGenerator(self.generator)
             self._runner = fastpath.GraphRunner(fast, keepalive=fast.constants_for_input)
+            if self.precision == "fp16":
+                self._runner = fastpath.Fp32Fallback(self._runner, self.generator)
         else:
             self._runner = self.generator
 
@@ -207,6 +209,11 @@ class InpaintEngine:
             "path": str(self.source.path) if self.source else None,
             "parameters": parameters,
         }
+
+    @property
+    def fp16_fallbacks(self) -> int:
+        """Model runs whose fp16 output overflowed and that were computed again in fp32."""
+        return self._runner.fallbacks if isinstance(self._runner, fastpath.Fp32Fallback) else 0
 
     # ------------------------------------------------------------------ inference
 

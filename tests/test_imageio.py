@@ -177,7 +177,7 @@ def test_photos_and_masks_are_decoded_by_imagecodecs_the_rest_by_opencv(monkeypa
     calls = []
     for fmt, decoder in imageio._IMAGECODECS_DECODERS.items():
         monkeypatch.setitem(imageio._IMAGECODECS_DECODERS, fmt,
-                            lambda data, out, decoder=decoder: calls.append(fmt) or decoder(data, out=out))
+                            lambda data, out, fmt=fmt, decoder=decoder: calls.append(fmt) or decoder(data, out=out))
     data = build()
     opencv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     decoded = decode_image(data)
@@ -198,9 +198,8 @@ def test_interlaced_pngs_are_left_to_opencv():
 def test_imagecodecs_fills_only_an_array_of_the_checked_size():
     """The second line behind the walk: had a file decoded to another size than the one checked,
     the decoder refuses it rather than allocate what the file says."""
-    data = pil_bytes(Image.fromarray(colourful()), "PNG")
-    for fmt, data in (("PNG", data), ("JPEG", pil_bytes(Image.fromarray(colourful()), "JPEG"))):
-        checked = imageio._check(data, imageio.DEFAULT_LIMITS)
+    for fmt in ("PNG", "JPEG"):
+        checked = imageio._check(pil_bytes(Image.fromarray(colourful()), fmt), imageio.DEFAULT_LIMITS)
         assert checked.shape == (20, 30, 3)
         for wrong in ((20, 31, 3), (10, 15, 3), (20, 30, 4), (20, 30)):
             with pytest.raises(ImageError, match="truncated or corrupt"):

@@ -395,3 +395,17 @@ def test_the_codec_measurement_prints_each_size(capsys):
 
 def test_the_damage_tests_see_several_segments(small_segments):
     assert sum(kind == b"IDAT" for kind, _ in chunks(png.encode(noise(9, 7, 3)))) == 3
+
+
+def test_the_codec_comparison_prints_a_table_per_kind_of_file(capsys):
+    """tools/codec_bench.py: each kind of file gets its table, with the service's decoder and
+    imagecodecs' among the rows, and the encoders theirs."""
+    import runpy
+    from pathlib import Path
+
+    bench = runpy.run_path(str(Path(__file__).resolve().parent.parent / "tools" / "codec_bench.py"))
+    bench["main"](["--sizes", "24x16", "--runs", "1", "--content", "synthetic"])
+    out = capsys.readouterr().out
+    for title in ("Decode JPEG q92", "Decode PNG (Pillow)", "Decode PNG (OpenCV)", "Decode PNG (lama.png)", "Encode"):
+        assert f"**{title}" in out
+    assert out.count("| lama.imageio (the service) |") == 4 and "| imagecodecs jpeg8 (libjpeg-turbo) |" in out

@@ -30,17 +30,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import lama  # noqa: E402,F401  (OpenCV's caps before cv2 loads)
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import lama  # noqa: F401  (OpenCV's caps before cv2 loads)
+import cv2
+import numpy as np
+from PIL import Image
 
-from lama import imageio, png  # noqa: E402
-from loadreport.images import photo  # noqa: E402
+from lama import imageio, png
+from loadreport.images import photo
 
 SIZES = ((640, 480), (1280, 960), (2560, 1920))
 # Photos shipped inside installed packages: (package, path inside it).
@@ -230,19 +231,20 @@ def run(sizes: list[tuple[int, int]], runs: int, content: list[str]) -> str:
                 sizes_kb.setdefault(kind, [[] for _ in sizes])[index].append(len(data) / 1024)
                 for name, decode in decoders(kind).items():
                     cells = decode_rows.setdefault(kind, {}).setdefault(name, [[] for _ in sizes])
-                    cells[index].append(median_ms(lambda: decode(data), runs))
+                    call = partial(decode, data)
+                    cells[index].append(median_ms(call, runs))
                     if largest and name not in gil:
-                        gil[name] = releases_gil(lambda: decode(data))
+                        gil[name] = releases_gil(call)
             for name, encode in encoders().items():
-                encode_rows.setdefault(name, [[] for _ in sizes])[index].append(median_ms(lambda: encode(picture), runs))
+                encode_rows.setdefault(name, [[] for _ in sizes])[index].append(median_ms(partial(encode, picture), runs))
 
     def mean(values: list[float]) -> str:
         return f"{statistics.fmean(values):.1f}" if values else "–"
 
-    out = [f"Codecs on {os.cpu_count()} cores ({png.cores()} usable; lama.png's threads {png.cores()}, "
-           f"OpenCV's {cv2.getNumThreads()}), content {'+'.join(content)}: mean over the pictures of each "
-           f"codec's median of {runs} calls, ms. imagecodecs {getattr(imagecodecs, '__version__', 'absent')}, "
-           f"OpenCV {cv2.__version__}, Pillow {Image.__version__}."]
+    out = [(f"Codecs on {os.cpu_count()} cores ({png.cores()} usable; lama.png's threads {png.cores()}, "
+            f"OpenCV's {cv2.getNumThreads()}), content {'+'.join(content)}: mean over the pictures of each "
+            f"codec's median of {runs} calls, ms. imagecodecs {getattr(imagecodecs, '__version__', 'absent')}, "
+            f"OpenCV {cv2.__version__}, Pillow {Image.__version__}.")]
     for kind, rows in decode_rows.items():
         kb = " / ".join(mean(values) for values in sizes_kb[kind])
         out.append(table(f"Decode {kind} (files of {kb} KB)", ["decoder", *size_names, "releases the GIL"],
