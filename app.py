@@ -70,6 +70,7 @@ class Settings:
     ui_cache_dir: str
     ui_cache_max_age_s: float
     ui_cache_max_mb: float
+    kernel_cache_dir: str  # Triton's compiled kernels, kept between restarts
     shutdown_timeout_s: float
     gpu_memory_fraction: float  # from the preset
     model_max_side: int | None  # from the preset
@@ -244,7 +245,8 @@ def build_app(settings: Settings):
     import gradio as gr
     import torch
 
-    from lama.engine import EngineError, HDSettings, InpaintEngine
+    from lama import resources
+    from lama.engine import EngineError, HDSettings, InpaintEngine, resolve_device
     from lama.checkpoint import CheckpointError
     from lama.imageio import ImageLimits
     from monitor.metrics import ServiceMetrics
@@ -258,7 +260,14 @@ def build_app(settings: Settings):
     from webui.ui import build_ui
     from webui.ui_guard import UIGuard
 
+    # The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
+    # compiling them again (an operator's TRITON_CACHE_DIR wins).
+    os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
     try:
+        on_cuda = resolve_device(settings.device).type == "cuda"
+        # Threads and heap arenas bounded before the engine's first torch work starts pools
+        # (lama/resources.py says what holds threads and why these bounds).
+        resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
     except (CheckpointError, EngineError) as error:
@@ -303,7 +312,8 @@ def build_app(settings: Settings):
     # The UI's upload cache is swept with the outputs, on the same thread.
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
-    retention = Retention(outputs, sweep_ui_cache)
+    # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds.
+    retention = Retention(outputs, [*sweep_ui_cache, resources.release_free_heap])
     retention.start()
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests)
 

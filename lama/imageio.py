@@ -165,8 +165,9 @@ def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray
 # Runs the mask's half of decode_image_and_mask. Its tasks wait only on a decode slot and
 # lama.png's pool, whose tasks wait on nothing, so any number of requests can share them
 # without deadlock; a mask the pool has not started by the time its image is decoded is
-# taken back (below), so slow masks in the pool never hold up another request's.
-_mask_pool = png.LazyPool("mask")
+# taken back (below), so slow masks in the pool never hold up another request's. No more
+# threads than decode slots: a mask decode holds one.
+_mask_pool = png.LazyPool("mask", DECODE_SLOTS)
 
 
 def decode_image_and_mask(
