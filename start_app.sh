@@ -48,6 +48,9 @@ if [[ $mode == test ]]; then
         sudo_cmd=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
         $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq chromium >/dev/null
     fi
+    # Lint and the layer contracts of docs/ARCHITECTURE.md (pyproject.toml) before the tests.
+    "$(dirname "$py")/ruff" check --quiet .
+    "$(dirname "$py")/lint-imports" --no-cache
     exec "$py" -m pytest "$@"
 fi
 
@@ -58,7 +61,7 @@ export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:Tr
 export GRADIO_ANALYTICS_ENABLED=False
 # Two malloc arenas instead of one per thread: the server's threads (uvicorn, Gradio, the
 # GPU worker) otherwise keep tens of MB each of freed image buffers, and RSS swings by that
-# much from request to request (tests/test_soak.py measures the server with this setting).
+# much from request to request (tests/live/test_soak.py measures the server with this setting).
 export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
 
 if ! "$py" -c "from lama.engine import find_default_model; raise SystemExit(find_default_model() is None)"; then

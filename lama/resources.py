@@ -22,8 +22,9 @@ Each bound is a count of threads that can do useful work at once; none grows wit
 The C heap: glibc gives each thread that allocates its own arena, up to 8 per core, and an
 arena keeps what a repair freed for its thread's next one. With a hundred threads touching
 multi-megabyte image buffers, the free memory of all those arenas is what made the server hold
-1.8–2.0 GB after a load run (issue 15). Four arenas, and free pages given back to the kernel
-by the sweep, keep it near what it holds at rest. (A lower mmap threshold would give every
+1.8–2.0 GB after a load run (issue 15), started without start_app.sh. Two arenas (whoever
+launches the process), and free pages given back to the kernel by the sweep, keep it near what
+it holds at rest. (A lower mmap threshold would give every
 large buffer back at once, but costs ~2 ms of page faults per 15 MB buffer, per repair.)
 """
 
@@ -46,7 +47,7 @@ CUDA_TORCH_THREADS = 2
 ANYIO_WORKER_THREADS = 40  # anyio.to_thread's default limiter (Starlette's run_in_threadpool, Gradio)
 SERVICE_THREADS = 6  # event loop, GPU-memory warm-up, outputs sweep, sampler, GPU probe, main thread
 CUDA_DRIVER_THREADS = 6  # the driver's event handler and helpers (about 4 on an H200)
-MALLOC_ARENAS = 4
+MALLOC_ARENAS = 2  # as start_app.sh sets MALLOC_ARENA_MAX; an operator's value wins
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
@@ -89,7 +90,7 @@ def bound_process(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
         torch.set_num_interop_threads(budget.torch_inter_op)
     except RuntimeError:  # only possible before torch's first parallel work; the default is then kept
         log.warning("torch's inter-op pool had started already: its size stays %d", torch.get_num_interop_threads())
-    if not _mallopt(_M_ARENA_MAX, MALLOC_ARENAS):
+    if "MALLOC_ARENA_MAX" not in os.environ and not _mallopt(_M_ARENA_MAX, MALLOC_ARENAS):
         log.info("not glibc: the C heap keeps its own arena policy")
     log.info("threads: at most %d (%s)", budget.total, budget.describe())
     return budget
