@@ -35,6 +35,7 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 start() {
     local log=$1; shift
     local started; started=$(now_ms)
+    started_at=$(date -u +%T.%3N)  # to read the log's phases against
     "$@" >"$log" 2>&1 &
     server=$!
     until ready; do
@@ -54,7 +55,7 @@ if [ "$only" = startup ]; then
     for pass in cold-kernel-cache warm-kernel-cache; do
         start "$out/$pass.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/logs-$pass"
         {
-            echo "$pass: start to /readyz: $ready_ms ms"
+            echo "$pass: started at $started_at UTC, /readyz after $ready_ms ms"
             grep -E "loaded big-lama|threads: at most|GPU memory model|warm: ready" "$out/$pass.log" | cut -c1-160
             echo "$pass: at rest after /readyz: $(process)"
         } | tee -a "$out/startup.txt"
