@@ -1,15 +1,15 @@
 """Structure walkers: PNG, JPEG and TIFF checked the way their pixel decoders will read them.
 
 Pillow reads an upload's header for the size checks, but the pixels are decoded by other
-code (libpng, libjpeg-turbo and libtiff, in imagecodecs or OpenCV), which reads the same bytes differently
+code (libjpeg-turbo in simplejpeg, OpenCV's libpng, libjpeg-turbo and libtiff), which reads the same bytes differently
 where a file is hostile: a chunk length past the end of the file that libpng allocates
 before noticing, a size tag that libtiff takes from the first copy and Pillow from the
 last, a JPEG with thousands of scans that each cost a pass over every block. Each walker
 here reads the file's structure once, cheaply (time linear in the file's size, no pixel
 buffer), refuses what the decoders could read differently or what would cost more than
 the file's size suggests, and says what the decoder must see: the (width, height) it will
-use, which imageio compares with Pillow's, the bytes to hand it and, for the common kinds,
-the channels it will decode them to.
+use, which imageio compares with Pillow's, the bytes to hand it and, for the JPEGs photos
+come as, the channels it will decode them to.
 
 Refusals raise :class:`StructureError` with a one-line message for the user.
 """
@@ -35,10 +35,9 @@ class StructureError(ImageError):
 class Structure:
     """What the pixel decoder will read: its (width, height) and the bytes to give it.
 
-    ``channels`` is set for the kinds of file that photos and masks come as (8-bit JPEG, gray
-    or colour; PNG of at most 8 bits, gray, RGB, RGBA or palette, not interlaced): the
-    channels that imagecodecs decodes them to, which with the size is the whole array it
-    must fill. None: OpenCV decodes the file (16-bit, gray+alpha, CMYK, ...).
+    ``channels`` is set for the JPEGs that photos come as (8-bit, gray or colour, Huffman
+    coded): the channels simplejpeg decodes them to, which with the size is the whole array it
+    must fill. None: OpenCV decodes the file (PNG, TIFF, CMYK or 12-bit JPEG, ...).
     """
 
     size: tuple[int, int]
@@ -69,8 +68,6 @@ MAX_PNG_ANCILLARY_CHUNKS = 256
 MAX_PNG_CHUNKS = 100_000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHUNK_HEADER = struct.Struct(">I4s")
-_IHDR = struct.Struct(">IIBBBBB")  # width, height, bit depth, colour type, compression, filter, interlace
-_PNG_COLOUR_CHANNELS = {0: 1, 2: 3, 6: 4}  # gray, RGB, RGBA (4, gray+alpha, is left to OpenCV)
 
 
 def walk_png(data: bytes) -> Structure:
@@ -78,7 +75,6 @@ def walk_png(data: bytes) -> Structure:
     chunks are bounded. The pixel data is the file reduced to the pixel chunks."""
     size, pos = len(data), len(_PNG_SIGNATURE)
     kept: list[tuple[int, int]] = [(0, pos)]  # spans of the file the decoder gets
-    kinds: set[bytes] = set()
     chunks = ancillary = 0
     while True:
         if pos + 12 > size:
@@ -93,7 +89,6 @@ def walk_png(data: bytes) -> Structure:
         if chunks > MAX_PNG_CHUNKS:
             raise StructureError(f"PNG has more than {MAX_PNG_CHUNKS:,} chunks")
         if kind in _PIXEL_CHUNKS:
-            kinds.add(kind)
             if kept[-1][1] == pos:
                 kept[-1] = (kept[-1][0], end)
             else:
@@ -108,24 +103,11 @@ def walk_png(data: bytes) -> Structure:
         pos = end
         if kind == b"IEND":
             break
-    width, height, depth, colour, _, _, interlace = _IHDR.unpack_from(data, 16)
-    channels = _png_channels(depth, colour, interlace, has_transparency=b"tRNS" in kinds)
+    width, height = struct.unpack_from(">II", data, 16)
     if kept == [(0, pos)]:  # nothing to leave out (trailing bytes after IEND are ignored)
-        return Structure((width, height), data, channels)
+        return Structure((width, height), data)
     view = memoryview(data)
-    return Structure((width, height), b"".join(view[start:end] for start, end in kept), channels)
-
-
-def _png_channels(depth: int, colour: int, interlace: int, has_transparency: bool) -> int | None:
-    """The channels imagecodecs' libpng decodes a PNG to (palette expanded, with alpha where
-    it has a tRNS chunk), for the layouts decoded that way; None for the others."""
-    if depth > 8 or interlace:
-        return None
-    if colour == 3:
-        return 4 if has_transparency else 3
-    if has_transparency:
-        return None  # gray or RGB with one transparent colour: OpenCV makes that an alpha channel
-    return _PNG_COLOUR_CHANNELS.get(colour)
+    return Structure((width, height), b"".join(view[start:end] for start, end in kept))
 
 
 # --------------------------------------------------------------------------- JPEG
@@ -187,7 +169,7 @@ def walk_jpeg(data: bytes) -> Structure:
                 raise StructureError(CORRUPT)
             precision, height, width, components = struct.unpack_from(">BHHB", data, pos + 4)
             frame = (width, height)
-            # Huffman-coded 8-bit gray or colour (baseline, extended, progressive): imagecodecs'
+            # Huffman-coded 8-bit gray or colour (baseline, extended, progressive): simplejpeg's
             # libjpeg-turbo decodes it; CMYK, 12-bit, lossless and arithmetic coding go to OpenCV.
             if marker in _HUFFMAN_SOF and precision == 8 and components in (1, 3):
                 channels = components

@@ -5,17 +5,18 @@ way its pixel decoder will read it (lama.formats: PNG chunks, JPEG segments and 
 TIFF tags) and Pillow reads only the header (format, size, mode, EXIF orientation), so a
 file that claims 100000×100000 pixels, or that the decoder would read at another size than
 Pillow does, is refused without allocating it. The pixels themselves are decoded by
-imagecodecs (libjpeg-turbo, libpng) for the kinds photos and masks come as: 8-bit JPEG and
-PNG, which it decodes faster than OpenCV (tools/codec_bench.py; docs/BENCHMARKS.md), in RGB
-order and into an array this module allocates at the checked size. PNGs that this service
-wrote are read by lama.png on all cores, everything else (16-bit, CMYK, TIFF, WebP, BMP) by
-OpenCV. PNG is encoded by lama.png on all cores (no library measured writes it as fast),
-JPEG and WebP by OpenCV. Every one of these decoders releases the GIL.
+simplejpeg (libjpeg-turbo's TurboJPEG) for the JPEGs photos come as (8-bit gray or colour),
+which it decodes faster than OpenCV (tools/codec_bench.py; docs/BENCHMARKS.md), in RGB order
+and into an array this module allocates at the checked size; by lama.png on all cores for
+PNGs this service wrote; by OpenCV for everything else (other PNGs, CMYK JPEG, TIFF, WebP,
+BMP: docs/BENCHMARKS.md says why no PNG decoder replaced it). PNG is encoded by lama.png on
+all cores (no library measured writes it as fast), JPEG and WebP by OpenCV. Every one of
+these codecs releases the GIL.
 
 What one decode may cost is bounded three ways: the structure checks bound its time by
-the file's size; what the decoder allocates is bounded whatever the header says (imagecodecs
-fills an array of the checked size and refuses a file of any other, OpenCV has its own caps,
-lama.opencv_caps); and at most DECODE_SLOTS decodes run at once in the process.
+the file's size; what the decoder allocates is bounded whatever the header says (simplejpeg
+fills an array of the checked size and refuses a file that needs more, OpenCV has its own
+caps, lama.opencv_caps); and at most DECODE_SLOTS decodes run at once in the process.
 
 Arrays are uint8 in the image's own layout: H×W (gray), H×W×3 RGB or H×W×4 RGBA.
 Every problem a user can cause raises :class:`ImageError` with a one-line message that
@@ -33,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import imagecodecs
 import numpy as np
+import simplejpeg
 from PIL import (
     BmpImagePlugin,
     ExifTags,
@@ -202,7 +203,7 @@ class _Checked:
     pixel_data: bytes  # what the decoder is given (a PNG without its ancillary chunks)
     has_alpha: bool
     orientation: int
-    # The array imagecodecs fills, (height, width[, channels]); None: OpenCV decodes the file.
+    # The array simplejpeg fills, (height, width[, channels]); None: another decoder reads the file.
     shape: tuple[int, ...] | None = None
 
 
@@ -232,8 +233,7 @@ def _check(data: bytes, limits: ImageLimits) -> _Checked:
     pixel_data = data if structure is None else structure.pixel_data
     has_alpha = _header_has_alpha(header)
     shape = None
-    # Only where the walk and Pillow agree on the alpha channel (they always should).
-    if structure is not None and structure.channels is not None and has_alpha == (structure.channels == 4):
+    if structure is not None and structure.channels is not None:
         width, height = structure.size
         shape = (height, width) if structure.channels == 1 else (height, width, structure.channels)
     return _Checked(fmt, data, pixel_data, has_alpha, _orientation(header), shape)
@@ -399,21 +399,10 @@ def _header_has_alpha(header: ImageFile.ImageFile) -> bool:
     return "A" in header.getbands() or "transparency" in header.info
 
 
-# imagecodecs' decoder per format, for the files it decodes (lama.formats sets their channels).
-_IMAGECODECS_DECODERS = {"JPEG": imagecodecs.jpeg8_decode, "PNG": imagecodecs.png_decode}
-# What it raises for a file it cannot decode: the codec's error, or ValueError when the file
-# would decode to another shape than the array it is given.
-_IMAGECODECS_ERRORS = (imagecodecs.Jpeg8Error, imagecodecs.PngError, ValueError)
-
-
 def _decode_pixels(checked: _Checked) -> np.ndarray:
     """The stored pixels, uint8 in RGB(A) order or gray, before orientation."""
     if checked.shape is not None:
-        out = np.empty(checked.shape, np.uint8)
-        try:
-            return _IMAGECODECS_DECODERS[checked.fmt](checked.pixel_data, out=out)
-        except _IMAGECODECS_ERRORS:
-            raise ImageError(_CORRUPT) from None
+        return _decode_jpeg_into(checked.pixel_data, np.empty(checked.shape, np.uint8))
     try:
         image = cv2.imdecode(np.frombuffer(checked.pixel_data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -421,6 +410,24 @@ def _decode_pixels(checked: _Checked) -> np.ndarray:
     if image is None or image.size == 0:
         raise ImageError(_CORRUPT)
     return _to_rgb_layout(_to_uint8(image), checked.has_alpha)
+
+
+def _decode_jpeg_into(data: bytes, out: np.ndarray) -> np.ndarray:
+    """simplejpeg's decode of `data` into `out`, an array of the size and channels checked.
+
+    It refuses a file that needs a larger buffer (ValueError); a file that fits in fewer bytes
+    decodes to another shape, which is refused here. Not strict: libjpeg-turbo's warnings (a
+    progression it can still follow) are tolerated, as OpenCV tolerated them before; a file
+    cut short is refused by the walk (lama.formats), which wants its end marker.
+    """
+    colorspace = "GRAY" if out.ndim == 2 else "RGB"
+    try:
+        image = simplejpeg.decode_jpeg(data, colorspace=colorspace, buffer=out, strict=False)
+    except ValueError:
+        raise ImageError(_CORRUPT) from None
+    if image.shape[:2] != out.shape[:2] or image.size != out.size:
+        raise ImageError(_CORRUPT)
+    return out
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -106,7 +106,7 @@ HOSTILE = [
 
 @pytest.fixture
 def spy(monkeypatch):
-    """What reaches a pixel decoder (imagecodecs or OpenCV): the bytes of every _decode_pixels call."""
+    """What reaches a pixel decoder (simplejpeg or OpenCV): the bytes of every _decode_pixels call."""
     seen: list[bytes] = []
     real = imageio._decode_pixels
     monkeypatch.setattr(imageio, "_decode_pixels", lambda checked: seen.append(bytes(checked.pixel_data))

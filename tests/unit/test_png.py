@@ -201,13 +201,13 @@ def test_adler32_combine_matches_zlib(lengths):
 def test_imageio_takes_the_parallel_path_for_our_files(small_segments, monkeypatch):
     image = photo_like(50, 40, 3)
     data = imageio.encode_image(image, "png")
-    monkeypatch.setattr(imageio, "_decode_pixels", lambda checked: pytest.fail("a library decoder was asked"))
+    monkeypatch.setattr(imageio, "_decode_pixels", lambda checked: pytest.fail("OpenCV was asked"))
     np.testing.assert_array_equal(imageio.decode_image(data), image)
 
 
 @pytest.mark.parametrize("writer", ["pillow", "opencv"])
 @pytest.mark.parametrize("channels", [1, 3, 4], ids=["gray", "rgb", "rgba"])
-def test_other_pngs_are_left_to_the_library_decoders(writer, channels):
+def test_other_pngs_are_left_to_opencv(writer, channels):
     image = noise(700, 900, channels)
     if writer == "pillow":
         buffer = io.BytesIO()
@@ -216,10 +216,10 @@ def test_other_pngs_are_left_to_the_library_decoders(writer, channels):
     else:
         data = cv2.imencode(".png", image if channels == 1 else image[..., [2, 1, 0, 3][:channels]])[1].tobytes()
     assert png.decode(data) is None
-    np.testing.assert_array_equal(imageio.decode_image(data), image)  # imagecodecs' path, RGB order
+    np.testing.assert_array_equal(imageio.decode_image(data), image)  # OpenCV's path, RGB order
 
 
-def test_an_extra_chunk_or_trailing_data_is_left_to_the_library_decoders(small_segments):
+def test_an_extra_chunk_or_trailing_data_is_left_to_opencv(small_segments):
     image = noise(20, 10, 3)
     parts = chunks(png.encode(image))
     with_text = assemble(parts[:2] + [(b"tEXt", b"Comment\x00hi")] + parts[2:])
@@ -399,7 +399,7 @@ def test_the_damage_tests_see_several_segments(small_segments):
 
 def test_the_codec_comparison_prints_a_table_per_kind_of_file(capsys):
     """tools/codec_bench.py: each kind of file gets its table, with the service's decoder and
-    imagecodecs' among the rows, and the encoders theirs."""
+    simplejpeg's among the rows, and the encoders theirs."""
     import runpy
 
     from support.paths import ROOT
@@ -409,4 +409,4 @@ def test_the_codec_comparison_prints_a_table_per_kind_of_file(capsys):
     out = capsys.readouterr().out
     for title in ("Decode JPEG q92", "Decode PNG (Pillow)", "Decode PNG (OpenCV)", "Decode PNG (lama.png)", "Encode"):
         assert f"**{title}" in out
-    assert out.count("| lama.imageio (the service) |") == 4 and "| imagecodecs jpeg8 (libjpeg-turbo) |" in out
+    assert out.count("| lama.imageio (the service) |") == 4 and "| simplejpeg (libjpeg-turbo) |" in out
