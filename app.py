@@ -69,6 +69,7 @@ class Settings:
     ui_cache_dir: str
     ui_cache_max_age_s: float
     ui_cache_max_mb: float
+    kernel_cache_dir: str  # Triton's compiled kernels, kept between restarts
     shutdown_timeout_s: float
     gpu_memory_fraction: float  # from the preset
     model_max_side: int | None  # from the preset
@@ -242,6 +243,8 @@ def build_app(settings: Settings):
 
     import gradio as gr
 
+    from lama import resources
+    from lama.device import Device
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
     from lama.imageio import ImageLimits
@@ -249,8 +252,8 @@ def build_app(settings: Settings):
     from monitor.requestlog import RequestLog
     from monitor.sampler import Sampler
     from service.jobs import JobQueue
-    from service.pipeline import RepairOptions, RepairService
     from service.lifecycle import Lifecycle
+    from service.pipeline import RepairOptions, RepairService
     from service.storage import OutputStore, Retention
     from service.warmup import WarmUp
     from webui.api import create_api
@@ -259,7 +262,14 @@ def build_app(settings: Settings):
     from webui.ui import build_ui
     from webui.ui_guard import UIGuard
 
+    # The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
+    # compiling them again (an operator's TRITON_CACHE_DIR wins).
+    os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
     try:
+        on_cuda = Device.resolve(settings.device).is_cuda
+        # Threads and heap arenas bounded before the engine's first torch work starts pools
+        # (lama/resources.py says what holds threads and why these bounds).
+        resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
     except ModelError as error:
@@ -287,7 +297,8 @@ def build_app(settings: Settings):
                              model_loaded=lambda: float(engine.backend.model_loaded),
                              gpu_available=lambda: float(engine.device.is_cuda),
                              latest_sample=sampler.latest if sampler else (lambda: None),
-                             gpu_admission=queue.admission)
+                             gpu_admission=queue.admission,
+                             fp16_fallbacks=lambda: engine.fp16_fallbacks)
     limits = ImageLimits(max_bytes=settings.max_upload_mb * 2**20, max_pixels=settings.max_pixels,
                          max_side=settings.max_side)
     outputs = OutputStore(Path(settings.outputs_dir), keep_days=settings.outputs_keep_days,
@@ -301,7 +312,8 @@ def build_app(settings: Settings):
     # The UI's upload cache is swept with the outputs, on the same thread.
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
-    retention = Retention(outputs, sweep_ui_cache)
+    # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds.
+    retention = Retention(outputs, [*sweep_ui_cache, resources.release_free_heap])
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
                             status_of=status_of)
     # Every thread's owner (service/lifecycle.py): started by the app's lifespan, stopped after the last response.

@@ -23,6 +23,8 @@ class Backend(ABC):
     model_loaded: bool  # big-lama's weights serve the repairs (False: a stand-in)
     # What an operator must know about this backend (the CLI prints it, the UI shows it); None: nothing.
     warning: str | None = None
+    # Model runs whose fp16 output overflowed and were computed again in fp32 (the fast path's guard).
+    fp16_fallbacks: int = 0
 
     @abstractmethod
     def repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:

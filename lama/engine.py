@@ -86,6 +86,11 @@ class InpaintEngine:
         """What is serving requests, for logs, /healthz and `python -m lama info`."""
         return self.backend.describe()
 
+    @property
+    def fp16_fallbacks(self) -> int:
+        """Model runs whose fp16 output overflowed and that were computed again in fp32."""
+        return self.backend.fp16_fallbacks
+
     # ------------------------------------------------------------------ a repair
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, strategy: str = "crop", dilate: int = 0,
