@@ -14,16 +14,16 @@ the benchmark's own photo at that size, encoded here: a repair changes only the 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import re
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from lama.imageio import encode_image
 from loadreport.load import make_upload
-
-import cv2  # noqa: E402,I001 - after lama, which sets OpenCV's decoding caps first
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = (1, 10, 100)
@@ -33,7 +33,9 @@ DAY_S = 86_400
 def load_table(benchmarks: Path, clients: int) -> dict[str, float]:
     """req/s by size ("1280×960") for default settings at `clients` clients."""
     lines = benchmarks.read_text().splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("| size | settings | clients |"))
+    header = next((i for i, line in enumerate(lines) if line.startswith("| size | settings | clients |")), None)
+    if header is None:
+        raise SystemExit(f"error: no load-benchmark table (| size | settings | clients | ...) in {benchmarks}")
     columns = [cell.strip() for cell in lines[header].strip("|").split("|")]
     rates = {}
     for line in lines[header + 2:]:
@@ -48,7 +50,7 @@ def load_table(benchmarks: Path, clients: int) -> dict[str, float]:
 def result_bytes(size: str) -> int:
     width, height = (int(side) for side in re.split("[×x]", size))
     upload = make_upload(width, height, seed=0, coverage=0.08)
-    photo = cv2.cvtColor(cv2.imdecode(np.frombuffer(upload.image_jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    photo = np.asarray(Image.open(io.BytesIO(upload.image_jpeg)).convert("RGB"))
     return len(encode_image(photo, "png"))
 
 
