@@ -13,6 +13,7 @@ import contextlib
 import csv
 import io
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -202,6 +203,18 @@ def test_api_requests_are_spread_over_the_replicas_without_a_cookie(cluster: Clu
     assert all(count > 0 for count in gained.values()), gained
     record("Scale-out: HAProxy, API spread", f"{clients * each} repairs from {clients} clients through the balancer",
            ", ".join(f"{name} {count}" for name, count in gained.items()), "every replica serves some")
+
+
+def test_only_the_ui_paths_get_the_stickiness_cookie(cluster: Cluster):
+    with httpx.Client(base_url=cluster.balancer.url) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert re.fullmatch(r"LAMA_REPLICA=r[123]", page.headers["set-cookie"].split(";")[0])
+        client.cookies.clear()
+        # The jobs API (issue 16) included: any replica answers for a job (shared outputs).
+        for path in ("/api/v1/jobs/0123456789ab", "/api/v1/monitor", "/healthz", "/metrics"):
+            answer = client.get(path)
+            assert answer.status_code < 500 and "set-cookie" not in answer.headers, path
 
 
 # ------------------------------------------------------------------ readiness decides
