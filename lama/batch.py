@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from lama import imageio, masks
-from lama.engine import EngineError, InpaintEngine
+from lama.engine import InpaintEngine
+from lama.errors import InpaintError, UsageError
 from lama.files import write_bytes_atomic
 from lama.metadata import NO_METADATA
 from lama.output_formats import RESULT_SUFFIX, OutputFormat, for_suffix, output_format, result_file_name
@@ -29,11 +30,7 @@ from lama.output_formats import RESULT_SUFFIX, OutputFormat, for_suffix, output_
 MASK_SUFFIX = "_mask"  # photo.jpg's mask may be photo.png or photo_mask.png
 EXISTING = ("refuse", "skip", "overwrite")  # what to do about outputs that exist
 # What one photo can get wrong: reported, and the batch goes on.
-PHOTO_ERRORS = (imageio.ImageError, EngineError, OSError)
-
-
-class BatchError(ValueError):
-    """The paths as given do not fit together; the message is meant for the user."""
+PHOTO_ERRORS = (InpaintError, OSError)
 
 
 @dataclass(frozen=True)
@@ -75,22 +72,22 @@ def plan(image: Path, mask: Path, output: Path, format_name: str | None = None) 
     """The jobs for `--image`, `--mask` and `--output` (files or folders) and `--format`
     (None: the output file's suffix, or for a folder "same", the photo's own format)."""
     if not image.exists():
-        raise BatchError(f"image not found: {image}")
+        raise UsageError(f"image not found: {image}")
     if not mask.exists():
-        raise BatchError(f"mask not found: {mask}")
+        raise UsageError(f"mask not found: {mask}")
     if image.is_file():
         mask_file = mask if mask.is_file() else mask_for(image, mask)
         if mask_file is None:
-            raise BatchError(f"no mask for {image.name} in {mask} (looked for {image.stem}.* and "
+            raise UsageError(f"no mask for {image.name} in {mask} (looked for {image.stem}.* and "
                              f"{image.stem}{MASK_SUFFIX}.*)")
         if output.is_dir():
             return [_job_in(output, image, mask_file, format_name)]
         return [Job(image, mask_file, output, _file_format(output, image, format_name))]
     if output.exists() and not output.is_dir():
-        raise BatchError("--image is a folder, so --output must be a folder")
+        raise UsageError("--image is a folder, so --output must be a folder")
     photos = photos_in(image, exclude=mask)
     if not photos:
-        raise BatchError(f"no images ({', '.join(imageio.IMAGE_SUFFIXES)}) in {image}")
+        raise UsageError(f"no images ({', '.join(imageio.IMAGE_SUFFIXES)}) in {image}")
     jobs = [_job_in(output, photo, mask if mask.is_file() else mask_for(photo, mask), format_name)
             for photo in photos]
     _refuse_collisions(jobs)
@@ -123,9 +120,9 @@ def _job_in(folder: Path, image: Path, mask: Path | None, format_name: str | Non
 def _file_format(output: Path, image: Path, format_name: str | None) -> OutputFormat:
     fmt = for_suffix(output.suffix)
     if fmt is None:
-        raise BatchError(f"cannot write {output.name}: name a .png, .jpg, .jpeg or .webp file, or a folder")
+        raise UsageError(f"cannot write {output.name}: name a .png, .jpg, .jpeg or .webp file, or a folder")
     if format_name is not None and output_format(format_name, _sniffed(image)) != fmt:
-        raise BatchError(f"--format {format_name} does not match --output {output.name}: leave one out")
+        raise UsageError(f"--format {format_name} does not match --output {output.name}: leave one out")
     return fmt
 
 
@@ -142,20 +139,20 @@ def _refuse_collisions(jobs: list[Job]) -> None:
     seen: dict[Path, Path] = {}
     for job in jobs:
         if job.output in seen:
-            raise BatchError(f"{seen[job.output].name} and {job.image.name} would both be written to "
+            raise UsageError(f"{seen[job.output].name} and {job.image.name} would both be written to "
                              f"{job.output}: rename one, or choose --format same")
         seen[job.output] = job.image
 
 
 def sort_out_existing(jobs: list[Job], existing: str) -> tuple[list[Job], list[Path]]:
     """(the jobs to run, the photos skipped because their output exists), as `existing` says;
-    "refuse" with outputs that exist raises BatchError, naming them, before any work."""
+    "refuse" with outputs that exist raises UsageError, naming them, before any work."""
     present = [job for job in jobs if job.mask is not None and job.output.exists()]
     if not present or existing == "overwrite":
         return jobs, []
     if existing == "refuse":
         names = ", ".join(str(job.output) for job in present[:3]) + (", ..." if len(present) > 3 else "")
-        raise BatchError(f"{len(present)} output(s) exist already ({names}): pass --overwrite to replace "
+        raise UsageError(f"{len(present)} output(s) exist already ({names}): pass --overwrite to replace "
                          "them or --skip-existing to leave them and repair the rest")
     return [job for job in jobs if job not in present], [job.image for job in present]
 

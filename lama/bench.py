@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from lama import imageio, png
-from lama.synthetic import synthetic_case
+from lama.device import Device
 from lama.engine import InpaintEngine
+from lama.synthetic import synthetic_case
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,6 @@ def strict_fp32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def _synchronizer(device: torch.device) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
-
 def _median_ms(run: Callable[[], object], runs: int, synchronize: Callable[[], None]) -> float:
     times = []
     for _ in range(runs):
@@ -110,52 +107,52 @@ def _median_ms(run: Callable[[], object], runs: int, synchronize: Callable[[], N
     return statistics.median(times)
 
 
-def _timed_with_peak(run: Callable[[], object], runs: int, warmup: int, device: torch.device
+def _timed_with_peak(run: Callable[[], object], runs: int, warmup: int, device: Device
                      ) -> tuple[float, int | None]:
     """Median ms of `run` and, on CUDA, the peak memory it needs above what was held before
     its first call (warm-up included: a CUDA graph's pool is allocated when it is captured)."""
-    synchronize = _synchronizer(device)
-    if device.type != "cuda":
-        _median_ms(run, warmup, synchronize)
-        return _median_ms(run, runs, synchronize), None
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    baseline = torch.cuda.memory_allocated(device)
-    _median_ms(run, warmup, synchronize)
-    median = _median_ms(run, runs, synchronize)
-    return median, torch.cuda.max_memory_allocated(device) - baseline
+    timings: list[float] = []
+
+    def warm_then_timed() -> None:
+        _median_ms(run, warmup, device.synchronize)
+        timings.append(_median_ms(run, runs, device.synchronize))
+
+    device.free_cache()
+    peak = device.peak_above_baseline(warm_then_timed)
+    return timings[0], peak
 
 
 @contextlib.contextmanager
 def _timing_the_model(engine: InpaintEngine, seconds: list[float]) -> Iterator[None]:
     """Each model run of `engine` appends its time to `seconds`, the device synchronized
     before and after it, for as long as the context lasts."""
-    runner, synchronize = engine._runner, _synchronizer(engine.device)
+    backend, synchronize = engine.backend, engine.device.synchronize
+    run_model = backend.run_model
 
     def timed(net_input: torch.Tensor) -> torch.Tensor:
         synchronize()
         started = time.perf_counter()
-        output = runner(net_input)
+        output = run_model(net_input)
         synchronize()
         seconds.append(time.perf_counter() - started)
         return output
 
-    engine._runner = timed
+    backend.run_model = timed
     try:
         yield
     finally:
-        engine._runner = runner
+        backend.run_model = run_model
 
 
 def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup: int,
                reference: InpaintEngine | None) -> SizeResult:
     image, mask = synthetic_case(width, height)
     png_image, png_mask = foreign_png(image), foreign_png(mask)
-    synchronize = _synchronizer(engine.device)
+    model_loaded = engine.backend.model_loaded
     stages: dict[str, list[float]] = {"end_to_end": [], "model": [], "decode": [], "encode": []}
 
     def end_to_end() -> None:
-        synchronize()
+        engine.device.synchronize()
         started = time.perf_counter()
         decoded = imageio.decode_image_and_mask(png_image, png_mask)
         decoded_at = time.perf_counter()
@@ -167,8 +164,7 @@ def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup
         stages["encode"].append(ended - encode_at)
         stages["end_to_end"].append(ended - started)
 
-    timing = _timing_the_model(engine, stages["model"]) if engine.generator is not None else contextlib.nullcontext()
-    with timing:
+    with _timing_the_model(engine, stages["model"]) if model_loaded else contextlib.nullcontext():
         for _ in range(warmup):
             end_to_end()
         for values in stages.values():
@@ -176,17 +172,17 @@ def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup
         for _ in range(runs):
             end_to_end()
     result = SizeResult(width, height, Spread.of(stages["end_to_end"]),
-                        Spread.of(stages["model"]) if stages["model"] else None,
+                        Spread.of(stages["model"]) if model_loaded else None,
                         Spread.of(stages["decode"]), Spread.of(stages["encode"]), None)
-    if engine.generator is None:
+    if not model_loaded:
         return result
 
     with torch.inference_mode():
-        net_input = engine.model_input(image, mask > 0)[2]
+        net_input = engine.backend.model_input(image, mask > 0)[2]
 
     def model_only() -> torch.Tensor:
         with torch.inference_mode():
-            return engine.run_model(net_input)
+            return engine.backend.run_model(net_input)
 
     # The model alone: the peak memory of its run, and what the reference is compared with.
     model_alone_ms, result.peak_gpu_mem_bytes = _timed_with_peak(model_only, runs, warmup, engine.device)
@@ -255,17 +251,17 @@ def _compare(result: SizeResult, engine: InpaintEngine, reference: InpaintEngine
              mask: np.ndarray, net_input: torch.Tensor, runs: int, warmup: int) -> None:
     """Fill the reference columns: its time and memory, and the fast path's error against it."""
     with torch.inference_mode():
-        exact_input = reference.model_input(image, mask)[2]
+        exact_input = reference.backend.model_input(image, mask)[2]
 
     def reference_only() -> torch.Tensor:
         with torch.inference_mode():
-            return reference.run_model(exact_input)
+            return reference.backend.run_model(exact_input)
 
     result.reference_ms, result.reference_peak_gpu_mem_bytes = _timed_with_peak(
         reference_only, runs, warmup, reference.device)
     with torch.inference_mode(), strict_fp32():
-        fast = engine.run_model(net_input).float()
-        exact = reference.run_model(exact_input)
+        fast = engine.backend.run_model(net_input).float()
+        exact = reference.backend.run_model(exact_input)
     result.rel_error = float(torch.linalg.vector_norm(fast - exact) / torch.linalg.vector_norm(exact))
 
 
@@ -276,12 +272,11 @@ def run_bench(engine: InpaintEngine, sizes: list[tuple[int, int]], runs: int, wa
 
 def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
     info = engine.describe()
-    device = info["device"]
-    if engine.device.type == "cuda":
-        device = f"{device} ({torch.cuda.get_device_name(engine.device)})"
+    gpu = engine.device.gpu_name()
     lines = [
-        f"model: {info['name']} ({info['source']}), device: {device}, precision: {info['precision']}, "
-        f"fast path: {'on' if engine.fast else 'off'}, torch {torch.__version__}",
+        f"model: {info['name']} ({info['source']}), device: {info['device']}{f' ({gpu})' if gpu else ''}, "
+        f"precision: {info['precision']}, "
+        f"fast path: {'on' if info.get('fast_path') else 'off'}, torch {torch.__version__}",
         f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit: {source_commit()}",
         "",
     ]
@@ -323,6 +318,6 @@ def results_json(engine: InpaintEngine, results: list[SizeResult]) -> dict:
         "commit": source_commit(),
         "engine": engine.describe(),
         "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None,
+        "gpu": engine.device.gpu_name(),
         "results": [{**asdict(r), "speedup": r.speedup} for r in results],
     }

@@ -18,17 +18,12 @@ import yaml
 from tqdm import tqdm
 
 from lama import batch, bench, imageio, masks
-from lama.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, save_safetensors
-from lama.download import BIG_LAMA, DownloadError, download_big_lama
-from lama.engine import (
-    DEFAULT_MODEL_CANDIDATES,
-    DEVICES,
-    PRECISIONS,
-    STRATEGIES,
-    EngineError,
-    InpaintEngine,
-    find_default_model,
-)
+from lama.checkpoint import describe_checkpoint, load_checkpoint, save_safetensors
+from lama.device import DEVICES, PRECISIONS
+from lama.download import BIG_LAMA, download_big_lama
+from lama.engine import STRATEGIES, InpaintEngine
+from lama.errors import InpaintError, UsageError
+from lama.loading import DEFAULT_MODEL_CANDIDATES, find_default_model
 from lama.output_formats import CHOICES as FORMAT_CHOICES
 
 log = logging.getLogger("lama")
@@ -37,12 +32,7 @@ log = logging.getLogger("lama")
 SERVICE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 # What a user can get wrong; anything else is a bug and keeps its traceback.
-USER_ERRORS = (CheckpointError, DownloadError, EngineError, imageio.ImageError, FileNotFoundError,
-               NotADirectoryError, PermissionError, ValueError)
-
-
-class CliError(ValueError):
-    """A problem with the command line as given (paths that do not fit together, ...)."""
+USER_ERRORS = (InpaintError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 # ---------------------------------------------------------------------------- inpaint
@@ -69,7 +59,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     if args.dst.suffix != ".safetensors":
-        raise CliError(f"destination must end in .safetensors, got {args.dst.name}")
+        raise UsageError(f"destination must end in .safetensors, got {args.dst.name}")
     checkpoint = load_checkpoint(args.src)
     dtype = {"fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     save_safetensors(checkpoint, args.dst, dtype=dtype)
@@ -96,9 +86,9 @@ def service_model() -> Path | None:
 def cmd_info(args: argparse.Namespace) -> int:
     model = args.model or service_model()
     if model is None:
-        raise CliError("no model given, and the service would find none (configs/default.yaml's model is null and "
-                       f"none of {', '.join(map(str, DEFAULT_MODEL_CANDIDATES))} exists: it would repair with the "
-                       "OpenCV fallback); run `python -m lama download`, or name a checkpoint")
+        raise UsageError("no model given, and the service would find none (configs/default.yaml's model is null and "
+                         f"none of {', '.join(map(str, DEFAULT_MODEL_CANDIDATES))} exists: it would repair with the "
+                         "OpenCV fallback); run `python -m lama download`, or name a checkpoint")
     if args.model is None:
         print(f"the service's model: {model}", file=sys.stderr)
     info = describe_checkpoint(load_checkpoint(model))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lama.errors import OptionError
+
 
 @dataclass(frozen=True)
 class OutputFormat:
@@ -40,14 +42,14 @@ SUFFIXES: dict[str, OutputFormat] = {
 def output_format(name: str, upload_format: str | None = None) -> OutputFormat:
     """The format `name` (any of CHOICES, any case) stands for; for ``same``, `upload_format`
     (the upload's format as lama.imageio sniffs it: "JPEG", "PNG", ...; None: not known) or PNG.
-    Raises ValueError, with a message for people, for any other name."""
+    Raises OptionError, with a message for people, for any other name."""
     key = name.lower() if isinstance(name, str) else name
     if key == SAME:
         key = (upload_format or "png").lower()
         return OUTPUT_FORMATS.get(ALIASES.get(key, key), OUTPUT_FORMATS["png"])
     fmt = OUTPUT_FORMATS.get(ALIASES.get(key, key))
     if fmt is None:
-        raise ValueError(f"format must be one of {', '.join(CHOICES)}, got {name!r}")
+        raise OptionError("format", f"format must be one of {', '.join(CHOICES)}, got {name!r}")
     return fmt
 
 

@@ -1,9 +1,10 @@
 """RepairService: what one repair request goes through, shared by the HTTP API and the UI.
 
 upload -> decode (validate) -> GPU memory admission -> queue -> engine.inpaint -> encode
--> atomic save -> result. Everything a user can get wrong becomes a ServiceError carrying the
-HTTP status, a stable error code and a message for people; the API turns it into JSON, the UI
-into gr.Error.
+-> atomic save -> result. Everything a user can get wrong raises an error of lama.errors' tree
+(a stable code, a message for people, data such as retry_after_s); the web layer maps it to a
+status code, the UI to a message. The service speaks no HTTP: the request log and the request
+metrics label outcomes with the `status_of` the composition root hands in (the web's table).
 """
 
 from __future__ import annotations
@@ -14,40 +15,34 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
 import psutil
-import torch
 
 from lama import imageio, masks
+from lama.device import GpuFailure, GpuOutOfMemory
 from lama.engine import STRATEGIES, InpaintEngine
+from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
+                         OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
 from lama.memory import format_bytes
 from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
+from lama.stages import Stage
 from monitor.metrics import ServiceMetrics
+from monitor.records import RequestRecord
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
-from service.jobs import JobQueue, QueueFull, Timed
+from service.jobs import JobQueue, Timed
 from service.storage import OutputStore, result_name
 
 log = logging.getLogger(__name__)
 
 MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
 GPU_PROBE_INTERVAL_S = 5.0  # after a CUDA error, how often readiness checks whether the GPU works again
-# How a CUDA failure reads when torch raises it as a plain RuntimeError (older torch, cuFFT, cuBLAS).
-GPU_ERROR_MARKERS = ("CUDA error", "CUDA driver error", "cuDNN error", "CUBLAS_STATUS_", "CUFFT_", "CUDNN_STATUS_")
-
-
-class ServiceError(Exception):
-    """A request the service refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -61,19 +56,15 @@ class RepairOptions:
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ServiceError(422, "invalid_option",
-                               f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            raise OptionError("strategy", f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         for name in ("dilate", "feather"):
             value = getattr(self, name)
             if not 0 <= value <= MAX_REFINE_PX:
-                raise ServiceError(422, "invalid_option", f"{name} must be between 0 and {MAX_REFINE_PX} px, got {value}")
+                raise OptionError(name, f"{name} must be between 0 and {MAX_REFINE_PX} px, got {value}")
         if not 0 <= self.mask_threshold <= masks.MAX_THRESHOLD:
-            raise ServiceError(422, "invalid_option", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
-                                                      f"got {self.mask_threshold}")
-        try:
-            output_format(self.format)
-        except ValueError as error:
-            raise ServiceError(422, "invalid_option", str(error)) from None
+            raise OptionError("mask_threshold", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
+                                                f"got {self.mask_threshold}")
+        output_format(self.format)  # OptionError for a name it does not know
 
 
 @dataclass
@@ -123,8 +114,9 @@ class RepairResult:
 class RepairService:
     def __init__(self, engine: InpaintEngine, outputs: OutputStore, queue: JobQueue, metrics: ServiceMetrics,
                  limits: imageio.ImageLimits = imageio.DEFAULT_LIMITS, sampler: Sampler | None = None,
-                 requests: RequestLog | None = None):
+                 requests: RequestLog | None = None, *, status_of: Callable[[BaseException], int]):
         self.engine = engine
+        self.status_of = status_of
         self.metrics = metrics
         self.sampler = sampler  # None: resource monitoring is off
         self.requests = requests
@@ -148,8 +140,7 @@ class RepairService:
         with 503 once the server is draining."""
         with self._lock:
             if self.draining:
-                raise ServiceError(503, "shutting_down", "the server is shutting down; retry in a moment",
-                                   {"Retry-After": "5", "Connection": "close"})
+                raise ShuttingDownError("the server is shutting down; retry in a moment")
             self._in_flight += 1
         try:
             yield
@@ -175,12 +166,11 @@ class RepairService:
         options.validate()
         for part, size in upload_bytes.items():
             if size is not None and size > self.limits.max_bytes:
-                raise ServiceError(413, f"{part}_too_large", f"{part}: file is {size / 2**20:.1f} MB, the limit is "
-                                                             f"{self.limits.max_bytes / 2**20:g} MB")
-        try:
-            self.queue.check_room()
-        except QueueFull as full:
-            raise _queue_full(full) from None
+                too_large = ImageTooLargeError(f"{part}: file is {size / 2**20:.1f} MB, the limit is "
+                                               f"{self.limits.max_bytes / 2**20:g} MB")
+                too_large.part = part
+                raise too_large
+        self.queue.check_room()
 
     def decode(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None = None) -> Decoded:
         """`upload_name`: the image's file name as the client gave it (only its stem names the result)."""
@@ -188,10 +178,11 @@ class RepairService:
         try:
             # The mask decodes in another thread while the image does (the codecs release the GIL).
             photo, mask = imageio.decode_photo_and_mask(image_bytes, mask_bytes, self.limits)
-        except imageio.ImageTooLargeError as error:
-            raise ServiceError(413, f"{error.part}_too_large", f"{error.part}: {error}") from None
-        except imageio.ImageError as error:
-            raise ServiceError(400, f"invalid_{error.part}", f"{error.part}: {error}") from None
+        except ImageError as error:
+            # The same class with the part named first: which of the two uploads is wrong.
+            named = type(error)(f"{error.part}: {error}")
+            named.part = error.part
+            raise named from None
         return Decoded(photo.pixels, mask, time.perf_counter() - started, photo.source, upload_name)
 
     def submit(self, decoded: Decoded, options: RepairOptions) -> Future[Timed]:
@@ -203,10 +194,7 @@ class RepairService:
         # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
         decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
         run_options, estimate = self._fit_to_gpu(decoded, options)
-        try:
-            return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
-        except QueueFull as full:
-            raise _queue_full(full) from None
+        return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
 
     def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions) -> tuple[RepairOptions, int | None]:
         """The options to run with and their GPU memory estimate (None: nothing budgeted).
@@ -230,11 +218,10 @@ class RepairService:
                 return replace(options, strategy="crop"), cropped
         pixels = self.engine.peak_model_pixels(decoded.mask, options.strategy, options.dilate)
         # Here crop does not fit either (or was the strategy already): only less input helps.
-        raise ServiceError(413, "too_large_for_gpu",
-                           f"a {width}×{height} image with strategy {options.strategy} runs the model on "
-                           f"{pixels / 1e6:.1f} MP at once, which needs about {format_bytes(estimate)} of GPU memory; "
-                           f"this server can give a repair at most {format_bytes(budget)}, even cropped to the "
-                           "masked regions: send a smaller image or mask")
+        raise TooLargeForGpuError(f"a {width}×{height} image with strategy {options.strategy} runs the model on "
+                                  f"{pixels / 1e6:.1f} MP at once, which needs about {format_bytes(estimate)} of GPU "
+                                  f"memory; this server can give a repair at most {format_bytes(budget)}, even cropped "
+                                  "to the masked regions: send a smaller image or mask", estimate, budget)
 
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
         repaired, peak, engine_timings, strategy = timed.value
@@ -253,9 +240,9 @@ class RepairService:
                       self.outputs.root, _os_error_text(error))
             saved_as = None
         saved = time.perf_counter()
-        timings = {"decode": decoded.decode_s, "queue": timed.wait_s, **engine_timings,
-                   "encode": encoded - started, "save": saved - encoded}
-        timings["total"] = decoded.decode_s + timed.wait_s + timed.run_s + (saved - started)
+        timings = {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings,
+                   Stage.ENCODE: encoded - started, Stage.SAVE: saved - encoded}
+        timings[Stage.TOTAL] = decoded.decode_s + timed.wait_s + timed.run_s + (saved - started)
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
@@ -271,14 +258,14 @@ class RepairService:
             return
         height, width = decoded.image.shape[:2] if decoded else (None, None)
         fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
-        self.requests.record({
-            "id": uuid.uuid4().hex[:12], "ts": time.time(), "width": width, "height": height,
-            "mask_fraction": fraction, "strategy": strategy or options.strategy,
-            "requested_strategy": options.strategy, "device": str(self.engine.device),
-            "precision": self.engine.precision, "status": status, "error": error,
-            "timings": timings or {}, "peak_gpu_bytes": peak_gpu_bytes,
-            "rss_bytes": psutil.Process().memory_info().rss,
-        })
+        self.requests.record(RequestRecord(
+            id=uuid.uuid4().hex[:12], ts=time.time(), width=width, height=height,
+            mask_fraction=fraction, strategy=strategy or options.strategy,
+            requested_strategy=options.strategy, device=str(self.engine.device),
+            precision=self.engine.precision, status=status, error=error,
+            timings=timings or {}, peak_gpu_bytes=peak_gpu_bytes,
+            rss_bytes=psutil.Process().memory_info().rss,
+        ))
 
     # ------------------------------------------------------------------ whole repairs
 
@@ -294,8 +281,8 @@ class RepairService:
                 result = self.finish(decoded, self.submit(decoded, options).result(), options)
             status = 200
             return result
-        except ServiceError as error:
-            status = error.status
+        except InpaintError as error:
+            status = self.status_of(error)
             self.record(status, options, error=error.message)
             raise
         except Exception as error:
@@ -309,13 +296,11 @@ class RepairService:
     def _check_arrays(self, image: np.ndarray, mask: np.ndarray) -> None:
         height, width = image.shape[:2]
         if width * height > self.limits.max_pixels or max(width, height) > self.limits.max_side:
-            raise ServiceError(413, "image_too_large",
-                               f"image is {width}×{height}, the limit is {self.limits.max_pixels / 1e6:.1f} MP "
-                               f"and {self.limits.max_side} px per side")
+            raise ImageTooLargeError(f"image is {width}×{height}, the limit is {self.limits.max_pixels / 1e6:.1f} MP "
+                                     f"and {self.limits.max_side} px per side")
         if mask.shape[:2] != image.shape[:2]:
-            raise ServiceError(422, "mask_size_mismatch",
-                               f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
-                               "they must be the same size")
+            raise MaskError(f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
+                            "they must be the same size", code="mask_size_mismatch")
 
     def _infer(self, decoded: Decoded, options: RepairOptions, estimate: int | None) -> Inference:
         """Runs on a queue worker, admitted with `estimate` bytes of the GPU budget.
@@ -324,49 +309,41 @@ class RepairService:
         alone, so that a reset never hides the peak of a job running beside this one. The peak
         reported is then at least this job's, and may include a neighbour's.
         """
-        on_gpu = self.engine.device.type == "cuda"
+        device = self.engine.device
         stage_timings: dict[str, float] = {}
+        if self.queue.running <= 1:
+            device.reset_peak()
+
+        def run() -> np.ndarray:
+            stage_timings.clear()
+            return self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
+                                       dilate=options.dilate, feather=options.feather, timings=stage_timings)
+
+        def retrying() -> None:
+            log.warning("out of GPU memory on a %d×%d image (strategy %s, estimated %s, budget %s); cache "
+                        "freed, retrying once", decoded.image.shape[1], decoded.image.shape[0], options.strategy,
+                        _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
+
         try:
-            if on_gpu and self.queue.running <= 1:
-                torch.cuda.reset_peak_memory_stats(self.engine.device)
-
-            def run() -> np.ndarray:
-                stage_timings.clear()
-                return self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
-                                           dilate=options.dilate, feather=options.feather, timings=stage_timings)
-
-            try:
-                repaired = run()
-            except torch.cuda.OutOfMemoryError:
-                # Often fragmentation or another process's burst: free the cache, try once more.
-                log.warning("out of GPU memory on a %d×%d image (strategy %s, estimated %s, budget %s); cache "
-                            "freed, retrying once", decoded.image.shape[1], decoded.image.shape[0], options.strategy,
-                            _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
-                torch.cuda.empty_cache()
-                repaired = run()
-            peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            raise ServiceError(503, "out_of_memory",
-                               "the GPU ran out of memory for this image twice; try again, or a smaller image "
-                               "or the crop strategy", {"Retry-After": "5"}) from None
-        except Exception as error:
-            if not is_gpu_error(error):
-                raise
-            self._note_gpu_error(error)
-            raise ServiceError(503, "gpu_error", "the GPU failed during this repair; the server reports itself "
-                                                 "not ready until the GPU works again: retry shortly",
-                               {"Retry-After": "30"}) from None
+            repaired = device.run(run, on_retry=retrying)
+            peak = device.peak_bytes()
+        except GpuOutOfMemory:
+            raise GpuOutOfMemoryError("the GPU ran out of memory for this image twice; try again, or a smaller "
+                                      "image or the crop strategy") from None
+        except GpuFailure as failure:
+            self._note_gpu_error(failure)
+            raise GpuFailedError("the GPU failed during this repair; the server reports itself not ready until "
+                                 "the GPU works again: retry shortly") from None
         self._clear_gpu_error("a repair")
         return Inference(repaired, peak, stage_timings, options.strategy)
 
     # ------------------------------------------------------------------ a failing GPU
 
-    def _note_gpu_error(self, error: BaseException) -> None:
-        self.gpu_error = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    def _note_gpu_error(self, failure: GpuFailure) -> None:
+        self.gpu_error = str(failure)
         self._gpu_probe_at = time.monotonic() + GPU_PROBE_INTERVAL_S
         log.error("GPU error during a repair (%s): /readyz answers 503 and /healthz degraded until the GPU "
-                  "works again", self.gpu_error, exc_info=error)
+                  "works again", self.gpu_error, exc_info=failure.__cause__ or failure)
 
     def _clear_gpu_error(self, what: str) -> None:
         if self.gpu_error is not None:
@@ -375,9 +352,7 @@ class RepairService:
 
     def probe_gpu(self) -> None:
         """Runs on the queue's worker: the smallest GPU work there is; raises while the GPU fails."""
-        if self.engine.device.type == "cuda":
-            torch.ones(8, device=self.engine.device).sum().item()
-            torch.cuda.synchronize(self.engine.device)
+        self.engine.device.probe()
 
     def _schedule_gpu_probe(self) -> None:
         """After a CUDA error, readiness checks now and then (on the GPU queue, so as not to compete
@@ -398,7 +373,7 @@ class RepairService:
 
         try:
             self._gpu_probe = self.queue.submit(probe)
-        except QueueFull:
+        except QueueFullError:
             pass
 
     # ------------------------------------------------------------------ health
@@ -425,10 +400,10 @@ class RepairService:
     def health(self) -> dict[str, Any]:
         info = self.engine.describe()
         try:
-            gpu = _gpu_memory(self.engine.device)
-        except Exception as error:  # noqa: BLE001 - a lost GPU makes /healthz degraded, not a 500
-            if is_gpu_error(error) and self.gpu_error is None:
-                self._note_gpu_error(error)
+            gpu = self.engine.device.memory_report()
+        except GpuFailure as failure:  # a lost GPU makes /healthz degraded, not a 500
+            if self.gpu_error is None:
+                self._note_gpu_error(failure)
             gpu = None
         sample = self.sampler.latest() if self.sampler else None
         stuck = self.queue.stuck()
@@ -436,7 +411,7 @@ class RepairService:
             "status": "degraded" if info["fallback"] or not self.gpu_healthy or stuck is not None else "ok",
             "model": {key: info[key] for key in ("name", "loaded", "device", "precision", "source", "parameters")},
             # The form the seed's probes already parse (nvidia-smi's "used" of our GPU).
-            "gpu_mem": f"{_gpu_memory_used(self.engine.device, gpu, sample) / 1e9:.1f}GB",
+            "gpu_mem": f"{_gpu_memory_used(self.engine.device.index, gpu, sample) / 1e9:.1f}GB",
             "gpu": gpu,
             "queue": {"depth": self.queue.depth, "capacity": self.queue.capacity},
             "gpu_budget": self.gpu_budget(),
@@ -452,20 +427,8 @@ class RepairService:
         return health
 
 
-def _queue_full(full: QueueFull) -> ServiceError:
-    return ServiceError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)})
-
-
 def _bytes_or_none(count: int | None) -> str:
     return "none" if count is None else format_bytes(count)
-
-
-def is_gpu_error(error: BaseException) -> bool:
-    """A CUDA failure (lost device, illegal access, driver error) rather than a bug or bad input."""
-    accelerator_error = getattr(torch, "AcceleratorError", None)
-    if accelerator_error is not None and isinstance(error, accelerator_error):
-        return True
-    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in GPU_ERROR_MARKERS)
 
 
 def _os_error_text(error: OSError) -> str:
@@ -474,26 +437,13 @@ def _os_error_text(error: OSError) -> str:
     return f"{error.strerror or error} ({code})" if code else str(error)
 
 
-def _gpu_memory_used(device: torch.device, gpu: dict[str, Any] | None, sample: dict[str, Any] | None) -> int:
+def _gpu_memory_used(cuda_index: int | None, gpu: dict[str, Any] | None, sample: dict[str, Any] | None) -> int:
     """NVML's memory used on the engine's GPU (what operators compare with nvidia-smi);
-    torch's reserved memory where NVML has no reading; 0 without a GPU."""
+    the allocator's reserved memory where NVML has no reading; 0 without a GPU."""
     if gpu is None:
         return 0
     for reading in (sample or {}).get("gpu") or []:
         # The sampler indexes GPUs by CUDA ordinal, as torch does.
-        if reading.get("index") == device.index and reading.get("memory_used_bytes") is not None:
+        if reading.get("index") == cuda_index and reading.get("memory_used_bytes") is not None:
             return reading["memory_used_bytes"]
     return gpu["memory_reserved_bytes"]
-
-
-def _gpu_memory(device: torch.device) -> dict[str, Any] | None:
-    if device.type != "cuda":
-        return None
-    free, total = torch.cuda.mem_get_info(device)
-    return {
-        "name": torch.cuda.get_device_name(device),
-        "memory_allocated_bytes": torch.cuda.memory_allocated(device),
-        "memory_reserved_bytes": torch.cuda.memory_reserved(device),
-        "memory_free_bytes": free,
-        "memory_total_bytes": total,
-    }

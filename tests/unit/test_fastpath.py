@@ -1,0 +1,238 @@
+"""The fast path's rewrites compute the same function (CPU; the CUDA parts are in test_cuda.py)."""
+
+import copy
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lama.checkpoint import build_generator, load_checkpoint
+from lama.engine import InpaintEngine
+from lama.fastnet import FastGenerator
+from lama.fastpath import Fp32Fallback, fold_batchnorm
+from lama.kernels import ReflectConv, ReflectConvSum, reflect_pad
+from lama.model import GeneratorConfig, FFCResNetGenerator
+
+
+def test_folding_batchnorm_keeps_the_official_fixture_output(tiny_dir):
+    generator = build_generator(load_checkpoint(tiny_dir))
+    folded = fold_batchnorm(generator)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules()), "every BatchNorm is folded"
+    assert any(isinstance(m, nn.BatchNorm2d) for m in generator.modules()), "the original is left alone"
+
+    image = cv2.cvtColor(cv2.imread(str(tiny_dir / "cases/stroke_100x76_image.png")), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(tiny_dir / "cases/stroke_100x76_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    engine = InpaintEngine(tiny_dir, device="cpu")
+    with torch.inference_mode():
+        net_input = engine.backend.model_input(image, mask)[2]
+        assert torch.allclose(folded(net_input), generator(net_input), atol=1e-5)
+
+
+def _random_statistics(generator: FFCResNetGenerator) -> FFCResNetGenerator:
+    for module in generator.modules():
+        if isinstance(module, nn.BatchNorm2d):  # far from identity, so a missed fold shows
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return generator
+
+
+def test_folding_handles_random_statistics_in_every_layer_kind():
+    torch.manual_seed(3)
+    generator = _random_statistics(FFCResNetGenerator(GeneratorConfig(ngf=8, n_blocks=2)).eval())
+    x = torch.rand(2, 4, 48, 64)
+    with torch.inference_mode():
+        assert torch.allclose(fold_batchnorm(generator)(x), generator(x), atol=1e-5)
+
+
+def test_the_cpu_engine_is_the_plain_reference_path(tiny_dir):
+    engine = InpaintEngine(tiny_dir, device="cpu", fast=True)
+    assert engine.describe()["fast_path"] is False
+    assert any(isinstance(m, nn.BatchNorm2d) for m in engine.backend.generator.modules())
+    assert np.isfinite(engine.reference().backend.predict(np.zeros((16, 16, 3), np.uint8), np.ones((16, 16), bool))).all()
+
+
+def test_reflect_pad_in_nhwc_is_torchs_reflect_pad():
+    x = torch.rand(2, 9, 5, 7)
+    for pad in (1, 3):
+        expected = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
+        assert torch.equal(reflect_pad(x, pad), expected)
+        assert torch.equal(reflect_pad(x - 0.5, pad, relu=True), (expected - 0.5).relu())
+        bias = torch.rand(7) - 0.5
+        assert torch.equal(reflect_pad(x, pad, relu=True, bias=bias), (expected + bias).relu())
+    assert torch.equal(reflect_pad(x, 0, relu=True, bias=-bias), (x - bias).relu()), "pad 0: bias and ReLU alone"
+
+
+def test_the_nhwc_generator_computes_the_generators_function():
+    torch.manual_seed(4)
+    for config in (GeneratorConfig(ngf=16, n_blocks=2), GeneratorConfig(ngf=8, n_blocks=1, output_nc=3)):
+        generator = _random_statistics(FFCResNetGenerator(config).eval())
+        fast = FastGenerator(fold_batchnorm(generator))
+        for shape in ((1, 4, 56, 72), (2, 4, 16, 16), (1, 4, 80, 24)):
+            x = torch.rand(shape)
+            with torch.inference_mode():
+                expected, got = generator(x), fast(x)
+            assert got.shape == expected.shape
+            assert torch.allclose(got, expected, atol=1e-5), (config, shape)
+
+
+def test_the_nhwc_generator_reproduces_the_official_fixture(tiny_dir):
+    generator = build_generator(load_checkpoint(tiny_dir))
+    fast = FastGenerator(fold_batchnorm(generator))
+    engine = InpaintEngine(tiny_dir, device="cpu")
+    image = cv2.cvtColor(cv2.imread(str(tiny_dir / "cases/border_130x90_image.png")), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(tiny_dir / "cases/border_130x90_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    with torch.inference_mode():
+        x, m, net_input = engine.backend.model_input(image, mask)
+        out = (m * fast(net_input) + (1 - m) * x)[0, :, :90, :130].permute(1, 2, 0).numpy()
+    assert np.abs(out - np.load(tiny_dir / "cases/border_130x90_expected.npy")).max() <= 1e-4
+
+
+def test_device_padding_is_numpys_symmetric_padding(tiny_dir):
+    """The engine pads on the device; sizes far below the bottleneck's need included (1×1 -> 16×16)."""
+    engine = InpaintEngine(tiny_dir, device="cpu")
+    rng = np.random.default_rng(0)
+    for height, width in ((1, 1), (3, 2), (9, 17), (76, 100)):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        mask = rng.random((height, width)) < 0.5
+        x, m, _ = engine.backend.model_input(image, mask)
+        rows, cols = x.shape[2] - height, x.shape[3] - width
+        want = np.pad(image, ((0, rows), (0, cols), (0, 0)), mode="symmetric")
+        assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), want)
+        assert np.array_equal(m[0, 0].numpy() > 0, np.pad(mask, ((0, rows), (0, cols)), mode="symmetric"))
+
+
+def test_per_size_constants_are_bounded_and_match_the_bottleneck():
+    """A stream of odd sizes must not grow (GPU) memory: the per-size cache keeps the last few."""
+    from lama import fastnet
+
+    torch.manual_seed(5)
+    fast = FastGenerator(fold_batchnorm(FFCResNetGenerator(GeneratorConfig(ngf=8, n_blocks=1)).eval()))
+    with torch.inference_mode():
+        for width in range(16, 16 + 8 * (fastnet.MAX_CONSTANT_SHAPES + 4), 8):
+            fast(torch.rand(1, 4, 16, width))
+    assert len(fast._constants) == fastnet.MAX_CONSTANT_SHAPES
+    assert fast.constants_for_input((1, 4, 16, width)) is fast._constants[(2, width // 8)]
+    assert fast.constants_for_input((1, 4, 17, 9)).forward_h.shape[0] == 2 * 3, "ceil(17 / 8) rows"
+
+
+def test_reflect_conv_is_a_reflect_padded_convolution_with_its_activations():
+    torch.manual_seed(6)
+    for in_channels, out_channels, kernel in ((4, 16, 7), (16, 3, 7), (8, 8, 3)):
+        weight, bias = torch.randn(out_channels, in_channels, kernel, kernel), torch.randn(out_channels)
+        x = torch.randn(2, in_channels, 11, 13)  # NCHW, read through its NHWC view as the stem does
+        for activation in ("none", "relu", "sigmoid", "tanh"):
+            conv = ReflectConv(weight, bias, activation)
+            for relu_input in (False, True):
+                source = x.relu() if relu_input else x
+                want = F.conv2d(F.pad(source, (kernel // 2,) * 4, mode="reflect"), weight, bias)
+                want = want if activation == "none" else getattr(torch, activation)(want)
+                got = conv(x.permute(0, 2, 3, 1), relu_input=relu_input)
+                assert got.shape == (2, 11, 13, out_channels) and got.is_contiguous()
+                assert torch.allclose(got.permute(0, 3, 1, 2), want, atol=1e-5), (in_channels, activation, relu_input)
+
+
+def test_reflect_conv_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="odd, square kernel"):
+        ReflectConv(torch.zeros(3, 4, 4, 4), None)
+    with pytest.raises(ValueError, match="unknown activation"):
+        ReflectConv(torch.zeros(3, 4, 3, 3), None, "gelu")
+
+
+def _conv_sum_by_torch(inputs, weights, bias, relu, residual):
+    """The FFC output as the module computes it: each path reflect-padded and convolved."""
+    out = bias.view(1, -1, 1, 1)
+    for x, weight in zip(inputs, weights):
+        pad = weight.shape[-1] // 2
+        source = x.permute(0, 3, 1, 2)
+        out = out + F.conv2d(F.pad(source, (pad,) * 4, mode="reflect") if pad else source, weight)
+    out = out.relu() if relu else out
+    out = out.permute(0, 2, 3, 1)
+    return out + residual if residual is not None else out
+
+
+def test_reflect_conv_sum_sums_reflect_padded_and_pointwise_convolutions():
+    torch.manual_seed(8)
+    for shapes, relu, with_residual in ((((12, 3), (20, 3)), True, True), (((12, 3), (20, 1)), True, False),
+                                       (((8, 3),), False, True)):
+        weights = [torch.randn(16, cin, k, k) for cin, k in shapes]
+        bias = torch.randn(16)
+        inputs = [torch.randn(2, 5, 7, cin) for cin, _ in shapes]
+        residual = torch.randn(2, 5, 7, 16) if with_residual else None
+        got = ReflectConvSum(weights, bias, relu)(inputs, residual=residual)
+        assert got.shape == (2, 5, 7, 16) and got.is_contiguous()
+        want = _conv_sum_by_torch(inputs, weights, bias, relu, residual)
+        assert torch.allclose(got, want, atol=1e-5), (shapes, relu, with_residual)
+
+
+def test_reflect_conv_sum_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="one or two convolutions"):
+        ReflectConvSum([torch.zeros(4, 4, 3, 3)] * 3, torch.zeros(4), True)
+    with pytest.raises(ValueError, match="3x3 and 1x1 convolutions with the same output channels"):
+        ReflectConvSum([torch.zeros(4, 4, 3, 3), torch.zeros(5, 4, 3, 3)], torch.zeros(4), True)
+    with pytest.raises(ValueError, match="3x3 and 1x1"):
+        ReflectConvSum([torch.zeros(4, 4, 5, 5)], torch.zeros(4), True)
+    with pytest.raises(ValueError, match="expected 2 inputs, got 1"):
+        ReflectConvSum([torch.zeros(4, 4, 3, 3)] * 2, torch.zeros(4), True)([torch.zeros(1, 3, 3, 4)])
+
+
+# ------------------------------------------------------------------ fp16 never overflows silently
+
+
+def _fp16_and_fp32(seed: int) -> tuple[FastGenerator, FastGenerator, FFCResNetGenerator]:
+    """The NHWC generator in fp16 and in fp32 over the same (fp16-rounded) folded weights, and the
+    fp16 folded module the fp16 one shares its weights with."""
+    torch.manual_seed(seed)
+    folded = fold_batchnorm(_random_statistics(FFCResNetGenerator(GeneratorConfig(ngf=8, n_blocks=1)).eval()))
+    folded = folded.half()
+    return FastGenerator(folded), FastGenerator(copy.deepcopy(folded).float()), folded
+
+
+def test_spectra_stay_within_the_activations_range_where_orthonormal_ones_overflow():
+    """A Fourier unit's input near 2,000 at a 64×64 bottleneck (a 512×512 picture): the official
+    orthonormal spectrum's DC bin would be 128,000, past fp16's 65,504; the fast path's stays
+    below the input's own largest value and the unit's output matches fp32."""
+    half, full, _ = _fp16_and_fp32(5)
+    layer16, layer32 = half.blocks[0][0], full.blocks[0][0]
+    channels = layer16.w1.shape[0]
+    y = 2000 + 50 * torch.randn(1, 64, 64, channels)
+    assert (y.double().sum(dim=(1, 2)) / 64).max() > torch.finfo(torch.float16).max, "orthonormal DC overflows"
+
+    constants = half.constants(64, 64)
+    rows = torch.matmul(constants.forward_h, y.half().view(1, 64, 64 * channels))
+    spectrum = torch.matmul(constants.forward_w, rows.view(64, 2 * 64, channels))
+    assert torch.isfinite(spectrum).all() and spectrum.abs().max() <= y.abs().max()
+
+    with torch.inference_mode():
+        got = layer16._fourier(y.half(), constants).float()  # y is its last use: updated in place
+        want = layer32._fourier(y.clone(), full.constants(64, 64))
+    assert torch.isfinite(got).all()
+    assert float((got - want).norm() / want.norm()) < 1e-3
+
+
+def test_an_overflow_makes_the_whole_output_nan_not_a_plausible_picture():
+    half, _, _ = _fp16_and_fp32(6)
+    x = torch.rand(1, 4, 64, 48).half()
+    with torch.inference_mode():
+        assert torch.isfinite(half(x)).all()
+        # The Fourier unit's input at the edge of fp16 (60,000): its output y + fu(y) is past it.
+        half.blocks[0][0].b1.fill_(60000)
+        assert torch.isnan(half(x)).all()
+
+
+def test_an_input_that_overflows_is_computed_again_in_fp32_and_counted():
+    half, _, folded = _fp16_and_fp32(7)
+    x = torch.rand(1, 4, 64, 48).half()
+    guard = Fp32Fallback(half, folded)
+    with torch.inference_mode():
+        assert torch.equal(guard(x), half(x)) and guard.fallbacks == 0, "a finite output passes as it is"
+        half.blocks[0][0].b1.fill_(60000)  # as above; shared with `folded`: the fp32 run has it too
+        out = guard(x)
+        expected = copy.deepcopy(folded).float()(x.float())
+    assert guard.fallbacks == 1
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.allclose(out, expected, atol=1e-6)
