@@ -301,8 +301,6 @@ class RepairService:
         """
         device = self.engine.device
         stage_timings: dict[str, float] = {}
-        if self.queue.running <= 1:
-            device.reset_peak()
 
         def run() -> np.ndarray:
             stage_timings.clear()
@@ -315,6 +313,8 @@ class RepairService:
                         _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
 
         try:
+            if self.queue.running <= 1:
+                device.reset_peak()
             repaired = device.run(run, on_retry=retrying)
             peak = device.peak_bytes()
         except GpuOutOfMemory:
