@@ -391,9 +391,9 @@ class RepairService:
         info = self.engine.describe()
         try:
             gpu = self.engine.device.memory_report()
-        except GpuFailure as failure:  # a lost GPU makes /healthz degraded, not a 500
-            if self.gpu_error is None:
-                self._note_gpu_error(failure)
+        except Exception as error:  # noqa: BLE001 - a lost GPU makes /healthz degraded, not a 500
+            if isinstance(error, GpuFailure) and self.gpu_error is None:
+                self._note_gpu_error(error)
             gpu = None
         sample = self.sampler.latest() if self.sampler else None
         stuck = self.queue.stuck()
