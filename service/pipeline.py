@@ -301,8 +301,6 @@ class RepairService:
         """
         device = self.engine.device
         stage_timings: dict[str, float] = {}
-        if self.queue.running <= 1:
-            device.reset_peak()
 
         def run() -> np.ndarray:
             stage_timings.clear()
@@ -315,6 +313,8 @@ class RepairService:
                         _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
 
         try:
+            if self.queue.running <= 1:
+                device.reset_peak()
             repaired = device.run(run, on_retry=retrying)
             peak = device.peak_bytes()
         except GpuOutOfMemory:
@@ -391,9 +391,9 @@ class RepairService:
         info = self.engine.describe()
         try:
             gpu = self.engine.device.memory_report()
-        except GpuFailure as failure:  # a lost GPU makes /healthz degraded, not a 500
-            if self.gpu_error is None:
-                self._note_gpu_error(failure)
+        except Exception as error:  # noqa: BLE001 - a lost GPU makes /healthz degraded, not a 500
+            if isinstance(error, GpuFailure) and self.gpu_error is None:
+                self._note_gpu_error(error)
             gpu = None
         sample = self.sampler.latest() if self.sampler else None
         stuck = self.queue.stuck()
