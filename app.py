@@ -245,7 +245,7 @@ def build_app(settings: Settings):
     import torch
 
     from lama import resources
-    from lama.engine import HDSettings, InpaintEngine, resolve_device
+    from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
     from lama.imageio import ImageLimits
     from monitor.metrics import ServiceMetrics
@@ -266,10 +266,6 @@ def build_app(settings: Settings):
     # compiling them again (an operator's TRITON_CACHE_DIR wins).
     os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
     try:
-        on_cuda = resolve_device(settings.device).type == "cuda"
-        # Threads and heap arenas bounded before the engine's first torch work starts pools
-        # (lama/resources.py says what holds threads and why these bounds).
-        resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
     except ModelError as error:
@@ -370,10 +366,25 @@ def make_server(app, settings: Settings):
     return DrainingServer(config, app.state.service, settings.shutdown_timeout_s, gradio_stream_ender(app))
 
 
+def bound_process(settings: Settings) -> None:
+    """Threads and heap arenas bounded before any pool starts (lama/resources.py says what holds
+    threads and why these bounds); a server's process-wide settings, so here and not in build_app."""
+    from lama import resources
+    from lama.engine import resolve_device
+    from lama.errors import ModelError
+
+    try:
+        on_cuda = resolve_device(settings.device).type == "cuda"
+    except ModelError as error:
+        raise SystemExit(f"error: {error}") from None
+    resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(parse_args(argv))
     setup_logging(Path(settings.logs_dir))
     warn_if_exposed(settings)
+    bound_process(settings)
     app = build_app(settings)
     make_server(app, settings).run()
 
