@@ -242,7 +242,6 @@ def build_app(settings: Settings):
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
     import gradio as gr
-    import torch
 
     from lama import resources
     from lama.engine import HDSettings, InpaintEngine
@@ -252,8 +251,8 @@ def build_app(settings: Settings):
     from monitor.requestlog import RequestLog
     from monitor.sampler import Sampler
     from service.jobs import JobQueue
-    from service.pipeline import RepairOptions, RepairService
     from service.lifecycle import Lifecycle
+    from service.pipeline import RepairOptions, RepairService
     from service.storage import OutputStore, Retention
     from service.warmup import WarmUp
     from webui.api import create_api
@@ -270,10 +269,9 @@ def build_app(settings: Settings):
                                HDSettings(max_side=settings.model_max_side))
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-    if engine.device.type == "cuda":
-        # The preset's share of the card: allocations beyond it fail (and are retried or
-        # refused) instead of starving other processes on a shared GPU.
-        torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_fraction, engine.device)
+    # The preset's share of the card: the limit of what the process may allocate, and what the
+    # memory budget is computed from once the warm-up has measured the memory at rest.
+    engine.device.limit_memory(settings.gpu_memory_fraction)
     log.info("engine: %s", engine.describe())
 
     logs = Path(settings.logs_dir)
@@ -282,17 +280,17 @@ def build_app(settings: Settings):
         sampler = Sampler(settings.monitor_interval, log_path=logs / "monitor.jsonl",
                           log_max_bytes=settings.monitor_log_max_bytes, log_backups=settings.monitor_log_backups,
                           disk_path=Path(settings.outputs_dir),
-                          torch_device=engine.device if engine.device.type == "cuda" else None)
+                          allocator=engine.device.allocator_reading)
     requests = RequestLog(logs / "requests.jsonl", max_bytes=settings.monitor_log_max_bytes,
                           backups=settings.monitor_log_backups)
 
     # The budget is known once the warm-up has measured what the process holds at rest.
-    workers = resolve_gpu_workers(settings.gpu_workers, engine.device.type == "cuda" and not engine.uses_fallback)
+    workers = resolve_gpu_workers(settings.gpu_workers, engine.device.is_cuda)
     queue = JobQueue(settings.queue_capacity, workers=workers,
                      stuck_after_s=settings.queue_stuck_after_s or None)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth,
-                             model_loaded=lambda: 0.0 if engine.uses_fallback else 1.0,
-                             gpu_available=lambda: 1.0 if engine.device.type == "cuda" else 0.0,
+                             model_loaded=lambda: float(engine.backend.model_loaded),
+                             gpu_available=lambda: float(engine.device.is_cuda),
                              latest_sample=sampler.latest if sampler else (lambda: None),
                              gpu_admission=queue.admission,
                              fp16_fallbacks=lambda: engine.fp16_fallbacks)
@@ -321,7 +319,7 @@ def build_app(settings: Settings):
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
-    warm_up = WarmUp(engine, queue, service, settings.gpu_memory_fraction, settings.preset)
+    warm_up = WarmUp(engine, queue, service, settings.preset)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
@@ -370,11 +368,11 @@ def bound_process(settings: Settings) -> None:
     """Threads and heap arenas bounded before any pool starts (lama/resources.py says what holds
     threads and why these bounds); a server's process-wide settings, so here and not in build_app."""
     from lama import resources
-    from lama.engine import resolve_device
+    from lama.device import Device
     from lama.errors import ModelError
 
     try:
-        on_cuda = resolve_device(settings.device).type == "cuda"
+        on_cuda = Device.resolve(settings.device).is_cuda
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
     resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))

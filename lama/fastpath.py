@@ -1,7 +1,8 @@
 """The GPU fast path: the same function as the generator, with less work per image.
 
-Two steps, both exact up to rounding (the engine then runs the folded weights through
-lama.fastnet's NHWC forward inside the graphs), and a guard:
+LamaFastPath is the reference backend (lama/reference.py) with two steps replaced, both exact
+up to rounding (the folded weights then run through lama.fastnet's NHWC forward inside the graphs),
+and a guard:
 - fold_batchnorm: every eval-mode BatchNorm becomes a per-channel scale and shift folded
   into the convolution(s) that feed it, so each FFC layer runs its convolutions and a ReLU
   instead of convolutions, a sum, a normalisation pass and a ReLU.
@@ -27,9 +28,29 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lama.fastnet import FastGenerator
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
+from lama.reference import LamaReference
 
 log = logging.getLogger(__name__)
+
+
+class LamaFastPath(LamaReference):
+    """big-lama on CUDA: BatchNorm folded, the NHWC forward, CUDA graphs per input shape."""
+
+    fast_path = True
+
+    def prepare(self, generator: FFCResNetGenerator) -> FFCResNetGenerator:
+        return fold_batchnorm(generator)
+
+    def runner(self) -> Callable[[Tensor], Tensor]:
+        fast = FastGenerator(self.generator)
+        graphs = GraphRunner(fast, keepalive=fast.constants_for_input)
+        return Fp32Fallback(graphs, self.generator) if self.precision == "fp16" else graphs
+
+    @property
+    def fp16_fallbacks(self) -> int:
+        return self.run_model.fallbacks if isinstance(self.run_model, Fp32Fallback) else 0
 
 
 def _scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:

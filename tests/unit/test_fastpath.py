@@ -27,7 +27,7 @@ def test_folding_batchnorm_keeps_the_official_fixture_output(tiny_dir):
     mask = cv2.imread(str(tiny_dir / "cases/stroke_100x76_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     engine = InpaintEngine(tiny_dir, device="cpu")
     with torch.inference_mode():
-        net_input = engine.model_input(image, mask)[2]
+        net_input = engine.backend.model_input(image, mask)[2]
         assert torch.allclose(folded(net_input), generator(net_input), atol=1e-5)
 
 
@@ -51,9 +51,9 @@ def test_folding_handles_random_statistics_in_every_layer_kind():
 
 def test_the_cpu_engine_is_the_plain_reference_path(tiny_dir):
     engine = InpaintEngine(tiny_dir, device="cpu", fast=True)
-    assert engine.fast is False
-    assert any(isinstance(m, nn.BatchNorm2d) for m in engine.generator.modules())
-    assert np.isfinite(engine.reference().predict(np.zeros((16, 16, 3), np.uint8), np.ones((16, 16), bool))).all()
+    assert engine.describe()["fast_path"] is False
+    assert any(isinstance(m, nn.BatchNorm2d) for m in engine.backend.generator.modules())
+    assert np.isfinite(engine.reference().backend.predict(np.zeros((16, 16, 3), np.uint8), np.ones((16, 16), bool))).all()
 
 
 def test_reflect_pad_in_nhwc_is_torchs_reflect_pad():
@@ -87,7 +87,7 @@ def test_the_nhwc_generator_reproduces_the_official_fixture(tiny_dir):
     image = cv2.cvtColor(cv2.imread(str(tiny_dir / "cases/border_130x90_image.png")), cv2.COLOR_BGR2RGB)
     mask = cv2.imread(str(tiny_dir / "cases/border_130x90_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     with torch.inference_mode():
-        x, m, net_input = engine.model_input(image, mask)
+        x, m, net_input = engine.backend.model_input(image, mask)
         out = (m * fast(net_input) + (1 - m) * x)[0, :, :90, :130].permute(1, 2, 0).numpy()
     assert np.abs(out - np.load(tiny_dir / "cases/border_130x90_expected.npy")).max() <= 1e-4
 
@@ -99,7 +99,7 @@ def test_device_padding_is_numpys_symmetric_padding(tiny_dir):
     for height, width in ((1, 1), (3, 2), (9, 17), (76, 100)):
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         mask = rng.random((height, width)) < 0.5
-        x, m, _ = engine.model_input(image, mask)
+        x, m, _ = engine.backend.model_input(image, mask)
         rows, cols = x.shape[2] - height, x.shape[3] - width
         want = np.pad(image, ((0, rows), (0, cols), (0, 0)), mode="symmetric")
         assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), want)
