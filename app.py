@@ -244,7 +244,6 @@ def build_app(settings: Settings):
     import gradio as gr
 
     from lama import resources
-    from lama.device import Device
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
     from lama.imageio import ImageLimits
@@ -266,10 +265,6 @@ def build_app(settings: Settings):
     # compiling them again (an operator's TRITON_CACHE_DIR wins).
     os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
     try:
-        on_cuda = Device.resolve(settings.device).is_cuda
-        # Threads and heap arenas bounded before the engine's first torch work starts pools
-        # (lama/resources.py says what holds threads and why these bounds).
-        resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
     except ModelError as error:
@@ -369,10 +364,25 @@ def make_server(app, settings: Settings):
     return DrainingServer(config, app.state.service, settings.shutdown_timeout_s, gradio_stream_ender(app))
 
 
+def bound_process(settings: Settings) -> None:
+    """Threads and heap arenas bounded before any pool starts (lama/resources.py says what holds
+    threads and why these bounds); a server's process-wide settings, so here and not in build_app."""
+    from lama import resources
+    from lama.device import Device
+    from lama.errors import ModelError
+
+    try:
+        on_cuda = Device.resolve(settings.device).is_cuda
+    except ModelError as error:
+        raise SystemExit(f"error: {error}") from None
+    resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(parse_args(argv))
     setup_logging(Path(settings.logs_dir))
     warn_if_exposed(settings)
+    bound_process(settings)
     app = build_app(settings)
     make_server(app, settings).run()
 
