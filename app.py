@@ -218,11 +218,11 @@ def edge_policy(settings: Settings):
     repair: two files at the per-file limit and their form; the UI's upload route: one file)."""
     from gradio.route_utils import API_PREFIX as GRADIO_API_PREFIX
 
-    from webui.api import INPAINT_PATH, UPLOAD_OVERHEAD_BYTES, inpaint_body_limit
+    from webui.api import REPAIR_PATHS, UPLOAD_OVERHEAD_BYTES, inpaint_body_limit
     from webui.edge import BodyLimits, EdgePolicy
 
     per_file = settings.max_upload_mb * 2**20
-    body_limits = BodyLimits(OTHER_BODY_BYTES, {INPAINT_PATH: inpaint_body_limit(per_file),
+    body_limits = BodyLimits(OTHER_BODY_BYTES, {**{path: inpaint_body_limit(per_file) for path in REPAIR_PATHS},
                                                 f"{GRADIO_API_PREFIX}/upload": per_file + UPLOAD_OVERHEAD_BYTES})
     return EdgePolicy.create(settings.host, body_limits, settings.allowed_hosts, settings.allowed_origins)
 
@@ -252,6 +252,7 @@ def build_app(settings: Settings):
     from monitor.sampler import Sampler
     from webui.api import create_api
     from webui.edge import EdgeMiddleware
+    from service.batch_jobs import BatchJobs
     from service.jobs import JobQueue
     from service.storage import OutputStore, Retention
     from service.pipeline import RepairOptions, RepairService
@@ -299,12 +300,13 @@ def build_app(settings: Settings):
         outputs.remove_temp_files()
     except OSError as error:
         log.warning("outputs: cannot clean %s: %s", outputs.root, error)
-    # The UI's upload cache is swept with the outputs, on the same thread.
+    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests)
+    # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.
+    jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
-    retention = Retention(outputs, sweep_ui_cache)
+    retention = Retention(outputs, [jobs.sweep, *sweep_ui_cache])
     retention.start()
-    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests)
 
     def warm_up() -> None:
         # Alone on the GPU: it measures the memory each size needs.
@@ -323,7 +325,7 @@ def build_app(settings: Settings):
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
                              mask_threshold=settings.mask_threshold)
-    api = create_api(service, api_token=settings.api_token, defaults=defaults)
+    api = create_api(service, api_token=settings.api_token, defaults=defaults, jobs=jobs)
     # Added last, so outermost: Host, Origin, CORS and body size for every route, API and UI alike.
     api.add_middleware(EdgeMiddleware, policy=edge_policy(settings))
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
@@ -335,6 +337,9 @@ def build_app(settings: Settings):
                                cache_max_bytes=int(settings.ui_cache_max_mb * 2**20))
     return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
                                max_file_size=limits.max_bytes, blocked_paths=[str(cache_dir / ui_cache.MARKER)],
+                               # Gradio's "Use via API" would list only its private events: scripts
+                               # have the HTTP API, which the page links to (/docs).
+                               footer_links=["gradio", "settings"],
                                app_kwargs={"middleware": [guard]})
 
 

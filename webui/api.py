@@ -1,4 +1,4 @@
-"""The HTTP API: thin translation between HTTP and RepairService.
+"""The HTTP API: thin translation between HTTP and RepairService (and its BatchJobs).
 
 Routes are registered on the FastAPI app before Gradio is mounted at "/", so they take
 precedence. Every answer under /api/ that is not 2xx is JSON {"error": {"code", "message"}}:
@@ -9,6 +9,11 @@ A repair is refused as early as the request allows, cheapest check first: the to
 the server drains, admission (ApiGate, before the body is read); the body's size as it streams
 in (webui/edge.py); the form's values, each file's size and room in the queue (before a pixel is
 decoded); then what only decoding can tell.
+
+A batch job (POST /api/v1/jobs) is refused the same way, then answered 202 once it is queued;
+its status and result are read from the files it leaves (service.batch_jobs), so any replica
+sharing the outputs folder answers for it. /docs is Swagger UI from a packaged copy
+(fastapi_offline): it works without internet, like the rest of the server.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import hmac
 import logging
 import time
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from dataclasses import dataclass
+
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, Field
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -32,11 +41,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.metrics import CONTENT_TYPE
 from webui.edge import API_PREFIX
-from service.pipeline import RepairOptions, RepairService, ServiceError
+from service.batch_jobs import BatchJobs, Job, JobNotFinished, JobNotFound
+from service.pipeline import Decoded, RepairOptions, RepairService, ServiceError
+from webui.openapi import Problem, REPAIR_HEADERS, UPLOAD_ERRORS, errors, image_response
 
 # Multipart framing on top of the two files; a larger body is refused as it streams in.
 UPLOAD_OVERHEAD_BYTES = 1 << 20
 INPAINT_PATH = "/api/v1/inpaint"
+JOBS_PATH = "/api/v1/jobs"
+REPAIR_PATHS = (INPAINT_PATH, JOBS_PATH)  # the POSTs that carry uploads and start repairs
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # The code of an HTTP error that FastAPI or Starlette raised rather than the service.
 HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
@@ -69,7 +82,7 @@ class ApiGate:
         if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
             await self.app(scope, receive, send)
             return
-        counted = scope["path"] == INPAINT_PATH and scope["method"] == "POST"
+        counted = scope["path"] in REPAIR_PATHS and scope["method"] == "POST"
         started = time.perf_counter()
         status = 500
 
@@ -105,11 +118,52 @@ class ApiGate:
                                {"WWW-Authenticate": "Bearer", "Connection": "close"})
 
 
+class JobAccepted(BaseModel):
+    id: str = Field(description="the job's id: 32 hex digits, unguessable")
+    status: str = Field(description="queued")
+    url: str = Field(description="where to poll the job (also the Location header)")
+
+
+class JobStatus(BaseModel):
+    id: str
+    status: str = Field(description="queued | running | done | failed")
+    error: Problem | None = Field(description="why it failed (code, message); null unless failed")
+    result_url: str | None = Field(description="where to fetch the result; null until done")
+    timings: dict[str, float] = Field(description="seconds per stage once done: decode, queue, infer, encode, "
+                                                  "save, total")
+
+
+@dataclass
+class RepairUpload:
+    """A repair request's form: the two files and the options."""
+
+    image: UploadFile
+    mask: UploadFile
+    options: RepairOptions
+
+
+def job_url(job_id: str) -> str:
+    # A path, not an absolute URL: behind a load balancer only the client knows the public host.
+    return f"{JOBS_PATH}/{job_id}"
+
+
+def job_status(job: Job) -> dict:
+    return {"id": job.id, "status": job.status, "error": job.error,
+            "result_url": f"{job_url(job.id)}/result" if job.saved_as else None, "timings": job.timings}
+
+
 def create_api(service: RepairService, api_token: str | None = None,
-               defaults: RepairOptions = RepairOptions()) -> FastAPI:
-    """`defaults`: what a repair does for the form fields a request leaves out (the configured ones)."""
-    app = FastAPI(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None)
+               defaults: RepairOptions = RepairOptions(), jobs: BatchJobs | None = None) -> FastAPI:
+    """`defaults`: what a repair does for the form fields a request leaves out (the configured
+    ones); `jobs`: the batch jobs (by default over the service's queue capacity)."""
+    # ReDoc is left out: one set of docs, Swagger UI, whose "Try it out" sends real requests.
+    app = FastAPIOffline(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None,
+                         description="Repairs photos where a mask says (LaMa). Errors under /api/ are JSON "
+                                     '`{"error": {"code", "message"}}`; with --api-token every /api/ route needs '
+                                     "`Authorization: Bearer <token>`.")
+    jobs = jobs or BatchJobs(service, service.queue.capacity, service.outputs.keep_days)
     app.state.service = service  # for operators' hooks and tests (the queue, the engine)
+    app.state.jobs = jobs
     app.add_middleware(ApiGate, service=service, api_token=api_token)
 
     @app.exception_handler(ServiceError)
@@ -130,20 +184,41 @@ def create_api(service: RepairService, api_token: str | None = None,
         return error_response(error.status_code, HTTP_ERROR_CODES.get(error.status_code, "http_error"),
                               str(error.detail), error.headers)
 
-    @app.post(INPAINT_PATH, responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
-    async def inpaint(image: UploadFile = File(..., description="the photo"),
+    @app.exception_handler(Exception)
+    async def unforeseen_error(request: Request, error: Exception) -> Response:
+        # Starlette logs the traceback; the client still gets the documented JSON under /api/.
+        if not request.url.path.startswith(API_PREFIX):
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        return error_response(500, "internal_error", "the request failed on the server (the log has the details); "
+                                                     "please try again")
+
+    def repair_upload(image: UploadFile = File(..., description="the photo"),
                       mask: UploadFile = File(..., description="same size; nonzero (or painted alpha) = repair"),
-                      strategy: str = Form(defaults.strategy), dilate: int = Form(defaults.dilate),
-                      feather: int = Form(defaults.feather), format: str = Form(defaults.format),
+                      strategy: str = Form(defaults.strategy, description="original | resize | crop"),
+                      dilate: int = Form(defaults.dilate, description="grow the mask by this many px (0..256)"),
+                      feather: int = Form(defaults.feather, description="blend the repair's edge over this many "
+                                                                        "px (0..256)"),
+                      format: str = Form(defaults.format, description="the result's format: png | jpeg | webp"),
                       mask_threshold: int = Form(defaults.mask_threshold,
                                                  description="mask values above it are repaired (0..254; 0: any "
-                                                             "nonzero, the official rule)")) -> Response:
-        """Repair `image` where `mask` is set; the response body is the repaired image."""
-        options = RepairOptions(strategy, dilate, feather, format, mask_threshold)
+                                                             "nonzero, the official rule)")) -> RepairUpload:
+        return RepairUpload(image, mask, RepairOptions(strategy, dilate, feather, format, mask_threshold))
+
+    async def decode_upload(upload: RepairUpload) -> Decoded:
+        """The checks that need no pixels, then decoding, off the event loop."""
+        service.check_before_decode(upload.options, {"image": upload.image.size, "mask": upload.mask.size})
+        return await run_in_threadpool(service.decode, await upload.image.read(), await upload.mask.read())
+
+    @app.post(INPAINT_PATH, response_class=Response,
+              responses={200: image_response("the repaired image, in the requested format", REPAIR_HEADERS),
+                         **errors(*UPLOAD_ERRORS, "out_of_memory", "gpu_error")})
+    async def inpaint(upload: RepairUpload = Depends(repair_upload)) -> Response:
+        """Repair `image` where `mask` is set and answer with the repaired image; the connection is
+        held until it is done (for many images, see the jobs routes)."""
+        options = upload.options
         decoded = None
         try:
-            service.check_before_decode(options, {"image": image.size, "mask": mask.size})
-            decoded = await run_in_threadpool(service.decode, await image.read(), await mask.read())
+            decoded = await decode_upload(upload)
             # On a thread: the memory estimate refines the mask (CPU work, not for the event loop).
             queued = await run_in_threadpool(service.submit, decoded, options)
             # Waiting for the GPU holds no thread: the queue's future is awaited.
@@ -166,7 +241,47 @@ def create_api(service: RepairService, api_token: str | None = None,
             headers["X-Saved-As"] = result.saved_as
         return Response(result.data, media_type=result.media_type, headers=headers)
 
-    @app.get("/api/v1/monitor")
+    @app.post(JOBS_PATH, status_code=202, response_model=JobAccepted,
+              responses={202: {"description": "queued", "headers": {"Location": {
+                  "description": "the job's URL (a path)", "required": True, "schema": {"type": "string"}}}},
+                  **errors(*UPLOAD_ERRORS)})
+    async def submit_job(upload: RepairUpload = Depends(repair_upload)) -> JSONResponse:
+        """Queue a repair (the same fields, limits and queue as /api/v1/inpaint) and answer at once
+        with the job's id and URL; poll the job, then fetch its result. Jobs and results are files
+        under the outputs folder: every replica sharing it answers, a restart keeps finished jobs,
+        the outputs retention removes them."""
+        decoded = None
+        try:
+            decoded = await decode_upload(upload)
+            job = await run_in_threadpool(jobs.submit, decoded, upload.options)
+        except ServiceError as error:
+            service.record(error.status, upload.options, decoded, error=error.message)
+            raise
+        accepted = {"id": job.id, "status": job.status, "url": job_url(job.id)}
+        return JSONResponse(accepted, status_code=202, headers={"Location": accepted["url"]})
+
+    @app.get(JOBS_PATH + "/{job_id}", response_model=JobStatus, responses=errors("job_not_found"))
+    async def get_job(job_id: str) -> dict:
+        """A job's status: queued, running, done (with `result_url` and `timings`) or failed (with `error`)."""
+        try:
+            return job_status(await run_in_threadpool(jobs.get, job_id))
+        except JobNotFound as missing:
+            return error_response(404, "job_not_found", str(missing))
+
+    @app.get(JOBS_PATH + "/{job_id}/result", response_class=Response,
+             responses={200: image_response("the repaired image", {"X-Saved-As": REPAIR_HEADERS["X-Saved-As"]}),
+                        **errors("job_not_found", "job_not_done", "job_failed")})
+    async def get_job_result(job_id: str) -> Response:
+        """A done job's repaired image; 409 while it is pending or once it failed."""
+        try:
+            job, data = await run_in_threadpool(jobs.result, job_id)
+        except JobNotFound as missing:
+            return error_response(404, "job_not_found", str(missing))
+        except JobNotFinished as early:
+            return error_response(409, "job_failed" if early.job.error else "job_not_done", str(early))
+        return Response(data, media_type=job.media_type, headers={"X-Saved-As": job.saved_as})
+
+    @app.get("/api/v1/monitor", responses=errors("invalid_request"))
     def monitor(since: float | None = None) -> dict:
         """Resource samples and request records newer than `since` (unix seconds): the
         last hour of samples at most, the last requests kept in memory."""
@@ -188,7 +303,13 @@ def create_api(service: RepairService, api_token: str | None = None,
         """The process answers: Kubernetes' liveness probe."""
         return {"status": "alive"}
 
-    @app.get("/readyz")
+    readiness = {"description": "ready or not, the same shape", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["ready", "draining", "queue"],
+        "properties": {"ready": {"type": "boolean"}, "draining": {"type": "boolean"},
+                       "queue": {"type": "object", "properties": {"depth": {"type": "integer"},
+                                                                  "capacity": {"type": "integer"}}}}}}}}
+
+    @app.get("/readyz", response_class=JSONResponse, responses={200: readiness, 503: readiness})
     def readyz() -> JSONResponse:
         """200 once the model is loaded and warm, the queue has room and the GPU works; 503 otherwise
         (and from the moment a SIGTERM starts the drain)."""
@@ -197,8 +318,10 @@ def create_api(service: RepairService, api_token: str | None = None,
                              "queue": {"depth": service.queue.depth, "capacity": service.queue.capacity}},
                             status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}})
     def prometheus_metrics() -> Response:
+        """Prometheus metrics (names start with inpaint_, base units)."""
         # A plain route: a mounted ASGI app would answer /metrics with a redirect to /metrics/.
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
@@ -211,6 +334,6 @@ def create_api(service: RepairService, api_token: str | None = None,
             return error_response(405, "method_not_allowed", f"{request.method} is not allowed on "
                                   f"{request.url.path}; use {', '.join(allowed)}", {"Allow": ", ".join(allowed)})
         return error_response(404, "not_found", f"no route {request.url.path}; the API's routes are "
-                                                f"{INPAINT_PATH} and /api/v1/monitor (see /docs)")
+                                                f"{INPAINT_PATH}, {JOBS_PATH} and /api/v1/monitor (see /docs)")
 
     return app
