@@ -24,33 +24,38 @@ import hmac
 import logging
 import time
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lama.engine import STRATEGIES
+from lama.masks import MAX_THRESHOLD
 from monitor.metrics import CONTENT_TYPE
-from webui.edge import API_PREFIX
 from service.batch_jobs import BatchJobs, Job, JobNotFinished, JobNotFound
-from service.pipeline import Decoded, RepairOptions, RepairService, ServiceError
-from webui.openapi import Problem, REPAIR_HEADERS, UPLOAD_ERRORS, errors, image_response
+from service.pipeline import MAX_REFINE_PX, Decoded, RepairOptions, RepairService, ServiceError
+from service.storage import EXTENSIONS
+from webui.edge import API_PREFIX
+from webui.openapi import REPAIR_HEADERS, UPLOAD_ERRORS, Problem, errors, image_response
 
 # Multipart framing on top of the two files; a larger body is refused as it streams in.
 UPLOAD_OVERHEAD_BYTES = 1 << 20
 INPAINT_PATH = "/api/v1/inpaint"
 JOBS_PATH = "/api/v1/jobs"
 REPAIR_PATHS = (INPAINT_PATH, JOBS_PATH)  # the POSTs that carry uploads and start repairs
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+PIXELS = {"minimum": 0, "maximum": MAX_REFINE_PX}
 # The code of an HTTP error that FastAPI or Starlette raised rather than the service.
 HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                     413: "upload_too_large"}
@@ -142,6 +147,23 @@ class RepairUpload:
     options: RepairOptions
 
 
+class AnyMethod:
+    """An ASGI endpoint answering `respond(request)`, whose route matches every method (Starlette
+    gives the route of a plain function GET alone): the fallbacks that answer 404 and 405."""
+
+    def __init__(self, respond: Callable[[Request], Awaitable[Response]]):
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.respond(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+async def method_not_allowed(allowed: str, request: Request) -> Response:
+    return PlainTextResponse(f"{request.method} is not allowed on {request.url.path}; use {allowed}\n",
+                             status_code=405, headers={"Allow": allowed})
+
+
 def job_url(job_id: str) -> str:
     # A path, not an absolute URL: behind a load balancer only the client knows the public host.
     return f"{JOBS_PATH}/{job_id}"
@@ -194,14 +216,21 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     def repair_upload(image: UploadFile = File(..., description="the photo"),
                       mask: UploadFile = File(..., description="same size; nonzero (or painted alpha) = repair"),
-                      strategy: str = Form(defaults.strategy, description="original | resize | crop"),
-                      dilate: int = Form(defaults.dilate, description="grow the mask by this many px (0..256)"),
-                      feather: int = Form(defaults.feather, description="blend the repair's edge over this many "
-                                                                        "px (0..256)"),
-                      format: str = Form(defaults.format, description="the result's format: png | jpeg | webp"),
+                      # The ranges are documented here and enforced by the service (422 invalid_option).
+                      strategy: str = Form(defaults.strategy, description="what the model sees: crop (each masked "
+                                           "area at full resolution), resize (a downscaled copy), original (all)",
+                                           json_schema_extra={"enum": list(STRATEGIES)}),
+                      dilate: int = Form(defaults.dilate, description="grow the mask by this many px",
+                                         json_schema_extra=PIXELS),
+                      feather: int = Form(defaults.feather, description="blend the repair's edge over this many px",
+                                          json_schema_extra=PIXELS),
+                      format: str = Form(defaults.format, description="the result's format",
+                                         json_schema_extra={"enum": list(EXTENSIONS)}),
                       mask_threshold: int = Form(defaults.mask_threshold,
-                                                 description="mask values above it are repaired (0..254; 0: any "
-                                                             "nonzero, the official rule)")) -> RepairUpload:
+                                                 description="mask values above it are repaired (0: any nonzero, "
+                                                             "the official rule)",
+                                                 json_schema_extra={"minimum": 0, "maximum": MAX_THRESHOLD})
+                      ) -> RepairUpload:
         return RepairUpload(image, mask, RepairOptions(strategy, dilate, feather, format, mask_threshold))
 
     async def decode_upload(upload: RepairUpload) -> Decoded:
@@ -209,7 +238,7 @@ def create_api(service: RepairService, api_token: str | None = None,
         service.check_before_decode(upload.options, {"image": upload.image.size, "mask": upload.mask.size})
         return await run_in_threadpool(service.decode, await upload.image.read(), await upload.mask.read())
 
-    @app.post(INPAINT_PATH, response_class=Response,
+    @app.post(INPAINT_PATH, response_class=Response, operation_id="inpaint",
               responses={200: image_response("the repaired image, in the requested format", REPAIR_HEADERS),
                          **errors(*UPLOAD_ERRORS, "out_of_memory", "gpu_error")})
     async def inpaint(upload: RepairUpload = Depends(repair_upload)) -> Response:
@@ -241,8 +270,12 @@ def create_api(service: RepairService, api_token: str | None = None,
             headers["X-Saved-As"] = result.saved_as
         return Response(result.data, media_type=result.media_type, headers=headers)
 
-    @app.post(JOBS_PATH, status_code=202, response_model=JobAccepted,
-              responses={202: {"description": "queued", "headers": {"Location": {
+    # The links tell clients (and schemathesis's stateful phase) where the returned id goes.
+    job_links = {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+                 for name, operation in (("status", "get_job"), ("result", "get_job_result"))}
+
+    @app.post(JOBS_PATH, status_code=202, response_model=JobAccepted, operation_id="submit_job",
+              responses={202: {"description": "queued", "links": job_links, "headers": {"Location": {
                   "description": "the job's URL (a path)", "required": True, "schema": {"type": "string"}}}},
                   **errors(*UPLOAD_ERRORS)})
     async def submit_job(upload: RepairUpload = Depends(repair_upload)) -> JSONResponse:
@@ -260,7 +293,8 @@ def create_api(service: RepairService, api_token: str | None = None,
         accepted = {"id": job.id, "status": job.status, "url": job_url(job.id)}
         return JSONResponse(accepted, status_code=202, headers={"Location": accepted["url"]})
 
-    @app.get(JOBS_PATH + "/{job_id}", response_model=JobStatus, responses=errors("job_not_found"))
+    @app.get(JOBS_PATH + "/{job_id}", response_model=JobStatus, operation_id="get_job",
+             responses=errors("job_not_found", "invalid_request"))
     async def get_job(job_id: str) -> dict:
         """A job's status: queued, running, done (with `result_url` and `timings`) or failed (with `error`)."""
         try:
@@ -268,9 +302,9 @@ def create_api(service: RepairService, api_token: str | None = None,
         except JobNotFound as missing:
             return error_response(404, "job_not_found", str(missing))
 
-    @app.get(JOBS_PATH + "/{job_id}/result", response_class=Response,
+    @app.get(JOBS_PATH + "/{job_id}/result", response_class=Response, operation_id="get_job_result",
              responses={200: image_response("the repaired image", {"X-Saved-As": REPAIR_HEADERS["X-Saved-As"]}),
-                        **errors("job_not_found", "job_not_done", "job_failed")})
+                        **errors("job_not_found", "job_not_done", "job_failed", "invalid_request")})
     async def get_job_result(job_id: str) -> Response:
         """A done job's repaired image; 409 while it is pending or once it failed."""
         try:
@@ -325,8 +359,14 @@ def create_api(service: RepairService, api_token: str | None = None,
         # A plain route: a mounted ASGI app would answer /metrics with a redirect to /metrics/.
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
+    # The probes and metrics answer any other method with 405 themselves, not with Gradio's 404
+    # (the router prefers a route matching path and method to one matching the path alone).
+    for route in [route for route in app.routes if isinstance(route, APIRoute)
+                  and not route.path.startswith(API_PREFIX)]:
+        app.router.add_route(route.path, AnyMethod(partial(method_not_allowed, ", ".join(sorted(route.methods)))),
+                             include_in_schema=False)
+
     # Last of the API's routes: anything else under /api/ is answered here, not by Gradio's 404.
-    @app.api_route(API_PREFIX + "{path:path}", methods=ALL_METHODS, include_in_schema=False)
     async def no_such_route(request: Request) -> JSONResponse:
         allowed = sorted({method for route in app.routes if isinstance(route, APIRoute)
                           and route.matches(request.scope)[0] is Match.PARTIAL for method in route.methods})
@@ -335,5 +375,7 @@ def create_api(service: RepairService, api_token: str | None = None,
                                   f"{request.url.path}; use {', '.join(allowed)}", {"Allow": ", ".join(allowed)})
         return error_response(404, "not_found", f"no route {request.url.path}; the API's routes are "
                                                 f"{INPAINT_PATH}, {JOBS_PATH} and /api/v1/monitor (see /docs)")
+
+    app.router.add_route(API_PREFIX + "{path:path}", AnyMethod(no_such_route), include_in_schema=False)
 
     return app

@@ -1,0 +1,175 @@
+"""The API as a stranger meets it: /openapi.json says what each route really answers, /docs
+renders with no internet, a client no one here wrote (schemathesis) finds no response that
+breaks the document and no 5xx, and the UI's footer does not point at Gradio's empty API page."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from browser import chromium
+from liveserver import LiveServer
+from test_api import (GOOD_IMAGE, GOOD_MASK, block_worker, make_case, make_settings, png_header_only, repair,
+                      serve, service_of, upload, wait_until)
+
+from webui.openapi import ERRORS
+
+IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp"}
+ERROR_SCHEMA = "#/components/schemas/ErrorResponse"
+# Per operation: enough to cover each route's refusals, and the whole run stays well under 90 s here.
+SCHEMATHESIS_EXAMPLES = 25
+SCHEMATHESIS_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def client(tiny_dir, tmp_path_factory):
+    with serve(make_settings(tiny_dir, tmp_path_factory.mktemp("openapi"), queue_capacity=2)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def document(client):
+    return client.get("/openapi.json").json()
+
+
+def documented_codes(document, path, method, status):
+    """The error codes the document lists for one route's status (empty if the status is not documented)."""
+    response = document["paths"][path][method]["responses"].get(str(status))
+    if response is None:
+        return set()
+    content = response["content"]["application/json"]
+    assert content["schema"] == {"$ref": ERROR_SCHEMA}, (path, status)
+    return {example["value"]["error"]["code"] for example in content["examples"].values()}
+
+
+# ------------------------------------------------------------------ the document
+
+
+def test_a_repair_is_documented_as_an_image_with_its_headers(document):
+    responses = document["paths"]["/api/v1/inpaint"]["post"]["responses"]
+    ok = responses["200"]
+    assert set(ok["content"]) == IMAGE_TYPES  # not JSON: the body is the image
+    assert all(media["schema"] == {"type": "string", "format": "binary"} for media in ok["content"].values())
+    assert {"Server-Timing", "X-Strategy", "X-Saved-As"} <= set(ok["headers"])
+    assert ok["headers"]["X-Strategy"]["schema"]["enum"] == ["original", "resize", "crop"]
+    assert responses["503"]["headers"]["Retry-After"]["required"] is True
+    assert {"400", "401", "413", "422", "500", "503"} <= set(responses)
+    result = document["paths"]["/api/v1/jobs/{job_id}/result"]["get"]["responses"]["200"]
+    assert set(result["content"]) == IMAGE_TYPES
+
+
+def test_every_error_of_the_api_has_the_error_schema_and_its_codes(document):
+    schema = document["components"]["schemas"]
+    assert set(schema["ErrorResponse"]["properties"]) == {"error"}
+    assert set(schema["Problem"]["properties"]) == {"code", "message"}
+    for path, operations in document["paths"].items():
+        if not path.startswith("/api/"):
+            continue
+        for method, operation in operations.items():
+            errors = {status for status in operation["responses"] if int(status) >= 400}
+            assert {"401", "421", "500"} <= errors, (path, method)  # token, edge, the unforeseen
+            for status in errors:
+                codes = documented_codes(document, path, method, status)
+                assert codes and codes <= {code for _, code in ERRORS}, (path, method, status)
+
+
+def test_the_jobs_routes_are_documented_with_their_shapes(document):
+    paths = document["paths"]
+    accepted = paths["/api/v1/jobs"]["post"]["responses"]["202"]
+    assert accepted["headers"]["Location"]["required"] is True
+    assert set(accepted["links"]) == {"status", "result"}
+    assert set(document["components"]["schemas"]["JobStatus"]["properties"]) == {
+        "id", "status", "error", "result_url", "timings"}
+    assert documented_codes(document, "/api/v1/jobs/{job_id}/result", "get", 409) == {"job_not_done", "job_failed"}
+    form = paths["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    inpaint_form = paths["/api/v1/inpaint"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    schemas = document["components"]["schemas"]
+    assert schemas[form["$ref"].rsplit("/", 1)[1]]["properties"] == \
+        schemas[inpaint_form["$ref"].rsplit("/", 1)[1]]["properties"]  # the same fields
+
+
+def test_the_errors_the_server_answers_with_are_the_documented_ones(client, document):
+    """Provoke each refusal a client can cause and look it up in the document."""
+    image, mask = make_case()
+    service = service_of(client)
+    seen = [
+        ("/api/v1/inpaint", "post", repair(client, b"not an image", GOOD_MASK)),
+        ("/api/v1/inpaint", "post", repair(client, GOOD_IMAGE, GOOD_MASK, dilate=-1)),
+        ("/api/v1/inpaint", "post", repair(client, GOOD_IMAGE, None)),
+        ("/api/v1/inpaint", "post", repair(client, png_header_only(100_000, 100_000), GOOD_MASK)),
+        ("/api/v1/inpaint", "post", client.post("/api/v1/inpaint", content=b"--x\r\n", headers={
+            "content-type": "multipart/form-data; boundary=x"})),
+        ("/api/v1/jobs", "post", client.post("/api/v1/jobs", **upload(image, mask[:10]))),
+        ("/api/v1/jobs/{job_id}", "get", client.get("/api/v1/jobs/" + "0" * 32)),
+        ("/api/v1/monitor", "get", client.get("/api/v1/monitor?since=yesterday")),
+    ]
+    release = block_worker(service)
+    try:
+        pending = client.post("/api/v1/jobs", **upload(image, mask)).json()
+        seen.append(("/api/v1/jobs/{job_id}/result", "get", client.get(pending["url"] + "/result")))
+        seen.append(("/api/v1/jobs", "post", client.post("/api/v1/jobs", **upload(image, mask))))  # queue full
+        seen.append(("/api/v1/inpaint", "post", repair(client, image, mask)))
+    finally:
+        release.set()
+    wait_until(lambda: client.get(pending["url"]).json()["status"] == "done", what="the blocked job done")
+    answered = set()
+    for path, method, response in seen:
+        code = response.json()["error"]["code"]
+        assert code in documented_codes(document, path, method, response.status_code), (path, response.text)
+        answered.add((response.status_code, code))
+        if response.status_code == 503:
+            assert int(response.headers["retry-after"]) >= 1
+    assert {status for status, _ in answered} == {400, 404, 409, 413, 422, 503}
+
+
+# ------------------------------------------------------------------ a client no one here wrote
+
+
+def test_schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_document(tiny_dir, tmp_path):
+    with LiveServer.start(tiny_dir, tmp_path) as server:
+        run = subprocess.run(
+            [sys.executable, "-m", "schemathesis.cli", "run", server.url("/openapi.json"),
+             "--checks", "all",
+             # "Valid" requests by the schema carry random bytes as the image, which the server
+             # rightly refuses (400): no schema can say "a decodable PNG".
+             "--exclude-checks", "positive_data_acceptance",
+             "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--workers", "1", "--no-shrink"],
+            capture_output=True, text=True, timeout=SCHEMATHESIS_TIMEOUT_S, cwd=tmp_path)
+        assert server.alive(), server.log_tail()
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ offline, in a browser
+
+
+def test_docs_render_with_no_internet_and_the_ui_links_to_them(tiny_dir, tmp_path):
+    with LiveServer.start(tiny_dir, tmp_path) as server, chromium() as browser:
+        page = browser.new_page()
+        outside: list[str] = []
+        lock = threading.Lock()
+
+        def only_this_server(route):
+            if urlsplit(route.request.url).hostname == "127.0.0.1":
+                route.continue_()
+            else:  # what a machine without internet does to it
+                with lock:
+                    outside.append(route.request.url)
+                route.abort("internetdisconnected")
+
+        page.route("**/*", only_this_server)
+        page.goto(server.url("/docs"))
+        operations = page.locator(".swagger-ui .opblock-summary-path")
+        operations.first.wait_for(timeout=20_000)
+        shown = set(operations.all_inner_texts())
+        assert {"/api/v1/inpaint", "/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/result"} <= \
+            {text.replace("\u200b", "") for text in shown}
+        assert not [url for url in outside if not url.startswith("data:")], outside
+
+        page.goto(server.url("/"))
+        page.locator("footer").wait_for(timeout=30_000)
+        assert page.get_by_text("Use via API").count() == 0  # Gradio's page lists only the UI's private events
+        assert page.get_by_role("link", name="the HTTP API").get_attribute("href") == "/docs"
