@@ -42,11 +42,12 @@ if [[ "$installed" != "$hash [test]" && "$installed" != "$hash $extras" ]]; then
 fi
 
 if [[ $mode == test ]]; then
-    # The browser test drives Debian's Chromium (never a browser downloaded by a tool).
-    if [[ ! -x /usr/bin/chromium ]]; then
-        echo "start_app: installing Debian's chromium for the browser test"
+    # The browser test drives Debian's Chromium (never a browser downloaded by a tool); the
+    # README's batch recipe, which a test runs, needs curl and jq.
+    if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/curl || ! -x /usr/bin/jq ]]; then
+        echo "start_app: installing Debian's chromium, curl and jq for the tests"
         sudo_cmd=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
-        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq chromium >/dev/null
+        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq chromium curl jq >/dev/null
     fi
     exec "$py" -m pytest "$@"
 fi

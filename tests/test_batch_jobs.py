@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,13 +17,14 @@ import httpx
 import numpy as np
 import pytest
 from liveserver import LiveServer
-from test_api import (block_worker, decode, error_of, make_case, make_settings, serve, service_of, upload,
+from test_api import (block_worker, decode, encode, error_of, make_case, make_settings, serve, service_of, upload,
                       wait_until)
 
 from service.batch_jobs import BatchJobs
 from service.pipeline import Decoded, RepairOptions, ServiceError
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
+README = Path(__file__).resolve().parents[1] / "README.md"
 POLL_S = 60
 EXACT = {"dilate": 0, "feather": 0}  # only the masked pixels change
 
@@ -235,3 +238,21 @@ def test_replicas_sharing_the_outputs_answer_for_each_others_jobs_across_a_drain
             assert result.status_code == 200 and result.headers["content-type"] == "image/png"
             assert_repaired(decode(result.content), image, mask)
         assert not list((shared / "jobs").glob("*.lock"))
+
+
+def test_the_readmes_curl_recipe_repairs_a_folder(tiny_dir, tmp_path):
+    assert shutil.which("curl") and shutil.which("jq"), "the recipe needs curl and jq (Debian packages)"
+    recipe = re.search(r"```bash\n(# submit.*?)```", README.read_text(), re.DOTALL)
+    assert recipe, "the README's batch-over-HTTP recipe is gone"
+    work = tmp_path / "work"
+    (work / "photos").mkdir(parents=True)
+    for seed in range(3):
+        (work / "photos" / f"photo{seed}.jpg").write_bytes(encode(make_case(seed=seed)[0], ".jpg"))
+    (work / "watermark.png").write_bytes(encode(make_case()[1]))
+    with LiveServer.start(tiny_dir, tmp_path / "server") as server:
+        script = recipe.group(1).replace("127.0.0.1:7860", f"127.0.0.1:{server.port}")
+        run = subprocess.run(["bash", "-c", script], cwd=work, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    ids = (work / "jobs.txt").read_text().split()
+    assert len(ids) == 3 and all(JOB_ID.fullmatch(job_id) for job_id in ids)
+    assert all(decode((work / f"repaired-{job_id}.png").read_bytes()).shape == (72, 96, 3) for job_id in ids)

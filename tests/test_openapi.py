@@ -16,7 +16,10 @@ from liveserver import LiveServer
 from test_api import (GOOD_IMAGE, GOOD_MASK, block_worker, make_case, make_settings, png_header_only, repair,
                       serve, service_of, upload, wait_until)
 
+from tools import api_table
 from webui.openapi import ERRORS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp"}
 ERROR_SCHEMA = "#/components/schemas/ErrorResponse"
@@ -124,6 +127,13 @@ def test_the_errors_the_server_answers_with_are_the_documented_ones(client, docu
         if response.status_code == 503:
             assert int(response.headers["retry-after"]) >= 1
     assert {status for status, _ in answered} == {400, 404, 409, 413, 422, 503}
+
+
+def test_the_readme_table_is_the_one_the_document_gives(document):
+    """The client fixture runs the default settings, as the README's table says."""
+    readme = README.read_text()
+    assert api_table.replace_between_markers(readme, api_table.render(document)) == readme, \
+        "the README's API table is stale: run python tools/api_table.py --write README.md against python app.py"
 
 
 # ------------------------------------------------------------------ a client no one here wrote

@@ -132,7 +132,10 @@ class JobAccepted(BaseModel):
 class JobStatus(BaseModel):
     id: str
     status: str = Field(description="queued | running | done | failed")
-    error: Problem | None = Field(description="why it failed (code, message); null unless failed")
+    error: Problem | None = Field(description="why it failed, null unless failed; its code: out_of_memory, "
+                                              "gpu_error or internal_error (as a repair's), result_not_saved (the "
+                                              "outputs folder could not take it), interrupted (its server stopped "
+                                              "before it ran: submit it again)")
     result_url: str | None = Field(description="where to fetch the result; null until done")
     timings: dict[str, float] = Field(description="seconds per stage once done: decode, queue, infer, encode, "
                                                   "save, total")
@@ -294,7 +297,7 @@ def create_api(service: RepairService, api_token: str | None = None,
         return JSONResponse(accepted, status_code=202, headers={"Location": accepted["url"]})
 
     @app.get(JOBS_PATH + "/{job_id}", response_model=JobStatus, operation_id="get_job",
-             responses=errors("job_not_found", "invalid_request"))
+             responses=errors("job_not_found", (422, "invalid_request")))
     async def get_job(job_id: str) -> dict:
         """A job's status: queued, running, done (with `result_url` and `timings`) or failed (with `error`)."""
         try:
@@ -304,7 +307,7 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     @app.get(JOBS_PATH + "/{job_id}/result", response_class=Response, operation_id="get_job_result",
              responses={200: image_response("the repaired image", {"X-Saved-As": REPAIR_HEADERS["X-Saved-As"]}),
-                        **errors("job_not_found", "job_not_done", "job_failed", "invalid_request")})
+                        **errors("job_not_found", "job_not_done", "job_failed", (422, "invalid_request"))})
     async def get_job_result(job_id: str) -> Response:
         """A done job's repaired image; 409 while it is pending or once it failed."""
         try:
@@ -315,7 +318,7 @@ def create_api(service: RepairService, api_token: str | None = None,
             return error_response(409, "job_failed" if early.job.error else "job_not_done", str(early))
         return Response(data, media_type=job.media_type, headers={"X-Saved-As": job.saved_as})
 
-    @app.get("/api/v1/monitor", responses=errors("invalid_request"))
+    @app.get("/api/v1/monitor", responses=errors((422, "invalid_request")))
     def monitor(since: float | None = None) -> dict:
         """Resource samples and request records newer than `since` (unix seconds): the
         last hour of samples at most, the last requests kept in memory."""
@@ -329,7 +332,10 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     @app.get("/healthz")
     def healthz() -> dict:
-        """Model, GPU memory, queue and GPU memory budget; `gpu_mem` is the string the seed's probes read."""
+        """`{"status": "ok"|"degraded", "model", "gpu_mem": "6.8GB", "gpu", "queue": {"depth", "capacity"},
+        "gpu_budget": {"budget_bytes", "admitted_bytes", "waiting_bytes", "running", "waiting", "workers",
+        "memory_model"}, "uptime_s"}`: degraded with the OpenCV fallback, a failing GPU or a stuck worker;
+        `gpu_mem` is the string the seed's probes read; `gpu`, `budget_bytes` and `memory_model` are null on the CPU."""
         return service.health()
 
     @app.get("/livez")
@@ -345,8 +351,9 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     @app.get("/readyz", response_class=JSONResponse, responses={200: readiness, 503: readiness})
     def readyz() -> JSONResponse:
-        """200 once the model is loaded and warm, the queue has room and the GPU works; 503 otherwise
-        (and from the moment a SIGTERM starts the drain)."""
+        """200 once the model is loaded and warm, the queue has room, the GPU works and no repair has
+        held a worker past the watchdog bound (--queue-stuck-after-s); 503 otherwise, and from the
+        moment a SIGTERM starts the drain (Kubernetes' readiness probe)."""
         ready = service.ready()
         return JSONResponse({"ready": ready, "draining": service.draining,
                              "queue": {"depth": service.queue.depth, "capacity": service.queue.capacity}},
@@ -355,7 +362,10 @@ def create_api(service: RepairService, api_token: str | None = None,
     @app.get("/metrics", response_class=PlainTextResponse,
              responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}})
     def prometheus_metrics() -> Response:
-        """Prometheus metrics (names start with inpaint_, base units)."""
+        """Prometheus text: `inpaint_requests_total{status}` (repairs and job submissions),
+        `inpaint_request_duration_seconds`, `inpaint_queue_depth`, `inpaint_gpu_available`,
+        `inpaint_model_loaded`, `inpaint_gpu_budget_bytes` (CUDA only), `inpaint_gpu_admitted_bytes`,
+        `inpaint_gpu_waiting_bytes`."""
         # A plain route: a mounted ASGI app would answer /metrics with a redirect to /metrics/.
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 

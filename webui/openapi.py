@@ -78,16 +78,19 @@ REPAIR_HEADERS = {
 }
 
 
-def errors(*codes: str, every_api_route: bool = True) -> dict[int | str, dict[str, Any]]:
-    """FastAPI `responses` for the error codes a route answers with, grouped by status, each with
-    the error schema, an example per code and the status's headers."""
-    wanted = set(codes) | (set(EVERY_API_ROUTE) if every_api_route else set())
+def errors(*codes: str | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses` for the errors a route answers with (a code, or (status, code) where a
+    code has several statuses), grouped by status, each with the error schema, an example per
+    code and the status's headers; the errors of every API route added."""
+    wanted = {(status, code) for status, code in ERRORS for item in (*codes, *EVERY_API_ROUTE)
+              if item == code or item == (status, code)}
+    known = set(ERRORS) | {code for _, code in ERRORS}
+    if unknown := [item for item in codes if item not in known]:
+        raise ValueError(f"errors missing from ERRORS: {unknown}")
     by_status: dict[int, list[str]] = {}
     for status, code in ERRORS:  # in the catalogue's order
-        if code in wanted:
+        if (status, code) in wanted:
             by_status.setdefault(status, []).append(code)
-    if unknown := wanted - {code for _, code in ERRORS}:
-        raise ValueError(f"error codes missing from ERRORS: {sorted(unknown)}")
     responses: dict[int | str, dict[str, Any]] = {}
     for status, status_codes in by_status.items():
         examples = {code: {"summary": ERRORS[status, code],
