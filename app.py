@@ -305,7 +305,7 @@ def build_app(settings: Settings):
     jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
-    retention = Retention(outputs, [jobs.sweep, *sweep_ui_cache])
+    retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep])
     retention.start()
 
     def warm_up() -> None:

@@ -101,7 +101,7 @@ class BatchJobs:
         self.keep_days = keep_days
         self.folder = service.outputs.root / JOBS_FOLDER
         self._pending = 0
-        self._recent_s = 1.0  # moving estimate of one job's time from acceptance to its record, for Retry-After
+        self._recent_s = 1.0  # moving estimate of a job's time from acceptance to its final record, for Retry-After
         self._lock = threading.Lock()
         self._finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="job-finisher")
 
@@ -112,7 +112,8 @@ class BatchJobs:
         returns; ServiceError as a direct repair would raise it (queue full, draining, ...)."""
         with self._lock:
             if self._pending >= self.capacity:
-                retry = max(1, round(self._recent_s))
+                # Jobs end about every recent_s / pending seconds: that is when a place frees.
+                retry = max(1, round(self._recent_s / self._pending))
                 raise ServiceError(503, "queue_full", f"{self._pending} jobs are pending, the limit is "
                                                       f"{self.capacity}; retry in {retry} s", {"Retry-After": str(retry)})
             self._pending += 1

@@ -34,7 +34,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -48,7 +47,7 @@ from service.batch_jobs import BatchJobs, Job, JobNotFinished, JobNotFound
 from service.pipeline import MAX_REFINE_PX, Decoded, RepairOptions, RepairService, ServiceError
 from service.storage import EXTENSIONS
 from webui.edge import API_PREFIX
-from webui.openapi import REPAIR_HEADERS, UPLOAD_ERRORS, Problem, errors, image_response
+from webui.openapi import REPAIR_HEADERS, UPLOAD_ERRORS, JobAccepted, JobStatus, errors, image_response
 
 # Multipart framing on top of the two files; a larger body is refused as it streams in.
 UPLOAD_OVERHEAD_BYTES = 1 << 20
@@ -75,10 +74,12 @@ def inpaint_body_limit(max_file_bytes: int) -> int:
 class ApiGate:
     """Pure ASGI, in front of the API's routes and before they read a byte of the body: the
     token for everything under /api/ (FastAPI would parse a whole form before a dependency
-    ran); for repairs, admission (in flight from here until the response, what a SIGTERM drain
-    waits for; refused at once while draining) and inpaint_requests_total, counted here so that
-    refusals that never reach the route (401, 413, a malformed form's 400 or 422) show too. The
-    edge's refusals of foreign Host names and cross-site requests come before it: not counted."""
+    ran); for the POSTs that carry a repair's upload (a repair, a job), admission (in flight from
+    here until the response, what a SIGTERM drain waits for; refused at once while draining) and
+    inpaint_requests_total, counted here so that refusals that never reach the route (401, 413, a
+    malformed form's 400 or 422) show too. An accepted job then holds its own admission until it
+    is done (service.batch_jobs). The edge's refusals of foreign Host names and cross-site
+    requests come before it: not counted."""
 
     def __init__(self, app: ASGIApp, service: RepairService, api_token: str | None):
         self.app, self.service, self.api_token = app, service, api_token
@@ -121,24 +122,6 @@ class ApiGate:
             # Connection: close, or the server would still read (and discard) the body being sent.
             raise ServiceError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
                                {"WWW-Authenticate": "Bearer", "Connection": "close"})
-
-
-class JobAccepted(BaseModel):
-    id: str = Field(description="the job's id: 32 hex digits, unguessable")
-    status: str = Field(description="queued")
-    url: str = Field(description="where to poll the job (also the Location header)")
-
-
-class JobStatus(BaseModel):
-    id: str
-    status: str = Field(description="queued | running | done | failed")
-    error: Problem | None = Field(description="why it failed, null unless failed; its code: out_of_memory, "
-                                              "gpu_error or internal_error (as a repair's), result_not_saved (the "
-                                              "outputs folder could not take it), interrupted (its server stopped "
-                                              "before it ran: submit it again)")
-    result_url: str | None = Field(description="where to fetch the result; null until done")
-    timings: dict[str, float] = Field(description="seconds per stage once done: decode, queue, infer, encode, "
-                                                  "save, total")
 
 
 @dataclass

@@ -26,6 +26,25 @@ class ErrorResponse(BaseModel):
     error: Problem
 
 
+# What the jobs routes answer (webui/api.py shapes them from service.batch_jobs.Job).
+class JobAccepted(BaseModel):
+    id: str = Field(description="the job's id: 32 hex digits, unguessable")
+    status: str = Field(description="queued")
+    url: str = Field(description="where to poll the job (also the Location header)")
+
+
+class JobStatus(BaseModel):
+    id: str
+    status: str = Field(description="queued | running | done | failed")
+    error: Problem | None = Field(description="why it failed, null unless failed; its code: out_of_memory, "
+                                              "gpu_error or internal_error (as a repair's), result_not_saved (the "
+                                              "outputs folder could not take it), interrupted (its server stopped "
+                                              "before it ran: submit it again)")
+    result_url: str | None = Field(description="where to fetch the result; null until done")
+    timings: dict[str, float] = Field(description="seconds per stage once done: decode, queue, infer, encode, "
+                                                  "save, total")
+
+
 # (status, code): when the API answers with it.
 ERRORS: dict[tuple[int, str], str] = {
     (400, "invalid_request"): "the multipart body cannot be parsed",
