@@ -30,13 +30,14 @@ import re
 import secrets
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lama.errors import InpaintError, JobNotFinishedError, JobNotFoundError, QueueFullError
 from lama.files import TEMP_NAME, remove_if_abandoned, write_bytes_atomic
 from service.jobs import Timed
-from service.pipeline import MEDIA_TYPES, Decoded, RepairOptions, RepairService, ServiceError
+from service.pipeline import MEDIA_TYPES, Decoded, RepairOptions, RepairService
 from service.storage import DAY_FOLDER, RESULT_NAME
 
 log = logging.getLogger(__name__)
@@ -46,26 +47,20 @@ PENDING = (QUEUED, RUNNING)
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # 128 random bits: unguessable, and a safe file name
 JOBS_FOLDER = "jobs"
 FINISHERS = 2  # threads that encode and save finished jobs, off the GPU workers
+INTERRUPTED = {"code": "interrupted", "message": "the server that ran this job stopped before it finished; "
+                                                 "submit it again"}
 
 
-class JobNotFound(LookupError):
-    """No such job here: never submitted, mistyped, or swept with its result."""
-
-    def __init__(self, job_id: str, why: str = "no such job"):
-        super().__init__(f"{why}: {job_id[:40]!r}")
-        self.job_id = job_id
+def _not_found(job_id: str, why: str = "no such job") -> JobNotFoundError:
+    return JobNotFoundError(f"{why}: {job_id[:40]!r}", job_id)
 
 
-class JobNotFinished(Exception):
-    """The result of a job that is still pending, or that failed."""
-
-    def __init__(self, job: Job):
-        if job.status == FAILED:
-            message = f"job {job.id} failed, it has no result: {job.error['message']}"
-        else:
-            message = f"job {job.id} is {job.status}, its result is not ready yet: poll the job until it is done"
-        super().__init__(message)
-        self.job = job
+def _not_finished(job: Job) -> JobNotFinishedError:
+    if job.status == FAILED:
+        message = f"job {job.id} failed, it has no result: {job.error['message']}"
+    else:
+        message = f"job {job.id} is {job.status}, its result is not ready yet: poll the job until it is done"
+    return JobNotFinishedError(message, job.id, job.status)
 
 
 @dataclass(frozen=True)
@@ -109,13 +104,13 @@ class BatchJobs:
 
     def submit(self, decoded: Decoded, options: RepairOptions) -> Job:
         """Accept a decoded upload as a job: its record is written and it is queued before this
-        returns; ServiceError as a direct repair would raise it (queue full, draining, ...)."""
+        returns; refused as a direct repair would be (queue full, draining, too large, ...)."""
         with self._lock:
             if self._pending >= self.capacity:
                 # Jobs end about every recent_s / pending seconds: that is when a place frees.
                 retry = max(1, round(self._recent_s / self._pending))
-                raise ServiceError(503, "queue_full", f"{self._pending} jobs are pending, the limit is "
-                                                      f"{self.capacity}; retry in {retry} s", {"Retry-After": str(retry)})
+                raise QueueFullError(f"{self._pending} jobs are pending, the limit is {self.capacity}; retry in "
+                                     f"{retry} s", retry)
             self._pending += 1
         accepted = time.monotonic()
         # Until its record is final the job counts as a repair in flight: a SIGTERM drain waits for it.
@@ -156,8 +151,10 @@ class BatchJobs:
         try:
             try:
                 result = self.service.finish(decoded, ran.result(), options)
-            except ServiceError as error:
-                self.service.record(error.status, options, decoded, error=error.message)
+            except CancelledError:  # the server stopped before the job ran
+                final = Job(job.id, FAILED, job.format, INTERRUPTED)
+            except InpaintError as error:
+                self.service.record(self.service.status_of(error), options, decoded, error=error.message)
                 final = Job(job.id, FAILED, job.format, {"code": error.code, "message": error.message})
             except Exception as error:
                 log.exception("job %s failed", job.id)
@@ -186,25 +183,25 @@ class BatchJobs:
     # ------------------------------------------------------------------ reading
 
     def get(self, job_id: str) -> Job:
-        """The job as its record says, a lost one as failed; JobNotFound if there is none."""
+        """The job as its record says, a lost one as failed; JobNotFoundError if there is none."""
         if not JOB_ID.fullmatch(job_id):
-            raise JobNotFound(job_id)
+            raise _not_found(job_id)
         job = self._read(job_id)
         return self._settle(job) if job.status in PENDING else job
 
     def result(self, job_id: str) -> tuple[Job, bytes]:
-        """The job and its result's bytes; JobNotFinished before it is done, JobNotFound once
-        retention has removed the result."""
+        """The job and its result's bytes; JobNotFinishedError before it is done, JobNotFoundError
+        once retention has removed the result."""
         job = self.get(job_id)
         if job.status != DONE:
-            raise JobNotFinished(job)
+            raise _not_finished(job)
         day, _, name = (job.saved_as or "").partition("/")
         if not (DAY_FOLDER.fullmatch(day) and RESULT_NAME.fullmatch(name)):  # a record edited by hand
-            raise JobNotFound(job_id, "this job's record is damaged")
+            raise _not_found(job_id, "this job's record is damaged")
         try:
             return job, (self.service.outputs.root / day / name).read_bytes()
         except FileNotFoundError:
-            raise JobNotFound(job_id, "this job's result is no longer kept (outputs retention)") from None
+            raise _not_found(job_id, "this job's result is no longer kept (outputs retention)") from None
 
     def _settle(self, job: Job) -> Job:
         """A pending job whose owner is alive as it is; one whose owner is gone as failed (and recorded so)."""
@@ -227,8 +224,7 @@ class BatchJobs:
     def _read_or_interrupt(self, job_id: str) -> Job:
         job = self._read(job_id)
         if job.status in PENDING:
-            job = Job(job.id, FAILED, job.format, {"code": "interrupted", "message": "the server that ran this job "
-                                                   "stopped before it finished; submit it again"})
+            job = Job(job.id, FAILED, job.format, INTERRUPTED)
             with contextlib.suppress(OSError):  # a read-only volume: every reader concludes the same
                 self._write(job)
         return job
@@ -249,7 +245,7 @@ class BatchJobs:
             if TEMP_NAME.fullmatch(entry.name) or (suffix == "lock" and not self._record_path(stem).exists()):
                 remove_if_abandoned(entry.path)  # a writer killed mid-write, or before the record existed
             elif suffix == "json" and JOB_ID.fullmatch(stem):
-                with contextlib.suppress(JobNotFound, OSError, ValueError, KeyError):
+                with contextlib.suppress(JobNotFoundError, OSError, ValueError, KeyError):
                     if self._expired(self.get(stem), entry, now):
                         os.unlink(entry.path)
                         removed += 1
@@ -262,6 +258,10 @@ class BatchJobs:
             return not (self.service.outputs.root / (job.saved_as or "")).is_file()
         return (job.status == FAILED and self.keep_days > 0
                 and entry.stat().st_mtime < now - self.keep_days * 86400)
+
+    def shutdown(self) -> None:
+        """Once the queue has stopped: wait for the finishers to write the last records."""
+        self._finisher.shutdown(wait=True)
 
     # ------------------------------------------------------------------ files
 
@@ -278,7 +278,7 @@ class BatchJobs:
         try:
             return Job.from_record(self._record_path(job_id).read_bytes())
         except FileNotFoundError:
-            raise JobNotFound(job_id) from None
+            raise _not_found(job_id) from None
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """The Resources tab: its pure data shaping, its refresh, and its layout (no browser).
 
-Samples are written by hand as docs/MONITOR-CONTRACT.md describes them, so that each test
+Samples are written by hand as monitor/records.py types them, so that each test
 controls the numbers it checks; one test feeds the real Sampler through the same path.
 Requests go through the real RequestLog, kept in memory.
 """

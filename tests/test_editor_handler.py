@@ -23,6 +23,7 @@ from webui.editor import EditorBackend, ImageCache
 from service.jobs import JobQueue
 from service.storage import OutputStore
 from service.pipeline import RepairService
+from webui.errors import status_of
 
 LIMITS = ImageLimits(max_pixels=4_000_000, max_side=4000)
 
@@ -36,7 +37,7 @@ def engine(tiny_dir):
 def service(engine, tmp_path):
     queue = JobQueue(4)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
-    service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS)
+    service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS, status_of=status_of)
     yield service
     queue.shutdown()
 

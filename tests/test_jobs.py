@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs import DEFAULT_WORKERS, JobQueue, QueueFull, Timed
+from lama.errors import QueueFullError
+from service.jobs import DEFAULT_WORKERS, JobQueue, Timed
 
 WAIT_S = 10  # upper bound for conditions that normally hold within milliseconds
 MB = 10**6
@@ -118,9 +119,9 @@ def test_capacity_is_enforced_and_the_slot_freed_afterwards(queue):
     second_job = Blocker("second")
     second = q.submit(second_job)  # on the second worker: both slots taken
     assert q.depth == 2 and not q.has_room
-    with pytest.raises(QueueFull) as refused:
+    with pytest.raises(QueueFullError) as refused:
         q.submit(lambda: "third")
-    assert refused.value.retry_after >= 1
+    assert refused.value.retry_after_s >= 1
     assert "full" in str(refused.value) and "2 jobs" in str(refused.value)
     assert q.depth == 2  # a refused job takes no slot
     release.set()
@@ -385,6 +386,29 @@ def test_shutdown_runs_the_queued_jobs_then_refuses_new_ones(queue):
     assert queued.result(0).value == "queued"
     with pytest.raises(RuntimeError, match="shut down"):
         q.submit(lambda: "late")
+
+
+def test_a_shutdown_after_the_drain_cancels_the_queued_jobs_and_lets_the_running_one_finish(queue):
+    q = queue(4, workers=1)
+    release, running = blocker(q)
+    queued = [q.submit(lambda: "never") for _ in range(2)]
+    stopping = threading.Thread(target=q.shutdown, kwargs={"cancel_waiting": True})
+    stopping.start()
+    wait_until(lambda: all(future.cancelled() for future in queued))
+    assert stopping.is_alive() and not running.done(), "the running job is cut short"
+    release.set()
+    stopping.join(WAIT_S)
+    assert not stopping.is_alive() and running.result(WAIT_S).value == "blocker" and q.depth == 0
+
+
+def test_a_bounded_shutdown_returns_at_its_bound_and_leaves_the_running_job_to_the_exit(queue):
+    q = queue(4, workers=1)
+    release, running = blocker(q)
+    started = time.monotonic()
+    q.shutdown(cancel_waiting=True, timeout_s=0.2)
+    assert 0.2 <= time.monotonic() - started < 2 and not running.done()
+    release.set()
+    assert running.result(WAIT_S).value == "blocker"
 
 
 def test_at_exit_the_queued_jobs_finish_and_the_workers_stop(tmp_path):

@@ -12,7 +12,7 @@ from monitor.requestlog import RequestLog
 
 
 def request(number: int, **fields) -> dict:
-    """A record shaped as the service writes one (docs/MONITOR-CONTRACT.md)."""
+    """A record shaped as the service writes one (monitor/records.py RequestRecord)."""
     return {"id": f"r{number}", "ts": 1000.0 + number, "width": 1280, "height": 960, "mask_fraction": 0.12,
             "strategy": "crop", "device": "cuda:0", "precision": "fp16", "status": 200, "error": None,
             "timings": {"decode": 0.004, "queue": 0.0, "preprocess": 0.002, "infer": 0.031, "postprocess": 0.003,

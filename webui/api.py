@@ -38,15 +38,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from lama.engine import STRATEGIES
+from lama.errors import InpaintError
 from lama.masks import MAX_THRESHOLD
 from monitor.metrics import CONTENT_TYPE
-from service.batch_jobs import BatchJobs, Job, JobNotFinished, JobNotFound
-from service.pipeline import MAX_REFINE_PX, Decoded, RepairOptions, RepairService, ServiceError
+from service.batch_jobs import BatchJobs, Job
+from service.pipeline import MAX_REFINE_PX, Decoded, RepairOptions, RepairService
 from service.storage import EXTENSIONS
 from webui.edge import API_PREFIX
+from webui.errors import HttpError, error_response, response_for, status_of
 from webui.openapi import REPAIR_HEADERS, UPLOAD_ERRORS, JobAccepted, JobStatus, errors, image_response
 
 # Multipart framing on top of the two files; a larger body is refused as it streams in.
@@ -60,10 +62,6 @@ HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found
                     413: "upload_too_large"}
 
 log = logging.getLogger(__name__)
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def inpaint_body_limit(max_file_bytes: int) -> int:
@@ -104,9 +102,8 @@ class ApiGate:
                     self._check_token(Headers(scope=scope))
                     if counted:
                         in_flight.enter_context(self.service.admit())
-                except ServiceError as error:
-                    response = error_response(error.status, error.code, error.message, error.headers)
-                    await response(scope, receive, send_noting_status)
+                except (InpaintError, HttpError) as error:
+                    await response_for(error)(scope, receive, send_noting_status)
                     return
                 await self.app(scope, receive, send_noting_status)
         finally:
@@ -120,8 +117,8 @@ class ApiGate:
         # compare_digest: the time taken must not reveal how much of the token matched.
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.api_token.encode()):
             # Connection: close, or the server would still read (and discard) the body being sent.
-            raise ServiceError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
-                               {"WWW-Authenticate": "Bearer", "Connection": "close"})
+            raise HttpError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
+                            {"WWW-Authenticate": "Bearer", "Connection": "close"})
 
 
 @dataclass
@@ -161,11 +158,13 @@ def job_status(job: Job) -> dict:
 
 
 def create_api(service: RepairService, api_token: str | None = None,
-               defaults: RepairOptions = RepairOptions(), jobs: BatchJobs | None = None) -> FastAPI:
+               defaults: RepairOptions = RepairOptions(), jobs: BatchJobs | None = None,
+               lifespan: Lifespan | None = None) -> FastAPI:
     """`defaults`: what a repair does for the form fields a request leaves out (the configured
-    ones); `jobs`: the batch jobs (by default over the service's queue capacity)."""
+    ones); `jobs`: the batch jobs (by default over the service's queue capacity); `lifespan`:
+    what starts and stops the service's threads (service.lifecycle)."""
     # ReDoc is left out: one set of docs, Swagger UI, whose "Try it out" sends real requests.
-    app = FastAPIOffline(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None,
+    app = FastAPIOffline(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan,
                          description="Repairs photos where a mask says (LaMa). Errors under /api/ are JSON "
                                      '`{"error": {"code", "message"}}`; with --api-token every /api/ route needs '
                                      "`Authorization: Bearer <token>`.")
@@ -174,9 +173,9 @@ def create_api(service: RepairService, api_token: str | None = None,
     app.state.jobs = jobs
     app.add_middleware(ApiGate, service=service, api_token=api_token)
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_request: Request, error: ServiceError) -> JSONResponse:
-        return error_response(error.status, error.code, error.message, error.headers)
+    @app.exception_handler(InpaintError)
+    async def service_error(_request: Request, error: InpaintError) -> JSONResponse:
+        return response_for(error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -239,8 +238,8 @@ def create_api(service: RepairService, api_token: str | None = None,
             # Waiting for the GPU holds no thread: the queue's future is awaited.
             timed = await asyncio.wrap_future(queued)
             result = await run_in_threadpool(service.finish, decoded, timed, options)
-        except ServiceError as error:
-            service.record(error.status, options, decoded, error=error.message)
+        except InpaintError as error:
+            service.record(status_of(error), options, decoded, error=error.message)
             raise
         except Exception as error:
             # A bug or a failure nobody foresaw: still the documented JSON, and the traceback in the log.
@@ -273,8 +272,8 @@ def create_api(service: RepairService, api_token: str | None = None,
         try:
             decoded = await decode_upload(upload)
             job = await run_in_threadpool(jobs.submit, decoded, upload.options)
-        except ServiceError as error:
-            service.record(error.status, upload.options, decoded, error=error.message)
+        except InpaintError as error:
+            service.record(status_of(error), upload.options, decoded, error=error.message)
             raise
         accepted = {"id": job.id, "status": job.status, "url": job_url(job.id)}
         return JSONResponse(accepted, status_code=202, headers={"Location": accepted["url"]})
@@ -283,22 +282,14 @@ def create_api(service: RepairService, api_token: str | None = None,
              responses=errors("job_not_found", (422, "invalid_request")))
     async def get_job(job_id: str) -> dict:
         """A job's status: queued, running, done (with `result_url` and `timings`) or failed (with `error`)."""
-        try:
-            return job_status(await run_in_threadpool(jobs.get, job_id))
-        except JobNotFound as missing:
-            return error_response(404, "job_not_found", str(missing))
+        return job_status(await run_in_threadpool(jobs.get, job_id))
 
     @app.get(JOBS_PATH + "/{job_id}/result", response_class=Response, operation_id="get_job_result",
              responses={200: image_response("the repaired image", {"X-Saved-As": REPAIR_HEADERS["X-Saved-As"]}),
                         **errors("job_not_found", "job_not_done", "job_failed", (422, "invalid_request"))})
     async def get_job_result(job_id: str) -> Response:
         """A done job's repaired image; 409 while it is pending or once it failed."""
-        try:
-            job, data = await run_in_threadpool(jobs.result, job_id)
-        except JobNotFound as missing:
-            return error_response(404, "job_not_found", str(missing))
-        except JobNotFinished as early:
-            return error_response(409, "job_failed" if early.job.error else "job_not_done", str(early))
+        job, data = await run_in_threadpool(jobs.result, job_id)
         return Response(data, media_type=job.media_type, headers={"X-Saved-As": job.saved_as})
 
     @app.get("/api/v1/monitor", responses=errors((422, "invalid_request")))
