@@ -21,7 +21,7 @@ from test_api import (block_worker, decode, encode, error_of, make_case, make_se
                       wait_until)
 
 from service.batch_jobs import BatchJobs
-from lama.errors import QueueFullError
+from lama.errors import JobNotFoundError, QueueFullError
 from service.pipeline import Decoded, RepairOptions
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -154,7 +154,7 @@ def test_unknown_ids_are_404(client, job_id):
 
 def test_an_id_never_becomes_a_path(client, folder):
     (folder / "outputs" / "secret.json").write_text("{}")
-    with pytest.raises(LookupError):
+    with pytest.raises(JobNotFoundError):
         client.app.state.jobs.get("../secret")
 
 
