@@ -243,17 +243,20 @@ def test_replicas_sharing_the_outputs_answer_for_each_others_jobs_across_a_drain
 
 def test_the_readmes_curl_recipe_repairs_a_folder(tiny_dir, tmp_path):
     assert shutil.which("curl") and shutil.which("jq"), "the recipe needs curl and jq (Debian packages)"
-    recipe = re.search(r"```bash\n(# submit.*?)```", README.read_text(), re.DOTALL)
+    recipe = re.search(r"```bash\n(api=.*?)```", README.read_text(), re.DOTALL)
     assert recipe, "the README's batch-over-HTTP recipe is gone"
     work = tmp_path / "work"
     (work / "photos").mkdir(parents=True)
     for seed in range(3):
         (work / "photos" / f"photo{seed}.jpg").write_bytes(encode(make_case(seed=seed)[0], ".jpg"))
+    (work / "photos" / "broken.jpg").write_bytes(b"not a photo")  # refused at once, and said so
     (work / "watermark.png").write_bytes(encode(make_case()[1]))
     with LiveServer.start(tiny_dir, tmp_path / "server") as server:
         script = recipe.group(1).replace("127.0.0.1:7860", f"127.0.0.1:{server.port}")
         run = subprocess.run(["bash", "-c", script], cwd=work, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    ids = (work / "jobs.txt").read_text().split()
+    ids = [line.split()[0] for line in (work / "jobs.txt").read_text().splitlines()]
     assert len(ids) == 3 and all(JOB_ID.fullmatch(job_id) for job_id in ids)
-    assert all(decode((work / f"repaired-{job_id}.png").read_bytes()).shape == (72, 96, 3) for job_id in ids)
+    for seed in range(3):
+        assert decode((work / "photos" / f"photo{seed}_repaired.png").read_bytes()).shape == (72, 96, 3)
+    assert "photos/broken.jpg: " in run.stdout and "invalid_image" in run.stdout

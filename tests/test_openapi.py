@@ -26,6 +26,7 @@ ERROR_SCHEMA = "#/components/schemas/ErrorResponse"
 # Per operation: enough to cover each route's refusals, and the whole run stays well under 90 s here.
 SCHEMATHESIS_EXAMPLES = 25
 SCHEMATHESIS_TIMEOUT_S = 240
+TOKEN = "schemathesis-token"
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,15 @@ def test_every_error_of_the_api_has_the_error_schema_and_its_codes(document):
             for status in errors:
                 codes = documented_codes(document, path, method, status)
                 assert codes and codes <= {code for _, code in ERRORS}, (path, method, status)
+
+
+def test_with_a_token_the_document_says_how_to_send_it(tiny_dir, tmp_path):
+    with serve(make_settings(tiny_dir, tmp_path, "--api-token", "t"), wait_ready=False) as client:
+        document = client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            assert ("security" in operation) == path.startswith("/api/"), path
 
 
 def test_the_jobs_routes_are_documented_with_their_shapes(document):
@@ -140,10 +150,11 @@ def test_the_readme_table_is_the_one_the_document_gives(document):
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_document(tiny_dir, tmp_path):
-    with LiveServer.start(tiny_dir, tmp_path) as server:
+    # With a token: schemathesis also checks that every route refuses requests without it (ignored_auth).
+    with LiveServer.start(tiny_dir, tmp_path, env={"LAMA_API_TOKEN": TOKEN}) as server:
         run = subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", "run", server.url("/openapi.json"),
-             "--checks", "all",
+             "--header", f"Authorization: Bearer {TOKEN}", "--checks", "all",
              # "Valid" requests by the schema carry random bytes as the image, which the server
              # rightly refuses (400): no schema can say "a decodable PNG".
              "--exclude-checks", "positive_data_acceptance",

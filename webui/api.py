@@ -28,11 +28,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, Security, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -223,7 +224,10 @@ def create_api(service: RepairService, api_token: str | None = None,
         service.check_before_decode(upload.options, {"image": upload.image.size, "mask": upload.mask.size})
         return await run_in_threadpool(service.decode, await upload.image.read(), await upload.mask.read())
 
-    @app.post(INPAINT_PATH, response_class=Response, operation_id="inpaint",
+    # With a token, the document says so (Swagger UI's Authorize button sends it); ApiGate checks it.
+    token = [Security(HTTPBearer(auto_error=False, description="the server's --api-token"))] if api_token else []
+
+    @app.post(INPAINT_PATH, response_class=Response, operation_id="inpaint", dependencies=token,
               responses={200: image_response("the repaired image, in the requested format", REPAIR_HEADERS),
                          **errors(*UPLOAD_ERRORS, "out_of_memory", "gpu_error")})
     async def inpaint(upload: RepairUpload = Depends(repair_upload)) -> Response:
@@ -259,7 +263,7 @@ def create_api(service: RepairService, api_token: str | None = None,
     job_links = {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
                  for name, operation in (("status", "get_job"), ("result", "get_job_result"))}
 
-    @app.post(JOBS_PATH, status_code=202, response_model=JobAccepted, operation_id="submit_job",
+    @app.post(JOBS_PATH, status_code=202, response_model=JobAccepted, operation_id="submit_job", dependencies=token,
               responses={202: {"description": "queued", "links": job_links, "headers": {"Location": {
                   "description": "the job's URL (a path)", "required": True, "schema": {"type": "string"}}}},
                   **errors(*UPLOAD_ERRORS)})
@@ -278,13 +282,14 @@ def create_api(service: RepairService, api_token: str | None = None,
         accepted = {"id": job.id, "status": job.status, "url": job_url(job.id)}
         return JSONResponse(accepted, status_code=202, headers={"Location": accepted["url"]})
 
-    @app.get(JOBS_PATH + "/{job_id}", response_model=JobStatus, operation_id="get_job",
+    @app.get(JOBS_PATH + "/{job_id}", response_model=JobStatus, operation_id="get_job", dependencies=token,
              responses=errors("job_not_found", (422, "invalid_request")))
     async def get_job(job_id: str) -> dict:
         """A job's status: queued, running, done (with `result_url` and `timings`) or failed (with `error`)."""
         return job_status(await run_in_threadpool(jobs.get, job_id))
 
     @app.get(JOBS_PATH + "/{job_id}/result", response_class=Response, operation_id="get_job_result",
+             dependencies=token,
              responses={200: image_response("the repaired image", {"X-Saved-As": REPAIR_HEADERS["X-Saved-As"]}),
                         **errors("job_not_found", "job_not_done", "job_failed", (422, "invalid_request"))})
     async def get_job_result(job_id: str) -> Response:
@@ -292,7 +297,7 @@ def create_api(service: RepairService, api_token: str | None = None,
         job, data = await run_in_threadpool(jobs.result, job_id)
         return Response(data, media_type=job.media_type, headers={"X-Saved-As": job.saved_as})
 
-    @app.get("/api/v1/monitor", responses=errors((422, "invalid_request")))
+    @app.get("/api/v1/monitor", responses=errors((422, "invalid_request")), dependencies=token)
     def monitor(since: float | None = None) -> dict:
         """Resource samples and request records newer than `since` (unix seconds): the
         last hour of samples at most, the last requests kept in memory."""
