@@ -125,7 +125,7 @@ class BatchJobs:
         except BaseException:
             # Nothing of a refused job stays behind: not its record, not its lock.
             self._record_path(job.id).unlink(missing_ok=True)
-            self._finished(held, accepted)
+            self._finished(held)
             raise
         future.add_done_callback(lambda ran: self._hand_to_finisher(job, decoded, options, ran, held, accepted))
         return job
@@ -143,7 +143,7 @@ class BatchJobs:
         complete = lambda: self._complete(job, decoded, options, ran, held, accepted)  # noqa: E731
         try:
             self._finisher.submit(complete)
-        except RuntimeError:  # the interpreter is exiting and the queue runs what was queued: here
+        except RuntimeError:  # the finishers are shut down (the interpreter is exiting): here, then
             complete()
 
     def _complete(self, job: Job, decoded: Decoded, options: RepairOptions, ran: Future[Timed],
@@ -174,11 +174,13 @@ class BatchJobs:
         finally:
             self._finished(held, accepted)
 
-    def _finished(self, held: contextlib.ExitStack, accepted: float) -> None:
+    def _finished(self, held: contextlib.ExitStack, accepted: float | None = None) -> None:
+        """No longer pending; `accepted`: when a job that ran was accepted (None: it was refused)."""
         held.close()
         with self._lock:
             self._pending -= 1
-            self._recent_s = 0.8 * self._recent_s + 0.2 * (time.monotonic() - accepted)
+            if accepted is not None:
+                self._recent_s = 0.8 * self._recent_s + 0.2 * (time.monotonic() - accepted)
 
     # ------------------------------------------------------------------ reading
 
