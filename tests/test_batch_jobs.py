@@ -218,6 +218,8 @@ def test_replicas_sharing_the_outputs_answer_for_each_others_jobs_across_a_drain
             LiveServer.start(tiny_dir, tmp_path / "b", "--outputs-dir", str(shared)) as b, \
             httpx.Client(base_url=a.base, timeout=30) as to_a, httpx.Client(base_url=b.base, timeout=30) as to_b:
         accepted = [submit(to_a, image, mask, **EXACT) for image, mask in cases[:12]]
+        error_of(to_a.post("/api/v1/jobs", **upload(b"not an image", cases[0][1])), 400, "invalid_image")
+        error_of(to_b.get(f"/api/v1/jobs/{'0' * 32}"), 404, "job_not_found")
         for job, (image, mask) in zip(accepted, cases, strict=False):
             status = poll(to_b, job["url"])  # the other replica answers
             assert status["status"] == "done", status

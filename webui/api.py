@@ -227,7 +227,8 @@ def create_api(service: RepairService, api_token: str | None = None,
     # With a token, the document says so (Swagger UI's Authorize button sends it); ApiGate checks it.
     token = [Security(HTTPBearer(auto_error=False, description="the server's --api-token"))] if api_token else []
 
-    @app.post(INPAINT_PATH, response_class=Response, operation_id="inpaint", dependencies=token,
+    @app.post(INPAINT_PATH, response_class=Response, operation_id="inpaint", dependencies=token, tags=["repair"],
+              summary="Repair one photo and wait for it",
               responses={200: image_response("the repaired image, in the requested format", REPAIR_HEADERS),
                          **errors(*UPLOAD_ERRORS, "out_of_memory", "gpu_error")})
     async def inpaint(upload: RepairUpload = Depends(repair_upload)) -> Response:
@@ -264,6 +265,7 @@ def create_api(service: RepairService, api_token: str | None = None,
                  for name, operation in (("status", "get_job"), ("result", "get_job_result"))}
 
     @app.post(JOBS_PATH, status_code=202, response_model=JobAccepted, operation_id="submit_job", dependencies=token,
+              tags=["batch jobs"], summary="Submit a repair, fetch it later",
               responses={202: {"description": "queued", "links": job_links, "headers": {"Location": {
                   "description": "the job's URL (a path)", "required": True, "schema": {"type": "string"}}}},
                   **errors(*UPLOAD_ERRORS)})
@@ -283,13 +285,14 @@ def create_api(service: RepairService, api_token: str | None = None,
         return JSONResponse(accepted, status_code=202, headers={"Location": accepted["url"]})
 
     @app.get(JOBS_PATH + "/{job_id}", response_model=JobStatus, operation_id="get_job", dependencies=token,
+             tags=["batch jobs"], summary="A job's status",
              responses=errors("job_not_found", (422, "invalid_request")))
     async def get_job(job_id: str) -> dict:
         """A job's status: queued, running, done (with `result_url` and `timings`) or failed (with `error`)."""
         return job_status(await run_in_threadpool(jobs.get, job_id))
 
     @app.get(JOBS_PATH + "/{job_id}/result", response_class=Response, operation_id="get_job_result",
-             dependencies=token,
+             dependencies=token, tags=["batch jobs"], summary="A done job's image",
              responses={200: image_response("the repaired image", {"X-Saved-As": REPAIR_HEADERS["X-Saved-As"]}),
                         **errors("job_not_found", "job_not_done", "job_failed", (422, "invalid_request"))})
     async def get_job_result(job_id: str) -> Response:
@@ -297,7 +300,7 @@ def create_api(service: RepairService, api_token: str | None = None,
         job, data = await run_in_threadpool(jobs.result, job_id)
         return Response(data, media_type=job.media_type, headers={"X-Saved-As": job.saved_as})
 
-    @app.get("/api/v1/monitor", responses=errors((422, "invalid_request")), dependencies=token)
+    @app.get("/api/v1/monitor", responses=errors((422, "invalid_request")), dependencies=token, tags=["operations"])
     def monitor(since: float | None = None) -> dict:
         """Resource samples and request records newer than `since` (unix seconds): the
         last hour of samples at most, the last requests kept in memory."""
@@ -309,7 +312,7 @@ def create_api(service: RepairService, api_token: str | None = None,
             "requests": requests.recent(since) if requests else [],
         }
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["operations"])
     def healthz() -> dict:
         """`{"status": "ok"|"degraded", "model", "gpu_mem": "6.8GB", "gpu", "queue": {"depth", "capacity"},
         "gpu_budget": {"budget_bytes", "admitted_bytes", "waiting_bytes", "running", "waiting", "workers",
@@ -317,7 +320,7 @@ def create_api(service: RepairService, api_token: str | None = None,
         `gpu_mem` is the string the seed's probes read; `gpu`, `budget_bytes` and `memory_model` are null on the CPU."""
         return service.health()
 
-    @app.get("/livez")
+    @app.get("/livez", tags=["operations"])
     def livez() -> dict:
         """The process answers: Kubernetes' liveness probe."""
         return {"status": "alive"}
@@ -328,7 +331,7 @@ def create_api(service: RepairService, api_token: str | None = None,
                        "queue": {"type": "object", "properties": {"depth": {"type": "integer"},
                                                                   "capacity": {"type": "integer"}}}}}}}}
 
-    @app.get("/readyz", response_class=JSONResponse, responses={200: readiness, 503: readiness})
+    @app.get("/readyz", response_class=JSONResponse, responses={200: readiness, 503: readiness}, tags=["operations"])
     def readyz() -> JSONResponse:
         """200 once the model is loaded and warm, the queue has room, the GPU works and no repair has
         held a worker past the watchdog bound (--queue-stuck-after-s); 503 otherwise, and from the
@@ -338,7 +341,7 @@ def create_api(service: RepairService, api_token: str | None = None,
                              "queue": {"depth": service.queue.depth, "capacity": service.queue.capacity}},
                             status_code=200 if ready else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse,
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"],
              responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}})
     def prometheus_metrics() -> Response:
         """Prometheus text: `inpaint_requests_total{status}` (repairs and job submissions),
