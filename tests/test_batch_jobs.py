@@ -5,6 +5,7 @@ finishes accepted ones, a lost one reads as failed, and the outputs retention sw
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -206,6 +207,19 @@ def test_records_go_with_their_results_and_lost_jobs_read_as_failed(tiny_dir, tm
         error_of(client.get(f"/api/v1/jobs/{done['id']}"), 404, "job_not_found")
         error_of(client.get(f"/api/v1/jobs/{old_failure}"), 404, "job_not_found")
         assert sorted(path.name for path in jobs_folder.iterdir()) == [f"{lost}.json"]  # failed today: kept
+
+
+def test_jobs_the_stopping_server_cancels_are_recorded_as_interrupted(tiny_dir, tmp_path):
+    """Past the drain's bound the lifespan cancels queued jobs: their records say so, none stays pending."""
+    image, mask = make_case()
+    with serve(make_settings(tiny_dir, tmp_path)) as client:
+        release = block_worker(service_of(client))
+        ids = [submit(client, image, mask)["id"] for _ in range(2)]
+    release.set()
+    jobs_folder = tmp_path / "outputs" / "jobs"
+    records = [json.loads((jobs_folder / f"{job_id}.json").read_text()) for job_id in ids]
+    assert [(record["status"], record["error"]["code"]) for record in records] == [("failed", "interrupted")] * 2
+    assert not list(jobs_folder.glob("*.lock"))
 
 
 # ------------------------------------------------------------------ live servers sharing one outputs folder
