@@ -1,64 +1,23 @@
-"""Batch jobs over HTTP: POST /api/v1/jobs answers 202 at once, GET /api/v1/jobs/{id} says
-where the job is, GET .../result gives the image. Jobs are files under the outputs folder, so
-another replica sharing it answers for them, a restart keeps finished ones, a SIGTERM drain
-finishes accepted ones, a lost one reads as failed, and the outputs retention sweeps them."""
+"""Batch jobs over HTTP, in process: POST /api/v1/jobs answers 202 at once, GET /api/v1/jobs/{id}
+says where the job is, GET .../result gives the image; pending jobs are bounded, failures say
+why, a lost job reads as failed, and the outputs retention sweeps records with their results.
+(Replicas, a drain and a restart: tests/live/test_batch_jobs_live.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import signal
-import subprocess
 import time
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-from liveserver import LiveServer
-from test_api import (block_worker, decode, encode, error_of, make_case, make_settings, serve, service_of, upload,
-                      wait_until)
+from support.app import (block_worker, decode, error_of, make_case, make_settings, serve, service_of, upload,
+                         wait_until)
+from support.jobs import EXACT, assert_repaired, poll, submit
 
-from service.batch_jobs import BatchJobs
 from lama.errors import JobNotFoundError, QueueFullError
+from service.batch_jobs import BatchJobs
 from service.pipeline import Decoded, RepairOptions
-
-JOB_ID = re.compile(r"[0-9a-f]{32}")
-README = Path(__file__).resolve().parents[1] / "README.md"
-POLL_S = 60
-EXACT = {"dilate": 0, "feather": 0}  # only the masked pixels change
-
-
-def submit(client, image, mask, **fields):
-    response = client.post("/api/v1/jobs", **upload(image, mask, **fields))
-    assert response.status_code == 202, response.text
-    accepted = response.json()
-    assert set(accepted) == {"id", "status", "url"} and JOB_ID.fullmatch(accepted["id"])
-    assert accepted["url"] == f"/api/v1/jobs/{accepted['id']}" == response.headers["location"]
-    return accepted
-
-
-def poll(client, url, until=("done", "failed")):
-    """The job's status once it is one of `until`."""
-    deadline = time.monotonic() + POLL_S
-    while True:
-        response = client.get(url)
-        assert response.status_code == 200, response.text
-        status = response.json()
-        if status["status"] in until:
-            return status
-        assert status["status"] in ("queued", "running"), status
-        assert time.monotonic() < deadline, f"{url} still {status['status']} after {POLL_S} s"
-        time.sleep(0.05)
-
-
-def assert_repaired(result, image, mask):
-    changed = (result != image).any(axis=2)
-    assert result.shape == image.shape
-    assert not changed[mask == 0].any(), "pixels outside the mask changed"
-    assert changed[mask > 0].mean() > 0.5, "the masked area was not repaired"
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +29,6 @@ def folder(tmp_path_factory):
 def client(tiny_dir, folder):
     with serve(make_settings(tiny_dir, folder, queue_capacity=3)) as client:
         yield client
-
-
-# ------------------------------------------------------------------ in process
 
 
 def test_a_job_is_accepted_at_once_then_done_and_its_result_is_the_repair(client, folder):
@@ -220,59 +176,3 @@ def test_jobs_the_stopping_server_cancels_are_recorded_as_interrupted(tiny_dir, 
     records = [json.loads((jobs_folder / f"{job_id}.json").read_text()) for job_id in ids]
     assert [(record["status"], record["error"]["code"]) for record in records] == [("failed", "interrupted")] * 2
     assert not list(jobs_folder.glob("*.lock"))
-
-
-# ------------------------------------------------------------------ live servers sharing one outputs folder
-
-
-def test_replicas_sharing_the_outputs_answer_for_each_others_jobs_across_a_drain_and_a_restart(tiny_dir, tmp_path):
-    shared = tmp_path / "shared-outputs"
-    cases = [make_case(seed=seed) for seed in range(16)]
-    with LiveServer.start(tiny_dir, tmp_path / "a", "--outputs-dir", str(shared)) as a, \
-            LiveServer.start(tiny_dir, tmp_path / "b", "--outputs-dir", str(shared)) as b, \
-            httpx.Client(base_url=a.base, timeout=30) as to_a, httpx.Client(base_url=b.base, timeout=30) as to_b:
-        accepted = [submit(to_a, image, mask, **EXACT) for image, mask in cases[:12]]
-        error_of(to_a.post("/api/v1/jobs", **upload(b"not an image", cases[0][1])), 400, "invalid_image")
-        error_of(to_b.get(f"/api/v1/jobs/{'0' * 32}"), 404, "job_not_found")
-        for job, (image, mask) in zip(accepted, cases, strict=False):
-            status = poll(to_b, job["url"])  # the other replica answers
-            assert status["status"] == "done", status
-            assert_repaired(decode(to_b.get(status["result_url"]).content), image, mask)
-
-        # A SIGTERM right after accepting jobs: the drain finishes them before the process ends.
-        drained = [submit(to_a, image, mask, **EXACT) for image, mask in cases[12:]]
-        a.process.send_signal(signal.SIGTERM)
-        assert a.process.wait(40) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
-        assert [poll(to_b, job["url"])["status"] for job in drained] == ["done"] * len(drained)
-        accepted += drained
-
-    with LiveServer.start(tiny_dir, tmp_path / "c", "--outputs-dir", str(shared)) as c, \
-            httpx.Client(base_url=c.base, timeout=30) as to_c:
-        for job, (image, mask) in zip(accepted, cases, strict=True):
-            status = to_c.get(job["url"]).json()
-            assert status["status"] == "done", status
-            result = to_c.get(status["result_url"])
-            assert result.status_code == 200 and result.headers["content-type"] == "image/png"
-            assert_repaired(decode(result.content), image, mask)
-        assert not list((shared / "jobs").glob("*.lock"))
-
-
-def test_the_readmes_curl_recipe_repairs_a_folder(tiny_dir, tmp_path):
-    assert shutil.which("curl") and shutil.which("jq"), "the recipe needs curl and jq (Debian packages)"
-    recipe = re.search(r"```bash\n(api=.*?)```", README.read_text(), re.DOTALL)
-    assert recipe, "the README's batch-over-HTTP recipe is gone"
-    work = tmp_path / "work"
-    (work / "photos").mkdir(parents=True)
-    for seed in range(3):
-        (work / "photos" / f"photo{seed}.jpg").write_bytes(encode(make_case(seed=seed)[0], ".jpg"))
-    (work / "photos" / "broken.jpg").write_bytes(b"not a photo")  # refused at once, and said so
-    (work / "watermark.png").write_bytes(encode(make_case()[1]))
-    with LiveServer.start(tiny_dir, tmp_path / "server") as server:
-        script = recipe.group(1).replace("127.0.0.1:7860", f"127.0.0.1:{server.port}")
-        run = subprocess.run(["bash", "-c", script], cwd=work, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    ids = [line.split()[0] for line in (work / "jobs.txt").read_text().splitlines()]
-    assert len(ids) == 3 and all(JOB_ID.fullmatch(job_id) for job_id in ids)
-    for seed in range(3):
-        assert decode((work / "photos" / f"photo{seed}_repaired.png").read_bytes()).shape == (72, 96, 3)
-    assert "photos/broken.jpg: " in run.stdout and "invalid_image" in run.stdout
