@@ -3,7 +3,7 @@
     python tools/api_table.py                                # print it, from http://127.0.0.1:7860
     python tools/api_table.py --url http://gpu-box:7860 --write README.md
 
---write replaces what lies between the README's two markers; tests/test_openapi.py checks that
+--write replaces what lies between the README's two markers; tests/service/test_openapi.py checks that
 the README's table is what this prints for the current code.
 """
 
