@@ -15,6 +15,7 @@
     ├── JobError                    a batch job's state does not allow what was asked (`job_id`)
     │   ├── JobNotFoundError        no such job: never submitted, or swept with its result
     │   └── JobNotFinishedError     its result, asked for while it is pending or after it failed
+    ├── StorageError                the outputs folder cannot take a write (full, read-only, not a folder)
     ├── ModelError                  the model cannot be loaded or run as configured
     │   ├── CheckpointError         a checkpoint file we refuse (UnsafeCheckpointError below it)
     │   ├── DownloadError           a download that failed, nothing half-written left
@@ -137,6 +138,10 @@ class JobNotFinishedError(JobError):
     @property
     def code(self) -> str:  # type: ignore[override]
         return "job_failed" if self.status == "failed" else "job_not_done"
+
+
+class StorageError(InpaintError):
+    code = "outputs_unwritable"
 
 
 class ModelError(InpaintError):

@@ -34,7 +34,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lama.errors import InpaintError, JobNotFinishedError, JobNotFoundError, QueueFullError
+from lama.errors import InpaintError, JobNotFinishedError, JobNotFoundError, QueueFullError, StorageError
 from lama.files import TEMP_NAME, remove_if_abandoned, write_bytes_atomic
 from service.jobs import Timed
 from service.pipeline import MEDIA_TYPES, Decoded, RepairOptions, RepairService
@@ -118,13 +118,19 @@ class BatchJobs:
         job = Job(secrets.token_hex(16), QUEUED, options.format)
         try:
             held.enter_context(self.service.admit())
-            self.folder.mkdir(parents=True, exist_ok=True)
-            held.enter_context(_owner_lock(self._lock_path(job.id)))
-            self._write(job)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                held.enter_context(_owner_lock(self._lock_path(job.id)))
+                self._write(job)
+            except OSError as error:
+                log.error("job refused: cannot write its record under %s: %s", self.folder, error)
+                raise StorageError("the server cannot write to its outputs folder now (full or not writable); "
+                                   "the operator has the details") from None
             future = self.service.submit(decoded, options, on_start=lambda: self._note_running(job))
         except BaseException:
             # Nothing of a refused job stays behind: not its record, not its lock.
-            self._record_path(job.id).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self._record_path(job.id).unlink(missing_ok=True)
             self._finished(held)
             raise
         future.add_done_callback(lambda ran: self._hand_to_finisher(job, decoded, options, ran, held, accepted))

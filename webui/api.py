@@ -268,7 +268,7 @@ def create_api(service: RepairService, api_token: str | None = None,
               tags=["batch jobs"], summary="Submit a repair, fetch it later",
               responses={202: {"description": "queued", "links": job_links, "headers": {"Location": {
                   "description": "the job's URL (a path)", "required": True, "schema": {"type": "string"}}}},
-                  **errors(*UPLOAD_ERRORS)})
+                  **errors(*UPLOAD_ERRORS, "outputs_unwritable")})
     async def submit_job(upload: RepairUpload = Depends(repair_upload)) -> JSONResponse:
         """Queue a repair (the same fields, limits and queue as /api/v1/inpaint) and answer at once
         with the job's id and URL; poll the job, then fetch its result. Jobs and results are files

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 from lama.errors import (ImageError, ImageTooLargeError, InpaintError, InputError, JobNotFinishedError,
-                         JobNotFoundError, ShuttingDownError, TooLargeForGpuError, UnavailableError)
+                         JobNotFoundError, ShuttingDownError, StorageError, TooLargeForGpuError, UnavailableError)
 
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: tuple[tuple[type[InpaintError], int], ...] = (
@@ -20,6 +20,7 @@ STATUS_BY_ERROR: tuple[tuple[type[InpaintError], int], ...] = (
     (JobNotFoundError, 404),
     (JobNotFinishedError, 409),
     (UnavailableError, 503),
+    (StorageError, 507),
 )
 
 

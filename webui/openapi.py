@@ -69,6 +69,7 @@ ERRORS: dict[tuple[int, str], str] = {
     (503, "shutting_down"): "the server is draining before it stops",
     (503, "out_of_memory"): "the GPU ran out of memory for this image twice",
     (503, "gpu_error"): "the GPU failed; the server reports itself not ready until it works again",
+    (507, "outputs_unwritable"): "the server cannot write a job's record to its outputs folder (full, read-only)",
 }
 
 # On every route under /api/: the edge and the token check come before any route.
@@ -84,7 +85,7 @@ STATUS_HEADERS = {401: {"WWW-Authenticate": {"description": "Bearer", "schema": 
                   503: RETRY_AFTER}
 STATUS_MEANINGS = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
                    413: "Too large", 421: "Misdirected request", 422: "Invalid field", 500: "Server error",
-                   503: "Unavailable, retry later"}
+                   503: "Unavailable, retry later", 507: "Insufficient storage"}
 
 REPAIR_HEADERS = {
     "Server-Timing": {"description": "seconds per stage, as `stage;dur=ms`: decode, queue, infer, encode, save, total",

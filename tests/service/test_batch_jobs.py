@@ -124,6 +124,17 @@ def test_a_job_refused_at_submission_leaves_nothing_behind(client, folder):
     assert set((folder / "outputs" / "jobs").iterdir()) == before
 
 
+def test_a_job_the_outputs_folder_cannot_take_is_refused_in_one_line(tiny_dir, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the outputs folder should be")
+    image, mask = make_case()
+    with serve(make_settings(tiny_dir, tmp_path, outputs_dir=str(blocked))) as client:
+        message = error_of(client.post("/api/v1/jobs", **upload(image, mask)), 507, "outputs_unwritable")
+        assert "outputs folder" in message and "\n" not in message
+        assert client.post("/api/v1/inpaint", **upload(image, mask)).status_code == 200  # the server goes on
+    assert blocked.read_text() == "a file where the outputs folder should be"
+
+
 def test_the_token_guards_the_jobs_routes(tiny_dir, tmp_path):
     image, mask = make_case()
     with serve(make_settings(tiny_dir, tmp_path, "--api-token", "s3cret")) as client:
