@@ -193,6 +193,7 @@ class RepairService:
         # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
         decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
         run_options, estimate = self._fit_to_gpu(decoded, options)
+
         def job() -> Inference:
             if on_start is not None:
                 on_start()
