@@ -23,9 +23,8 @@ UI_CONCURRENCY = 2
 # ---------------------------------------------------------------- layout
 
 def fallback_banner(service: RepairService) -> str | None:
-    if not service.engine.uses_fallback:
-        return None
-    return f"⚠️ **Running without the big-lama model**: {service.engine.describe()['note']}."
+    warning = service.engine.backend.warning
+    return f"⚠️ **Running without the big-lama model**: {warning}." if warning else None
 
 
 def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: float = 0) -> gr.Blocks:
