@@ -180,16 +180,24 @@ class RepairService:
             raise named from None
         return Decoded(image, mask, time.perf_counter() - started)
 
-    def submit(self, decoded: Decoded, options: RepairOptions) -> Future[Timed]:
+    def submit(self, decoded: Decoded, options: RepairOptions,
+               on_start: Callable[[], None] | None = None) -> Future[Timed]:
         """Validate, fit the job to the GPU memory budget, then queue it; the future's value is
-        Timed(Inference, wait_s, run_s). Costs a dilation and, for crop, a connected-components
-        pass on the CPU when there is a budget: call it off the event loop."""
+        Timed(Inference, wait_s, run_s); `on_start` runs on the worker as the job starts. Costs a
+        dilation and, for crop, a connected-components pass on the CPU when there is a budget:
+        call it off the event loop."""
         options.validate()
         self._check_arrays(decoded.image, decoded.mask)
         # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
         decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
         run_options, estimate = self._fit_to_gpu(decoded, options)
-        return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
+
+        def job() -> Inference:
+            if on_start is not None:
+                on_start()
+            return self._infer(decoded, run_options, estimate)
+
+        return self.queue.submit(job, cost_bytes=estimate)
 
     def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions) -> tuple[RepairOptions, int | None]:
         """The options to run with and their GPU memory estimate (None: nothing budgeted).

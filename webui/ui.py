@@ -36,7 +36,8 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
         delete_cache = (max(1, min(60, round(cache_max_age_s / 2))), max(1, round(cache_max_age_s)))
     backend = EditorBackend(service)
     with gr.Blocks(title="LaMa inpainting", delete_cache=delete_cache) as blocks:
-        gr.Markdown("# LaMa inpainting\nDrop a photo, paint over what should go, click **Repair**.")
+        gr.Markdown("# LaMa inpainting\nDrop a photo, paint over what should go, click **Repair**. "
+                    "Scripts: [the HTTP API](/docs).")
         banner = fallback_banner(service)
         if banner:
             gr.Markdown(banner, elem_id="fallback-banner")
