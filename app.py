@@ -57,6 +57,7 @@ class Settings:
     dilate: int
     feather: int
     mask_threshold: int
+    keep_metadata: bool
     api_token: str | None
     auth: str | None
     allowed_hosts: list[str]  # Host names accepted besides loopback names (and IP addresses on a public bind)
@@ -182,6 +183,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
     if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
         raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
+    if not isinstance(settings.keep_metadata, bool):
+        raise SystemExit(f"error: keep_metadata must be true or false, got {settings.keep_metadata!r}")
     _check_edge_names(settings)
     return settings
 
@@ -327,7 +330,7 @@ def build_app(settings: Settings):
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
-                             mask_threshold=settings.mask_threshold)
+                             mask_threshold=settings.mask_threshold, keep_metadata=settings.keep_metadata)
     api = create_api(service, api_token=settings.api_token, defaults=defaults, jobs=jobs,
                      lifespan=lifecycle.lifespan)
     api.state.lifecycle = lifecycle

@@ -31,7 +31,7 @@ the same image gives the same file everywhere; an image under 256 KiB is one seg
 done in the calling thread.
 
 :func:`decode` reads only files laid out exactly as :func:`encode` writes them (8-bit
-gray, RGB or RGBA, no other chunks) and checks every CRC, the zlib header, each segment's
+gray, RGB or RGBA, no chunks but its own metadata ones) and checks every CRC, the zlib header, each segment's
 length and the Adler-32; for anything else it returns None and the caller decodes with
 OpenCV, which then also produces the error message for a broken file.
 """
@@ -67,6 +67,10 @@ _FILTER_NONE, _FILTER_SUB, _FILTER_UP = 0, 1, 2
 _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level, no dictionary
 _SYNC_MARKER = b"\x00\x00\xff\xff"  # the empty stored block a sync flush ends with
 _ADLER_BASE = 65521
+# Metadata chunks encode() writes between IHDR and the pixel data (decode() reads past them).
+_METADATA_CHUNKS = frozenset({b"iCCP", b"eXIf"})
+_ICC_NAME = b"ICC profile"  # an iCCP chunk's profile name: any, as long as it is there
+_EXIF_HEADER = b"Exif\0\0"  # JPEG's prefix of an EXIF block, which PNG's eXIf chunk has not
 
 
 # --------------------------------------------------------------------------- threads
@@ -126,10 +130,12 @@ def rows_per_segment(width: int, height: int, channels: int) -> int:
     return -(-height // segments)
 
 
-def encode(image: np.ndarray) -> bytes:
+def encode(image: np.ndarray, exif: bytes | None = None, icc_profile: bytes | None = None) -> bytes:
     """PNG bytes of an H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA) uint8 array.
 
     The caller checks the array (imageio.encode_image does); sizes up to 2**31 − 1 a side.
+    `exif` ("Exif\\0\\0" and a TIFF-structured block, as Pillow writes it) and `icc_profile`
+    go into eXIf and iCCP chunks before the pixel data, where readers look for them.
     """
     image = np.ascontiguousarray(image)
     height, width = image.shape[:2]
@@ -169,9 +175,12 @@ def encode(image: np.ndarray) -> bytes:
     segments[-1] = (last_pieces + [trailer], zlib.crc32(trailer, last_crc), 0, 0)
 
     colour = _COLOUR_TYPES[channels]
-    parts = [SIGNATURE,
-             _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)),
-             _chunk(SEGMENT_CHUNK, struct.pack(">BI", _SEGMENT_VERSION, step))]
+    parts = [SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))]
+    if icc_profile:
+        parts.append(_chunk(b"iCCP", _ICC_NAME + b"\0\0" + zlib.compress(icc_profile)))
+    if exif:
+        parts.append(_chunk(b"eXIf", exif.removeprefix(_EXIF_HEADER)))
+    parts.append(_chunk(SEGMENT_CHUNK, struct.pack(">BI", _SEGMENT_VERSION, step)))
     for pieces, crc, _, _ in segments:  # one IDAT each, joined once: no copies on the way
         parts += [struct.pack(">I", sum(map(len, pieces))), b"IDAT", *pieces, struct.pack(">I", crc)]
     parts.append(_chunk(b"IEND", b""))
@@ -345,6 +354,8 @@ def _layout(view: memoryview) -> _Layout | None:
             return None
         if kind == b"IHDR" and header is None and length == 13 and start == 16:
             header = struct.unpack(">IIBBBBB", view[start:end])
+        elif kind in _METADATA_CHUNKS and header is not None and step is None:
+            continue
         elif kind == SEGMENT_CHUNK and header is not None and step is None and not idats and length == 5:
             version, step = struct.unpack(">BI", view[start:end])
             if version != _SEGMENT_VERSION or step == 0:

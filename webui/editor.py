@@ -22,7 +22,6 @@ import base64
 import logging
 import math
 import os
-import re
 import secrets
 import shutil
 import threading
@@ -41,9 +40,9 @@ from gradio.utils import get_upload_folder
 from lama import imageio, masks
 from lama.errors import ImageError, ImageTooLargeError, InpaintError, MaskError, OptionError
 from lama.files import write_bytes_atomic
+from lama.output_formats import OutputFormat
 from lama.stages import MODEL_STAGES
-from service.pipeline import MEDIA_TYPES, RepairOptions, RepairService
-from service.storage import EXTENSIONS
+from service.pipeline import RepairOptions, RepairService
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ PREVIEW_QUALITY = 88
 PATCH_PNG_MAX_PIXELS = 1_000_000  # a repaired rectangle up to this size is sent exact (PNG)
 PATCH_SIDE_PX = 2048  # a larger one as a JPEG with at most this long side
 RESULTS_FOLDER = "editor"  # under the UI cache: one unguessable folder per result
-MAX_NAME_CHARS = 80
 # A full disk: the result goes to the page inline, the download too up to this size.
 INLINE_DOWNLOAD_MAX_BYTES = 64 * 2**20
 
@@ -154,13 +152,6 @@ class EditorFiles:
         return folder
 
 
-def download_name(name: Any, fmt: str) -> str:
-    """'holiday.jpg' -> 'holiday-repaired.png': the download is named after the original."""
-    stem = Path(name).stem if isinstance(name, str) else ""
-    stem = re.sub(r"[^\w.-]+", "_", stem)[:MAX_NAME_CHARS].strip("._") or "photo"
-    return f"{stem}-repaired.{EXTENSIONS[fmt]}"
-
-
 # ---------------------------------------------------------------- what the page shows
 
 def preview(image: np.ndarray, max_side: int = PREVIEW_SIDE_PX) -> bytes:
@@ -204,16 +195,16 @@ def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str
 
 
 def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,
-            fmt: str, mask: np.ndarray, grow: int, name: Any) -> dict[str, Any]:
+            fmt: OutputFormat, mask: np.ndarray, grow: int, name: str) -> dict[str, Any]:
     """Put the result where the page can fetch it: the file the service saved (hard-linked,
     not re-encoded: it is what the user downloads), a preview and the repaired rectangle, in a
     new folder of the UI cache. Where that cannot be written (a full disk), the page gets them
-    inline instead: the user still sees and downloads the result.
+    inline instead: the user still sees and downloads the result. `name`: the download's.
 
     "image" names the result for the next repair (ImageCache keeps it decoded under that
     path, whether or not the file could be written)."""
     folder = files.new_folder(create=False)
-    full = folder / download_name(name, fmt)
+    full = folder / name
     published: dict[str, Any] = {"image": {"path": str(full)}, "name": full.name, "width": result_image.shape[1],
                                  "height": result_image.shape[0]}
     preview_data = preview(result_image)
@@ -238,7 +229,7 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
         log.error("editor: could not write a result into the UI cache %s: %s; it went to the page inline",
                   files.root, error.strerror or error)
         shutil.rmtree(folder, ignore_errors=True)
-    published["image"]["url"] = _data_url(data, MEDIA_TYPES[fmt]) if len(data) <= INLINE_DOWNLOAD_MAX_BYTES else None
+    published["image"]["url"] = _data_url(data, fmt.media_type) if len(data) <= INLINE_DOWNLOAD_MAX_BYTES else None
     published["preview"] = {"url": _data_url(preview_data, "image/jpeg")}
     if patch_data is not None:
         published["patch"] = {"url": _data_url(patch_data, f"image/{'png' if extension == 'png' else 'jpeg'}"),
@@ -276,7 +267,7 @@ class EditorBackend:
         self.files = EditorFiles(cache_dir or Path(get_upload_folder()))
         self.images = images or ImageCache()
 
-    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any) -> dict[str, Any]:
+    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any, fmt: str = "png") -> dict[str, Any]:
         """`request` is what the page sends: {"request": id, "photo": {"path"}, "mask": {"path"},
         "name": the photo's file name}. Returns the editor's new value: {"request": id,
         "result": {...}} or {"request": id, "error": message, "code": code}."""
@@ -286,14 +277,16 @@ class EditorBackend:
         try:
             photo_path = self.files.resolve(request.get("photo"), "photo", known=self.images.__contains__)
             mask_path = self.files.resolve(request.get("mask"), "mask")
-            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather))
+            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather), fmt)
             options.validate()
             image, mask = self._read(photo_path, mask_path)
+            source = self._source(photo_path)
             read = time.perf_counter()
-            result = self.service.repair(image, mask, options)
+            # The download is named after the photo's file (service.storage.result_name).
+            result = self.service.repair(image, mask, options, source, upload_name=request.get("name"))
             repaired = time.perf_counter()
-            published = publish(self.files, self.service, result.image, result.data, result.saved_as, options.format,
-                                mask, options.dilate + 1, request.get("name"))
+            published = publish(self.files, self.service, result.image, result.data, result.saved_as, result.format,
+                                mask, options.dilate + 1, result.name)
             self.images.put(Path(published["image"]["path"]), result.image)
         except (EditorRequestError, InpaintError) as error:
             return {"request": request_id, "error": error.message, "code": error.code}
@@ -314,9 +307,9 @@ class EditorBackend:
         }
         return {"request": request_id, "result": published}
 
-    def on_repair(self, strategy: str, dilate: float, feather: float, evt: gr.EventData) -> dict[str, Any]:
+    def on_repair(self, strategy: str, dilate: float, feather: float, fmt: str, evt: gr.EventData) -> dict[str, Any]:
         """The Gradio listener of the editor's "repair" event: the request is the event's data."""
-        return self.repair(evt._data, strategy, dilate, feather)
+        return self.repair(evt._data, strategy, dilate, feather, fmt)
 
     def prepare(self, photo: Any) -> dict[str, Any]:
         """Called by the page as soon as the photo is uploaded: decodes it into the cache (so
@@ -331,6 +324,14 @@ class EditorBackend:
             log.exception("editor: preparing a photo failed")
             return {"error": FAILED, "code": "internal_error"}
         return {"width": image.shape[1], "height": image.shape[0]}
+
+    def _source(self, photo_path: Path) -> imageio.Source | None:
+        """The photo file's format (what "same" means) and the EXIF and profile its result keeps;
+        None for a photo held only decoded (a result the cache could not write: see publish)."""
+        try:
+            return imageio.read_source(photo_path, self.service.limits)
+        except ImageError:  # it decoded before, so its file is gone, not broken
+            return None
 
     def _read(self, photo_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
         try:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import gradio as gr
 
 from lama.engine import STRATEGIES
+from lama.output_formats import OUTPUT_FORMATS, SAME, output_format
 from webui.dashboard import build_resources_tab
 from webui.editor import EditorBackend, build_editor
 from service.pipeline import RepairOptions, RepairService
 
+# What the download may be: each format once (jpg is jpeg), and "same".
+FORMAT_CHOICES = [(fmt.name.upper(), fmt.name) for fmt in OUTPUT_FORMATS.values()] + [("Same as the photo", SAME)]
 SLIDER_MAX_PX = 64  # dilate/feather beyond this is rarely useful; the service accepts more
 # Several handlers may wait on the service's GPU queue at once, so that one repair can be
 # decoded or encoded while another runs on the GPU; the service's queue serializes the GPU.
@@ -53,11 +56,15 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
                                        label="Mask dilation (px)", info="grow the painted area to catch halos")
                     feather = gr.Slider(0, max(SLIDER_MAX_PX, defaults.feather), value=defaults.feather, step=1,
                                         label="Edge feather (px)", info="blend the repair into its surroundings")
+                    default_format = SAME if defaults.format == SAME else output_format(defaults.format).name
+                    fmt = gr.Dropdown(FORMAT_CHOICES, value=default_format, label="Download format",
+                                      info="same: the photo's own (PNG for BMP and TIFF); the photo's EXIF "
+                                           "and colour profile are kept")
             build_resources_tab(tabs, service.sampler, service.requests)
 
         # Private event: scripts have the documented HTTP API (/api/v1/inpaint) instead. The editor
         # shows its own progress and errors: no Gradio overlay on it (show_progress hidden).
-        editor.repair(backend.on_repair, inputs=[strategy, dilate, feather], outputs=editor,
+        editor.repair(backend.on_repair, inputs=[strategy, dilate, feather, fmt], outputs=editor,
                       api_visibility="private", show_progress="hidden")
     # The service's queue bounds GPU work; Gradio's queue in front of it shows people their
     # place in line and refuses (with a message) beyond the same capacity.

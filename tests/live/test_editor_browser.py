@@ -233,7 +233,7 @@ def test_the_photo_is_uploaded_once_and_a_repair_sends_only_its_mask(page: Page,
     assert page.request.get(href).body() == newest.read_bytes()
     natural = page.locator("#result img").evaluate("(image) => [image.naturalWidth, image.naturalHeight]")
     assert natural == [1600, 960]
-    assert page.locator("#result a[download]").get_attribute("download") == "big-repaired.png"
+    assert page.locator("#result a[download]").get_attribute("download") == "big_repaired.png"
     # The canvas shows the result at full resolution: the stroke's magenta is gone, the photo
     # elsewhere untouched.
     next_frame(page)

@@ -110,7 +110,7 @@ def test_paint_repair_and_fetch_the_result(page: Page, tmp_path: Path):
     expect(page.locator("#result")).to_contain_text(re.compile(r"480×360 · \d+ ms on CPU"))
     with page.expect_download() as download:  # as a user downloads it
         page.locator("#result").get_by_role("link", name=re.compile("Download")).click()
-    assert download.value.suggested_filename == "photo-repaired.png", download.value.suggested_filename
+    assert download.value.suggested_filename == "photo_repaired.png", download.value.suggested_filename
     result = cv2.imdecode(np.fromfile(download.value.path(), np.uint8), cv2.IMREAD_UNCHANGED)
     assert result is not None and result.shape == photo.shape, "the result is not the photo's size"
     result = cv2.cvtColor(result, cv2.COLOR_BGR2RGB)
