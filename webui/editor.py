@@ -40,6 +40,7 @@ from gradio.utils import get_upload_folder
 
 from lama import imageio, masks
 from lama.files import write_bytes_atomic
+from monitor.requestlog import RequestLog
 from service.storage import EXTENSIONS
 from service.pipeline import MEDIA_TYPES, RepairOptions, RepairService, ServiceError
 
@@ -54,6 +55,7 @@ RESULTS_FOLDER = "editor"  # under the UI cache: one unguessable folder per resu
 MAX_NAME_CHARS = 80
 # A full disk: the result goes to the page inline, the download too up to this size.
 INLINE_DOWNLOAD_MAX_BYTES = 64 * 2**20
+MAX_WAIT_S = 3600.0  # a reported wait beyond this is not a wait for one repair
 
 PHOTO_GONE = "The photo is no longer on the server (uploads expire after a while)."
 FAILED = "The repair failed on the server (the log has the details); please try again."
@@ -249,6 +251,48 @@ def _data_url(data: bytes, media_type: str) -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+# ---------------------------------------------------------------- the user's wait
+
+class WaitReports:
+    """Repairs whose page will report how long the user waited, by an unguessable token the
+    page got with the result: each token is good for one report, for its own record only.
+    Bounded: the oldest of more than `max_pending` unreported repairs is forgotten (a page
+    that was closed never reports)."""
+
+    def __init__(self, max_pending: int = 256):
+        self.max_pending = max_pending
+        self._pending: OrderedDict[str, tuple[str, float]] = OrderedDict()  # token -> (record id, server s)
+        self._lock = threading.Lock()
+
+    def expect(self, record_id: str, server_s: float) -> str:
+        token = secrets.token_urlsafe(16)
+        with self._lock:
+            self._pending[token] = (record_id, server_s)
+            while len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
+        return token
+
+    def report(self, report: Any, requests: RequestLog | None) -> bool:
+        """`report`: {"token", "waited_ms", "upload_ms", "transfer_ms"} as the page measured them.
+        False, and nothing recorded, for an unknown token or numbers that cannot be a wait:
+        parts beyond the whole, a whole shorter than the server's own part or over MAX_WAIT_S."""
+        if not isinstance(report, dict) or not isinstance(report.get("token"), str) or requests is None:
+            return False
+        parts = {}
+        for key in ("waited_ms", "upload_ms", "transfer_ms"):
+            value = report.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False
+            parts[key] = value / 1000
+        with self._lock:
+            record_id, server_s = self._pending.pop(report["token"], (None, 0.0))
+        waited, upload, transfer = parts["waited_ms"], parts["upload_ms"], parts["transfer_ms"]
+        if record_id is None or not server_s <= waited <= MAX_WAIT_S or not 0 <= upload + transfer <= waited:
+            return False
+        return requests.amend(record_id, {"waited": {"total": round(waited, 4), "upload": round(upload, 4),
+                                                     "transfer": round(transfer, 4)}})
+
+
 # ---------------------------------------------------------------- the handlers
 
 def _refine_px(name: str, value: Any) -> int:
@@ -273,20 +317,25 @@ class EditorBackend:
         self.service = service
         self.files = EditorFiles(cache_dir or Path(get_upload_folder()))
         self.images = images or ImageCache()
+        self.waits = WaitReports()
 
-    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any) -> dict[str, Any]:
+    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any,
+               mask_threshold: Any = masks.DEFAULT_THRESHOLD) -> dict[str, Any]:
         """`request` is what the page sends: {"request": id, "photo": {"path"}, "mask": {"path"},
         "name": the photo's file name}. Returns the editor's new value: {"request": id,
-        "result": {...}} or {"request": id, "error": message, "code": code}."""
+        "result": {...}, "wait_token": ...} or {"request": id, "error": message, "code": code}.
+        `mask_threshold`: the page sends black and white, which any threshold reads the same;
+        a mask file from a script (webui/client_api.py) is read with it."""
         started = time.perf_counter()
         request = request if isinstance(request, dict) else {}
         request_id = str(request.get("request", ""))[:40]
         try:
             photo_path = self.files.resolve(request.get("photo"), "photo", known=self.images.__contains__)
             mask_path = self.files.resolve(request.get("mask"), "mask")
-            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather))
+            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather),
+                                    mask_threshold=_refine_px("mask_threshold", mask_threshold))
             options.validate()
-            image, mask = self._read(photo_path, mask_path)
+            image, mask = self._read(photo_path, mask_path, options.mask_threshold)
             read = time.perf_counter()
             result = self.service.repair(image, mask, options)
             repaired = time.perf_counter()
@@ -310,7 +359,10 @@ class EditorBackend:
             "save": server - timings["queue"] - model,
             "read": read - started, "encode": timings["encode"], "publish": time.perf_counter() - repaired,
         }
-        return {"request": request_id, "result": published}
+        answer = {"request": request_id, "result": published}
+        if result.record_id is not None:
+            answer["wait_token"] = self.waits.expect(result.record_id, server)
+        return answer
 
     def on_repair(self, strategy: str, dilate: float, feather: float, evt: gr.EventData) -> dict[str, Any]:
         """The Gradio listener of the editor's "repair" event: the request is the event's data."""
@@ -330,11 +382,15 @@ class EditorBackend:
             return {"error": FAILED, "code": "internal_error"}
         return {"width": image.shape[1], "height": image.shape[0]}
 
-    def _read(self, photo_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    def report_wait(self, report: Any) -> dict[str, bool]:
+        """Called by the page once a result is on screen: how long the user waited, which only the
+        browser can measure; added to the repair's record (logs/requests.jsonl, the Resources tab)."""
+        return {"recorded": self.waits.report(report, self.service.requests)}
+
+    def _read(self, photo_path: Path, mask_path: Path, threshold: int) -> tuple[np.ndarray, np.ndarray]:
         try:
             image = self.images.get(photo_path, self.service.limits)
-            # The page sends black and white; any threshold reads it the same.
-            mask = masks.binarize(imageio.read_mask(mask_path, self.service.limits), masks.DEFAULT_THRESHOLD)
+            mask = masks.binarize(imageio.read_mask(mask_path, self.service.limits), threshold)
         except imageio.ImageTooLargeError as error:
             raise ServiceError(413, "image_too_large", self.files.message(error)) from None
         except imageio.ImageError as error:
@@ -372,11 +428,15 @@ def build_editor(backend: EditorBackend, mask_threshold: int = masks.DEFAULT_THR
     assets = assets or Assets.load()
     limits = backend.service.limits
 
+    # The page calls server.prepare(photo) and server.report_wait(report): Gradio names them by
+    # their function's name and, with one argument, hands over that argument.
     def prepare(photo: Any) -> dict[str, Any]:
-        # The page calls server.prepare(photo): with one argument, Gradio hands over that argument.
         return backend.prepare(photo)
 
+    def report_wait(report: Any) -> dict[str, bool]:
+        return backend.report_wait(report)
+
     return gr.HTML(value=None, html_template=assets.html, css_template=assets.css, js_on_load=assets.js,
-                   apply_default_css=False, server_functions=[prepare],
+                   apply_default_css=False, server_functions=[prepare, report_wait],
                    max_pixels=limits.max_pixels, max_side=limits.max_side, max_bytes=limits.max_bytes,
                    mask_threshold=mask_threshold, **kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lama.engine import STRATEGIES
+from webui.client_api import API_NAME, repair_endpoint
 from webui.dashboard import build_resources_tab
 from webui.editor import EditorBackend, build_editor
 from service.pipeline import RepairOptions, RepairService
@@ -18,6 +19,7 @@ SLIDER_MAX_PX = 64  # dilate/feather beyond this is rarely useful; the service a
 # Several handlers may wait on the service's GPU queue at once, so that one repair can be
 # decoded or encoded while another runs on the GPU; the service's queue serializes the GPU.
 UI_CONCURRENCY = 2
+REPAIR_GROUP = "repair"  # the page's repairs and the API endpoint's share UI_CONCURRENCY
 
 
 # ---------------------------------------------------------------- layout
@@ -55,10 +57,12 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
                                         label="Edge feather (px)", info="blend the repair into its surroundings")
             build_resources_tab(tabs, service.sampler, service.requests)
 
-        # Private event: scripts have the documented HTTP API (/api/v1/inpaint) instead. The editor
-        # shows its own progress and errors: no Gradio overlay on it (show_progress hidden).
+        # The page's event names its files in the event's data, which Gradio's clients cannot send:
+        # private. The same handler is public as /repair for them (webui/client_api.py), in the
+        # same concurrency group. The editor shows its own progress and errors: no Gradio overlay.
         editor.repair(backend.on_repair, inputs=[strategy, dilate, feather], outputs=editor,
-                      api_visibility="private", show_progress="hidden")
+                      api_visibility="private", show_progress="hidden", concurrency_id=REPAIR_GROUP)
+        gr.api(repair_endpoint(backend, defaults), api_name=API_NAME, concurrency_id=REPAIR_GROUP)
     # The service's queue bounds GPU work; Gradio's queue in front of it shows people their
     # place in line and refuses (with a message) beyond the same capacity.
     blocks.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=service.queue.capacity)
