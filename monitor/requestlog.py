@@ -3,7 +3,8 @@
 The file (logs/requests.jsonl) is what an operator greps after an incident; the memory copy is what
 the dashboard and GET /api/v1/monitor serve without reading the disk. A record (see
 docs/MONITOR-CONTRACT.md): id, ts, width, height, mask_fraction, strategy, device, precision,
-status, error, timings {stage: seconds}, peak_gpu_bytes, rss_bytes.
+status, error, timings {stage: seconds}, peak_gpu_bytes, rss_bytes; what is learnt later (the time the
+user of the editor waited, which only the browser knows) is added with amend().
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ class RequestLog:
             self._records.append(rec)
         if self._file is not None:
             self._file.write(rec)
+
+    def amend(self, record_id: str, fields: dict[str, Any]) -> bool:
+        """Add `fields` to the record `record_id`. In memory the record itself changes; the file,
+        whose lines are never rewritten, gets an amendment line {"ts", "amends": record_id, **fields}.
+        False (and nothing written) when the record is no longer among those kept in memory."""
+        with self._lock:
+            for index in range(len(self._records) - 1, -1, -1):  # the newest first: the usual case
+                if self._records[index].get("id") == record_id:
+                    self._records[index] = {**self._records[index], **fields}
+                    break
+            else:
+                return False
+        if self._file is not None:
+            self._file.write({"ts": time.time(), "amends": record_id, **fields})
+        return True
 
     def recent(self, since: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Records with ts > since in the order recorded; with `limit`, only the last `limit` of them."""

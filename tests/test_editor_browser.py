@@ -154,7 +154,8 @@ def uploaded_files(server: LiveServer) -> set[Path]:
 
 def logged_repairs(server: LiveServer) -> int:
     path = server.folder / "logs" / "requests.jsonl"
-    return sum(1 for line in path.read_text().splitlines() if json.loads(line)["status"] == 200) if path.exists() else 0
+    return sum(1 for line in path.read_text().splitlines() if json.loads(line).get("status") == 200) \
+        if path.exists() else 0
 
 
 def download(page: Page, click) -> np.ndarray:
@@ -239,6 +240,30 @@ def test_the_photo_is_uploaded_once_and_a_repair_sends_only_its_mask(page: Page,
     next_frame(page)
     assert not overlaid(page, placement, (1000, 700), picture)
     assert shows(page, placement, (200, 200), picture)
+
+
+def test_the_server_records_what_the_user_waited(page: Page, server: LiveServer, photo):
+    """The request log and the Resources tab get the page's wait (click to result on screen),
+    not only the server's stages."""
+    path, _ = photo
+    placement = open_photo(page, path)
+    drag(page, placement, *STROKE)
+    page.locator("#repair").click()
+    repaired(page)
+    shown_s = float(page.locator("#result").get_attribute("data-waited-ms")) / 1000
+    log = server.folder / "logs" / "requests.jsonl"
+    deadline = time.monotonic() + 10
+    while not (amended := [json.loads(line) for line in log.read_text().splitlines() if '"amends"' in line]):
+        assert time.monotonic() < deadline, "the page's wait never reached the request log"
+        time.sleep(0.1)
+    record = next(json.loads(line) for line in log.read_text().splitlines()
+                  if json.loads(line).get("id") == amended[-1]["amends"])
+    waited = amended[-1]["waited"]
+    assert abs(waited["total"] - shown_s) < 0.002 and waited["total"] >= record["timings"]["total"]
+    assert 0 <= waited["upload"] and 0 <= waited["transfer"] and waited["upload"] + waited["transfer"] < waited["total"]
+    # The Resources tab reads the same records from memory (GET /api/v1/monitor serves them too).
+    records = page.request.get(server.url("/api/v1/monitor")).json()["requests"]
+    assert next(rec for rec in records if rec["id"] == record["id"])["waited"] == waited
 
 
 # ---------------------------------------------------------------- 2. never lose work

@@ -4,7 +4,8 @@ The page's own Repair event names files by path in its event data, which Gradio'
 cannot send; this endpoint takes the two files as a Gradio client uploads them and runs the
 very same server path (EditorBackend.repair: the upload folder, lama.imageio's gate,
 RepairService's queue, the saved file published into the UI cache), in the same Gradio
-queue and concurrency group as the page. Scripts that need no Gradio have the HTTP API
+queue and concurrency group as the page, less the preview and the repaired rectangle that
+only the page draws. Scripts that need no Gradio have the HTTP API
 (POST /api/v1/inpaint); this one exists so that the UI's path can be driven and measured
 without a browser (tools/ui_bench.py --client gradio).
 
@@ -49,8 +50,9 @@ def repair_endpoint(backend: EditorBackend, defaults: RepairOptions) -> Callable
         returns the repaired image, the very file the service saved, named after the photo."""
         photo, mask = _as_dict(photo), _as_dict(mask)
         name = (photo.get("orig_name") or Path(str(photo.get("path"))).name) if isinstance(photo, dict) else None
+        # Without the preview and the repaired rectangle, which only the page draws.
         answer = backend.repair({"photo": photo, "mask": mask, "name": name}, strategy, dilate, feather,
-                                mask_threshold)
+                                mask_threshold, views=False)
         if "error" in answer:
             raise gr.Error(answer["error"], print_exception=False)
         result = answer["result"]

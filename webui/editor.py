@@ -204,11 +204,12 @@ def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str
 
 
 def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,
-            fmt: str, mask: np.ndarray, grow: int, name: Any) -> dict[str, Any]:
+            fmt: str, mask: np.ndarray, grow: int, name: Any, views: bool = True) -> dict[str, Any]:
     """Put the result where the page can fetch it: the file the service saved (hard-linked,
-    not re-encoded: it is what the user downloads), a preview and the repaired rectangle, in a
-    new folder of the UI cache. Where that cannot be written (a full disk), the page gets them
-    inline instead: the user still sees and downloads the result.
+    not re-encoded: it is what the user downloads), a preview and the repaired rectangle (with
+    `views`: what the page draws; a script only fetches the file), in a new folder of the UI
+    cache. Where that cannot be written (a full disk), the page gets them inline instead: the
+    user still sees and downloads the result.
 
     "image" names the result for the next repair (ImageCache keeps it decoded under that
     path, whether or not the file could be written)."""
@@ -216,8 +217,8 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
     full = folder / download_name(name, fmt)
     published: dict[str, Any] = {"image": {"path": str(full)}, "name": full.name, "width": result_image.shape[1],
                                  "height": result_image.shape[0]}
-    preview_data = preview(result_image)
-    box = repaired_box(mask, grow)
+    preview_data = preview(result_image) if views else None
+    box = repaired_box(mask, grow) if views else None
     patch_data, extension = patch(result_image, box) if box is not None else (None, "")
     try:
         folder.mkdir(parents=True)
@@ -228,8 +229,9 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
         except OSError:
             # Another filesystem (or the save failed): the same encoded bytes, written once more.
             write_bytes_atomic(full, data)
-        (folder / "preview.jpg").write_bytes(preview_data)
-        published["preview"] = {"path": str(folder / "preview.jpg")}
+        if preview_data is not None:
+            (folder / "preview.jpg").write_bytes(preview_data)
+            published["preview"] = {"path": str(folder / "preview.jpg")}
         if patch_data is not None:
             (folder / f"patch.{extension}").write_bytes(patch_data)
             published["patch"] = {"path": str(folder / f"patch.{extension}"), "box": list(box)}
@@ -239,7 +241,8 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
                   files.root, error.strerror or error)
         shutil.rmtree(folder, ignore_errors=True)
     published["image"]["url"] = _data_url(data, MEDIA_TYPES[fmt]) if len(data) <= INLINE_DOWNLOAD_MAX_BYTES else None
-    published["preview"] = {"url": _data_url(preview_data, "image/jpeg")}
+    if preview_data is not None:
+        published["preview"] = {"url": _data_url(preview_data, "image/jpeg")}
     if patch_data is not None:
         published["patch"] = {"url": _data_url(patch_data, f"image/{'png' if extension == 'png' else 'jpeg'}"),
                               "box": list(box)}
@@ -284,11 +287,13 @@ class WaitReports:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return False
             parts[key] = value / 1000
-        with self._lock:
-            record_id, server_s = self._pending.pop(report["token"], (None, 0.0))
         waited, upload, transfer = parts["waited_ms"], parts["upload_ms"], parts["transfer_ms"]
-        if record_id is None or not server_s <= waited <= MAX_WAIT_S or not 0 <= upload + transfer <= waited:
-            return False
+        with self._lock:
+            record_id, server_s = self._pending.get(report["token"], (None, 0.0))
+            if record_id is None or not server_s <= waited <= MAX_WAIT_S or not (
+                    0 <= upload and 0 <= transfer and upload + transfer <= waited):
+                return False
+            del self._pending[report["token"]]
         return requests.amend(record_id, {"waited": {"total": round(waited, 4), "upload": round(upload, 4),
                                                      "transfer": round(transfer, 4)}})
 
@@ -320,12 +325,12 @@ class EditorBackend:
         self.waits = WaitReports()
 
     def repair(self, request: Any, strategy: str, dilate: Any, feather: Any,
-               mask_threshold: Any = masks.DEFAULT_THRESHOLD) -> dict[str, Any]:
+               mask_threshold: Any = masks.DEFAULT_THRESHOLD, views: bool = True) -> dict[str, Any]:
         """`request` is what the page sends: {"request": id, "photo": {"path"}, "mask": {"path"},
         "name": the photo's file name}. Returns the editor's new value: {"request": id,
         "result": {...}, "wait_token": ...} or {"request": id, "error": message, "code": code}.
         `mask_threshold`: the page sends black and white, which any threshold reads the same;
-        a mask file from a script (webui/client_api.py) is read with it."""
+        a mask file from a script (webui/client_api.py) is read with it. `views`: see publish."""
         started = time.perf_counter()
         request = request if isinstance(request, dict) else {}
         request_id = str(request.get("request", ""))[:40]
@@ -340,7 +345,7 @@ class EditorBackend:
             result = self.service.repair(image, mask, options)
             repaired = time.perf_counter()
             published = publish(self.files, self.service, result.image, result.data, result.saved_as, options.format,
-                                mask, options.dilate + 1, request.get("name"))
+                                mask, options.dilate + 1, request.get("name"), views)
             self.images.put(Path(published["image"]["path"]), result.image)
         except (EditorRequestError, ServiceError) as error:
             return {"request": request_id, "error": error.message, "code": error.code}
@@ -360,7 +365,7 @@ class EditorBackend:
             "read": read - started, "encode": timings["encode"], "publish": time.perf_counter() - repaired,
         }
         answer = {"request": request_id, "result": published}
-        if result.record_id is not None:
+        if result.record_id is not None and views:  # a page: it reports the user's wait
             answer["wait_token"] = self.waits.expect(result.record_id, server)
         return answer
 

@@ -992,6 +992,11 @@ async function receive(job, answer) {
       entry.waited = `Waited ${seconds(waited)} s: upload ${seconds(upload)} · queue ${t.queue.toFixed(2)} · ` +
         `model ${t.model.toFixed(2)} · save ${t.save.toFixed(2)} · transfer ${seconds(transfer)}`;
       showResult(entry);
+      // The server records this repair with the user's wait too (its Resources tab, requests.jsonl).
+      if (answer.wait_token) {
+        server.report_wait({token: answer.wait_token, waited_ms: waited, upload_ms: upload, transfer_ms: transfer})
+          .catch(() => {}); // a record without the wait is all that is lost
+      }
       say('Repaired. Paint more and Repair again, or step back with Undo.');
     }
   } catch (error) {
