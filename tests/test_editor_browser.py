@@ -10,11 +10,13 @@ promises (checked once, in test_the_canvas_fills_the_width_and_fits_the_photo).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 import signal
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -788,3 +790,45 @@ def test_a_server_killed_mid_repair_is_reported_within_10_s(browser: Browser, ti
         finally:
             page.context.close()
 
+
+
+# ---------------------------------------------------------------- the Batch tab (issue 16)
+
+def test_a_batch_repairs_many_photos_with_the_editor_s_mask_and_downloads_one_zip(page: Page, server: LiveServer,
+                                                                                   photo, tmp_path: Path):
+    path, _ = photo
+    placement = open_photo(page, path)
+    set_brush(page, 40)
+    drag(page, placement, *STROKE)
+    menu(page, "Use mask for a batch")
+    expect(page.locator("#batch-tab")).to_be_visible()  # the tab opens with the editor's mask in it
+    expect(page.locator("#batch-masks")).to_contain_text("photo-mask")
+
+    same, larger = make_photo(tmp_path / "same.png"), make_photo(tmp_path / "larger.jpg", (960, 720), quality=95)
+    (tmp_path / "notes.png").write_text("not a picture")
+    page.locator("#batch-photos input[type=file]").set_input_files(
+        [tmp_path / "same.png", tmp_path / "notes.png", tmp_path / "larger.jpg"])
+    expect(page.locator("#batch-photos").get_by_role("row")).to_have_count(3)
+    # Every text the page shows while the batch runs, however briefly (the progress bar's among them).
+    page.evaluate("""() => { window.seen = new Set();
+        new MutationObserver(() => window.seen.add(document.querySelector('#batch-tab').innerText))
+          .observe(document.querySelector('#batch-tab'), {subtree: true, childList: true, characterData: true}); }""")
+    page.locator("#batch-run").click()
+    expect(page.locator("#batch-status")).to_contain_text("2 of 3 repaired, 1 not", timeout=60_000)
+    seen = "\n".join(page.evaluate("() => [...window.seen]"))
+    assert re.search(r"\b[12]/3 photos\b", seen), "no progress bar was shown while the batch ran"
+
+    expect(page.locator("#batch-gallery img")).to_have_count(2)
+    expect(page.locator("#batch-problems")).to_contain_text("notes.png")
+    expect(page.locator("#batch-problems")).to_contain_text("not an image")
+    href = page.locator("#batch-zip a[href*='repaired.zip']").first.get_attribute("href")
+    archive = zipfile.ZipFile(io.BytesIO(page.request.get(href).body()))
+    assert archive.namelist() == ["same-repaired.png", "larger-repaired.png"]
+    for name, picture, scale in (("same-repaired.png", same, 1), ("larger-repaired.png", larger, 2)):
+        result = cv2.cvtColor(cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_COLOR),
+                              cv2.COLOR_BGR2RGB)
+        original = picture if scale == 1 else cv2.cvtColor(cv2.imread(str(tmp_path / "larger.jpg")), cv2.COLOR_BGR2RGB)
+        changed = (result != original).any(axis=2)
+        distance = distance_to_segment(changed.shape, *[(x * scale, y * scale) for x, y in STROKE])
+        assert changed[distance <= 15 * scale].mean() > 0.9, name  # the editor's stroke, resized to the photo
+        assert not changed[distance > 25 * scale].any(), name

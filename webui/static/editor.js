@@ -1017,6 +1017,21 @@ function displayWith(target, from, entry) {
   return canvas;
 }
 
+async function useMaskForBatch() {
+  // The Batch tab takes this mask for all its photos (resized to each): uploaded, then named in
+  // the "batch_mask" event, whose listener fills the tab's masks and opens it.
+  if (!session) return say(NO_PHOTO, 'error');
+  const png = await maskPng(session);
+  if (!png) return say('The mask is empty: paint over what should go on every photo first.', 'error');
+  try {
+    const uploaded = await send(new File([png], `${stemOf(session.name)}-mask.png`, {type: 'image/png'}));
+    trigger('batch_mask', {mask: {path: uploaded.path}});
+    say('The Batch tab repairs its photos with this mask.');
+  } catch (error) {
+    say(`The mask could not be uploaded (${error.message || error}); try again.`, 'error');
+  }
+}
+
 // ---------------------------------------------------------------- wiring
 
 const actions = {
@@ -1034,6 +1049,7 @@ const actions = {
     if (!png) return say('The mask is empty: nothing to download.', 'error');
     saveBlob(png, `${stemOf(session.name)}-mask.png`);
   },
+  'batch-mask': useMaskForBatch,
   open: () => ui.photoInput.click(),
   remove: removePhoto,
   help: () => { ui.help.hidden = !ui.help.hidden; },
