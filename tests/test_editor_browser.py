@@ -787,6 +787,16 @@ def test_a_server_killed_mid_repair_is_reported_within_10_s(browser: Browser, ti
             assert page.locator("#result img").get_attribute("src") == result_src
             assert overlaid(page, placement, (110, 300), picture), "the strokes were lost with the server"
             expect(page.locator("#repair")).to_be_enabled()
+
+            # Repair clicked while the server is gone: said as quickly, in the same words.
+            page.evaluate("() => { document.querySelector('#editor .status-text').textContent = ''; }")  # seen anew
+            clicked = time.monotonic()
+            page.locator("#repair").click()
+            expect(status(page)).to_contain_text("The server is not answering", timeout=REPORT_WITHIN_S * 1000)
+            assert time.monotonic() - clicked < REPORT_WITHIN_S
+            assert page.locator("#result img").get_attribute("src") == result_src
+            assert overlaid(page, placement, (110, 300), picture)
+            expect(page.locator("#repair")).to_be_enabled()
         finally:
             page.context.close()
 
