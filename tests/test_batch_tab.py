@@ -108,6 +108,13 @@ def test_a_batch_beyond_its_bounds_is_refused_before_any_decode(tmp_path, photos
              touch(tmp_path, *(f"m{n}.png" for n in range(masks))), limits)
 
 
+def test_an_upload_that_expired_before_the_run_is_said(tmp_path):
+    photos = touch(tmp_path, "a.png", "b.png")
+    photos[1].unlink()  # swept by the cache's retention meanwhile
+    with pytest.raises(BatchError, match="no longer on the server"):
+        plan(photos, touch(tmp_path, "m.png"), BatchLimits())
+
+
 # ---------------------------------------------------------------- running
 
 def test_a_batch_repairs_what_it_can_lists_the_rest_and_zips_the_results(runner, service, cache, tmp_path):

@@ -86,7 +86,11 @@ def plan(photos: Sequence[Path], mask_files: Sequence[Path], limits: BatchLimits
     if len(photos) > limits.max_photos or len(mask_files) > limits.max_photos:
         raise BatchError(f"{len(photos)} photos and {len(mask_files)} masks: a batch holds at most "
                          f"{limits.max_photos} of each.")
-    total = sum(path.stat().st_size for path in (*photos, *mask_files))
+    try:
+        total = sum(path.stat().st_size for path in (*photos, *mask_files))
+    except OSError:
+        raise BatchError("Some of the files are no longer on the server (uploads expire after a while): "
+                         "add them again.") from None
     if total > limits.max_total_bytes:
         raise BatchError(f"The files add up to {total / 2**20:.0f} MB; a batch holds at most "
                          f"{limits.max_total_bytes / 2**20:.0f} MB: split it.")
@@ -253,7 +257,10 @@ def build_batch_tab(service: RepairService, files: EditorFiles, defaults: Repair
                                     mask_threshold=int(threshold_value))
             options.validate()
         except (BatchError, ServiceError) as error:
-            raise gr.Error(str(error) if isinstance(error, BatchError) else error.message, print_exception=False)
+            raise gr.Error(str(error) if isinstance(error, BatchError) else error.message,
+                           print_exception=False) from None
+        except (TypeError, ValueError):  # not numbers: only a hand-made request sends them
+            raise gr.Error("dilation, feather and threshold must be numbers", print_exception=False) from None
         progress(0, desc=f"0 of {len(batch.jobs)}")
         for state in runner.run(batch, options):
             handled = state.done + len(state.problems) - len(batch.skipped)
