@@ -16,7 +16,6 @@ import logging
 import logging.handlers
 import os
 import sys
-import threading
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -244,24 +243,27 @@ def build_app(settings: Settings):
     import gradio as gr
     import torch
 
-    from lama.engine import EngineError, HDSettings, InpaintEngine
-    from lama.checkpoint import CheckpointError
+    from lama.engine import HDSettings, InpaintEngine
+    from lama.errors import ModelError
     from lama.imageio import ImageLimits
     from monitor.metrics import ServiceMetrics
     from monitor.requestlog import RequestLog
     from monitor.sampler import Sampler
+    from service.jobs import JobQueue
+    from service.pipeline import RepairOptions, RepairService
+    from service.lifecycle import Lifecycle
+    from service.storage import OutputStore, Retention
+    from service.warmup import WarmUp
     from webui.api import create_api
     from webui.edge import EdgeMiddleware
-    from service.jobs import JobQueue
-    from service.storage import OutputStore, Retention
-    from service.pipeline import RepairOptions, RepairService
+    from webui.errors import status_of
     from webui.ui import build_ui
     from webui.ui_guard import UIGuard
 
     try:
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
-    except (CheckpointError, EngineError) as error:
+    except ModelError as error:
         raise SystemExit(f"error: {error}") from None
     if engine.device.type == "cuda":
         # The preset's share of the card: allocations beyond it fail (and are retried or
@@ -276,7 +278,6 @@ def build_app(settings: Settings):
                           log_max_bytes=settings.monitor_log_max_bytes, log_backups=settings.monitor_log_backups,
                           disk_path=Path(settings.outputs_dir),
                           torch_device=engine.device if engine.device.type == "cuda" else None)
-        sampler.start()
     requests = RequestLog(logs / "requests.jsonl", max_bytes=settings.monitor_log_max_bytes,
                           backups=settings.monitor_log_backups)
 
@@ -303,31 +304,26 @@ def build_app(settings: Settings):
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
     retention = Retention(outputs, sweep_ui_cache)
-    retention.start()
-    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests)
-
-    def warm_up() -> None:
-        # Alone on the GPU: it measures the memory each size needs.
-        queue.run(engine.warmup, exclusive=True)
-        budget = engine.gpu_budget(settings.gpu_memory_fraction)
-        queue.set_budget(budget)
-        service.warm = True
-        if budget is None:
-            log.info("warm: ready to serve (%d worker(s), no GPU memory budget)", workers)
-        else:
-            log.info("warm: ready to serve (%d workers; GPU memory budget %.2f GB: the %s preset's %.0f%% of the "
-                     "card less %.2f GB held at rest)", workers, budget / 1e9, settings.preset,
-                     settings.gpu_memory_fraction * 100, engine.steady_gpu_bytes / 1e9)
-
-    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
+                            status_of=status_of)
+    # Every thread's owner (service/lifecycle.py): started by the app's lifespan, stopped after the last response.
+    lifecycle = Lifecycle()
+    if sampler is not None:
+        lifecycle.add("monitor sampler", sampler.start, sampler.stop)
+    lifecycle.add("outputs retention", retention.start, retention.stop)
+    lifecycle.add("GPU queue", None, queue.shutdown)
+    warm_up = WarmUp(engine, queue, service, settings.gpu_memory_fraction, settings.preset)
+    lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
                              mask_threshold=settings.mask_threshold)
-    api = create_api(service, api_token=settings.api_token, defaults=defaults)
+    api = create_api(service, api_token=settings.api_token, defaults=defaults, lifespan=lifecycle.lifespan)
+    api.state.lifecycle = lifecycle
     # Added last, so outermost: Host, Origin, CORS and body size for every route, API and UI alike.
     api.add_middleware(EdgeMiddleware, policy=edge_policy(settings))
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
     api.state.retention = retention
+    api.state.ui_cache_dir = cache_dir  # where Gradio keeps the UI's uploads (tests and hooks)
     # Gradio's routes are guarded before Gradio reads a request (webui.ui_guard): with --auth every
     # route but the login page, login throttling, the cache quota of its upload route. A file
     # there may be as large as the API's per-file limit; the cache folder's marker is not served.
@@ -351,69 +347,14 @@ def warn_if_exposed(settings: Settings) -> None:
 
 
 def make_server(app, settings: Settings):
-    """uvicorn's server with a drain in front of its graceful shutdown.
-
-    On SIGTERM (or Ctrl+C): (1) /readyz answers 503 and new repairs are refused with 503
-    `shutting_down`, while the port stays open, so probes and load balancers see it; (2) the
-    repairs in flight, API and UI, finish, for at most shutdown_timeout_s; (3) then uvicorn's own
-    shutdown: stop listening, let responses being sent finish within what is left of the bound,
-    run the shutdown handlers (Gradio empties its upload cache) and exit. A second signal skips
-    the wait. Plain uvicorn would stop listening at once (a probe gets "connection refused", not
-    a 503) and wait for open connections without a bound; a UI tab's event stream never closes.
-    """
-    import asyncio
-
+    """uvicorn with the drain of webui/server.py in front of its graceful shutdown."""
     import uvicorn
 
-    service = app.state.service
-    timeout_s = settings.shutdown_timeout_s
-
-    class DrainingServer(uvicorn.Server):
-        _loop: asyncio.AbstractEventLoop | None = None
-        _drain_started = False
-
-        async def serve(self, sockets=None) -> None:
-            self._loop = asyncio.get_running_loop()
-            await super().serve(sockets)
-
-        def handle_exit(self, sig: int, frame) -> None:
-            if self._drain_started or self._loop is None:
-                super().handle_exit(sig, frame)  # a second signal: uvicorn's shutdown now
-                return
-            self._drain_started = True
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain(sig)))
-
-        async def _drain(self, sig: int) -> None:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout_s
-            service.start_draining()
-            log.info("%s: draining: /readyz answers 503, new repairs are refused; %d in flight, waiting up to "
-                     "%g s", signal_name(sig), service.in_flight, timeout_s)
-            while service.in_flight and loop.time() < deadline and not self.should_exit:
-                await asyncio.sleep(0.05)
-            if service.in_flight:
-                log.warning("shutdown: %d repair(s) still in flight after %g s; stopping anyway",
-                            service.in_flight, timeout_s)
-            # The UI's heartbeat streams only end when Gradio's stop event is set.
-            for route in app.routes:
-                stop_event = getattr(getattr(route, "app", None), "stop_event", None)
-                if isinstance(stop_event, asyncio.Event):
-                    stop_event.set()
-            self.config.timeout_graceful_shutdown = max(1.0, deadline - loop.time())
-            super().handle_exit(sig, None)
+    from webui.server import DrainingServer, gradio_stream_ender
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            timeout_graceful_shutdown=max(1, round(timeout_s)))
-    return DrainingServer(config)
-
-
-def signal_name(sig: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
+                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)))
+    return DrainingServer(config, app.state.service, settings.shutdown_timeout_s, gradio_stream_ender(app))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,9 @@ if [[ $mode == test ]]; then
         sudo_cmd=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
         $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq chromium >/dev/null
     fi
+    # Lint and the layer contracts of docs/ARCHITECTURE.md (pyproject.toml) before the tests.
+    "$(dirname "$py")/ruff" check --quiet .
+    "$(dirname "$py")/lint-imports" --no-cache
     exec "$py" -m pytest "$@"
 fi
 

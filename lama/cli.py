@@ -18,19 +18,15 @@ import torch
 from tqdm import tqdm
 
 from lama import bench, imageio, masks
-from lama.checkpoint import CheckpointError, describe_checkpoint, load_checkpoint, save_safetensors
-from lama.download import BIG_LAMA, DownloadError, download_big_lama
-from lama.engine import DEVICES, PRECISIONS, STRATEGIES, EngineError, InpaintEngine
+from lama.checkpoint import describe_checkpoint, load_checkpoint, save_safetensors
+from lama.download import BIG_LAMA, download_big_lama
+from lama.engine import DEVICES, PRECISIONS, STRATEGIES, InpaintEngine
+from lama.errors import InpaintError, UsageError
 
 log = logging.getLogger("lama")
 
 # What a user can get wrong; anything else is a bug and keeps its traceback.
-USER_ERRORS = (CheckpointError, DownloadError, EngineError, imageio.ImageError, FileNotFoundError,
-               NotADirectoryError, PermissionError, ValueError)
-
-
-class CliError(ValueError):
-    """A problem with the command line as given (paths that do not fit together, ...)."""
+USER_ERRORS = (InpaintError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 # ---------------------------------------------------------------------------- inpaint
@@ -42,27 +38,27 @@ def _mask_for(image: Path, mask_dir: Path) -> Path:
             if (candidate.stem == stem and candidate.suffix.lower() in imageio.IMAGE_SUFFIXES
                     and candidate != image and candidate.is_file()):
                 return candidate
-    raise CliError(f"no mask for {image.name} in {mask_dir} (looked for {image.stem}.* and {image.stem}_mask.*)")
+    raise UsageError(f"no mask for {image.name} in {mask_dir} (looked for {image.stem}.* and {image.stem}_mask.*)")
 
 
 def _jobs(image: Path, mask: Path, output: Path) -> list[tuple[Path, Path, Path]]:
     """(image, mask, output) triples for files or directories, as the CLI contract describes."""
     if not image.exists():
-        raise CliError(f"image not found: {image}")
+        raise UsageError(f"image not found: {image}")
     if not mask.exists():
-        raise CliError(f"mask not found: {mask}")
+        raise UsageError(f"mask not found: {mask}")
     if image.is_file():
         mask_file = _mask_for(image, mask) if mask.is_dir() else mask
         out_file = output / f"{image.stem}.png" if output.is_dir() else output
         return [(image, mask_file, out_file)]
     if mask.is_file():
-        raise CliError("--image is a directory, so --mask must be a directory of masks too")
+        raise UsageError("--image is a directory, so --mask must be a directory of masks too")
     if output.exists() and not output.is_dir():
-        raise CliError("--image is a directory, so --output must be a directory")
+        raise UsageError("--image is a directory, so --output must be a directory")
     images = sorted(p for p in image.iterdir()
                     if p.suffix.lower() in imageio.IMAGE_SUFFIXES and not p.stem.endswith("_mask"))
     if not images:
-        raise CliError(f"no images ({', '.join(imageio.IMAGE_SUFFIXES)}) in {image}")
+        raise UsageError(f"no images ({', '.join(imageio.IMAGE_SUFFIXES)}) in {image}")
     return [(p, _mask_for(p, mask), output / f"{p.stem}.png") for p in images]
 
 
@@ -79,7 +75,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
             result = engine.inpaint(image, mask, strategy=args.strategy, dilate=args.dilate, feather=args.feather)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             imageio.write_image_atomic(out_path, result)
-        except (imageio.ImageError, EngineError) as error:
+        except InpaintError as error:
             if len(jobs) == 1:
                 raise
             failures += 1
@@ -94,7 +90,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     if args.dst.suffix != ".safetensors":
-        raise CliError(f"destination must end in .safetensors, got {args.dst.name}")
+        raise UsageError(f"destination must end in .safetensors, got {args.dst.name}")
     checkpoint = load_checkpoint(args.src)
     dtype = {"fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     save_safetensors(checkpoint, args.dst, dtype=dtype)

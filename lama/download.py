@@ -21,6 +21,8 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from lama.errors import DownloadError
+
 _CHUNK = 1024 * 1024
 _USER_AGENT = "lama-inpaint-downloader"
 
@@ -43,10 +45,6 @@ BIG_LAMA = KnownModel(
     md5="e3aa4aaa15225a33ec84f9f4bc47e500",
 )
 KNOWN_MODELS: dict[str, KnownModel] = {BIG_LAMA.name: BIG_LAMA}
-
-
-class DownloadError(RuntimeError):
-    """The download failed; no partial file was left behind. The message is one line."""
 
 
 def download(

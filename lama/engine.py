@@ -27,6 +27,7 @@ import torch
 
 from lama import fastpath, masks
 from lama.checkpoint import build_generator, load_checkpoint
+from lama.errors import EngineError
 from lama.fallback import telea_inpaint
 from lama.fastnet import FastGenerator
 from lama.memory import MemoryModel, budget_bytes, format_bytes, peak_above_baseline, steady_reserved_bytes
@@ -57,10 +58,6 @@ WARMUP_SIZES = ((512, 512), (640, 480), (1024, 768), (1280, 960), (2560, 1920))
 class CheckpointSource(NamedTuple):
     path: Path
     format: str
-
-
-class EngineError(ValueError):
-    """A request the engine cannot serve as asked (bad argument, unavailable device)."""
 
 
 @dataclass(frozen=True)

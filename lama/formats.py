@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 from PIL import TiffTags
 
+from lama.errors import ImageError
+
 CORRUPT = "image is truncated or corrupt"
 
 
-class StructureError(ValueError):
+class StructureError(ImageError):
     """The file's structure is broken or hostile; the message is meant for the user."""
 
 

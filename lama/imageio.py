@@ -42,6 +42,7 @@ from PIL import (
 )
 
 from lama import formats, opencv_caps, png
+from lama.errors import ImageError, ImageTooLargeError
 from lama.files import write_bytes_atomic
 
 # Suffixes the CLI treats as images when it is given a directory (compare lower-cased).
@@ -71,20 +72,6 @@ _OUTPUT_FORMATS: dict[str, tuple[str, int]] = {
 }
 _FORMAT_ALIASES = {"jpg": "jpeg"}
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
-
-
-class ImageError(ValueError):
-    """A problem with an image the user supplied; the message is meant for them.
-
-    ``part`` is "image" or "mask" when :func:`decode_image_and_mask` raised it (which of
-    the two uploads is wrong), else None.
-    """
-
-    part: str | None = None
-
-
-class ImageTooLargeError(ImageError):
-    """The file or its pixel count is over the configured limits (HTTP 413, not 400)."""
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message says why, in one line."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The checkpoint's pickle tries to call something other than a tensor or container constructor."""
+from lama.errors import CheckpointError, UnsafeCheckpointError
 
 
 # data.pkl of big-lama is ~150 KB (~300 KB with optimizer states); anything far larger is

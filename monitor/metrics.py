@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 # 10 ms (a small image on a fast GPU) to 60 s (a huge one on a CPU).
@@ -33,10 +33,9 @@ GPU_GAUGES = (
     ("inpaint_gpu_temperature_celsius", "GPU temperature (NVML)", "temperature_celsius"),
     ("inpaint_gpu_power_watts", "GPU power draw (NVML)", "power_watts"),
 )
-# ... and for the process and the host.
-PROCESS_GAUGES = (
-    ("inpaint_process_cpu_percent", "This process's CPU use; 100 is one core", "process_cpu_percent"),
-    ("inpaint_process_resident_memory_bytes", "This process's resident memory (RSS)", "process_rss_bytes"),
+# ... and for the host. The process's own CPU seconds and memory are prometheus_client's standard
+# ProcessCollector (process_cpu_seconds_total, process_resident_memory_bytes, ...), read at scrape time.
+HOST_GAUGES = (
     ("inpaint_system_memory_used_bytes", "Memory in use on the host", "system_memory_used_bytes"),
 )
 
@@ -60,7 +59,7 @@ class SampleCollector:
                     family.add_metric([str(gpu["index"])], gpu[key])
             if family.samples:
                 yield family
-        yield from scalar_gauges(PROCESS_GAUGES, sample)
+        yield from scalar_gauges(HOST_GAUGES, sample)
 
 
 def scalar_gauges(gauges: tuple[tuple[str, str, str], ...], values: Mapping[str, Any]) -> Iterator[Metric]:
@@ -116,6 +115,7 @@ class ServiceMetrics:
         Gauge("inpaint_gpu_available", "1 when the engine runs on a CUDA GPU", registry=self.registry
               ).set_function(gpu_available)
         self.registry.register(SampleCollector(latest_sample))
+        ProcessCollector(registry=self.registry)
         self.registry.register(BudgetCollector(gpu_admission))
 
     def observe_request(self, status: int, seconds: float) -> None:

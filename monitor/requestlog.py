@@ -1,10 +1,9 @@
 """One record per repair request: a rotated JSON-lines file for later, the last few in memory for now.
 
 The file (logs/requests.jsonl) is what an operator greps after an incident; the memory copy is what
-the dashboard and GET /api/v1/monitor serve without reading the disk. A record (see
-docs/MONITOR-CONTRACT.md): id, ts, width, height, mask_fraction, strategy, device, precision,
-status, error, timings {stage: seconds}, peak_gpu_bytes, rss_bytes; what is learnt later (the time the
-user of the editor waited, which only the browser knows) is added with amend().
+the dashboard and GET /api/v1/monitor serve without reading the disk. A record: monitor/records.py's
+RequestRecord; what is learnt after it was written (the time the editor's user waited, which only
+the browser knows) is added with amend().
 """
 
 from __future__ import annotations
@@ -13,9 +12,8 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
-
 from monitor.jsonl import RotatingJsonl
+from monitor.records import RequestRecord, UserWait
 
 
 class RequestLog:
@@ -23,35 +21,35 @@ class RequestLog:
 
     def __init__(self, path: Path | None, max_bytes: int = 10 * 2**20, backups: int = 5, keep: int = 1000):
         self._file = RotatingJsonl(Path(path), max_bytes, backups) if path is not None else None
-        self._records: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._records: deque[RequestRecord] = deque(maxlen=keep)
         self._lock = threading.Lock()
 
-    def record(self, rec: dict[str, Any]) -> None:
+    def record(self, rec: RequestRecord) -> None:
         """Never raises for a bad disk (the request already succeeded or failed on its own); a
         record without `ts` gets the current time, so that recent(since) can place it."""
-        rec = dict(rec)
+        rec = dict(rec)  # type: ignore[assignment]  # a copy: the caller may reuse its dict
         rec.setdefault("ts", time.time())
         with self._lock:
             self._records.append(rec)
         if self._file is not None:
             self._file.write(rec)
 
-    def amend(self, record_id: str, fields: dict[str, Any]) -> bool:
-        """Add `fields` to the record `record_id`. In memory the record itself changes; the file,
-        whose lines are never rewritten, gets an amendment line {"ts", "amends": record_id, **fields}.
-        False (and nothing written) when the record is no longer among those kept in memory."""
+    def amend(self, record_id: str, waited: UserWait) -> bool:
+        """Add the user's wait to the record `record_id`. In memory the record itself changes; the
+        file, whose lines are never rewritten, gets an amendment line {"ts", "amends": record_id,
+        "waited"}. False (and nothing written) when the record is no longer kept in memory."""
         with self._lock:
             for index in range(len(self._records) - 1, -1, -1):  # the newest first: the usual case
-                if self._records[index].get("id") == record_id:
-                    self._records[index] = {**self._records[index], **fields}
+                if self._records[index]["id"] == record_id:
+                    self._records[index] = {**self._records[index], "waited": waited}
                     break
             else:
                 return False
         if self._file is not None:
-            self._file.write({"ts": time.time(), "amends": record_id, **fields})
+            self._file.write({"ts": time.time(), "amends": record_id, "waited": waited})
         return True
 
-    def recent(self, since: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def recent(self, since: float | None = None, limit: int | None = None) -> list[RequestRecord]:
         """Records with ts > since in the order recorded; with `limit`, only the last `limit` of them."""
         with self._lock:
             records = list(self._records)

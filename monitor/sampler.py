@@ -2,7 +2,7 @@
 daemon thread every interval and kept twice, as JSON lines on disk (size-rotated) and in a ring
 buffer in memory (the last hour) for the dashboard, /healthz and /metrics.
 
-Per sample (fields and units: docs/MONITOR-CONTRACT.md):
+Per sample (fields and units: monitor/records.py's Sample):
 - the GPUs, through NVML: utilization, memory used/total/reserved, temperature, power, SM clock;
 - this process's CUDA allocator, through torch: what it holds, which is right even inside a
   container, where NVML's per-process accounting speaks of host PIDs;
@@ -36,19 +36,13 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from monitor.jsonl import RotatingJsonl
+from monitor.records import SAMPLE_KEYS, Sample
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-# Every sample has every key, in this order; null where a value is unknown.
-SAMPLE_KEYS = (
-    "ts", "cpu_percent", "cpu_percent_per_core", "cpu_peak_core_percent",
-    "process_cpu_percent", "process_rss_bytes", "process_threads", "process_open_fds",
-    "system_memory_used_bytes", "system_memory_available_bytes", "system_memory_total_bytes",
-    "disk_write_bytes", "cgroup_memory_usage_bytes", "cgroup_memory_limit_bytes", "gpu", "torch",
-)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 # cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit number.
@@ -82,7 +76,7 @@ class Sampler:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.interval_s = interval_s
-        self._ring: deque[dict[str, Any]] = deque(maxlen=max(1, math.ceil(ring_seconds / interval_s)))
+        self._ring: deque[Sample] = deque(maxlen=max(1, math.ceil(ring_seconds / interval_s)))
         self._file = RotatingJsonl(Path(log_path), log_max_bytes, log_backups) if log_path is not None else None
         self._disk_path = Path(disk_path)
         self._torch_device = _cuda_device(torch_device)
@@ -139,12 +133,12 @@ class Sampler:
 
     # ------------------------------------------------------------------ reading
 
-    def latest(self) -> dict[str, Any] | None:
+    def latest(self) -> Sample | None:
         """The newest sample (shared: do not modify it), or None before the first one."""
         with self._lock:
             return self._ring[-1] if self._ring else None
 
-    def samples(self, since: float | None = None) -> list[dict[str, Any]]:
+    def samples(self, since: float | None = None) -> list[Sample]:
         """The ring buffer, oldest first; with `since`, only samples whose ts is later."""
         with self._lock:
             samples = list(self._ring)
@@ -175,8 +169,8 @@ class Sampler:
             # VM) it restarts from now instead of catching up in a burst.
             next_at = max(next_at + self.interval_s, time.monotonic())
 
-    def _collect(self) -> dict[str, Any]:
-        sample: dict[str, Any] = dict.fromkeys(SAMPLE_KEYS)
+    def _collect(self) -> Sample:
+        sample: Sample = dict.fromkeys(SAMPLE_KEYS)  # type: ignore[assignment]  # every key, filled below
         sample["ts"] = round(time.time(), 3)
         errors: dict[str, str] = {}
         readers: Sequence[tuple[str, Callable[[], dict[str, Any]]]] = (

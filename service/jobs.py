@@ -13,7 +13,7 @@ job too large for the whole budget is the caller's business, before it queues), 
 never deadlocks. Without a budget (the CPU) only the number of workers bounds concurrency.
 
 The queue holds at most `capacity` jobs (waiting + running); beyond that a job is refused at
-once with QueueFull and the caller answers 503 with Retry-After instead of piling up requests.
+once with QueueFullError and the caller answers 503 with Retry-After instead of piling up requests.
 
 A job that runs longer than `stuck_after_s` makes the queue report itself stuck (`stuck()`),
 so that readiness stops sending work to a server whose worker is held, until that job ends.
@@ -32,6 +32,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
+
+from lama.errors import QueueFullError
 
 T = TypeVar("T")
 
@@ -54,14 +56,6 @@ _LIVE_QUEUES: weakref.WeakSet[JobQueue] = weakref.WeakSet()
 def _shut_down_at_exit() -> None:
     for queue in list(_LIVE_QUEUES):
         queue.shutdown()
-
-
-class QueueFull(Exception):
-    """The queue is at capacity; `retry_after` is a hint in seconds."""
-
-    def __init__(self, capacity: int, retry_after: int):
-        super().__init__(f"the repair queue is full ({capacity} jobs); retry in {retry_after} s")
-        self.retry_after = retry_after
 
 
 class Timed:
@@ -200,14 +194,16 @@ class JobQueue:
         return future
 
     def check_room(self) -> None:
-        """QueueFull now if a job would be refused: for callers with costly work to do before
+        """QueueFullError now if a job would be refused: for callers with costly work to do before
         they submit (decoding an upload). submit() checks again."""
         with self._changed:
             self._refuse_if_full()
 
     def _refuse_if_full(self) -> None:  # under self._changed
         if self._jobs >= self.capacity:
-            raise QueueFull(self.capacity, max(1, round(self._jobs * self._recent_run_s / self.workers)))
+            retry_after_s = max(1, round(self._jobs * self._recent_run_s / self.workers))
+            raise QueueFullError(f"the repair queue is full ({self.capacity} jobs); retry in {retry_after_s} s",
+                                 retry_after_s)
 
     def run(self, job: Callable[[], T], cost_bytes: int | None = None, exclusive: bool = False) -> Timed:
         """Queue `job` and wait for it (for callers on a thread of their own, like Gradio's)."""

@@ -1,9 +1,10 @@
 """RepairService: what one repair request goes through, shared by the HTTP API and the UI.
 
 upload -> decode (validate) -> GPU memory admission -> queue -> engine.inpaint -> encode
--> atomic save -> result. Everything a user can get wrong becomes a ServiceError carrying the
-HTTP status, a stable error code and a message for people; the API turns it into JSON, the UI
-into gr.Error.
+-> atomic save -> result. Everything a user can get wrong raises an error of lama.errors' tree
+(a stable code, a message for people, data such as retry_after_s); the web layer maps it to a
+status code, the UI to a message. The service speaks no HTTP: the request log and the request
+metrics label outcomes with the `status_of` the composition root hands in (the web's table).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -24,11 +26,15 @@ import torch
 
 from lama import imageio, masks
 from lama.engine import STRATEGIES, InpaintEngine
+from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
+                         OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
 from lama.memory import format_bytes
+from lama.stages import Stage
 from monitor.metrics import ServiceMetrics
+from monitor.records import RequestRecord
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
-from service.jobs import JobQueue, QueueFull, Timed
+from service.jobs import JobQueue, Timed
 from service.storage import EXTENSIONS, OutputStore
 
 log = logging.getLogger(__name__)
@@ -38,15 +44,6 @@ MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
 GPU_PROBE_INTERVAL_S = 5.0  # after a CUDA error, how often readiness checks whether the GPU works again
 # How a CUDA failure reads when torch raises it as a plain RuntimeError (older torch, cuFFT, cuBLAS).
 GPU_ERROR_MARKERS = ("CUDA error", "CUDA driver error", "cuDNN error", "CUBLAS_STATUS_", "CUFFT_", "CUDNN_STATUS_")
-
-
-class ServiceError(Exception):
-    """A request the service refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -59,18 +56,16 @@ class RepairOptions:
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ServiceError(422, "invalid_option",
-                               f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            raise OptionError("strategy", f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         for name in ("dilate", "feather"):
             value = getattr(self, name)
             if not 0 <= value <= MAX_REFINE_PX:
-                raise ServiceError(422, "invalid_option", f"{name} must be between 0 and {MAX_REFINE_PX} px, got {value}")
+                raise OptionError(name, f"{name} must be between 0 and {MAX_REFINE_PX} px, got {value}")
         if not 0 <= self.mask_threshold <= masks.MAX_THRESHOLD:
-            raise ServiceError(422, "invalid_option", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
-                                                      f"got {self.mask_threshold}")
+            raise OptionError("mask_threshold", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
+                                                f"got {self.mask_threshold}")
         if self.format not in EXTENSIONS:
-            raise ServiceError(422, "invalid_option",
-                               f"format must be one of {', '.join(EXTENSIONS)}, got {self.format!r}")
+            raise OptionError("format", f"format must be one of {', '.join(EXTENSIONS)}, got {self.format!r}")
 
 
 @dataclass
@@ -118,8 +113,9 @@ class RepairResult:
 class RepairService:
     def __init__(self, engine: InpaintEngine, outputs: OutputStore, queue: JobQueue, metrics: ServiceMetrics,
                  limits: imageio.ImageLimits = imageio.DEFAULT_LIMITS, sampler: Sampler | None = None,
-                 requests: RequestLog | None = None):
+                 requests: RequestLog | None = None, *, status_of: Callable[[BaseException], int]):
         self.engine = engine
+        self.status_of = status_of
         self.metrics = metrics
         self.sampler = sampler  # None: resource monitoring is off
         self.requests = requests
@@ -143,8 +139,7 @@ class RepairService:
         with 503 once the server is draining."""
         with self._lock:
             if self.draining:
-                raise ServiceError(503, "shutting_down", "the server is shutting down; retry in a moment",
-                                   {"Retry-After": "5", "Connection": "close"})
+                raise ShuttingDownError("the server is shutting down; retry in a moment")
             self._in_flight += 1
         try:
             yield
@@ -170,22 +165,22 @@ class RepairService:
         options.validate()
         for part, size in upload_bytes.items():
             if size is not None and size > self.limits.max_bytes:
-                raise ServiceError(413, f"{part}_too_large", f"{part}: file is {size / 2**20:.1f} MB, the limit is "
-                                                             f"{self.limits.max_bytes / 2**20:g} MB")
-        try:
-            self.queue.check_room()
-        except QueueFull as full:
-            raise _queue_full(full) from None
+                too_large = ImageTooLargeError(f"{part}: file is {size / 2**20:.1f} MB, the limit is "
+                                               f"{self.limits.max_bytes / 2**20:g} MB")
+                too_large.part = part
+                raise too_large
+        self.queue.check_room()
 
     def decode(self, image_bytes: bytes, mask_bytes: bytes) -> Decoded:
         started = time.perf_counter()
         try:
             # The mask decodes in another thread while the image does (the codecs release the GIL).
             image, mask = imageio.decode_image_and_mask(image_bytes, mask_bytes, self.limits)
-        except imageio.ImageTooLargeError as error:
-            raise ServiceError(413, f"{error.part}_too_large", f"{error.part}: {error}") from None
-        except imageio.ImageError as error:
-            raise ServiceError(400, f"invalid_{error.part}", f"{error.part}: {error}") from None
+        except ImageError as error:
+            # The same class with the part named first: which of the two uploads is wrong.
+            named = type(error)(f"{error.part}: {error}")
+            named.part = error.part
+            raise named from None
         return Decoded(image, mask, time.perf_counter() - started)
 
     def submit(self, decoded: Decoded, options: RepairOptions) -> Future[Timed]:
@@ -197,10 +192,7 @@ class RepairService:
         # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
         decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
         run_options, estimate = self._fit_to_gpu(decoded, options)
-        try:
-            return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
-        except QueueFull as full:
-            raise _queue_full(full) from None
+        return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
 
     def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions) -> tuple[RepairOptions, int | None]:
         """The options to run with and their GPU memory estimate (None: nothing budgeted).
@@ -224,11 +216,10 @@ class RepairService:
                 return replace(options, strategy="crop"), cropped
         pixels = self.engine.peak_model_pixels(decoded.mask, options.strategy, options.dilate)
         # Here crop does not fit either (or was the strategy already): only less input helps.
-        raise ServiceError(413, "too_large_for_gpu",
-                           f"a {width}×{height} image with strategy {options.strategy} runs the model on "
-                           f"{pixels / 1e6:.1f} MP at once, which needs about {format_bytes(estimate)} of GPU memory; "
-                           f"this server can give a repair at most {format_bytes(budget)}, even cropped to the "
-                           "masked regions: send a smaller image or mask")
+        raise TooLargeForGpuError(f"a {width}×{height} image with strategy {options.strategy} runs the model on "
+                                  f"{pixels / 1e6:.1f} MP at once, which needs about {format_bytes(estimate)} of GPU "
+                                  f"memory; this server can give a repair at most {format_bytes(budget)}, even cropped "
+                                  "to the masked regions: send a smaller image or mask", estimate, budget)
 
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
         repaired, peak, engine_timings, strategy = timed.value
@@ -244,9 +235,9 @@ class RepairService:
                       self.outputs.root, _os_error_text(error))
             saved_as = None
         saved = time.perf_counter()
-        timings = {"decode": decoded.decode_s, "queue": timed.wait_s, **engine_timings,
-                   "encode": encoded - started, "save": saved - encoded}
-        timings["total"] = decoded.decode_s + timed.wait_s + timed.run_s + (saved - started)
+        timings = {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings,
+                   Stage.ENCODE: encoded - started, Stage.SAVE: saved - encoded}
+        timings[Stage.TOTAL] = decoded.decode_s + timed.wait_s + timed.run_s + (saved - started)
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
@@ -263,14 +254,14 @@ class RepairService:
         record_id = uuid.uuid4().hex[:12]
         height, width = decoded.image.shape[:2] if decoded else (None, None)
         fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
-        self.requests.record({
-            "id": record_id, "ts": time.time(), "width": width, "height": height,
-            "mask_fraction": fraction, "strategy": strategy or options.strategy,
-            "requested_strategy": options.strategy, "device": str(self.engine.device),
-            "precision": self.engine.precision, "status": status, "error": error,
-            "timings": timings or {}, "peak_gpu_bytes": peak_gpu_bytes,
-            "rss_bytes": psutil.Process().memory_info().rss,
-        })
+        self.requests.record(RequestRecord(
+            id=record_id, ts=time.time(), width=width, height=height,
+            mask_fraction=fraction, strategy=strategy or options.strategy,
+            requested_strategy=options.strategy, device=str(self.engine.device),
+            precision=self.engine.precision, status=status, error=error,
+            timings=timings or {}, peak_gpu_bytes=peak_gpu_bytes,
+            rss_bytes=psutil.Process().memory_info().rss,
+        ))
         return record_id
 
     # ------------------------------------------------------------------ whole repairs
@@ -285,8 +276,8 @@ class RepairService:
                 result = self.finish(decoded, self.submit(decoded, options).result(), options)
             status = 200
             return result
-        except ServiceError as error:
-            status = error.status
+        except InpaintError as error:
+            status = self.status_of(error)
             self.record(status, options, error=error.message)
             raise
         except Exception as error:
@@ -300,13 +291,11 @@ class RepairService:
     def _check_arrays(self, image: np.ndarray, mask: np.ndarray) -> None:
         height, width = image.shape[:2]
         if width * height > self.limits.max_pixels or max(width, height) > self.limits.max_side:
-            raise ServiceError(413, "image_too_large",
-                               f"image is {width}×{height}, the limit is {self.limits.max_pixels / 1e6:.1f} MP "
-                               f"and {self.limits.max_side} px per side")
+            raise ImageTooLargeError(f"image is {width}×{height}, the limit is {self.limits.max_pixels / 1e6:.1f} MP "
+                                     f"and {self.limits.max_side} px per side")
         if mask.shape[:2] != image.shape[:2]:
-            raise ServiceError(422, "mask_size_mismatch",
-                               f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
-                               "they must be the same size")
+            raise MaskError(f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
+                            "they must be the same size", code="mask_size_mismatch")
 
     def _infer(self, decoded: Decoded, options: RepairOptions, estimate: int | None) -> Inference:
         """Runs on a queue worker, admitted with `estimate` bytes of the GPU budget.
@@ -338,16 +327,14 @@ class RepairService:
             peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            raise ServiceError(503, "out_of_memory",
-                               "the GPU ran out of memory for this image twice; try again, or a smaller image "
-                               "or the crop strategy", {"Retry-After": "5"}) from None
+            raise GpuOutOfMemoryError("the GPU ran out of memory for this image twice; try again, or a smaller "
+                                      "image or the crop strategy") from None
         except Exception as error:
             if not is_gpu_error(error):
                 raise
             self._note_gpu_error(error)
-            raise ServiceError(503, "gpu_error", "the GPU failed during this repair; the server reports itself "
-                                                 "not ready until the GPU works again: retry shortly",
-                               {"Retry-After": "30"}) from None
+            raise GpuFailedError("the GPU failed during this repair; the server reports itself not ready until "
+                                 "the GPU works again: retry shortly") from None
         self._clear_gpu_error("a repair")
         return Inference(repaired, peak, stage_timings, options.strategy)
 
@@ -389,7 +376,7 @@ class RepairService:
 
         try:
             self._gpu_probe = self.queue.submit(probe)
-        except QueueFull:
+        except QueueFullError:
             pass
 
     # ------------------------------------------------------------------ health
@@ -441,10 +428,6 @@ class RepairService:
         if stuck is not None:
             health["stuck"] = str(stuck)
         return health
-
-
-def _queue_full(full: QueueFull) -> ServiceError:
-    return ServiceError(503, "queue_full", str(full), {"Retry-After": str(full.retry_after)})
 
 
 def _bytes_or_none(count: int | None) -> str:

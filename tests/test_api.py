@@ -829,7 +829,7 @@ def test_the_monitor_api_serves_samples_since_a_time(client):
     # The stage histograms fill from the recorded requests.
     text = client.get("/metrics").text
     assert metric(text, "inpaint_stage_duration_seconds_count", stage="infer") >= 1
-    assert metric(text, "inpaint_process_resident_memory_bytes") > 0
+    assert metric(text, "process_resident_memory_bytes") > 0
 
 
 def test_the_monitor_api_needs_the_token_like_the_rest_of_the_api(tiny_dir, tmp_path):

@@ -21,6 +21,7 @@ from service.storage import OutputStore
 from webui import batch_tab
 from webui.batch_tab import BatchError, BatchLimits, BatchRunner, Job, plan
 from webui.editor import EditorFiles
+from webui.errors import status_of
 
 LIMITS = ImageLimits(max_pixels=1_000_000, max_side=2000)
 
@@ -35,7 +36,7 @@ def service(engine, tmp_path):
     queue = JobQueue(4)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
     service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS,
-                            requests=RequestLog(None))
+                            requests=RequestLog(None), status_of=status_of)
     yield service
     queue.shutdown()
 

@@ -25,6 +25,7 @@ from webui.api import create_api
 from service.jobs import JobQueue
 from service.storage import OutputStore
 from service.pipeline import RepairService
+from webui.errors import status_of
 
 WAIT_S = 10  # upper bound for conditions that normally hold within milliseconds
 
@@ -195,7 +196,7 @@ def test_a_stuck_worker_makes_readyz_503_and_healthz_say_why_until_the_job_ends(
     clock = Clock()
     queue = JobQueue(4, workers=1, stuck_after_s=120, clock=clock)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
-    service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics)
+    service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, status_of=status_of)
     service.warm = True
     running, release = threading.Event(), threading.Event()
     try:

@@ -169,7 +169,7 @@ def test_request_table_is_newest_first_in_ms_with_blanks_for_stages_not_reached(
 
 def test_an_editor_repair_shows_the_user_s_wait_beside_the_server_s_time():
     log = request_log(record(NOW - 60), record(NOW - 30, id="ui"))
-    assert log.amend("ui", {"waited": {"total": 0.4104, "upload": 0.05, "transfer": 0.1}})
+    assert log.amend("ui", {"total": 0.4104, "upload": 0.05, "transfer": 0.1})
     shot = snapshot([], log.recent(), NOW, FIVE_MIN)
     assert series(shot.latency) == {"infer": [40.5, 40.5], "total": [82.5, 82.5], "waited (editor)": [410.4]}
     newest, oldest = shot.table.to_dict("records")

@@ -25,6 +25,7 @@ from webui.editor import EditorBackend, ImageCache
 from service.jobs import JobQueue
 from service.storage import OutputStore
 from service.pipeline import RepairService
+from webui.errors import status_of
 
 LIMITS = ImageLimits(max_pixels=4_000_000, max_side=4000)
 
@@ -38,7 +39,7 @@ def engine(tiny_dir):
 def service(engine, tmp_path):
     queue = JobQueue(4)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
-    service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS)
+    service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS, status_of=status_of)
     yield service
     queue.shutdown()
 
@@ -257,7 +258,7 @@ def test_the_page_s_report_of_the_user_s_wait_is_added_to_the_repair_s_record(en
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
     requests = RequestLog(tmp_path / "requests.jsonl")
     backend = EditorBackend(RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS,
-                                          requests=requests), cache)
+                                          requests=requests, status_of=status_of), cache)
     try:
         answer = backend.repair({"request": "r", "photo": uploaded(cache, "p.png", picture(40, 60)),
                                  "mask": mask_file(cache, (40, 60), np.s_[5:15, 5:25])}, "crop", 0, 0)

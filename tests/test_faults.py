@@ -187,14 +187,14 @@ def app_client(tiny_dir, tmp_path_factory):
 def editor_request(client) -> dict:
     """The Repair tab's request to repair a 128×96 photo, as the editor's page sends it: a photo
     and a mask it uploaded to the UI cache."""
-    cache = client.app.state.retention.cache_dir
+    cache = client.app.state.ui_cache_dir
     return {"request": "r", "photo": uploaded(cache, "photo.png", picture(96, 128)),
             "mask": mask_file(cache, (96, 128), np.s_[40:52, 30:90])}
 
 
 def editor_repair(client, request: dict | None = None) -> dict:
     """The editor's answer to `request` (a new editor_request by default)."""
-    cache = client.app.state.retention.cache_dir
+    cache = client.app.state.ui_cache_dir
     return EditorBackend(service_of(client), cache).repair(request or editor_request(client), "crop", 0, 0)
 
 

@@ -402,7 +402,7 @@ def editor_files(client) -> dict[str, dict]:
     """Files the editor's page could name, as it names them ({"path": ...}): its photo and mask
     in the UI cache, and wrong ones (a mask of another size, a text file, a decompression bomb's
     header, a folder, a file outside the cache)."""
-    folder = client.app.state.retention.cache_dir / "fuzz"
+    folder = client.app.state.ui_cache_dir / "fuzz"
     folder.mkdir()
     mask = np.zeros(EDITOR_PHOTO, np.uint8)
     mask[8:16, 10:20] = 255
@@ -453,14 +453,14 @@ SLIDER_VALUES = st.one_of(st.integers(0, 64), st.sampled_from([-1, 257, 1e12, fl
     ("folder", "mask", 0, "no longer on the server"),
 ], ids=["nan", "inf", "none", "outside the cache", "text", "bomb", "mask size", "folder"])
 def test_the_editor_refuses_broken_requests_with_a_message(client, editor_files, photo, mask, dilate, words):
-    backend = EditorBackend(service_of(client), client.app.state.retention.cache_dir)
+    backend = EditorBackend(service_of(client), client.app.state.ui_cache_dir)
     answer = backend.repair({"request": "r", "photo": editor_files[photo], "mask": editor_files[mask]},
                             "crop", dilate, 0)
     assert "result" not in answer and words in answer["error"], answer
 
 
 def test_the_editor_answers_with_a_message_or_a_valid_result(client, editor_files):
-    backend = EditorBackend(service_of(client), client.app.state.retention.cache_dir)
+    backend = EditorBackend(service_of(client), client.app.state.ui_cache_dir)
     counts: Counter = Counter()
 
     @settings(FUZZ, max_examples=UI_EXAMPLES)
@@ -471,7 +471,7 @@ def test_the_editor_answers_with_a_message_or_a_valid_result(client, editor_file
         assert isinstance(answer, dict) and isinstance(answer["request"], str)
         if "error" in answer:
             assert isinstance(answer["error"], str) and answer["error"].strip() and answer["code"]
-            assert str(client.app.state.retention.cache_dir) not in answer["error"]
+            assert str(client.app.state.ui_cache_dir) not in answer["error"]
             counts["error"] += 1
             return
         result = answer["result"]

@@ -373,10 +373,14 @@ def test_overlapping_zip_entries_are_refused_before_they_are_read_twice(tmp_path
     payload = bytes(2**20)
     inner_numel = len(payload) // 4
     outer_numel = (30 + len(b"a/data/100") + len(payload)) // 4  # a local header, then the inner entry
-    storage = lambda key, numel: (b"(" + _ops("storage") + b"ctorch\nFloatStorage\n" + _ops(key) + _ops("cpu")
-                                  + _ops(numel) + b"tQ")
-    tensor = lambda key, numel: (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage(key, numel) + _ops(0)
-                                 + _ops((numel,)) + _ops((1,)) + b"\x89}tR")
+
+    def storage(key, numel):
+        return b"(" + _ops("storage") + b"ctorch\nFloatStorage\n" + _ops(key) + _ops("cpu") + _ops(numel) + b"tQ"
+
+    def tensor(key, numel):
+        return (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage(key, numel) + _ops(0) + _ops((numel,))
+                + _ops((1,)) + b"\x89}tR")
+
     data = b"\x80\x02(" + tensor("0", outer_numel) + tensor("100", inner_numel) + b"l."
     path = overlapping_zip(tmp_path / "overlap.ckpt", data, payload)
     with zipfile.ZipFile(path) as zf:  # the archive reads: each entry's CRC holds

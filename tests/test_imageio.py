@@ -277,10 +277,6 @@ def test_empty_data():
         decode_image(b"")
 
 
-def test_image_error_is_a_value_error():
-    assert issubclass(ImageError, ValueError)
-
-
 # ------------------------------------------------------------------------- masks
 
 

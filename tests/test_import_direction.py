@@ -9,6 +9,7 @@ packages it pulled in are compared with what it may not touch.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,31 @@ def test_a_package_loads_nothing_it_must_not_depend_on(package, forbidden):
     loaded = loaded_by_importing(package)
     assert package in loaded
     assert not loaded & forbidden, f"importing {package} loads {sorted(loaded & forbidden)}"
+
+
+LAYERED = ("lama", "service", "webui", "monitor", "loadreport")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """import-linter with the contracts of pyproject.toml, on the packages under `root`."""
+    command = Path(sys.executable).parent / "lint-imports"  # the console script beside this interpreter
+    return subprocess.run([str(command), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("module, line, contract", [
+    ("service/pipeline.py", "import fastapi", "the application speaks no HTTP"),
+    ("service/jobs.py", "from webui import errors", "never upwards"),
+    ("monitor/sampler.py", "import lama.masks", "monitor imports nothing of the project"),
+])
+def test_the_layer_contracts_catch_a_deliberate_violation(tmp_path, module, line, contract):
+    """The contracts CI checks (`lint-imports`) hold here, and fail on a copy with one bad import."""
+    for package in LAYERED:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "static"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    kept = lint_imports(tmp_path)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    with open(tmp_path / module, "a") as source:
+        source.write(f"\n{line}\n")
+    broken = lint_imports(tmp_path)
+    assert broken.returncode != 0 and f"{contract}" in broken.stdout and "BROKEN" in broken.stdout, broken.stdout

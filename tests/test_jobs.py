@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs import DEFAULT_WORKERS, JobQueue, QueueFull, Timed
+from lama.errors import QueueFullError
+from service.jobs import DEFAULT_WORKERS, JobQueue, Timed
 
 WAIT_S = 10  # upper bound for conditions that normally hold within milliseconds
 MB = 10**6
@@ -118,9 +119,9 @@ def test_capacity_is_enforced_and_the_slot_freed_afterwards(queue):
     second_job = Blocker("second")
     second = q.submit(second_job)  # on the second worker: both slots taken
     assert q.depth == 2 and not q.has_room
-    with pytest.raises(QueueFull) as refused:
+    with pytest.raises(QueueFullError) as refused:
         q.submit(lambda: "third")
-    assert refused.value.retry_after >= 1
+    assert refused.value.retry_after_s >= 1
     assert "full" in str(refused.value) and "2 jobs" in str(refused.value)
     assert q.depth == 2  # a refused job takes no slot
     release.set()

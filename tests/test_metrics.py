@@ -9,8 +9,7 @@ from monitor.metrics import PEAK_GPU_BUCKETS, STAGE_BUCKETS, ServiceMetrics
 
 GiB = 2**30
 SAMPLE_GAUGES = ("inpaint_gpu_utilization_ratio", "inpaint_gpu_memory_used_bytes", "inpaint_gpu_memory_total_bytes",
-                 "inpaint_gpu_temperature_celsius", "inpaint_gpu_power_watts", "inpaint_process_cpu_percent",
-                 "inpaint_process_resident_memory_bytes", "inpaint_system_memory_used_bytes")
+                 "inpaint_gpu_temperature_celsius", "inpaint_gpu_power_watts", "inpaint_system_memory_used_bytes")
 
 
 def gpu(index: int, **fields) -> dict:
@@ -45,13 +44,11 @@ def test_gauges_come_from_the_latest_sample_with_a_gpu_label():
     assert values[("inpaint_gpu_temperature_celsius", (("gpu", "0"),))] == 64
     assert ("inpaint_gpu_temperature_celsius", (("gpu", "1"),)) not in values  # unknown, not 0
     assert values[("inpaint_gpu_power_watts", (("gpu", "1"),))] == 148.25
-    assert values[("inpaint_process_cpu_percent", ())] == 112.5
-    assert values[("inpaint_process_resident_memory_bytes", ())] == 900_000_000
     assert values[("inpaint_system_memory_used_bytes", ())] == 12 * GiB
     assert values[("inpaint_queue_depth", ())] == 2  # issue 3's gauges stay
 
-    current["sample"] = sample(process_rss_bytes=950_000_000)  # read at scrape time, not at start
-    assert scrape(metrics)[("inpaint_process_resident_memory_bytes", ())] == 950_000_000
+    current["sample"] = sample(system_memory_used_bytes=13 * GiB)  # read at scrape time, not at start
+    assert scrape(metrics)[("inpaint_system_memory_used_bytes", ())] == 13 * GiB
 
 
 def test_no_sample_no_gauges():
@@ -61,9 +58,20 @@ def test_no_sample_no_gauges():
         assert "inpaint_queue_depth 2.0" in text
 
 
-def test_without_a_gpu_only_the_process_gauges():
-    names = {name for name, _ in scrape(make(lambda: sample(gpu=None, system_memory_used_bytes=None)))}
-    assert names & set(SAMPLE_GAUGES) == {"inpaint_process_cpu_percent", "inpaint_process_resident_memory_bytes"}
+def test_without_a_gpu_only_the_host_gauge():
+    names = {name for name, _ in scrape(make(lambda: sample(gpu=None)))}
+    assert names & set(SAMPLE_GAUGES) == {"inpaint_system_memory_used_bytes"}
+
+
+def test_the_process_is_measured_by_the_standard_collector_at_scrape_time():
+    """prometheus_client's ProcessCollector on the service's own registry: CPU seconds, RSS, fds."""
+    import resource
+
+    values = scrape(make())
+    rss = values[("process_resident_memory_bytes", ())]
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    assert 10e6 < rss <= peak_rss * 1.01
+    assert values[("process_cpu_seconds_total", ())] > 0 and values[("process_open_fds", ())] > 0
 
 
 def test_stage_histogram_counts_each_stage_that_ran():

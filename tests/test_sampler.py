@@ -273,7 +273,7 @@ def test_metrics_gauges_follow_the_sampler(make_sampler):
               for sample in family.samples}
     assert values[("inpaint_gpu_power_watts", (("gpu", "0"),))] == 148.25
     assert values[("inpaint_gpu_utilization_ratio", (("gpu", "1"),))] == 0.05
-    assert values[("inpaint_process_resident_memory_bytes", ())] > 0
+    assert values[("inpaint_system_memory_used_bytes", ())] > 0
 
 
 # ------------------------------------------------------------------ the container's memory

@@ -13,6 +13,7 @@ from webui import ui
 from service.jobs import JobQueue
 from service.storage import OutputStore
 from service.pipeline import RepairOptions, RepairService
+from webui.errors import status_of
 
 LIMITS = ImageLimits(max_pixels=1_000_000, max_side=1200)
 
@@ -26,7 +27,7 @@ def make_service(engine: InpaintEngine, outputs, capacity: int = 4) -> RepairSer
     """As app.build_app wires it, minus the web app."""
     queue = JobQueue(capacity)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
-    return RepairService(engine, OutputStore(outputs), queue, metrics, LIMITS)
+    return RepairService(engine, OutputStore(outputs), queue, metrics, LIMITS, status_of=status_of)
 
 
 @pytest.fixture

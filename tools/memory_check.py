@@ -7,7 +7,6 @@ prints the learned model, what the process holds at rest, the budget, and for ea
 estimate of a repair (strategy 'original') next to its measured peak, first run and again.
 """
 
-import numpy as np
 import torch
 
 from lama.engine import HDSettings, InpaintEngine

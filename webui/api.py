@@ -28,11 +28,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
+from lama.errors import InpaintError
 from monitor.metrics import CONTENT_TYPE
+from service.pipeline import RepairOptions, RepairService
 from webui.edge import API_PREFIX
-from service.pipeline import RepairOptions, RepairService, ServiceError
+from webui.errors import HttpError, error_response, response_for, status_of
 
 # Multipart framing on top of the two files; a larger body is refused as it streams in.
 UPLOAD_OVERHEAD_BYTES = 1 << 20
@@ -43,10 +45,6 @@ HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found
                     413: "upload_too_large"}
 
 log = logging.getLogger(__name__)
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def inpaint_body_limit(max_file_bytes: int) -> int:
@@ -85,9 +83,8 @@ class ApiGate:
                     self._check_token(Headers(scope=scope))
                     if counted:
                         in_flight.enter_context(self.service.admit())
-                except ServiceError as error:
-                    response = error_response(error.status, error.code, error.message, error.headers)
-                    await response(scope, receive, send_noting_status)
+                except (InpaintError, HttpError) as error:
+                    await response_for(error)(scope, receive, send_noting_status)
                     return
                 await self.app(scope, receive, send_noting_status)
         finally:
@@ -101,20 +98,21 @@ class ApiGate:
         # compare_digest: the time taken must not reveal how much of the token matched.
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.api_token.encode()):
             # Connection: close, or the server would still read (and discard) the body being sent.
-            raise ServiceError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
-                               {"WWW-Authenticate": "Bearer", "Connection": "close"})
+            raise HttpError(401, "unauthorized", "this API needs 'Authorization: Bearer <token>'",
+                            {"WWW-Authenticate": "Bearer", "Connection": "close"})
 
 
 def create_api(service: RepairService, api_token: str | None = None,
-               defaults: RepairOptions = RepairOptions()) -> FastAPI:
-    """`defaults`: what a repair does for the form fields a request leaves out (the configured ones)."""
-    app = FastAPI(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None)
+               defaults: RepairOptions = RepairOptions(), lifespan: Lifespan | None = None) -> FastAPI:
+    """`defaults`: what a repair does for the form fields a request leaves out (the configured ones);
+    `lifespan`: what starts and stops the service's threads (service.lifecycle)."""
+    app = FastAPI(title="LaMa inpainting service", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.service = service  # for operators' hooks and tests (the queue, the engine)
     app.add_middleware(ApiGate, service=service, api_token=api_token)
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_request: Request, error: ServiceError) -> JSONResponse:
-        return error_response(error.status, error.code, error.message, error.headers)
+    @app.exception_handler(InpaintError)
+    async def service_error(_request: Request, error: InpaintError) -> JSONResponse:
+        return response_for(error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -149,8 +147,8 @@ def create_api(service: RepairService, api_token: str | None = None,
             # Waiting for the GPU holds no thread: the queue's future is awaited.
             timed = await asyncio.wrap_future(queued)
             result = await run_in_threadpool(service.finish, decoded, timed, options)
-        except ServiceError as error:
-            service.record(error.status, options, decoded, error=error.message)
+        except InpaintError as error:
+            service.record(status_of(error), options, decoded, error=error.message)
             raise
         except Exception as error:
             # A bug or a failure nobody foresaw: still the documented JSON, and the traceback in the log.

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from lama import imageio, masks
-from service.pipeline import RepairOptions, RepairService, ServiceError
+from lama.errors import ImageError, InpaintError, InputError, MaskError
+from service.pipeline import RepairOptions, RepairService
 from webui.editor import EditorFiles, EditorRequestError, download_name, preview
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ class BatchLimits:
     max_total_bytes: int = 512 * 2**20
 
 
-class BatchError(Exception):
+class BatchError(InputError):
     """A batch refused as a whole (nothing repaired): too many photos, too many bytes, no mask."""
+
+    code = "invalid_batch"
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,12 @@ class BatchRunner:
                 for index, job in enumerate(batch.jobs):
                     try:
                         result_name, data, thumbnail = self._repair(job, options, decoded_masks)
-                    except ServiceError as error:
+                    except InpaintError as error:
                         progress.problems.append((job.photo.name, error.message))
+                    except Exception:
+                        # The user learns which photo failed; the operator gets the traceback.
+                        log.exception("batch: repairing %s failed", job.photo.name)
+                        progress.problems.append((job.photo.name, FAILED))
                     else:
                         result_name = _unique(result_name, names)
                         archive.writestr(result_name, data)
@@ -176,8 +183,8 @@ class BatchRunner:
 
     def _repair(self, job: Job, options: RepairOptions, decoded_masks: dict[Path, np.ndarray]
                 ) -> tuple[str, bytes, bytes]:
-        """(the result's name in the zip, its file's bytes, a JPEG thumbnail); ServiceError for
-        what the user can fix, with the file's name left to the caller."""
+        """(the result's name in the zip, its file's bytes, a JPEG thumbnail); InpaintError for
+        what the user can fix, the file's name left to the caller."""
         limits = self.service.limits
         try:
             image = imageio.read_image(job.photo, limits)
@@ -188,17 +195,11 @@ class BatchRunner:
         except imageio.ImageError as error:
             # lama.imageio names the file by its path: here by its name, which the user gave it.
             message = str(error).replace(f"{job.photo}: ", "").replace(str(job.mask), job.mask.name)
-            raise ServiceError(400, "invalid_image", message) from None
+            raise ImageError(message) from None
         if not masks.binarize(mask, options.mask_threshold).any():
-            raise ServiceError(422, "empty_mask", f"its mask ({job.mask.name}) marks nothing above the threshold "
-                                                  f"{options.mask_threshold}")
-        try:
-            result = self.service.repair(image, mask, options)
-        except ServiceError:
-            raise
-        except Exception:
-            log.exception("batch: repairing %s failed", job.photo.name)
-            raise ServiceError(500, "internal_error", FAILED) from None
+            raise MaskError(f"its mask ({job.mask.name}) marks nothing above the threshold {options.mask_threshold}",
+                            code="empty_mask")
+        result = self.service.repair(image, mask, options)
         return download_name(job.photo.name, options.format), result.data, preview(result.image, PREVIEW_SIDE_PX)
 
 
@@ -256,9 +257,8 @@ def build_batch_tab(service: RepairService, files: EditorFiles, defaults: Repair
             options = RepairOptions(strategy_name, int(dilate_px), int(feather_px),
                                     mask_threshold=int(threshold_value))
             options.validate()
-        except (BatchError, ServiceError) as error:
-            raise gr.Error(str(error) if isinstance(error, BatchError) else error.message,
-                           print_exception=False) from None
+        except InpaintError as error:  # BatchError among them
+            raise gr.Error(error.message, print_exception=False) from None
         except (TypeError, ValueError):  # not numbers: only a hand-made request sends them
             raise gr.Error("dilation, feather and threshold must be numbers", print_exception=False) from None
         progress(0, desc=f"0 of {len(batch.jobs)}")

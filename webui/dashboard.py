@@ -21,7 +21,7 @@ import functools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,8 +29,10 @@ from typing import Any, Protocol
 import gradio as gr
 import pandas as pd
 
-Sample = dict[str, Any]  # one sampler sample, as docs/MONITOR-CONTRACT.md describes it
-Record = dict[str, Any]  # one request record, likewise
+from lama.stages import Stage
+
+Sample = Mapping[str, Any]  # monitor.records.Sample, read leniently: a key may be missing or null
+Record = Mapping[str, Any]  # monitor.records.RequestRecord, likewise
 Point = tuple[str, float | None]  # (series, value in display units) read from one sample
 Row = tuple[float, str, float]  # (ts, series, value): one point of one line
 
@@ -41,7 +43,7 @@ REFRESH_S = 3.0
 # longer windows are bucketed down to this many, each bucket keeping its peak.
 MAX_POINTS = 300
 TABLE_ROWS = 50
-STAGES = ("decode", "queue", "preprocess", "infer", "postprocess", "encode", "save", "total")
+STAGES = tuple(Stage)
 # The editor's repairs: the time the user waited (click to result on screen), beside the server's.
 WAITED_SERIES = "waited (editor)"
 WAITED_COLUMN = "waited ms"
@@ -180,7 +182,7 @@ def latency_frame(records: Sequence[Record], now: float) -> pd.DataFrame:
     """Per request its total and infer time in ms and, for the editor's repairs, the user's
     wait, with the request's label for the tooltip."""
     rows = [(record["ts"], stage, record["timings"][stage] * 1000, request_label(record))
-            for record in records for stage in ("total", "infer")
+            for record in records for stage in (Stage.TOTAL, Stage.INFER)
             if (record.get("timings") or {}).get(stage) is not None]
     rows += [(record["ts"], WAITED_SERIES, waited_s(record) * 1000, request_label(record))
              for record in records if waited_s(record) is not None]

@@ -39,10 +39,13 @@ import numpy as np
 from gradio.utils import get_upload_folder
 
 from lama import imageio, masks
+from lama.errors import ImageError, ImageTooLargeError, InpaintError, MaskError, OptionError
 from lama.files import write_bytes_atomic
+from lama.stages import MODEL_STAGES
+from monitor.records import UserWait
 from monitor.requestlog import RequestLog
+from service.pipeline import MEDIA_TYPES, RepairOptions, RepairService
 from service.storage import EXTENSIONS
-from service.pipeline import MEDIA_TYPES, RepairOptions, RepairService, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -294,20 +297,20 @@ class WaitReports:
                     0 <= upload and 0 <= transfer and upload + transfer <= waited):
                 return False
             del self._pending[report["token"]]
-        return requests.amend(record_id, {"waited": {"total": round(waited, 4), "upload": round(upload, 4),
-                                                     "transfer": round(transfer, 4)}})
+        return requests.amend(record_id, UserWait(total=round(waited, 4), upload=round(upload, 4),
+                                                  transfer=round(transfer, 4)))
 
 
 # ---------------------------------------------------------------- the handlers
 
 def _refine_px(name: str, value: Any) -> int:
-    """A slider's value as whole pixels; ServiceError for what is not a finite number."""
+    """A slider's value as whole pixels; OptionError for what is not a finite number."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
-        raise ServiceError(422, "invalid_option", f"{name} must be a number of pixels, got {value!r}")
+        raise OptionError(name, f"{name} must be a number of pixels, got {value!r}")
     return int(number)
 
 
@@ -347,14 +350,14 @@ class EditorBackend:
             published = publish(self.files, self.service, result.image, result.data, result.saved_as, options.format,
                                 mask, options.dilate + 1, request.get("name"), views)
             self.images.put(Path(published["image"]["path"]), result.image)
-        except (EditorRequestError, ServiceError) as error:
+        except (EditorRequestError, InpaintError) as error:
             return {"request": request_id, "error": error.message, "code": error.code}
         except Exception:
             # The user learns it failed; the operator gets the traceback.
             log.exception("editor repair failed")
             return {"request": request_id, "error": FAILED, "code": "internal_error"}
         timings = result.timings
-        model = sum(timings.get(stage, 0.0) for stage in ("preprocess", "infer", "postprocess"))
+        model = sum(timings.get(stage, 0.0) for stage in MODEL_STAGES)
         server = time.perf_counter() - started
         published["summary"] = result.summary
         published["timings"] = {
@@ -397,11 +400,11 @@ class EditorBackend:
             image = self.images.get(photo_path, self.service.limits)
             mask = masks.binarize(imageio.read_mask(mask_path, self.service.limits), threshold)
         except imageio.ImageTooLargeError as error:
-            raise ServiceError(413, "image_too_large", self.files.message(error)) from None
+            raise ImageTooLargeError(self.files.message(error)) from None
         except imageio.ImageError as error:
-            raise ServiceError(400, "invalid_image", self.files.message(error)) from None
+            raise ImageError(self.files.message(error)) from None
         if not mask.any():
-            raise ServiceError(422, "empty_mask", "Paint over what should be removed first, then click Repair.")
+            raise MaskError("Paint over what should be removed first, then click Repair.", code="empty_mask")
         return image, mask
 
 

@@ -16,6 +16,8 @@ import os
 import time
 from pathlib import Path
 
+from lama.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 MARKER = ".lama-ui-cache"
@@ -23,7 +25,7 @@ MARKER_TEXT = ("This folder is the LaMa inpainting service's UI cache (--ui-cach
                "is deleted once older than ui_cache_max_age_s. Keep nothing else here.\n")
 
 
-class CacheFolderError(Exception):
+class CacheFolderError(ConfigError):
     """The folder cannot be the UI's cache; the message is one line for the operator."""
 
 

@@ -1,0 +1,46 @@
+"""The warm-up: the engine's first runs, alone on the GPU, then the memory budget they measure.
+
+Runs on a thread of its own so that the server answers probes meanwhile (/readyz is 503 until
+the service is warm); it cannot be interrupted halfway (a CUDA kernel cannot), so stop() waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from lama.engine import InpaintEngine
+from service.jobs import JobQueue
+from service.pipeline import RepairService
+
+log = logging.getLogger(__name__)
+
+
+class WarmUp:
+    def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, memory_fraction: float,
+                 preset: str):
+        self.engine, self.queue, self.service = engine, queue, service
+        self.memory_fraction, self.preset = memory_fraction, preset
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="warm-up", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def run(self) -> None:
+        # Alone on the GPU: it measures the memory each size needs.
+        self.queue.run(self.engine.warmup, exclusive=True)
+        budget = self.engine.gpu_budget(self.memory_fraction)
+        self.queue.set_budget(budget)
+        self.service.warm = True
+        workers = self.queue.workers
+        if budget is None:
+            log.info("warm: ready to serve (%d worker(s), no GPU memory budget)", workers)
+        else:
+            log.info("warm: ready to serve (%d workers; GPU memory budget %.2f GB: the %s preset's %.0f%% of the "
+                     "card less %.2f GB held at rest)", workers, budget / 1e9, self.preset,
+                     self.memory_fraction * 100, self.engine.steady_gpu_bytes / 1e9)
