@@ -7,6 +7,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 
@@ -200,3 +201,34 @@ def test_the_zip_is_only_there_once_complete(runner, tmp_path, monkeypatch):
     assert not (folder / batch_tab.ZIP_NAME).exists()
     states.close()  # the user left (or the server stopped) half-way
     assert not [path.name for path in folder.iterdir() if "zip" in path.name]
+
+
+# ---------------------------------------------------------------- the button's handler
+
+def no_progress(*args, **kwargs) -> None:
+    pass
+
+
+def test_the_handler_refuses_a_batch_in_one_line_and_shows_each_step(runner, tmp_path):
+    handler = batch_tab.repair_all_handler(runner, BatchLimits(max_photos=2))
+    photos = [str(write(tmp_path, f"{n}.png", picture(20, 20, n))) for n in range(3)]
+    mask = [str(write(tmp_path, "m.png", np.full((20, 20), 255, np.uint8)))]
+    with pytest.raises(gr.Error, match="a batch holds at most 2"):
+        list(handler(photos, mask, "crop", 0, 0, 127, progress=no_progress))
+    with pytest.raises(gr.Error, match="strategy must be one of"):
+        list(handler(photos[:2], mask, "sideways", 0, 0, 127, progress=no_progress))
+    with pytest.raises(gr.Error, match="must be numbers"):
+        list(handler(photos[:2], mask, "crop", float("nan"), 0, 127, progress=no_progress))
+    steps = list(handler(photos[:2], mask, "crop", 0, 0, 127, progress=no_progress))
+    status, gallery, zip_path, problems = steps[-1]
+    assert [step[0] for step in steps] == ["1 of 2 repaired", "2 of 2 repaired", "2 of 2 repaired"]
+    assert len(gallery) == 2 and zip_path.endswith("repaired.zip") and problems["visible"] is False
+
+
+def test_a_disk_that_cannot_hold_the_results_is_one_line(runner, cache, tmp_path):
+    (cache / batch_tab.BATCH_FOLDER).write_text("a file where the batches' folder goes: every write there fails")
+    handler = batch_tab.repair_all_handler(runner, BatchLimits())
+    photos = [str(write(tmp_path, "a.png", picture(20, 20)))]
+    with pytest.raises(gr.Error, match="could not write the batch's results"):
+        list(handler(photos, [str(write(tmp_path, "m.png", np.full((20, 20), 255, np.uint8)))], "crop", 0, 0, 127,
+                     progress=no_progress))

@@ -13,7 +13,7 @@ Files: the uploads are Gradio's (its upload folder, each file within the API's p
 limit); the previews and the zip go into a new folder of it, which the UI cache's retention
 sweeps like the uploads. The zip is written beside its final name and renamed when complete:
 a batch stopped half-way leaves no zip that looks whole. The handlers are plain functions
-(tests call them without Gradio); build_batch_tab lays out the components.
+(tests call them without a browser); build_batch_tab lays out the components.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ PREVIEW_SIDE_PX = 512  # the gallery's thumbnails; the zip holds the full result
 MASK_SUFFIXES = ("", "_mask", "-mask", ".mask")  # photo.jpg's mask: photo.png, photo_mask.png, ...
 ZIP_NAME = "repaired.zip"
 FAILED = "the repair failed on the server (the log has the details)"
+UNWRITABLE = "The server could not write the batch's results (its disk may be full); try again later."
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ class Progress:
 class BatchRunner:
     """Runs planned batches through the service, writing into a new folder of the UI cache."""
 
-    def __init__(self, service: RepairService, files: EditorFiles, limits: BatchLimits = BatchLimits()):
-        self.service, self.files, self.limits = service, files, limits
+    def __init__(self, service: RepairService, files: EditorFiles):
+        self.service, self.files = service, files
 
     def run(self, batch: Plan, options: RepairOptions) -> Iterator[Progress]:
         """Yields the progress after each photo; the last one names the zip (None when nothing
@@ -224,12 +225,41 @@ def _paths(files: Any) -> list[Path]:
 PROBLEM_COLUMNS = ["file", "why it was not repaired"]
 
 
+def repair_all_handler(runner: BatchRunner, limits: BatchLimits) -> Callable[..., Iterator[list[Any]]]:
+    """The Repair all button's handler: the tab's inputs in, after each photo the status line,
+    the gallery, the zip (at the end) and the problems table out. Refusals as one line (gr.Error)."""
+
+    def repair_all(photo_files: Any, masks_given: Any, strategy_name: str, dilate_px: float, feather_px: float,
+                   threshold_value: float, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
+        try:
+            batch = plan(_paths(photo_files), _paths(masks_given), limits)
+            options = RepairOptions(strategy_name, int(dilate_px), int(feather_px),
+                                    mask_threshold=int(threshold_value))
+            options.validate()
+        except InpaintError as error:  # BatchError among them
+            raise gr.Error(error.message, print_exception=False) from None
+        except (TypeError, ValueError):  # not numbers: only a hand-made request sends them
+            raise gr.Error("dilation, feather and threshold must be numbers", print_exception=False) from None
+        progress(0, desc=f"0 of {len(batch.jobs)}")
+        try:
+            for state in runner.run(batch, options):
+                handled = state.done + len(state.problems) - len(batch.skipped)
+                progress((handled, len(batch.jobs)), desc=f"{handled} of {len(batch.jobs)}", unit="photos")
+                yield [state.summary(), state.gallery, str(state.zip_path) if state.zip_path else None,
+                       gr.update(value=pd.DataFrame(state.problems, columns=PROBLEM_COLUMNS),
+                                 visible=bool(state.problems))]
+        except OSError as error:  # the UI cache's disk: full, or gone
+            log.error("batch: cannot write its results under %s: %s", runner.files.root, error.strerror or error)
+            raise gr.Error(UNWRITABLE, print_exception=False) from None
+
+    return repair_all
+
+
 def build_batch_tab(service: RepairService, files: EditorFiles, defaults: RepairOptions,
                     options_row: Callable[[], tuple[gr.Radio, gr.Slider, gr.Slider]],
                     limits: BatchLimits = BatchLimits()) -> gr.File:
     """The tab's layout and its Run event, inside the current gr.Tabs; returns the masks' file
     input, which the editor's "Use mask for a batch" fills."""
-    runner = BatchRunner(service, files, limits)
     with gr.Tab("Batch", id="batch-tab", elem_id="batch-tab"):
         gr.Markdown(f"Drop up to {limits.max_photos} photos and either **one mask** for all of them or "
                     "**one mask per photo**, named like it (`holiday.jpg` → `holiday.png` or `holiday_mask.png`); "
@@ -250,27 +280,9 @@ def build_batch_tab(service: RepairService, files: EditorFiles, defaults: Repair
         problems = gr.Dataframe(headers=PROBLEM_COLUMNS, label="Not repaired", interactive=False, visible=False,
                                 elem_id="batch-problems")
 
-    def repair_all(photo_files: Any, masks_given: Any, strategy_name: str, dilate_px: float, feather_px: float,
-                   threshold_value: float, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
-        try:
-            batch = plan(_paths(photo_files), _paths(masks_given), limits)
-            options = RepairOptions(strategy_name, int(dilate_px), int(feather_px),
-                                    mask_threshold=int(threshold_value))
-            options.validate()
-        except InpaintError as error:  # BatchError among them
-            raise gr.Error(error.message, print_exception=False) from None
-        except (TypeError, ValueError):  # not numbers: only a hand-made request sends them
-            raise gr.Error("dilation, feather and threshold must be numbers", print_exception=False) from None
-        progress(0, desc=f"0 of {len(batch.jobs)}")
-        for state in runner.run(batch, options):
-            handled = state.done + len(state.problems) - len(batch.skipped)
-            progress((handled, len(batch.jobs)), desc=f"{handled} of {len(batch.jobs)}", unit="photos")
-            yield [state.summary(), state.gallery, str(state.zip_path) if state.zip_path else None,
-                   gr.update(value=pd.DataFrame(state.problems, columns=PROBLEM_COLUMNS),
-                             visible=bool(state.problems))]
-
     # One batch at a time; the editor's repairs go on beside it (the service's queue interleaves them).
-    run.click(repair_all, inputs=[photos, mask_files, strategy, dilate, feather, threshold],
+    run.click(repair_all_handler(BatchRunner(service, files), limits),
+              inputs=[photos, mask_files, strategy, dilate, feather, threshold],
               outputs=[status, gallery, download, problems], concurrency_limit=1, concurrency_id="batch",
               api_visibility="private")
     return mask_files
