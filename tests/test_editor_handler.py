@@ -282,11 +282,12 @@ def test_the_page_s_report_of_the_user_s_wait_is_added_to_the_repair_s_record(en
     assert [line.get("amends") for line in lines] == [None, record["id"]] and lines[1]["waited"] == record["waited"]
 
 
-def test_a_script_s_repair_publishes_only_the_file(backend, cache):
+def test_a_script_s_repair_publishes_only_the_file_and_keeps_nothing_decoded(backend, cache):
     answer = backend.repair({"photo": uploaded(cache, "p.png", picture(40, 60)),
-                             "mask": mask_file(cache, (40, 60), np.s_[5:15, 5:25])}, "crop", 0, 0, views=False)
+                             "mask": mask_file(cache, (40, 60), np.s_[5:15, 5:25])}, "crop", 0, 0, for_page=False)
     result = answer["result"]
     assert "preview" not in result and "patch" not in result and "wait_token" not in answer
+    assert len(backend.images) == 0, "a script's photo or result pushed the editing sessions' photos out"
     assert sorted(path.name for path in Path(result["image"]["path"]).parent.iterdir()) == ["photo-repaired.png"]
 
 

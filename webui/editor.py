@@ -207,10 +207,10 @@ def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str
 
 
 def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,
-            fmt: str, mask: np.ndarray, grow: int, name: Any, views: bool = True) -> dict[str, Any]:
+            fmt: str, mask: np.ndarray, grow: int, name: Any, for_page: bool = True) -> dict[str, Any]:
     """Put the result where the page can fetch it: the file the service saved (hard-linked,
     not re-encoded: it is what the user downloads), a preview and the repaired rectangle (with
-    `views`: what the page draws; a script only fetches the file), in a new folder of the UI
+    `for_page`: what the page draws; a script only fetches the file), in a new folder of the UI
     cache. Where that cannot be written (a full disk), the page gets them inline instead: the
     user still sees and downloads the result.
 
@@ -220,8 +220,8 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
     full = folder / download_name(name, fmt)
     published: dict[str, Any] = {"image": {"path": str(full)}, "name": full.name, "width": result_image.shape[1],
                                  "height": result_image.shape[0]}
-    preview_data = preview(result_image) if views else None
-    box = repaired_box(mask, grow) if views else None
+    preview_data = preview(result_image) if for_page else None
+    box = repaired_box(mask, grow) if for_page else None
     patch_data, extension = patch(result_image, box) if box is not None else (None, "")
     try:
         folder.mkdir(parents=True)
@@ -328,12 +328,15 @@ class EditorBackend:
         self.waits = WaitReports()
 
     def repair(self, request: Any, strategy: str, dilate: Any, feather: Any,
-               mask_threshold: Any = masks.DEFAULT_THRESHOLD, views: bool = True) -> dict[str, Any]:
+               mask_threshold: Any = masks.DEFAULT_THRESHOLD, for_page: bool = True) -> dict[str, Any]:
         """`request` is what the page sends: {"request": id, "photo": {"path"}, "mask": {"path"},
         "name": the photo's file name}. Returns the editor's new value: {"request": id,
         "result": {...}, "wait_token": ...} or {"request": id, "error": message, "code": code}.
         `mask_threshold`: the page sends black and white, which any threshold reads the same;
-        a mask file from a script (webui/client_api.py) is read with it. `views`: see publish."""
+        a mask file from a script (webui/client_api.py) is read with it. `for_page` False: a
+        script's repair (webui/client_api.py), which only fetches the file: no preview or
+        rectangle, no wait to report, and its images are not kept decoded (they would push the
+        editing sessions' photos out of ImageCache for a repair that is never continued)."""
         started = time.perf_counter()
         request = request if isinstance(request, dict) else {}
         request_id = str(request.get("request", ""))[:40]
@@ -343,13 +346,14 @@ class EditorBackend:
             options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather),
                                     mask_threshold=_refine_px("mask_threshold", mask_threshold))
             options.validate()
-            image, mask = self._read(photo_path, mask_path, options.mask_threshold)
+            image, mask = self._read(photo_path, mask_path, options.mask_threshold, for_page)
             read = time.perf_counter()
             result = self.service.repair(image, mask, options)
             repaired = time.perf_counter()
             published = publish(self.files, self.service, result.image, result.data, result.saved_as, options.format,
-                                mask, options.dilate + 1, request.get("name"), views)
-            self.images.put(Path(published["image"]["path"]), result.image)
+                                mask, options.dilate + 1, request.get("name"), for_page)
+            if for_page:
+                self.images.put(Path(published["image"]["path"]), result.image)
         except (EditorRequestError, InpaintError) as error:
             return {"request": request_id, "error": error.message, "code": error.code}
         except Exception:
@@ -368,7 +372,7 @@ class EditorBackend:
             "read": read - started, "encode": timings["encode"], "publish": time.perf_counter() - repaired,
         }
         answer = {"request": request_id, "result": published}
-        if result.record_id is not None and views:  # a page: it reports the user's wait
+        if result.record_id is not None and for_page:  # the page reports the user's wait
             answer["wait_token"] = self.waits.expect(result.record_id, server)
         return answer
 
@@ -395,9 +399,11 @@ class EditorBackend:
         browser can measure; added to the repair's record (logs/requests.jsonl, the Resources tab)."""
         return {"recorded": self.waits.report(report, self.service.requests)}
 
-    def _read(self, photo_path: Path, mask_path: Path, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, photo_path: Path, mask_path: Path, threshold: int, keep: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`keep`: the photo is decoded into ImageCache (or found there) rather than read once."""
         try:
-            image = self.images.get(photo_path, self.service.limits)
+            image = (self.images.get(photo_path, self.service.limits) if keep
+                     else imageio.read_image(photo_path, self.service.limits))
             mask = masks.binarize(imageio.read_mask(mask_path, self.service.limits), threshold)
         except imageio.ImageTooLargeError as error:
             raise ImageTooLargeError(self.files.message(error)) from None
