@@ -311,7 +311,9 @@ def build_app(settings: Settings):
     if sampler is not None:
         lifecycle.add("monitor sampler", sampler.start, sampler.stop)
     lifecycle.add("outputs retention", retention.start, retention.stop)
-    lifecycle.add("GPU queue", None, queue.shutdown)
+    # At shutdown the drain has already waited its bound: jobs still queued have lost their
+    # requests, and one still running gets a second more, not another bound.
+    lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
     warm_up = WarmUp(engine, queue, service, settings.gpu_memory_fraction, settings.preset)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 

@@ -61,7 +61,7 @@ export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:Tr
 export GRADIO_ANALYTICS_ENABLED=False
 # Two malloc arenas instead of one per thread: the server's threads (uvicorn, Gradio, the
 # GPU worker) otherwise keep tens of MB each of freed image buffers, and RSS swings by that
-# much from request to request (tests/test_soak.py measures the server with this setting).
+# much from request to request (tests/live/test_soak.py measures the server with this setting).
 export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
 
 if ! "$py" -c "from lama.engine import find_default_model; raise SystemExit(find_default_model() is None)"; then

@@ -10,7 +10,7 @@ lama.fastnet's NHWC forward inside the graphs):
   specialised on the input shape: they are kept in an LRU of `max_graphs` and share one
   memory pool and a lock (the service's GPU workers take turns replaying). Shapes are the
   official padding's, not coarser buckets: LaMa sees the whole image, and a wider mirrored
-  border changed the tiny fixture's repair far beyond rounding (tests/test_cuda.py keeps the
+  border changed the tiny fixture's repair far beyond rounding (tests/gpu/test_cuda.py keeps the
   fast path on the fixture).
 """
 

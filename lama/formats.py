@@ -111,7 +111,7 @@ def walk_png(data: bytes) -> Structure:
 # 6 for gray; encoders that tune the progression (mozjpeg, jpegtran -scans) stay within a few
 # dozen. 64 leaves room for those, and at the pixel limit the worst such file (64 whole-image
 # refinement scans) decodes in about the time of a progressive photo of that size
-# (tests/test_decode_gate.py measures it).
+# (tests/live/test_decode_gate.py measures it).
 MAX_JPEG_SCANS = 64
 # Segments outside the scans: markers, tables, APPn (an ICC profile may be split into up to
 # 255 APP2 segments). Pillow's header reader walks those before the first scan in Python.

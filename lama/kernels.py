@@ -1,7 +1,7 @@
 """The fast path's hand-written GPU kernels (Triton), each with its torch equivalent.
 
 The torch versions run where there is no Triton (the CPU build of torch, CI) and are what
-the CPU tests check the generator's rewrite with; tests/test_cuda.py checks each Triton
+the CPU tests check the generator's rewrite with; tests/gpu/test_cuda.py checks each Triton
 kernel against its torch version on the GPU.
 - `reflect_pad`: reflect padding of an NHWC map in one pass. torch's own reflect pad on
   CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran at a

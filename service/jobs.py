@@ -266,12 +266,25 @@ class JobQueue:
         elif failure is not None:
             job.future.set_exception(failure)
 
-    def shutdown(self) -> None:
-        """Refuse new jobs, run the ones queued, then stop the workers."""
+    def shutdown(self, cancel_waiting: bool = False, timeout_s: float | None = None) -> None:
+        """Refuse new jobs, run the ones queued (or cancel them), then stop the workers, waiting at
+        most `timeout_s` for them (None: until they end). A server stopping after its drain passes
+        a bound: what still runs then is abandoned to the process's exit (uvicorn re-raises the
+        SIGTERM, which ends the process without finalizing the interpreter)."""
         with self._changed:
             self._stopping = True
+            if cancel_waiting:
+                while self._waiting:
+                    job = self._waiting.popleft()
+                    self._jobs -= 1
+                    job.future.cancel()
             self._changed.notify_all()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join()
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            log.warning("shutdown: %d repair(s) still running after %g s; left to the process's exit",
+                        self._running, timeout_s)
+            return
         _LIVE_QUEUES.discard(self)

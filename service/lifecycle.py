@@ -3,8 +3,8 @@
     thread               started by                      stopped by (reverse order)
     monitor-sampler      Lifecycle.start: Sampler.start   Sampler.stop (joins, closes NVML and its log)
     outputs-retention    Lifecycle.start: Retention.start Retention.stop (joins)
-    gpu-worker-N         JobQueue() (a queue is useless  JobQueue.shutdown: queued jobs finish, then
-                         without its workers)             the workers end
+    gpu-worker-N         JobQueue() (a queue is useless  JobQueue.shutdown: queued jobs are cancelled (the
+                         without its workers)             drain has waited its bound), a running one gets 1 s
     warm-up              Lifecycle.start: WarmUp.start    WarmUp.stop (joins: it cannot be cut short)
 
 The web layer enters `lifespan` as the ASGI app's lifespan, so uvicorn (and a TestClient) start

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from support.app import make_settings, serve
+
 
 def locate_fixtures() -> Path:
     """``$LAMA_FIXTURES``, else ``shared/fixtures`` beside the checkout (``<root>/main``, ``<root>/shared``)."""
@@ -27,3 +29,22 @@ def fixtures_dir() -> Path:
 def tiny_dir(fixtures_dir: Path) -> Path:
     """The tiny big-lama checkpoint in the official directory layout, with its reference cases."""
     return fixtures_dir / "tiny-lama"
+
+
+# The app most service tests share (one per module): support.app builds it.
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("service")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_dir, folder):
+    settings = make_settings(tiny_dir, folder)
+    assert settings.api_token is None and settings.auth is None
+    with serve(settings) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def outputs(folder):
+    return folder / "outputs"

@@ -1,7 +1,7 @@
-"""docs/RELIABILITY.md from the figures the reliability tests measured (tests/reliability.py).
+"""docs/RELIABILITY.md from the figures the reliability tests measured (tests/support/reliability.py).
 
     python tests/render_reliability.py --run                  # run the suite, write docs/RELIABILITY.md
-    python tests/render_reliability.py --run tests/test_load.py tests/test_soak.py  # only these
+    python tests/render_reliability.py --run tests/live/test_load.py tests/live/test_soak.py  # only these
     python tests/render_reliability.py --json FIGURES.jsonl   # render figures recorded earlier
 
 With --run, pytest runs with LAMA_RELIABILITY_JSON pointing at a fresh file, and the table is
@@ -36,7 +36,7 @@ fixture checkpoint (what CI runs). The table is generated, not typed:
     python tests/render_reliability.py --run
 
 runs the suite with `LAMA_RELIABILITY_JSON` set (each test appends what it measured through
-`tests/reliability.py`) and rewrites this file only if every test passed. *Bound* is what
+`tests/support/reliability.py`) and rewrites this file only if every test passed. *Bound* is what
 the test asserts; *Measured* is this run's value.
 """
 

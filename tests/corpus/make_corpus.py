@@ -1,4 +1,4 @@
-"""Writes the fixed corpus of tests/test_fuzz.py: small valid images in every format, mode and
+"""Writes the fixed corpus of tests/service/test_fuzz.py: small valid images in every format, mode and
 orientation the service accepts, masks in every mode, and hostile files (forged headers with
 absurd sizes, truncations, wrong formats), with manifest.json saying what each must give.
 
