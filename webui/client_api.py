@@ -52,7 +52,7 @@ def repair_endpoint(backend: EditorBackend, defaults: RepairOptions) -> Callable
         name = (photo.get("orig_name") or Path(str(photo.get("path"))).name) if isinstance(photo, dict) else None
         # Without the preview and the repaired rectangle, which only the page draws.
         answer = backend.repair({"photo": photo, "mask": mask, "name": name}, strategy, dilate, feather,
-                                mask_threshold, for_page=False)
+                                mask_threshold=mask_threshold, for_page=False)
         if "error" in answer:
             raise gr.Error(answer["error"], print_exception=False)
         result = answer["result"]
