@@ -309,6 +309,25 @@ def test_strokes_painted_while_a_repair_runs_are_kept(page: Page, photo):
     assert (result[290:311, 60:161] == picture[290:311, 60:161]).all(), "the later stroke was repaired too early"
 
 
+def test_strokes_painted_while_the_result_loads_are_kept(page: Page, photo):
+    """The answer is in, its preview and rectangle are still on their way: a stroke painted
+    then is neither lost nor taken for one the repair used up."""
+    path, picture = photo
+    placement = open_photo(page, path)
+    set_brush(page, 30)
+    first, second = ((60, 60), (160, 60)), ((60, 300), (160, 300))
+    drag(page, placement, *first)
+    held = Held(page, "**/preview.jpg", {0})
+    page.locator("#repair").click()
+    held.wait()
+    drag(page, placement, *second)
+    held.release()
+    repaired(page)
+    next_frame(page)
+    assert overlaid(page, placement, middle(*second), picture), "the stroke painted while the result loaded is gone"
+    assert not overlaid(page, placement, middle(*first), picture), "the repaired stroke is still painted"
+
+
 def test_a_double_click_runs_one_repair(page: Page, server: LiveServer, photo):
     path, _ = photo
     placement = open_photo(page, path)
