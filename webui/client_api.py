@@ -1,4 +1,4 @@
-"""The editor's repair as a Gradio API endpoint, for gradio_client and the page's "Use via API".
+"""The editor's repair as a Gradio API endpoint, for gradio_client.
 
 The page's own Repair event names files by path in its event data, which Gradio's clients
 cannot send; this endpoint takes the two files as a Gradio client uploads them and runs the
