@@ -69,6 +69,7 @@ class Settings:
     ui_cache_dir: str
     ui_cache_max_age_s: float
     ui_cache_max_mb: float
+    kernel_cache_dir: str  # Triton's compiled kernels, kept between restarts
     shutdown_timeout_s: float
     gpu_memory_fraction: float  # from the preset
     model_max_side: int | None  # from the preset
@@ -241,8 +242,9 @@ def build_app(settings: Settings):
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
     import gradio as gr
-    import torch
 
+    from lama import resources
+    from lama.device import Device
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
     from lama.imageio import ImageLimits
@@ -250,8 +252,8 @@ def build_app(settings: Settings):
     from monitor.requestlog import RequestLog
     from monitor.sampler import Sampler
     from service.jobs import JobQueue
-    from service.pipeline import RepairOptions, RepairService
     from service.lifecycle import Lifecycle
+    from service.pipeline import RepairOptions, RepairService
     from service.storage import OutputStore, Retention
     from service.warmup import WarmUp
     from webui.api import create_api
@@ -260,15 +262,21 @@ def build_app(settings: Settings):
     from webui.ui import build_ui
     from webui.ui_guard import UIGuard
 
+    # The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
+    # compiling them again (an operator's TRITON_CACHE_DIR wins).
+    os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
     try:
+        on_cuda = Device.resolve(settings.device).is_cuda
+        # Threads and heap arenas bounded before the engine's first torch work starts pools
+        # (lama/resources.py says what holds threads and why these bounds).
+        resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-    if engine.device.type == "cuda":
-        # The preset's share of the card: allocations beyond it fail (and are retried or
-        # refused) instead of starving other processes on a shared GPU.
-        torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_fraction, engine.device)
+    # The preset's share of the card: the limit of what the process may allocate, and what the
+    # memory budget is computed from once the warm-up has measured the memory at rest.
+    engine.device.limit_memory(settings.gpu_memory_fraction)
     log.info("engine: %s", engine.describe())
 
     logs = Path(settings.logs_dir)
@@ -277,19 +285,20 @@ def build_app(settings: Settings):
         sampler = Sampler(settings.monitor_interval, log_path=logs / "monitor.jsonl",
                           log_max_bytes=settings.monitor_log_max_bytes, log_backups=settings.monitor_log_backups,
                           disk_path=Path(settings.outputs_dir),
-                          torch_device=engine.device if engine.device.type == "cuda" else None)
+                          allocator=engine.device.allocator_reading)
     requests = RequestLog(logs / "requests.jsonl", max_bytes=settings.monitor_log_max_bytes,
                           backups=settings.monitor_log_backups)
 
     # The budget is known once the warm-up has measured what the process holds at rest.
-    workers = resolve_gpu_workers(settings.gpu_workers, engine.device.type == "cuda" and not engine.uses_fallback)
+    workers = resolve_gpu_workers(settings.gpu_workers, engine.device.is_cuda)
     queue = JobQueue(settings.queue_capacity, workers=workers,
                      stuck_after_s=settings.queue_stuck_after_s or None)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth,
-                             model_loaded=lambda: 0.0 if engine.uses_fallback else 1.0,
-                             gpu_available=lambda: 1.0 if engine.device.type == "cuda" else 0.0,
+                             model_loaded=lambda: float(engine.backend.model_loaded),
+                             gpu_available=lambda: float(engine.device.is_cuda),
                              latest_sample=sampler.latest if sampler else (lambda: None),
-                             gpu_admission=queue.admission)
+                             gpu_admission=queue.admission,
+                             fp16_fallbacks=lambda: engine.fp16_fallbacks)
     limits = ImageLimits(max_bytes=settings.max_upload_mb * 2**20, max_pixels=settings.max_pixels,
                          max_side=settings.max_side)
     outputs = OutputStore(Path(settings.outputs_dir), keep_days=settings.outputs_keep_days,
@@ -303,7 +312,8 @@ def build_app(settings: Settings):
     # The UI's upload cache is swept with the outputs, on the same thread.
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
-    retention = Retention(outputs, sweep_ui_cache)
+    # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds.
+    retention = Retention(outputs, [*sweep_ui_cache, resources.release_free_heap])
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
                             status_of=status_of)
     # Every thread's owner (service/lifecycle.py): started by the app's lifespan, stopped after the last response.
@@ -314,7 +324,7 @@ def build_app(settings: Settings):
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
-    warm_up = WarmUp(engine, queue, service, settings.gpu_memory_fraction, settings.preset)
+    warm_up = WarmUp(engine, queue, service, settings.preset)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,

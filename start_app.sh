@@ -3,6 +3,7 @@
 #   ./start_app.sh [APP ARGS...]   set up .venv on first run, fetch big-lama if missing, start the
 #                                  service (arguments go to app.py: --port, --preset, --model, ...)
 #   ./start_app.sh --test [PYTEST ARGS...]   set up the same way (with test extras) and run the tests
+#   ./start_app.sh --install         set up .venv only and exit (deploy/Containerfile builds with it)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,8 +12,8 @@ PYTHON=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
 
 mode=run
-if [[ "${1:-}" == "--test" ]]; then
-    mode=test
+if [[ "${1:-}" == "--test" || "${1:-}" == "--install" ]]; then
+    mode=${1#--}
     shift
 fi
 
@@ -41,12 +42,21 @@ if [[ "$installed" != "$hash [test]" && "$installed" != "$hash $extras" ]]; then
     echo "$hash $extras" >"$stamp"
 fi
 
+if [[ $mode == install ]]; then
+    exit 0
+fi
+
 if [[ $mode == test ]]; then
-    # The browser test drives Debian's Chromium (never a browser downloaded by a tool).
-    if [[ ! -x /usr/bin/chromium ]]; then
-        echo "start_app: installing Debian's chromium for the browser test"
+    # The browser tests drive Debian's Chromium (never a browser downloaded by a tool); the
+    # scale-out tests put Debian's HAProxy in front of replicas (tests/live/test_haproxy.py).
+    missing=()
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+    command -v kubectl >/dev/null || missing+=(kubectl)  # renders the Kubernetes manifests (kustomize)
+    if (( ${#missing[@]} )); then
+        echo "start_app: installing Debian's ${missing[*]} for the tests"
         sudo_cmd=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
-        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq chromium >/dev/null
+        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     # Lint and the layer contracts of docs/ARCHITECTURE.md (pyproject.toml) before the tests.
     "$(dirname "$py")/ruff" check --quiet .
@@ -64,7 +74,7 @@ export GRADIO_ANALYTICS_ENABLED=False
 # much from request to request (tests/live/test_soak.py measures the server with this setting).
 export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
 
-if ! "$py" -c "from lama.engine import find_default_model; raise SystemExit(find_default_model() is None)"; then
+if ! "$py" -c "from lama.loading import find_default_model; raise SystemExit(find_default_model() is None)"; then
     echo "start_app: no big-lama weights in models/, downloading"
     "$py" -m lama download --dest models ||
         echo "start_app: WARNING: download failed; the service starts on the OpenCV fallback" \

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from lama import imageio, png
-from lama.synthetic import synthetic_case
+from lama.device import Device
 from lama.engine import InpaintEngine
+from lama.synthetic import synthetic_case
 
 
 @dataclass
@@ -84,20 +85,19 @@ def _median_ms(run: Callable[[], object], runs: int, synchronize: Callable[[], N
     return statistics.median(times)
 
 
-def _timed_with_peak(run: Callable[[], object], runs: int, warmup: int, device: torch.device
+def _timed_with_peak(run: Callable[[], object], runs: int, warmup: int, device: Device
                      ) -> tuple[float, int | None]:
     """Median ms of `run` and, on CUDA, the peak memory it needs above what was held before
     its first call (warm-up included: a CUDA graph's pool is allocated when it is captured)."""
-    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    if device.type != "cuda":
-        _median_ms(run, warmup, synchronize)
-        return _median_ms(run, runs, synchronize), None
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    baseline = torch.cuda.memory_allocated(device)
-    _median_ms(run, warmup, synchronize)
-    median = _median_ms(run, runs, synchronize)
-    return median, torch.cuda.max_memory_allocated(device) - baseline
+    timings: list[float] = []
+
+    def warm_then_timed() -> None:
+        _median_ms(run, warmup, device.synchronize)
+        timings.append(_median_ms(run, runs, device.synchronize))
+
+    device.free_cache()
+    peak = device.peak_above_baseline(warm_then_timed)
+    return timings[0], peak
 
 
 def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup: int,
@@ -124,16 +124,16 @@ def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup
         result.encode_ms = statistics.median(stages["encode"][-runs:])
         return result
 
-    if engine.generator is None:
+    if not engine.backend.model_loaded:
         return codec_medians(SizeResult(width, height, float("nan"),
                                         _timed_with_peak(end_to_end, runs, warmup, engine.device)[0], None))
 
     with torch.inference_mode():
-        net_input = engine.model_input(image, mask > 0)[2]
+        net_input = engine.backend.model_input(image, mask > 0)[2]
 
     def model_only() -> torch.Tensor:
         with torch.inference_mode():
-            return engine.run_model(net_input)
+            return engine.backend.run_model(net_input)
 
     model_ms, peak = _timed_with_peak(model_only, runs, warmup, engine.device)
     end_to_end_ms = _timed_with_peak(end_to_end, runs, warmup, engine.device)[0]
@@ -202,17 +202,17 @@ def _compare(result: SizeResult, engine: InpaintEngine, reference: InpaintEngine
              mask: np.ndarray, net_input: torch.Tensor, runs: int, warmup: int) -> None:
     """Fill the reference columns: its time and memory, and the fast path's error against it."""
     with torch.inference_mode():
-        exact_input = reference.model_input(image, mask)[2]
+        exact_input = reference.backend.model_input(image, mask)[2]
 
     def reference_only() -> torch.Tensor:
         with torch.inference_mode():
-            return reference.run_model(exact_input)
+            return reference.backend.run_model(exact_input)
 
     result.reference_ms, result.reference_peak_gpu_mem_bytes = _timed_with_peak(
         reference_only, runs, warmup, reference.device)
     with torch.inference_mode(), strict_fp32():
-        fast = engine.run_model(net_input).float()
-        exact = reference.run_model(exact_input)
+        fast = engine.backend.run_model(net_input).float()
+        exact = reference.backend.run_model(exact_input)
     result.rel_error = float(torch.linalg.vector_norm(fast - exact) / torch.linalg.vector_norm(exact))
 
 
@@ -223,12 +223,11 @@ def run_bench(engine: InpaintEngine, sizes: list[tuple[int, int]], runs: int, wa
 
 def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
     info = engine.describe()
-    device = info["device"]
-    if engine.device.type == "cuda":
-        device = f"{device} ({torch.cuda.get_device_name(engine.device)})"
+    gpu = engine.device.gpu_name()
     lines = [
-        f"model: {info['name']} ({info['source']}), device: {device}, precision: {info['precision']}, "
-        f"fast path: {'on' if engine.fast else 'off'}, torch {torch.__version__}",
+        f"model: {info['name']} ({info['source']}), device: {info['device']}{f' ({gpu})' if gpu else ''}, "
+        f"precision: {info['precision']}, "
+        f"fast path: {'on' if info.get('fast_path') else 'off'}, torch {torch.__version__}",
         f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit: {source_commit()}",
         "",
     ]
@@ -269,6 +268,6 @@ def results_json(engine: InpaintEngine, results: list[SizeResult]) -> dict:
         "commit": source_commit(),
         "engine": engine.describe(),
         "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None,
+        "gpu": engine.device.gpu_name(),
         "results": [{**asdict(r), "speedup": r.speedup} for r in results],
     }

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from lama import bench, imageio, masks
 from lama.checkpoint import describe_checkpoint, load_checkpoint, save_safetensors
 from lama.download import BIG_LAMA, download_big_lama
-from lama.engine import DEVICES, PRECISIONS, STRATEGIES, InpaintEngine
+from lama.device import DEVICES, PRECISIONS
+from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import InpaintError, UsageError
 
 log = logging.getLogger("lama")
@@ -65,8 +66,8 @@ def _jobs(image: Path, mask: Path, output: Path) -> list[tuple[Path, Path, Path]
 def cmd_inpaint(args: argparse.Namespace) -> int:
     jobs = _jobs(args.image, args.mask, args.output)
     engine = InpaintEngine(args.model, device=args.device, precision=args.precision)
-    if engine.uses_fallback:
-        print(f"warning: {engine.describe()['note']}", file=sys.stderr)
+    if engine.backend.warning:
+        print(f"warning: {engine.backend.warning}", file=sys.stderr)
     failures = 0
     for image_path, mask_path, out_path in tqdm(jobs, disable=len(jobs) == 1, unit="image"):
         try:

@@ -7,8 +7,34 @@ so the service can answer (and its tests can run) before a model is downloaded.
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
+
+from lama.backend import Backend
+from lama.device import Device
+
+NOTE = ("no big-lama weights found: using OpenCV Telea inpainting "
+        "(run `python -m lama download` for the real model)")
+
+
+class OpenCVTelea(Backend):
+    """Telea on the CPU, whatever GPU the machine has: so it reports the CPU as its device."""
+
+    precision = "uint8"
+    model_loaded = False
+    warning = NOTE
+
+    def __init__(self) -> None:
+        self.device = Device.cpu()
+
+    def repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return telea_inpaint(rgb, mask)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "opencv-telea", "loaded": True, "fallback": True, "device": str(self.device),
+                "precision": self.precision, "source": "embedded", "path": None, "parameters": 0, "note": NOTE}
 
 
 def telea_inpaint(image: np.ndarray, mask: np.ndarray, radius: int = 5) -> np.ndarray:

@@ -16,7 +16,9 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
   accumulation (`dft_matrices`): half-precision cuFFT refuses non-power-of-two sizes, and
   fp32 cuFFT needed NCHW fp32 copies and transposes around every transform, which cost
   more than the transforms (profiled on an H200: 61 ms with cuFFT, 46 ms with the
-  products, at 2560×1920).
+  products, at 2560×1920). They are scaled so that no value on the way is larger than the
+  activations it comes from or goes to (an orthonormal spectrum's DC grows with the image),
+  so fp16 overflows only where the activations themselves would.
 - The full-resolution 7x7 stem (4 channels in) and head (3 channels out) are Triton
   kernels (`lama.kernels.ReflectConv`; cuDNN ran them in a slow generic kernel), the
   transposed convolutions' bias and ReLU are applied in a padding pass, and the
@@ -26,6 +28,7 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
@@ -42,12 +45,15 @@ MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices stay on the GPU
 
 
 class BottleneckConstants(NamedTuple):
-    """The DFT matrices of one bottleneck size, made once per size."""
+    """What the residual blocks need at one bottleneck size, made once per size: the DFT
+    matrices and each spectral layer's Fourier-unit bias, by layer, scaled as the spectrum
+    is (`dft_matrices`)."""
 
     forward_h: Tensor
     forward_w: Tensor
     inverse_w: Tensor
     inverse_h: Tensor
+    fourier_biases: dict[_FFCLayer, Tensor]
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -218,11 +224,11 @@ class _FFCLayer:
     def _fourier(self, y: Tensor, constants: BottleneckConstants) -> Tensor:
         """y + FourierUnit(y), NHWC, as five matrix products (see dft_matrices)."""
         batch, height, width, channels = y.shape
-        forward_h, forward_w, inverse_w, inverse_h = constants
+        forward_h, forward_w, inverse_w, inverse_h, biases = constants
         half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
         rows = torch.matmul(forward_h, y.view(batch, height, width * channels))  # (B, 2H, W*C)
         spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', C)
-        mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, self.bfu_blocked)
+        mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, biases[self])
         cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2W, C)
         # In place: y's last use, and an out-of-place baddbmm starts with a copy of it.
         out = y.view(batch, height, width * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
@@ -244,7 +250,8 @@ def _interleaved_order(channels: int) -> list[int]:
 
 def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dtype
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The Fourier unit's transforms as dense DFT matrices for one bottleneck size.
+    """The Fourier unit's transforms as dense DFT matrices for one bottleneck size, scaled so
+    that fp16 holds every value on the way.
 
     rfft2/irfft2 with orthonormal scaling are linear maps; written as matrix products over
     NHWC maps they run on the tensor cores in the weights' dtype (fp32 accumulation), with
@@ -258,6 +265,17 @@ def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dty
     The inverse weights the one-sided bins as irfft does (1 for DC and Nyquist, 2 for the
     rest) and, like it, drops what would be the imaginary part of the result. The sums are
     finite, so doing W before H on the way back is exact.
+
+    Scaling: the official unit is orthonormal (1/sqrt(H) and 1/sqrt(W) each way), so its
+    spectrum's DC bin is sqrt(H·W) times the map's mean: 4,202 at a 4096×4096 input with
+    calibrated weights, and past fp16's 65,504 with activations 16× larger. Here the forward
+    products divide by H and by W, so that every bin is at most the largest |y| (an average of
+    y times unit phases), and the inverse ones divide by nothing. In between, the 1x1
+    convolution is linear and its ReLU commutes with a positive factor, so it gives the
+    official mixed spectrum divided by sqrt(H·W) when its bias is divided by the same
+    (`spectral_bias_scale`); the inverse's unnormalised sums then return exactly the
+    official output. Every intermediate is the orthonormal one's divided by sqrt(H), sqrt(H·W)
+    or 1: never larger. What falls to fp16's subnormals for it is below its rounding anyway.
     """
 
     return tuple(_aligned(m.to(device, dtype)) for m in _dft_matrices(height, width))
@@ -279,17 +297,17 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     bins = -(-half // 4) * 4
     kh = torch.arange(height, dtype=torch.float64)
     angle_h = 2 * torch.pi * torch.outer(kh, kh) / height  # symmetric in (kh, h)
-    cos_h, sin_h = torch.cos(angle_h) / height ** 0.5, torch.sin(angle_h) / height ** 0.5
-    forward_h = torch.stack((cos_h, -sin_h), dim=1).reshape(2 * height, height)  # rows (kh, part)
+    cos_h, sin_h = torch.cos(angle_h), torch.sin(angle_h)
+    forward_h = torch.stack((cos_h, -sin_h), dim=1).reshape(2 * height, height) / height  # rows (kh, part)
     inverse_h = torch.stack((cos_h, -sin_h), dim=2).reshape(height, 2 * height)  # cols (kh, part)
 
     angle_w = 2 * torch.pi * torch.outer(torch.arange(half, dtype=torch.float64),
                                          torch.arange(width, dtype=torch.float64)) / width  # (kw, w)
-    cos_w, sin_w = torch.cos(angle_w) / width ** 0.5, torch.sin(angle_w) / width ** 0.5
+    cos_w, sin_w = torch.cos(angle_w), torch.sin(angle_w)
     # rows (kw, part_out), cols (part_in, w): [[cos, sin], [-sin, cos]]
     forward_w = torch.stack((torch.stack((cos_w, sin_w), dim=1), torch.stack((-sin_w, cos_w), dim=1)), dim=1)
-    forward_w = torch.cat((forward_w.reshape(2 * half, 2 * width), torch.zeros(2 * (bins - half), 2 * width,
-                                                                              dtype=torch.float64)))
+    forward_w = torch.cat((forward_w.reshape(2 * half, 2 * width) / width,
+                           torch.zeros(2 * (bins - half), 2 * width, dtype=torch.float64)))
     weight = torch.full((half, 1), 2.0, dtype=torch.float64)
     weight[0] = 1.0
     if width % 2 == 0:
@@ -300,6 +318,12 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     inverse_w = torch.cat((inverse_w.reshape(2 * width, 2 * half), torch.zeros(2 * width, 2 * (bins - half),
                                                                               dtype=torch.float64)), dim=1)
     return forward_h, forward_w, inverse_w, inverse_h
+
+
+def spectral_bias_scale(height: int, width: int) -> float:
+    """What the Fourier units' biases are multiplied by at this bottleneck size: the spectrum
+    dft_matrices makes is the orthonormal one times this."""
+    return 1 / math.sqrt(height * width)
 
 
 class FastGenerator(nn.Module):
@@ -334,6 +358,7 @@ class FastGenerator(nn.Module):
         self.head = ReflectConv(head.weight, head.bias, head_act)
         weight = folded.model[1].ffc.convl2l.weight
         self.device, self.dtype = weight.device, weight.dtype
+        self._spectral_layers = [layer for pair in self.blocks for layer in pair if layer.spectral]
         self._constants: OrderedDict[tuple[int, int], BottleneckConstants] = OrderedDict()
 
     def _side_stream(self) -> torch.cuda.Stream:
@@ -363,7 +388,9 @@ class FastGenerator(nn.Module):
         if key in self._constants:
             self._constants.move_to_end(key)
         else:
-            self._constants[key] = BottleneckConstants(*dft_matrices(height, width, self.device, self.dtype))
+            scale = spectral_bias_scale(height, width)
+            biases = {layer: (layer.bfu_blocked.float() * scale).to(self.dtype) for layer in self._spectral_layers}
+            self._constants[key] = BottleneckConstants(*dft_matrices(height, width, self.device, self.dtype), biases)
             while len(self._constants) > MAX_CONSTANT_SHAPES:
                 self._constants.popitem(last=False)
         return self._constants[key]
@@ -378,11 +405,24 @@ class FastGenerator(nn.Module):
         for first, second in self.blocks:
             x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
+        finite = _all_finite(x)
         if not self.ups:
-            return _nchw(self.head(x))
-        for up in self.ups[:-1]:
-            x = reflect_pad(up(x, bias=False), 0, relu=True, bias=up.bias)
-        # The last up-sampling's bias and ReLU are applied as the head pads its input, saving
-        # two passes over the full-size map.
-        last = self.ups[-1]
-        return _nchw(self.head(last(x, bias=False), relu_input=True, input_bias=last.bias))
+            out = self.head(x)
+        else:
+            for up in self.ups[:-1]:
+                x = reflect_pad(up(x, bias=False), 0, relu=True, bias=up.bias)
+            # The last up-sampling's bias and ReLU are applied as the head pads its input, saving
+            # two passes over the full-size map.
+            last = self.ups[-1]
+            out = self.head(last(x, bias=False), relu_input=True, input_bias=last.bias)
+        # An overflow (a value past fp16's 65,504) leaves inf or nan in the bottleneck, and the
+        # head's sigmoid could make an inf look like a plausible colour: the output says so instead,
+        # all nan, which is what callers check for (lama.fastpath.Fp32Fallback). No sync: a graph
+        # replays this too.
+        return _nchw(out.masked_fill_(finite.logical_not(), float("nan")))
+
+
+def _all_finite(x: Tensor) -> Tensor:
+    """A 0-d bool tensor: no inf or nan in x. Two reductions (max and min propagate nan), no
+    full-size temporary; a sum could overflow by itself."""
+    return torch.isfinite(x.amax()) & torch.isfinite(x.amin())

@@ -1,7 +1,8 @@
 """The GPU fast path: the same function as the generator, with less work per image.
 
-Two steps, both exact up to rounding (the engine then runs the folded weights through
-lama.fastnet's NHWC forward inside the graphs):
+LamaFastPath is the reference backend (lama/reference.py) with two steps replaced, both exact
+up to rounding (the folded weights then run through lama.fastnet's NHWC forward inside the graphs),
+and a guard:
 - fold_batchnorm: every eval-mode BatchNorm becomes a per-channel scale and shift folded
   into the convolution(s) that feed it, so each FFC layer runs its convolutions and a ReLU
   instead of convolutions, a sum, a normalisation pass and a ReLU.
@@ -12,11 +13,14 @@ lama.fastnet's NHWC forward inside the graphs):
   official padding's, not coarser buckets: LaMa sees the whole image, and a wider mirrored
   border changed the tiny fixture's repair far beyond rounding (tests/gpu/test_cuda.py keeps the
   fast path on the fixture).
+- Fp32Fallback: an fp16 output that is not finite (an overflow) is computed again in fp32,
+  and counted.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,7 +28,29 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lama.fastnet import FastGenerator
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
+from lama.reference import LamaReference
+
+log = logging.getLogger(__name__)
+
+
+class LamaFastPath(LamaReference):
+    """big-lama on CUDA: BatchNorm folded, the NHWC forward, CUDA graphs per input shape."""
+
+    fast_path = True
+
+    def prepare(self, generator: FFCResNetGenerator) -> FFCResNetGenerator:
+        return fold_batchnorm(generator)
+
+    def runner(self) -> Callable[[Tensor], Tensor]:
+        fast = FastGenerator(self.generator)
+        graphs = GraphRunner(fast, keepalive=fast.constants_for_input)
+        return Fp32Fallback(graphs, self.generator) if self.precision == "fp16" else graphs
+
+    @property
+    def fp16_fallbacks(self) -> int:
+        return self.run_model.fallbacks if isinstance(self.run_model, Fp32Fallback) else 0
 
 
 def _scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -148,3 +174,37 @@ class GraphRunner:
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             static_out = self.module(static_in)
         return graph, static_in, static_out, self.keepalive(x.shape) if self.keepalive else None
+
+
+class Fp32Fallback:
+    """The fp16 fast path, with any input whose output is not finite computed again in fp32.
+
+    fp16 stops at 65,504. The fast path's transforms are scaled to stay within the activations'
+    own range (lama.fastnet.dft_matrices), but trained weights may still push an activation
+    past it; FastGenerator then answers all nan, and this sees that in the output. The fp32
+    generator is made at the first overflow from the folded fp16 weights (the same rounded
+    weights, fp32's range; 204 MB for big-lama) and kept, since weights that overflowed once
+    will again. `fallbacks` counts the inputs computed twice (the service's
+    inpaint_fp16_fallbacks_total).
+    """
+
+    def __init__(self, fast: Callable[[Tensor], Tensor], generator: nn.Module):
+        self.fast = fast
+        self._generator = generator
+        self._fp32: nn.Module | None = None
+        self._lock = threading.Lock()
+        self.fallbacks = 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = self.fast(x)
+        # Waits for the GPU: the caller copies the result back next anyway.
+        if bool(torch.isfinite(out).all()):
+            return out
+        with self._lock:
+            self.fallbacks += 1
+            if self._fp32 is None:
+                self._fp32 = copy.deepcopy(self._generator).float()
+            fp32 = self._fp32
+        log.warning("fp16 overflowed on a %d×%d model input: computed again in fp32 (%d so far)",
+                    x.shape[-1], x.shape[-2], self.fallbacks)
+        return fp32(x.float())

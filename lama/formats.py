@@ -1,14 +1,15 @@
 """Structure walkers: PNG, JPEG and TIFF checked the way their pixel decoders will read them.
 
 Pillow reads an upload's header for the size checks, but the pixels are decoded by other
-code (OpenCV's libpng, libjpeg-turbo and libtiff), which reads the same bytes differently
+code (libjpeg-turbo in simplejpeg, OpenCV's libpng, libjpeg-turbo and libtiff), which reads the same bytes differently
 where a file is hostile: a chunk length past the end of the file that libpng allocates
 before noticing, a size tag that libtiff takes from the first copy and Pillow from the
 last, a JPEG with thousands of scans that each cost a pass over every block. Each walker
 here reads the file's structure once, cheaply (time linear in the file's size, no pixel
 buffer), refuses what the decoders could read differently or what would cost more than
 the file's size suggests, and says what the decoder must see: the (width, height) it will
-use, which imageio compares with Pillow's, and the bytes to hand it.
+use, which imageio compares with Pillow's, the bytes to hand it and, for the JPEGs photos
+come as, the channels it will decode them to.
 
 Refusals raise :class:`StructureError` with a one-line message for the user.
 """
@@ -32,10 +33,16 @@ class StructureError(ImageError):
 
 @dataclass(frozen=True)
 class Structure:
-    """What the pixel decoder will read: its (width, height) and the bytes to give it."""
+    """What the pixel decoder will read: its (width, height) and the bytes to give it.
+
+    ``channels`` is set for the JPEGs that photos come as (8-bit, gray or colour, Huffman
+    coded): the channels simplejpeg decodes them to, which with the size is the whole array it
+    must fill. None: OpenCV decodes the file (PNG, TIFF, CMYK or 12-bit JPEG, ...).
+    """
 
     size: tuple[int, int]
     pixel_data: bytes
+    channels: int | None = None
 
 
 def walk(fmt: str, data: bytes) -> Structure | None:
@@ -67,7 +74,7 @@ def walk_png(data: bytes) -> Structure:
     """Every chunk must lie inside the file and IHDR must come first, once; the counts of
     chunks are bounded. The pixel data is the file reduced to the pixel chunks."""
     size, pos = len(data), len(_PNG_SIGNATURE)
-    kept: list[tuple[int, int]] = [(0, pos)]  # spans of the file OpenCV gets
+    kept: list[tuple[int, int]] = [(0, pos)]  # spans of the file the decoder gets
     chunks = ancillary = 0
     while True:
         if pos + 12 > size:
@@ -118,6 +125,7 @@ MAX_JPEG_SCANS = 64
 MAX_JPEG_SEGMENTS = 1024
 _SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended sequential, progressive
 _STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length follows
 # The marker that ends a scan's entropy-coded data. Inside it a 0xFF data byte is written as
 # FF 00 and restart markers (FF D0-D7) belong to the scan, so any other FF xx is a real marker
@@ -134,6 +142,7 @@ def walk_jpeg(data: bytes) -> Structure:
     thumbnail's own markers are inside its APP1 segment, which is skipped whole."""
     size, pos = len(data), 2  # after SOI
     frame: tuple[int, int] | None = None
+    channels: int | None = None
     scans = segments = 0
     while True:
         if pos + 2 > size or data[pos] != 0xFF:
@@ -142,7 +151,7 @@ def walk_jpeg(data: bytes) -> Structure:
         if marker == _EOI:
             if scans == 0:
                 raise StructureError(CORRUPT)
-            return Structure(frame, data)
+            return Structure(frame, data, channels)
         if marker in _STANDALONE_MARKERS:
             pos += 2
             continue
@@ -158,8 +167,12 @@ def walk_jpeg(data: bytes) -> Structure:
         if marker in _SOF_MARKERS:
             if frame is not None or length < 8:  # libjpeg refuses a second frame header
                 raise StructureError(CORRUPT)
-            height, width = struct.unpack_from(">HH", data, pos + 5)
+            precision, height, width, components = struct.unpack_from(">BHHB", data, pos + 4)
             frame = (width, height)
+            # Huffman-coded 8-bit gray or colour (baseline, extended, progressive): simplejpeg's
+            # libjpeg-turbo decodes it; CMYK, 12-bit, lossless and arithmetic coding go to OpenCV.
+            if marker in _HUFFMAN_SOF and precision == 8 and components in (1, 3):
+                channels = components
         if marker != _SOS:
             pos = end
             continue

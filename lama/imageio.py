@@ -5,13 +5,18 @@ way its pixel decoder will read it (lama.formats: PNG chunks, JPEG segments and 
 TIFF tags) and Pillow reads only the header (format, size, mode, EXIF orientation), so a
 file that claims 100000×100000 pixels, or that the decoder would read at another size than
 Pillow does, is refused without allocating it. The pixels themselves are decoded by
-OpenCV, which is several times faster than Pillow on large photos, except PNGs that this
-service wrote (lama.png reads those on all cores); PNG is encoded by lama.png on all
-cores, JPEG and WebP by OpenCV.
+simplejpeg (libjpeg-turbo's TurboJPEG) for the JPEGs photos come as (8-bit gray or colour),
+which it decodes faster than OpenCV (tools/codec_bench.py; docs/BENCHMARKS.md), in RGB order
+and into an array this module allocates at the checked size; by lama.png on all cores for
+PNGs this service wrote; by OpenCV for everything else (other PNGs, CMYK JPEG, TIFF, WebP,
+BMP: docs/BENCHMARKS.md says why no PNG decoder replaced it). PNG is encoded by lama.png on
+all cores (no library measured writes it as fast), JPEG and WebP by OpenCV. Every one of
+these codecs releases the GIL.
 
 What one decode may cost is bounded three ways: the structure checks bound its time by
-the file's size, OpenCV's own caps (lama.opencv_caps) bound what it allocates whatever
-the header says, and at most DECODE_SLOTS decodes run at once in the process.
+the file's size; what the decoder allocates is bounded whatever the header says (simplejpeg
+fills an array of the checked size and refuses a file that needs more, OpenCV has its own
+caps, lama.opencv_caps); and at most DECODE_SLOTS decodes run at once in the process.
 
 Arrays are uint8 in the image's own layout: H×W (gray), H×W×3 RGB or H×W×4 RGBA.
 Every problem a user can cause raises :class:`ImageError` with a one-line message that
@@ -30,6 +35,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import (
     BmpImagePlugin,
     ExifTags,
@@ -147,8 +153,9 @@ def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray
 # Runs the mask's half of decode_image_and_mask. Its tasks wait only on a decode slot and
 # lama.png's pool, whose tasks wait on nothing, so any number of requests can share them
 # without deadlock; a mask the pool has not started by the time its image is decoded is
-# taken back (below), so slow masks in the pool never hold up another request's.
-_mask_pool = png.LazyPool("mask")
+# taken back (below), so slow masks in the pool never hold up another request's. No more
+# threads than decode slots: a mask decode holds one.
+_mask_pool = png.LazyPool("mask", DECODE_SLOTS)
 
 
 def decode_image_and_mask(
@@ -193,9 +200,11 @@ class _Checked:
 
     fmt: str
     data: bytes  # the file, for lama.png's reader of our own PNGs
-    pixel_data: bytes  # what OpenCV is given (a PNG without its ancillary chunks)
+    pixel_data: bytes  # what the decoder is given (a PNG without its ancillary chunks)
     has_alpha: bool
     orientation: int
+    # The array simplejpeg fills, (height, width[, channels]); None: another decoder reads the file.
+    shape: tuple[int, ...] | None = None
 
 
 def _check(data: bytes, limits: ImageLimits) -> _Checked:
@@ -222,7 +231,12 @@ def _check(data: bytes, limits: ImageLimits) -> _Checked:
     if fmt == "TIFF":
         _check_tiff_tiles(header, limits)
     pixel_data = data if structure is None else structure.pixel_data
-    return _Checked(fmt, data, pixel_data, _header_has_alpha(header), _orientation(header))
+    has_alpha = _header_has_alpha(header)
+    shape = None
+    if structure is not None and structure.channels is not None:
+        width, height = structure.size
+        shape = (height, width) if structure.channels == 1 else (height, width, structure.channels)
+    return _Checked(fmt, data, pixel_data, has_alpha, _orientation(header), shape)
 
 
 def _decode(checked: _Checked) -> np.ndarray:
@@ -233,9 +247,7 @@ def _decode(checked: _Checked) -> np.ndarray:
         # None for any other PNG and for a damaged one, and OpenCV decodes it or says why not.
         image = png.decode(checked.data) if checked.fmt == "PNG" else None
         if image is None:
-            image = _decode_pixels(checked.pixel_data)
-            image = _to_uint8(image)
-            image = _to_rgb_layout(image, checked.has_alpha)
+            image = _decode_pixels(checked)
         if checked.fmt not in _ORIENTED_BY_OPENCV:
             image = _apply_orientation(image, checked.orientation)
         return np.ascontiguousarray(image)
@@ -387,14 +399,35 @@ def _header_has_alpha(header: ImageFile.ImageFile) -> bool:
     return "A" in header.getbands() or "transparency" in header.info
 
 
-def _decode_pixels(data: bytes) -> np.ndarray:
+def _decode_pixels(checked: _Checked) -> np.ndarray:
+    """The stored pixels, uint8 in RGB(A) order or gray, before orientation."""
+    if checked.shape is not None:
+        return _decode_jpeg_into(checked.pixel_data, np.empty(checked.shape, np.uint8))
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(np.frombuffer(checked.pixel_data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         image = None
     if image is None or image.size == 0:
         raise ImageError(_CORRUPT)
-    return image
+    return _to_rgb_layout(_to_uint8(image), checked.has_alpha)
+
+
+def _decode_jpeg_into(data: bytes, out: np.ndarray) -> np.ndarray:
+    """simplejpeg's decode of `data` into `out`, an array of the size and channels checked.
+
+    It refuses a file that needs a larger buffer (ValueError); a file that fits in fewer bytes
+    decodes to another shape, which is refused here. Not strict: libjpeg-turbo's warnings (a
+    progression it can still follow) are tolerated, as OpenCV tolerated them before; a file
+    cut short is refused by the walk (lama.formats), which wants its end marker.
+    """
+    colorspace = "GRAY" if out.ndim == 2 else "RGB"
+    try:
+        image = simplejpeg.decode_jpeg(data, colorspace=colorspace, buffer=out, strict=False)
+    except ValueError:
+        raise ImageError(_CORRUPT) from None
+    if image.shape[:2] != out.shape[:2] or image.size != out.size:
+        raise ImageError(_CORRUPT)
+    return out
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -2,8 +2,12 @@
 
 Masks here are boolean H×W arrays (True = repair). Everything is OpenCV and numpy on the CPU:
 these are cheap next to the model and keep the engine free of image-processing detail.
-The cost of each function grows with the image's size, not with the mask's shape or the
+The cost of each function grows with the array's size, not with the mask's shape or the
 dilation asked for: both come from users, and must not buy minutes of a worker.
+
+A mask covers a few percent of a photo, so the engine keeps it as a RegionMask (its bounding
+box's pixels) and runs these functions on windows around that box: refining, planning and
+pasting then cost the masked region's size, not the image's.
 """
 
 from __future__ import annotations
@@ -40,6 +44,78 @@ class Box(NamedTuple):
     @property
     def area(self) -> int:
         return (self.bottom - self.top) * (self.right - self.left)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.bottom - self.top, self.right - self.left
+
+    def grown(self, pixels: int, shape: tuple[int, int]) -> Box:
+        """This box and `pixels` more on every side, within an image of `shape` (height, width)."""
+        return Box(max(0, self.top - pixels), max(0, self.left - pixels),
+                   min(shape[0], self.bottom + pixels), min(shape[1], self.right + pixels))
+
+    def shifted(self, top: int, left: int) -> Box:
+        """This box moved down by `top` and right by `left` (from a window's coordinates to the image's)."""
+        return Box(self.top + top, self.left + left, self.bottom + top, self.right + left)
+
+    def within(self, outer: Box) -> tuple[slice, slice]:
+        """The slices of this box inside an array that holds `outer` (which must contain it)."""
+        return (slice(self.top - outer.top, self.bottom - outer.top),
+                slice(self.left - outer.left, self.right - outer.left))
+
+    def intersection(self, other: Box) -> Box | None:
+        box = Box(max(self.top, other.top), max(self.left, other.left),
+                  min(self.bottom, other.bottom), min(self.right, other.right))
+        return box if box.top < box.bottom and box.left < box.right else None
+
+
+class RegionMask(NamedTuple):
+    """A boolean mask of an image of `shape` kept as the pixels of `box`: nothing outside it is masked."""
+
+    shape: tuple[int, int]  # the whole image's (height, width)
+    box: Box
+    pixels: np.ndarray  # bool, box.shape
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> RegionMask | None:
+        """The region of a boolean H×W mask; None when nothing is masked. One integer pass over
+        the mask (finding its bounding box) is all this costs at the image's size."""
+        x, y, width, height = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+        if width == 0:
+            return None
+        box = Box(y, x, y + height, x + width)
+        return cls(mask.shape, box, mask[box.slices])
+
+    def over(self, window: Box) -> np.ndarray:
+        """The mask over any `window` of the image, as a new boolean array of the window's shape."""
+        out = np.zeros(window.shape, bool)
+        if (common := self.box.intersection(window)) is not None:
+            out[common.within(window)] = self.pixels[common.within(self.box)]
+        return out
+
+    def dilated(self, pixels: int) -> RegionMask:
+        """`dilate` on the region alone: the disc of `pixels` cannot reach further than the box grown by it."""
+        if pixels <= 0:
+            return self
+        window = self.box.grown(pixels, self.shape)
+        return RegionMask(self.shape, window, dilate(self.over(window), pixels))
+
+    def feather_weights(self, pixels: int) -> np.ndarray:
+        """`feather_weights` of the whole mask, over `box` (float32, box.shape).
+
+        Computed on the box grown by pixels + 1: a weight below 1 means an unmasked pixel
+        within pixels + 1 (in the chessboard metric, which the distance transform's steps never
+        undercut), and the shortest chain of steps to it stays inside the two pixels' bounding box;
+        so the window holds every distance below the cap and the result is the full-frame one.
+        """
+        window = self.box.grown(pixels + 1, self.shape)
+        return feather_weights(self.over(window), pixels)[self.box.within(window)]
+
+    def region_boxes(self, margin: int) -> list[Box]:
+        """`region_boxes` of the whole mask, computed on the box grown by margin + 1: each region's
+        grown shape and the row and column put back fit in it, so no box is clipped by the window."""
+        window = self.box.grown(margin + 1, self.shape)
+        return [box.shifted(window.top, window.left) for box in region_boxes(self.over(window), margin)]
 
 
 DEFAULT_THRESHOLD = 127  # what the service, the UI and the CLI use unless told otherwise

@@ -16,11 +16,9 @@ model turns that into bytes; the service's queue admits jobs while their bytes f
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 # The fit bounds every measured peak; this margin covers what a warm-up cannot show: the
 # allocator rounds blocks up and fragments (the per-process limit counts reserved memory,
@@ -81,27 +79,9 @@ class MemoryModel:
                 "samples": [list(sample) for sample in self.samples]}
 
 
-def peak_above_baseline(device: torch.device, run: Callable[[], object]) -> int:
-    """Peak bytes the CUDA allocator had allocated during `run`, above what it held before."""
-    torch.cuda.synchronize(device)
-    baseline = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    run()
-    torch.cuda.synchronize(device)
-    return max(0, torch.cuda.max_memory_allocated(device) - baseline)
-
-
-def steady_reserved_bytes(device: torch.device) -> int:
-    """What the process keeps on the GPU once nothing runs: the weights, the CUDA graphs'
-    private pools and whatever the allocator cannot give back (empty_cache frees the rest)."""
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    return torch.cuda.memory_reserved(device)
-
-
 def budget_bytes(total_bytes: int, fraction: float, steady_bytes: int) -> int:
     """The bytes concurrent jobs may hold together: the share of the card the process may
-    reserve (torch.cuda.set_per_process_memory_fraction) less what it holds at rest."""
+    reserve (lama.device.Device.limit_memory) less what it holds at rest."""
     return max(0, int(total_bytes * fraction) - steady_bytes)
 
 

@@ -80,11 +80,12 @@ def cores() -> int:
 
 
 class LazyPool:
-    """A thread pool with one thread per core, started on first use and forgotten in a
-    forked child (whose copy of it would have no threads)."""
+    """A thread pool of `workers` threads (default: one per core), started on first use and
+    forgotten in a forked child (whose copy of it would have no threads)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, workers: int | None = None) -> None:
         self._name = name
+        self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):
@@ -93,7 +94,7 @@ class LazyPool:
     def get(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=cores(), thread_name_prefix=self._name)
+                self._pool = ThreadPoolExecutor(max_workers=self._workers or cores(), thread_name_prefix=self._name)
             return self._pool
 
     def _forget(self) -> None:

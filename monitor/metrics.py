@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 # 10 ms (a small image on a fast GPU) to 60 s (a huge one on a CPU).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -92,11 +92,22 @@ class BudgetCollector:
             yield from scalar_gauges(BUDGET_GAUGES, admission)
 
 
+class CallbackCounter:
+    """A counter kept elsewhere (the engine counts its fp16 fallbacks), read when scraped."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]):
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())
+
+
 class ServiceMetrics:
     def __init__(self, queue_depth: Callable[[], float], model_loaded: Callable[[], float],
                  gpu_available: Callable[[], float], *,
                  latest_sample: Callable[[], Mapping[str, Any] | None] = lambda: None,
-                 gpu_admission: Callable[[], Mapping[str, Any] | None] = lambda: None):
+                 gpu_admission: Callable[[], Mapping[str, Any] | None] = lambda: None,
+                 fp16_fallbacks: Callable[[], float] = lambda: 0.0):
         self.registry = CollectorRegistry()
         self.requests = Counter("inpaint_requests", "Repair requests by HTTP status",
                                 ["status"], registry=self.registry)
@@ -117,6 +128,11 @@ class ServiceMetrics:
         self.registry.register(SampleCollector(latest_sample))
         ProcessCollector(registry=self.registry)
         self.registry.register(BudgetCollector(gpu_admission))
+        # Written as inpaint_fp16_fallbacks_total.
+        self.registry.register(CallbackCounter(
+            "inpaint_fp16_fallbacks",
+            "Model runs whose fp16 output overflowed (not finite) and that were computed again in fp32",
+            fp16_fallbacks))
 
     def observe_request(self, status: int, seconds: float) -> None:
         self.requests.labels(status=str(status)).inc()

@@ -4,8 +4,9 @@ buffer in memory (the last hour) for the dashboard, /healthz and /metrics.
 
 Per sample (fields and units: monitor/records.py's Sample):
 - the GPUs, through NVML: utilization, memory used/total/reserved, temperature, power, SM clock;
-- this process's CUDA allocator, through torch: what it holds, which is right even inside a
-  container, where NVML's per-process accounting speaks of host PIDs;
+- this process's CUDA allocator, through a reader the composition root hands in (the engine's
+  Device.allocator_reading; the monitor imports no torch): what it holds, which is right even
+  inside a container, where NVML's per-process accounting speaks of host PIDs;
 - the host, through psutil and the cgroup files: CPU overall and per core, this process's CPU,
   RSS, threads and descriptors, system memory, disk writes of the outputs volume, and the
   container's memory limit and usage.
@@ -31,15 +32,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
 from monitor.jsonl import RotatingJsonl
-from monitor.records import SAMPLE_KEYS, Sample
-
-if TYPE_CHECKING:
-    import torch
+from monitor.records import SAMPLE_KEYS, AllocatorReading, Sample
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +63,21 @@ class Sampler:
     """Start it once; read latest() and samples(since) from any thread.
 
     `nvml`: "auto" imports pynvml (nvidia-ml-py) when installed; None disables GPU sampling; a
-    module object stands in for pynvml (tests). `torch_device`: the engine's device; its CUDA
-    allocator is sampled when it is a CUDA device. `disk_path`: a folder on the volume whose
-    writes to count (the outputs).
+    module object stands in for pynvml (tests). `allocator`: reads this process's CUDA allocator
+    (the sample's "torch" field); None where there is none to read (the CPU). `disk_path`: a
+    folder on the volume whose writes to count (the outputs).
     """
 
     def __init__(self, interval_s: float = 1.0, log_path: Path | None = None, log_max_bytes: int = 10 * 2**20,
                  log_backups: int = 5, ring_seconds: float = 3600, disk_path: Path = Path("outputs"),
-                 torch_device: torch.device | str | None = None, nvml: Any = "auto"):
+                 allocator: Callable[[], AllocatorReading | None] | None = None, nvml: Any = "auto"):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.interval_s = interval_s
         self._ring: deque[Sample] = deque(maxlen=max(1, math.ceil(ring_seconds / interval_s)))
         self._file = RotatingJsonl(Path(log_path), log_max_bytes, log_backups) if log_path is not None else None
         self._disk_path = Path(disk_path)
-        self._torch_device = _cuda_device(torch_device)
+        self._allocator = allocator
         self._nvml_choice = nvml
         self._process = psutil.Process()
         self._lock = threading.Lock()
@@ -318,26 +316,10 @@ class Sampler:
             raise
 
     def _read_torch(self) -> dict[str, Any]:
-        if self._torch_device is None:
-            return {}
-        import torch
-
-        device = self._torch_device
-        return {"torch": {"memory_allocated_bytes": torch.cuda.memory_allocated(device),
-                          "memory_reserved_bytes": torch.cuda.memory_reserved(device),
-                          "max_memory_allocated_bytes": torch.cuda.max_memory_allocated(device)}}
+        return {"torch": self._allocator()} if self._allocator is not None else {}
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _cuda_device(device: torch.device | str | None) -> torch.device | None:
-    if device is None:
-        return None
-    import torch
-
-    device = torch.device(device)
-    return device if device.type == "cuda" else None
 
 
 def _busy_total(times: Any) -> tuple[float, float]:

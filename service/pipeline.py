@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import psutil
-import torch
 
 from lama import imageio, masks
+from lama.device import GpuFailure, GpuOutOfMemory
 from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
                          OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
 GPU_PROBE_INTERVAL_S = 5.0  # after a CUDA error, how often readiness checks whether the GPU works again
-# How a CUDA failure reads when torch raises it as a plain RuntimeError (older torch, cuFFT, cuBLAS).
-GPU_ERROR_MARKERS = ("CUDA error", "CUDA driver error", "cuDNN error", "CUBLAS_STATUS_", "CUFFT_", "CUDNN_STATUS_")
 
 
 @dataclass(frozen=True)
@@ -304,35 +302,29 @@ class RepairService:
         alone, so that a reset never hides the peak of a job running beside this one. The peak
         reported is then at least this job's, and may include a neighbour's.
         """
-        on_gpu = self.engine.device.type == "cuda"
+        device = self.engine.device
         stage_timings: dict[str, float] = {}
+        if self.queue.running <= 1:
+            device.reset_peak()
+
+        def run() -> np.ndarray:
+            stage_timings.clear()
+            return self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
+                                       dilate=options.dilate, feather=options.feather, timings=stage_timings)
+
+        def retrying() -> None:
+            log.warning("out of GPU memory on a %d×%d image (strategy %s, estimated %s, budget %s); cache "
+                        "freed, retrying once", decoded.image.shape[1], decoded.image.shape[0], options.strategy,
+                        _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
+
         try:
-            if on_gpu and self.queue.running <= 1:
-                torch.cuda.reset_peak_memory_stats(self.engine.device)
-
-            def run() -> np.ndarray:
-                stage_timings.clear()
-                return self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
-                                           dilate=options.dilate, feather=options.feather, timings=stage_timings)
-
-            try:
-                repaired = run()
-            except torch.cuda.OutOfMemoryError:
-                # Often fragmentation or another process's burst: free the cache, try once more.
-                log.warning("out of GPU memory on a %d×%d image (strategy %s, estimated %s, budget %s); cache "
-                            "freed, retrying once", decoded.image.shape[1], decoded.image.shape[0], options.strategy,
-                            _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
-                torch.cuda.empty_cache()
-                repaired = run()
-            peak = torch.cuda.max_memory_allocated(self.engine.device) if on_gpu else None
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
+            repaired = device.run(run, on_retry=retrying)
+            peak = device.peak_bytes()
+        except GpuOutOfMemory:
             raise GpuOutOfMemoryError("the GPU ran out of memory for this image twice; try again, or a smaller "
                                       "image or the crop strategy") from None
-        except Exception as error:
-            if not is_gpu_error(error):
-                raise
-            self._note_gpu_error(error)
+        except GpuFailure as failure:
+            self._note_gpu_error(failure)
             raise GpuFailedError("the GPU failed during this repair; the server reports itself not ready until "
                                  "the GPU works again: retry shortly") from None
         self._clear_gpu_error("a repair")
@@ -340,11 +332,11 @@ class RepairService:
 
     # ------------------------------------------------------------------ a failing GPU
 
-    def _note_gpu_error(self, error: BaseException) -> None:
-        self.gpu_error = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    def _note_gpu_error(self, failure: GpuFailure) -> None:
+        self.gpu_error = str(failure)
         self._gpu_probe_at = time.monotonic() + GPU_PROBE_INTERVAL_S
         log.error("GPU error during a repair (%s): /readyz answers 503 and /healthz degraded until the GPU "
-                  "works again", self.gpu_error, exc_info=error)
+                  "works again", self.gpu_error, exc_info=failure.__cause__ or failure)
 
     def _clear_gpu_error(self, what: str) -> None:
         if self.gpu_error is not None:
@@ -353,9 +345,7 @@ class RepairService:
 
     def probe_gpu(self) -> None:
         """Runs on the queue's worker: the smallest GPU work there is; raises while the GPU fails."""
-        if self.engine.device.type == "cuda":
-            torch.ones(8, device=self.engine.device).sum().item()
-            torch.cuda.synchronize(self.engine.device)
+        self.engine.device.probe()
 
     def _schedule_gpu_probe(self) -> None:
         """After a CUDA error, readiness checks now and then (on the GPU queue, so as not to compete
@@ -403,10 +393,10 @@ class RepairService:
     def health(self) -> dict[str, Any]:
         info = self.engine.describe()
         try:
-            gpu = _gpu_memory(self.engine.device)
-        except Exception as error:  # noqa: BLE001 - a lost GPU makes /healthz degraded, not a 500
-            if is_gpu_error(error) and self.gpu_error is None:
-                self._note_gpu_error(error)
+            gpu = self.engine.device.memory_report()
+        except GpuFailure as failure:  # a lost GPU makes /healthz degraded, not a 500
+            if self.gpu_error is None:
+                self._note_gpu_error(failure)
             gpu = None
         sample = self.sampler.latest() if self.sampler else None
         stuck = self.queue.stuck()
@@ -414,7 +404,7 @@ class RepairService:
             "status": "degraded" if info["fallback"] or not self.gpu_healthy or stuck is not None else "ok",
             "model": {key: info[key] for key in ("name", "loaded", "device", "precision", "source", "parameters")},
             # The form the seed's probes already parse (nvidia-smi's "used" of our GPU).
-            "gpu_mem": f"{_gpu_memory_used(self.engine.device, gpu, sample) / 1e9:.1f}GB",
+            "gpu_mem": f"{_gpu_memory_used(self.engine.device.index, gpu, sample) / 1e9:.1f}GB",
             "gpu": gpu,
             "queue": {"depth": self.queue.depth, "capacity": self.queue.capacity},
             "gpu_budget": self.gpu_budget(),
@@ -434,40 +424,19 @@ def _bytes_or_none(count: int | None) -> str:
     return "none" if count is None else format_bytes(count)
 
 
-def is_gpu_error(error: BaseException) -> bool:
-    """A CUDA failure (lost device, illegal access, driver error) rather than a bug or bad input."""
-    accelerator_error = getattr(torch, "AcceleratorError", None)
-    if accelerator_error is not None and isinstance(error, accelerator_error):
-        return True
-    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in GPU_ERROR_MARKERS)
-
-
 def _os_error_text(error: OSError) -> str:
     """'No space left on device (ENOSPC)': the reason first, without the temporary file's name."""
     code = errno.errorcode.get(error.errno or 0)
     return f"{error.strerror or error} ({code})" if code else str(error)
 
 
-def _gpu_memory_used(device: torch.device, gpu: dict[str, Any] | None, sample: dict[str, Any] | None) -> int:
+def _gpu_memory_used(cuda_index: int | None, gpu: dict[str, Any] | None, sample: dict[str, Any] | None) -> int:
     """NVML's memory used on the engine's GPU (what operators compare with nvidia-smi);
-    torch's reserved memory where NVML has no reading; 0 without a GPU."""
+    the allocator's reserved memory where NVML has no reading; 0 without a GPU."""
     if gpu is None:
         return 0
     for reading in (sample or {}).get("gpu") or []:
         # The sampler indexes GPUs by CUDA ordinal, as torch does.
-        if reading.get("index") == device.index and reading.get("memory_used_bytes") is not None:
+        if reading.get("index") == cuda_index and reading.get("memory_used_bytes") is not None:
             return reading["memory_used_bytes"]
     return gpu["memory_reserved_bytes"]
-
-
-def _gpu_memory(device: torch.device) -> dict[str, Any] | None:
-    if device.type != "cuda":
-        return None
-    free, total = torch.cuda.mem_get_info(device)
-    return {
-        "name": torch.cuda.get_device_name(device),
-        "memory_allocated_bytes": torch.cuda.memory_allocated(device),
-        "memory_reserved_bytes": torch.cuda.memory_reserved(device),
-        "memory_free_bytes": free,
-        "memory_total_bytes": total,
-    }

@@ -17,10 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class WarmUp:
-    def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, memory_fraction: float,
-                 preset: str):
-        self.engine, self.queue, self.service = engine, queue, service
-        self.memory_fraction, self.preset = memory_fraction, preset
+    def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, preset: str):
+        """`preset`: its name, for the log; its memory share is the engine device's (Device.limit_memory)."""
+        self.engine, self.queue, self.service, self.preset = engine, queue, service, preset
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -34,7 +33,7 @@ class WarmUp:
     def run(self) -> None:
         # Alone on the GPU: it measures the memory each size needs.
         self.queue.run(self.engine.warmup, exclusive=True)
-        budget = self.engine.gpu_budget(self.memory_fraction)
+        budget = self.engine.gpu_budget()
         self.queue.set_budget(budget)
         self.service.warm = True
         workers = self.queue.workers
@@ -43,4 +42,4 @@ class WarmUp:
         else:
             log.info("warm: ready to serve (%d workers; GPU memory budget %.2f GB: the %s preset's %.0f%% of the "
                      "card less %.2f GB held at rest)", workers, budget / 1e9, self.preset,
-                     self.memory_fraction * 100, self.engine.steady_gpu_bytes / 1e9)
+                     self.engine.device.memory_fraction * 100, self.engine.steady_gpu_bytes / 1e9)

@@ -227,12 +227,12 @@ def main() -> None:
         return
     if args.timeline:
         engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-        runner = fastpath.GraphRunner(FastGenerator(engine.generator), max_graphs=8, max_pixels=10**9)
+        runner = fastpath.GraphRunner(FastGenerator(engine.backend.generator), max_graphs=8, max_pixels=10**9)
         timelines = {}
         with torch.inference_mode():
             for width, height in SIZES[:2]:
                 image, mask = synthetic_case(width, height)
-                net_input = engine.model_input(image, mask > 0)[2]
+                net_input = engine.backend.model_input(image, mask > 0)[2]
                 timelines[f"{width}x{height}"] = graph_timeline(lambda: runner(net_input))
         with open(os.path.join(args.out, "timeline.json"), "w") as f:
             json.dump(timelines, f, indent=1)
@@ -245,7 +245,7 @@ def main() -> None:
 
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
     reference = engine.reference()
-    folded = engine.generator
+    folded = engine.backend.generator
     fast = FastGenerator(folded)
     one_stream = FastGenerator(folded, parallel_branches=False)
     variants = {
@@ -258,11 +258,11 @@ def main() -> None:
     for width, height in SIZES:
         image, mask = synthetic_case(width, height)
         with torch.inference_mode():
-            net_input = engine.model_input(image, mask > 0)[2]
-            exact_input = reference.model_input(image, mask > 0)[2]
+            net_input = engine.backend.model_input(image, mask > 0)[2]
+            exact_input = reference.backend.model_input(image, mask > 0)[2]
             with strict_fp32():
-                ref_out = reference.run_model(exact_input)
-                ref_ms = cuda_median_ms(lambda: reference.run_model(exact_input))
+                ref_out = reference.backend.run_model(exact_input)
+                ref_ms = cuda_median_ms(lambda: reference.backend.run_model(exact_input))
             row = {"size": f"{width}x{height}", "fp32_eager_ms": ref_ms}
             for name, module in variants.items():
                 row[f"{name}_ms"] = cuda_median_ms(lambda: module(net_input))
@@ -275,7 +275,7 @@ def main() -> None:
     with torch.inference_mode():
         for width, height in SIZES:
             image, mask = synthetic_case(width, height)
-            net_input = engine.model_input(image, mask > 0)[2]
+            net_input = engine.backend.model_input(image, mask > 0)[2]
             with open(os.path.join(args.out, f"profile_fast_eager_{width}.txt"), "w") as f:
                 f.write(profile_table(lambda: fast(net_input)))
 

@@ -7,6 +7,12 @@
 # NVML's memory used after each (does memory plateau after the first burst, or keep growing?);
 # with `load`: then the load benchmark (python -m loadreport load; extra arguments go to it),
 # its table in $1/load.md and everything in $1/load.json.
+# Two modes start servers of their own (issue 15):
+# `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
+# kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
+# at rest, after a short load, and a minute later (after the sweep that returns free heap pages);
+# `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
+# workers, codecs, CUDA streams with pinned uploads), one table comparing them in $1/pipeline.md.
 set -uo pipefail
 out=${1:?output folder}
 only=${2:-}
@@ -22,35 +28,92 @@ weights = FFCResNetGenerator(BIG_LAMA_CONFIG).eval().state_dict()
 save_safetensors(LoadedCheckpoint(weights, BIG_LAMA_CONFIG, "random", Path("random"), torch.float32),
                  "models/big-lama.safetensors")
 PY
-started=$(date +%s%N)
-python3 app.py --port 7860 --model models/big-lama.safetensors --logs-dir "$out/logs" \
-    --outputs-dir /tmp/outputs >"$out/app.log" 2>&1 &
-server=$!
-ready() { python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:7860/readyz', timeout=2)" 2>/dev/null; }
-until ready; do
-    kill -0 $server 2>/dev/null || { echo "server died"; tail -30 "$out/app.log"; exit 1; }
-    sleep 0.2
-done
-echo "start to /readyz: $(( ($(date +%s%N) - started) / 1000000 )) ms" | tee "$out/startup.txt"
-python3 tools/first_request.py http://127.0.0.1:7860 | tee -a "$out/startup.txt"
-if [ "$only" = startup-only ]; then kill -TERM $server; wait $server; exit 0; fi
+url=http://127.0.0.1:7860
+ready() { python3 -c "import urllib.request as u; u.urlopen('$url/readyz', timeout=2)" 2>/dev/null; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# start LOG COMMAND...: the server in the background ($server), waiting for /readyz ($ready_ms after start).
+start() {
+    local log=$1; shift
+    local started; started=$(now_ms)
+    started_at=$(date -u +%T.%3N)  # to read the log's phases against
+    "$@" >"$log" 2>&1 &
+    server=$!
+    until ready; do
+        kill -0 $server 2>/dev/null || { echo "server died"; tail -30 "$log"; exit 1; }
+        sleep 0.2
+    done
+    ready_ms=$(( $(now_ms) - started ))
+}
+stop() { kill -TERM $server; wait $server; }
+# RSS and threads of the server now, as /proc says.
+process() { grep -E '^(VmRSS|Threads):' /proc/$server/status | tr -s ' \t' ' ' | paste -sd ' '; }
+server_flags=(--port 7860 --model models/big-lama.safetensors --outputs-dir /tmp/outputs)
+
+if [ "$only" = startup ]; then
+    export TRITON_CACHE_DIR="$out/kernel-cache"
+    rm -rf "$TRITON_CACHE_DIR"
+    for pass in cold-kernel-cache warm-kernel-cache; do
+        start "$out/$pass.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/logs-$pass"
+        {
+            echo "$pass: started at $started_at UTC, /readyz after $ready_ms ms"
+            grep -E "loaded big-lama|threads: at most|GPU memory model|warm: ready" "$out/$pass.log" | cut -c1-160
+            echo "$pass: at rest after /readyz: $(process)"
+        } | tee -a "$out/startup.txt"
+        if [ $pass = warm-kernel-cache ]; then
+            python3 tools/first_request.py $url | tee -a "$out/startup.txt"
+            python3 -m loadreport load --url $url --sizes 1280x960,2560x1920 --clients 16 --settings default \
+                --duration 6 --json "$out/startup-load.json" >"$out/startup-load.md"
+            echo "after 16 clients at 1280×960 and 2560×1920: $(process)" | tee -a "$out/startup.txt"
+            sleep 65  # the outputs sweep (every 60 s) returns the heap's free pages
+            echo "a minute later, at rest: $(process)" | tee -a "$out/startup.txt"
+        fi
+        stop
+    done
+    exit 0
+fi
+
+if [ "$only" = pipeline ]; then
+    mkdir -p "$out/pipeline"
+    # name, then the probe's variant and app.py flags; base first: the summary compares with it.
+    variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
+              "opencv-codecs|opencv-codecs" "streams|streams" "streams-workers-4|streams --gpu-workers 4")
+    for entry in "${variants[@]}"; do
+        name=${entry%%|*}
+        read -r -a variant <<<"${entry#*|}"
+        start "$out/pipeline/$name.log" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" \
+            --logs-dir "$out/pipeline/$name-logs"
+        echo "pipeline: $name ready in $ready_ms ms" >&2
+        python3 -m loadreport load --url $url --clients 1,16 --settings default --duration 4 \
+            --json "$out/pipeline/$name.json" "$@" >"$out/pipeline/$name.md"
+        process >"$out/pipeline/$name.proc"
+        stop
+    done
+    python3 tools/pipeline_probe.py summary "$out"/pipeline/{base,workers-1,workers-4,opencv-codecs,streams,streams-workers-4}.json \
+        | tee "$out/pipeline.md"
+    exit 0
+fi
+
+start "$out/app.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/logs"
+echo "start to /readyz: $ready_ms ms" | tee "$out/startup.txt"
+python3 tools/first_request.py $url | tee -a "$out/startup.txt"
+if [ "$only" = startup-only ]; then stop; exit 0; fi
 if [ "$only" = load ]; then
-    python3 -m loadreport load --url http://127.0.0.1:7860 --json "$out/load.json" "$@" | tee "$out/load.md"
-    kill -TERM $server; wait $server; exit 0
+    python3 -m loadreport load --url $url --json "$out/load.json" "$@" | tee "$out/load.md"
+    stop; exit 0
 fi
 if [ "$only" = bursts ]; then
     echo "after the first requests: NVML memory used $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)" \
         | tee "$out/bursts.txt"
     for i in 1 2 3; do
-        python3 -m loadreport --url http://127.0.0.1:7860 --simultaneous 20 --out "$out/bursts/$i" \
+        python3 -m loadreport --url $url --simultaneous 20 --out "$out/bursts/$i" \
             --stream-count 20 --stream-interval 0.2 --runs 3 >/dev/null 2>&1
         echo "after report $i: NVML memory used $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)," \
             "$(grep -o '[0-9]*/20 repaired' "$out/bursts/$i/report.md")" | tee -a "$out/bursts.txt"
     done
-    kill -TERM $server; wait $server; exit 0
+    stop; exit 0
 fi
-python3 -m loadreport --url http://127.0.0.1:7860 --simultaneous 20 --out "$out/report" \
+python3 -m loadreport --url $url --simultaneous 20 --out "$out/report" \
     --stream-count 100 --stream-interval 0.3 --runs 10 2>&1 | tail -5
-python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:7860/healthz').read().decode())" \
+python3 -c "import urllib.request as u; print(u.urlopen('$url/healthz').read().decode())" \
     >"$out/healthz.json"
-kill -TERM $server; wait $server
+stop

@@ -7,22 +7,19 @@ prints the learned model, what the process holds at rest, the budget, and for ea
 estimate of a repair (strategy 'original') next to its measured peak, first run and again.
 """
 
-import torch
-
 from lama.engine import HDSettings, InpaintEngine
-from lama.memory import peak_above_baseline
 from lama.synthetic import synthetic_case
 
 FRACTION = 0.7
 
-torch.cuda.set_per_process_memory_fraction(FRACTION)
 engine = InpaintEngine.with_random_weights(device="cuda", hd=HDSettings(max_side=2560))
+engine.device.limit_memory(FRACTION)
 engine.warmup()
-print(engine.memory.describe(), "| at rest", engine.steady_gpu_bytes, "| budget", engine.gpu_budget(FRACTION))
+print(engine.memory.describe(), "| at rest", engine.steady_gpu_bytes, "| budget", engine.gpu_budget())
 for width, height in ((640, 480), (1280, 960), (1536, 1152), (2560, 1920)):
     image, mask = synthetic_case(width, height)
     estimate = engine.memory_estimate(mask, "original")
-    peaks = [peak_above_baseline(engine.device, lambda: engine.inpaint(image, mask, strategy="original"))
+    peaks = [engine.device.peak_above_baseline(lambda: engine.inpaint(image, mask, strategy="original"))
              for _ in range(2)]
     print(f"{width}×{height}: estimate {estimate / 1e6:.0f} MB, real peak {peaks[0] / 1e6:.0f} / "
           f"{peaks[1] / 1e6:.0f} MB, estimate/peak {estimate / max(peaks):.2f}")

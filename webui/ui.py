@@ -27,9 +27,8 @@ REPAIR_GROUP = "repair"  # the page's repairs and the API endpoint's share UI_CO
 # ---------------------------------------------------------------- layout
 
 def fallback_banner(service: RepairService) -> str | None:
-    if not service.engine.uses_fallback:
-        return None
-    return f"⚠️ **Running without the big-lama model**: {service.engine.describe()['note']}."
+    warning = service.engine.backend.warning
+    return f"⚠️ **Running without the big-lama model**: {warning}." if warning else None
 
 
 def options_row(defaults: RepairOptions) -> tuple[gr.Radio, gr.Slider, gr.Slider]:

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_auto_precision_on_cuda_is_fp16_with_half_weights(tiny_dir):
     engine = InpaintEngine(tiny_dir, device="auto")
-    assert engine.device.type == "cuda" and engine.precision == "fp16"
-    assert all(p.dtype == torch.float16 and p.is_cuda for p in engine.generator.parameters())
+    assert engine.device.is_cuda and engine.precision == "fp16"
+    assert all(p.dtype == torch.float16 and p.is_cuda for p in engine.backend.generator.parameters())
 
 
 def test_fp32_on_cuda_matches_the_official_fixture(tiny_dir):
@@ -24,7 +24,7 @@ def test_fp32_on_cuda_matches_the_official_fixture(tiny_dir):
     image = cv2.cvtColor(cv2.imread(str(tiny_dir / "cases/stroke_100x76_image.png")), cv2.COLOR_BGR2RGB)
     mask = cv2.imread(str(tiny_dir / "cases/stroke_100x76_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     with strict_fp32():
-        predicted = engine.predict(image, mask)
+        predicted = engine.backend.predict(image, mask)
     assert np.abs(predicted - np.load(tiny_dir / "cases/stroke_100x76_expected.npy")).max() <= 1e-4
 
 
@@ -41,24 +41,25 @@ def test_fp16_works_for_sizes_half_precision_cufft_refuses(width, height):
 
 def test_fast_path_agrees_with_the_fp32_reference_and_graphs_are_bounded():
     fast = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-    assert fast.fast
+    assert fast.describe()["fast_path"]
     result = bench_size(fast, 640, 480, runs=3, warmup=1, reference=fast.reference())
     assert result.rel_error < 1e-3, "fp16 + folded BatchNorm + graphs vs fp32 eager, same input"
-    assert (1, 4, 480, 640) in fast._runner.shapes, "640×480 runs as a graph of its own shape"
+    graphs = fast.backend.run_model.fast  # inside the fp16 overflow guard
+    assert (1, 4, 480, 640) in graphs.shapes, "640×480 runs as a graph of its own shape"
     for width in range(304, 304 + 64 * 10, 64):  # ten more shapes: the LRU keeps max_graphs of them
         fast.inpaint(*synthetic_case(width, 200), strategy="original")
-    assert len(fast._runner.shapes) == fast._runner.max_graphs
+    assert len(graphs.shapes) == graphs.max_graphs
 
 
 def test_the_fast_path_reproduces_the_official_fixture_in_fp32(tiny_dir):
     """Folding and graphs are exact: on the fixture the fast fp32 path stays within 1e-4."""
     engine = InpaintEngine(tiny_dir, device="cuda", precision="fp32", fast=True)
-    assert engine.fast
+    assert engine.describe()["fast_path"]
     image = cv2.cvtColor(cv2.imread(str(tiny_dir / "cases/stroke_100x76_image.png")), cv2.COLOR_BGR2RGB)
     mask = cv2.imread(str(tiny_dir / "cases/stroke_100x76_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     with strict_fp32():
         for _ in range(2):  # first call captures the graph, second replays it
-            predicted = engine.predict(image, mask)
+            predicted = engine.backend.predict(image, mask)
             assert np.abs(predicted - np.load(tiny_dir / "cases/stroke_100x76_expected.npy")).max() <= 1e-4
 
 
@@ -169,10 +170,10 @@ def test_the_two_stream_branches_compute_what_one_stream_computes():
     from lama import fastpath
 
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-    fast = engine._runner.module
+    fast = engine.backend.run_model.fast.module  # inside the fp16 overflow guard
     assert fast.parallel_branches
     with torch.inference_mode():
-        inputs = [engine.model_input(image, mask > 0)[2] for image, mask in (synthetic_case(640, 480),
+        inputs = [engine.backend.model_input(image, mask > 0)[2] for image, mask in (synthetic_case(640, 480),
                                                                              synthetic_case(1600, 1600))]
         fast.parallel_branches = False
         want = [fast(x) for x in inputs]
@@ -183,3 +184,45 @@ def test_the_two_stream_branches_compute_what_one_stream_computes():
                 for got in (fast(x), graphs(x)):
                     assert float((got - expected).abs().max()) <= 1e-3
     assert graphs.shapes == [tuple(inputs[0].shape)], "the small input ran as a graph, the large one eagerly"
+
+
+def test_spectra_at_the_edge_of_fp16_stay_finite_on_the_gpu():
+    """A Fourier unit's input near 2,000 at 2560×1920's bottleneck (320×240): the official
+    orthonormal DC bin would be 554,000, eight times fp16's range. The scaled transforms keep
+    it within the input's own range, on cuBLAS's fp16 products, and match fp32."""
+    import copy
+
+    from lama.fastnet import FastGenerator
+
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    fast16 = engine.backend.run_model.fast.module
+    fast32 = FastGenerator(copy.deepcopy(engine.backend.generator).float())
+    layer16, layer32 = fast16.blocks[0][0], fast32.blocks[0][0]
+    y = 2000 + 50 * torch.randn(1, 240, 320, layer16.w1.shape[0], device="cuda")
+    with torch.inference_mode(), strict_fp32():
+        got = layer16._fourier(y.half(), fast16.constants(240, 320)).float()
+        want = layer32._fourier(y.clone(), fast32.constants(240, 320))
+    assert torch.isfinite(got).all()
+    assert float((got - want).norm() / want.norm()) < 1e-3
+
+
+def test_an_fp16_overflow_is_computed_again_in_fp32_and_counted():
+    """The first Fourier unit's input at the edge of fp16 (60,000, through its bias): the unit's
+    output passes 65,504. The graph replays with it (it reads the bias in place), answers nan,
+    and the engine runs that input again in fp32: a finite result, counted."""
+    import copy
+
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    image, mask = synthetic_case(640, 480)
+    engine.inpaint(image, mask, strategy="original")  # captures the 640×480 graph
+    assert engine.fp16_fallbacks == 0
+    engine.backend.run_model.fast.module.blocks[0][0].b1.fill_(60000)  # a view of the generator's own bias
+    with torch.inference_mode():
+        x = engine.backend.model_input(image, mask > 0)[2]
+        out = engine.backend.run_model(x)
+        expected = copy.deepcopy(engine.backend.generator).float()(x.float())
+    assert engine.fp16_fallbacks == 1
+    assert torch.isfinite(out).all()
+    assert float((out - expected).abs().max()) <= 1e-3
+    repaired = engine.inpaint(image, mask, strategy="original")
+    assert engine.fp16_fallbacks == 2 and repaired.shape == image.shape

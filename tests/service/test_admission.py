@@ -208,7 +208,8 @@ def test_on_the_cpu_the_warm_up_learns_nothing_and_there_is_no_budget(tiny_dir):
     engine = InpaintEngine(tiny_dir, device="cpu")
     engine.warmup()
     assert engine.memory is None and engine.steady_gpu_bytes is None
-    assert engine.gpu_budget(0.7) is None
+    engine.device.limit_memory(0.7)
+    assert engine.gpu_budget() is None
     assert engine.memory_estimate(two_regions(), "original") is None
 
 
@@ -329,7 +330,7 @@ def warmup(self, *args, **kwargs):
 
 
 _engine.InpaintEngine.warmup = warmup
-_engine.InpaintEngine.gpu_budget = lambda self, fraction: _budget
+_engine.InpaintEngine.gpu_budget = lambda self: _budget
 '''
 BURST = 20
 LARGE = (1024, 768)  # with strategy original: 786,432 model-input pixels each

@@ -324,6 +324,7 @@ def test_metrics_are_prometheus_text_served_directly(client):
     # No budget on the CPU: left out, not a made-up number; nothing admitted or waiting.
     assert "inpaint_gpu_budget_bytes" not in text
     assert "inpaint_gpu_admitted_bytes 0.0" in text and "inpaint_gpu_waiting_bytes 0.0" in text
+    assert "inpaint_fp16_fallbacks_total 0.0" in text  # the engine's count (no fp16 on the CPU)
 
 
 def test_readyz_is_503_until_the_warm_up_has_run(tiny_dir, tmp_path, monkeypatch):

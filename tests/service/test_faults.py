@@ -28,6 +28,7 @@ from PIL import Image
 
 from support.liveserver import LiveServer
 from lama import files as files_module
+from lama.device import is_gpu_error
 from monitor import sampler as sampler_module
 from support.reliability import record
 from support.app import decode, error_of, make_case, make_settings, repair, serve, service_of, upload, wait_until
@@ -366,12 +367,12 @@ def test_a_cuda_error_in_a_repair_is_a_503_json_and_readiness_follows_the_gpu(ap
 @pytest.mark.parametrize("error", [RuntimeError("CUDA error: device-side assert triggered"),
                                    RuntimeError("cuFFT error: CUFFT_INTERNAL_ERROR")])
 def test_cuda_errors_raised_as_runtime_error_are_recognised(error):
-    assert service_module.is_gpu_error(error)
+    assert is_gpu_error(error)
 
 
 @pytest.mark.parametrize("error", [RuntimeError("shape mismatch"), ValueError("CUDA error"), KeyError("x")])
 def test_other_errors_are_not_gpu_errors(error):
-    assert not service_module.is_gpu_error(error)
+    assert not is_gpu_error(error)
 
 
 def test_an_unexpected_engine_error_is_a_500_json_and_the_service_keeps_serving(app_client, monkeypatch, caplog):
@@ -418,7 +419,7 @@ def test_out_of_gpu_memory_frees_the_cache_retries_once_then_answers_503_and_kee
     events: list[str] = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
     hook = OutOfMemoryHook(events)
-    handle = service.engine.generator.register_forward_pre_hook(hook)
+    handle = service.engine.backend.generator.register_forward_pre_hook(hook)
     image, mask = make_case(seed=9)
     try:
         hook.failures = 1

@@ -14,7 +14,7 @@ SMALL_HD = HDSettings(crop_trigger=48, crop_margin=8, resize_limit=40)
 def model_calls(engine):
     """Shapes of every generator call inside the block: what the model was asked to do."""
     shapes = []
-    handle = engine.generator.register_forward_pre_hook(lambda _module, args: shapes.append(tuple(args[0].shape)))
+    handle = engine.backend.generator.register_forward_pre_hook(lambda _module, args: shapes.append(tuple(args[0].shape)))
     try:
         yield shapes
     finally:

@@ -97,13 +97,15 @@ class LiveServer:
     @classmethod
     @contextlib.contextmanager
     def start(cls, tiny_dir: Path, folder: Path, *flags: str, env: dict[str, str] | None = None,
-              preexec_fn: Callable[[], None] | None = None, log_name: str = "server.log") -> Iterator[LiveServer]:
+              preexec_fn: Callable[[], None] | None = None, log_name: str = "server.log",
+              port: int | None = None) -> Iterator[LiveServer]:
         """Start app.py with the tiny model on the CPU, outputs, logs and the UI cache under
         `folder`; wait until /readyz answers 200; on the way out SIGTERM it, then SIGKILL it
         if it lingers. `env` adds to the caller's environment, from which LAMA_API_TOKEN and
-        LAMA_AUTH are removed (secrets of the caller must not protect the server under test)."""
+        LAMA_AUTH are removed (secrets of the caller must not protect the server under test).
+        `port`: a given one (a replica restarted where its load balancer expects it), else a free one."""
         folder.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         environment = {key: value for key, value in os.environ.items() if key not in ("LAMA_API_TOKEN", "LAMA_AUTH")}
         environment.update(env or {})
         log_path = folder / log_name

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lama import masks
-from lama.engine import EngineError, HDSettings, InpaintEngine, model_name
+from lama.engine import EngineError, HDSettings, InpaintEngine
+from lama.reference import model_name
 from lama.model import BIG_LAMA_CONFIG
 from support.engine import SMALL_HD, model_calls
 
@@ -48,7 +49,7 @@ def test_fixture_cases_match_the_official_float_output(engine, tiny_dir):
         image = read_rgb(tiny_dir / "cases" / f"{name}_image.png")
         mask = read_gray(tiny_dir / "cases" / f"{name}_mask.png") > 0
         expected = np.load(tiny_dir / "cases" / f"{name}_expected.npy")
-        predicted = engine.predict(image, mask)
+        predicted = engine.backend.predict(image, mask)
         assert predicted.shape == expected.shape, name
         assert np.abs(predicted - expected).max() <= 1e-4, name
 
@@ -72,7 +73,7 @@ def test_the_fixture_is_sensitive_to_padding_mode(engine, tiny_dir):
     x = torch.from_numpy(np.pad(image, pad + ((0, 0),), mode="reflect")).permute(2, 0, 1)[None].float() / 255
     m = torch.from_numpy(np.pad(mask, pad, mode="reflect"))[None, None].float()
     with torch.inference_mode():
-        out = m * engine.generator(torch.cat((x * (1 - m), m), 1)) + (1 - m) * x
+        out = m * engine.backend.generator(torch.cat((x * (1 - m), m), 1)) + (1 - m) * x
     wrong = out[0, :, :76, :100].permute(1, 2, 0).numpy()
     assert np.abs(wrong - expected).max() > 10 / 255
 
@@ -244,7 +245,7 @@ def test_asking_for_cuda_without_it_is_an_error_not_a_silent_cpu_run(tiny_dir):
 
 def test_auto_precision_is_fp32_on_the_cpu(engine):
     assert engine.precision == "fp32"
-    assert all(p.dtype == torch.float32 for p in engine.generator.parameters())
+    assert all(p.dtype == torch.float32 for p in engine.backend.generator.parameters())
     assert engine.describe()["source"] == "official-dir"
     assert engine.describe()["fallback"] is False
 
@@ -255,7 +256,7 @@ def test_without_weights_the_engine_falls_back_to_opencv_and_says_so(tmp_path, m
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.WARNING, logger="lama.engine"):
         engine = InpaintEngine(device="cpu")
-    assert engine.uses_fallback
+    assert not engine.backend.model_loaded and engine.device.is_cuda is False
     info = engine.describe()
     assert info["name"] == "opencv-telea" and info["fallback"] is True
     assert "no big-lama weights" in info["note"]
@@ -270,6 +271,17 @@ def test_without_weights_the_engine_falls_back_to_opencv_and_says_so(tmp_path, m
     assert np.array_equal(out[mask == 0], image[mask == 0])
 
 
+def test_on_a_gpu_machine_the_fallback_reports_the_cpu_it_runs_on(tmp_path, monkeypatch):
+    """/healthz, /metrics and the sampler all read the engine's device: the fallback's is the CPU."""
+    monkeypatch.chdir(tmp_path)  # no weights here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    engine = InpaintEngine(device="auto")
+    assert engine.describe()["device"] == "cpu" and engine.describe()["fallback"] is True
+    assert not engine.device.is_cuda and engine.device.memory_report() is None
+    assert engine.device.allocator_reading() is None and engine.gpu_budget() is None
+
+
 def test_weights_in_models_are_found_without_being_named(tmp_path, monkeypatch, tiny_dir):
     from lama.checkpoint import load_checkpoint, save_safetensors
 
@@ -277,7 +289,7 @@ def test_weights_in_models_are_found_without_being_named(tmp_path, monkeypatch, 
     save_safetensors(load_checkpoint(tiny_dir), tmp_path / "models" / "big-lama.safetensors")
     monkeypatch.chdir(tmp_path)
     engine = InpaintEngine(device="cpu")
-    assert not engine.uses_fallback
+    assert engine.backend.model_loaded
     assert engine.describe()["source"] == "safetensors"
 
 

@@ -1,5 +1,7 @@
 """The fast path's rewrites compute the same function (CPU; the CUDA parts are in test_cuda.py)."""
 
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from torch import nn
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
-from lama.fastpath import fold_batchnorm
+from lama.fastpath import Fp32Fallback, fold_batchnorm
 from lama.kernels import ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
@@ -25,7 +27,7 @@ def test_folding_batchnorm_keeps_the_official_fixture_output(tiny_dir):
     mask = cv2.imread(str(tiny_dir / "cases/stroke_100x76_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     engine = InpaintEngine(tiny_dir, device="cpu")
     with torch.inference_mode():
-        net_input = engine.model_input(image, mask)[2]
+        net_input = engine.backend.model_input(image, mask)[2]
         assert torch.allclose(folded(net_input), generator(net_input), atol=1e-5)
 
 
@@ -49,9 +51,9 @@ def test_folding_handles_random_statistics_in_every_layer_kind():
 
 def test_the_cpu_engine_is_the_plain_reference_path(tiny_dir):
     engine = InpaintEngine(tiny_dir, device="cpu", fast=True)
-    assert engine.fast is False
-    assert any(isinstance(m, nn.BatchNorm2d) for m in engine.generator.modules())
-    assert np.isfinite(engine.reference().predict(np.zeros((16, 16, 3), np.uint8), np.ones((16, 16), bool))).all()
+    assert engine.describe()["fast_path"] is False
+    assert any(isinstance(m, nn.BatchNorm2d) for m in engine.backend.generator.modules())
+    assert np.isfinite(engine.reference().backend.predict(np.zeros((16, 16, 3), np.uint8), np.ones((16, 16), bool))).all()
 
 
 def test_reflect_pad_in_nhwc_is_torchs_reflect_pad():
@@ -85,7 +87,7 @@ def test_the_nhwc_generator_reproduces_the_official_fixture(tiny_dir):
     image = cv2.cvtColor(cv2.imread(str(tiny_dir / "cases/border_130x90_image.png")), cv2.COLOR_BGR2RGB)
     mask = cv2.imread(str(tiny_dir / "cases/border_130x90_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     with torch.inference_mode():
-        x, m, net_input = engine.model_input(image, mask)
+        x, m, net_input = engine.backend.model_input(image, mask)
         out = (m * fast(net_input) + (1 - m) * x)[0, :, :90, :130].permute(1, 2, 0).numpy()
     assert np.abs(out - np.load(tiny_dir / "cases/border_130x90_expected.npy")).max() <= 1e-4
 
@@ -97,7 +99,7 @@ def test_device_padding_is_numpys_symmetric_padding(tiny_dir):
     for height, width in ((1, 1), (3, 2), (9, 17), (76, 100)):
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         mask = rng.random((height, width)) < 0.5
-        x, m, _ = engine.model_input(image, mask)
+        x, m, _ = engine.backend.model_input(image, mask)
         rows, cols = x.shape[2] - height, x.shape[3] - width
         want = np.pad(image, ((0, rows), (0, cols), (0, 0)), mode="symmetric")
         assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), want)
@@ -176,3 +178,61 @@ def test_reflect_conv_sum_refuses_what_it_cannot_compute():
         ReflectConvSum([torch.zeros(4, 4, 5, 5)], torch.zeros(4), True)
     with pytest.raises(ValueError, match="expected 2 inputs, got 1"):
         ReflectConvSum([torch.zeros(4, 4, 3, 3)] * 2, torch.zeros(4), True)([torch.zeros(1, 3, 3, 4)])
+
+
+# ------------------------------------------------------------------ fp16 never overflows silently
+
+
+def _fp16_and_fp32(seed: int) -> tuple[FastGenerator, FastGenerator, FFCResNetGenerator]:
+    """The NHWC generator in fp16 and in fp32 over the same (fp16-rounded) folded weights, and the
+    fp16 folded module the fp16 one shares its weights with."""
+    torch.manual_seed(seed)
+    folded = fold_batchnorm(_random_statistics(FFCResNetGenerator(GeneratorConfig(ngf=8, n_blocks=1)).eval()))
+    folded = folded.half()
+    return FastGenerator(folded), FastGenerator(copy.deepcopy(folded).float()), folded
+
+
+def test_spectra_stay_within_the_activations_range_where_orthonormal_ones_overflow():
+    """A Fourier unit's input near 2,000 at a 64×64 bottleneck (a 512×512 picture): the official
+    orthonormal spectrum's DC bin would be 128,000, past fp16's 65,504; the fast path's stays
+    below the input's own largest value and the unit's output matches fp32."""
+    half, full, _ = _fp16_and_fp32(5)
+    layer16, layer32 = half.blocks[0][0], full.blocks[0][0]
+    channels = layer16.w1.shape[0]
+    y = 2000 + 50 * torch.randn(1, 64, 64, channels)
+    assert (y.double().sum(dim=(1, 2)) / 64).max() > torch.finfo(torch.float16).max, "orthonormal DC overflows"
+
+    constants = half.constants(64, 64)
+    rows = torch.matmul(constants.forward_h, y.half().view(1, 64, 64 * channels))
+    spectrum = torch.matmul(constants.forward_w, rows.view(64, 2 * 64, channels))
+    assert torch.isfinite(spectrum).all() and spectrum.abs().max() <= y.abs().max()
+
+    with torch.inference_mode():
+        got = layer16._fourier(y.half(), constants).float()  # y is its last use: updated in place
+        want = layer32._fourier(y.clone(), full.constants(64, 64))
+    assert torch.isfinite(got).all()
+    assert float((got - want).norm() / want.norm()) < 1e-3
+
+
+def test_an_overflow_makes_the_whole_output_nan_not_a_plausible_picture():
+    half, _, _ = _fp16_and_fp32(6)
+    x = torch.rand(1, 4, 64, 48).half()
+    with torch.inference_mode():
+        assert torch.isfinite(half(x)).all()
+        # The Fourier unit's input at the edge of fp16 (60,000): its output y + fu(y) is past it.
+        half.blocks[0][0].b1.fill_(60000)
+        assert torch.isnan(half(x)).all()
+
+
+def test_an_input_that_overflows_is_computed_again_in_fp32_and_counted():
+    half, _, folded = _fp16_and_fp32(7)
+    x = torch.rand(1, 4, 64, 48).half()
+    guard = Fp32Fallback(half, folded)
+    with torch.inference_mode():
+        assert torch.equal(guard(x), half(x)) and guard.fallbacks == 0, "a finite output passes as it is"
+        half.blocks[0][0].b1.fill_(60000)  # as above; shared with `folded`: the fp32 run has it too
+        out = guard(x)
+        expected = copy.deepcopy(folded).float()(x.float())
+    assert guard.fallbacks == 1
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.allclose(out, expected, atol=1e-6)

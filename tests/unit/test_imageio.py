@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from lama import imageio
 from lama.imageio import (
     IMAGE_SUFFIXES,
     ImageError,
@@ -142,6 +144,46 @@ def test_every_listed_suffix_is_readable(tmp_path, suffix):
     path = tmp_path / f"picture{suffix}"
     path.write_bytes(pil_bytes(Image.fromarray(colourful()), fmt))
     assert read_image(path).shape == (20, 30, 3)
+
+
+# ------------------------------------------------------------------------- which decoder
+
+
+LAYOUTS = [  # (id, file, whether simplejpeg decodes it)
+    ("jpeg-rgb", lambda: pil_bytes(Image.fromarray(colourful()), "JPEG"), True),
+    ("jpeg-gray", lambda: pil_bytes(Image.fromarray(colourful()[:, :, 0]), "JPEG"), True),
+    ("jpeg-progressive", lambda: pil_bytes(Image.fromarray(colourful()), "JPEG", progressive=True), True),
+    ("jpeg-cmyk", lambda: pil_bytes(Image.fromarray(colourful()).convert("CMYK"), "JPEG"), False),
+    ("png-rgb", lambda: pil_bytes(Image.fromarray(colourful()), "PNG"), False),
+    ("webp", lambda: pil_bytes(Image.fromarray(colourful()), "WEBP"), False),
+    ("tiff", lambda: pil_bytes(Image.fromarray(colourful()), "TIFF"), False),
+]
+
+
+@pytest.mark.parametrize(("build", "by_simplejpeg"), [case[1:] for case in LAYOUTS], ids=[c[0] for c in LAYOUTS])
+def test_photos_are_decoded_by_simplejpeg_the_rest_by_opencv(monkeypatch, build, by_simplejpeg):
+    """simplejpeg takes the JPEGs photos come as (it decodes them faster than OpenCV), into the
+    same pixels in RGB order; the others go to OpenCV (CMYK, which simplejpeg cannot convert)."""
+    calls = []
+    real = imageio._decode_jpeg_into
+    monkeypatch.setattr(imageio, "_decode_jpeg_into", lambda data, out: calls.append(out.shape) or real(data, out))
+    data = build()
+    opencv = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    decoded = decode_image(data)
+    assert bool(calls) == by_simplejpeg
+    if by_simplejpeg:
+        expected = opencv if opencv.ndim == 2 else cv2.cvtColor(opencv, cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(decoded, expected)
+
+
+def test_simplejpeg_fills_only_an_array_of_the_checked_size():
+    """The second line behind the walk: had a JPEG decoded to another size than the one checked,
+    the decoder refuses it rather than allocate what the file says."""
+    checked = imageio._check(pil_bytes(Image.fromarray(colourful()), "JPEG"), imageio.DEFAULT_LIMITS)
+    assert checked.shape == (20, 30, 3)
+    for wrong in ((20, 31, 3), (10, 15, 3), (40, 60, 3), (20, 30, 4)):
+        with pytest.raises(ImageError, match="truncated or corrupt"):
+            imageio._decode_pixels(dataclasses.replace(checked, shape=wrong))
 
 
 # ------------------------------------------------------------------------- orientation

@@ -104,3 +104,12 @@ def test_peak_gpu_histogram_counts_gpu_repairs_in_bytes():
     buckets = {float(dict(labels)["le"]): value for (name, labels), value in values.items()
                if name == "inpaint_request_peak_gpu_memory_bytes_bucket"}
     assert buckets[2 * GiB] == 0 and buckets[4 * GiB] == 1 and buckets[float("inf")] == 1
+
+
+def test_fp16_fallbacks_are_a_counter_read_when_scraped():
+    fallbacks = [0]
+    metrics = ServiceMetrics(lambda: 0, lambda: 1, lambda: 1, fp16_fallbacks=lambda: fallbacks[0])
+    assert scrape(metrics)[("inpaint_fp16_fallbacks_total", ())] == 0
+    fallbacks[0] = 3
+    assert scrape(metrics)[("inpaint_fp16_fallbacks_total", ())] == 3
+    assert "# TYPE inpaint_fp16_fallbacks_total counter" in metrics.render().decode()

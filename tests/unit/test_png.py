@@ -201,7 +201,7 @@ def test_adler32_combine_matches_zlib(lengths):
 def test_imageio_takes_the_parallel_path_for_our_files(small_segments, monkeypatch):
     image = photo_like(50, 40, 3)
     data = imageio.encode_image(image, "png")
-    monkeypatch.setattr(imageio, "_decode_pixels", lambda data: pytest.fail("OpenCV was asked"))
+    monkeypatch.setattr(imageio, "_decode_pixels", lambda checked: pytest.fail("OpenCV was asked"))
     np.testing.assert_array_equal(imageio.decode_image(data), image)
 
 
@@ -395,3 +395,18 @@ def test_the_codec_measurement_prints_each_size(capsys):
 
 def test_the_damage_tests_see_several_segments(small_segments):
     assert sum(kind == b"IDAT" for kind, _ in chunks(png.encode(noise(9, 7, 3)))) == 3
+
+
+def test_the_codec_comparison_prints_a_table_per_kind_of_file(capsys):
+    """tools/codec_bench.py: each kind of file gets its table, with the service's decoder and
+    simplejpeg's among the rows, and the encoders theirs."""
+    import runpy
+
+    from support.paths import ROOT
+
+    bench = runpy.run_path(str(ROOT / "tools" / "codec_bench.py"))
+    bench["main"](["--sizes", "24x16", "--runs", "1", "--content", "synthetic"])
+    out = capsys.readouterr().out
+    for title in ("Decode JPEG q92", "Decode PNG (Pillow)", "Decode PNG (OpenCV)", "Decode PNG (lama.png)", "Encode"):
+        assert f"**{title}" in out
+    assert out.count("| lama.imageio (the service) |") == 4 and "| simplejpeg (libjpeg-turbo) |" in out

@@ -1,0 +1,42 @@
+"""What every way of repairing pixels implements: big-lama's reference path (lama/reference.py),
+its GPU fast path (lama/fastpath.py) and OpenCV's Telea method (lama/fallback.py).
+
+A backend repairs one whole RGB image. Everything around that lives once, in the engine, so
+every backend gets the same behaviour: the HD strategies (lama/planning.py), mask refinement,
+image layouts and the guarantee that pixels outside the mask come back bit-identical. (IOPaint's
+model classes are built the same way.)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from lama.device import Device
+
+
+class Backend(ABC):
+    device: Device  # where it runs: what /healthz, /metrics and the sampler report
+    precision: str  # "fp32", "fp16", or "uint8" for a classical method
+    model_loaded: bool  # big-lama's weights serve the repairs (False: a stand-in)
+    # What an operator must know about this backend (the CLI prints it, the UI shows it); None: nothing.
+    warning: str | None = None
+    # Model runs whose fp16 output overflowed and were computed again in fp32 (the fast path's guard).
+    fp16_fallbacks: int = 0
+
+    @abstractmethod
+    def repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """H×W×3 uint8 RGB and an H×W boolean mask (True: repair) in; H×W×3 uint8 out, repaired
+        inside the mask (what it holds outside is not used)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What is serving requests, for logs, /healthz and `python -m lama info`: name, loaded,
+        fallback, device, precision, source, path, parameters (and a note where there is a warning)."""
+
+    def reference(self) -> Backend:
+        """The same weights as the plain fp32 eager path on the same device (what the fast path
+        is measured against)."""
+        raise NotImplementedError(f"{type(self).__name__} has no reference path")

@@ -1,0 +1,121 @@
+"""What the server process holds at rest: its threads and its C heap, bounded once at start-up.
+
+The composition root (app.py) calls :func:`bound_process` before anything starts a thread, and
+hands :func:`release_free_heap` to the periodic sweep. Library code (the CLI, the benchmarks)
+keeps the libraries' defaults.
+
+Threads, on a machine where the process may use C cores (the H200 box: C = 16). Native pools
+start when first used and then stay; Python pools (``thread_budget`` counts them all):
+- torch's intra-op pool: on CUDA the CPU side of torch only copies and indexes a few tensors per
+  repair, which are too small to be split, so 2; on the CPU the model runs there: C.
+- torch's inter-op pool: 1 (it serves torch.jit.fork, which nothing here uses).
+- OpenCV's pool: C − 1 (its own default; the calling thread is the C-th). One parallel loop
+  runs on it at a time; concurrent callers run theirs in their own thread.
+- lama.png's segment pool: C. imageio's mask pool: DECODE_SLOTS (at most that many decodes run
+  at once, so more mask threads would only wait).
+- AnyIO's worker threads, for the blocking calls of the HTTP API and of Gradio: up to 40 (its
+  default limiter), each ending after 10 s idle.
+- The service's own: the GPU workers (2 on CUDA), the outputs sweep, the resource sampler, the
+  warm-up (it ends) and the event loop's thread; CUDA's driver adds a few of its own.
+Each bound is a count of threads that can do useful work at once; none grows with requests.
+
+The C heap: glibc gives each thread that allocates its own arena, up to 8 per core, and an
+arena keeps what a repair freed for its thread's next one. With a hundred threads touching
+multi-megabyte image buffers, the free memory of all those arenas is what made the server hold
+1.8–2.0 GB after a load run (issue 15), started without start_app.sh. Two arenas (whoever
+launches the process), and free pages given back to the kernel by the sweep, keep it near what
+it holds at rest. (A lower mmap threshold would give every
+large buffer back at once, but costs ~2 ms of page faults per 15 MB buffer, per repair.)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from dataclasses import dataclass
+
+import cv2
+import torch
+
+from lama import imageio, png
+
+log = logging.getLogger(__name__)
+
+CUDA_TORCH_THREADS = 2
+ANYIO_WORKER_THREADS = 40  # anyio.to_thread's default limiter (Starlette's run_in_threadpool, Gradio)
+SERVICE_THREADS = 6  # event loop, GPU-memory warm-up, outputs sweep, sampler, GPU probe, main thread
+CUDA_DRIVER_THREADS = 6  # the driver's event handler and helpers (about 4 on an H200)
+MALLOC_ARENAS = 2  # as start_app.sh sets MALLOC_ARENA_MAX; an operator's value wins
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """The most threads each part of the server holds; ``total`` bounds the process."""
+
+    torch_intra_op: int
+    torch_inter_op: int
+    opencv: int
+    png_segments: int
+    mask_decodes: int
+    anyio_workers: int
+    gpu_workers: int
+    service: int
+    cuda_driver: int
+
+    @property
+    def total(self) -> int:
+        return sum(vars(self).values())
+
+    def describe(self) -> str:
+        return ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in vars(self).items())
+
+
+def thread_budget(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
+    cores = png.cores()
+    return ThreadBudget(torch_intra_op=CUDA_TORCH_THREADS if on_cuda else cores, torch_inter_op=1,
+                        opencv=max(1, cv2.getNumThreads() - 1), png_segments=cores,
+                        mask_decodes=imageio.DECODE_SLOTS, anyio_workers=ANYIO_WORKER_THREADS,
+                        gpu_workers=gpu_workers, service=SERVICE_THREADS,
+                        cuda_driver=CUDA_DRIVER_THREADS if on_cuda else 0)
+
+
+def bound_process(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
+    """Set torch's pools and the heap's arenas for a server; returns the thread budget (logged)."""
+    budget = thread_budget(on_cuda, gpu_workers)
+    torch.set_num_threads(budget.torch_intra_op)
+    try:
+        torch.set_num_interop_threads(budget.torch_inter_op)
+    except RuntimeError:  # only possible before torch's first parallel work; the default is then kept
+        log.warning("torch's inter-op pool had started already: its size stays %d", torch.get_num_interop_threads())
+    if "MALLOC_ARENA_MAX" not in os.environ and not _mallopt(_M_ARENA_MAX, MALLOC_ARENAS):
+        log.info("not glibc: the C heap keeps its own arena policy")
+    log.info("threads: at most %d (%s)", budget.total, budget.describe())
+    return budget
+
+
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim); a no-op elsewhere.
+    It takes the arenas' locks for a moment: call it from a periodic sweep, not per request."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    libc = _glibc()
+    return libc is not None and libc.mallopt(parameter, value) == 1
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if os.name != "posix":
+        return None
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim, libc.mallopt  # noqa: B018  glibc has both; musl and macOS do not
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc

@@ -1,0 +1,69 @@
+"""The engine refines and feathers a mask on windows around its bounding box (lama.masks.RegionMask)
+so that only the masked region costs CPU time; these check that each windowed result is exactly
+the whole-frame function's, wherever the mask lies (touching the image's borders included)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lama import masks
+from lama.masks import Box, RegionMask
+
+
+@st.composite
+def sparse_masks(draw):
+    """A mask of a few rectangles and specks somewhere in an image, possibly at its borders."""
+    height, width = draw(st.integers(1, 70)), draw(st.integers(1, 70))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mask = np.zeros((height, width), bool)
+    for _ in range(draw(st.integers(1, 4))):
+        top, left = rng.integers(0, height), rng.integers(0, width)
+        mask[top: top + rng.integers(1, 12), left: left + rng.integers(1, 12)] = True
+    mask |= rng.random((height, width)) < draw(st.sampled_from([0.0, 0.002, 0.02]))
+    return mask
+
+
+def region(mask: np.ndarray) -> RegionMask:
+    found = RegionMask.of(mask)
+    assert found is not None
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(mask=sparse_masks(), pixels=st.sampled_from([0, 1, 3, 8, 9, 20]))
+def test_a_dilated_region_is_the_dilated_mask(mask, pixels):
+    assert np.array_equal(region(mask).dilated(pixels).over(Box(0, 0, *mask.shape)), masks.dilate(mask, pixels))
+
+
+@settings(max_examples=60, deadline=None)
+@given(mask=sparse_masks(), pixels=st.integers(0, 9))
+def test_a_regions_feather_weights_are_the_masks(mask, pixels):
+    found = region(mask)
+    whole = masks.feather_weights(mask, pixels)
+    assert np.array_equal(found.feather_weights(pixels), whole[found.box.slices])
+    assert not whole[~mask].any(), "outside the mask every weight is 0, so outside the box too"
+
+
+@settings(max_examples=60, deadline=None)
+@given(mask=sparse_masks(), margin=st.sampled_from([0, 1, 4, 8, 30]))
+def test_a_regions_crop_boxes_are_the_masks(mask, margin):
+    assert region(mask).region_boxes(margin) == masks.region_boxes(mask, margin)
+
+
+def test_the_box_is_the_tight_bounding_box_and_an_empty_mask_has_none():
+    mask = np.zeros((30, 40), bool)
+    assert RegionMask.of(mask) is None
+    mask[5, 7] = mask[20, 31] = True
+    found = RegionMask.of(mask)
+    assert found.box == Box(5, 7, 21, 32) and found.shape == (30, 40)
+    assert np.array_equal(found.over(Box(0, 0, 30, 40)), mask)
+    assert np.array_equal(found.over(Box(18, 30, 25, 35)), mask[18:25, 30:35])
+
+
+@pytest.mark.parametrize("box, pixels, expected", [
+    (Box(5, 5, 10, 10), 3, Box(2, 2, 13, 13)),
+    (Box(0, 1, 4, 40), 3, Box(0, 0, 7, 40)),  # clipped to the 20×40 image
+])
+def test_a_grown_box_stays_in_the_image(box, pixels, expected):
+    assert box.grown(pixels, (20, 40)) == expected

@@ -1,0 +1,282 @@
+"""The image codecs the service could use, timed on the same photos: which decodes and encodes fastest.
+
+    python tools/codec_bench.py [--sizes 640x480,1280x960,2560x1920] [--runs 7] [--content real,synthetic]
+
+Prints Markdown tables (docs/BENCHMARKS.md keeps one): milliseconds per call, the median of
+`--runs` after one unmeasured call, in this process, one call at a time; and for each decoder
+whether it releases the GIL (item 3 of the throughput issue: a codec that holds it stalls every
+other request's Python while it runs).
+
+The files are written as other programs write them, since foreign files are the slow case:
+a JPEG at quality 92 (OpenCV, as a phone would), a PNG from Pillow at its defaults (level 6,
+adaptive filters), a PNG from OpenCV at its defaults (level 1, run-length strategy), and the
+PNG this service writes (lama.png). Content: `real` is the photos that installed packages ship
+(gradio's, matplotlib's), scaled up to each size with bicubic interpolation, so smoother than
+a camera's full-resolution photo; `synthetic` is the load benchmark's photo-like picture
+(loadreport.images.photo, with sensor grain, which makes files larger and decoding slower).
+
+Codecs that are not installed are left out; imagecodecs and pyspng are not the service's
+dependencies and are only measured here, for comparison, where someone installed them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import lama  # noqa: F401  (OpenCV's caps before cv2 loads)
+import cv2
+import numpy as np
+from PIL import Image
+
+from lama import imageio, png
+from loadreport.images import photo
+
+SIZES = ((640, 480), (1280, 960), (2560, 1920))
+# Photos shipped inside installed packages: (package, path inside it).
+REAL_PHOTOS = (("gradio", "test_data/cheetah2.jpg"), ("gradio", "media_assets/images/groot.jpeg"),
+               ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"))
+JPEG_QUALITY = 92
+GIL_FREE_SHARE = 0.25  # another thread ran for at least this share of the call: the codec released the GIL
+
+
+def optional(name: str):
+    if importlib.util.find_spec(name) is None:
+        return None
+    return __import__(name)
+
+
+imagecodecs = optional("imagecodecs")
+pyspng = optional("pyspng")
+simplejpeg = optional("simplejpeg")
+
+
+# ------------------------------------------------------------------ the pictures
+
+
+def real_photo(width: int, height: int, index: int) -> np.ndarray | None:
+    """The index-th shipped photo, cropped to the aspect and scaled to width×height (RGB)."""
+    package, inside = REAL_PHOTOS[index % len(REAL_PHOTOS)]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / inside
+    if not path.exists():
+        return None
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    rows, cols = picture.shape[:2]
+    aspect = width / height
+    if cols / rows > aspect:
+        keep = round(rows * aspect)
+        picture = picture[:, (cols - keep) // 2:(cols - keep) // 2 + keep]
+    else:
+        keep = round(cols / aspect)
+        picture = picture[(rows - keep) // 2:(rows - keep) // 2 + keep]
+    return cv2.resize(picture, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def pictures(width: int, height: int, content: list[str]) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    if "real" in content:
+        for index in range(len(REAL_PHOTOS)):
+            picture = real_photo(width, height, index)
+            if picture is not None:
+                found[f"real-{index}"] = picture
+    if "synthetic" in content:
+        found["synthetic"] = np.ascontiguousarray(photo(width, height, seed=1)[..., ::-1])
+    return found
+
+
+def pillow_png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def files(rgb: np.ndarray) -> dict[str, bytes]:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    return {"JPEG q92": cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes(),
+            "PNG (Pillow)": pillow_png(rgb), "PNG (OpenCV)": cv2.imencode(".png", bgr)[1].tobytes(),
+            "PNG (lama.png)": png.encode(rgb)}
+
+
+# ------------------------------------------------------------------ the codecs
+
+
+def decoders(kind: str) -> dict[str, Callable[[bytes], object]]:
+    """name -> decode(bytes) for a file kind ('JPEG ...' or 'PNG ...')."""
+    def opencv(data: bytes) -> np.ndarray:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+    def pillow(data: bytes) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(data)))
+
+    found: dict[str, Callable[[bytes], object]] = {"lama.imageio (the service)": imageio.decode_image,
+                                                   "OpenCV": opencv, "Pillow": pillow}
+    if kind.startswith("JPEG"):
+        if imagecodecs:
+            found["imagecodecs jpeg8 (libjpeg-turbo)"] = imagecodecs.jpeg8_decode
+        if simplejpeg:
+            found["simplejpeg (libjpeg-turbo)"] = simplejpeg.decode_jpeg
+        return found
+    if kind == "PNG (lama.png)":
+        found["lama.png"] = png.decode
+    if imagecodecs:
+        found["imagecodecs png (libpng)"] = imagecodecs.png_decode
+        found["imagecodecs spng (libspng)"] = imagecodecs.spng_decode
+    if pyspng:
+        found["pyspng (libspng)"] = pyspng.load
+    return found
+
+
+def encoders() -> dict[str, Callable[[np.ndarray], object]]:
+    """name -> encode(RGB array); PNG ones at their fastest level, JPEG at quality 95 (the service's)."""
+    def pillow(rgb: np.ndarray, **options) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, **options)
+        return buffer.getvalue()
+
+    found: dict[str, Callable[[np.ndarray], object]] = {
+        "PNG lama.png (the service)": png.encode,
+        "PNG OpenCV (level 1, RLE)": lambda rgb: cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)),
+        "PNG Pillow (level 1)": lambda rgb: pillow(rgb, format="PNG", compress_level=1),
+    }
+    if imagecodecs:
+        found["PNG imagecodecs png (level 1)"] = lambda rgb: imagecodecs.png_encode(rgb, level=1)
+        found["PNG imagecodecs spng (level 1)"] = lambda rgb: imagecodecs.spng_encode(rgb, level=1)
+    found["JPEG OpenCV"] = lambda rgb: cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+    found["JPEG Pillow"] = lambda rgb: pillow(rgb, format="JPEG", quality=95)
+    if imagecodecs:
+        found["JPEG imagecodecs jpeg8"] = lambda rgb: imagecodecs.jpeg8_encode(rgb, level=95)
+    if simplejpeg:
+        found["JPEG simplejpeg"] = lambda rgb: simplejpeg.encode_jpeg(rgb, 95)
+    return found
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def median_ms(call: Callable[[], object], runs: int) -> float:
+    call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def releases_gil(call: Callable[[], object], runs: int = 3) -> bool:
+    """Whether another Python thread runs while `call` does. A counting thread runs through a
+    pause, the calls and another pause of the calls' length; a codec that holds the GIL stops it
+    for the whole of each call, one that releases it lets it count about as fast as in the
+    pauses (which are measured around the calls, so that other load on the machine weighs on
+    both alike). The switch interval is made short, so that the moments between calls, when
+    the counter gets the GIL anyway, add little."""
+    counted, stop = [0], threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            counted[0] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        started = time.perf_counter()
+        for _ in range(runs):
+            call()
+        pause = time.perf_counter() - started  # these calls only set the pauses' length
+        marks = [(time.perf_counter(), counted[0])]
+        for step in ("pause", "calls", "pause"):
+            if step == "pause":
+                time.sleep(pause)
+            else:
+                for _ in range(runs):
+                    call()
+            marks.append((time.perf_counter(), counted[0]))
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    rates = [(c1 - c0) / (t1 - t0) for (t0, c0), (t1, c1) in zip(marks, marks[1:])]
+    return rates[1] >= GIL_FREE_SHARE * (rates[0] + rates[2]) / 2
+
+
+def table(title: str, columns: list[str], rows: dict[str, list[str]]) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join([name, *cells]) + " |" for name, cells in rows.items()]
+    return "\n".join(lines)
+
+
+def run(sizes: list[tuple[int, int]], runs: int, content: list[str]) -> str:
+    size_names = [f"{w}×{h}" for w, h in sizes]
+    decode_rows: dict[str, dict[str, list[float]]] = {}
+    encode_rows: dict[str, list[float]] = {}
+    sizes_kb: dict[str, list[float]] = {}
+    gil: dict[str, bool] = {}
+    for index, (width, height) in enumerate(sizes):
+        largest = index == len(sizes) - 1
+        print(f"{width}×{height} ...", file=sys.stderr)
+        for picture in pictures(width, height, content).values():
+            for kind, data in files(picture).items():
+                sizes_kb.setdefault(kind, [[] for _ in sizes])[index].append(len(data) / 1024)
+                for name, decode in decoders(kind).items():
+                    cells = decode_rows.setdefault(kind, {}).setdefault(name, [[] for _ in sizes])
+                    call = partial(decode, data)
+                    cells[index].append(median_ms(call, runs))
+                    if largest and name not in gil:
+                        gil[name] = releases_gil(call)
+            for name, encode in encoders().items():
+                encode_rows.setdefault(name, [[] for _ in sizes])[index].append(median_ms(partial(encode, picture), runs))
+
+    def mean(values: list[float]) -> str:
+        return f"{statistics.fmean(values):.1f}" if values else "–"
+
+    out = [(f"Codecs on {os.cpu_count()} cores ({png.cores()} usable; lama.png's threads {png.cores()}, "
+            f"OpenCV's {cv2.getNumThreads()}), content {'+'.join(content)}: mean over the pictures of each "
+            f"codec's median of {runs} calls, ms. imagecodecs {getattr(imagecodecs, '__version__', 'absent')}, "
+            f"OpenCV {cv2.__version__}, Pillow {Image.__version__}.")]
+    for kind, rows in decode_rows.items():
+        kb = " / ".join(mean(values) for values in sizes_kb[kind])
+        out.append(table(f"Decode {kind} (files of {kb} KB)", ["decoder", *size_names, "releases the GIL"],
+                         {name: [mean(v) for v in cells] + ["yes" if gil.get(name) else "no"]
+                          for name, cells in rows.items()}))
+    out.append(table("Encode (RGB array in, bytes out)", ["encoder", *size_names],
+                     {name: [mean(v) for v in cells] for name, cells in encode_rows.items()}))
+    return "\n\n".join(out)
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES),
+                        help="WxH,... (default: 640x480,1280x960,2560x1920)")
+    parser.add_argument("--runs", type=int, default=7, help="timed calls per codec and file (default 7)")
+    parser.add_argument("--content", default="real,synthetic", help="real and/or synthetic pictures")
+    args = parser.parse_args(argv)
+    content = [name for name in args.content.split(",") if name]
+    if not set(content) <= {"real", "synthetic"} or not content:
+        parser.error("--content takes real and/or synthetic")
+    print(run([_size(text) for text in args.sizes.split(",")], args.runs, content))
+
+
+if __name__ == "__main__":
+    main()

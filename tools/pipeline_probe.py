@@ -1,0 +1,191 @@
+"""Issue 15, item 3: what each way of overlapping the pipeline buys, measured on the real server.
+
+    python tools/pipeline_probe.py serve VARIANT [app.py flags...]   # the server, one option switched on
+    python tools/pipeline_probe.py summary RUN.json...               # one table over the load runs
+
+`bash tools/gpu_soak.sh OUT pipeline` runs the whole comparison on the GPU box: for each variant
+it starts the server with `serve`, runs the load benchmark (python -m loadreport load) against
+it, records the server's RSS and threads after the load, stops it, and prints `summary`.
+
+The variants are switched on here, in the probe's process, so that the service's code carries
+no experiment: `serve` changes what a variant needs, then runs app.py's main as it is.
+- base: the service as it is (imagecodecs decoding, GPU workers as configured).
+- opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
+- streams: each GPU worker on a CUDA stream of its own, uploads staged in pinned memory. On the
+  default stream every worker's copies and kernels queue behind each other's; on separate
+  streams one job's transfers and syncs overlap another's kernels. The graphs' shared input
+  and output buffers are handed from stream to stream with an event (GraphRunner's lock
+  alone assumes one stream).
+The number of GPU workers (several jobs' CPU stages overlapping one GPU) is app.py's
+--gpu-workers flag, which gpu_soak.sh passes per variant.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+# ------------------------------------------------------------------ the variants
+
+
+def base() -> None:
+    """Nothing changed."""
+
+
+def opencv_codecs() -> None:
+    """Every upload decoded by OpenCV (imagecodecs' array shape withheld, as before item 4)."""
+    import dataclasses
+
+    from lama import imageio
+
+    check = imageio._check
+    imageio._check = lambda data, limits: dataclasses.replace(check(data, limits), shape=None)
+
+
+def streams() -> None:
+    """A CUDA stream per GPU worker thread, uploads from pinned memory."""
+    import numpy as np
+    import torch
+
+    from lama import fastpath
+
+    local = threading.local()
+    owner, repair_name = _repair_method()
+
+    def worker_stream() -> torch.cuda.Stream:
+        if getattr(local, "stream", None) is None:
+            local.stream = torch.cuda.Stream()
+        return local.stream
+
+    def pinned(array: np.ndarray) -> np.ndarray:
+        """A copy of `array` in page-locked memory: the copy to the GPU is a DMA, twice as fast."""
+        staged = torch.empty(array.shape, dtype=torch.from_numpy(array[:0]).dtype, pin_memory=True)
+        staged.numpy()[...] = array
+        return staged.numpy()
+
+    repair = getattr(owner, repair_name)
+    model_input = owner.model_input
+
+    def repair_on_own_stream(self, rgb, mask):
+        if not torch.cuda.is_available():
+            return repair(self, rgb, mask)
+        stream = worker_stream()
+        stream.wait_stream(torch.cuda.default_stream())  # what the warm-up or a graph capture left
+        with torch.cuda.stream(stream):
+            return repair(self, rgb, mask)
+
+    def pinned_model_input(self, image, mask):
+        if torch.cuda.is_available():
+            image, mask = pinned(np.ascontiguousarray(image)), pinned(np.ascontiguousarray(mask))
+        return model_input(self, image, mask)
+
+    setattr(owner, repair_name, repair_on_own_stream)
+    owner.model_input = pinned_model_input
+
+    # A graph's static input and output are shared by every caller: the next caller's stream
+    # waits until the last caller's stream has replayed the graph and copied the output away.
+    call = fastpath.GraphRunner.__call__
+    handover = threading.Lock()
+    done: dict[int, torch.cuda.Event] = {}
+
+    def call_after_the_last(self, x):
+        if not self.uses_graph(x.shape[-2], x.shape[-1]):
+            return call(self, x)
+        stream = torch.cuda.current_stream()
+        with handover:
+            if id(self) in done:
+                stream.wait_event(done[id(self)])
+            out = call(self, x)
+            done[id(self)] = event = torch.cuda.Event()
+            event.record(stream)
+        return out
+
+    fastpath.GraphRunner.__call__ = call_after_the_last
+
+
+def _repair_method() -> tuple[type, str]:
+    """The class and method that take one RGB image and mask to the GPU and back: the engine's
+    backend where the engine has backends, else the engine's own."""
+    try:
+        from lama.reference import LamaReference
+
+        return LamaReference, "repair"
+    except ImportError:
+        from lama.engine import InpaintEngine
+
+        return InpaintEngine, "_run_backend"
+
+
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "streams": streams}
+
+
+# ------------------------------------------------------------------ the summary
+
+
+def summary(paths: list[Path]) -> str:
+    """One row per variant and cell: throughput, latency, GPU busy, share of model-only, and
+    throughput against the base run's same cell. Each run's .proc file (beside its JSON, written
+    by gpu_soak.sh) adds the server's RSS and threads after its load."""
+    runs = [(path, json.loads(path.read_text())) for path in paths]
+    base_rate = {_cell_key(cell): cell["summary"]["requests_per_s"]
+                 for path, run in runs if path.stem == "base" for cell in run["cells"]}
+    lines = ["| variant | size | clients | req/s | vs base | p50 ms | infer ms | GPU busy | share of model-only |"
+             " RSS after, MB | threads after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path, run in runs:
+        name, process = path.stem, _proc(path.with_suffix(".proc"))
+        for cell in run["cells"]:
+            figures = cell["summary"]
+            rate, reference = figures["requests_per_s"], base_rate.get(_cell_key(cell))
+            infer = figures["stage_medians_s"].get("infer")
+            busy, share = figures.get("gpu_busy_ratio"), figures.get("capacity_ratio")
+            lines.append(" | ".join([
+                f"| {name}", f"{cell['width']}×{cell['height']} {cell['settings']}", str(cell["clients"]),
+                f"{rate:.1f}", f"{rate / reference:.2f}×" if reference else "–",
+                _ms(figures.get("latency_p50_s")), _ms(infer), _percent(busy), _percent(share),
+                process.get("rss_mb", "–"), process.get("threads", "–")]) + " |")
+    return "\n".join(lines)
+
+
+def _cell_key(cell: dict[str, Any]) -> tuple:
+    return cell["width"], cell["height"], cell["settings"], cell["clients"]
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _percent(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio:.0%}"
+
+
+def _proc(path: Path) -> dict[str, str]:
+    """The server's `VmRSS:` and `Threads:` from /proc/PID/status, as gpu_soak.sh saved them."""
+    text = path.read_text() if path.exists() else ""
+    rss, threads = re.search(r"VmRSS:\s*(\d+)", text), re.search(r"Threads:\s*(\d+)", text)
+    return {**({"rss_mb": f"{int(rss.group(1)) / 1024:.0f}"} if rss else {}),
+            **({"threads": threads.group(1)} if threads else {})}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) >= 2 and argv[0] == "serve" and argv[1] in VARIANTS:
+        VARIANTS[argv[1]]()
+        import app
+
+        app.main(argv[2:])
+    elif len(argv) >= 2 and argv[0] == "summary":
+        print(summary([Path(path) for path in argv[1:]]))
+    else:
+        raise SystemExit(f"usage: pipeline_probe.py serve {{{'|'.join(VARIANTS)}}} [app.py flags...]\n"
+                         "       pipeline_probe.py summary RUN.json...")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
