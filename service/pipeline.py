@@ -97,6 +97,7 @@ class RepairResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     strategy: str = "crop"  # the strategy that ran
     requested_strategy: str = "crop"  # differs when the request's was too large for the GPU budget
+    record_id: str | None = None  # its line in the request log (the UI adds the user's wait to it)
 
     @property
     def summary(self) -> str:
@@ -254,26 +255,28 @@ class RepairService:
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
-        self.record(200, options, decoded, timings, peak, strategy=strategy)
+        record_id = self.record(200, options, decoded, timings, peak, strategy=strategy)
         return RepairResult(repaired, data, fmt, result_name(decoded.upload_name, fmt), saved_as,
-                            str(self.engine.device), peak, timings, strategy, options.strategy)
+                            str(self.engine.device), peak, timings, strategy, options.strategy, record_id)
 
     def record(self, status: int, options: RepairOptions, decoded: Decoded | None = None,
                timings: dict[str, float] | None = None, peak_gpu_bytes: int | None = None,
-               error: str | None = None, strategy: str | None = None) -> None:
-        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads)."""
+               error: str | None = None, strategy: str | None = None) -> str | None:
+        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads); its id."""
         if self.requests is None:
-            return
+            return None
+        record_id = uuid.uuid4().hex[:12]
         height, width = decoded.image.shape[:2] if decoded else (None, None)
         fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
         self.requests.record(RequestRecord(
-            id=uuid.uuid4().hex[:12], ts=time.time(), width=width, height=height,
+            id=record_id, ts=time.time(), width=width, height=height,
             mask_fraction=fraction, strategy=strategy or options.strategy,
             requested_strategy=options.strategy, device=str(self.engine.device),
             precision=self.engine.precision, status=status, error=error,
             timings=timings or {}, peak_gpu_bytes=peak_gpu_bytes,
             rss_bytes=psutil.Process().memory_info().rss,
         ))
+        return record_id
 
     # ------------------------------------------------------------------ whole repairs
 
