@@ -23,7 +23,7 @@ from monitor.requestlog import RequestLog
 from webui import editor
 from webui.editor import EditorBackend, ImageCache
 from service.jobs import JobQueue
-from service.storage import OutputStore
+from service.storage import DEFAULT_STEM, OutputStore
 from service.pipeline import RepairService
 from webui.errors import status_of
 from support.editor import mask_file, picture, uploaded
@@ -257,7 +257,7 @@ def test_a_script_s_repair_publishes_only_the_file_and_keeps_nothing_decoded(bac
     result = answer["result"]
     assert "preview" not in result and "patch" not in result and "wait_token" not in answer
     assert len(backend.images) == 0, "a script's photo or result pushed the editing sessions' photos out"
-    assert sorted(path.name for path in Path(result["image"]["path"]).parent.iterdir()) == ["photo-repaired.png"]
+    assert sorted(path.name for path in Path(result["image"]["path"]).parent.iterdir()) == [f"{DEFAULT_STEM}_repaired.png"]
 
 
 def test_the_wait_reports_waiting_are_bounded():
