@@ -221,11 +221,11 @@ def edge_policy(settings: Settings):
     repair: two files at the per-file limit and their form; the UI's upload route: one file)."""
     from gradio.route_utils import API_PREFIX as GRADIO_API_PREFIX
 
-    from webui.api import INPAINT_PATH, UPLOAD_OVERHEAD_BYTES, inpaint_body_limit
+    from webui.api import REPAIR_PATHS, UPLOAD_OVERHEAD_BYTES, inpaint_body_limit
     from webui.edge import BodyLimits, EdgePolicy
 
     per_file = settings.max_upload_mb * 2**20
-    body_limits = BodyLimits(OTHER_BODY_BYTES, {INPAINT_PATH: inpaint_body_limit(per_file),
+    body_limits = BodyLimits(OTHER_BODY_BYTES, {**{path: inpaint_body_limit(per_file) for path in REPAIR_PATHS},
                                                 f"{GRADIO_API_PREFIX}/upload": per_file + UPLOAD_OVERHEAD_BYTES})
     return EdgePolicy.create(settings.host, body_limits, settings.allowed_hosts, settings.allowed_origins)
 
@@ -247,13 +247,13 @@ def build_app(settings: Settings):
     import gradio as gr
 
     from lama import resources
-    from lama.device import Device
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
     from lama.imageio import ImageLimits
     from monitor.metrics import ServiceMetrics
     from monitor.requestlog import RequestLog
     from monitor.sampler import Sampler
+    from service.batch_jobs import BatchJobs
     from service.jobs import JobQueue
     from service.lifecycle import Lifecycle
     from service.pipeline import RepairOptions, RepairService
@@ -269,10 +269,6 @@ def build_app(settings: Settings):
     # compiling them again (an operator's TRITON_CACHE_DIR wins).
     os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
     try:
-        on_cuda = Device.resolve(settings.device).is_cuda
-        # Threads and heap arenas bounded before the engine's first torch work starts pools
-        # (lama/resources.py says what holds threads and why these bounds).
-        resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
     except ModelError as error:
@@ -312,18 +308,21 @@ def build_app(settings: Settings):
         outputs.remove_temp_files()
     except OSError as error:
         log.warning("outputs: cannot clean %s: %s", outputs.root, error)
-    # The UI's upload cache is swept with the outputs, on the same thread.
+    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
+                            status_of=status_of)
+    # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.
+    jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
     # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds.
-    retention = Retention(outputs, [*sweep_ui_cache, resources.release_free_heap])
-    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
-                            status_of=status_of)
+    retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep, resources.release_free_heap])
     # Every thread's owner (service/lifecycle.py): started by the app's lifespan, stopped after the last response.
     lifecycle = Lifecycle()
     if sampler is not None:
         lifecycle.add("monitor sampler", sampler.start, sampler.stop)
     lifecycle.add("outputs retention", retention.start, retention.stop)
+    # Stopped after the queue: the jobs it finishes or cancels then still get their records.
+    lifecycle.add("batch job finishers", None, jobs.shutdown)
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
@@ -332,7 +331,8 @@ def build_app(settings: Settings):
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
                              mask_threshold=settings.mask_threshold, keep_metadata=settings.keep_metadata)
-    api = create_api(service, api_token=settings.api_token, defaults=defaults, lifespan=lifecycle.lifespan)
+    api = create_api(service, api_token=settings.api_token, defaults=defaults, jobs=jobs,
+                     lifespan=lifecycle.lifespan)
     api.state.lifecycle = lifecycle
     # Added last, so outermost: Host, Origin, CORS and body size for every route, API and UI alike.
     api.add_middleware(EdgeMiddleware, policy=edge_policy(settings))
@@ -346,6 +346,9 @@ def build_app(settings: Settings):
                                cache_max_bytes=int(settings.ui_cache_max_mb * 2**20))
     return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
                                max_file_size=limits.max_bytes, blocked_paths=[str(cache_dir / ui_cache.MARKER)],
+                               # Gradio's "Use via API" would list only its private events: scripts
+                               # have the HTTP API, which the page links to (/docs).
+                               footer_links=["gradio", "settings"],
                                app_kwargs={"middleware": [guard]})
 
 
@@ -372,10 +375,25 @@ def make_server(app, settings: Settings):
     return DrainingServer(config, app.state.service, settings.shutdown_timeout_s, gradio_stream_ender(app))
 
 
+def bound_process(settings: Settings) -> None:
+    """Threads and heap arenas bounded before any pool starts (lama/resources.py says what holds
+    threads and why these bounds); a server's process-wide settings, so here and not in build_app."""
+    from lama import resources
+    from lama.device import Device
+    from lama.errors import ModelError
+
+    try:
+        on_cuda = Device.resolve(settings.device).is_cuda
+    except ModelError as error:
+        raise SystemExit(f"error: {error}") from None
+    resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(parse_args(argv))
     setup_logging(Path(settings.logs_dir))
     warn_if_exposed(settings)
+    bound_process(settings)
     app = build_app(settings)
     make_server(app, settings).run()
 

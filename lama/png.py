@@ -1,14 +1,13 @@
 """PNG written in parallel, and read back in parallel when this module wrote it.
 
 A PNG's pixels are one zlib stream, and zlib compresses and decompresses on one core:
-for a 2560×1920 photo OpenCV (libpng) spends ~150 ms encoding and ~100 ms decoding,
-several times the model's own time. Deflate lets a stream be cut into segments that
+for a large photo OpenCV (libpng) spends several times the model's own time on it. Deflate lets a stream be cut into segments that
 share nothing: each is compressed on its own and ends with a sync flush (an empty stored
 block, so the next segment starts on a byte boundary with no back references across),
 the last one with the final block; concatenated behind one zlib header and followed by
 the Adler-32 of all the data they form one ordinary stream that every decoder reads.
 zlib releases the GIL, so the segments are compressed by a thread pool sized to the
-cores: 2560×1920 went from 190 ms (cv2.imencode) to 19 ms on the GPU box's 16 cores.
+cores (an order of magnitude faster than cv2.imencode on the GPU box's 16; docs/PROFILING.md).
 
 What is written (measured on photo-like and real photos, see ``python -m lama bench --codecs-only``):
   * filter 'Up' (each byte minus the one above it) on every row but a segment's first,
@@ -52,10 +51,9 @@ SEGMENT_CHUNK = b"lmSG"
 _SEGMENT_VERSION = 1
 
 # How an image is cut: into at most MAX_SEGMENTS segments of at least MIN_SEGMENT_BYTES
-# raw (filtered) bytes, whole rows each. Measured on the GPU box's 16 cores: each segment
-# costs the calls that hand the GIL between threads (~0.25 ms a segment there), so a
-# large image wants few big ones, a small one enough to keep the cores busy; a fixed
-# 256 KiB was 26 ms to decode 2560×1920, 1 MiB 18 ms but then 640×480 took 2× longer.
+# raw (filtered) bytes, whole rows each. Each segment costs the calls that hand the GIL
+# between threads, so a large image wants few big ones, a small one enough to keep the
+# cores busy (the sizes tried: docs/PROFILING.md).
 # Fixed numbers, not the machine's core count, so that every machine writes the same
 # file for the same image. Changing them changes the files written, not what can be read.
 MAX_SEGMENTS = 16
@@ -310,10 +308,10 @@ def _prefix_sum_rows(rows: np.ndarray) -> None:
     """rows[i] = rows[0] + ... + rows[i] (mod 256) in place, which undoes Up.
 
     In ⌈log2(rows)⌉ whole-array adds (Hillis-Steele), not one add a row: those are
-    fast alone (~1 µs) but hold the GIL between every two, and 16 threads doing that
-    spent more time handing the GIL over than adding (a 2560×1920 mask took 17 ms on
-    16 cores). numpy copies an overlapping operand first, so each step reads old rows.
-    numpy's cumsum down axis 0 would be one call but runs an element at a time (50×).
+    fast alone but hold the GIL between every two, and 16 threads doing that spent more
+    time handing the GIL over than adding. numpy copies an overlapping operand first, so
+    each step reads old rows. numpy's cumsum down axis 0 would be one call but runs an
+    element at a time (far slower; docs/PROFILING.md).
     """
     shift = 1
     while shift < len(rows):

@@ -28,10 +28,10 @@ from lama.device import GpuFailure, GpuOutOfMemory
 from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
                          OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
-from lama.memory import format_bytes
 from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
 from lama.stages import Stage
+from lama.units import format_bytes
 from monitor.metrics import ServiceMetrics
 from monitor.records import RequestRecord
 from monitor.requestlog import RequestLog
@@ -97,6 +97,7 @@ class RepairResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     strategy: str = "crop"  # the strategy that ran
     requested_strategy: str = "crop"  # differs when the request's was too large for the GPU budget
+    record_id: str | None = None  # its line in the request log (the UI adds the user's wait to it)
 
     @property
     def summary(self) -> str:
@@ -185,16 +186,24 @@ class RepairService:
             raise named from None
         return Decoded(photo.pixels, mask, time.perf_counter() - started, photo.source, upload_name)
 
-    def submit(self, decoded: Decoded, options: RepairOptions) -> Future[Timed]:
+    def submit(self, decoded: Decoded, options: RepairOptions,
+               on_start: Callable[[], None] | None = None) -> Future[Timed]:
         """Validate, fit the job to the GPU memory budget, then queue it; the future's value is
-        Timed(Inference, wait_s, run_s). Costs a dilation and, for crop, a connected-components
-        pass on the CPU when there is a budget: call it off the event loop."""
+        Timed(Inference, wait_s, run_s); `on_start` runs on the worker as the job starts. Costs a
+        dilation and, for crop, a connected-components pass on the CPU when there is a budget:
+        call it off the event loop."""
         options.validate()
         self._check_arrays(decoded.image, decoded.mask)
         # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
         decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
         run_options, estimate = self._fit_to_gpu(decoded, options)
-        return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
+
+        def job() -> Inference:
+            if on_start is not None:
+                on_start()
+            return self._infer(decoded, run_options, estimate)
+
+        return self.queue.submit(job, cost_bytes=estimate)
 
     def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions) -> tuple[RepairOptions, int | None]:
         """The options to run with and their GPU memory estimate (None: nothing budgeted).
@@ -246,26 +255,28 @@ class RepairService:
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
-        self.record(200, options, decoded, timings, peak, strategy=strategy)
+        record_id = self.record(200, options, decoded, timings, peak, strategy=strategy)
         return RepairResult(repaired, data, fmt, result_name(decoded.upload_name, fmt), saved_as,
-                            str(self.engine.device), peak, timings, strategy, options.strategy)
+                            str(self.engine.device), peak, timings, strategy, options.strategy, record_id)
 
     def record(self, status: int, options: RepairOptions, decoded: Decoded | None = None,
                timings: dict[str, float] | None = None, peak_gpu_bytes: int | None = None,
-               error: str | None = None, strategy: str | None = None) -> None:
-        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads)."""
+               error: str | None = None, strategy: str | None = None) -> str | None:
+        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads); its id."""
         if self.requests is None:
-            return
+            return None
+        record_id = uuid.uuid4().hex[:12]
         height, width = decoded.image.shape[:2] if decoded else (None, None)
         fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
         self.requests.record(RequestRecord(
-            id=uuid.uuid4().hex[:12], ts=time.time(), width=width, height=height,
+            id=record_id, ts=time.time(), width=width, height=height,
             mask_fraction=fraction, strategy=strategy or options.strategy,
             requested_strategy=options.strategy, device=str(self.engine.device),
             precision=self.engine.precision, status=status, error=error,
             timings=timings or {}, peak_gpu_bytes=peak_gpu_bytes,
             rss_bytes=psutil.Process().memory_info().rss,
         ))
+        return record_id
 
     # ------------------------------------------------------------------ whole repairs
 
@@ -311,8 +322,6 @@ class RepairService:
         """
         device = self.engine.device
         stage_timings: dict[str, float] = {}
-        if self.queue.running <= 1:
-            device.reset_peak()
 
         def run() -> np.ndarray:
             stage_timings.clear()
@@ -325,6 +334,8 @@ class RepairService:
                         _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
 
         try:
+            if self.queue.running <= 1:
+                device.reset_peak()
             repaired = device.run(run, on_retry=retrying)
             peak = device.peak_bytes()
         except GpuOutOfMemory:
@@ -401,9 +412,9 @@ class RepairService:
         info = self.engine.describe()
         try:
             gpu = self.engine.device.memory_report()
-        except GpuFailure as failure:  # a lost GPU makes /healthz degraded, not a 500
-            if self.gpu_error is None:
-                self._note_gpu_error(failure)
+        except Exception as error:  # noqa: BLE001 - a lost GPU makes /healthz degraded, not a 500
+            if isinstance(error, GpuFailure) and self.gpu_error is None:
+                self._note_gpu_error(error)
             gpu = None
         sample = self.sampler.latest() if self.sampler else None
         stuck = self.queue.stuck()
