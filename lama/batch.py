@@ -28,7 +28,6 @@ from lama.metadata import NO_METADATA
 from lama.output_formats import RESULT_SUFFIX, OutputFormat, for_suffix, output_format, result_file_name
 
 MASK_SUFFIX = "_mask"  # photo.jpg's mask may be photo.png or photo_mask.png
-EXISTING = ("refuse", "skip", "overwrite")  # what to do about outputs that exist
 # What one photo can get wrong: reported, and the batch goes on.
 PHOTO_ERRORS = (InpaintError, OSError)
 
@@ -145,8 +144,9 @@ def _refuse_collisions(jobs: list[Job]) -> None:
 
 
 def sort_out_existing(jobs: list[Job], existing: str) -> tuple[list[Job], list[Path]]:
-    """(the jobs to run, the photos skipped because their output exists), as `existing` says;
-    "refuse" with outputs that exist raises UsageError, naming them, before any work."""
+    """(the jobs to run, the photos skipped because their output exists), as `existing`
+    ("refuse", "skip" or "overwrite") says; "refuse" with outputs that exist raises UsageError,
+    naming them, before any work."""
     present = [job for job in jobs if job.mask is not None and job.output.exists()]
     if not present or existing == "overwrite":
         return jobs, []
@@ -176,14 +176,19 @@ def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
         except PHOTO_ERRORS as error:
             if stop_on_error:
                 raise
-            message = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            message = message.removeprefix(f"{job.image}: ")  # imageio names the file; the summary does too
+            message = _one_line(error).removeprefix(f"{job.image}: ")  # imageio names the file; so does the summary
             summary.failed.append((job.image, message))
             report(job.image, message)
             continue
         summary.done.append(job.image)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:  # a disk problem: the reason, and where
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return str(error)
 
 
 def repair_one(engine: InpaintEngine, job: Job, mask: np.ndarray, settings: Settings) -> None:

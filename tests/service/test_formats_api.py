@@ -100,3 +100,4 @@ def test_the_editor_downloads_in_the_chosen_format_with_the_photo_metadata(tiny_
                 assert result.info["icc_profile"] == SRGB
     finally:
         queue.shutdown()
+
