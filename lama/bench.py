@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from lama import imageio, png
+from lama.units import format_bytes
 from lama.device import Device
 from lama.engine import InpaintEngine
 from lama.synthetic import synthetic_case
@@ -289,16 +290,13 @@ def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         row = [f"{r.width}×{r.height}", str(r.end_to_end_ms), str(r.model_ms or "n/a"), str(r.decode_ms),
-               str(r.encode_ms), _gib(r.peak_gpu_mem_bytes)]
+               str(r.encode_ms), _memory(r.peak_gpu_mem_bytes)]
         if with_reference:
             row += [f"{r.model_alone_ms:.1f}", f"{r.reference_ms:.1f}", f"{r.speedup:.2f}×",
-                    _gib(r.reference_peak_gpu_mem_bytes), f"{r.rel_error:.2e}"]
+                    _memory(r.reference_peak_gpu_mem_bytes), f"{r.rel_error:.2e}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
-
-def _gib(value: int | None) -> str:
-    return f"{value / 2**30:.2f} GiB" if value is not None else "n/a"
 
 
 def source_commit() -> str:
@@ -321,3 +319,7 @@ def results_json(engine: InpaintEngine, results: list[SizeResult]) -> dict:
         "gpu": engine.device.gpu_name(),
         "results": [{**asdict(r), "speedup": r.speedup} for r in results],
     }
+
+
+def _memory(value: int | None) -> str:
+    return format_bytes(value) if value is not None else "n/a"

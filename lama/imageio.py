@@ -53,6 +53,7 @@ from PIL import (
 from lama import formats, opencv_caps, png
 from lama.errors import ImageError, ImageTooLargeError
 from lama.files import write_bytes_atomic
+from lama.units import format_bytes
 from lama.metadata import NO_METADATA, Metadata, from_header
 from lama.output_formats import OutputFormat, for_suffix, output_format
 
@@ -337,7 +338,7 @@ def _check_byte_size(size: int, limits: ImageLimits) -> None:
         raise ImageError("file is empty")
     if size > limits.max_bytes:
         raise ImageTooLargeError(
-            f"file is {_format_bytes(size)}, the limit is {_format_bytes(limits.max_bytes)}"
+            f"file is {format_bytes(size, binary=True)}, the limit is {format_bytes(limits.max_bytes, binary=True)}"
         )
 
 
@@ -535,14 +536,6 @@ def _mask_from_image(image: np.ndarray) -> np.ndarray:
     red, green, blue = cv2.split(image)[:3]
     colour = cv2.max(red, green)
     return cv2.max(colour, blue, dst=colour)
-
-
-def _format_bytes(size: int) -> str:
-    """Binary units labelled as people know them (KB/MB), as file managers do."""
-    for unit, scale in (("MB", 1024**2), ("KB", 1024)):
-        if size >= scale:
-            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{size} bytes"
 
 
 def _format_megapixels(pixels: int) -> str:

@@ -28,10 +28,10 @@ from lama.device import GpuFailure, GpuOutOfMemory
 from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
                          OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
-from lama.memory import format_bytes
 from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
 from lama.stages import Stage
+from lama.units import format_bytes
 from monitor.metrics import ServiceMetrics
 from monitor.records import RequestRecord
 from monitor.requestlog import RequestLog
