@@ -188,7 +188,8 @@ class BatchRunner:
         what the user can fix, the file's name left to the caller."""
         limits = self.service.limits
         try:
-            image = imageio.read_image(job.photo, limits)
+            photo = imageio.read_photo(job.photo, limits)  # its pixels, format and metadata
+            image = photo.pixels
             if job.mask not in decoded_masks:
                 decoded_masks.clear()  # one shared mask, or one per photo: keep one at a time
                 decoded_masks[job.mask] = imageio.read_mask(job.mask, limits)
@@ -200,8 +201,9 @@ class BatchRunner:
         if not masks.binarize(mask, options.mask_threshold).any():
             raise MaskError(f"its mask ({job.mask.name}) marks nothing above the threshold {options.mask_threshold}",
                             code="empty_mask")
-        # Named after the photo: <stem>_repaired.<ext> (service.storage.result_name).
-        result = self.service.repair(image, mask, options, upload_name=job.photo.name)
+        # Named after the photo: <stem>_repaired.<ext> (service.storage.result_name); its format
+        # for "same", its EXIF and colour profile kept, as the editor's and the API's results.
+        result = self.service.repair(image, mask, options, photo.source, upload_name=job.photo.name)
         return result.name, result.data, preview(result.image, PREVIEW_SIDE_PX)
 
 
@@ -231,10 +233,10 @@ def repair_all_handler(runner: BatchRunner, limits: BatchLimits) -> Callable[...
     the gallery, the zip (at the end) and the problems table out. Refusals as one line (gr.Error)."""
 
     def repair_all(photo_files: Any, masks_given: Any, strategy_name: str, dilate_px: float, feather_px: float,
-                   threshold_value: float, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
+                   fmt: str, threshold_value: float, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
         try:
             batch = plan(_paths(photo_files), _paths(masks_given), limits)
-            options = RepairOptions(strategy_name, int(dilate_px), int(feather_px),
+            options = RepairOptions(strategy_name, int(dilate_px), int(feather_px), fmt,
                                     mask_threshold=int(threshold_value))
             options.validate()
         except InpaintError as error:  # BatchError among them
@@ -257,7 +259,7 @@ def repair_all_handler(runner: BatchRunner, limits: BatchLimits) -> Callable[...
 
 
 def build_batch_tab(service: RepairService, files: EditorFiles, defaults: RepairOptions,
-                    options_row: Callable[[], tuple[gr.Radio, gr.Slider, gr.Slider]],
+                    options_row: Callable[[], tuple[gr.Radio, gr.Slider, gr.Slider, gr.Dropdown]],
                     limits: BatchLimits = BatchLimits()) -> gr.File:
     """The tab's layout and its Run event, inside the current gr.Tabs; returns the masks' file
     input, which the editor's "Use mask for a batch" fills."""
@@ -271,7 +273,7 @@ def build_batch_tab(service: RepairService, files: EditorFiles, defaults: Repair
                              elem_id="batch-photos")
             mask_files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                                  label="Masks (white: repair)", elem_id="batch-masks")
-        strategy, dilate, feather = options_row()
+        strategy, dilate, feather, fmt = options_row()
         threshold = gr.Slider(0, masks.MAX_THRESHOLD, value=defaults.mask_threshold, step=1, label="Mask threshold",
                               info="mask pixels brighter than this are repaired (0: any that is not black)")
         run = gr.Button("Repair all", variant="primary", elem_id="batch-run")
@@ -283,7 +285,7 @@ def build_batch_tab(service: RepairService, files: EditorFiles, defaults: Repair
 
     # One batch at a time; the editor's repairs go on beside it (the service's queue interleaves them).
     run.click(repair_all_handler(BatchRunner(service, files), limits),
-              inputs=[photos, mask_files, strategy, dilate, feather, threshold],
+              inputs=[photos, mask_files, strategy, dilate, feather, fmt, threshold],
               outputs=[status, gallery, download, problems], concurrency_limit=1, concurrency_id="batch",
               api_visibility="private")
     return mask_files

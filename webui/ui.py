@@ -48,7 +48,7 @@ def options_row(defaults: RepairOptions) -> tuple[gr.Radio, gr.Slider, gr.Slider
 
 
 def format_choice(defaults: RepairOptions) -> gr.Dropdown:
-    """The editor's download format: the photo's own by default where the settings say same."""
+    """The download format (the editor's, the Batch tab's): the photo's own by default where the settings say same."""
     default = SAME if defaults.format == SAME else output_format(defaults.format).name
     return gr.Dropdown(FORMAT_CHOICES, value=default, label="Download format",
                        info="same: the photo's own (PNG for BMP and TIFF); the photo's EXIF and colour profile are kept")
@@ -74,7 +74,8 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
                 editor = build_editor(backend, mask_threshold=defaults.mask_threshold, elem_id="editor")
                 strategy, dilate, feather = options_row(defaults)
                 fmt = format_choice(defaults)
-            batch_masks = build_batch_tab(service, backend.files, defaults, lambda: options_row(defaults))
+            batch_masks = build_batch_tab(service, backend.files, defaults,
+                                          lambda: (*options_row(defaults), format_choice(defaults)))
             build_resources_tab(tabs, service.sampler, service.requests)
 
         # The page's event names its files in the event's data, which Gradio's clients cannot send:

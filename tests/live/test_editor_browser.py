@@ -854,8 +854,8 @@ def test_a_batch_repairs_many_photos_with_the_editor_s_mask_and_downloads_one_zi
     expect(page.locator("#batch-problems")).to_contain_text("not an image")
     href = page.locator("#batch-zip a[href*='repaired.zip']").first.get_attribute("href")
     archive = zipfile.ZipFile(io.BytesIO(page.request.get(href).body()))
-    assert archive.namelist() == ["same-repaired.png", "larger-repaired.png"]
-    for name, picture, scale in (("same-repaired.png", same, 1), ("larger-repaired.png", larger, 2)):
+    assert archive.namelist() == ["same_repaired.png", "larger_repaired.png"]
+    for name, picture, scale in (("same_repaired.png", same, 1), ("larger_repaired.png", larger, 2)):
         result = cv2.cvtColor(cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_COLOR),
                               cv2.COLOR_BGR2RGB)
         original = picture if scale == 1 else cv2.cvtColor(cv2.imread(str(tmp_path / "larger.jpg")), cv2.COLOR_BGR2RGB)

@@ -41,7 +41,7 @@ def test_the_ui_path_through_gradio_client_gives_the_api_s_result(server: LiveSe
                         files={"image": (photo.name, photo.read_bytes()), "mask": (mask.name, mask.read_bytes())})
     assert answer.status_code == 200, answer.text
     assert path.read_bytes() == answer.content, "the UI's path and the API repaired the same job differently"
-    assert path.name == "holiday-repaired.png"
+    assert path.name == "holiday_repaired.png"
     # What the client downloaded is the file the service saved (published, not re-encoded).
     saved = {file.read_bytes() for file in (server.folder / "outputs").rglob("*.png")}
     assert path.read_bytes() in saved

@@ -4,12 +4,14 @@ in Chromium: tests/live/test_editor_browser.py (test_a_batch_...)."""
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
+from PIL import Image
 
 from lama import imageio
 from lama.engine import InpaintEngine
@@ -135,12 +137,12 @@ def test_a_batch_repairs_what_it_can_lists_the_rest_and_zips_the_results(runner,
     assert done == [1, 1, 2, 2]  # one step per photo as it finishes, then the one naming the zip
     assert final.summary() == "2 of 3 repaired, 1 not (listed below)"
     assert final.problems == [("notes.png", "not an image: expected PNG, JPEG, WebP, BMP or TIFF")]
-    assert [caption for _, caption in final.gallery] == ["small-repaired.png", "large-repaired.png"]
+    assert [caption for _, caption in final.gallery] == ["small_repaired.png", "large_repaired.png"]
     assert all(max(imageio.read_image(path).shape[:2]) <= batch_tab.PREVIEW_SIDE_PX for path, _ in final.gallery)
 
     with zipfile.ZipFile(final.zip_path) as archive:
-        assert archive.namelist() == ["small-repaired.png", "large-repaired.png"]
-        for name, photo, scale in (("small-repaired.png", photos[0], 2), ("large-repaired.png", photos[2], 4)):
+        assert archive.namelist() == ["small_repaired.png", "large_repaired.png"]
+        for name, photo, scale in (("small_repaired.png", photos[0], 2), ("large_repaired.png", photos[2], 4)):
             result = imageio.decode_image(archive.read(name))
             changed = (result != imageio.read_image(photo)).any(axis=2)
             inside = np.zeros(changed.shape, bool)
@@ -155,15 +157,15 @@ def test_a_failure_of_one_photo_is_listed_and_the_batch_goes_on(runner, service,
     mask = np.full((40, 40), 255, np.uint8)
     repair = service.repair
 
-    def fails_on_the_second(image, mask, options):
+    def fails_on_the_second(image, mask, options, *args, **kwargs):
         if (image == imageio.read_image(photos[1])).all():
             raise RuntimeError("kaboom")
-        return repair(image, mask, options)
+        return repair(image, mask, options, *args, **kwargs)
 
     monkeypatch.setattr(service, "repair", fails_on_the_second)
     final = run(runner, plan(photos, [write(tmp_path, "m.png", mask)], BatchLimits()))[-1]
     assert final.problems == [("b.png", batch_tab.FAILED)]
-    assert [caption for _, caption in final.gallery] == ["a-repaired.png", "c-repaired.png"]
+    assert [caption for _, caption in final.gallery] == ["a_repaired.png", "c_repaired.png"]
 
 
 def test_an_empty_mask_and_a_photo_over_the_limits_are_listed(runner, tmp_path):
@@ -178,8 +180,8 @@ def test_an_empty_mask_and_a_photo_over_the_limits_are_listed(runner, tmp_path):
 def test_photos_of_the_same_name_get_numbered_results(runner, tmp_path):
     photos = [write(tmp_path, "IMG_1.png", picture(20, 20, seed)) for seed in range(3)]
     final = run(runner, plan(photos, [write(tmp_path, "m.png", np.full((20, 20), 255, np.uint8))], BatchLimits()))[-1]
-    assert zipfile.ZipFile(final.zip_path).namelist() == ["IMG_1-repaired.png", "IMG_1-repaired-2.png",
-                                                          "IMG_1-repaired-3.png"]
+    assert zipfile.ZipFile(final.zip_path).namelist() == ["IMG_1_repaired.png", "IMG_1_repaired-2.png",
+                                                          "IMG_1_repaired-3.png"]
 
 
 def test_the_editor_s_mask_is_taken_only_from_the_ui_cache(cache, tmp_path):
@@ -214,12 +216,12 @@ def test_the_handler_refuses_a_batch_in_one_line_and_shows_each_step(runner, tmp
     photos = [str(write(tmp_path, f"{n}.png", picture(20, 20, n))) for n in range(3)]
     mask = [str(write(tmp_path, "m.png", np.full((20, 20), 255, np.uint8)))]
     with pytest.raises(gr.Error, match="a batch holds at most 2"):
-        list(handler(photos, mask, "crop", 0, 0, 127, progress=no_progress))
+        list(handler(photos, mask, "crop", 0, 0, "png", 127, progress=no_progress))
     with pytest.raises(gr.Error, match="strategy must be one of"):
-        list(handler(photos[:2], mask, "sideways", 0, 0, 127, progress=no_progress))
+        list(handler(photos[:2], mask, "sideways", 0, 0, "png", 127, progress=no_progress))
     with pytest.raises(gr.Error, match="must be numbers"):
-        list(handler(photos[:2], mask, "crop", float("nan"), 0, 127, progress=no_progress))
-    steps = list(handler(photos[:2], mask, "crop", 0, 0, 127, progress=no_progress))
+        list(handler(photos[:2], mask, "crop", float("nan"), 0, "png", 127, progress=no_progress))
+    steps = list(handler(photos[:2], mask, "crop", 0, 0, "png", 127, progress=no_progress))
     status, gallery, zip_path, problems = steps[-1]
     assert [step[0] for step in steps] == ["1 of 2 repaired", "2 of 2 repaired", "2 of 2 repaired"]
     assert len(gallery) == 2 and zip_path.endswith("repaired.zip") and problems["visible"] is False
@@ -230,5 +232,18 @@ def test_a_disk_that_cannot_hold_the_results_is_one_line(runner, cache, tmp_path
     handler = batch_tab.repair_all_handler(runner, BatchLimits())
     photos = [str(write(tmp_path, "a.png", picture(20, 20)))]
     with pytest.raises(gr.Error, match="could not write the batch's results"):
-        list(handler(photos, [str(write(tmp_path, "m.png", np.full((20, 20), 255, np.uint8)))], "crop", 0, 0, 127,
+        list(handler(photos, [str(write(tmp_path, "m.png", np.full((20, 20), 255, np.uint8)))], "crop", 0, 0, "png", 127,
                      progress=no_progress))
+
+
+def test_a_batch_keeps_each_photo_s_format_and_metadata_when_asked(runner, tmp_path):
+    exif = Image.Exif()
+    exif[0x010F] = "BatchCam"  # Make
+    Image.fromarray(picture(40, 60)).save(tmp_path / "trip.jpg", quality=95, exif=exif)
+    photos = [tmp_path / "trip.jpg", write(tmp_path, "scan.png", picture(40, 60, 1))]
+    mask = write(tmp_path, "m.png", np.full((40, 60), 255, np.uint8))
+    final = run(runner, plan(photos, [mask], BatchLimits()), RepairOptions(format="same"))[-1]
+    archive = zipfile.ZipFile(final.zip_path)
+    assert archive.namelist() == ["trip_repaired.jpg", "scan_repaired.png"]
+    with Image.open(io.BytesIO(archive.read("trip_repaired.jpg"))) as result:
+        assert result.format == "JPEG" and result.getexif()[0x010F] == "BatchCam"
