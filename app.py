@@ -57,6 +57,7 @@ class Settings:
     dilate: int
     feather: int
     mask_threshold: int
+    keep_metadata: bool
     api_token: str | None
     auth: str | None
     allowed_hosts: list[str]  # Host names accepted besides loopback names (and IP addresses on a public bind)
@@ -182,6 +183,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
     if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
         raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
+    if not isinstance(settings.keep_metadata, bool):
+        raise SystemExit(f"error: keep_metadata must be true or false, got {settings.keep_metadata!r}")
     _check_edge_names(settings)
     return settings
 
@@ -244,7 +247,6 @@ def build_app(settings: Settings):
     import gradio as gr
 
     from lama import resources
-    from lama.device import Device
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
     from lama.imageio import ImageLimits
@@ -267,10 +269,6 @@ def build_app(settings: Settings):
     # compiling them again (an operator's TRITON_CACHE_DIR wins).
     os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
     try:
-        on_cuda = Device.resolve(settings.device).is_cuda
-        # Threads and heap arenas bounded before the engine's first torch work starts pools
-        # (lama/resources.py says what holds threads and why these bounds).
-        resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
         engine = InpaintEngine(settings.model, settings.device, settings.precision,
                                HDSettings(max_side=settings.model_max_side))
     except ModelError as error:
@@ -332,7 +330,7 @@ def build_app(settings: Settings):
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
-                             mask_threshold=settings.mask_threshold)
+                             mask_threshold=settings.mask_threshold, keep_metadata=settings.keep_metadata)
     api = create_api(service, api_token=settings.api_token, defaults=defaults, jobs=jobs,
                      lifespan=lifecycle.lifespan)
     api.state.lifecycle = lifecycle
@@ -377,10 +375,25 @@ def make_server(app, settings: Settings):
     return DrainingServer(config, app.state.service, settings.shutdown_timeout_s, gradio_stream_ender(app))
 
 
+def bound_process(settings: Settings) -> None:
+    """Threads and heap arenas bounded before any pool starts (lama/resources.py says what holds
+    threads and why these bounds); a server's process-wide settings, so here and not in build_app."""
+    from lama import resources
+    from lama.device import Device
+    from lama.errors import ModelError
+
+    try:
+        on_cuda = Device.resolve(settings.device).is_cuda
+    except ModelError as error:
+        raise SystemExit(f"error: {error}") from None
+    resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(parse_args(argv))
     setup_logging(Path(settings.logs_dir))
     warn_if_exposed(settings)
+    bound_process(settings)
     app = build_app(settings)
     make_server(app, settings).run()
 

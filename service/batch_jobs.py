@@ -36,8 +36,9 @@ from pathlib import Path
 
 from lama.errors import InpaintError, JobNotFinishedError, JobNotFoundError, QueueFullError, StorageError
 from lama.files import TEMP_NAME, remove_if_abandoned, write_bytes_atomic
+from lama.output_formats import output_format
 from service.jobs import Timed
-from service.pipeline import MEDIA_TYPES, Decoded, RepairOptions, RepairService
+from service.pipeline import Decoded, RepairOptions, RepairService
 from service.storage import DAY_FOLDER, RESULT_NAME
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Job:
 
     @property
     def media_type(self) -> str:
-        return MEDIA_TYPES[self.format]
+        return output_format(self.format).media_type
 
     def to_record(self) -> bytes:
         return json.dumps({"id": self.id, "status": self.status, "format": self.format, "error": self.error,
@@ -172,7 +173,8 @@ class BatchJobs:
                     final = Job(job.id, FAILED, job.format, {"code": "result_not_saved", "message": "the result could "
                                                              "not be written to the server's outputs folder"})
                 else:
-                    final = Job(job.id, DONE, job.format, saved_as=result.saved_as, timings=result.timings)
+                    # The format that was written: `same` and `jpg` resolved.
+                    final = Job(job.id, DONE, result.format.name, saved_as=result.saved_as, timings=result.timings)
             self._write(final)
         except OSError as error:
             # With its lock released below, readers will see the job as interrupted.

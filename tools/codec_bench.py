@@ -48,6 +48,8 @@ SIZES = ((640, 480), (1280, 960), (2560, 1920))
 REAL_PHOTOS = (("gradio", "test_data/cheetah2.jpg"), ("gradio", "media_assets/images/groot.jpeg"),
                ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"))
 JPEG_QUALITY = 92
+CONTENT = {"real": "Real photos (shipped by installed packages), scaled up: smooth, small files",
+           "synthetic": "The load benchmark's photo-like pictures, with sensor grain: camera-sized files"}
 GIL_FREE_SHARE = 0.25  # another thread ran for at least this share of the call: the codec released the GIL
 
 
@@ -222,7 +224,8 @@ def table(title: str, columns: list[str], rows: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def run(sizes: list[tuple[int, int]], runs: int, content: list[str]) -> str:
+def run(sizes: list[tuple[int, int]], runs: int, content: str) -> str:
+    """The tables for one kind of content ('real' or 'synthetic')."""
     size_names = [f"{w}×{h}" for w, h in sizes]
     decode_rows: dict[str, dict[str, list[float]]] = {}
     encode_rows: dict[str, list[float]] = {}
@@ -230,8 +233,8 @@ def run(sizes: list[tuple[int, int]], runs: int, content: list[str]) -> str:
     gil: dict[str, bool] = {}
     for index, (width, height) in enumerate(sizes):
         largest = index == len(sizes) - 1
-        print(f"{width}×{height} ...", file=sys.stderr)
-        for picture in pictures(width, height, content).values():
+        print(f"{content} {width}×{height} ...", file=sys.stderr)
+        for picture in pictures(width, height, [content]).values():
             for kind, data in files(picture).items():
                 sizes_kb.setdefault(kind, [[] for _ in sizes])[index].append(len(data) / 1024)
                 for name, decode in decoders(kind).items():
@@ -246,10 +249,10 @@ def run(sizes: list[tuple[int, int]], runs: int, content: list[str]) -> str:
     def mean(values: list[float]) -> str:
         return f"{statistics.fmean(values):.1f}" if values else "–"
 
-    out = [(f"Codecs on {os.cpu_count()} cores ({png.cores()} usable; lama.png's threads {png.cores()}, "
-            f"OpenCV's {cv2.getNumThreads()}), content {'+'.join(content)}: mean over the pictures of each "
-            f"codec's median of {runs} calls, ms. imagecodecs {getattr(imagecodecs, '__version__', 'absent')}, "
-            f"OpenCV {cv2.__version__}, Pillow {Image.__version__}.")]
+    out = [(f"### {CONTENT[content]}\n\nCodecs on {os.cpu_count()} cores ({png.cores()} usable; lama.png's threads "
+            f"{png.cores()}, OpenCV's {cv2.getNumThreads()}): mean over the pictures of each codec's median of {runs} "
+            f"calls, ms. OpenCV {cv2.__version__}, Pillow {Image.__version__}, simplejpeg "
+            f"{getattr(simplejpeg, '__version__', 'absent')}, imagecodecs {getattr(imagecodecs, '__version__', 'absent')}.")]
     for kind, rows in decode_rows.items():
         kb = " / ".join(mean(values) for values in sizes_kb[kind])
         out.append(table(f"Decode {kind} (files of {kb} KB)", ["decoder", *size_names, "releases the GIL"],
@@ -273,9 +276,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--content", default="real,synthetic", help="real and/or synthetic pictures")
     args = parser.parse_args(argv)
     content = [name for name in args.content.split(",") if name]
-    if not set(content) <= {"real", "synthetic"} or not content:
+    if not set(content) <= set(CONTENT) or not content:
         parser.error("--content takes real and/or synthetic")
-    print(run([_size(text) for text in args.sizes.split(",")], args.runs, content))
+    sizes = [_size(text) for text in args.sizes.split(",")]
+    print("\n\n".join(run(sizes, args.runs, name) for name in content))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 # then three short reports in a row, each ending in 20 simultaneous 2560×1920 requests, with
 # NVML's memory used after each (does memory plateau after the first burst, or keep growing?);
 # with `load`: then the load benchmark (python -m loadreport load; extra arguments go to it),
-# its table in $1/load.md and everything in $1/load.json.
+# its table in $1/load.md and everything in $1/load.json; with `ui`: the editor's server path
+# through gradio_client against the REST API (tools/ui_bench.py --client gradio), in $1/ui.md.
 # Two modes start servers of their own (issue 15):
 # `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
 # kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
@@ -99,6 +100,11 @@ python3 tools/first_request.py $url | tee -a "$out/startup.txt"
 if [ "$only" = startup-only ]; then stop; exit 0; fi
 if [ "$only" = load ]; then
     python3 -m loadreport load --url $url --json "$out/load.json" "$@" | tee "$out/load.md"
+    stop; exit 0
+fi
+if [ "$only" = ui ]; then
+    # The editor's server path through gradio_client against POST /api/v1/inpaint (no browser here).
+    python3 tools/ui_bench.py --url $url --client gradio --sizes 1280x960,4000x3000 "$@" | tee "$out/ui.md"
     stop; exit 0
 fi
 if [ "$only" = bursts ]; then

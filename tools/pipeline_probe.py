@@ -55,9 +55,9 @@ def streams() -> None:
     import torch
 
     from lama import fastpath
+    from lama.reference import LamaReference  # the backend that copies to the GPU and back; the fast path's too
 
     local = threading.local()
-    owner, repair_name = _repair_method()
 
     def worker_stream() -> torch.cuda.Stream:
         if getattr(local, "stream", None) is None:
@@ -70,8 +70,7 @@ def streams() -> None:
         staged.numpy()[...] = array
         return staged.numpy()
 
-    repair = getattr(owner, repair_name)
-    model_input = owner.model_input
+    repair, model_input = LamaReference.repair, LamaReference.model_input
 
     def repair_on_own_stream(self, rgb, mask):
         if not torch.cuda.is_available():
@@ -86,8 +85,7 @@ def streams() -> None:
             image, mask = pinned(np.ascontiguousarray(image)), pinned(np.ascontiguousarray(mask))
         return model_input(self, image, mask)
 
-    setattr(owner, repair_name, repair_on_own_stream)
-    owner.model_input = pinned_model_input
+    LamaReference.repair, LamaReference.model_input = repair_on_own_stream, pinned_model_input
 
     # A graph's static input and output are shared by every caller: the next caller's stream
     # waits until the last caller's stream has replayed the graph and copied the output away.
@@ -108,19 +106,6 @@ def streams() -> None:
         return out
 
     fastpath.GraphRunner.__call__ = call_after_the_last
-
-
-def _repair_method() -> tuple[type, str]:
-    """The class and method that take one RGB image and mask to the GPU and back: the engine's
-    backend where the engine has backends, else the engine's own."""
-    try:
-        from lama.reference import LamaReference
-
-        return LamaReference, "repair"
-    except ImportError:
-        from lama.engine import InpaintEngine
-
-        return InpaintEngine, "_run_backend"
 
 
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "streams": streams}

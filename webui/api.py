@@ -44,10 +44,10 @@ from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 from lama.engine import STRATEGIES
 from lama.errors import InpaintError
 from lama.masks import MAX_THRESHOLD
+from lama.output_formats import CHOICES as FORMAT_CHOICES
 from monitor.metrics import CONTENT_TYPE
 from service.batch_jobs import BatchJobs, Job
 from service.pipeline import MAX_REFINE_PX, Decoded, RepairOptions, RepairService
-from service.storage import EXTENSIONS
 from webui.edge import API_PREFIX
 from webui.errors import HttpError, error_response, response_for, status_of
 from webui.openapi import REPAIR_HEADERS, UPLOAD_ERRORS, JobAccepted, JobStatus, errors, image_response
@@ -210,19 +210,24 @@ def create_api(service: RepairService, api_token: str | None = None,
                                          json_schema_extra=PIXELS),
                       feather: int = Form(defaults.feather, description="blend the repair's edge over this many px",
                                           json_schema_extra=PIXELS),
-                      format: str = Form(defaults.format, description="the result's format",
-                                         json_schema_extra={"enum": list(EXTENSIONS)}),
+                      format: str = Form(defaults.format, description="the result's format; same: the upload's "
+                                         "(PNG for BMP and TIFF)", json_schema_extra={"enum": list(FORMAT_CHOICES)}),
                       mask_threshold: int = Form(defaults.mask_threshold,
                                                  description="mask values above it are repaired (0: any nonzero, "
                                                              "the official rule)",
-                                                 json_schema_extra={"minimum": 0, "maximum": MAX_THRESHOLD})
+                                                 json_schema_extra={"minimum": 0, "maximum": MAX_THRESHOLD}),
+                      keep_metadata: bool = Form(defaults.keep_metadata,
+                                                 description="carry the upload's EXIF (orientation normalised) "
+                                                             "and ICC profile to the result")
                       ) -> RepairUpload:
-        return RepairUpload(image, mask, RepairOptions(strategy, dilate, feather, format, mask_threshold))
+        return RepairUpload(image, mask, RepairOptions(strategy, dilate, feather, format, mask_threshold,
+                                                       keep_metadata))
 
     async def decode_upload(upload: RepairUpload) -> Decoded:
         """The checks that need no pixels, then decoding, off the event loop."""
         service.check_before_decode(upload.options, {"image": upload.image.size, "mask": upload.mask.size})
-        return await run_in_threadpool(service.decode, await upload.image.read(), await upload.mask.read())
+        return await run_in_threadpool(service.decode, await upload.image.read(), await upload.mask.read(),
+                                       upload.image.filename)
 
     # With a token, the document says so (Swagger UI's Authorize button sends it); ApiGate checks it.
     token = [Security(HTTPBearer(auto_error=False, description="the server's --api-token"))] if api_token else []
@@ -255,10 +260,12 @@ def create_api(service: RepairService, api_token: str | None = None,
         headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
                                              for stage, seconds in result.timings.items()),
                    # crop where the requested strategy would not fit the GPU's memory budget
-                   "X-Strategy": result.strategy}
+                   "X-Strategy": result.strategy,
+                   # The name is made of ASCII letters, digits, _ . - (service.storage.result_name).
+                   "Content-Disposition": f'inline; filename="{result.name}"'}
         if result.saved_as:
             headers["X-Saved-As"] = result.saved_as
-        return Response(result.data, media_type=result.media_type, headers=headers)
+        return Response(result.data, media_type=result.format.media_type, headers=headers)
 
     # The links tell clients (and schemathesis's stateful phase) where the returned id goes.
     job_links = {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}

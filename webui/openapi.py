@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from lama.engine import STRATEGIES
-from service.pipeline import MEDIA_TYPES
+from lama.output_formats import OUTPUT_FORMATS
 
 
 class Problem(BaseModel):
@@ -94,6 +94,8 @@ REPAIR_HEADERS = {
                    "schema": {"type": "string", "enum": list(STRATEGIES)}},
     "X-Saved-As": {"description": "the result's file under the server's outputs folder (absent when saving failed)",
                    "schema": {"type": "string"}},
+    "Content-Disposition": {"description": "the download's name: `<upload's stem>_repaired.<ext>`", "required": True,
+                            "schema": {"type": "string"}},
 }
 
 
@@ -130,7 +132,7 @@ def image_response(description: str, headers: dict[str, Any] | None = None) -> d
     """A 200 whose body is an image in one of the formats a repair writes."""
     binary = {"schema": {"type": "string", "format": "binary"}}
     response: dict[str, Any] = {"description": description,
-                                "content": {media_type: binary for media_type in MEDIA_TYPES.values()}}
+                                "content": {fmt.media_type: binary for fmt in OUTPUT_FORMATS.values()}}
     if headers:
         response["headers"] = headers
     return response
