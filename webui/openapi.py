@@ -8,10 +8,12 @@ from ERRORS, the one catalogue of the API's error codes.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from lama.engine import STRATEGIES
 from lama.output_formats import OUTPUT_FORMATS
 
 
@@ -83,16 +85,13 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying aga
                                "schema": {"type": "integer", "minimum": 0}}}
 STATUS_HEADERS = {401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
                   503: RETRY_AFTER}
-STATUS_MEANINGS = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
-                   413: "Too large", 421: "Misdirected request", 422: "Invalid field", 500: "Server error",
-                   503: "Unavailable, retry later", 507: "Insufficient storage"}
 
 REPAIR_HEADERS = {
     "Server-Timing": {"description": "seconds per stage, as `stage;dur=ms`: decode, queue, infer, encode, save, total",
                       "required": True, "schema": {"type": "string"}},
     "X-Strategy": {"description": "the strategy that ran: `crop` where the one asked for would not fit the GPU "
                                   "memory budget", "required": True,
-                   "schema": {"type": "string", "enum": ["original", "resize", "crop"]}},
+                   "schema": {"type": "string", "enum": list(STRATEGIES)}},
     "X-Saved-As": {"description": "the result's file under the server's outputs folder (absent when saving failed)",
                    "schema": {"type": "string"}},
     "Content-Disposition": {"description": "the download's name: `<upload's stem>_repaired.<ext>`", "required": True,
@@ -120,7 +119,7 @@ def errors(*codes: str | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
                     for code in status_codes}
         response: dict[str, Any] = {
             "model": ErrorResponse,
-            "description": f"{STATUS_MEANINGS[status]}: " + "; ".join(f"`{code}`" for code in status_codes),
+            "description": f"{HTTPStatus(status).phrase}: " + "; ".join(f"`{code}`" for code in status_codes),
             "content": {"application/json": {"examples": examples}},
         }
         if status in STATUS_HEADERS:

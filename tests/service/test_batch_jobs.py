@@ -164,6 +164,9 @@ def test_records_go_with_their_results_and_lost_jobs_read_as_failed(tiny_dir, tm
             f'"message": "m"}}, "saved_as": null, "timings": {{}}}}')
         eight_days_ago = time.time() - 8 * 86400
         os.utime(jobs_folder / f"{old_failure}.json", (eight_days_ago, eight_days_ago))
+        # Killed between taking the lock and writing the record, and in the middle of a write:
+        (jobs_folder / f"{'d' * 32}.lock").touch()
+        (jobs_folder / f".{'c' * 32}.json.0123abcd.tmp").write_text('{"id": ')
 
         status = client.get(f"/api/v1/jobs/{lost}").json()
         assert status["status"] == "failed" and status["error"]["code"] == "interrupted", status
