@@ -60,6 +60,7 @@ class Settings:
     dilate: int
     feather: int
     mask_threshold: int
+    keep_metadata: bool
     api_token: str | None
     auth: str | None
     allowed_hosts: list[str]  # Host names accepted besides loopback names (and IP addresses on a public bind)
@@ -185,6 +186,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
     if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
         raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
+    if not isinstance(settings.keep_metadata, bool):
+        raise SystemExit(f"error: keep_metadata must be true or false, got {settings.keep_metadata!r}")
     _check_edge_names(settings)
     return settings
 
@@ -221,11 +224,11 @@ def edge_policy(settings: Settings):
     repair: two files at the per-file limit and their form; the UI's upload route: one file)."""
     from gradio.route_utils import API_PREFIX as GRADIO_API_PREFIX
 
-    from webui.api import INPAINT_PATH, UPLOAD_OVERHEAD_BYTES, inpaint_body_limit
+    from webui.api import REPAIR_PATHS, UPLOAD_OVERHEAD_BYTES, inpaint_body_limit
     from webui.edge import BodyLimits, EdgePolicy
 
     per_file = settings.max_upload_mb * 2**20
-    body_limits = BodyLimits(OTHER_BODY_BYTES, {INPAINT_PATH: inpaint_body_limit(per_file),
+    body_limits = BodyLimits(OTHER_BODY_BYTES, {**{path: inpaint_body_limit(per_file) for path in REPAIR_PATHS},
                                                 f"{GRADIO_API_PREFIX}/upload": per_file + UPLOAD_OVERHEAD_BYTES})
     return EdgePolicy.create(settings.host, body_limits, settings.allowed_hosts, settings.allowed_origins)
 
@@ -253,6 +256,7 @@ def build_app(settings: Settings):
     from monitor.metrics import ServiceMetrics
     from monitor.requestlog import RequestLog
     from monitor.sampler import Sampler
+    from service.batch_jobs import BatchJobs
     from service.jobs import JobQueue
     from service.lifecycle import Lifecycle
     from service.pipeline import RepairOptions, RepairService
@@ -307,18 +311,21 @@ def build_app(settings: Settings):
         outputs.remove_temp_files()
     except OSError as error:
         log.warning("outputs: cannot clean %s: %s", outputs.root, error)
-    # The UI's upload cache is swept with the outputs, on the same thread.
+    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
+                            status_of=status_of)
+    # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.
+    jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
     # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds.
-    retention = Retention(outputs, [*sweep_ui_cache, resources.release_free_heap])
-    service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
-                            status_of=status_of)
+    retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep, resources.release_free_heap])
     # Every thread's owner (service/lifecycle.py): started by the app's lifespan, stopped after the last response.
     lifecycle = Lifecycle()
     if sampler is not None:
         lifecycle.add("monitor sampler", sampler.start, sampler.stop)
     lifecycle.add("outputs retention", retention.start, retention.stop)
+    # Stopped after the queue: the jobs it finishes or cancels then still get their records.
+    lifecycle.add("batch job finishers", None, jobs.shutdown)
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
@@ -326,8 +333,9 @@ def build_app(settings: Settings):
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
-                             mask_threshold=settings.mask_threshold)
-    api = create_api(service, api_token=settings.api_token, defaults=defaults, lifespan=lifecycle.lifespan)
+                             mask_threshold=settings.mask_threshold, keep_metadata=settings.keep_metadata)
+    api = create_api(service, api_token=settings.api_token, defaults=defaults, jobs=jobs,
+                     lifespan=lifecycle.lifespan)
     api.state.lifecycle = lifecycle
     # Added last, so outermost: Host, Origin, CORS and body size for every route, API and UI alike.
     api.add_middleware(EdgeMiddleware, policy=edge_policy(settings))
@@ -341,6 +349,9 @@ def build_app(settings: Settings):
                                cache_max_bytes=int(settings.ui_cache_max_mb * 2**20))
     return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
                                max_file_size=limits.max_bytes, blocked_paths=[str(cache_dir / ui_cache.MARKER)],
+                               # Gradio's "Use via API" would list only its private events: scripts
+                               # have the HTTP API, which the page links to (/docs).
+                               footer_links=["gradio", "settings"],
                                app_kwargs={"middleware": [guard]})
 
 

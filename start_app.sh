@@ -48,9 +48,12 @@ fi
 
 if [[ $mode == test ]]; then
     # The browser tests drive Debian's Chromium (never a browser downloaded by a tool); the
-    # scale-out tests put Debian's HAProxy in front of replicas (tests/live/test_haproxy.py).
+    # scale-out tests put Debian's HAProxy in front of replicas (tests/live/test_haproxy.py); the
+    # README's batch recipe, which a test runs, needs curl and jq.
     missing=()
     [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v jq >/dev/null || missing+=(jq)
     command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
     command -v kubectl >/dev/null || missing+=(kubectl)  # renders the Kubernetes manifests (kustomize)
     if (( ${#missing[@]} )); then

@@ -1,10 +1,14 @@
 """`python -m lama bench`: what one repair costs at the sizes users send.
 
-Per size it reports the model-only median (padded tensor in, prediction out, device
-synchronized), the end-to-end median (PNG bytes in -> PNG bytes out: decode, engine,
-encode, as the service does it; the input PNGs written by OpenCV, as uploads are) and the
-peak GPU memory of the model run. With fp16 on CUDA it also reports the relative error
-against an fp32 copy of the same weights.
+Per size it reports the end-to-end time (PNG bytes in -> PNG bytes out: decode, engine,
+encode, as the service does it; the input PNGs written by OpenCV, as uploads are), the
+model's time inside those same runs (padded tensor in, prediction out, the device
+synchronized before and after) and the codecs', and the peak GPU memory of the model run.
+Times are spreads over the runs: min, median and max. A part is timed inside the very run
+whose whole it is part of, so no end-to-end time comes out below its parts (timed in
+separate loops, the model's median once came out above the end-to-end one: other runs,
+other clocks). With a reference it also reports the relative error of the fast path
+against an fp32 copy of the same weights, and the speed-up of the model alone over it.
 Numbers are printed, never asserted: timings belong to the machine they ran on.
 """
 
@@ -24,29 +28,48 @@ import numpy as np
 import torch
 
 from lama import imageio, png
+from lama.units import format_bytes
 from lama.device import Device
 from lama.engine import InpaintEngine
 from lama.synthetic import synthetic_case
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Milliseconds over the timed runs."""
+
+    min: float
+    median: float
+    max: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Spread:
+        ms = [value * 1000 for value in seconds]
+        return cls(min(ms), statistics.median(ms), max(ms))
+
+    def __str__(self) -> str:
+        return f"{self.median:.1f} ({self.min:.1f}–{self.max:.1f})"
 
 
 @dataclass
 class SizeResult:
     width: int
     height: int
-    model_ms: float
-    end_to_end_ms: float
+    end_to_end_ms: Spread
+    model_ms: Spread | None  # inside the end-to-end runs; None for the OpenCV fallback
+    decode_ms: Spread  # image and mask, inside the end-to-end runs
+    encode_ms: Spread
     peak_gpu_mem_bytes: int | None
-    # The CPU codecs inside the end-to-end figure (medians of the same runs):
-    decode_ms: float | None = None  # image and mask
-    encode_ms: float | None = None
-    # With a reference (the plain fp32 eager path of the same weights, same device):
-    reference_ms: float | None = None
+    # With a reference (the plain fp32 eager path of the same weights, same device), each
+    # model alone in a loop of its own, the same way:
+    model_alone_ms: float | None = None  # median
+    reference_ms: float | None = None  # median
     reference_peak_gpu_mem_bytes: int | None = None
     rel_error: float | None = None  # ‖fast − fp32‖ / ‖fp32‖ on the same input
 
     @property
     def speedup(self) -> float | None:
-        return self.reference_ms / self.model_ms if self.reference_ms else None
+        return self.reference_ms / self.model_alone_ms if self.reference_ms and self.model_alone_ms else None
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -100,33 +123,60 @@ def _timed_with_peak(run: Callable[[], object], runs: int, warmup: int, device: 
     return timings[0], peak
 
 
+@contextlib.contextmanager
+def _timing_the_model(engine: InpaintEngine, seconds: list[float]) -> Iterator[None]:
+    """Each model run of `engine` appends its time to `seconds`, the device synchronized
+    before and after it, for as long as the context lasts."""
+    backend, synchronize = engine.backend, engine.device.synchronize
+    run_model = backend.run_model
+
+    def timed(net_input: torch.Tensor) -> torch.Tensor:
+        synchronize()
+        started = time.perf_counter()
+        output = run_model(net_input)
+        synchronize()
+        seconds.append(time.perf_counter() - started)
+        return output
+
+    backend.run_model = timed
+    try:
+        yield
+    finally:
+        backend.run_model = run_model
+
+
 def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup: int,
                reference: InpaintEngine | None) -> SizeResult:
     image, mask = synthetic_case(width, height)
     png_image, png_mask = foreign_png(image), foreign_png(mask)
+    model_loaded = engine.backend.model_loaded
+    stages: dict[str, list[float]] = {"end_to_end": [], "model": [], "decode": [], "encode": []}
 
-    stages: dict[str, list[float]] = {"decode": [], "encode": []}
-
-    def end_to_end() -> bytes:
+    def end_to_end() -> None:
+        engine.device.synchronize()
         started = time.perf_counter()
         decoded = imageio.decode_image_and_mask(png_image, png_mask)
-        repaired_at = time.perf_counter()
-        repaired = engine.inpaint(*decoded, strategy="original")
+        decoded_at = time.perf_counter()
+        repaired = engine.inpaint(*decoded, strategy="original")  # back on the CPU: synchronized
         encode_at = time.perf_counter()
-        data = imageio.encode_image(repaired)
-        stages["decode"].append((repaired_at - started) * 1000)
-        stages["encode"].append((time.perf_counter() - encode_at) * 1000)
-        return data
+        imageio.encode_image(repaired)
+        ended = time.perf_counter()
+        stages["decode"].append(decoded_at - started)
+        stages["encode"].append(ended - encode_at)
+        stages["end_to_end"].append(ended - started)
 
-    def codec_medians(result: SizeResult) -> SizeResult:
-        # Only the timed runs, not the warm-ups.
-        result.decode_ms = statistics.median(stages["decode"][-runs:])
-        result.encode_ms = statistics.median(stages["encode"][-runs:])
+    with _timing_the_model(engine, stages["model"]) if model_loaded else contextlib.nullcontext():
+        for _ in range(warmup):
+            end_to_end()
+        for values in stages.values():
+            values.clear()
+        for _ in range(runs):
+            end_to_end()
+    result = SizeResult(width, height, Spread.of(stages["end_to_end"]),
+                        Spread.of(stages["model"]) if model_loaded else None,
+                        Spread.of(stages["decode"]), Spread.of(stages["encode"]), None)
+    if not model_loaded:
         return result
-
-    if not engine.backend.model_loaded:
-        return codec_medians(SizeResult(width, height, float("nan"),
-                                        _timed_with_peak(end_to_end, runs, warmup, engine.device)[0], None))
 
     with torch.inference_mode():
         net_input = engine.backend.model_input(image, mask > 0)[2]
@@ -135,10 +185,10 @@ def bench_size(engine: InpaintEngine, width: int, height: int, runs: int, warmup
         with torch.inference_mode():
             return engine.backend.run_model(net_input)
 
-    model_ms, peak = _timed_with_peak(model_only, runs, warmup, engine.device)
-    end_to_end_ms = _timed_with_peak(end_to_end, runs, warmup, engine.device)[0]
-    result = codec_medians(SizeResult(width, height, model_ms, end_to_end_ms, peak))
+    # The model alone: the peak memory of its run, and what the reference is compared with.
+    model_alone_ms, result.peak_gpu_mem_bytes = _timed_with_peak(model_only, runs, warmup, engine.device)
     if reference is not None:
+        result.model_alone_ms = model_alone_ms
         _compare(result, engine, reference, image, mask > 0, net_input, runs, warmup)
     return result
 
@@ -232,23 +282,21 @@ def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
         "",
     ]
     with_reference = any(r.reference_ms is not None for r in results)
-    header = ["size", "model ms (median)", "end-to-end ms (PNG in -> PNG out)", "of which decode / encode ms",
-              "peak GPU memory"]
+    header = ["size", "end-to-end ms (PNG in -> PNG out)", "of which model ms", "of which decode ms",
+              "of which encode ms", "peak GPU memory"]
     if with_reference:
-        header += ["fp32 eager ms", "speed-up", "fp32 eager peak", "rel. error vs fp32"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        header += ["model alone ms", "fp32 eager ms", "speed-up", "fp32 eager peak", "rel. error vs fp32"]
+    lines += ["median (min–max) of each; the parts are timed inside the same runs as the whole", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
-        row = [f"{r.width}×{r.height}", f"{r.model_ms:.1f}", f"{r.end_to_end_ms:.1f}",
-               f"{r.decode_ms:.1f} / {r.encode_ms:.1f}", _gib(r.peak_gpu_mem_bytes)]
+        row = [f"{r.width}×{r.height}", str(r.end_to_end_ms), str(r.model_ms or "n/a"), str(r.decode_ms),
+               str(r.encode_ms), _memory(r.peak_gpu_mem_bytes)]
         if with_reference:
-            row += [f"{r.reference_ms:.1f}", f"{r.speedup:.2f}×", _gib(r.reference_peak_gpu_mem_bytes),
-                    f"{r.rel_error:.2e}"]
+            row += [f"{r.model_alone_ms:.1f}", f"{r.reference_ms:.1f}", f"{r.speedup:.2f}×",
+                    _memory(r.reference_peak_gpu_mem_bytes), f"{r.rel_error:.2e}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
-
-def _gib(value: int | None) -> str:
-    return f"{value / 2**30:.2f} GiB" if value is not None else "n/a"
 
 
 def source_commit() -> str:
@@ -271,3 +319,7 @@ def results_json(engine: InpaintEngine, results: list[SizeResult]) -> dict:
         "gpu": engine.device.gpu_name(),
         "results": [{**asdict(r), "speedup": r.speedup} for r in results],
     }
+
+
+def _memory(value: int | None) -> str:
+    return format_bytes(value) if value is not None else "n/a"

@@ -7,7 +7,6 @@ error a user can cause into one line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import sys
@@ -15,16 +14,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 from tqdm import tqdm
 
-from lama import bench, imageio, masks
+from lama import batch, bench, imageio, masks
 from lama.checkpoint import describe_checkpoint, load_checkpoint, save_safetensors
-from lama.download import BIG_LAMA, download_big_lama
 from lama.device import DEVICES, PRECISIONS
+from lama.download import BIG_LAMA, download_big_lama
 from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import InpaintError, UsageError
+from lama.loading import DEFAULT_MODEL_CANDIDATES, find_default_model
+from lama.output_formats import CHOICES as FORMAT_CHOICES
 
 log = logging.getLogger("lama")
+
+# The service's settings (app.py reads them): `lama info` describes the model it would load.
+SERVICE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 # What a user can get wrong; anything else is a bug and keeps its traceback.
 USER_ERRORS = (InpaintError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -32,59 +37,22 @@ USER_ERRORS = (InpaintError, FileNotFoundError, NotADirectoryError, PermissionEr
 
 # ---------------------------------------------------------------------------- inpaint
 
-def _mask_for(image: Path, mask_dir: Path) -> Path:
-    """The mask of `image` in `mask_dir`: same stem, or STEM_mask, any image suffix (any case)."""
-    for stem in (image.stem, f"{image.stem}_mask"):
-        for candidate in sorted(mask_dir.glob(f"{glob.escape(stem)}.*")):
-            if (candidate.stem == stem and candidate.suffix.lower() in imageio.IMAGE_SUFFIXES
-                    and candidate != image and candidate.is_file()):
-                return candidate
-    raise UsageError(f"no mask for {image.name} in {mask_dir} (looked for {image.stem}.* and {image.stem}_mask.*)")
-
-
-def _jobs(image: Path, mask: Path, output: Path) -> list[tuple[Path, Path, Path]]:
-    """(image, mask, output) triples for files or directories, as the CLI contract describes."""
-    if not image.exists():
-        raise UsageError(f"image not found: {image}")
-    if not mask.exists():
-        raise UsageError(f"mask not found: {mask}")
-    if image.is_file():
-        mask_file = _mask_for(image, mask) if mask.is_dir() else mask
-        out_file = output / f"{image.stem}.png" if output.is_dir() else output
-        return [(image, mask_file, out_file)]
-    if mask.is_file():
-        raise UsageError("--image is a directory, so --mask must be a directory of masks too")
-    if output.exists() and not output.is_dir():
-        raise UsageError("--image is a directory, so --output must be a directory")
-    images = sorted(p for p in image.iterdir()
-                    if p.suffix.lower() in imageio.IMAGE_SUFFIXES and not p.stem.endswith("_mask"))
-    if not images:
-        raise UsageError(f"no images ({', '.join(imageio.IMAGE_SUFFIXES)}) in {image}")
-    return [(p, _mask_for(p, mask), output / f"{p.stem}.png") for p in images]
-
-
 def cmd_inpaint(args: argparse.Namespace) -> int:
-    jobs = _jobs(args.image, args.mask, args.output)
-    engine = InpaintEngine(args.model, device=args.device, precision=args.precision)
-    if engine.backend.warning:
-        print(f"warning: {engine.backend.warning}", file=sys.stderr)
-    failures = 0
-    for image_path, mask_path, out_path in tqdm(jobs, disable=len(jobs) == 1, unit="image"):
-        try:
-            image = imageio.read_image(image_path)
-            mask = masks.binarize(imageio.read_mask(mask_path), args.mask_threshold)
-            result = engine.inpaint(image, mask, strategy=args.strategy, dilate=args.dilate, feather=args.feather)
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            imageio.write_image_atomic(out_path, result)
-        except InpaintError as error:
-            if len(jobs) == 1:
-                raise
-            failures += 1
-            tqdm.write(f"error: {image_path.name}: {error}", file=sys.stderr)
-    if failures:
-        print(f"error: {failures} of {len(jobs)} images failed", file=sys.stderr)
-        return 1
-    return 0
+    jobs = batch.plan(args.image, args.mask, args.output, args.format)
+    jobs, existing = batch.sort_out_existing(jobs, args.existing)
+    single = args.image.is_file()
+    if args.mask.is_file() and not single:
+        imageio.read_mask(args.mask)  # the one mask of a folder: a broken one is said once, before the model loads
+    engine = InpaintEngine(args.model or service_model(), device=args.device, precision=args.precision)
+    settings = batch.Settings(args.strategy, args.dilate, args.feather, args.mask_threshold, args.keep_metadata)
+    progress = tqdm(jobs, disable=single or not jobs, unit="image")
+    summary = batch.run(engine, progress, settings, stop_on_error=single,
+                        report=lambda path, message: tqdm.write(f"error: {path.name}: {message}", file=sys.stderr))
+    if existing:
+        summary.skipped["output exists"] = existing
+    if not single:
+        print("\n".join(summary.lines()))
+    return 1 if summary.failed else 0
 
 
 # ---------------------------------------------------------------------------- the others
@@ -105,8 +73,25 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def service_model() -> Path | None:
+    """The model `python app.py` loads when started without --model: configs/default.yaml's
+    `model`, or where that is null, the engine's own search (DEFAULT_MODEL_CANDIDATES)."""
+    try:
+        configured = (yaml.safe_load(SERVICE_CONFIG.read_text()) or {}).get("model")
+    except (OSError, yaml.YAMLError, AttributeError):
+        configured = None  # a copy without the service's configs: the engine's search alone
+    return Path(configured) if configured else find_default_model()
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    info = describe_checkpoint(load_checkpoint(args.model))
+    model = args.model or service_model()
+    if model is None:
+        raise UsageError("no model given, and the service would find none (configs/default.yaml's model is null and "
+                         f"none of {', '.join(map(str, DEFAULT_MODEL_CANDIDATES))} exists: it would repair with the "
+                         "OpenCV fallback); run `python -m lama download`, or name a checkpoint")
+    if args.model is None:
+        print(f"the service's model: {model}", file=sys.stderr)
+    info = describe_checkpoint(load_checkpoint(model))
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
@@ -145,15 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto: fp16 on CUDA, fp32 on CPU")
 
-    p = commands.add_parser("inpaint", help="repair an image (or a directory of images) where the mask is set")
+    p = commands.add_parser("inpaint", help="repair an image (or a folder of images) where the mask is set",
+                            description="A folder of photos takes one mask file for all of them, or a folder of "
+                                        "masks matched by name (STEM.* or STEM_mask.*); masks are resized to "
+                                        "their photo. Photos without a mask are skipped and listed. Results are "
+                                        "STEM_repaired.EXT in the --output folder. Exit status 1 only when a photo "
+                                        "failed.")
     p.add_argument("--model", type=Path, default=None,
                    help="official big-lama dir, .ckpt, IOPaint big-lama.pt or .safetensors "
-                        "(default: models/big-lama.*, else OpenCV fallback)")
-    p.add_argument("--image", type=Path, required=True, help="image file or directory")
+                        "(default: the service's, as for `info`; none: the OpenCV fallback)")
+    p.add_argument("--image", type=Path, required=True, help="image file or folder")
     p.add_argument("--mask", type=Path, required=True,
-                   help="mask file or directory (masks matched by stem or STEM_mask; values above "
-                        "--mask-threshold = repair)")
-    p.add_argument("--output", type=Path, required=True, help="output file or directory")
+                   help="mask file (for a folder: the same mask for every photo) or folder of masks matched by "
+                        "name (STEM.* or STEM_mask.*); values above --mask-threshold = repair")
+    p.add_argument("--output", type=Path, required=True, help="output file, or folder (STEM_repaired.EXT)")
+    p.add_argument("--format", choices=FORMAT_CHOICES, type=str.lower, default=None,
+                   help="output format (jpg = jpeg; same: the photo's own, PNG for BMP/TIFF); default: the "
+                        "--output file's suffix, or same for a folder")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", dest="existing", action="store_const", const="overwrite",
+                          help="replace outputs that exist")
+    existing.add_argument("--skip-existing", dest="existing", action="store_const", const="skip",
+                          help="leave outputs that exist and repair the rest")
+    p.set_defaults(existing="refuse")
+    p.add_argument("--no-keep-metadata", dest="keep_metadata", action="store_false",
+                   help="write no EXIF or ICC profile (default: carried from the photo, orientation normalised)")
     add_runtime(p)
     p.add_argument("--strategy", choices=STRATEGIES, default="crop",
                    help="crop (default; only above 800 px), resize (above 1280 px) or original")
@@ -177,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_download)
 
     p = commands.add_parser("info", help="architecture, parameter count, dtype and format of a checkpoint")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, nargs="?", default=None,
+                   help="default: the model `python app.py` loads (configs/default.yaml's model, else models/big-lama.*)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_info)
 

@@ -138,12 +138,18 @@ class Device:
             torch.cuda.synchronize(self.torch)
 
     def reset_peak(self) -> None:
+        """GpuFailure when the GPU fails (a lost GPU fails its allocator's counters too)."""
         if self.is_cuda:
-            torch.cuda.reset_peak_memory_stats(self.torch)
+            with gpu_failures():
+                torch.cuda.reset_peak_memory_stats(self.torch)
 
     def peak_bytes(self) -> int | None:
-        """The allocator's peak since the last reset_peak (the process's, all threads); None on the CPU."""
-        return torch.cuda.max_memory_allocated(self.torch) if self.is_cuda else None
+        """The allocator's peak since the last reset_peak (the process's, all threads); None on the
+        CPU; GpuFailure when the GPU fails."""
+        if not self.is_cuda:
+            return None
+        with gpu_failures():
+            return torch.cuda.max_memory_allocated(self.torch)
 
     def peak_above_baseline(self, run: Callable[[], object]) -> int | None:
         """Peak bytes allocated during `run` above what was held before it; None on the CPU."""

@@ -30,10 +30,11 @@ from lama.device import Device
 from lama.errors import EngineError
 from lama.layout import layout_of
 from lama.loading import lama_backend, load_backend
-from lama.memory import MemoryModel, format_bytes
+from lama.memory import MemoryModel
 from lama.planning import STRATEGIES, HDSettings, Run, plan, whole_run
 from lama.reference import Weights
 from lama.stages import Stage
+from lama.units import format_bytes
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,10 @@
     │   ├── ShuttingDownError       the server is draining
     │   ├── GpuOutOfMemoryError     the GPU ran out of memory twice for this job
     │   └── GpuFailedError          the GPU failed; the server reports itself not ready
+    ├── JobError                    a batch job's state does not allow what was asked (`job_id`)
+    │   ├── JobNotFoundError        no such job: never submitted, or swept with its result
+    │   └── JobNotFinishedError     its result, asked for while it is pending or after it failed
+    ├── StorageError                the outputs folder cannot take a write (full, read-only, not a folder)
     ├── ModelError                  the model cannot be loaded or run as configured
     │   ├── CheckpointError         a checkpoint file we refuse (UnsafeCheckpointError below it)
     │   ├── DownloadError           a download that failed, nothing half-written left
@@ -110,6 +114,34 @@ class GpuOutOfMemoryError(UnavailableError):
 class GpuFailedError(UnavailableError):
     code = "gpu_error"
     default_retry_after_s = 30
+
+
+class JobError(InpaintError):
+    code = "job_error"
+
+    def __init__(self, message: str, job_id: str):
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobNotFoundError(JobError):
+    code = "job_not_found"
+
+
+class JobNotFinishedError(JobError):
+    """`status`: the job's (queued, running or failed)."""
+
+    def __init__(self, message: str, job_id: str, status: str):
+        super().__init__(message, job_id)
+        self.status = status
+
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        return "job_failed" if self.status == "failed" else "job_not_done"
+
+
+class StorageError(InpaintError):
+    code = "outputs_unwritable"
 
 
 class ModelError(InpaintError):

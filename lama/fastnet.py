@@ -1,7 +1,7 @@
 """big-lama's forward pass written for the GPU: channels-last all the way, fewer passes.
 
 The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-folded copy,
-`lama.fastpath.fold_batchnorm`), organised around what the profiler showed on an H200:
+`lama.fastpath.fold_batchnorm`), organised around what the profiler showed (docs/PROFILING.md):
 - cuDNN's fp16 tensor-core convolutions work on NHWC. The module version keeps NCHW
   tensors, so every convolution transposes in and out, and reflect padding on CUDA turns
   a channels-last tensor back into NCHW. Here every feature map is an NHWC tensor
@@ -15,8 +15,7 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
 - The Fourier unit's transforms are dense DFT matrix products in fp16 with fp32
   accumulation (`dft_matrices`): half-precision cuFFT refuses non-power-of-two sizes, and
   fp32 cuFFT needed NCHW fp32 copies and transposes around every transform, which cost
-  more than the transforms (profiled on an H200: 61 ms with cuFFT, 46 ms with the
-  products, at 2560×1920). They are scaled so that no value on the way is larger than the
+  more than the transforms. They are scaled so that no value on the way is larger than the
   activations it comes from or goes to (an orthonormal spectrum's DC grows with the image),
   so fp16 overflows only where the activations themselves would.
 - The full-resolution 7x7 stem (4 channels in) and head (3 channels out) are Triton
@@ -98,8 +97,7 @@ class _Conv:
 
     def relu(self, padded: Tensor) -> Tensor:
         """relu(conv(padded) + bias), fused by cuDNN on CUDA: F.conv2d adds the bias to a
-        channels-last output in a strided pass of its own (0.2 ms of 7.4 at 1280×960, H200,
-        for the down-sampling layers) and the ReLU is one more."""
+        channels-last output in a strided pass of its own and the ReLU is one more."""
         if padded.is_cuda and not self.transposed:
             out = torch.cudnn_convolution_relu(_nchw(padded), self.weight, self.bias, self.stride,
                                                self._conv_padding, (1, 1), 1)

@@ -10,8 +10,10 @@ which it decodes faster than OpenCV (tools/codec_bench.py; docs/BENCHMARKS.md), 
 and into an array this module allocates at the checked size; by lama.png on all cores for
 PNGs this service wrote; by OpenCV for everything else (other PNGs, CMYK JPEG, TIFF, WebP,
 BMP: docs/BENCHMARKS.md says why no PNG decoder replaced it). PNG is encoded by lama.png on
-all cores (no library measured writes it as fast), JPEG and WebP by OpenCV. Every one of
-these codecs releases the GIL.
+all cores (no library measured writes it as fast), JPEG and WebP by Pillow (the same
+libjpeg-turbo and libwebp as OpenCV's, and it writes EXIF and ICC profiles). Every one of
+these codecs releases the GIL. A photo's EXIF and ICC profile (lama.metadata) can be carried
+from the upload to the result: :func:`decode_photo` returns them with the pixels.
 
 What one decode may cost is bounded three ways: the structure checks bound its time by
 the file's size; what the decoder allocates is bounded whatever the header says (simplejpeg
@@ -32,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -50,6 +53,9 @@ from PIL import (
 from lama import formats, opencv_caps, png
 from lama.errors import ImageError, ImageTooLargeError
 from lama.files import write_bytes_atomic
+from lama.units import format_bytes
+from lama.metadata import NO_METADATA, Metadata, from_header
+from lama.output_formats import OutputFormat, for_suffix, output_format
 
 # Suffixes the CLI treats as images when it is given a directory (compare lower-cased).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -70,14 +76,8 @@ _CORRUPT = formats.CORRUPT
 # for the other formats it is ignored and this module applies it.
 _ORIENTED_BY_OPENCV = frozenset({"TIFF"})
 
-# Output formats: name -> (OpenCV extension, largest side the format can store).
-_OUTPUT_FORMATS: dict[str, tuple[str, int]] = {
-    "png": (".png", 2**31 - 1),
-    "jpeg": (".jpg", 65535),
-    "webp": (".webp", 16383),
-}
-_FORMAT_ALIASES = {"jpg": "jpeg"}
-_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+# Pillow's encoder of each output format but PNG (lama.png's).
+_PILLOW_ENCODERS = {"jpeg": "JPEG", "webp": "WEBP"}
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,32 @@ def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray
     return _decode_mask(_check(data, limits))
 
 
-# Runs the mask's half of decode_image_and_mask. Its tasks wait only on a decode slot and
+@dataclass(frozen=True)
+class Source:
+    """What an upload says about itself besides its pixels."""
+
+    format: str  # as sniffed: "PNG", "JPEG", "WEBP", "BMP" or "TIFF"
+    metadata: Metadata  # what a result made of it can carry (lama.metadata)
+
+
+class Photo(NamedTuple):
+    pixels: np.ndarray  # as decode_image returns them
+    source: Source
+
+
+def decode_photo(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Photo:
+    """:func:`decode_image`, with the upload's format and metadata."""
+    checked = _check(data, limits)
+    return Photo(_decode(checked), _source(checked))
+
+
+def decode_source(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Source:
+    """The upload's format and metadata without decoding its pixels (it is checked as for
+    decoding, so a file decode_photo refuses is refused here too)."""
+    return _source(_check(data, limits))
+
+
+# Runs the mask's half of decode_photo_and_mask. Its tasks wait only on a decode slot and
 # lama.png's pool, whose tasks wait on nothing, so any number of requests can share them
 # without deadlock; a mask the pool has not started by the time its image is decoded is
 # taken back (below), so slow masks in the pool never hold up another request's. No more
@@ -158,10 +183,10 @@ def decode_mask(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray
 _mask_pool = png.LazyPool("mask", DECODE_SLOTS)
 
 
-def decode_image_and_mask(
+def decode_photo_and_mask(
     image_data: bytes, mask_data: bytes, limits: ImageLimits = DEFAULT_LIMITS
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`decode_image` and :func:`decode_mask` at once, the mask in another thread.
+) -> tuple[Photo, np.ndarray]:
+    """:func:`decode_photo` and :func:`decode_mask` at once, the mask in another thread.
 
     Both files are checked (structure, header, limits) before either is decoded, so a
     refusal costs no decoding at all. OpenCV and zlib release the GIL, so the mask costs
@@ -181,7 +206,15 @@ def decode_image_and_mask(
             raise
     with _blaming("mask"):
         mask = _decode_mask(mask_checked) if mask_future.cancel() else mask_future.result()
-    return image, mask
+    return Photo(image, _source(image_checked)), mask
+
+
+def decode_image_and_mask(
+    image_data: bytes, mask_data: bytes, limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_photo_and_mask` for the pixels alone."""
+    photo, mask = decode_photo_and_mask(image_data, mask_data, limits)
+    return photo.pixels, mask
 
 
 @contextlib.contextmanager
@@ -203,6 +236,7 @@ class _Checked:
     pixel_data: bytes  # what the decoder is given (a PNG without its ancillary chunks)
     has_alpha: bool
     orientation: int
+    header: ImageFile.ImageFile  # Pillow's parsed header: where the metadata is read from
     # The array simplejpeg fills, (height, width[, channels]); None: another decoder reads the file.
     shape: tuple[int, ...] | None = None
 
@@ -210,7 +244,7 @@ class _Checked:
 def _check(data: bytes, limits: ImageLimits) -> _Checked:
     """Everything that can refuse a file without decoding its pixels, cheapest first."""
     _check_byte_size(len(data), limits)
-    fmt = _sniff_format(data)
+    fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(_NOT_AN_IMAGE)
     webp_size = _webp_canvas_size(data)
@@ -236,7 +270,14 @@ def _check(data: bytes, limits: ImageLimits) -> _Checked:
     if structure is not None and structure.channels is not None:
         width, height = structure.size
         shape = (height, width) if structure.channels == 1 else (height, width, structure.channels)
-    return _Checked(fmt, data, pixel_data, has_alpha, _orientation(header), shape)
+    return _Checked(fmt, data, pixel_data, has_alpha, _orientation(header), header, shape)
+
+
+def _source(checked: _Checked) -> Source:
+    width, height = checked.header.size
+    if checked.orientation in (5, 6, 7, 8):  # decoded upright, these swap width and height
+        width, height = height, width
+    return Source(checked.fmt, from_header(checked.header, (width, height)))
 
 
 def _decode(checked: _Checked) -> np.ndarray:
@@ -262,14 +303,25 @@ def read_image(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMIT
     return _read_with(decode_image, Path(path), limits)
 
 
+def read_photo(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> Photo:
+    """Read and decode an image file; see :func:`decode_photo`. Errors name the path."""
+    return _read_with(decode_photo, Path(path), limits)
+
+
+def read_source(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> Source:
+    """Read an image file's format and metadata; see :func:`decode_source`. Errors name the path."""
+    return _read_with(decode_source, Path(path), limits)
+
+
 def read_mask(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Read and decode a mask file; see :func:`decode_mask`. Errors name the path."""
     return _read_with(decode_mask, Path(path), limits)
 
 
-def _read_with(
-    decoder: Callable[[bytes, ImageLimits], np.ndarray], path: Path, limits: ImageLimits
-) -> np.ndarray:
+Decoded = TypeVar("Decoded")
+
+
+def _read_with(decoder: Callable[[bytes, ImageLimits], Decoded], path: Path, limits: ImageLimits) -> Decoded:
     try:
         # Checking the size first means a huge file is refused without reading it.
         _check_byte_size(path.stat().st_size, limits)
@@ -286,11 +338,11 @@ def _check_byte_size(size: int, limits: ImageLimits) -> None:
         raise ImageError("file is empty")
     if size > limits.max_bytes:
         raise ImageTooLargeError(
-            f"file is {_format_bytes(size)}, the limit is {_format_bytes(limits.max_bytes)}"
+            f"file is {format_bytes(size, binary=True)}, the limit is {format_bytes(limits.max_bytes, binary=True)}"
         )
 
 
-def _sniff_format(data: bytes) -> str | None:
+def sniff_format(data: bytes) -> str | None:
     """The format named by the file's magic bytes, or None for anything we don't accept."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
@@ -486,14 +538,6 @@ def _mask_from_image(image: np.ndarray) -> np.ndarray:
     return cv2.max(colour, blue, dst=colour)
 
 
-def _format_bytes(size: int) -> str:
-    """Binary units labelled as people know them (KB/MB), as file managers do."""
-    for unit, scale in (("MB", 1024**2), ("KB", 1024)):
-        if size >= scale:
-            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{size} bytes"
-
-
 def _format_megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:,.1f}".removesuffix(".0") + " MP"
 
@@ -501,41 +545,45 @@ def _format_megapixels(pixels: int) -> str:
 # --------------------------------------------------------------------------- encoding
 
 
-def encode_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
-    """Encode an RGB, RGBA or gray uint8 array as PNG, JPEG or WebP.
+def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: int = 95,
+                 metadata: Metadata = NO_METADATA) -> bytes:
+    """Encode an RGB, RGBA or gray uint8 array as PNG, JPEG or WebP (`fmt`: a name of
+    lama.output_formats, "same" excepted, or its OutputFormat).
 
     PNG is written by lama.png on all cores (about as small as OpenCV's), JPEG and WebP by
-    OpenCV.
+    Pillow. `metadata` (EXIF, ICC profile: lama.metadata) goes into the file, in the chunk or
+    segment its format has for it.
 
     ``quality`` (1..100) applies to JPEG and WebP. JPEG has no transparency, so RGBA is
     composited on white, which is how the picture looks on a white page; dropping the
     alpha instead would reveal whatever colour hides under transparent pixels.
     A malformed array is a programming error and raises ValueError, not ImageError.
     """
-    fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
-    if fmt not in _OUTPUT_FORMATS:
-        raise ImageError(f"unsupported output format {fmt!r}: expected png, jpeg or webp")
+    if not isinstance(fmt, OutputFormat):
+        fmt = output_format(fmt)
     if not 1 <= quality <= 100:
         raise ImageError(f"quality must be between 1 and 100, got {quality}")
     _check_array(image)
-    extension, max_side = _OUTPUT_FORMATS[fmt]
     height, width = image.shape[:2]
-    if max(height, width) > max_side:
+    if max(height, width) > fmt.max_side:
         raise ImageError(
-            f"image is {width}×{height}, {fmt.upper()} stores at most {max_side} pixels per side"
+            f"image is {width}×{height}, {fmt.name.upper()} stores at most {fmt.max_side} pixels per side"
         )
-    if fmt == "png":
-        return png.encode(image)
-    if fmt == "jpeg" and image.ndim == 3 and image.shape[2] == 4:
+    if fmt.name == "png":
+        return png.encode(image, exif=metadata.exif, icc_profile=metadata.icc_profile)
+    if fmt.name == "jpeg" and image.ndim == 3 and image.shape[2] == 4:
         image = _composite_on_white(image)
-    ok, buffer = cv2.imencode(extension, _to_opencv_layout(image), _encode_params(fmt, quality))
-    if not ok:
-        raise ImageError(f"could not encode a {width}×{height} image as {fmt.upper()}")
-    return buffer.tobytes()
+    extra = {key: value for key, value in (("exif", metadata.exif), ("icc_profile", metadata.icc_profile)) if value}
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(image).save(buffer, _PILLOW_ENCODERS[fmt.name], quality=quality, **extra)
+    except (OSError, ValueError) as error:
+        raise ImageError(f"could not encode a {width}×{height} image as {fmt.name.upper()}: {error}") from None
+    return buffer.getvalue()
 
 
 def write_image_atomic(
-    path: str | os.PathLike[str], image: np.ndarray, quality: int = 95
+    path: str | os.PathLike[str], image: np.ndarray, quality: int = 95, metadata: Metadata = NO_METADATA
 ) -> Path:
     """Encode ``image`` in the format its suffix names and replace ``path`` atomically.
 
@@ -543,10 +591,10 @@ def write_image_atomic(
     and propagate as OSError.
     """
     path = Path(path)
-    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    fmt = for_suffix(path.suffix)
     if fmt is None:
         raise ImageError(f"cannot write {path.name}: use a .png, .jpg, .jpeg or .webp name")
-    return write_bytes_atomic(path, encode_image(image, fmt, quality))
+    return write_bytes_atomic(path, encode_image(image, fmt, quality, metadata))
 
 
 def _check_array(image: np.ndarray) -> None:
@@ -563,18 +611,3 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     alpha = rgba[:, :, 3:].astype(np.uint16)
     blended = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
     return blended.astype(np.uint8)
-
-
-def _to_opencv_layout(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
-    return cv2.cvtColor(image, code)
-
-
-def _encode_params(fmt: str, quality: int) -> list[int]:
-    if fmt == "jpeg":
-        return [cv2.IMWRITE_JPEG_QUALITY, quality]
-    if fmt == "webp":
-        return [cv2.IMWRITE_WEBP_QUALITY, quality]
-    return []

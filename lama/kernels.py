@@ -2,14 +2,15 @@
 
 The torch versions run where there is no Triton (the CPU build of torch, CI) and are what
 the CPU tests check the generator's rewrite with; tests/gpu/test_cuda.py checks each Triton
-kernel against its torch version on the GPU.
+kernel against its torch version on the GPU. The profiles behind each choice, with their
+figures, GPU and commit: docs/PROFILING.md.
 - `reflect_pad`: reflect padding of an NHWC map in one pass. torch's own reflect pad on
-  CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran at a
-  fifth of the memory bandwidth (H200).
+  CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran far below
+  the memory bandwidth.
 - `ReflectConv`: big-lama's two full-resolution 7x7 convolutions (the 4-channel stem and
   the 3-channel head), with the padding, the ReLU before the head and the activations. cuDNN
-  runs them in a slow generic kernel (profiled on an H200 at 1280×960: 1.55 ms of 11, plus
-  passes to pad, to add zero channels and to apply the sigmoid); here each row of the
+  runs them in a slow generic kernel (plus passes to pad, to add zero channels and to apply
+  the sigmoid); here each row of the
   filter is one matrix product over (column offset, channel), which NHWC memory holds
   contiguously, accumulated on the tensor cores.
 - `ReflectConvSum`: a residual block's FFC output in one pass: the sum of its 3x3
@@ -42,7 +43,7 @@ def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = N
 
     `x` may be any strided view; the result is a contiguous NHWC tensor. The bias and ReLU
     are for the transposed convolutions, whose bias cuDNN does not fuse (torch adds it in a
-    pass of its own, strided on NHWC maps, that took 0.5 ms of 10 at 1280×960 on an H200).
+    pass of its own, strided on NHWC maps).
     """
     if triton_runs(x):
         return _reflect_pad_triton(x, pad, relu, bias)
@@ -104,8 +105,8 @@ class ReflectConv:
         self.row_pad = -(-self.row_length // self.block_k) * self.block_k
         self.out_pad = max(16, triton.next_power_of_2(self.out_channels))
         self.padded_bias = F.pad(self.bias.float(), (0, self.out_pad - self.out_channels)).contiguous()
-        # The best of tools/gpu_explore.py --kernels on an H200 (1280×960 and 2560×1920):
-        # stem 2 rows (128 accumulator columns), head 4 rows (64), 128 columns, 8 warps.
+        # The best of tools/gpu_explore.py --kernels (docs/PROFILING.md): stem 2 rows (128
+        # accumulator columns), head 4 rows (64), 128 columns, 8 warps.
         self.tune(block_m=128, num_warps=8, out_rows=2 if self.out_pad >= 64 else 4)
 
     def tune(self, block_m: int, num_warps: int, out_rows: int) -> None:
@@ -164,11 +165,11 @@ class ReflectConvSum:
     output sums the local input's 3x3 convolution and the spectral branch's last (1x1) one;
     a block's second layer adds the block's input after the ReLU.
 
-    On an H200 at 640×480 cuDNN ran the 384 -> 128 global-to-local convolution at a fifth of
-    the tensor cores' rate (its tiles filled 75 of 132 multiprocessors, each at 22% of its
-    rate), and every layer needed two padding passes, a product and two residual adds
-    besides. The Triton kernel reads each input pixel's reflection itself (a pixel's channels
-    are contiguous, so the loads stay vectorised) and does the sums in its epilogue.
+    cuDNN ran the 384 -> 128 global-to-local convolution at a small share of the tensor cores'
+    rate (its tiles left multiprocessors idle; docs/PROFILING.md), and every layer needed two
+    padding passes, a product and two residual adds besides. The Triton kernel reads each input
+    pixel's reflection itself (a pixel's channels are contiguous, so the loads stay vectorised)
+    and does the sums in its epilogue.
     """
 
     def __init__(self, weights: list[Tensor], bias: Tensor, relu: bool):
@@ -185,8 +186,8 @@ class ReflectConvSum:
         # Rows (tap, input channel), columns output channels: a K-by-N operand per input.
         self.matrices = [w.detach().permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous() for w in weights]
         self.block_k = next((k for k in (64, 32, 16) if all(c % k == 0 for c in self.in_channels)), None)
-        # The best tile of a sweep on an H200 over big-lama's bottleneck sizes (80×60 to
-        # 320×240); `tools/gpu_explore.py --conv-sum` times it and a larger one against cuDNN.
+        # The best tile of a sweep over big-lama's bottleneck sizes (80×60 to 320×240,
+        # docs/PROFILING.md); `tools/gpu_explore.py --conv-sum` times it and others against cuDNN.
         self.tune(block_m=64, block_n=128, num_warps=4, num_stages=3)
 
     def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:

@@ -138,6 +138,16 @@ def binarize(mask: np.ndarray, threshold: int = 0) -> np.ndarray:
     return mask > threshold
 
 
+def resized(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`mask` stretched to height×width by nearest neighbour (itself when it has that size):
+    every value is one the mask had, so thresholding afterwards decides as it would have on
+    the original, with no interpolated grey edge for it to judge."""
+    if mask.shape[:2] == (height, width):
+        return mask
+    return cv2.resize(mask.view(np.uint8) if mask.dtype == bool else mask, (width, height),
+                      interpolation=cv2.INTER_NEAREST).astype(mask.dtype, copy=False)
+
+
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Grow the mask by a Euclidean disc of radius `pixels`: a pixel joins the mask when a
     masked pixel lies within that distance (dx² + dy² <= pixels²), so corners stay round.

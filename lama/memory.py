@@ -83,10 +83,3 @@ def budget_bytes(total_bytes: int, fraction: float, steady_bytes: int) -> int:
     """The bytes concurrent jobs may hold together: the share of the card the process may
     reserve (lama.device.Device.limit_memory) less what it holds at rest."""
     return max(0, int(total_bytes * fraction) - steady_bytes)
-
-
-def format_bytes(count: float) -> str:
-    """'1.3 GB', '840 MB': for messages people read."""
-    if count >= 1e9:
-        return f"{count / 1e9:.1f} GB"
-    return f"{count / 1e6:.0f} MB"

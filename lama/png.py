@@ -1,14 +1,13 @@
 """PNG written in parallel, and read back in parallel when this module wrote it.
 
 A PNG's pixels are one zlib stream, and zlib compresses and decompresses on one core:
-for a 2560×1920 photo OpenCV (libpng) spends ~150 ms encoding and ~100 ms decoding,
-several times the model's own time. Deflate lets a stream be cut into segments that
+for a large photo OpenCV (libpng) spends several times the model's own time on it. Deflate lets a stream be cut into segments that
 share nothing: each is compressed on its own and ends with a sync flush (an empty stored
 block, so the next segment starts on a byte boundary with no back references across),
 the last one with the final block; concatenated behind one zlib header and followed by
 the Adler-32 of all the data they form one ordinary stream that every decoder reads.
 zlib releases the GIL, so the segments are compressed by a thread pool sized to the
-cores: 2560×1920 went from 190 ms (cv2.imencode) to 19 ms on the GPU box's 16 cores.
+cores (an order of magnitude faster than cv2.imencode on the GPU box's 16; docs/PROFILING.md).
 
 What is written (measured on photo-like and real photos, see ``python -m lama bench --codecs-only``):
   * filter 'Up' (each byte minus the one above it) on every row but a segment's first,
@@ -31,7 +30,7 @@ the same image gives the same file everywhere; an image under 256 KiB is one seg
 done in the calling thread.
 
 :func:`decode` reads only files laid out exactly as :func:`encode` writes them (8-bit
-gray, RGB or RGBA, no other chunks) and checks every CRC, the zlib header, each segment's
+gray, RGB or RGBA, no chunks but its own metadata ones) and checks every CRC, the zlib header, each segment's
 length and the Adler-32; for anything else it returns None and the caller decodes with
 OpenCV, which then also produces the error message for a broken file.
 """
@@ -52,10 +51,9 @@ SEGMENT_CHUNK = b"lmSG"
 _SEGMENT_VERSION = 1
 
 # How an image is cut: into at most MAX_SEGMENTS segments of at least MIN_SEGMENT_BYTES
-# raw (filtered) bytes, whole rows each. Measured on the GPU box's 16 cores: each segment
-# costs the calls that hand the GIL between threads (~0.25 ms a segment there), so a
-# large image wants few big ones, a small one enough to keep the cores busy; a fixed
-# 256 KiB was 26 ms to decode 2560×1920, 1 MiB 18 ms but then 640×480 took 2× longer.
+# raw (filtered) bytes, whole rows each. Each segment costs the calls that hand the GIL
+# between threads, so a large image wants few big ones, a small one enough to keep the
+# cores busy (the sizes tried: docs/PROFILING.md).
 # Fixed numbers, not the machine's core count, so that every machine writes the same
 # file for the same image. Changing them changes the files written, not what can be read.
 MAX_SEGMENTS = 16
@@ -67,6 +65,10 @@ _FILTER_NONE, _FILTER_SUB, _FILTER_UP = 0, 1, 2
 _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level, no dictionary
 _SYNC_MARKER = b"\x00\x00\xff\xff"  # the empty stored block a sync flush ends with
 _ADLER_BASE = 65521
+# Metadata chunks encode() writes between IHDR and the pixel data (decode() reads past them).
+_METADATA_CHUNKS = frozenset({b"iCCP", b"eXIf"})
+_ICC_NAME = b"ICC profile"  # an iCCP chunk's profile name: any, as long as it is there
+_EXIF_HEADER = b"Exif\0\0"  # JPEG's prefix of an EXIF block, which PNG's eXIf chunk has not
 
 
 # --------------------------------------------------------------------------- threads
@@ -126,10 +128,12 @@ def rows_per_segment(width: int, height: int, channels: int) -> int:
     return -(-height // segments)
 
 
-def encode(image: np.ndarray) -> bytes:
+def encode(image: np.ndarray, exif: bytes | None = None, icc_profile: bytes | None = None) -> bytes:
     """PNG bytes of an H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA) uint8 array.
 
     The caller checks the array (imageio.encode_image does); sizes up to 2**31 − 1 a side.
+    `exif` ("Exif\\0\\0" and a TIFF-structured block, as Pillow writes it) and `icc_profile`
+    go into eXIf and iCCP chunks before the pixel data, where readers look for them.
     """
     image = np.ascontiguousarray(image)
     height, width = image.shape[:2]
@@ -169,9 +173,12 @@ def encode(image: np.ndarray) -> bytes:
     segments[-1] = (last_pieces + [trailer], zlib.crc32(trailer, last_crc), 0, 0)
 
     colour = _COLOUR_TYPES[channels]
-    parts = [SIGNATURE,
-             _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)),
-             _chunk(SEGMENT_CHUNK, struct.pack(">BI", _SEGMENT_VERSION, step))]
+    parts = [SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))]
+    if icc_profile:
+        parts.append(_chunk(b"iCCP", _ICC_NAME + b"\0\0" + zlib.compress(icc_profile)))
+    if exif:
+        parts.append(_chunk(b"eXIf", exif.removeprefix(_EXIF_HEADER)))
+    parts.append(_chunk(SEGMENT_CHUNK, struct.pack(">BI", _SEGMENT_VERSION, step)))
     for pieces, crc, _, _ in segments:  # one IDAT each, joined once: no copies on the way
         parts += [struct.pack(">I", sum(map(len, pieces))), b"IDAT", *pieces, struct.pack(">I", crc)]
     parts.append(_chunk(b"IEND", b""))
@@ -301,10 +308,10 @@ def _prefix_sum_rows(rows: np.ndarray) -> None:
     """rows[i] = rows[0] + ... + rows[i] (mod 256) in place, which undoes Up.
 
     In ⌈log2(rows)⌉ whole-array adds (Hillis-Steele), not one add a row: those are
-    fast alone (~1 µs) but hold the GIL between every two, and 16 threads doing that
-    spent more time handing the GIL over than adding (a 2560×1920 mask took 17 ms on
-    16 cores). numpy copies an overlapping operand first, so each step reads old rows.
-    numpy's cumsum down axis 0 would be one call but runs an element at a time (50×).
+    fast alone but hold the GIL between every two, and 16 threads doing that spent more
+    time handing the GIL over than adding. numpy copies an overlapping operand first, so
+    each step reads old rows. numpy's cumsum down axis 0 would be one call but runs an
+    element at a time (far slower; docs/PROFILING.md).
     """
     shift = 1
     while shift < len(rows):
@@ -345,6 +352,8 @@ def _layout(view: memoryview) -> _Layout | None:
             return None
         if kind == b"IHDR" and header is None and length == 13 and start == 16:
             header = struct.unpack(">IIBBBBB", view[start:end])
+        elif kind in _METADATA_CHUNKS and header is not None and step is None:
+            continue
         elif kind == SEGMENT_CHUNK and header is not None and step is None and not idats and length == 5:
             version, step = struct.unpack(">BI", view[start:end])
             if version != _SEGMENT_VERSION or step == 0:

@@ -7,7 +7,7 @@ ratios 0..1 (percentages where the name says percent); null where a value is unk
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class GpuReading(TypedDict):
@@ -58,6 +58,15 @@ class Sample(TypedDict):
 SAMPLE_KEYS = tuple(Sample.__annotations__)
 
 
+class UserWait(TypedDict):
+    """What the editor's user waited for a repair, from the click to the result on screen, as the
+    browser measured it (seconds); upload and transfer are the parts the server does not see."""
+
+    total: float
+    upload: float
+    transfer: float
+
+
 class RequestRecord(TypedDict):
     """One repair request, whatever its outcome."""
 
@@ -75,3 +84,4 @@ class RequestRecord(TypedDict):
     timings: dict[str, float]  # lama.stages.Stage value -> seconds
     peak_gpu_bytes: int | None
     rss_bytes: int
+    waited: NotRequired[UserWait]  # the editor's repairs, once the page reported it (RequestLog.amend)

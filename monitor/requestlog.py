@@ -2,7 +2,8 @@
 
 The file (logs/requests.jsonl) is what an operator greps after an incident; the memory copy is what
 the dashboard and GET /api/v1/monitor serve without reading the disk. A record: monitor/records.py's
-RequestRecord.
+RequestRecord; what is learnt after it was written (the time the editor's user waited, which only
+the browser knows) is added with amend().
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections import deque
 from pathlib import Path
 from monitor.jsonl import RotatingJsonl
-from monitor.records import RequestRecord
+from monitor.records import RequestRecord, UserWait
 
 
 class RequestLog:
@@ -32,6 +33,21 @@ class RequestLog:
             self._records.append(rec)
         if self._file is not None:
             self._file.write(rec)
+
+    def amend(self, record_id: str, waited: UserWait) -> bool:
+        """Add the user's wait to the record `record_id`. In memory the record itself changes; the
+        file, whose lines are never rewritten, gets an amendment line {"ts", "amends": record_id,
+        "waited"}. False (and nothing written) when the record is no longer kept in memory."""
+        with self._lock:
+            for index in range(len(self._records) - 1, -1, -1):  # the newest first: the usual case
+                if self._records[index]["id"] == record_id:
+                    self._records[index] = {**self._records[index], "waited": waited}
+                    break
+            else:
+                return False
+        if self._file is not None:
+            self._file.write({"ts": time.time(), "amends": record_id, "waited": waited})
+        return True
 
     def recent(self, since: float | None = None, limit: int | None = None) -> list[RequestRecord]:
         """Records with ts > since in the order recorded; with `limit`, only the last `limit` of them."""

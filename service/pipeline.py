@@ -28,18 +28,19 @@ from lama.device import GpuFailure, GpuOutOfMemory
 from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
                          OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
-from lama.memory import format_bytes
+from lama.metadata import NO_METADATA
+from lama.output_formats import OutputFormat, output_format
 from lama.stages import Stage
+from lama.units import format_bytes
 from monitor.metrics import ServiceMetrics
 from monitor.records import RequestRecord
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
 from service.jobs import JobQueue, Timed
-from service.storage import EXTENSIONS, OutputStore
+from service.storage import OutputStore, result_name
 
 log = logging.getLogger(__name__)
 
-MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
 GPU_PROBE_INTERVAL_S = 5.0  # after a CUDA error, how often readiness checks whether the GPU works again
 
@@ -49,8 +50,9 @@ class RepairOptions:
     strategy: str = "crop"
     dilate: int = 0
     feather: int = 0
-    format: str = "png"
+    format: str = "png"  # a name of lama.output_formats: png, jpeg (jpg), webp, or same (the upload's)
     mask_threshold: int = masks.DEFAULT_THRESHOLD  # mask values above it are repaired; 0: any nonzero
+    keep_metadata: bool = True  # carry the upload's EXIF (orientation 1) and ICC profile to the result
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -62,8 +64,7 @@ class RepairOptions:
         if not 0 <= self.mask_threshold <= masks.MAX_THRESHOLD:
             raise OptionError("mask_threshold", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
                                                 f"got {self.mask_threshold}")
-        if self.format not in EXTENSIONS:
-            raise OptionError("format", f"format must be one of {', '.join(EXTENSIONS)}, got {self.format!r}")
+        output_format(self.format)  # OptionError for a name it does not know
 
 
 @dataclass
@@ -71,6 +72,8 @@ class Decoded:
     image: np.ndarray
     mask: np.ndarray
     decode_s: float = 0.0
+    source: imageio.Source | None = None  # the upload's format and metadata; None: arrays were given
+    upload_name: str | None = None  # the upload's file name, which names the result
 
 
 class Inference(NamedTuple):
@@ -86,13 +89,15 @@ class Inference(NamedTuple):
 class RepairResult:
     image: np.ndarray
     data: bytes
-    media_type: str
+    format: OutputFormat
+    name: str  # for the download: '<upload's stem>_repaired.<ext>'
     saved_as: str | None  # relative to the outputs folder; None when saving failed
     device: str
     peak_gpu_bytes: int | None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     strategy: str = "crop"  # the strategy that ran
     requested_strategy: str = "crop"  # differs when the request's was too large for the GPU budget
+    record_id: str | None = None  # its line in the request log (the UI adds the user's wait to it)
 
     @property
     def summary(self) -> str:
@@ -168,28 +173,37 @@ class RepairService:
                 raise too_large
         self.queue.check_room()
 
-    def decode(self, image_bytes: bytes, mask_bytes: bytes) -> Decoded:
+    def decode(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None = None) -> Decoded:
+        """`upload_name`: the image's file name as the client gave it (only its stem names the result)."""
         started = time.perf_counter()
         try:
             # The mask decodes in another thread while the image does (the codecs release the GIL).
-            image, mask = imageio.decode_image_and_mask(image_bytes, mask_bytes, self.limits)
+            photo, mask = imageio.decode_photo_and_mask(image_bytes, mask_bytes, self.limits)
         except ImageError as error:
             # The same class with the part named first: which of the two uploads is wrong.
             named = type(error)(f"{error.part}: {error}")
             named.part = error.part
             raise named from None
-        return Decoded(image, mask, time.perf_counter() - started)
+        return Decoded(photo.pixels, mask, time.perf_counter() - started, photo.source, upload_name)
 
-    def submit(self, decoded: Decoded, options: RepairOptions) -> Future[Timed]:
+    def submit(self, decoded: Decoded, options: RepairOptions,
+               on_start: Callable[[], None] | None = None) -> Future[Timed]:
         """Validate, fit the job to the GPU memory budget, then queue it; the future's value is
-        Timed(Inference, wait_s, run_s). Costs a dilation and, for crop, a connected-components
-        pass on the CPU when there is a budget: call it off the event loop."""
+        Timed(Inference, wait_s, run_s); `on_start` runs on the worker as the job starts. Costs a
+        dilation and, for crop, a connected-components pass on the CPU when there is a budget:
+        call it off the event loop."""
         options.validate()
         self._check_arrays(decoded.image, decoded.mask)
         # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
         decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
         run_options, estimate = self._fit_to_gpu(decoded, options)
-        return self.queue.submit(lambda: self._infer(decoded, run_options, estimate), cost_bytes=estimate)
+
+        def job() -> Inference:
+            if on_start is not None:
+                on_start()
+            return self._infer(decoded, run_options, estimate)
+
+        return self.queue.submit(job, cost_bytes=estimate)
 
     def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions) -> tuple[RepairOptions, int | None]:
         """The options to run with and their GPU memory estimate (None: nothing budgeted).
@@ -221,10 +235,13 @@ class RepairService:
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
         repaired, peak, engine_timings, strategy = timed.value
         started = time.perf_counter()
-        data = imageio.encode_image(repaired, options.format)
+        source = decoded.source
+        fmt = output_format(options.format, source.format if source else None)
+        metadata = source.metadata if source and options.keep_metadata else NO_METADATA
+        data = imageio.encode_image(repaired, fmt, metadata=metadata)
         encoded = time.perf_counter()
         try:
-            saved_as = self.outputs.save(data, options.format)
+            saved_as = self.outputs.save(data, fmt, decoded.upload_name)
         except OSError as error:
             # The user still gets the result; the operator gets the log line.
             log.error("could not save a result under %s: %s (the result was still returned; "
@@ -238,36 +255,40 @@ class RepairService:
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
-        self.record(200, options, decoded, timings, peak, strategy=strategy)
-        return RepairResult(repaired, data, MEDIA_TYPES[options.format], saved_as, str(self.engine.device),
-                            peak, timings, strategy, options.strategy)
+        record_id = self.record(200, options, decoded, timings, peak, strategy=strategy)
+        return RepairResult(repaired, data, fmt, result_name(decoded.upload_name, fmt), saved_as,
+                            str(self.engine.device), peak, timings, strategy, options.strategy, record_id)
 
     def record(self, status: int, options: RepairOptions, decoded: Decoded | None = None,
                timings: dict[str, float] | None = None, peak_gpu_bytes: int | None = None,
-               error: str | None = None, strategy: str | None = None) -> None:
-        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads)."""
+               error: str | None = None, strategy: str | None = None) -> str | None:
+        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads); its id."""
         if self.requests is None:
-            return
+            return None
+        record_id = uuid.uuid4().hex[:12]
         height, width = decoded.image.shape[:2] if decoded else (None, None)
         fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
         self.requests.record(RequestRecord(
-            id=uuid.uuid4().hex[:12], ts=time.time(), width=width, height=height,
+            id=record_id, ts=time.time(), width=width, height=height,
             mask_fraction=fraction, strategy=strategy or options.strategy,
             requested_strategy=options.strategy, device=str(self.engine.device),
             precision=self.engine.precision, status=status, error=error,
             timings=timings or {}, peak_gpu_bytes=peak_gpu_bytes,
             rss_bytes=psutil.Process().memory_info().rss,
         ))
+        return record_id
 
     # ------------------------------------------------------------------ whole repairs
 
-    def repair(self, image: np.ndarray, mask: np.ndarray, options: RepairOptions) -> RepairResult:
-        """Arrays in (the UI's path); blocks until done. Counted in the request metrics."""
+    def repair(self, image: np.ndarray, mask: np.ndarray, options: RepairOptions,
+               source: imageio.Source | None = None, upload_name: str | None = None) -> RepairResult:
+        """Arrays in (the UI's path); blocks until done. Counted in the request metrics. `source` and
+        `upload_name` as in Decoded: what the result's format (for "same"), metadata and name come from."""
         started = time.perf_counter()
         status = 500
         try:
             with self.admit():
-                decoded = Decoded(image, mask)
+                decoded = Decoded(image, mask, source=source, upload_name=upload_name)
                 result = self.finish(decoded, self.submit(decoded, options).result(), options)
             status = 200
             return result
@@ -301,8 +322,6 @@ class RepairService:
         """
         device = self.engine.device
         stage_timings: dict[str, float] = {}
-        if self.queue.running <= 1:
-            device.reset_peak()
 
         def run() -> np.ndarray:
             stage_timings.clear()
@@ -315,6 +334,8 @@ class RepairService:
                         _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
 
         try:
+            if self.queue.running <= 1:
+                device.reset_peak()
             repaired = device.run(run, on_retry=retrying)
             peak = device.peak_bytes()
         except GpuOutOfMemory:
@@ -391,9 +412,9 @@ class RepairService:
         info = self.engine.describe()
         try:
             gpu = self.engine.device.memory_report()
-        except GpuFailure as failure:  # a lost GPU makes /healthz degraded, not a 500
-            if self.gpu_error is None:
-                self._note_gpu_error(failure)
+        except Exception as error:  # noqa: BLE001 - a lost GPU makes /healthz degraded, not a 500
+            if isinstance(error, GpuFailure) and self.gpu_error is None:
+                self._note_gpu_error(error)
             gpu = None
         sample = self.sampler.latest() if self.sampler else None
         stuck = self.queue.stuck()

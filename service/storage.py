@@ -1,10 +1,13 @@
-"""Where repaired images are kept: outputs/YYYY-MM-DD/<time>-<random>.<ext>, written atomically,
-and how long they stay there.
+"""Where repaired images are kept: outputs/YYYY-MM-DD/<time>-<random>-<stem>_repaired.<ext>,
+written atomically, and how long they stay there.
 
-Names are generated here, never taken from an upload, so a request cannot choose or
-overwrite a path; a crash mid-write leaves at most a hidden temporary file (`.<name>.<hex>.tmp`)
-that write_bytes_atomic removes on error, and that start-up or the retention sweep removes after
-a kill -9: one whose writer's lock is free (lama.files), whichever process wrote it.
+Names are generated here. The upload's file name contributes only its stem, reduced to ASCII
+letters, digits, _ . - (no separator, no leading dot) and cut to MAX_STEM_CHARS, after a
+prefix of the time and 48 random bits: a request cannot choose a folder or overwrite a file,
+and whoever browses the folder still finds holiday.jpg's result by its name. A crash mid-write
+leaves at most a hidden temporary file (`.<name>.<hex>.tmp`) that write_bytes_atomic removes on
+error, and that start-up or the retention sweep removes after a kill -9: one whose writer's
+lock is free (lama.files), whichever process wrote it.
 
 Retention (`keep_days`, `keep_bytes`; 0 = unlimited): the oldest results go first. A sweep only
 ever touches what this store wrote (day folders and result names of its own pattern, and its
@@ -21,17 +24,24 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lama.files import TEMP_NAME, remove_if_abandoned, write_bytes_atomic
+from lama.output_formats import OUTPUT_FORMATS, OutputFormat, result_file_name
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
-RESULT_NAME = re.compile(r"\d{6}-[0-9a-f]{12}\.(?:png|jpg|webp)")
+# What this store writes (and so what retention may delete). The name part is optional: results
+# saved before results were named after their upload have none.
+RESULT_NAME = re.compile(r"\d{6}-[0-9a-f]{12}(?:-[A-Za-z0-9_.-]+)?\.(?:%s)"
+                         % "|".join(fmt.extension for fmt in OUTPUT_FORMATS.values()))
+MAX_STEM_CHARS = 120  # with the prefix and suffix, far below a file name's 255 bytes
+DEFAULT_STEM = "photo"  # for an upload without a usable name
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # An empty day folder written to this recently may be one a save is about to write into.
 FOLDER_GRACE_S = 60.0
 
@@ -45,6 +55,17 @@ class SweepResult:
     removed_temp_files: int = 0
 
 
+def result_name(upload_name: object, fmt: OutputFormat) -> str:
+    """'holiday.JPG' -> 'holiday_repaired.jpg': what a result is called, for downloads and (after
+    a unique prefix) on disk. Only the last path component's stem of `upload_name` counts."""
+    name = upload_name.replace("\\", "/").rsplit("/", 1)[-1] if isinstance(upload_name, str) else ""
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    # ASCII (accents dropped, 'Müller' -> 'Muller'): the name also travels in HTTP headers.
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    stem = _UNSAFE.sub("_", stem)[:MAX_STEM_CHARS].strip("._-") or DEFAULT_STEM
+    return result_file_name(stem, fmt)
+
+
 class OutputStore:
     def __init__(self, root: Path, keep_days: float = 0, keep_bytes: int = 0):
         self.root = Path(root)
@@ -53,11 +74,12 @@ class OutputStore:
         self._bytes = 0  # what the last sweep kept plus what was saved since: wakes the sweeper early
         self.over_budget = threading.Event()
 
-    def save(self, data: bytes, fmt: str) -> str:
-        """Write `data`; returns its name relative to the root (e.g. '2026-11-26/201503-1a2b3c4d.png')."""
+    def save(self, data: bytes, fmt: OutputFormat, upload_name: str | None = None) -> str:
+        """Write `data`, a result in `fmt` of the upload called `upload_name`; returns its name relative
+        to the root (e.g. '2026-11-26/201503-1a2b3c4d5e6f-holiday_repaired.jpg')."""
         now = datetime.datetime.now()
         folder = self.root / f"{now:%Y-%m-%d}"
-        name = f"{now:%H%M%S}-{secrets.token_hex(6)}.{EXTENSIONS[fmt]}"
+        name = f"{now:%H%M%S}-{secrets.token_hex(6)}-{result_name(upload_name, fmt)}"
         for attempt in (1, 2):
             folder.mkdir(parents=True, exist_ok=True)
             try:

@@ -1,22 +1,29 @@
-"""The editor in Chromium against the HTTP API, same photo, same mask, same server.
+"""The UI against the HTTP API, same photo, same mask, same server.
 
     python tools/ui_bench.py                       # starts app.py with the tiny test checkpoint on the CPU
     python tools/ui_bench.py --model models/big-lama --device cuda
     python tools/ui_bench.py --url http://127.0.0.1:7860
+    python tools/ui_bench.py --client gradio --url http://127.0.0.1:7860   # no browser: the GPU box
 
 For each size, a photo-like picture (lama.synthetic) saved as JPEG (quality 92) and its
 brush-stroke mask as a PNG are repaired:
 - by the API: POST /api/v1/inpaint with both files, timed from the request to the last byte
   of the repaired PNG;
-- by the page: the photo given to #editor's file input once, then per repair the mask given
-  to the editor's "Upload mask" and #repair clicked; the time is the one the page shows,
-  from the click to the result on screen (upload, queue, model, save and transfer). After
-  each repair the editor steps back to the original (Undo) so that every repair starts from
-  the same picture.
-API and page repairs alternate, so that both see the same load on a shared machine. Prints
-both medians, their ratio (the issue's target on a 2-core CPU box: UI within 1.5× of the
-API), and what each path adds to the model's own time (the API's Server-Timing, the page's
-timing line). Needs Debian's chromium (/usr/bin/chromium) and the test extras (playwright).
+- by the UI, with --client browser (the default): the editor in Chromium; the photo given to
+  #editor's file input once, then per repair the mask given to the editor's "Upload mask" and
+  #repair clicked; the time is the one the page shows, from the click to the result on screen
+  (upload, queue, model, save and transfer). After each repair the editor steps back to the
+  original (Undo) so that every repair starts from the same picture. Needs Debian's chromium
+  (/usr/bin/chromium) and the test extras (playwright);
+- by the UI, with --client gradio: the UI's server path without a browser. gradio_client
+  uploads the photo and the mask, joins Gradio's queue for /repair (the editor's handler,
+  webui/client_api.py) and downloads the repaired file; timed from the call to the file on
+  disk. Needs only gradio_client (a dependency of gradio).
+API and UI repairs alternate, so that both see the same load on a shared machine. Prints
+both medians, their ratio (the issue's targets: UI within 1.5× of the API in the browser on
+a 2-core CPU box, within 1.2× through gradio_client on the GPU box), and what each path adds
+to the model's own time (the API's Server-Timing; the page's timing line, or the request
+record's for gradio_client).
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
-from playwright.sync_api import Page, sync_playwright
 
 from lama import imageio
 from lama.synthetic import synthetic_case
@@ -99,12 +106,22 @@ def model_s(server_timing: str) -> float:
     return sum(float(stages.get(stage, 0)) for stage in ("preprocess", "infer", "postprocess")) / 1000
 
 
+class RepairPath(Protocol):
+    line: str  # what to print beside the figures: the page's last timing line
+
+    def repair(self) -> tuple[float, float]:
+        """(seconds the client waited for one repair, the model's share of them)."""
+
+
 class ApiPath:
-    def __init__(self, url: str, photo: Path, mask: Path):
+    line = ""
+
+    def __init__(self, url: str, photo: Path, mask: Path, token: str | None = None):
         self.url = url
         self.files = {"image": (photo.name, photo.read_bytes(), "image/jpeg"),
                       "mask": (mask.name, mask.read_bytes(), "image/png")}
-        self.client = httpx.Client(timeout=REPAIR_TIMEOUT_MS / 1000)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(timeout=REPAIR_TIMEOUT_MS / 1000, headers=headers)
 
     def repair(self) -> tuple[float, float]:
         """(seconds from the request to the last byte of the result, the model's share)."""
@@ -116,8 +133,39 @@ class ApiPath:
         return waited, model_s(response.headers["Server-Timing"])
 
 
+class GradioClientPath:
+    """The UI's server path through gradio_client: one Client (its config read once, as a page
+    loads once), per repair both files uploaded, the queue joined, the result downloaded."""
+
+    line = ""
+
+    def __init__(self, client: Any, url: str, photo: Path, mask: Path, token: str | None = None):
+        from gradio_client import handle_file
+
+        self.client, self.url, self.token = client, url, token
+        self.files = handle_file(str(photo)), handle_file(str(mask))
+
+    def repair(self) -> tuple[float, float]:
+        """(seconds from the call to the repaired file on disk, the model's share from the request record)."""
+        since = time.time()
+        started = time.perf_counter()
+        path = self.client.predict(*self.files, api_name="/repair")
+        waited = time.perf_counter() - started
+        if not Path(path).stat().st_size:
+            raise SystemExit(f"gradio_client downloaded an empty file: {path}")
+        return waited, self._model_s(since)
+
+    def _model_s(self, since: float) -> float:
+        """The model's stages of the newest repair recorded since `since` (GET /api/v1/monitor)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        records = httpx.get(f"{self.url}/api/v1/monitor", params={"since": since}, headers=headers,
+                            timeout=30).raise_for_status().json()["requests"]
+        timings = [record["timings"] for record in records if record.get("status") == 200][-1]
+        return sum(timings.get(stage, 0.0) for stage in ("preprocess", "infer", "postprocess"))
+
+
 class PagePath:
-    def __init__(self, page: Page, url: str, photo: Path, mask: Path):
+    def __init__(self, page: Any, url: str, photo: Path, mask: Path):
         self.page, self.mask = page, mask
         page.goto(url)
         page.locator("#editor input[type=file]").set_input_files(photo)
@@ -146,40 +194,71 @@ class PagePath:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running server (default: start app.py)")
+    parser.add_argument("--client", choices=("browser", "gradio"), default="browser",
+                        help="how the UI is driven: the editor in Chromium, or its server path through gradio_client")
     parser.add_argument("--model", type=Path, default=TINY_MODEL, help=f"default: {TINY_MODEL}")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="repairs per size and path, after one to warm up")
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES), help="e.g. 1280x960,4000x3000")
+    parser.add_argument("--api-token", default=os.environ.get("LAMA_API_TOKEN"), help="the server's, if it has one")
+    parser.add_argument("--auth", default=os.environ.get("LAMA_AUTH"), help="USER:PASS, the server's --auth (gradio)")
     args = parser.parse_args()
     sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="ui-bench-") as scratch, contextlib.ExitStack() as stack:
         folder = Path(scratch)
         url = args.url or stack.enter_context(server(args.model, args.device, folder))
-        playwright = stack.enter_context(sync_playwright())
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        stack.callback(browser.close)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        print(f"server {url} · {os.cpu_count()} CPU cores · medians of {args.repeats} after one warm-up, "
+        if args.client == "browser":
+            page = stack.enter_context(browser_page())
+            ui_name = "UI (Chromium)"
+
+            def ui_path(photo: Path, mask: Path) -> RepairPath:
+                return PagePath(page, url, photo, mask)
+        else:
+            from gradio_client import Client, __version__
+
+            auth = tuple(args.auth.split(":", 1)) if args.auth else None
+            client = Client(url, auth=auth, verbose=False, download_files=str(folder / "downloads"))
+            ui_name = f"UI (gradio_client {__version__})"
+
+            def ui_path(photo: Path, mask: Path) -> RepairPath:
+                return GradioClientPath(client, url, photo, mask, args.api_token)
+
+        print(f"server {url} · {os.cpu_count()} CPU cores · {ui_name} · medians of {args.repeats} after one warm-up, "
               "API and UI repairs alternating (both see the same load)")
-        print(f"{'size':>10}  {'API':>7}  {'UI':>7}  {'UI/API':>6}  {'API-model':>9}  {'UI-model':>8}  "
-              "the page's last timing line")
+        print(f"{'size':>10}  {'API':>7}  {'UI':>7}  {'UI/API':>6}  {'API-model':>9}  {'UI-model':>8}"
+              + ("  the page's last timing line" if args.client == "browser" else ""))
         for width, height in sizes:
             photo, mask = write_case(folder, width, height)
-            api, ui = ApiPath(url, photo, mask), PagePath(page, url, photo, mask)
+            api, ui = ApiPath(url, photo, mask, args.api_token), ui_path(photo, mask)
             api_runs, ui_runs = [], []
             for attempt in range(args.repeats + 1):  # the first of each warms up
                 api_runs.append(api.repair())
                 ui_runs.append(ui.repair())
             api_total = statistics.median(total for total, _ in api_runs[1:])
             ui_total = statistics.median(total for total, _ in ui_runs[1:])
-            # What each path adds to the model's own time: the part the editor's design changes.
+            # What each path adds to the model's own time: the part the UI's design changes.
             api_rest = statistics.median(total - model for total, model in api_runs[1:])
             ui_rest = statistics.median(total - model for total, model in ui_runs[1:])
             print(f"{width}×{height:<5}  {api_total:6.2f}s  {ui_total:6.2f}s  {ui_total / api_total:6.2f}  "
-                  f"{api_rest:8.2f}s  {ui_rest:7.2f}s  {ui.line}", flush=True)
+                  f"{api_rest:8.2f}s  {ui_rest:7.2f}s  {ui.line}".rstrip(), flush=True)
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    """A Chromium page (Playwright is imported here: the gradio client needs no browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
 
 if __name__ == "__main__":
     main()

@@ -44,6 +44,9 @@ REFRESH_S = 3.0
 MAX_POINTS = 300
 TABLE_ROWS = 50
 STAGES = tuple(Stage)
+# The editor's repairs: the time the user waited (click to result on screen), beside the server's.
+WAITED_SERIES = "waited (editor)"
+WAITED_COLUMN = "waited ms"
 GB = 1e9  # decimal, as the repair summary and /healthz's gpu_mem write it
 # Extra tooltip columns: Gradio always shows the value, the minutes and the series.
 TOOLTIP = ["time"]
@@ -169,30 +172,41 @@ def request_label(record: Record) -> str:
     return " ".join(filter(None, [size, record.get("strategy")])) + f" · {record.get('status')}"
 
 
+def waited_s(record: Record) -> float | None:
+    """What the user of the editor waited for this repair, from the click to the result on
+    screen (the page reports it after the result; None for the API and unreported repairs)."""
+    return (record.get("waited") or {}).get("total")
+
+
 def latency_frame(records: Sequence[Record], now: float) -> pd.DataFrame:
-    """Per request its total and infer time in ms, with the request's label for the tooltip."""
+    """Per request its total and infer time in ms and, for the editor's repairs, the user's
+    wait, with the request's label for the tooltip."""
     rows = [(record["ts"], stage, record["timings"][stage] * 1000, request_label(record))
             for record in records for stage in (Stage.TOTAL, Stage.INFER)
             if (record.get("timings") or {}).get(stage) is not None]
+    rows += [(record["ts"], WAITED_SERIES, waited_s(record) * 1000, request_label(record))
+             for record in records if waited_s(record) is not None]
     return plot_frame(rows, now, digits=1, extra=["request"])
 
 
 def table_headers() -> list[str]:
     """Column names; the time column names the server's time zone, which the table uses."""
     return [f"time ({time.strftime('%Z') or 'local'})", "size", "status", *(f"{stage} ms" for stage in STAGES),
-            "error"]
+            WAITED_COLUMN, "error"]
 
 
 def request_table(records: Sequence[Record], limit: int = TABLE_ROWS) -> pd.DataFrame:
     """The newest `limit` requests first, stage timings in ms; a stage a request never
-    reached (a refused upload has no infer) is blank, not zero."""
+    reached (a refused upload has no infer) is blank, not zero, and so is the user's wait
+    where no page reported one (the API)."""
     rows = []
     for record in sorted(records, key=lambda record: record["ts"], reverse=True)[:limit]:
         timings = record.get("timings") or {}
         size = f"{record['width']}×{record['height']}" if record.get("width") else ""
         stages = [None if timings.get(stage) is None else round(timings[stage] * 1000, 1) for stage in STAGES]
+        waited = None if waited_s(record) is None else round(waited_s(record) * 1000, 1)
         rows.append([clock(record["ts"]), size, str(record.get("status", "")),
-                     *stages, record.get("error") or ""])
+                     *stages, waited, record.get("error") or ""])
     return pd.DataFrame(rows, columns=table_headers())
 
 

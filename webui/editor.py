@@ -22,7 +22,6 @@ import base64
 import logging
 import math
 import os
-import re
 import secrets
 import shutil
 import threading
@@ -41,9 +40,11 @@ from gradio.utils import get_upload_folder
 from lama import imageio, masks
 from lama.errors import ImageError, ImageTooLargeError, InpaintError, MaskError, OptionError
 from lama.files import write_bytes_atomic
+from lama.output_formats import OutputFormat
 from lama.stages import MODEL_STAGES
-from service.pipeline import MEDIA_TYPES, RepairOptions, RepairService
-from service.storage import EXTENSIONS
+from monitor.records import UserWait
+from monitor.requestlog import RequestLog
+from service.pipeline import RepairOptions, RepairService
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ PREVIEW_QUALITY = 88
 PATCH_PNG_MAX_PIXELS = 1_000_000  # a repaired rectangle up to this size is sent exact (PNG)
 PATCH_SIDE_PX = 2048  # a larger one as a JPEG with at most this long side
 RESULTS_FOLDER = "editor"  # under the UI cache: one unguessable folder per result
-MAX_NAME_CHARS = 80
 # A full disk: the result goes to the page inline, the download too up to this size.
 INLINE_DOWNLOAD_MAX_BYTES = 64 * 2**20
+MAX_WAIT_S = 3600.0  # a reported wait beyond this is not a wait for one repair
 
 PHOTO_GONE = "The photo is no longer on the server (uploads expire after a while)."
 FAILED = "The repair failed on the server (the log has the details); please try again."
@@ -154,13 +155,6 @@ class EditorFiles:
         return folder
 
 
-def download_name(name: Any, fmt: str) -> str:
-    """'holiday.jpg' -> 'holiday-repaired.png': the download is named after the original."""
-    stem = Path(name).stem if isinstance(name, str) else ""
-    stem = re.sub(r"[^\w.-]+", "_", stem)[:MAX_NAME_CHARS].strip("._") or "photo"
-    return f"{stem}-repaired.{EXTENSIONS[fmt]}"
-
-
 # ---------------------------------------------------------------- what the page shows
 
 def preview(image: np.ndarray, max_side: int = PREVIEW_SIDE_PX) -> bytes:
@@ -204,20 +198,21 @@ def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str
 
 
 def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,
-            fmt: str, mask: np.ndarray, grow: int, name: Any) -> dict[str, Any]:
+            fmt: OutputFormat, mask: np.ndarray, grow: int, name: str, for_page: bool = True) -> dict[str, Any]:
     """Put the result where the page can fetch it: the file the service saved (hard-linked,
-    not re-encoded: it is what the user downloads), a preview and the repaired rectangle, in a
-    new folder of the UI cache. Where that cannot be written (a full disk), the page gets them
-    inline instead: the user still sees and downloads the result.
+    not re-encoded: it is what the user downloads), a preview and the repaired rectangle (with
+    `for_page`: what the page draws; a script only fetches the file), in a new folder of the UI
+    cache. Where that cannot be written (a full disk), the page gets them inline instead: the
+    user still sees and downloads the result. `name`: the download's.
 
     "image" names the result for the next repair (ImageCache keeps it decoded under that
     path, whether or not the file could be written)."""
     folder = files.new_folder(create=False)
-    full = folder / download_name(name, fmt)
+    full = folder / name
     published: dict[str, Any] = {"image": {"path": str(full)}, "name": full.name, "width": result_image.shape[1],
                                  "height": result_image.shape[0]}
-    preview_data = preview(result_image)
-    box = repaired_box(mask, grow)
+    preview_data = preview(result_image) if for_page else None
+    box = repaired_box(mask, grow) if for_page else None
     patch_data, extension = patch(result_image, box) if box is not None else (None, "")
     try:
         folder.mkdir(parents=True)
@@ -228,8 +223,9 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
         except OSError:
             # Another filesystem (or the save failed): the same encoded bytes, written once more.
             write_bytes_atomic(full, data)
-        (folder / "preview.jpg").write_bytes(preview_data)
-        published["preview"] = {"path": str(folder / "preview.jpg")}
+        if preview_data is not None:
+            (folder / "preview.jpg").write_bytes(preview_data)
+            published["preview"] = {"path": str(folder / "preview.jpg")}
         if patch_data is not None:
             (folder / f"patch.{extension}").write_bytes(patch_data)
             published["patch"] = {"path": str(folder / f"patch.{extension}"), "box": list(box)}
@@ -238,8 +234,9 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
         log.error("editor: could not write a result into the UI cache %s: %s; it went to the page inline",
                   files.root, error.strerror or error)
         shutil.rmtree(folder, ignore_errors=True)
-    published["image"]["url"] = _data_url(data, MEDIA_TYPES[fmt]) if len(data) <= INLINE_DOWNLOAD_MAX_BYTES else None
-    published["preview"] = {"url": _data_url(preview_data, "image/jpeg")}
+    published["image"]["url"] = _data_url(data, fmt.media_type) if len(data) <= INLINE_DOWNLOAD_MAX_BYTES else None
+    if preview_data is not None:
+        published["preview"] = {"url": _data_url(preview_data, "image/jpeg")}
     if patch_data is not None:
         published["patch"] = {"url": _data_url(patch_data, f"image/{'png' if extension == 'png' else 'jpeg'}"),
                               "box": list(box)}
@@ -249,6 +246,50 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
 
 def _data_url(data: bytes, media_type: str) -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+# ---------------------------------------------------------------- the user's wait
+
+class WaitReports:
+    """Repairs whose page will report how long the user waited, by an unguessable token the
+    page got with the result: each token is good for one report, for its own record only.
+    Bounded: the oldest of more than `max_pending` unreported repairs is forgotten (a page
+    that was closed never reports)."""
+
+    def __init__(self, max_pending: int = 256):
+        self.max_pending = max_pending
+        self._pending: OrderedDict[str, tuple[str, float]] = OrderedDict()  # token -> (record id, server s)
+        self._lock = threading.Lock()
+
+    def expect(self, record_id: str, server_s: float) -> str:
+        token = secrets.token_urlsafe(16)
+        with self._lock:
+            self._pending[token] = (record_id, server_s)
+            while len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
+        return token
+
+    def report(self, report: Any, requests: RequestLog | None) -> bool:
+        """`report`: {"token", "waited_ms", "upload_ms", "transfer_ms"} as the page measured them.
+        False, and nothing recorded, for an unknown token or numbers that cannot be a wait:
+        parts beyond the whole, a whole shorter than the server's own part or over MAX_WAIT_S."""
+        if not isinstance(report, dict) or not isinstance(report.get("token"), str) or requests is None:
+            return False
+        parts = {}
+        for key in ("waited_ms", "upload_ms", "transfer_ms"):
+            value = report.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False
+            parts[key] = value / 1000
+        waited, upload, transfer = parts["waited_ms"], parts["upload_ms"], parts["transfer_ms"]
+        with self._lock:
+            record_id, server_s = self._pending.get(report["token"], (None, 0.0))
+            if record_id is None or not server_s <= waited <= MAX_WAIT_S or not (
+                    0 <= upload and 0 <= transfer and upload + transfer <= waited):
+                return False
+            del self._pending[report["token"]]
+        return requests.amend(record_id, UserWait(total=round(waited, 4), upload=round(upload, 4),
+                                                  transfer=round(transfer, 4)))
 
 
 # ---------------------------------------------------------------- the handlers
@@ -275,26 +316,37 @@ class EditorBackend:
         self.service = service
         self.files = EditorFiles(cache_dir or Path(get_upload_folder()))
         self.images = images or ImageCache()
+        self.waits = WaitReports()
 
-    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any) -> dict[str, Any]:
+    def repair(self, request: Any, strategy: str, dilate: Any, feather: Any, fmt: str = "png",
+               mask_threshold: Any = masks.DEFAULT_THRESHOLD, for_page: bool = True) -> dict[str, Any]:
         """`request` is what the page sends: {"request": id, "photo": {"path"}, "mask": {"path"},
         "name": the photo's file name}. Returns the editor's new value: {"request": id,
-        "result": {...}} or {"request": id, "error": message, "code": code}."""
+        "result": {...}, "wait_token": ...} or {"request": id, "error": message, "code": code}.
+        `mask_threshold`: the page sends black and white, which any threshold reads the same;
+        a mask file from a script (webui/client_api.py) is read with it. `for_page` False: a
+        script's repair (webui/client_api.py), which only fetches the file: no preview or
+        rectangle, no wait to report, and its images are not kept decoded (they would push the
+        editing sessions' photos out of ImageCache for a repair that is never continued)."""
         started = time.perf_counter()
         request = request if isinstance(request, dict) else {}
         request_id = str(request.get("request", ""))[:40]
         try:
             photo_path = self.files.resolve(request.get("photo"), "photo", known=self.images.__contains__)
             mask_path = self.files.resolve(request.get("mask"), "mask")
-            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather))
+            options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather), fmt,
+                                    mask_threshold=_refine_px("mask_threshold", mask_threshold))
             options.validate()
-            image, mask = self._read(photo_path, mask_path)
+            image, mask = self._read(photo_path, mask_path, options.mask_threshold, for_page)
+            source = self._source(photo_path)
             read = time.perf_counter()
-            result = self.service.repair(image, mask, options)
+            # The download is named after the photo's file (service.storage.result_name).
+            result = self.service.repair(image, mask, options, source, upload_name=request.get("name"))
             repaired = time.perf_counter()
-            published = publish(self.files, self.service, result.image, result.data, result.saved_as, options.format,
-                                mask, options.dilate + 1, request.get("name"))
-            self.images.put(Path(published["image"]["path"]), result.image)
+            published = publish(self.files, self.service, result.image, result.data, result.saved_as, result.format,
+                                mask, options.dilate + 1, result.name, for_page)
+            if for_page:
+                self.images.put(Path(published["image"]["path"]), result.image)
         except (EditorRequestError, InpaintError) as error:
             return {"request": request_id, "error": error.message, "code": error.code}
         except Exception:
@@ -312,11 +364,14 @@ class EditorBackend:
             "save": server - timings["queue"] - model,
             "read": read - started, "encode": timings["encode"], "publish": time.perf_counter() - repaired,
         }
-        return {"request": request_id, "result": published}
+        answer = {"request": request_id, "result": published}
+        if result.record_id is not None and for_page:  # the page reports the user's wait
+            answer["wait_token"] = self.waits.expect(result.record_id, server)
+        return answer
 
-    def on_repair(self, strategy: str, dilate: float, feather: float, evt: gr.EventData) -> dict[str, Any]:
+    def on_repair(self, strategy: str, dilate: float, feather: float, fmt: str, evt: gr.EventData) -> dict[str, Any]:
         """The Gradio listener of the editor's "repair" event: the request is the event's data."""
-        return self.repair(evt._data, strategy, dilate, feather)
+        return self.repair(evt._data, strategy, dilate, feather, fmt)
 
     def prepare(self, photo: Any) -> dict[str, Any]:
         """Called by the page as soon as the photo is uploaded: decodes it into the cache (so
@@ -332,11 +387,25 @@ class EditorBackend:
             return {"error": FAILED, "code": "internal_error"}
         return {"width": image.shape[1], "height": image.shape[0]}
 
-    def _read(self, photo_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    def _source(self, photo_path: Path) -> imageio.Source | None:
+        """The photo file's format (what "same" means) and the EXIF and profile its result keeps;
+        None for a photo held only decoded (a result the cache could not write: see publish)."""
         try:
-            image = self.images.get(photo_path, self.service.limits)
-            # The page sends black and white; any threshold reads it the same.
-            mask = masks.binarize(imageio.read_mask(mask_path, self.service.limits), masks.DEFAULT_THRESHOLD)
+            return imageio.read_source(photo_path, self.service.limits)
+        except ImageError:  # it decoded before, so its file is gone, not broken
+            return None
+
+    def report_wait(self, report: Any) -> dict[str, bool]:
+        """Called by the page once a result is on screen: how long the user waited, which only the
+        browser can measure; added to the repair's record (logs/requests.jsonl, the Resources tab)."""
+        return {"recorded": self.waits.report(report, self.service.requests)}
+
+    def _read(self, photo_path: Path, mask_path: Path, threshold: int, keep: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`keep`: the photo is decoded into ImageCache (or found there) rather than read once."""
+        try:
+            image = (self.images.get(photo_path, self.service.limits) if keep
+                     else imageio.read_image(photo_path, self.service.limits))
+            mask = masks.binarize(imageio.read_mask(mask_path, self.service.limits), threshold)
         except imageio.ImageTooLargeError as error:
             raise ImageTooLargeError(self.files.message(error)) from None
         except imageio.ImageError as error:
@@ -374,11 +443,15 @@ def build_editor(backend: EditorBackend, mask_threshold: int = masks.DEFAULT_THR
     assets = assets or Assets.load()
     limits = backend.service.limits
 
+    # The page calls server.prepare(photo) and server.report_wait(report): Gradio names them by
+    # their function's name and, with one argument, hands over that argument.
     def prepare(photo: Any) -> dict[str, Any]:
-        # The page calls server.prepare(photo): with one argument, Gradio hands over that argument.
         return backend.prepare(photo)
 
+    def report_wait(report: Any) -> dict[str, bool]:
+        return backend.report_wait(report)
+
     return gr.HTML(value=None, html_template=assets.html, css_template=assets.css, js_on_load=assets.js,
-                   apply_default_css=False, server_functions=[prepare],
+                   apply_default_css=False, server_functions=[prepare, report_wait],
                    max_pixels=limits.max_pixels, max_side=limits.max_side, max_bytes=limits.max_bytes,
                    mask_threshold=mask_threshold, **kwargs)

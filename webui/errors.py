@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from lama.errors import (ImageError, ImageTooLargeError, InpaintError, InputError, ShuttingDownError,
-                         TooLargeForGpuError, UnavailableError)
+from lama.errors import (ImageError, ImageTooLargeError, InpaintError, InputError, JobNotFinishedError,
+                         JobNotFoundError, ShuttingDownError, StorageError, TooLargeForGpuError, UnavailableError)
 
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: tuple[tuple[type[InpaintError], int], ...] = (
@@ -17,7 +17,10 @@ STATUS_BY_ERROR: tuple[tuple[type[InpaintError], int], ...] = (
     (TooLargeForGpuError, 413),
     (ImageError, 400),
     (InputError, 422),
+    (JobNotFoundError, 404),
+    (JobNotFinishedError, 409),
     (UnavailableError, 503),
+    (StorageError, 507),
 )
 
 

@@ -10,11 +10,13 @@ promises (checked once, in test_the_canvas_fills_the_width_and_fits_the_photo).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 import signal
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,7 +156,8 @@ def uploaded_files(server: LiveServer) -> set[Path]:
 
 def logged_repairs(server: LiveServer) -> int:
     path = server.folder / "logs" / "requests.jsonl"
-    return sum(1 for line in path.read_text().splitlines() if json.loads(line)["status"] == 200) if path.exists() else 0
+    return sum(1 for line in path.read_text().splitlines() if json.loads(line).get("status") == 200) \
+        if path.exists() else 0
 
 
 def download(page: Page, click) -> np.ndarray:
@@ -233,12 +236,36 @@ def test_the_photo_is_uploaded_once_and_a_repair_sends_only_its_mask(page: Page,
     assert page.request.get(href).body() == newest.read_bytes()
     natural = page.locator("#result img").evaluate("(image) => [image.naturalWidth, image.naturalHeight]")
     assert natural == [1600, 960]
-    assert page.locator("#result a[download]").get_attribute("download") == "big-repaired.png"
+    assert page.locator("#result a[download]").get_attribute("download") == "big_repaired.png"
     # The canvas shows the result at full resolution: the stroke's magenta is gone, the photo
     # elsewhere untouched.
     next_frame(page)
     assert not overlaid(page, placement, (1000, 700), picture)
     assert shows(page, placement, (200, 200), picture)
+
+
+def test_the_server_records_what_the_user_waited(page: Page, server: LiveServer, photo):
+    """The request log and the Resources tab get the page's wait (click to result on screen),
+    not only the server's stages."""
+    path, _ = photo
+    placement = open_photo(page, path)
+    drag(page, placement, *STROKE)
+    page.locator("#repair").click()
+    repaired(page)
+    shown_s = float(page.locator("#result").get_attribute("data-waited-ms")) / 1000
+    log = server.folder / "logs" / "requests.jsonl"
+    deadline = time.monotonic() + 10
+    while not (amended := [json.loads(line) for line in log.read_text().splitlines() if '"amends"' in line]):
+        assert time.monotonic() < deadline, "the page's wait never reached the request log"
+        time.sleep(0.1)
+    record = next(json.loads(line) for line in log.read_text().splitlines()
+                  if json.loads(line).get("id") == amended[-1]["amends"])
+    waited = amended[-1]["waited"]
+    assert abs(waited["total"] - shown_s) < 0.002 and waited["total"] >= record["timings"]["total"]
+    assert 0 <= waited["upload"] and 0 <= waited["transfer"] and waited["upload"] + waited["transfer"] < waited["total"]
+    # The Resources tab reads the same records from memory (GET /api/v1/monitor serves them too).
+    records = page.request.get(server.url("/api/v1/monitor")).json()["requests"]
+    assert next(rec for rec in records if rec["id"] == record["id"])["waited"] == waited
 
 
 # ---------------------------------------------------------------- 2. never lose work
@@ -280,6 +307,25 @@ def test_strokes_painted_while_a_repair_runs_are_kept(page: Page, photo):
     assert not overlaid(page, placement, middle(*first), picture), "the repaired stroke is still painted"
     result = download_result(page)
     assert (result[290:311, 60:161] == picture[290:311, 60:161]).all(), "the later stroke was repaired too early"
+
+
+def test_strokes_painted_while_the_result_loads_are_kept(page: Page, photo):
+    """The answer is in, its preview and rectangle are still on their way: a stroke painted
+    then is neither lost nor taken for one the repair used up."""
+    path, picture = photo
+    placement = open_photo(page, path)
+    set_brush(page, 30)
+    first, second = ((60, 60), (160, 60)), ((60, 300), (160, 300))
+    drag(page, placement, *first)
+    held = Held(page, "**/preview.jpg", {0})
+    page.locator("#repair").click()
+    held.wait()
+    drag(page, placement, *second)
+    held.release()
+    repaired(page)
+    next_frame(page)
+    assert overlaid(page, placement, middle(*second), picture), "the stroke painted while the result loaded is gone"
+    assert not overlaid(page, placement, middle(*first), picture), "the repaired stroke is still painted"
 
 
 def test_a_double_click_runs_one_repair(page: Page, server: LiveServer, photo):
@@ -503,9 +549,11 @@ def test_pinch_zooms_on_a_touch_screen(browser: Browser, server: LiveServer, pho
         for spread in range(40, 160, 10):
             touch("touchMove", [(cx - spread, cy), (cx + spread, cy)])
         touch("touchEnd", [])
-        expect(page.locator("#editor .badge")).to_contain_text("Zoom")
-        zoom = int(re.search(r"(\d+) %", page.locator("#editor .badge").inner_text()).group(1))
-        assert zoom > placement.scale * 100 * 3, zoom
+        # The badge is drawn on the next animation frame: on a loaded machine it may still show
+        # an earlier step of the pinch when first read.
+        page.wait_for_function("""(least) => Number((/Zoom (\\d+) %/.exec(
+            document.querySelector('#editor .badge').textContent) || [0, 0])[1]) > least""",
+                               arg=placement.scale * 100 * 3)
         menu(page, "Download mask")
         expect(status(page)).to_contain_text("The mask is empty")  # two fingers zoom, they do not paint
     finally:
@@ -760,6 +808,58 @@ def test_a_server_killed_mid_repair_is_reported_within_10_s(browser: Browser, ti
             assert page.locator("#result img").get_attribute("src") == result_src
             assert overlaid(page, placement, (110, 300), picture), "the strokes were lost with the server"
             expect(page.locator("#repair")).to_be_enabled()
+
+            # Repair clicked while the server is gone: said as quickly, in the same words.
+            page.evaluate("() => { document.querySelector('#editor .status-text').textContent = ''; }")  # seen anew
+            clicked = time.monotonic()
+            page.locator("#repair").click()
+            expect(status(page)).to_contain_text("The server is not answering", timeout=REPORT_WITHIN_S * 1000)
+            assert time.monotonic() - clicked < REPORT_WITHIN_S
+            assert page.locator("#result img").get_attribute("src") == result_src
+            assert overlaid(page, placement, (110, 300), picture)
+            expect(page.locator("#repair")).to_be_enabled()
         finally:
             page.context.close()
 
+
+
+# ---------------------------------------------------------------- the Batch tab (issue 16)
+
+def test_a_batch_repairs_many_photos_with_the_editor_s_mask_and_downloads_one_zip(page: Page, server: LiveServer,
+                                                                                   photo, tmp_path: Path):
+    path, _ = photo
+    placement = open_photo(page, path)
+    set_brush(page, 40)
+    drag(page, placement, *STROKE)
+    menu(page, "Use mask for a batch")
+    expect(page.locator("#batch-tab")).to_be_visible()  # the tab opens with the editor's mask in it
+    expect(page.locator("#batch-masks")).to_contain_text("photo-mask")
+
+    same, larger = make_photo(tmp_path / "same.png"), make_photo(tmp_path / "larger.jpg", (960, 720), quality=95)
+    (tmp_path / "notes.png").write_text("not a picture")
+    page.locator("#batch-photos input[type=file]").set_input_files(
+        [tmp_path / "same.png", tmp_path / "notes.png", tmp_path / "larger.jpg"])
+    expect(page.locator("#batch-photos").get_by_role("row")).to_have_count(3)
+    # Every text the page shows while the batch runs, however briefly (the progress bar's among them).
+    page.evaluate("""() => { window.seen = new Set();
+        new MutationObserver(() => window.seen.add(document.querySelector('#batch-tab').innerText))
+          .observe(document.querySelector('#batch-tab'), {subtree: true, childList: true, characterData: true}); }""")
+    page.locator("#batch-run").click()
+    expect(page.locator("#batch-status")).to_contain_text("2 of 3 repaired, 1 not", timeout=60_000)
+    seen = "\n".join(page.evaluate("() => [...window.seen]"))
+    assert re.search(r"\b[12]/3 photos\b", seen), "no progress bar was shown while the batch ran"
+
+    expect(page.locator("#batch-gallery img")).to_have_count(2)
+    expect(page.locator("#batch-problems")).to_contain_text("notes.png")
+    expect(page.locator("#batch-problems")).to_contain_text("not an image")
+    href = page.locator("#batch-zip a[href*='repaired.zip']").first.get_attribute("href")
+    archive = zipfile.ZipFile(io.BytesIO(page.request.get(href).body()))
+    assert archive.namelist() == ["same-repaired.png", "larger-repaired.png"]
+    for name, picture, scale in (("same-repaired.png", same, 1), ("larger-repaired.png", larger, 2)):
+        result = cv2.cvtColor(cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_COLOR),
+                              cv2.COLOR_BGR2RGB)
+        original = picture if scale == 1 else cv2.cvtColor(cv2.imread(str(tmp_path / "larger.jpg")), cv2.COLOR_BGR2RGB)
+        changed = (result != original).any(axis=2)
+        distance = distance_to_segment(changed.shape, *[(x * scale, y * scale) for x, y in STROKE])
+        assert changed[distance <= 15 * scale].mean() > 0.9, name  # the editor's stroke, resized to the photo
+        assert not changed[distance > 25 * scale].any(), name

@@ -110,7 +110,7 @@ def test_paint_repair_and_fetch_the_result(page: Page, tmp_path: Path):
     expect(page.locator("#result")).to_contain_text(re.compile(r"480×360 · \d+ ms on CPU"))
     with page.expect_download() as download:  # as a user downloads it
         page.locator("#result").get_by_role("link", name=re.compile("Download")).click()
-    assert download.value.suggested_filename == "photo-repaired.png", download.value.suggested_filename
+    assert download.value.suggested_filename == "photo_repaired.png", download.value.suggested_filename
     result = cv2.imdecode(np.fromfile(download.value.path(), np.uint8), cv2.IMREAD_UNCHANGED)
     assert result is not None and result.shape == photo.shape, "the result is not the photo's size"
     result = cv2.cvtColor(result, cv2.COLOR_BGR2RGB)
@@ -130,7 +130,8 @@ def test_paint_repair_and_fetch_the_result(page: Page, tmp_path: Path):
 
 def test_resources_tab_plots_what_the_service_measured(page: Page, tmp_path: Path):
     """After a repair, the Resources tab draws the sampler's CPU and memory lines, the
-    request's latency points and its row in the table; the GPU plots draw lines or say why not."""
+    request's latency points (the user's wait among them) and its row in the table; the GPU
+    plots draw lines or say why not."""
     make_photo(tmp_path / "photo.png")
     placement = upload(page, tmp_path / "photo.png")
     paint(page, placement, *STROKE)
@@ -142,6 +143,9 @@ def test_resources_tab_plots_what_the_service_measured(page: Page, tmp_path: Pat
         expect(page.locator(f"{plot} g.mark-line.role-mark path").first).to_be_attached()
     expect(page.locator("#plot-latency g.mark-symbol.role-mark path")).not_to_have_count(0)
     expect(page.locator("#requests-table")).to_contain_text("480×360")
+    # The user's wait, as the page reported it, beside the server's stages.
+    expect(page.locator("#plot-latency")).to_contain_text("waited (editor)")
+    expect(page.locator("#requests-table")).to_contain_text("waited ms")
     gpu_lines = page.locator("#plot-gpu-memory g.mark-line.role-mark path")
     no_gpu = page.locator("#gpu-note").get_by_text("no GPU: NVML not available")
     expect(gpu_lines.first.or_(no_gpu)).to_be_visible()

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from lama import masks
 from lama.engine import HDSettings, InpaintEngine
-from lama.memory import SAFETY_MARGIN, MemoryModel, budget_bytes, format_bytes
+from lama.memory import SAFETY_MARGIN, MemoryModel, budget_bytes
+from lama.units import format_bytes
 from support.liveserver import ROOT, LiveServer
 from support.reliability import record
 from support.app import decode, error_of, make_case, make_settings, metric, serve, service_of, upload, wait_until

@@ -74,7 +74,7 @@ def test_inpaint_returns_a_png_that_differs_only_inside_the_mask(client, outputs
     day, name = saved_as.split("/")
     today = datetime.date.today()
     assert day in {f"{today:%Y-%m-%d}", f"{today - datetime.timedelta(days=1):%Y-%m-%d}"}  # midnight
-    assert re.fullmatch(r"\d{6}-[0-9a-f]{12}\.png", name)
+    assert re.fullmatch(r"\d{6}-[0-9a-f]{12}-photo_repaired\.png", name)  # named after the upload
     assert (outputs / saved_as).read_bytes() == response.content
 
 

@@ -7,6 +7,7 @@ lama.imageio, repairs through RepairService and publishes the result next to the
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 from pathlib import Path
@@ -18,10 +19,11 @@ from lama import imageio
 from lama.engine import InpaintEngine
 from lama.imageio import ImageLimits
 from monitor.metrics import ServiceMetrics
+from monitor.requestlog import RequestLog
 from webui import editor
 from webui.editor import EditorBackend, ImageCache
 from service.jobs import JobQueue
-from service.storage import OutputStore
+from service.storage import DEFAULT_STEM, OutputStore
 from service.pipeline import RepairService
 from webui.errors import status_of
 from support.editor import mask_file, picture, uploaded
@@ -66,7 +68,7 @@ def test_a_repair_publishes_the_saved_file_a_preview_and_the_repaired_rectangle(
 
     # The download is the very file the service saved under outputs/, not a second encoding.
     full = Path(result["image"]["path"])
-    assert full.name == "holiday-repaired.png" and full.is_relative_to(cache)
+    assert full.name == "holiday_repaired.png" and full.is_relative_to(cache)
     saved = next((service.outputs.root).rglob("*.png"))
     assert os.path.samefile(full, saved)
     repaired = imageio.read_image(full)
@@ -162,7 +164,7 @@ def test_an_unexpected_failure_is_a_message_and_a_logged_traceback(backend, serv
 
 
 def test_a_result_whose_file_was_not_saved_is_still_published_from_its_bytes(backend, service, cache, monkeypatch):
-    def disk_full(data, fmt):
+    def disk_full(data, fmt, upload_name=None):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(service.outputs, "save", disk_full)
@@ -171,15 +173,6 @@ def test_a_result_whose_file_was_not_saved_is_still_published_from_its_bytes(bac
                              "mask": mask_file(cache, (40, 40), np.s_[5:15, 5:15])}, "crop", 0, 0)
     repaired = imageio.read_image(answer["result"]["image"]["path"])
     assert repaired.shape == image.shape
-
-
-@pytest.mark.parametrize("name, expected", [
-    ("holiday.jpg", "holiday-repaired.png"), ("../../etc/passwd", "passwd-repaired.png"),
-    ("a b:c?.png", "a_b_c-repaired.png"), ("", "photo-repaired.png"), (None, "photo-repaired.png"),
-    ("x" * 300 + ".png", "x" * editor.MAX_NAME_CHARS + "-repaired.png"),
-])
-def test_the_download_is_named_after_the_original(name, expected):
-    assert editor.download_name(name, "png") == expected
 
 
 def test_the_image_cache_keeps_the_most_recently_used_within_its_bounds(tmp_path):
@@ -227,3 +220,50 @@ def test_a_result_the_cache_cannot_hold_goes_to_the_page_inline_and_can_be_repai
     again = backend.repair({"request": "y", "photo": result["image"],
                             "mask": mask_file(cache, (40, 60), np.s_[20:30, 30:50])}, "crop", 0, 0)
     assert "result" in again, again  # the server still holds the unwritten result
+
+
+def test_the_page_s_report_of_the_user_s_wait_is_added_to_the_repair_s_record(engine, tmp_path, cache):
+    queue = JobQueue(4)
+    metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
+    requests = RequestLog(tmp_path / "requests.jsonl")
+    backend = EditorBackend(RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS,
+                                          requests=requests, status_of=status_of), cache)
+    try:
+        answer = backend.repair({"request": "r", "photo": uploaded(cache, "p.png", picture(40, 60)),
+                                 "mask": mask_file(cache, (40, 60), np.s_[5:15, 5:25])}, "crop", 0, 0)
+    finally:
+        queue.shutdown()
+    server_ms = answer["result"]["timings"]["server"] * 1000
+    report = {"token": answer["wait_token"], "waited_ms": server_ms + 300, "upload_ms": 40, "transfer_ms": 60}
+
+    for forged in ({**report, "token": "guessed"}, {**report, "waited_ms": server_ms / 2},  # shorter than the server
+                   {**report, "upload_ms": server_ms + 300}, {**report, "waited_ms": float("inf")},
+                   {**report, "waited_ms": "300"}, {**report, "transfer_ms": -1}, "not a report", None):
+        assert backend.report_wait(forged) == {"recorded": False}, forged
+    assert "waited" not in requests.recent()[-1]
+    assert backend.report_wait(report) == {"recorded": True}
+    assert backend.report_wait(report) == {"recorded": False}  # a token is good for one report
+
+    record = requests.recent()[-1]
+    assert record["status"] == 200 and record["waited"]["upload"] == 0.04 and record["waited"]["transfer"] == 0.06
+    assert abs(record["waited"]["total"] - (server_ms + 300) / 1000) < 1e-3
+    lines = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert [line.get("amends") for line in lines] == [None, record["id"]] and lines[1]["waited"] == record["waited"]
+
+
+def test_a_script_s_repair_publishes_only_the_file_and_keeps_nothing_decoded(backend, cache):
+    answer = backend.repair({"photo": uploaded(cache, "p.png", picture(40, 60)),
+                             "mask": mask_file(cache, (40, 60), np.s_[5:15, 5:25])}, "crop", 0, 0, for_page=False)
+    result = answer["result"]
+    assert "preview" not in result and "patch" not in result and "wait_token" not in answer
+    assert len(backend.images) == 0, "a script's photo or result pushed the editing sessions' photos out"
+    assert sorted(path.name for path in Path(result["image"]["path"]).parent.iterdir()) == [f"{DEFAULT_STEM}_repaired.png"]
+
+
+def test_the_wait_reports_waiting_are_bounded():
+    waits = editor.WaitReports(max_pending=2)
+    tokens = [waits.expect(f"id{index}", 0.1) for index in range(3)]
+    requests = RequestLog(None)
+    requests.record({"id": "id0"})
+    report = {"waited_ms": 500, "upload_ms": 0, "transfer_ms": 0}
+    assert not waits.report({**report, "token": tokens[0]}, requests)  # the oldest was forgotten

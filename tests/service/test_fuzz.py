@@ -34,6 +34,7 @@ from PIL import Image, ImageOps
 
 from corpus.make_corpus import tiff_tiled
 from lama import imageio
+from lama.output_formats import output_format
 from support.liveserver import LiveServer
 from support.reliability import record
 from support.app import make_settings, serve, service_of
@@ -45,7 +46,6 @@ IMAGES = [entry for entry in MANIFEST if entry["role"] == "image"]
 VALID_IMAGES = [entry for entry in IMAGES if entry["expect"] == "ok"]
 MASKS = [entry for entry in MANIFEST if entry["role"] == "mask"]
 STANDARD = (64, 48)  # the corpus's size: every corpus mask has it
-MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -187,7 +187,7 @@ def form_fields(draw) -> dict[str, str]:
     if draw(st.integers(0, 3)) == 0:
         fields["strategy"] = draw(st.sampled_from(["crop", "original", "resize", "", "CROP", "../x", "\0"]))
     if draw(st.integers(0, 3)) == 0:
-        fields["format"] = draw(st.sampled_from(["png", "jpeg", "webp", "jpg", "gif", ""]))
+        fields["format"] = draw(st.sampled_from(["png", "jpeg", "webp", "jpg", "same", "JPG", "gif", ""]))
     for name in ("dilate", "feather"):
         if draw(st.integers(0, 4)) == 0:
             fields[name] = draw(st.one_of(st.integers(-10, 300).map(str),
@@ -253,8 +253,9 @@ def check_answer(response, request: dict, counts: Counter) -> None:
     status = response.status_code
     assert status < 500, f"{status} for {request['what']}: {response.text[:300]}"
     if 200 <= status < 300:
-        fmt = request["fields"].get("format") or "png"  # an empty form field is a missing one
-        assert response.headers["content-type"] == MEDIA[fmt], request["what"]
+        fmt = output_format(request["fields"].get("format") or "png",  # an empty form field is a missing one
+                            imageio.sniff_format(request["image"]))
+        assert response.headers["content-type"] == fmt.media_type, request["what"]
         result = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_UNCHANGED)
         assert result is not None, f"the 2xx body does not decode: {request['what']}"
         # The mask was made for the unmutated input's size, and a repair needs both the same:

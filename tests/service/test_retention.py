@@ -18,12 +18,14 @@ from support.reliability import record
 from support.app import encode, make_case, make_settings, serve, service_of, wait_until
 
 from lama import files
+from lama.output_formats import OUTPUT_FORMATS
 from service import storage as outputs_module
 from webui import ui_cache
 from service.storage import OutputStore, Retention
 
 DAY = 86400
 NOW = time.time()
+PNG = OUTPUT_FORMATS["png"]
 
 
 def put(root: Path, day: str, name: str, size: int, age_s: float) -> Path:
@@ -190,7 +192,7 @@ def test_saving_while_sweeping_never_loses_a_save(tmp_path):
     try:
         for _ in range(300):
             try:
-                store.save(b"\x89PNG" + os.urandom(2000), "png")
+                store.save(b"\x89PNG" + os.urandom(2000), PNG)
             except OSError as error:
                 failures.append(error)
     finally:
@@ -219,7 +221,7 @@ def test_the_retention_thread_runs_early_when_saves_exceed_the_budget(tmp_path):
     retention.start()
     try:
         time.sleep(0.05)  # the first sweep, at start
-        saved = [store.save(b"y" * 1000, "png") for _ in range(8)]
+        saved = [store.save(b"y" * 1000, PNG) for _ in range(8)]
         started = time.monotonic()
         wait_until(lambda: _bytes_of_pngs(tmp_path) <= 5000, timeout=5, what="the budget restored")
         waited = time.monotonic() - started

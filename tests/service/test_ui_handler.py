@@ -44,8 +44,10 @@ def test_layout_has_the_ids_and_defaults_the_page_relies_on(service):
     # The page's own ids (DESIGN: browser checks drive it through these) are in the editor's page.
     page = by_id["editor"].html_template
     assert 'id="repair"' in page and 'id="result"' in page
-    values = {block.label: block.value for block in blocks.blocks.values() if isinstance(block, (gr.Radio, gr.Slider))}
-    assert values == {"Strategy": "resize", "Mask dilation (px)": 5, "Edge feather (px)": 7}
+    values = sorted((block.label, block.value) for block in blocks.blocks.values()
+                    if isinstance(block, (gr.Radio, gr.Slider)))
+    assert values == sorted([("Strategy", "resize"), ("Mask dilation (px)", 5), ("Edge feather (px)", 7)] * 2
+                            + [("Mask threshold", 127)])  # the Repair tab's and the Batch tab's
     assert "fallback-banner" not in by_id
 
 
@@ -54,8 +56,15 @@ def test_no_component_preprocesses_an_image_with_gradio(service):
     (gr.ImageEditor: every layer and the composite; a 13000² PNG cost 3.5 GB before the size
     message): the page has none, its files are read by the editor's handlers through lama.imageio."""
     blocks = ui.build_ui(service, RepairOptions())
-    image_components = (gr.Image, gr.ImageEditor, gr.ImageSlider, gr.Gallery, gr.File)
+    image_components = (gr.Image, gr.ImageEditor, gr.ImageSlider)
     assert not [block for block in blocks.blocks.values() if isinstance(block, image_components)]
+    # The Batch tab's file inputs hand over paths, unread; its gallery only shows the previews
+    # the handler wrote (an output, never an input).
+    inputs = {id(block) for dependency in blocks.fns.values() for block in dependency.inputs}
+    files = [block for block in blocks.blocks.values() if isinstance(block, gr.File)]
+    galleries = [block for block in blocks.blocks.values() if isinstance(block, gr.Gallery)]
+    assert files and all(block.type == "filepath" for block in files)
+    assert galleries and not any(id(block) in inputs or block.interactive for block in galleries)
 
 
 def test_fallback_engine_shows_a_banner(tmp_path, monkeypatch):

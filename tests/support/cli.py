@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 from support.paths import ROOT as REPO
 
 
-def run_lama(*args):
+def run_lama(*args, cwd=REPO):
+    """In `cwd` (the checkout unless a test needs another: what the defaults find depends on it),
+    always with this checkout's package."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "lama", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+                          cwd=cwd, env=env, timeout=300)

@@ -159,11 +159,21 @@ def test_request_table_is_newest_first_in_ms_with_blanks_for_stages_not_reached(
     table = dashboard.request_table([record(NOW - 60), refused])
 
     assert list(table.columns[1:]) == ["size", "status", "decode ms", "queue ms", "preprocess ms", "infer ms",
-                                       "postprocess ms", "encode ms", "save ms", "total ms", "error"]
+                                       "postprocess ms", "encode ms", "save ms", "total ms", "waited ms", "error"]
     newest, oldest = table.to_dict("records")
     assert newest["size"] == "" and newest["status"] == "413" and newest["error"] == "image: too large"
     assert newest["decode ms"] == 4.0 and pd.isna(newest["infer ms"])
     assert oldest["size"] == "1280×960" and oldest["infer ms"] == 40.5 and oldest["total ms"] == 82.5
+    assert pd.isna(oldest["waited ms"])  # no page reported a wait: an API request
+
+
+def test_an_editor_repair_shows_the_user_s_wait_beside_the_server_s_time():
+    log = request_log(record(NOW - 60), record(NOW - 30, id="ui"))
+    assert log.amend("ui", {"total": 0.4104, "upload": 0.05, "transfer": 0.1})
+    shot = snapshot([], log.recent(), NOW, FIVE_MIN)
+    assert series(shot.latency) == {"infer": [40.5, 40.5], "total": [82.5, 82.5], "waited (editor)": [410.4]}
+    newest, oldest = shot.table.to_dict("records")
+    assert newest["waited ms"] == 410.4 and pd.isna(oldest["waited ms"])
 
 
 def test_request_table_keeps_the_newest_rows():

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from lama import imageio
+from lama.errors import OptionError
 from lama.imageio import (
     IMAGE_SUFFIXES,
     ImageError,
@@ -432,7 +433,7 @@ def test_quality_changes_jpeg_size():
 
 
 def test_encode_rejects_user_choices():
-    with pytest.raises(ImageError, match="unsupported output format 'gif'"):
+    with pytest.raises(OptionError, match="format must be one of png, jpeg, webp, jpg, same, got 'gif'"):
         encode_image(colourful(), "gif")
     with pytest.raises(ImageError, match="quality"):
         encode_image(colourful(), "jpeg", quality=0)

@@ -75,3 +75,15 @@ def test_a_broken_log_file_never_fails_the_request_and_is_reported_once(tmp_path
             log.record(request(number))
     assert [rec["id"] for rec in log.recent()] == ["r0", "r1", "r2"]
     assert len([record for record in caplog.records if "cannot write" in record.getMessage()]) == 1
+
+
+def test_amend_changes_the_record_in_memory_and_appends_a_line_to_the_file(tmp_path):
+    log = RequestLog(tmp_path / "requests.jsonl", keep=2)
+    for number in range(3):
+        log.record(request(number))
+    waited = {"total": 0.5, "upload": 0.1, "transfer": 0.1}
+    assert log.amend("r2", waited)
+    assert log.recent()[-1]["waited"] == waited and log.recent()[-1]["status"] == 200
+    assert not log.amend("r0", waited)  # no longer kept: nothing written
+    lines = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and lines[-1]["amends"] == "r2" and lines[-1]["waited"] == waited

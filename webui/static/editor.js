@@ -21,6 +21,8 @@ const MIN_STAGE_PX = 220;
 const SERVER_FORMATS = new Set(['png', 'jpeg', 'webp', 'bmp']); // what both the browser and lama.imageio read
 const NO_PHOTO = 'Upload a photo first: drop it on the editor, click it to browse, or paste one.';
 const NO_PAINT = 'Paint over what should be removed first (the brush), then click Repair.';
+const NOTHING_TO_RERUN = 'Nothing to rerun yet: repair once first.';
+const NOT_ANSWERING = (problem) => `The server is not answering (${problem}): the repair did not finish; click Repair when it is back.`;
 
 const root = element.querySelector('.lama-editor');
 const ui = {
@@ -139,6 +141,8 @@ function urlOf(file) {
 }
 
 function serverRoot() {
+  // Where Gradio's routes are, as its upload answered; before any upload, the page's own address.
+  if (!fileBase) return window.location.href.split(/[?#]/)[0].replace(/\/$/, '');
   return fileBase.slice(0, fileBase.indexOf('/gradio_api/'));
 }
 
@@ -864,7 +868,7 @@ async function repair({rerun = false, retry = null} = {}) {
     if (retry) {
       mask = retry.mask;
     } else if (rerun) {
-      if (!target.lastMask) throw new Error('Nothing to rerun yet: repair once first.');
+      if (!target.lastMask) throw new Error(NOTHING_TO_RERUN);
       mask = target.lastMask;
     } else {
       const png = await maskPng(target);
@@ -878,7 +882,10 @@ async function repair({rerun = false, retry = null} = {}) {
     trigger('repair', {request: id, photo, mask, name: target.name});
   } catch (error) {
     finish();
-    say(error.message || String(error), 'error');
+    // An upload that failed because the server is gone says so, not "Failed to fetch".
+    const problem = [NO_PAINT, NOTHING_TO_RERUN].includes(error.message) ? null : await serverProblem();
+    say(problem ? `${NOT_ANSWERING(problem)} Your photo, strokes and results are kept.` : error.message || String(error),
+      'error');
   }
 }
 
@@ -915,7 +922,7 @@ function watchServer(job) {
   // Gradio never reports a server that went away: /livez is asked while the repair runs.
   job.timer = setInterval(async () => {
     const problem = await serverProblem();
-    if (problem) giveUp(job, `The server is not answering (${problem}): the repair did not finish; click Repair when it is back.`);
+    if (problem) giveUp(job, NOT_ANSWERING(problem));
   }, PING_EVERY_MS);
   // What Gradio refuses before the handler runs (its queue full, a file it does not accept)
   // and a broken connection show only as its error toast: that ends the wait too.
@@ -926,8 +933,7 @@ function watchServer(job) {
       seen.add(toast);
       const text = toast.querySelector('[data-testid="toast-text"]')?.textContent.trim() || 'an error';
       const problem = await serverProblem();
-      giveUp(job, problem ? `The server is not answering (${problem}): the repair did not finish; click Repair when it is back.`
-        : `The server refused the repair: ${text}.`);
+      giveUp(job, problem ? NOT_ANSWERING(problem) : `The server refused the repair: ${text}.`);
     }
   });
   job.toasts.observe(document.body, {childList: true, subtree: true});
@@ -992,6 +998,11 @@ async function receive(job, answer) {
       entry.waited = `Waited ${seconds(waited)} s: upload ${seconds(upload)} · queue ${t.queue.toFixed(2)} · ` +
         `model ${t.model.toFixed(2)} · save ${t.save.toFixed(2)} · transfer ${seconds(transfer)}`;
       showResult(entry);
+      // The server records this repair with the user's wait too (its Resources tab, requests.jsonl).
+      if (answer.wait_token) {
+        server.report_wait({token: answer.wait_token, waited_ms: waited, upload_ms: upload, transfer_ms: transfer})
+          .catch(() => {}); // a record without the wait is all that is lost
+      }
       say('Repaired. Paint more and Repair again, or step back with Undo.');
     }
   } catch (error) {
@@ -1012,6 +1023,21 @@ function displayWith(target, from, entry) {
   return canvas;
 }
 
+async function useMaskForBatch() {
+  // The Batch tab takes this mask for all its photos (resized to each): uploaded, then named in
+  // the "batch_mask" event, whose listener fills the tab's masks and opens it.
+  if (!session) return say(NO_PHOTO, 'error');
+  const png = await maskPng(session);
+  if (!png) return say('The mask is empty: paint over what should go on every photo first.', 'error');
+  try {
+    const uploaded = await send(new File([png], `${stemOf(session.name)}-mask.png`, {type: 'image/png'}));
+    trigger('batch_mask', {mask: {path: uploaded.path}});
+    say('The Batch tab repairs its photos with this mask.');
+  } catch (error) {
+    say(`The mask could not be uploaded (${error.message || error}); try again.`, 'error');
+  }
+}
+
 // ---------------------------------------------------------------- wiring
 
 const actions = {
@@ -1029,6 +1055,7 @@ const actions = {
     if (!png) return say('The mask is empty: nothing to download.', 'error');
     saveBlob(png, `${stemOf(session.name)}-mask.png`);
   },
+  'batch-mask': useMaskForBatch,
   open: () => ui.photoInput.click(),
   remove: removePhoto,
   help: () => { ui.help.hidden = !ui.help.hidden; },

@@ -1,0 +1,199 @@
+"""Many photos through one engine: what `python -m lama inpaint` does with a folder.
+
+Planning decides, before a pixel is decoded or the model is loaded, everything that paths
+can tell: the photos, the mask of each (one mask file for all of them, or the mask of the
+same name in a folder of masks), the output path and format of each, and which outputs
+exist already. A batch that cannot work as given (an output that exists, two photos that
+would write one file) is refused before any work; a photo without a mask is skipped and
+listed, not fatal. Then each photo is repaired on its own: one that fails is reported and
+the others go on.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lama import imageio, masks
+from lama.engine import InpaintEngine
+from lama.errors import InpaintError, UsageError
+from lama.files import write_bytes_atomic
+from lama.metadata import NO_METADATA
+from lama.output_formats import RESULT_SUFFIX, OutputFormat, for_suffix, output_format, result_file_name
+
+MASK_SUFFIX = "_mask"  # photo.jpg's mask may be photo.png or photo_mask.png
+EXISTING = ("refuse", "skip", "overwrite")  # what to do about outputs that exist
+# What one photo can get wrong: reported, and the batch goes on.
+PHOTO_ERRORS = (InpaintError, OSError)
+
+
+@dataclass(frozen=True)
+class Job:
+    image: Path
+    mask: Path | None  # None: no mask found for this photo (it is skipped)
+    output: Path
+    format: OutputFormat
+
+
+@dataclass(frozen=True)
+class Settings:
+    strategy: str = "crop"
+    dilate: int = 0
+    feather: int = 0
+    mask_threshold: int = masks.DEFAULT_THRESHOLD
+    keep_metadata: bool = True
+
+
+@dataclass
+class Summary:
+    done: list[Path] = field(default_factory=list)
+    skipped: dict[str, list[Path]] = field(default_factory=dict)  # reason -> photos
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # photo, message
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        skipped = sum(map(len, self.skipped.values()))
+        lines = [f"done {len(self.done)}, skipped {skipped}, failed {len(self.failed)} in {self.seconds:.1f} s"]
+        lines += [f"skipped ({reason}): {', '.join(path.name for path in paths)}"
+                  for reason, paths in self.skipped.items() if paths]
+        lines += [f"failed: {path.name}: {message}" for path, message in self.failed]
+        return lines
+
+
+# ---------------------------------------------------------------------------- planning
+
+def plan(image: Path, mask: Path, output: Path, format_name: str | None = None) -> list[Job]:
+    """The jobs for `--image`, `--mask` and `--output` (files or folders) and `--format`
+    (None: the output file's suffix, or for a folder "same", the photo's own format)."""
+    if not image.exists():
+        raise UsageError(f"image not found: {image}")
+    if not mask.exists():
+        raise UsageError(f"mask not found: {mask}")
+    if image.is_file():
+        mask_file = mask if mask.is_file() else mask_for(image, mask)
+        if mask_file is None:
+            raise UsageError(f"no mask for {image.name} in {mask} (looked for {image.stem}.* and "
+                             f"{image.stem}{MASK_SUFFIX}.*)")
+        if output.is_dir():
+            return [_job_in(output, image, mask_file, format_name)]
+        return [Job(image, mask_file, output, _file_format(output, image, format_name))]
+    if output.exists() and not output.is_dir():
+        raise UsageError("--image is a folder, so --output must be a folder")
+    photos = photos_in(image, exclude=mask)
+    if not photos:
+        raise UsageError(f"no images ({', '.join(imageio.IMAGE_SUFFIXES)}) in {image}")
+    jobs = [_job_in(output, photo, mask if mask.is_file() else mask_for(photo, mask), format_name)
+            for photo in photos]
+    _refuse_collisions(jobs)
+    return jobs
+
+
+def photos_in(folder: Path, exclude: Path) -> list[Path]:
+    """The images in `folder`, by name; not masks (STEM_mask.*), not results of an earlier run
+    (STEM_repaired.*) and not `exclude` (a mask file kept among the photos)."""
+    return sorted(path for path in folder.iterdir()
+                  if path.suffix.lower() in imageio.IMAGE_SUFFIXES and path.is_file()
+                  and not path.stem.endswith((MASK_SUFFIX, RESULT_SUFFIX)) and path != exclude)
+
+
+def mask_for(image: Path, mask_dir: Path) -> Path | None:
+    """The mask of `image` in `mask_dir`: same stem, or STEM_mask, any image suffix (any case)."""
+    for stem in (image.stem, f"{image.stem}{MASK_SUFFIX}"):
+        for candidate in sorted(mask_dir.glob(f"{glob.escape(stem)}.*")):
+            if (candidate.stem == stem and candidate.suffix.lower() in imageio.IMAGE_SUFFIXES
+                    and candidate != image and candidate.is_file()):
+                return candidate
+    return None
+
+
+def _job_in(folder: Path, image: Path, mask: Path | None, format_name: str | None) -> Job:
+    fmt = output_format(format_name or "same", _sniffed(image))
+    return Job(image, mask, folder / result_file_name(image.stem, fmt), fmt)
+
+
+def _file_format(output: Path, image: Path, format_name: str | None) -> OutputFormat:
+    fmt = for_suffix(output.suffix)
+    if fmt is None:
+        raise UsageError(f"cannot write {output.name}: name a .png, .jpg, .jpeg or .webp file, or a folder")
+    if format_name is not None and output_format(format_name, _sniffed(image)) != fmt:
+        raise UsageError(f"--format {format_name} does not match --output {output.name}: leave one out")
+    return fmt
+
+
+def _sniffed(image: Path) -> str | None:
+    """The photo's format by its first bytes (what "same" means), None when it is none we read."""
+    try:
+        with image.open("rb") as file:
+            return imageio.sniff_format(file.read(16))
+    except OSError:
+        return None  # reading it will fail with its own message
+
+
+def _refuse_collisions(jobs: list[Job]) -> None:
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.output in seen:
+            raise UsageError(f"{seen[job.output].name} and {job.image.name} would both be written to "
+                             f"{job.output}: rename one, or choose --format same")
+        seen[job.output] = job.image
+
+
+def sort_out_existing(jobs: list[Job], existing: str) -> tuple[list[Job], list[Path]]:
+    """(the jobs to run, the photos skipped because their output exists), as `existing` says;
+    "refuse" with outputs that exist raises UsageError, naming them, before any work."""
+    present = [job for job in jobs if job.mask is not None and job.output.exists()]
+    if not present or existing == "overwrite":
+        return jobs, []
+    if existing == "refuse":
+        names = ", ".join(str(job.output) for job in present[:3]) + (", ..." if len(present) > 3 else "")
+        raise UsageError(f"{len(present)} output(s) exist already ({names}): pass --overwrite to replace "
+                         "them or --skip-existing to leave them and repair the rest")
+    return [job for job in jobs if job not in present], [job.image for job in present]
+
+
+# ---------------------------------------------------------------------------- running
+
+def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
+        report: Callable[[Path, str], None] = lambda path, message: None, stop_on_error: bool = False) -> Summary:
+    """Repair each job's photo and write its output (atomically); `report` hears of each
+    failure as it happens. With `stop_on_error` the first failure propagates (one photo asked
+    for: its error is the command's)."""
+    started = time.perf_counter()
+    summary = Summary()
+    read_mask = functools.lru_cache(maxsize=1)(imageio.read_mask)  # one mask for a folder: read once
+    for job in jobs:
+        if job.mask is None:
+            summary.skipped.setdefault("no mask", []).append(job.image)
+            continue
+        try:
+            repair_one(engine, job, read_mask(job.mask), settings)
+        except PHOTO_ERRORS as error:
+            if stop_on_error:
+                raise
+            message = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            message = message.removeprefix(f"{job.image}: ")  # imageio names the file; the summary does too
+            summary.failed.append((job.image, message))
+            report(job.image, message)
+            continue
+        summary.done.append(job.image)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def repair_one(engine: InpaintEngine, job: Job, mask: np.ndarray, settings: Settings) -> None:
+    photo = imageio.read_photo(job.image)
+    height, width = photo.pixels.shape[:2]
+    # A mask drawn at another resolution (one watermark mask for photos of several sizes).
+    fill = masks.binarize(masks.resized(mask, height, width), settings.mask_threshold)
+    repaired = engine.inpaint(photo.pixels, fill, strategy=settings.strategy, dilate=settings.dilate,
+                              feather=settings.feather)
+    metadata = photo.source.metadata if settings.keep_metadata else NO_METADATA
+    data = imageio.encode_image(repaired, job.format, metadata=metadata)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(job.output, data)

@@ -1,0 +1,72 @@
+"""The editor's server path through gradio_client (webui/client_api.py), against a live server:
+the same job as POST /api/v1/inpaint gives the same bytes, refusals arrive as the service's
+messages, and with --auth the endpoint needs the login (tests/test_ui_hardening.py checks the
+routes themselves). What a browser page reports about the user's wait: tests/test_editor_browser.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError, AuthenticationError
+
+from support.liveserver import LiveServer
+from support.app import encode, make_case
+
+USER, PASSWORD = "bo", "pw-" + "81f2a4c0" * 3
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with LiveServer.start(tiny_dir, tmp_path_factory.mktemp("client-api")) as server:
+        yield server
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> tuple[Path, Path]:
+    image, mask = make_case(160, 120, box=(30, 40, 70, 120))
+    (tmp_path / "holiday.jpg").write_bytes(encode(image, ".jpg"))
+    (tmp_path / "mask.png").write_bytes(encode(mask))
+    return tmp_path / "holiday.jpg", tmp_path / "mask.png"
+
+
+def test_the_ui_path_through_gradio_client_gives_the_api_s_result(server: LiveServer, job):
+    photo, mask = job
+    client = Client(server.base, verbose=False)
+    path = Path(client.predict(handle_file(photo), handle_file(mask), api_name="/repair"))
+    answer = httpx.post(server.url("/api/v1/inpaint"), timeout=60,
+                        files={"image": (photo.name, photo.read_bytes()), "mask": (mask.name, mask.read_bytes())})
+    assert answer.status_code == 200, answer.text
+    assert path.read_bytes() == answer.content, "the UI's path and the API repaired the same job differently"
+    assert path.name == "holiday-repaired.png"
+    # What the client downloaded is the file the service saved (published, not re-encoded).
+    saved = {file.read_bytes() for file in (server.folder / "outputs").rglob("*.png")}
+    assert path.read_bytes() in saved
+
+
+def test_a_refusal_reaches_the_client_as_the_service_s_message(server: LiveServer, job, tmp_path: Path):
+    photo, _ = job
+    (tmp_path / "small.png").write_bytes(encode(make_case(16, 16, box=(2, 2, 8, 8))[1]))
+    client = Client(server.base, verbose=False)
+    with pytest.raises(AppError, match="mask is 16×16 but the image is 160×120"):
+        client.predict(handle_file(photo), handle_file(tmp_path / "small.png"), api_name="/repair")
+    with pytest.raises(AppError, match="strategy must be one of"):
+        client.predict(handle_file(photo), handle_file(photo), strategy="sideways", api_name="/repair")
+    assert httpx.get(server.url("/readyz")).status_code == 200  # and the server goes on
+
+
+def test_with_auth_the_endpoint_needs_the_login(tiny_dir: Path, tmp_path: Path, job):
+    photo, mask = job
+    with LiveServer.start(tiny_dir, tmp_path / "authed", "--auth", f"{USER}:{PASSWORD}") as server:
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
+            Client(server.base, verbose=False)
+        with pytest.raises(ValueError, match="Could not login"):
+            Client(server.base, auth=(USER, "wrong"), verbose=False)
+        # Nor can the endpoint's queue be joined directly without the session.
+        join = httpx.post(server.url("/gradio_api/queue/join"), json={"data": [], "fn_index": 1, "session_hash": "s"})
+        assert join.status_code == 401
+        client = Client(server.base, auth=(USER, PASSWORD), verbose=False)
+        assert Path(client.predict(handle_file(photo), handle_file(mask), api_name="/repair")).stat().st_size > 0

@@ -1,0 +1,189 @@
+"""Batch jobs over HTTP, in process: POST /api/v1/jobs answers 202 at once, GET /api/v1/jobs/{id}
+says where the job is, GET .../result gives the image; pending jobs are bounded, failures say
+why, a lost job reads as failed, and the outputs retention sweeps records with their results.
+(Replicas, a drain and a restart: tests/live/test_batch_jobs_live.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from support.app import (block_worker, decode, error_of, make_case, make_settings, serve, service_of, upload,
+                         wait_until)
+from support.jobs import EXACT, assert_repaired, poll, submit
+
+from lama.errors import JobNotFoundError, QueueFullError
+from service.batch_jobs import BatchJobs
+from service.pipeline import Decoded, RepairOptions
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_dir, folder):
+    with serve(make_settings(tiny_dir, folder, queue_capacity=3)) as client:
+        yield client
+
+
+def test_a_job_is_accepted_at_once_then_done_and_its_result_is_the_repair(client, folder):
+    image, mask = make_case(seed=3)
+    accepted = submit(client, image, mask, format="webp")
+    assert accepted["status"] == "queued"
+    status = poll(client, accepted["url"])
+    assert status["status"] == "done" and status["error"] is None, status
+    assert status["result_url"] == accepted["url"] + "/result"
+    assert {"decode", "queue", "infer", "encode", "save", "total"} <= set(status["timings"])
+    result = client.get(status["result_url"])
+    assert result.status_code == 200 and result.headers["content-type"] == "image/webp"
+    assert decode(result.content).shape == image.shape  # WebP may be lossy: the pixels are checked in PNG below
+    saved = folder / "outputs" / result.headers["x-saved-as"]
+    assert saved.read_bytes() == result.content
+    jobs = folder / "outputs" / "jobs"
+    assert sorted(path.name for path in jobs.iterdir()) == [f"{accepted['id']}.json"]  # no lock left behind
+
+
+def test_results_are_the_repairs_a_direct_request_gives(client):
+    image, mask = make_case(seed=4)
+    direct = client.post("/api/v1/inpaint", **upload(image, mask, **EXACT))
+    status = poll(client, submit(client, image, mask, **EXACT)["url"])
+    result = client.get(status["result_url"])
+    assert result.content and np.array_equal(decode(result.content), decode(direct.content))
+    assert_repaired(decode(result.content), image, mask)
+
+
+def test_a_pending_job_has_no_result_yet_and_pending_jobs_are_bounded(client):
+    service = service_of(client)
+    image, mask = make_case(seed=5)
+    release = block_worker(service)  # one of the queue's 3 places
+    try:
+        first, second = submit(client, image, mask), submit(client, image, mask)
+        assert client.get(first["url"]).json()["status"] == "queued"
+        message = error_of(client.get(first["url"] + "/result"), 409, "job_not_done")
+        assert "queued" in message
+        full = client.post("/api/v1/jobs", **upload(image, mask))
+        error_of(full, 503, "queue_full")
+        assert int(full.headers["retry-after"]) >= 1
+    finally:
+        release.set()
+    assert poll(client, first["url"])["status"] == poll(client, second["url"])["status"] == "done"
+
+
+def test_the_jobs_own_bound_holds_jobs_still_being_finished(client):
+    """BatchJobs counts a job pending until its record is final, beyond the queue's own count."""
+    service = service_of(client)
+    jobs = BatchJobs(service, capacity=1)
+    image, mask = make_case(seed=6)
+    release = block_worker(service)
+    try:
+        job = jobs.submit(Decoded(image, mask), RepairOptions())
+        with pytest.raises(QueueFullError) as refused:
+            jobs.submit(Decoded(image, mask), RepairOptions())
+        assert refused.value.retry_after_s >= 1
+    finally:
+        release.set()
+    wait_until(lambda: jobs.get(job.id).status == "done", what="the job done")
+    wait_until(lambda: jobs._pending == 0, what="the job no longer pending")
+
+
+def test_a_job_that_fails_says_why_and_the_server_goes_on(client, monkeypatch):
+    engine = service_of(client).engine
+    image, mask = make_case(seed=7)
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "inpaint", lambda *args, **kwargs: 1 / 0)
+        status = poll(client, submit(client, image, mask)["url"])
+    assert status["status"] == "failed" and status["result_url"] is None
+    assert status["error"]["code"] == "internal_error" and status["error"]["message"]
+    assert "failed" in error_of(client.get(f"/api/v1/jobs/{status['id']}/result"), 409, "job_failed")
+    assert poll(client, submit(client, image, mask)["url"])["status"] == "done"
+
+
+@pytest.mark.parametrize("job_id", ["0" * 32, "A" * 32, "a" * 200, "job.json", "%2e%2e"])
+def test_unknown_ids_are_404(client, job_id):
+    error_of(client.get(f"/api/v1/jobs/{job_id}"), 404, "job_not_found")
+    error_of(client.get(f"/api/v1/jobs/{job_id}/result"), 404, "job_not_found")
+
+
+def test_an_id_never_becomes_a_path(client, folder):
+    (folder / "outputs" / "secret.json").write_text("{}")
+    with pytest.raises(JobNotFoundError):
+        client.app.state.jobs.get("../secret")
+
+
+def test_a_job_refused_at_submission_leaves_nothing_behind(client, folder):
+    before = set((folder / "outputs" / "jobs").iterdir())
+    image, mask = make_case()
+    error_of(client.post("/api/v1/jobs", **upload(b"not an image", mask)), 400, "invalid_image")
+    error_of(client.post("/api/v1/jobs", **upload(image, mask, strategy="magic")), 422, "invalid_option")
+    error_of(client.post("/api/v1/jobs", **upload(image, mask[:5])), 422, "mask_size_mismatch")
+    assert set((folder / "outputs" / "jobs").iterdir()) == before
+
+
+def test_a_job_the_outputs_folder_cannot_take_is_refused_in_one_line(tiny_dir, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the outputs folder should be")
+    image, mask = make_case()
+    with serve(make_settings(tiny_dir, tmp_path, outputs_dir=str(blocked))) as client:
+        message = error_of(client.post("/api/v1/jobs", **upload(image, mask)), 507, "outputs_unwritable")
+        assert "outputs folder" in message and "\n" not in message
+        assert client.post("/api/v1/inpaint", **upload(image, mask)).status_code == 200  # the server goes on
+    assert blocked.read_text() == "a file where the outputs folder should be"
+
+
+def test_the_token_guards_the_jobs_routes(tiny_dir, tmp_path):
+    image, mask = make_case()
+    with serve(make_settings(tiny_dir, tmp_path, "--api-token", "s3cret")) as client:
+        error_of(client.post("/api/v1/jobs", **upload(image, mask)), 401, "unauthorized")
+        client.headers["Authorization"] = "Bearer s3cret"
+        accepted = submit(client, image, mask)
+        assert poll(client, accepted["url"])["status"] == "done"
+        del client.headers["Authorization"]
+        error_of(client.get(accepted["url"]), 401, "unauthorized")
+        error_of(client.get(accepted["url"] + "/result"), 401, "unauthorized")
+
+
+def test_records_go_with_their_results_and_lost_jobs_read_as_failed(tiny_dir, tmp_path):
+    # Keep 1 byte of results: the sweep removes every result, as retention would the oldest.
+    settings = make_settings(tiny_dir, tmp_path, "--outputs-keep-gb", "1e-9", "--outputs-keep-days", "7")
+    jobs_folder = tmp_path / "outputs" / "jobs"
+    image, mask = make_case()
+    with serve(settings) as client:
+        done = poll(client, submit(client, image, mask)["url"])
+        lost = "f" * 32  # as a process killed before its job ran leaves it: the record, an unheld lock
+        (jobs_folder / f"{lost}.json").write_text(
+            f'{{"id": "{lost}", "status": "queued", "format": "png", "error": null, "saved_as": null, "timings": {{}}}}')
+        (jobs_folder / f"{lost}.lock").touch()
+        old_failure = "e" * 32
+        (jobs_folder / f"{old_failure}.json").write_text(
+            f'{{"id": "{old_failure}", "status": "failed", "format": "png", "error": {{"code": "internal_error", '
+            f'"message": "m"}}, "saved_as": null, "timings": {{}}}}')
+        eight_days_ago = time.time() - 8 * 86400
+        os.utime(jobs_folder / f"{old_failure}.json", (eight_days_ago, eight_days_ago))
+
+        status = client.get(f"/api/v1/jobs/{lost}").json()
+        assert status["status"] == "failed" and status["error"]["code"] == "interrupted", status
+        assert not (jobs_folder / f"{lost}.lock").exists()
+
+        client.app.state.retention.sweep()
+        error_of(client.get(done["result_url"]), 404, "job_not_found")
+        error_of(client.get(f"/api/v1/jobs/{done['id']}"), 404, "job_not_found")
+        error_of(client.get(f"/api/v1/jobs/{old_failure}"), 404, "job_not_found")
+        assert sorted(path.name for path in jobs_folder.iterdir()) == [f"{lost}.json"]  # failed today: kept
+
+
+def test_jobs_the_stopping_server_cancels_are_recorded_as_interrupted(tiny_dir, tmp_path):
+    """Past the drain's bound the lifespan cancels queued jobs: their records say so, none stays pending."""
+    image, mask = make_case()
+    with serve(make_settings(tiny_dir, tmp_path)) as client:
+        release = block_worker(service_of(client))
+        ids = [submit(client, image, mask)["id"] for _ in range(2)]
+    release.set()
+    jobs_folder = tmp_path / "outputs" / "jobs"
+    records = [json.loads((jobs_folder / f"{job_id}.json").read_text()) for job_id in ids]
+    assert [(record["status"], record["error"]["code"]) for record in records] == [("failed", "interrupted")] * 2
+    assert not list(jobs_folder.glob("*.lock"))
