@@ -24,11 +24,11 @@ Each bound is a count of threads that can do useful work at once; none grows wit
 
 The C heap: glibc gives each thread that allocates its own arena, up to 8 per core, and an
 arena keeps what a repair freed for its thread's next one. With a hundred threads touching
-multi-megabyte image buffers, the free memory of all those arenas is what made the server hold
-1.8–2.0 GB after a load run (issue 15), started without start_app.sh. Two arenas (whoever
-launches the process), and free pages given back to the kernel by the sweep, keep it near what
-it holds at rest. (A lower mmap threshold would give every
-large buffer back at once, but costs ~2 ms of page faults per 15 MB buffer, per repair.)
+multi-megabyte image buffers, the free memory of all those arenas is what made a server started
+without start_app.sh hold about twice its resting RSS after a load run (issue 15). Two arenas
+(whoever launches the process), and free pages given back to the kernel by the sweep, keep it
+near what it holds at rest. A lower mmap threshold would give every large buffer back at once,
+but each repair would then pay the page faults of every image buffer it allocates.
 """
 
 from __future__ import annotations
