@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 CUDA_TORCH_THREADS = 2
 ANYIO_WORKER_THREADS = 40  # anyio.to_thread's default limiter (Starlette's run_in_threadpool, Gradio)
 SERVICE_THREADS = 5  # the main thread (uvicorn's event loop), warm-up, outputs sweep, sampler, GPU probe
-CUDA_DRIVER_THREADS = 6  # the driver's event handler and helpers (about 4 on an H200)
+CUDA_DRIVER_THREADS = 6  # the driver's own (event handler, helpers): an allowance, checked by gpu_soak.sh startup
 MALLOC_ARENAS = 2  # as start_app.sh sets MALLOC_ARENA_MAX; an operator's value wins
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
