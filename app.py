@@ -23,6 +23,9 @@ from typing import Any
 
 # Before gradio is imported: the server must start and run with no internet.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Before numpy is imported: its OpenBLAS starts a thread per core at load, and the service does
+# no linear algebra in numpy (lama/resources.py counts the threads the server holds).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import yaml  # noqa: E402
 

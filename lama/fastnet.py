@@ -265,8 +265,8 @@ def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dty
     finite, so doing W before H on the way back is exact.
 
     Scaling: the official unit is orthonormal (1/sqrt(H) and 1/sqrt(W) each way), so its
-    spectrum's DC bin is sqrt(H·W) times the map's mean: 4,202 at a 4096×4096 input with
-    calibrated weights, and past fp16's 65,504 with activations 16× larger. Here the forward
+    spectrum's DC bin is sqrt(H·W) times the map's mean: it grows with the image, and at the
+    largest inputs trained weights can push it past fp16's 65,504. Here the forward
     products divide by H and by W, so that every bin is at most the largest |y| (an average of
     y times unit phases), and the inverse ones divide by nothing. In between, the 1x1
     convolution is linear and its ReLU commutes with a positive factor, so it gives the

@@ -9,23 +9,26 @@ start when first used and then stay; Python pools (``thread_budget`` counts them
 - torch's intra-op pool: on CUDA the CPU side of torch only copies and indexes a few tensors per
   repair, which are too small to be split, so 2; on the CPU the model runs there: C.
 - torch's inter-op pool: 1 (it serves torch.jit.fork, which nothing here uses).
+- numpy's OpenBLAS: 1 (app.py sets OPENBLAS_NUM_THREADS before numpy loads; it would start
+  C − 1 threads at import, and the service does no linear algebra in numpy).
 - OpenCV's pool: C − 1 (its own default; the calling thread is the C-th). One parallel loop
   runs on it at a time; concurrent callers run theirs in their own thread.
 - lama.png's segment pool: C. imageio's mask pool: DECODE_SLOTS (at most that many decodes run
   at once, so more mask threads would only wait).
 - AnyIO's worker threads, for the blocking calls of the HTTP API and of Gradio: up to 40 (its
   default limiter), each ending after 10 s idle.
-- The service's own: the GPU workers (2 on CUDA), the outputs sweep, the resource sampler, the
-  warm-up (it ends) and the event loop's thread; CUDA's driver adds a few of its own.
+- The service's own: the main thread (uvicorn's event loop), the GPU workers (2 on CUDA), the
+  outputs sweep, the resource sampler, the warm-up (it ends) and the GPU probe after a CUDA
+  error; CUDA's driver adds a few of its own.
 Each bound is a count of threads that can do useful work at once; none grows with requests.
 
 The C heap: glibc gives each thread that allocates its own arena, up to 8 per core, and an
 arena keeps what a repair freed for its thread's next one. With a hundred threads touching
-multi-megabyte image buffers, the free memory of all those arenas is what made the server hold
-1.8–2.0 GB after a load run (issue 15), started without start_app.sh. Two arenas (whoever
-launches the process), and free pages given back to the kernel by the sweep, keep it near what
-it holds at rest. (A lower mmap threshold would give every
-large buffer back at once, but costs ~2 ms of page faults per 15 MB buffer, per repair.)
+multi-megabyte image buffers, the free memory of all those arenas is what made a server started
+without start_app.sh hold about twice its resting RSS after a load run (issue 15). Two arenas
+(whoever launches the process), and free pages given back to the kernel by the sweep, keep it
+near what it holds at rest. A lower mmap threshold would give every large buffer back at once,
+but each repair would then pay the page faults of every image buffer it allocates.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ log = logging.getLogger(__name__)
 
 CUDA_TORCH_THREADS = 2
 ANYIO_WORKER_THREADS = 40  # anyio.to_thread's default limiter (Starlette's run_in_threadpool, Gradio)
-SERVICE_THREADS = 6  # event loop, GPU-memory warm-up, outputs sweep, sampler, GPU probe, main thread
-CUDA_DRIVER_THREADS = 6  # the driver's event handler and helpers (about 4 on an H200)
+SERVICE_THREADS = 5  # the main thread (uvicorn's event loop), warm-up, outputs sweep, sampler, GPU probe
+CUDA_DRIVER_THREADS = 6  # the driver's own (event handler, helpers): an allowance, checked by gpu_soak.sh startup
 MALLOC_ARENAS = 2  # as start_app.sh sets MALLOC_ARENA_MAX; an operator's value wins
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
@@ -57,6 +60,7 @@ class ThreadBudget:
 
     torch_intra_op: int
     torch_inter_op: int
+    numpy_blas: int
     opencv: int
     png_segments: int
     mask_decodes: int
@@ -76,6 +80,7 @@ class ThreadBudget:
 def thread_budget(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
     cores = png.cores()
     return ThreadBudget(torch_intra_op=CUDA_TORCH_THREADS if on_cuda else cores, torch_inter_op=1,
+                        numpy_blas=int(os.environ.get("OPENBLAS_NUM_THREADS") or cores),
                         opencv=max(1, cv2.getNumThreads() - 1), png_segments=cores,
                         mask_decodes=imageio.DECODE_SLOTS, anyio_workers=ANYIO_WORKER_THREADS,
                         gpu_workers=gpu_workers, service=SERVICE_THREADS,

@@ -2,7 +2,7 @@
 
     python tools/codec_bench.py [--sizes 640x480,1280x960,2560x1920] [--runs 7] [--content real,synthetic]
 
-Prints Markdown tables (docs/BENCHMARKS.md keeps one): milliseconds per call, the median of
+Prints Markdown tables (docs/BENCHMARKS.md keeps one): milliseconds per call, the best of
 `--runs` after one unmeasured call, in this process, one call at a time; and for each decoder
 whether it releases the GIL (item 3 of the throughput issue: a codec that holds it stalls every
 other request's Python while it runs).
@@ -170,14 +170,16 @@ def encoders() -> dict[str, Callable[[np.ndarray], object]]:
 # ------------------------------------------------------------------ measuring
 
 
-def median_ms(call: Callable[[], object], runs: int) -> float:
+def best_ms(call: Callable[[], object], runs: int) -> float:
+    """The fastest of `runs` calls after an unmeasured one: on a shared machine the other calls
+    measure the neighbours as much as the codec."""
     call()
     times = []
     for _ in range(runs):
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+    return min(times) * 1000
 
 
 def releases_gil(call: Callable[[], object], runs: int = 3) -> bool:
@@ -240,17 +242,17 @@ def run(sizes: list[tuple[int, int]], runs: int, content: str) -> str:
                 for name, decode in decoders(kind).items():
                     cells = decode_rows.setdefault(kind, {}).setdefault(name, [[] for _ in sizes])
                     call = partial(decode, data)
-                    cells[index].append(median_ms(call, runs))
+                    cells[index].append(best_ms(call, runs))
                     if largest and name not in gil:
                         gil[name] = releases_gil(call)
             for name, encode in encoders().items():
-                encode_rows.setdefault(name, [[] for _ in sizes])[index].append(median_ms(partial(encode, picture), runs))
+                encode_rows.setdefault(name, [[] for _ in sizes])[index].append(best_ms(partial(encode, picture), runs))
 
     def mean(values: list[float]) -> str:
         return f"{statistics.fmean(values):.1f}" if values else "–"
 
     out = [(f"### {CONTENT[content]}\n\nCodecs on {os.cpu_count()} cores ({png.cores()} usable; lama.png's threads "
-            f"{png.cores()}, OpenCV's {cv2.getNumThreads()}): mean over the pictures of each codec's median of {runs} "
+            f"{png.cores()}, OpenCV's {cv2.getNumThreads()}): mean over the pictures of each codec's best of {runs} "
             f"calls, ms. OpenCV {cv2.__version__}, Pillow {Image.__version__}, simplejpeg "
             f"{getattr(simplejpeg, '__version__', 'absent')}, imagecodecs {getattr(imagecodecs, '__version__', 'absent')}.")]
     for kind, rows in decode_rows.items():
