@@ -208,8 +208,14 @@ class _FFCLayer:
         return self.l2g.relu(p_l) if self.relu else self.l2g(p_l)
 
     def _fourier_sum(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
-        """y + fu(y) with y = relu(conv1(x_g)), NHWC: the input of the spectral branch's conv2."""
-        return self._fourier(_linear_relu(x_g, self.w1, self.b1), constants)
+        """y + fu(y) with y = relu(conv1(x_g)), NHWC: the input of the spectral branch's conv2.
+
+        Sets `finite` (a 0-d bool tensor, no sync): an fp16 overflow shows here as inf or nan,
+        and must be caught here, since the Triton convolutions after it take the ReLU as a max,
+        which turns nan into 0 (seen on the H200: the output came back finite and plausible)."""
+        summed = self._fourier(_linear_relu(x_g, self.w1, self.b1), constants)
+        self.finite = _all_finite(summed)
+        return summed
 
     def _spectral(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
         """conv2(y + fu(y)) with y = relu(conv1(x_g)): NHWC in and out, conv2's bias included."""
@@ -404,6 +410,8 @@ class FastGenerator(nn.Module):
             x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
         finite = _all_finite(x)
+        for layer in (layer for block in self.blocks for layer in block if layer.spectral):
+            finite = finite & layer.finite
         if not self.ups:
             out = self.head(x)
         else:

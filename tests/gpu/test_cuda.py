@@ -209,20 +209,20 @@ def test_spectra_at_the_edge_of_fp16_stay_finite_on_the_gpu():
 def test_an_fp16_overflow_is_computed_again_in_fp32_and_counted():
     """The first Fourier unit's input pushed past 65,504. The graph replays with it (it reads the
     weights in place), answers nan, and the engine runs that input again in fp32: a finite
-    result, counted. (A bias of 60,000 alone stayed finite on the H200: the scaled transforms
-    keep the unit's output within its input's range.)"""
+    result, counted."""
     import copy
 
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
     image, mask = synthetic_case(640, 480)
     engine.inpaint(image, mask, strategy="original")  # captures the 640×480 graph
     assert engine.fp16_fallbacks == 0
-    # The first Fourier unit's input pushed past fp16's range: conv1's weights (views of the
-    # generator's own, which the captured graph reads in place) a thousand times larger, its bias
-    # at 60,000. fp32 holds those values; fp16 overflows.
+    # The first Fourier unit's input pushed past fp16's range: conv1's bias at 65,000 and its
+    # weights (views of the generator's own, which the captured graph reads in place) ten
+    # thousand times larger, so that many pre-activations pass 65,520, where fp16 rounds to inf;
+    # fp32 holds them. (60,000 with weights ×1000 stayed finite on the H200.)
     layer = engine.backend.run_model.fast.module.blocks[0][0]
-    layer.w1.mul_(1000)
-    layer.b1.fill_(60000)
+    layer.w1.mul_(10_000)
+    layer.b1.fill_(65_000)
     with torch.inference_mode():
         x = engine.backend.model_input(image, mask > 0)[2]
         out = engine.backend.run_model(x)
