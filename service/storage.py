@@ -35,6 +35,7 @@ from lama.output_formats import OUTPUT_FORMATS, OutputFormat, result_file_name
 log = logging.getLogger(__name__)
 
 DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
+_UNIQUE_PREFIX = re.compile(r"\d{6}-[0-9a-f]{12}-(.+)")  # what save() puts before a result's name
 # What this store writes (and so what retention may delete). The name part is optional: results
 # saved before results were named after their upload have none.
 RESULT_NAME = re.compile(r"\d{6}-[0-9a-f]{12}(?:-[A-Za-z0-9_.-]+)?\.(?:%s)"
@@ -64,6 +65,15 @@ def result_name(upload_name: object, fmt: OutputFormat) -> str:
     stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
     stem = _UNSAFE.sub("_", stem)[:MAX_STEM_CHARS].strip("._-") or DEFAULT_STEM
     return result_file_name(stem, fmt)
+
+
+def download_name(saved_as: str) -> str:
+    """What a saved result is called when downloaded: its file name without the unique prefix
+    ('2026-12-02/104512-1a2b3c4d5e6f-holiday_repaired.jpg' -> 'holiday_repaired.jpg'). A result
+    saved before names carried the upload's stem keeps its whole file name."""
+    name = saved_as.rsplit("/", 1)[-1]
+    named = _UNIQUE_PREFIX.fullmatch(name)
+    return named.group(1) if named else name
 
 
 class OutputStore:

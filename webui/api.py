@@ -48,6 +48,7 @@ from lama.output_formats import CHOICES as FORMAT_CHOICES
 from monitor.metrics import CONTENT_TYPE
 from service.batch_jobs import BatchJobs, Job
 from service.pipeline import MAX_REFINE_PX, Decoded, RepairOptions, RepairService
+from service.storage import download_name
 from webui.edge import API_PREFIX
 from webui.errors import HttpError, error_response, response_for, status_of
 from webui.openapi import REPAIR_HEADERS, UPLOAD_ERRORS, JobAccepted, JobStatus, errors, image_response
@@ -300,12 +301,15 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     @app.get(JOBS_PATH + "/{job_id}/result", response_class=Response, operation_id="get_job_result",
              dependencies=token, tags=["batch jobs"], summary="A done job's image",
-             responses={200: image_response("the repaired image", {"X-Saved-As": REPAIR_HEADERS["X-Saved-As"]}),
+             responses={200: image_response("the repaired image", {
+                 "X-Saved-As": REPAIR_HEADERS["X-Saved-As"], "Content-Disposition": REPAIR_HEADERS["Content-Disposition"]}),
                         **errors("job_not_found", "job_not_done", "job_failed", (422, "invalid_request"))})
     async def get_job_result(job_id: str) -> Response:
         """A done job's repaired image; 409 while it is pending or once it failed."""
         job, data = await run_in_threadpool(jobs.result, job_id)
-        return Response(data, media_type=job.media_type, headers={"X-Saved-As": job.saved_as})
+        # Named after the upload, as /api/v1/inpaint names its answer (the saved name without its prefix).
+        return Response(data, media_type=job.media_type, headers={
+            "X-Saved-As": job.saved_as, "Content-Disposition": f'inline; filename="{download_name(job.saved_as)}"'})
 
     @app.get("/api/v1/monitor", responses=errors((422, "invalid_request")), dependencies=token, tags=["operations"])
     def monitor(since: float | None = None) -> dict:

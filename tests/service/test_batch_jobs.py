@@ -41,6 +41,7 @@ def test_a_job_is_accepted_at_once_then_done_and_its_result_is_the_repair(client
     assert {"decode", "queue", "infer", "encode", "save", "total"} <= set(status["timings"])
     result = client.get(status["result_url"])
     assert result.status_code == 200 and result.headers["content-type"] == "image/webp"
+    assert result.headers["content-disposition"] == 'inline; filename="photo_repaired.webp"'  # after the upload
     assert decode(result.content).shape == image.shape  # WebP may be lossy: the pixels are checked in PNG below
     saved = folder / "outputs" / result.headers["x-saved-as"]
     assert saved.read_bytes() == result.content
