@@ -16,6 +16,7 @@ model turns that into bytes; the service's queue admits jobs while their bytes f
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,9 +64,10 @@ class MemoryModel:
             raise ValueError(f"the safety margin must be at least 1, got {margin}")
         xs = [float(x) for x, _ in points]
         ys = [float(y) for _, y in points]
-        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-        spread = sum((x - mean_x) ** 2 for x in xs)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread if spread else 0.0
+        try:
+            slope = statistics.linear_regression(xs, ys).slope
+        except statistics.StatisticsError:  # one size (or one size measured twice): no slope to fit
+            slope = 0.0
         if slope <= 0:
             slope, intercept = max(y / x for x, y in points), 0.0
         else:

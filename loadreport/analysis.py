@@ -27,14 +27,10 @@ MIN_DRIFT_SPAN_S = 60.0
 
 def least_squares_slope(points: Sequence[tuple[float, float]]) -> float | None:
     """The slope of the least-squares line through (x, y) points; None without two distinct x."""
-    if len(points) < 2:
+    try:
+        return statistics.linear_regression([x for x, _ in points], [y for _, y in points]).slope
+    except statistics.StatisticsError:  # fewer than two points, or every x the same
         return None
-    mean_x = statistics.fmean(x for x, _ in points)
-    mean_y = statistics.fmean(y for _, y in points)
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    if spread == 0:
-        return None
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
 
 
 def drift_verdict(slope_per_hour: float | None, span_s: float,
