@@ -16,15 +16,13 @@ from PIL import Image
 from lama import imageio
 from lama.engine import InpaintEngine
 from lama.imageio import ImageLimits
-from monitor.metrics import ServiceMetrics
 from monitor.requestlog import RequestLog
-from service.jobs import JobQueue
-from service.pipeline import RepairOptions, RepairService
-from service.storage import OutputStore
+from service.pipeline import RepairOptions
 from webui import batch_tab
 from webui.batch_tab import BatchError, BatchLimits, BatchRunner, Job, plan
 from webui.editor import EditorFiles
-from webui.errors import status_of
+
+from support.service import repair_service
 
 LIMITS = ImageLimits(max_pixels=1_000_000, max_side=2000)
 
@@ -36,12 +34,8 @@ def engine(tiny_dir):
 
 @pytest.fixture
 def service(engine, tmp_path):
-    queue = JobQueue(4)
-    metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
-    service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS,
-                            requests=RequestLog(None), status_of=status_of)
-    yield service
-    queue.shutdown()
+    with repair_service(engine, tmp_path / "outputs", LIMITS, requests=RequestLog(None)) as service:
+        yield service
 
 
 @pytest.fixture

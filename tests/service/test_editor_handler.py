@@ -26,6 +26,7 @@ from service.jobs import JobQueue
 from service.storage import DEFAULT_STEM, OutputStore
 from service.pipeline import RepairService
 from webui.errors import status_of
+from support.service import repair_service
 from support.editor import mask_file, picture, uploaded
 
 LIMITS = ImageLimits(max_pixels=4_000_000, max_side=4000)
@@ -38,11 +39,8 @@ def engine(tiny_dir):
 
 @pytest.fixture
 def service(engine, tmp_path):
-    queue = JobQueue(4)
-    metrics = ServiceMetrics(queue_depth=lambda: queue.depth, model_loaded=lambda: 1.0, gpu_available=lambda: 0.0)
-    service = RepairService(engine, OutputStore(tmp_path / "outputs"), queue, metrics, LIMITS, status_of=status_of)
-    yield service
-    queue.shutdown()
+    with repair_service(engine, tmp_path / "outputs", LIMITS) as service:
+        yield service
 
 
 @pytest.fixture
