@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,49 +45,21 @@ from lama import imageio
 from lama.synthetic import synthetic_case
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tests' helpers: one launcher of app.py and one way to start Chromium for tools and tests alike.
+sys.path.insert(0, str(ROOT / "tests"))
 TINY_MODEL = ROOT.parent / "shared" / "fixtures" / "tiny-lama"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SIZES = ((1280, 960), (4000, 3000))
-START_S = 120
 REPAIR_TIMEOUT_MS = 300_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
 def server(model: Path, device: str, folder: Path) -> Iterator[str]:
-    """app.py on a free port with its folders under `folder`, until the block ends."""
-    port = free_port()
-    command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), "--model", str(model),
-               "--device", device, "--outputs-dir", str(folder / "outputs"), "--logs-dir", str(folder / "logs"),
-               "--ui-cache-dir", str(folder / "cache")]
-    with open(folder / "server.log", "wb") as log:
-        process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_S
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"app.py exited with {process.returncode}; see {folder / 'server.log'}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"app.py not ready within {START_S} s; see {folder / 'server.log'}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(40)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    """app.py on a free port with its folders under `folder`, until the block ends: the tests'
+    own launcher (tests/support/liveserver.py), the later --device winning over its cpu."""
+    from support.liveserver import LiveServer
+
+    with LiveServer.start(model, folder, "--device", device) as live:
+        yield live.url("")
 
 
 def write_case(folder: Path, width: int, height: int) -> tuple[Path, Path]:
@@ -246,18 +216,14 @@ def main() -> None:
 
 @contextlib.contextmanager
 def browser_page() -> Iterator[Any]:
-    """A Chromium page (Playwright is imported here: the gradio client needs no browser)."""
-    from playwright.sync_api import sync_playwright
+    """A Chromium page, as the browser tests start it (imported here: the gradio client needs no
+    browser, and the GPU box has no Playwright)."""
+    from support.browser import chromium
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            page.set_default_timeout(60_000)
-            yield page
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.set_default_timeout(60_000)
+        yield page
 
 
 if __name__ == "__main__":
