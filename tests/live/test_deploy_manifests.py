@@ -29,7 +29,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-import app
+from webui import settings as app_settings
 from support.liveserver import ROOT, LiveServer
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -93,10 +93,10 @@ def rendered(request: pytest.FixtureRequest) -> Rendered:
     return Rendered(render(request.param))
 
 
-def pod_settings(rendered: Rendered, folder: Path) -> app.Settings:
+def pod_settings(rendered: Rendered, folder: Path) -> app_settings.Settings:
     config = folder / "lama.yaml"
     config.write_text(rendered.config_file())
-    return app.load_settings(app.parse_args(rendered.app_args(config)))
+    return app_settings.load_settings(app_settings.parse_args(rendered.app_args(config)))
 
 
 # ------------------------------------------------------------------ schemas

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-import app as app_module
+from webui.settings import load_settings, parse_args
 from lama import masks
 from support.app import decode, encode, error_of, make_case, repair
 from support.cli import run_lama as run_cli
@@ -79,7 +79,7 @@ def test_a_threshold_out_of_range_is_refused(client, value):
 
 def test_the_setting_is_checked_at_start_up():
     with pytest.raises(SystemExit, match="mask_threshold must be a whole number from 0 to 254"):
-        app_module.load_settings(app_module.parse_args(["--mask-threshold", "255"]))
+        load_settings(parse_args(["--mask-threshold", "255"]))
 
 
 def test_the_cli_thresholds_at_127_unless_told(tmp_path, tiny_dir):

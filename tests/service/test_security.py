@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import app as app_module
+from webui.compose import build_app
 from support.liveserver import ROOT, LiveServer
 from lama.checkpoint import load_checkpoint
 from lama.safe_pickle import CheckpointError, StubObject, UnsafeCheckpointError, load_archive
@@ -187,7 +187,7 @@ def test_the_service_refuses_to_start_on_a_hostile_checkpoint(tmp_path, evil):
     torch_save_payload(path, Payload(os.system, f"touch {marker}"))
     settings = make_settings(None, tmp_path, "--ui-cache-dir", str(tmp_path / "cache"), model=str(path))
     with pytest.raises(SystemExit, match=r"error: checkpoint refused: its pickle tries to call posix\.system"):
-        app_module.build_app(settings)
+        build_app(settings)
     assert not marker.exists()
 
 
@@ -291,7 +291,7 @@ def _targets(app) -> dict[str, bytes]:
     result = next(p for p in (app.folder / "outputs").rglob("*.png"))
     targets = {
         "/etc/passwd": b"root:",
-        str(ROOT / "app.py"): b"Composition root",
+        str(ROOT / "app.py"): b"The entry point",
         str(ROOT / "configs" / "default.yaml"): b"Service settings. Precedence",
         str(app.folder / "logs" / "app.log"): b"warm: ready to serve",
         str(result): result.read_bytes()[40:80],

@@ -19,9 +19,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-import app as app_module
+import app  # noqa: F401 - the entry point's environment defaults (no analytics) before gradio loads
+from webui.compose import build_app
+from webui.settings import load_settings, parse_args
 
-ROOT = Path(app_module.__file__).resolve().parent
 WAIT_S = 60  # upper bound for start-up and warm-up; normally a few seconds
 FAST_S = 1.0  # "well under a second" for every refusal
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -140,7 +141,7 @@ def make_settings(tiny_dir, folder, *flags, **overrides):
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("LAMA_API_TOKEN", raising=False)
         patch.delenv("LAMA_AUTH", raising=False)
-        settings = app_module.load_settings(app_module.parse_args(
+        settings = load_settings(parse_args(
             ["--model", str(tiny_dir), "--device", "cpu", "--outputs-dir", str(folder / "outputs"),
              "--logs-dir", str(folder / "logs"), "--ui-cache-dir", str(folder / "cache"), *flags]))
     return dataclasses.replace(settings, **overrides)
@@ -150,7 +151,7 @@ def make_settings(tiny_dir, folder, *flags, **overrides):
 def serve(settings, wait_ready=True):
     """The app as build_app returns it, behind a TestClient; waits for the warm-up."""
     # As a client on the same machine: bound to loopback, the app answers only to loopback Host names.
-    with TestClient(app_module.build_app(settings), base_url=LOCAL_BASE) as client:
+    with TestClient(build_app(settings), base_url=LOCAL_BASE) as client:
         if wait_ready:
             wait_until(lambda: client.get("/readyz").status_code == 200, what="/readyz 200")
         yield client

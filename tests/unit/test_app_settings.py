@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from app import load_settings, parse_args, resolve_gpu_workers, warn_if_exposed
+from webui.compose import warn_if_exposed
+from webui.settings import load_settings, parse_args, resolve_gpu_workers
 
 
 @pytest.fixture(autouse=True)
