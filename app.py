@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,13 +22,17 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from webui.compose import bound_process, build_app, make_server, setup_logging, warn_if_exposed  # noqa: E402
 from webui.settings import load_settings, parse_args  # noqa: E402
 
+log = logging.getLogger("app")
+
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(parse_args(argv))
     setup_logging(Path(settings.logs_dir))
     warn_if_exposed(settings)
-    bound_process(settings)
+    budget = bound_process(settings)
     app = build_app(settings)
+    # Logged once the settings proved good: a refused start-up says its one reason alone.
+    log.info("threads: at most %d (%s)", budget.total, budget.describe())
     make_server(app, settings).run()
 
 

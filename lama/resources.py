@@ -88,7 +88,8 @@ def thread_budget(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
 
 
 def bound_process(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
-    """Set torch's pools and the heap's arenas for a server; returns the thread budget (logged)."""
+    """Set torch's pools and the heap's arenas for a server; returns the thread budget, which the
+    caller logs once start-up has got past the settings' checks."""
     budget = thread_budget(on_cuda, gpu_workers)
     torch.set_num_threads(budget.torch_intra_op)
     try:
@@ -97,7 +98,6 @@ def bound_process(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
         log.warning("torch's inter-op pool had started already: its size stays %d", torch.get_num_interop_threads())
     if "MALLOC_ARENA_MAX" not in os.environ and not _mallopt(_M_ARENA_MAX, MALLOC_ARENAS):
         log.info("not glibc: the C heap keeps its own arena policy")
-    log.info("threads: at most %d (%s)", budget.total, budget.describe())
     return budget
 
 

@@ -10,8 +10,12 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from webui.settings import Settings, resolve_gpu_workers
+
+if TYPE_CHECKING:  # lama (and torch) load when the app is built, after the settings are read
+    from lama.resources import ThreadBudget
 
 APP_LOG_MAX_BYTES = 10 * 2**20
 APP_LOG_BACKUPS = 5
@@ -191,7 +195,7 @@ def make_server(app, settings: Settings):
     return DrainingServer(config, app.state.service, settings.shutdown_timeout_s, gradio_stream_ender(app))
 
 
-def bound_process(settings: Settings) -> None:
+def bound_process(settings: Settings) -> ThreadBudget:
     """Threads and heap arenas bounded before any pool starts (lama/resources.py says what holds
     threads and why these bounds); a server's process-wide settings, so here and not in build_app."""
     from lama import resources
@@ -202,4 +206,4 @@ def bound_process(settings: Settings) -> None:
         on_cuda = Device.resolve(settings.device).is_cuda
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-    resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
+    return resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
