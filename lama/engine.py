@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ from lama import masks
 from lama.backend import Backend
 from lama.device import Device
 from lama.errors import EngineError
-from lama.layout import layout_of
+from lama.layout import Layout, layout_of
 from lama.loading import lama_backend, load_backend
 from lama.memory import MemoryModel
 from lama.planning import STRATEGIES, HDSettings, Run, plan, whole_run
@@ -38,7 +38,7 @@ from lama.units import format_bytes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STRATEGIES", "EngineError", "HDSettings", "InpaintEngine", "WARMUP_SIZES"]
+__all__ = ["STRATEGIES", "EngineError", "HDSettings", "InpaintEngine", "RepairJob", "WARMUP_SIZES"]
 
 # Sizes (width, height) warmed at start-up: what phones, screenshots and the crop strategy
 # (800-px regions plus margins) send most, and the longest side the default preset lets the
@@ -101,33 +101,61 @@ class InpaintEngine:
         image: uint8 H×W (gray), H×W×1, H×W×3 (RGB) or H×W×4 (RGBA; alpha is kept as is).
         mask: uint8/bool H×W or H×W×C, nonzero = repair. dilate/feather: pixels.
         Pixels outside the dilated mask are returned bit-identical.
-        `timings`, when given, receives seconds spent in "preprocess" (layout, mask
-        refinement), "infer" (planning and the plan's model runs, transfers included) and
-        "postprocess" (feathering, layout back, the final paste).
+        `timings`, when given, receives seconds spent in "preprocess" (layout, mask refinement,
+        the plan and the model inputs), "infer" (the plan's model runs, transfers included) and
+        "postprocess" (scaling back, feathering, layout back, the final paste).
+
+        The three steps are also methods of their own (prepare, run_models, compose), so that
+        the service runs only the model's on its GPU workers and the CPU's beside them.
         """
+        job = self.prepare(image, mask, strategy, dilate, timings)
+        if job is None:
+            return np.asarray(image).copy()
+        return self.compose(job, self.run_models(job, timings), feather, timings)
+
+    def prepare(self, image: np.ndarray, mask: np.ndarray, strategy: str = "crop", dilate: int = 0,
+                timings: dict[str, float] | None = None) -> RepairJob | None:
+        """The CPU's work before the model: the refined mask, the plan and each run's input
+        (scaled down where the plan says so). None when nothing is to be repaired."""
         clock = _StageClock(timings)
         image = np.asarray(image)
         layout = layout_of(image)
         if strategy not in STRATEGIES:
             raise EngineError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-        if feather < 0:
-            raise EngineError("dilate and feather must be zero or positive pixel counts")
         region = self.refined_mask(mask, dilate, image.shape[:2])
         if region is None:
-            return image.copy()
-        clock.lap(Stage.PREPROCESS)
+            return None
         runs = plan(region, strategy, self.hd)
+        inputs = [_model_input(run, layout.to_rgb(image[run.box.slices]), region.over(run.box)) for run in runs]
+        clock.lap(Stage.PREPROCESS)
+        return RepairJob(image, layout, region, runs, inputs)
 
+    def run_models(self, job: RepairJob, timings: dict[str, float] | None = None) -> list[np.ndarray]:
+        """The plan's model runs, one after another (a job's peak memory is its largest run's):
+        the only step that needs the model's device."""
+        clock = _StageClock(timings)
+        outputs = [self.backend.repair(rgb, mask) for rgb, mask in job.inputs]
+        clock.lap(Stage.INFER)
+        return outputs
+
+    def compose(self, job: RepairJob, outputs: list[np.ndarray], feather: int = 0,
+                timings: dict[str, float] | None = None) -> np.ndarray:
+        """The CPU's work after the model: the runs' repairs pasted into the input's copy, inside
+        the refined mask only, feathered over `feather` px."""
+        if feather < 0:
+            raise EngineError("dilate and feather must be zero or positive pixel counts")
+        clock = _StageClock(timings)
+        image, region = job.image, job.region
         # Only the region's box is repaired: every masked pixel lies in it.
         area = region.box
-        original = layout.to_rgb(image[area.slices])
+        original = job.layout.to_rgb(image[area.slices])
         filled = original.copy()
-        for run in runs:
-            repaired = self._run(run, layout.to_rgb(image[run.box.slices]), region.over(run.box))
+        for run, repaired in zip(job.runs, outputs, strict=True):
+            if run.scaled:
+                height, width = run.box.shape
+                repaired = cv2.resize(repaired, (width, height), interpolation=cv2.INTER_CUBIC)
             if (common := area.intersection(run.box)) is not None:
                 filled[common.within(area)] = repaired[common.within(run.box)]
-        clock.lap(Stage.INFER)
-
         if feather:
             weights = region.feather_weights(feather)
             # Only the ramp blends: deeper inside the mask the weight is 1 (the repair as it is)
@@ -139,7 +167,7 @@ class InpaintEngine:
         # single pixel outside the mask, so only masked pixels are copied into the input's copy
         # (cv2.copyTo writes into the view in one pass; numpy's masked copy took 100× longer).
         result = image.copy()
-        cv2.copyTo(layout.from_rgb(filled, image[area.slices]), region.pixels.view(np.uint8), result[area.slices])
+        cv2.copyTo(job.layout.from_rgb(filled, image[area.slices]), region.pixels.view(np.uint8), result[area.slices])
         clock.lap(Stage.POSTPROCESS)
         return result
 
@@ -155,20 +183,10 @@ class InpaintEngine:
         region = masks.RegionMask.of(binary)
         return region.dilated(dilate) if region is not None else None
 
-    def _run(self, run: Run, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """One run of the plan: the backend on the box, scaled down to the model's size when
-        the plan says so and the repair scaled back up."""
-        if not run.scaled:
-            return self.backend.repair(rgb, mask)
-        height, width = run.model_shape
-        small_rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        # Any coverage of a small pixel counts, so the hole never shrinks when scaled down.
-        small_mask = cv2.resize(mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_AREA) > 0
-        small = self.backend.repair(small_rgb, small_mask)
-        return cv2.resize(small, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_CUBIC)
-
-    def _repair_whole(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run(whole_run(masks.Box(0, 0, *mask.shape), self.hd), rgb, mask)
+    def _repair_whole(self, rgb: np.ndarray, mask: np.ndarray) -> None:
+        """The model on the whole of `rgb`, as the plan would run it (the warm-up's runs: what
+        they repair is not kept)."""
+        self.backend.repair(*_model_input(whole_run(masks.Box(0, 0, *mask.shape), self.hd), rgb, mask))
 
     # ------------------------------------------------------------------ memory admission
 
@@ -190,6 +208,13 @@ class InpaintEngine:
         if self.memory is None:
             return None
         return self.memory.bytes_for(self.peak_model_pixels(mask, strategy, dilate))
+
+    def memory_for(self, job: RepairJob | None) -> int | None:
+        """GPU bytes a prepared job (None: nothing to repair) needs above what the process holds
+        at rest; None where nothing is budgeted."""
+        if self.memory is None:
+            return None
+        return self.memory.bytes_for(job.peak_model_pixels if job is not None else 0)
 
     def gpu_budget(self) -> int | None:
         """Bytes concurrent jobs may hold together under the device's memory share
@@ -236,6 +261,34 @@ class InpaintEngine:
             height, width = whole_run(masks.Box(0, 0, *mask.shape), self.hd).model_shape
             samples.append((height * width, measure(lambda: self._repair_whole(image, mask))))
         return MemoryModel.fit(samples)
+
+
+class RepairJob(NamedTuple):
+    """What `prepare` hands to `run_models` and `compose`: the input, its refined mask, the plan
+    and each run's model input (RGB and mask at the size the model sees)."""
+
+    image: np.ndarray
+    layout: Layout
+    region: masks.RegionMask
+    runs: list[Run]
+    inputs: list[tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def peak_model_pixels(self) -> int:
+        """The largest model input, in pixels: what the job's GPU memory follows."""
+        return max(height * width for height, width in (run.model_shape for run in self.runs))
+
+
+def _model_input(run: Run, rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A run's box as the model sees it: contiguous copies (ready to upload), scaled down when
+    the plan says so."""
+    if not run.scaled:
+        return np.ascontiguousarray(rgb), mask
+    height, width = run.model_shape
+    small_rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    # Any coverage of a small pixel counts, so the hole never shrinks when scaled down.
+    small_mask = cv2.resize(mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_AREA) > 0
+    return small_rgb, small_mask
 
 
 def _warmup_case(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,9 @@
 """One bounded, first-come-first-served queue in front of the GPU, admitting jobs by memory.
 
-Every repair, from the API or the UI, runs on one of this queue's `workers` threads. With two,
-one job's CPU-side stages (layout, mask refinement, the paste back) overlap another's GPU
-work, while the GPU itself still runs their kernels one after another, in the order they were
-issued (every thread uses the default CUDA stream).
+Every repair's model runs, from the API or the UI, run on one of this queue's `workers` threads
+(the CPU's stages around them run on the requests' own threads: RepairService.submit and
+finish). With two, one job's transfers and synchronisations overlap another's kernels: each
+worker issues its work on a CUDA stream of its own (lama.device.Device.worker_stream).
 
 Each job carries an estimate of the GPU memory it needs. A job starts only while the estimates
 of the jobs running plus its own fit in `budget_bytes`; otherwise it waits, and so does every

@@ -25,7 +25,7 @@ import psutil
 
 from lama import imageio, masks
 from lama.device import GpuFailure, GpuOutOfMemory
-from lama.engine import STRATEGIES, InpaintEngine
+from lama.engine import STRATEGIES, InpaintEngine, RepairJob
 from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
                          OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
 from lama.metadata import NO_METADATA
@@ -77,11 +77,12 @@ class Decoded:
 
 
 class Inference(NamedTuple):
-    """What a queued repair hands back to `finish`."""
+    """What a queued repair hands back to `finish`, which composes the result from it."""
 
-    image: np.ndarray
+    job: RepairJob | None  # as the engine prepared it; None: nothing to repair
+    outputs: list[np.ndarray]  # the model runs' repairs
     peak_gpu_bytes: int | None
-    timings: dict[str, float]  # the engine's stages, seconds
+    timings: dict[str, float]  # the engine's stages so far (preprocess, infer), seconds
     strategy: str  # the one that ran: the request's, or crop when the request's did not fit the GPU
 
 
@@ -188,44 +189,50 @@ class RepairService:
 
     def submit(self, decoded: Decoded, options: RepairOptions,
                on_start: Callable[[], None] | None = None) -> Future[Timed]:
-        """Validate, fit the job to the GPU memory budget, then queue it; the future's value is
-        Timed(Inference, wait_s, run_s); `on_start` runs on the worker as the job starts. Costs a
-        dilation and, for crop, a connected-components pass on the CPU when there is a budget:
-        call it off the event loop."""
+        """Validate, prepare the engine's job, fit it to the GPU memory budget, then queue its model
+        runs; the future's value is Timed(Inference, wait_s, run_s); `on_start` runs on the worker
+        as the job starts. The preparation (mask refinement, the plan, the model inputs) is CPU
+        work done here, on the caller's thread: call it off the event loop. A GPU worker then
+        runs only the model, and `finish` the rest on the caller's thread again, so that the GPU
+        workers are never busy with what other cores can do beside them."""
         options.validate()
         self._check_arrays(decoded.image, decoded.mask)
         # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
         decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
-        run_options, estimate = self._fit_to_gpu(decoded, options)
+        timings: dict[str, float] = {}
+        run_options, job, estimate = self._fit_to_gpu(decoded, options, timings)
 
-        def job() -> Inference:
+        def run_on_gpu() -> Inference:
             if on_start is not None:
                 on_start()
-            return self._infer(decoded, run_options, estimate)
+            return self._infer(decoded, job, run_options, estimate, timings)
 
-        return self.queue.submit(job, cost_bytes=estimate)
+        return self.queue.submit(run_on_gpu, cost_bytes=estimate)
 
-    def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions) -> tuple[RepairOptions, int | None]:
-        """The options to run with and their GPU memory estimate (None: nothing budgeted).
+    def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions,
+                    timings: dict[str, float]) -> tuple[RepairOptions, RepairJob | None, int | None]:
+        """The options to run with, the engine's job prepared for them and its GPU memory estimate
+        (None: nothing budgeted).
 
         A job that fits the whole budget alone is queued as asked (it waits there while others
         hold the memory). One that does not is repaired with the crop strategy when that fits
         (each masked region on its own), else refused with 413 before it reaches the GPU.
         """
+        job = self.engine.prepare(decoded.image, decoded.mask, options.strategy, options.dilate, timings)
         budget = self.queue.budget_bytes
-        estimate = None if budget is None else self.engine.memory_estimate(decoded.mask, options.strategy,
-                                                                           options.dilate)
+        estimate = None if budget is None else self.engine.memory_for(job)
         if estimate is None or estimate <= budget:
-            return options, estimate
+            return options, job, estimate
         height, width = decoded.image.shape[:2]
         if options.strategy != "crop":
-            cropped = self.engine.memory_estimate(decoded.mask, "crop", options.dilate)
+            cropped_job = self.engine.prepare(decoded.image, decoded.mask, "crop", options.dilate, timings)
+            cropped = self.engine.memory_for(cropped_job)
             if cropped <= budget:
                 log.warning("a %d×%d repair with strategy %s would need %s of GPU memory, more than the budget of "
                             "%s: repairing it with the crop strategy instead (%s)", width, height, options.strategy,
                             format_bytes(estimate), format_bytes(budget), format_bytes(cropped))
-                return replace(options, strategy="crop"), cropped
-        pixels = self.engine.peak_model_pixels(decoded.mask, options.strategy, options.dilate)
+                return replace(options, strategy="crop"), cropped_job, cropped
+        pixels = job.peak_model_pixels
         # Here crop does not fit either (or was the strategy already): only less input helps.
         raise TooLargeForGpuError(f"a {width}×{height} image with strategy {options.strategy} runs the model on "
                                   f"{pixels / 1e6:.1f} MP at once, which needs about {format_bytes(estimate)} of GPU "
@@ -233,7 +240,11 @@ class RepairService:
                                   "to the masked regions: send a smaller image or mask", estimate, budget)
 
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
-        repaired, peak, engine_timings, strategy = timed.value
+        """The repair composed from the model's outputs, encoded and saved (on the caller's thread)."""
+        job, outputs, peak, engine_timings, strategy = timed.value
+        composed = time.perf_counter()
+        repaired = (self.engine.compose(job, outputs, options.feather, engine_timings) if job is not None
+                    else decoded.image.copy())
         started = time.perf_counter()
         source = decoded.source
         fmt = output_format(options.format, source.format if source else None)
@@ -251,7 +262,8 @@ class RepairService:
         saved = time.perf_counter()
         timings = {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings,
                    Stage.ENCODE: encoded - started, Stage.SAVE: saved - encoded}
-        timings[Stage.TOTAL] = decoded.decode_s + timed.wait_s + timed.run_s + (saved - started)
+        timings[Stage.TOTAL] = (decoded.decode_s + engine_timings.get(Stage.PREPROCESS, 0.0) + timed.wait_s
+                                + timed.run_s + (saved - composed))
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
@@ -313,20 +325,22 @@ class RepairService:
             raise MaskError(f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
                             "they must be the same size", code="mask_size_mismatch")
 
-    def _infer(self, decoded: Decoded, options: RepairOptions, estimate: int | None) -> Inference:
-        """Runs on a queue worker, admitted with `estimate` bytes of the GPU budget.
+    def _infer(self, decoded: Decoded, job: RepairJob | None, options: RepairOptions, estimate: int | None,
+               timings: dict[str, float]) -> Inference:
+        """Runs on a queue worker, admitted with `estimate` bytes of the GPU budget: the job's model
+        runs, nothing else.
 
         The allocator's peak counter is the process's: it is reset only by a job that runs
         alone, so that a reset never hides the peak of a job running beside this one. The peak
         reported is then at least this job's, and may include a neighbour's.
         """
+        if job is None:
+            return Inference(None, [], None, timings, options.strategy)
         device = self.engine.device
-        stage_timings: dict[str, float] = {}
 
-        def run() -> np.ndarray:
-            stage_timings.clear()
-            return self.engine.inpaint(decoded.image, decoded.mask, strategy=options.strategy,
-                                       dilate=options.dilate, feather=options.feather, timings=stage_timings)
+        def run() -> list[np.ndarray]:
+            timings.pop(Stage.INFER, None)
+            return self.engine.run_models(job, timings)
 
         def retrying() -> None:
             log.warning("out of GPU memory on a %d×%d image (strategy %s, estimated %s, budget %s); cache "
@@ -336,7 +350,7 @@ class RepairService:
         try:
             if self.queue.running <= 1:
                 device.reset_peak()
-            repaired = device.run(run, on_retry=retrying)
+            outputs = device.run(run, on_retry=retrying)
             peak = device.peak_bytes()
         except GpuOutOfMemory:
             raise GpuOutOfMemoryError("the GPU ran out of memory for this image twice; try again, or a smaller "
@@ -346,7 +360,7 @@ class RepairService:
             raise GpuFailedError("the GPU failed during this repair; the server reports itself not ready until "
                                  "the GPU works again: retry shortly") from None
         self._clear_gpu_error("a repair")
-        return Inference(repaired, peak, stage_timings, options.strategy)
+        return Inference(job, outputs, peak, timings, options.strategy)
 
     # ------------------------------------------------------------------ a failing GPU
 

@@ -96,7 +96,7 @@ def test_a_job_that_fails_says_why_and_the_server_goes_on(client, monkeypatch):
     engine = service_of(client).engine
     image, mask = make_case(seed=7)
     with monkeypatch.context() as patch:
-        patch.setattr(engine, "inpaint", lambda *args, **kwargs: 1 / 0)
+        patch.setattr(engine, "run_models", lambda *args, **kwargs: 1 / 0)
         status = poll(client, submit(client, image, mask)["url"])
     assert status["status"] == "failed" and status["result_url"] is None
     assert status["error"]["code"] == "internal_error" and status["error"]["message"]

@@ -326,17 +326,17 @@ def test_a_cuda_error_in_a_repair_is_a_503_json_and_readiness_follows_the_gpu(ap
     client = app_client
     service = service_of(client)
     monkeypatch.setattr(service_module, "GPU_PROBE_INTERVAL_S", 0.05)
-    real_inpaint = service.engine.inpaint
+    real_run_models = service.engine.run_models
     gpu_works = threading.Event()
 
-    def broken_inpaint(*args, **kwargs):
+    def broken_run_models(*args, **kwargs):
         raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
 
     def probe():
         if not gpu_works.is_set():
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(service.engine, "inpaint", broken_inpaint)
+    monkeypatch.setattr(service.engine, "run_models", broken_run_models)
     monkeypatch.setattr(service, "probe_gpu", probe)
     with caplog.at_level(logging.ERROR, logger="service.pipeline"):
         response = repair(client, *make_case())
@@ -351,7 +351,7 @@ def test_a_cuda_error_in_a_repair_is_a_503_json_and_readiness_follows_the_gpu(ap
     time.sleep(0.2)  # probes ran and failed: still not ready
     assert client.get("/readyz").status_code == 503 and client.get("/livez").status_code == 200
 
-    monkeypatch.setattr(service.engine, "inpaint", real_inpaint)
+    monkeypatch.setattr(service.engine, "run_models", real_run_models)
     gpu_works.set()
     recovered = time.monotonic()
     wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5, what="/readyz 200 after the probe")
@@ -383,7 +383,7 @@ def test_an_unexpected_engine_error_is_a_500_json_and_the_service_keeps_serving(
         raise ValueError("a bug nobody foresaw")
 
     with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="webui.api"):
-        patch.setattr(service.engine, "inpaint", bug)
+        patch.setattr(service.engine, "run_models", bug)
         response = repair(client, *make_case())
     error_of(response, 500, "internal_error")
     assert "a bug nobody foresaw" not in response.text  # details go to the log, not to clients
