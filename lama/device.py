@@ -12,6 +12,7 @@ The CUDA-only lines are few and kept plain: they run on the GPU box (tests/gpu/)
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -67,6 +68,7 @@ class Device:
     def __init__(self, device: torch.device):
         self.torch = device
         self.memory_fraction: float | None = None  # the share of the card set by limit_memory
+        self._threads = threading.local()  # each thread's own CUDA stream (worker_stream)
 
     @classmethod
     def resolve(cls, name: str) -> Device:
@@ -130,6 +132,24 @@ class Device:
         if not self.is_cuda or self.memory_fraction is None:
             return None
         return budget_bytes(torch.cuda.mem_get_info(self.torch)[1], self.memory_fraction, steady_bytes)
+
+    # ------------------------------------------------------------------ streams
+
+    def worker_stream(self) -> contextlib.AbstractContextManager[object]:
+        """The calling thread's own CUDA stream, made the current one for the block (nothing on
+        the CPU). On one stream, every GPU worker's copies and kernels queue behind each other's;
+        on a stream per worker, one job's uploads, downloads and waits overlap another's model run
+        (measured: docs/BENCHMARKS.md, "Which pipeline change buys throughput"). What the model
+        itself shares between workers (lama.fastpath.GraphRunner) orders their runs with events.
+        """
+        if not self.is_cuda:
+            return contextlib.nullcontext()
+        stream = getattr(self._threads, "stream", None)
+        if stream is None:
+            stream = self._threads.stream = torch.cuda.Stream(self.torch)
+        # Whatever was issued on the default stream before (the weights, the warm-up) comes first.
+        stream.wait_stream(torch.cuda.default_stream(self.torch))
+        return torch.cuda.stream(stream)
 
     # ------------------------------------------------------------------ measuring
 

@@ -27,9 +27,10 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -392,9 +393,11 @@ class FastGenerator(nn.Module):
         if key in self._constants:
             self._constants.move_to_end(key)
         else:
-            scale = spectral_bias_scale(height, width)
-            biases = {layer: (layer.bfu_blocked.float() * scale).to(self.dtype) for layer in self._spectral_layers}
-            self._constants[key] = BottleneckConstants(*dft_matrices(height, width, self.device, self.dtype), biases)
+            with _on_the_default_stream(self.device):
+                scale = spectral_bias_scale(height, width)
+                biases = {layer: (layer.bfu_blocked.float() * scale).to(self.dtype) for layer in self._spectral_layers}
+                self._constants[key] = BottleneckConstants(*dft_matrices(height, width, self.device, self.dtype),
+                                                           biases)
             while len(self._constants) > MAX_CONSTANT_SHAPES:
                 self._constants.popitem(last=False)
         return self._constants[key]
@@ -426,6 +429,24 @@ class FastGenerator(nn.Module):
         # all nan, which is what callers check for (lama.fastpath.Fp32Fallback). No sync: a graph
         # replays this too.
         return _nchw(out.masked_fill_(finite.logical_not(), float("nan")))
+
+
+@contextlib.contextmanager
+def _on_the_default_stream(device: torch.device) -> Iterator[None]:
+    """Tensors made in the block are allocated on the default stream and ready for the current
+    one. Constants that runs on several streams read (each GPU worker has its own) must not
+    belong to one worker's stream: freed, their memory would go back to that stream's pool and
+    could be reused there while a run on another stream still read it. No worker allocates on
+    the default stream."""
+    if device.type != "cuda":
+        yield
+        return
+    current = torch.cuda.current_stream(device)
+    default = torch.cuda.default_stream(device)
+    default.wait_stream(current)
+    with torch.cuda.stream(default):
+        yield
+    current.wait_stream(default)
 
 
 def _all_finite(x: Tensor) -> Tensor:

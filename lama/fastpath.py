@@ -128,9 +128,12 @@ class GraphRunner:
         # streams), which a new stream per capture would grow without bound.
         self._warmup_stream: torch.cuda.Stream | None = None
         # Graphs of one shape share their input and output buffers, and all graphs share one
-        # pool: callers on several threads (the service's GPU workers, which all issue work
-        # on the same default stream, so the GPU runs it in this order) take turns here.
+        # pool: callers on several threads (the service's GPU workers) take turns here, and
+        # as each issues its work on a stream of its own, each run waits on its stream for the
+        # run before it (this event) to be done with them. Eager runs take turns too: the
+        # module's per-shape constants, made by one run, are read by the next.
         self._lock = threading.Lock()
+        self._last_run: torch.cuda.Event | None = None
 
     def uses_graph(self, height: int, width: int) -> bool:
         return height * width <= self.max_pixels
@@ -140,21 +143,30 @@ class GraphRunner:
         return list(self._graphs)
 
     def __call__(self, x: Tensor) -> Tensor:
+        with self._lock:
+            stream = torch.cuda.current_stream(x.device)
+            if self._last_run is not None:
+                stream.wait_event(self._last_run)
+            out = self._run(x)
+            self._last_run = torch.cuda.Event()
+            self._last_run.record(stream)
+            return out
+
+    def _run(self, x: Tensor) -> Tensor:
         if not self.uses_graph(x.shape[-2], x.shape[-1]):
             return self.module(x)
         key = tuple(x.shape)
-        with self._lock:
-            if key in self._graphs:
-                self._graphs.move_to_end(key)
-            else:
-                self._graphs[key] = self._capture(x)
-                while len(self._graphs) > self.max_graphs:
-                    self._graphs.popitem(last=False)
-            graph, static_in, static_out, _ = self._graphs[key]
-            static_in.copy_(x)
-            graph.replay()
-            # The next replay overwrites static_out: hand out a copy (3 channels, cheap).
-            return static_out.clone()
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+        else:
+            self._graphs[key] = self._capture(x)
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        graph, static_in, static_out, _ = self._graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        # The next replay overwrites static_out: hand out a copy (3 channels, cheap).
+        return static_out.clone()
 
     def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]:
         static_in = x.clone()

@@ -73,7 +73,9 @@ class LamaReference(Backend):
     # ------------------------------------------------------------------ the Backend interface
 
     def repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        # On the calling thread's own CUDA stream: the service's GPU workers overlap their
+        # transfers with each other's model runs.
+        with torch.inference_mode(), self.device.worker_stream():
             # uint8 as the official pipeline converts (clip(x·255), truncated), but on the
             # device: a quarter of the bytes to copy back and no float pass on the CPU.
             out = self._predict_on_device(rgb, mask).mul_(255).clamp_(0, 255).to(torch.uint8)
@@ -134,13 +136,21 @@ class LamaReference(Backend):
         device = self.device.torch
         rows = _symmetric_index(height, padded(height), device)
         cols = _symmetric_index(width, padded(width), device)
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-        pixels = pixels.index_select(0, rows).index_select(1, cols)
-        holes = torch.from_numpy(np.ascontiguousarray(mask)).to(device)
-        holes = holes.index_select(0, rows).index_select(1, cols)
+        pixels = _to_device(image, device).index_select(0, rows).index_select(1, cols)
+        holes = _to_device(mask, device).index_select(0, rows).index_select(1, cols)
         x = pixels.permute(2, 0, 1)[None].float().div_(255)
         m = holes[None, None].float()
         return x, m, torch.cat((x * (1 - m), m), dim=1).to(DTYPES[self.precision])
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """`array` on `device`. To a GPU through page-locked memory, asynchronously on the current
+    stream: a DMA twice as fast as a copy from pageable memory, which would also hold the calling
+    thread until it is done (the pinned buffer returns to torch's cache once the copy has run)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _symmetric_index(size: int, padded: int, device: torch.device) -> torch.Tensor:

@@ -13,7 +13,7 @@
 # kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
 # at rest, after a short load, and a minute later (after the sweep that returns free heap pages);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
-# workers, codecs, CUDA streams with pinned uploads), one table comparing them in $1/pipeline.md.
+# workers, codecs), one table comparing them in $1/pipeline.md.
 set -uo pipefail
 out=${1:?output folder}
 only=${2:-}
@@ -77,7 +77,7 @@ if [ "$only" = pipeline ]; then
     mkdir -p "$out/pipeline"
     # name, then the probe's variant and app.py flags; base first: the summary compares with it.
     variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
-              "opencv-codecs|opencv-codecs" "streams|streams" "streams-workers-4|streams --gpu-workers 4")
+              "opencv-codecs|opencv-codecs")
     for entry in "${variants[@]}"; do
         name=${entry%%|*}
         read -r -a variant <<<"${entry#*|}"
@@ -89,7 +89,7 @@ if [ "$only" = pipeline ]; then
         process >"$out/pipeline/$name.proc"
         stop
     done
-    python3 tools/pipeline_probe.py summary "$out"/pipeline/{base,workers-1,workers-4,opencv-codecs,streams,streams-workers-4}.json \
+    python3 tools/pipeline_probe.py summary "$out"/pipeline/{base,workers-1,workers-4,opencv-codecs}.json \
         | tee "$out/pipeline.md"
     exit 0
 fi

@@ -9,14 +9,11 @@ it, records the server's RSS and threads after the load, stops it, and prints `s
 
 The variants are switched on here, in the probe's process, so that the service's code carries
 no experiment: `serve` changes what a variant needs, then runs app.py's main as it is.
-- base: the service as it is (imagecodecs decoding, GPU workers as configured).
+- base: the service as it is (simplejpeg decoding, a CUDA stream per GPU worker with pinned
+  uploads, which an earlier run of this probe measured best and the service adopted; GPU
+  workers as configured).
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
-- streams: each GPU worker on a CUDA stream of its own, uploads staged in pinned memory. On the
-  default stream every worker's copies and kernels queue behind each other's; on separate
-  streams one job's transfers and syncs overlap another's kernels. The graphs' shared input
-  and output buffers are handed from stream to stream with an event (GraphRunner's lock
-  alone assumes one stream).
-The number of GPU workers (several jobs' CPU stages overlapping one GPU) is app.py's
+The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
 
@@ -25,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,66 +45,7 @@ def opencv_codecs() -> None:
     imageio._check = lambda data, limits: dataclasses.replace(check(data, limits), shape=None)
 
 
-def streams() -> None:
-    """A CUDA stream per GPU worker thread, uploads from pinned memory."""
-    import numpy as np
-    import torch
-
-    from lama import fastpath
-    from lama.reference import LamaReference  # the backend that copies to the GPU and back; the fast path's too
-
-    local = threading.local()
-
-    def worker_stream() -> torch.cuda.Stream:
-        if getattr(local, "stream", None) is None:
-            local.stream = torch.cuda.Stream()
-        return local.stream
-
-    def pinned(array: np.ndarray) -> np.ndarray:
-        """A copy of `array` in page-locked memory: the copy to the GPU is a DMA, twice as fast."""
-        staged = torch.empty(array.shape, dtype=torch.from_numpy(array[:0]).dtype, pin_memory=True)
-        staged.numpy()[...] = array
-        return staged.numpy()
-
-    repair, model_input = LamaReference.repair, LamaReference.model_input
-
-    def repair_on_own_stream(self, rgb, mask):
-        if not torch.cuda.is_available():
-            return repair(self, rgb, mask)
-        stream = worker_stream()
-        stream.wait_stream(torch.cuda.default_stream())  # what the warm-up or a graph capture left
-        with torch.cuda.stream(stream):
-            return repair(self, rgb, mask)
-
-    def pinned_model_input(self, image, mask):
-        if torch.cuda.is_available():
-            image, mask = pinned(np.ascontiguousarray(image)), pinned(np.ascontiguousarray(mask))
-        return model_input(self, image, mask)
-
-    LamaReference.repair, LamaReference.model_input = repair_on_own_stream, pinned_model_input
-
-    # A graph's static input and output are shared by every caller: the next caller's stream
-    # waits until the last caller's stream has replayed the graph and copied the output away.
-    call = fastpath.GraphRunner.__call__
-    handover = threading.Lock()
-    done: dict[int, torch.cuda.Event] = {}
-
-    def call_after_the_last(self, x):
-        if not self.uses_graph(x.shape[-2], x.shape[-1]):
-            return call(self, x)
-        stream = torch.cuda.current_stream()
-        with handover:
-            if id(self) in done:
-                stream.wait_event(done[id(self)])
-            out = call(self, x)
-            done[id(self)] = event = torch.cuda.Event()
-            event.record(stream)
-        return out
-
-    fastpath.GraphRunner.__call__ = call_after_the_last
-
-
-VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "streams": streams}
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs}
 
 
 # ------------------------------------------------------------------ the summary

@@ -64,11 +64,14 @@ def test_the_fast_path_reproduces_the_official_fixture_in_fp32(tiny_dir):
 
 
 def test_concurrent_repairs_on_the_graph_path_match_sequential_ones():
-    """Two GPU workers share the graphs' buffers: the runner's lock keeps each result its own."""
+    """GPU workers share the graphs' buffers and the per-shape constants, each on a CUDA stream
+    of its own: the runner's lock and its event keep each result its own, on the graph path and
+    on the eager one (the last case is above the graph limit)."""
     import threading
 
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-    cases = [synthetic_case(640, 480), synthetic_case(512, 512), synthetic_case(640, 480)]
+    cases = [synthetic_case(640, 480), synthetic_case(512, 512), synthetic_case(640, 480),
+             synthetic_case(1792, 1344)]
     expected = [engine.inpaint(image, mask, strategy="original") for image, mask in cases]
     results: dict[int, np.ndarray] = {}
 
