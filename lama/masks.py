@@ -194,14 +194,87 @@ def region_boxes(mask: np.ndarray, margin: int) -> list[Box]:
     until no two share a pixel (a merged box may reach further boxes: those join it too),
     in (top, left) order.
 
-    A mask of a million specks must not mean a million boxes to compare, so regions are
-    grouped first in one OpenCV pass: each region dilated by the square of offsets
-    -margin..margin-1 fills its box less the last row and column, and two such shapes that
-    touch (8-connected) belong to boxes that overlap. The touching shapes are labelled
-    together, and each label's bounding box, the row and column put back, is the merged box
-    of its regions. At most H·W / margin² labels remain (each covers a margin² square at
-    least), and those are merged as boxes (`merge_overlapping`).
+    A mask of a million specks must not mean a million boxes to compare, and a photo's mask
+    must not cost a full-resolution labelling (66 ms at 5 MP on the 2-core box, against 3 ms on
+    the grid), so regions are grouped first on a coarse grid of GROUP_BLOCK_PX blocks
+    (`_grouped_boxes`) where the margin allows it, at full resolution otherwise
+    (`_dilated_groups`). Either way a group only joins regions whose grown boxes overlap, so the
+    merge that follows (`merge_overlapping`) ends where merging the regions one by one would.
+    At most H·W / margin² groups remain.
     """
+    if margin >= GROUP_BLOCK_PX:
+        boxes = _grown(_grouped_boxes(mask, margin), margin, mask.shape)
+    else:
+        boxes = _dilated_groups(mask, margin)
+    return sorted(Box(*box) for box in merge_overlapping(boxes).tolist()) if len(boxes) else []
+
+
+# The coarse grid's block side: 8 bools are one 64-bit word, so a block row is tested at once.
+GROUP_BLOCK_PX = 8
+
+
+def _grouped_boxes(mask: np.ndarray, margin: int) -> np.ndarray:
+    """The tight boxes (N×4: top, left, bottom, right) of groups of masked pixels whose grown
+    boxes overlap, found on a grid of 8×8 blocks; needs margin >= 8.
+
+    A block is occupied when any of its pixels is masked. Occupied blocks within `reach` blocks
+    of each other (a square dilation on the grid, then an 8-connected labelling) hold pixels
+    less than (2·reach + 2)·8 apart on each axis, which reach keeps within 2·margin + 1: their
+    regions' grown boxes overlap, so grouping them decides nothing the merge would not. Each
+    group's box is exact: the extents of its blocks' masked pixels, which one pass over the
+    mask as 64-bit words finds (a block row is one word; OR-ing a block's eight words gives
+    its occupied columns, one byte each).
+    """
+    block = GROUP_BLOCK_PX
+    height, width = mask.shape
+    rows, cols = -(-height // block), -(-width // block)
+    padded = np.zeros((rows * block, cols * block), bool)
+    padded[:height, :width] = mask
+    words = padded.view(np.uint64).reshape(rows, block, cols)  # [block row, row in block, block column]
+    row_used = words != 0
+    # Byte k of a word is column k of its block row whatever the byte order: a view of the same bytes.
+    column_used = np.bitwise_or.reduce(words, axis=1).view(np.uint8).reshape(rows, cols, block) != 0
+    occupied = row_used.any(axis=1)
+    if not occupied.any():
+        return np.empty((0, 4), np.int64)
+    reach = (2 * margin + 1 - 2 * block) // (2 * block)
+    grid = occupied.view(np.uint8)
+    if reach > 0:
+        grid = cv2.dilate(grid, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    _count, labels = cv2.connectedComponents(grid, connectivity=8)
+    block_top, block_left = np.nonzero(occupied)
+    label = labels[block_top, block_left]
+    used_rows, used_cols = row_used[block_top, :, block_left], column_used[block_top, block_left]
+    tops = block_top * block + used_rows.argmax(axis=1)
+    bottoms = block_top * block + block - used_rows[:, ::-1].argmax(axis=1)
+    lefts = block_left * block + used_cols.argmax(axis=1)
+    rights = block_left * block + block - used_cols[:, ::-1].argmax(axis=1)
+    groups = np.unique(label)
+    return np.stack([_per_label(np.minimum, tops, label, groups), _per_label(np.minimum, lefts, label, groups),
+                     _per_label(np.maximum, bottoms, label, groups), _per_label(np.maximum, rights, label, groups)],
+                    axis=1)
+
+
+def _per_label(reduce: np.ufunc, values: np.ndarray, label: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """`reduce` (np.minimum or np.maximum) of `values` per label, for the labels in `groups`."""
+    out = np.full(groups.max() + 1, values.max() if reduce is np.minimum else values.min(), np.int64)
+    reduce.at(out, label, values)
+    return out[groups]
+
+
+def _grown(boxes: np.ndarray, margin: int, shape: tuple[int, int]) -> np.ndarray:
+    """Boxes (N×4) grown by `margin` on every side, clipped to an image of `shape`."""
+    top, left, bottom, right = boxes.T
+    return np.stack([np.maximum(0, top - margin), np.maximum(0, left - margin),
+                     np.minimum(shape[0], bottom + margin), np.minimum(shape[1], right + margin)], axis=1)
+
+
+def _dilated_groups(mask: np.ndarray, margin: int) -> np.ndarray:
+    """The grown boxes (N×4) of groups of regions whose grown boxes overlap, at full resolution:
+    each region dilated by the square of offsets -margin..margin-1 fills its grown box less the
+    last row and column, and two such shapes that touch (8-connected) belong to boxes that
+    overlap. The touching shapes are labelled together; each label's bounding box, the row and
+    column put back, is the grown box of its group."""
     height, width = mask.shape
     regions = mask.astype(np.uint8)
     if margin > 0:
@@ -211,8 +284,7 @@ def region_boxes(mask: np.ndarray, margin: int) -> list[Box]:
     count, _labels, stats, _centroids = cv2.connectedComponentsWithStats(regions, connectivity=8)
     del _labels, regions  # each as large as the image: not kept while merging
     x, y, w, h = stats[1:count, :4].astype(np.int64).T
-    boxes = np.stack([y, x, np.minimum(height, y + h + reach), np.minimum(width, x + w + reach)], axis=1)
-    return sorted(Box(*box) for box in merge_overlapping(boxes).tolist())
+    return np.stack([y, x, np.minimum(height, y + h + reach), np.minimum(width, x + w + reach)], axis=1)
 
 
 def merge_overlapping(boxes: np.ndarray) -> np.ndarray:

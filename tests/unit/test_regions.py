@@ -2,6 +2,7 @@
 so that only the masked region costs CPU time; these check that each windowed result is exactly
 the whole-frame function's, wherever the mask lies (touching the image's borders included)."""
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -67,3 +68,27 @@ def test_the_box_is_the_tight_bounding_box_and_an_empty_mask_has_none():
 ])
 def test_a_grown_box_stays_in_the_image(box, pixels, expected):
     assert box.grown(pixels, (20, 40)) == expected
+
+
+@st.composite
+def photo_masks(draw):
+    """Brush strokes, blobs and specks on images up to 240 px a side, the margins' scale."""
+    height, width = draw(st.integers(1, 240)), draw(st.integers(1, 240))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mask = np.zeros((height, width), np.uint8)
+    for _ in range(draw(st.integers(0, 5))):
+        start, end = rng.integers(0, (width, height), size=(2, 2))
+        cv2.line(mask, tuple(map(int, start)), tuple(map(int, end)), 1, int(rng.integers(1, 20)))
+    mask = mask.astype(bool) | (rng.random((height, width)) < draw(st.sampled_from([0.0, 0.001, 0.01])))
+    return mask
+
+
+@settings(max_examples=150, deadline=None)
+@given(mask=photo_masks(), margin=st.sampled_from([8, 9, 15, 16, 17, 23, 31, 32, 33, 64, 128]))
+def test_grouping_on_the_coarse_grid_finds_the_full_resolution_boxes(mask, margin):
+    """The 8×8 grid only groups regions whose grown boxes overlap: the merged boxes are those of
+    the full-resolution grouping (itself checked against the one-by-one merge in
+    tests/live/test_bounded_work.py), at every margin the grid is used for."""
+    full = masks._dilated_groups(mask, margin)
+    expected = sorted(Box(*box) for box in masks.merge_overlapping(full).tolist()) if len(full) else []
+    assert masks.region_boxes(mask, margin) == expected
