@@ -58,6 +58,10 @@ class Balancer:
         """HAProxy's view of each server of `backend`: UP, DOWN, "UP 1/2" (rising) ..."""
         return {name: row["status"] for name, row in self.stats(backend).items() if name != "BACKEND"}
 
+    def sessions(self, backend: str = "api") -> dict[str, int]:
+        """Requests HAProxy has sent each server of `backend` since it started (its total sessions)."""
+        return {name: int(row["stot"] or 0) for name, row in self.stats(backend).items() if name != "BACKEND"}
+
     def resent(self) -> int:
         """Requests of the API's backend that HAProxy sent again (another try, another replica)."""
         row = self.stats()["BACKEND"]

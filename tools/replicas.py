@@ -300,7 +300,7 @@ def commit() -> str:
 
 
 def report(args: argparse.Namespace, single: Replica, replicas: list[Replica], one: dict[str, Any], two: dict[str, Any],
-           bursts: Counter[str], tally: RestartTally, resent: int) -> str:
+           spread: dict[str, int], bursts: Counter[str], tally: RestartTally, resent: int) -> str:
     model = one["health"].get("model") or {}
     gpu = (one["health"].get("gpu") or {}).get("name")
     date = datetime.datetime.now(datetime.timezone.utc)
@@ -313,6 +313,8 @@ def report(args: argparse.Namespace, single: Replica, replicas: list[Replica], o
         f"- Load benchmark (`python -m loadreport load`, JPEG uploads, default settings, {args.duration:g} s per "
         f"cell) against the replica alone (one.md) and then against the balancer (two.md). Ratio: two over one.",
         f"- GPU busy: {two['gpu_busy_source']}.",
+        "- HAProxy sent the balancer's benchmark (warm-ups and the health check included) "
+        + ", ".join(f"{count} requests to {name}" for name, count in spread.items()) + ".",
         "",
         *comparison(one, two),
         "",
@@ -343,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             one = load_benchmark(args, single[0].url, "one")
         with running(*replicas), balancer_in_front(args, replicas, logs) as balancer:
             progress("two replicas behind HAProxy: load benchmark")
+            before = balancer.sessions()
             two = load_benchmark(args, balancer.url, "two")
+            spread = {name: count - before.get(name, 0) for name, count in balancer.sessions().items()}
             progress(f"burst of {args.burst}")
             bursts = burst(balancer.url, args.burst, args.burst_size)
             progress("rolling restart under load")
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         with tarfile.open(args.out / "replicas-logs.tar.gz", "w:gz") as archive:
             archive.add(logs, arcname="logs")
-    text = report(args, single[0], replicas, one, two, bursts, tally, resent)
+    text = report(args, single[0], replicas, one, two, spread, bursts, tally, resent)
     (args.out / "replicas.md").write_text(text)
     print(text, end="")
     failed = bursts.get("200", 0) != args.burst or tally.lost

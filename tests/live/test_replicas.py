@@ -33,6 +33,8 @@ def test_the_replicas_procedure_runs_every_step_on_the_cpu_and_reports_it(tiny_d
     assert table == run.stdout
     row = re.search(r"^\| 128×96 \| 1 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)× \| n/a \| n/a \| 0 / 0 \|$", table, re.M)
     assert row and float(row[1]) > 0 and float(row[2]) > 0, table
+    spread = re.search(r"HAProxy sent the balancer's benchmark .* (\d+) requests to r1, (\d+) requests to r2\.", table)
+    assert spread and int(spread[1]) > 0 and int(spread[2]) > 0, table  # least-connections uses both
     assert "3 simultaneous 128×96 repairs through the balancer: 3/3 answered 200." in table
     restart = re.search(r"(\d+) answered 200, 0 lost;", table)
     assert restart and int(restart[1]) > 0, table
