@@ -337,9 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="lama-replicas-"))
     logs = work / "process-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    replicas = make_replicas(args, REPLICAS, work, logs)
+    single, replicas = make_replicas(args, 1, work, logs), make_replicas(args, REPLICAS, work, logs)
     try:
-        single = make_replicas(args, 1, work, logs)
         with running(*single):
             progress(f"one replica ({single[0].placement}): load benchmark")
             one = load_benchmark(args, single[0].url, "one")
@@ -352,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
             bursts = burst(balancer.url, args.burst, args.burst_size)
             progress("rolling restart under load")
             tally, resent = rolling_restart(args, balancer, replicas)
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as error:
+        # A replica that did not start, HAProxy that never saw one up, a benchmark that failed (its
+        # own message is above): one line; every process's output is in the logs' archive.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:
         with tarfile.open(args.out / "replicas-logs.tar.gz", "w:gz") as archive:
             archive.add(logs, arcname="logs")
