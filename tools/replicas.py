@@ -294,8 +294,12 @@ def comparison(one: dict[str, Any], two: dict[str, Any]) -> list[str]:
 
 
 def commit() -> str:
-    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                           check=False)
+    """The checkout's commit; "unknown" in a copy without git or its history (the GPU box's)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                               check=False)
+    except OSError:
+        return "unknown"
     return found.stdout.strip() or "unknown"
 
 
