@@ -1,13 +1,14 @@
-"""How busy the service's GPU was while a stretch of load ran: a share of 0..1, or None.
+"""How busy the service's GPUs were while a stretch of load ran: a share of 0..1 for each GPU
+watched, by its index.
 
 NVML's utilization is the share of its last sample period (1/6 s to 1 s, by GPU) in which a
 kernel ran. It is read from one of two places, the finer first:
-  * NVML on this machine, every POLL_S while the stretch lasts: when the service listens on a
-    loopback address and this machine has exactly one GPU (with several, which one the
-    service uses cannot be told from here);
+  * NVML on this machine, every POLL_S while the stretch lasts, for every GPU of the machine:
+    when the service listens on a loopback address. Behind a load balancer on the same box the
+    service is several replicas, one per GPU, and each GPU's share is its replica's;
   * the service's own samples (/api/v1/monitor, gpu[].utilization_ratio of its engine's GPU),
-    one per sampling interval: coarser, but from anywhere.
-A service on the CPU has no GPU to be busy: None throughout.
+    one per sampling interval: coarser, but from anywhere; one GPU.
+A service on the CPU has no GPU to be busy: nothing is watched.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class BusyMeter(Protocol):
 
     def begin(self) -> None: ...
 
-    def end(self) -> float | None:
-        """The busy share since begin(); None where nothing was read."""
+    def end(self) -> dict[int, float]:
+        """The busy share of each GPU since begin(), by GPU index; a GPU nothing was read of is left out."""
 
 
 def busy_meter(client: ServiceClient, health: dict[str, Any]) -> BusyMeter:
@@ -52,51 +53,51 @@ class NoGpu:
     def begin(self) -> None:
         pass
 
-    def end(self) -> float | None:
-        return None
+    def end(self) -> dict[int, float]:
+        return {}
 
 
 class LocalNvml:
-    source = f"NVML on this machine, read every {POLL_S:g} s"
-
-    def __init__(self, nvml: Any, handle: Any):
+    def __init__(self, nvml: Any, handles: list[Any]):
         self._nvml = nvml
-        self._handle = handle
-        self._readings: list[float] = []
+        self._handles = handles
+        self._readings: dict[int, list[float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        gpus = "its GPU" if len(handles) == 1 else f"each of its {len(handles)} GPUs"
+        self.source = f"NVML on this machine, {gpus}, read every {POLL_S:g} s"
 
     @classmethod
     def open(cls) -> LocalNvml | None:
-        """The one GPU of this machine; None without NVML (no driver) or with more than one GPU."""
+        """Every GPU of this machine; None without NVML (no driver) or without a GPU."""
         import pynvml  # imported here: on most client machines there is no GPU to ask
 
         try:
             pynvml.nvmlInit()
-            if pynvml.nvmlDeviceGetCount() != 1:
-                return None
-            return cls(pynvml, pynvml.nvmlDeviceGetHandleByIndex(0))
+            count = pynvml.nvmlDeviceGetCount()
+            return cls(pynvml, [pynvml.nvmlDeviceGetHandleByIndex(index) for index in range(count)]) if count else None
         except pynvml.NVMLError:
             return None
 
     def begin(self) -> None:
-        self._readings = []
+        self._readings = {index: [] for index in range(len(self._handles))}
         self._stop.clear()
         self._thread = threading.Thread(target=self._poll, name="nvml-busy", daemon=True)
         self._thread.start()
 
-    def end(self) -> float | None:
+    def end(self) -> dict[int, float]:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        return statistics.fmean(self._readings) if self._readings else None
+        return {index: statistics.fmean(readings) for index, readings in self._readings.items() if readings}
 
     def _poll(self) -> None:
         while not self._stop.wait(POLL_S):
-            try:
-                self._readings.append(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu / 100)
-            except self._nvml.NVMLError:
-                pass  # a reading the GPU did not give: the others still count
+            for index, handle in enumerate(self._handles):
+                try:
+                    self._readings[index].append(self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100)
+                except self._nvml.NVMLError:
+                    pass  # a reading the GPU did not give: the others still count
 
 
 class ServiceSamples:
@@ -110,14 +111,14 @@ class ServiceSamples:
     def begin(self) -> None:
         self._started = time.time()
 
-    def end(self) -> float | None:
+    def end(self) -> dict[int, float]:
         ended = time.time()
         interval_s = self._collector.interval_s
         if interval_s is None:  # the service samples nothing
-            return None
+            return {}
         time.sleep(min(interval_s, MAX_WAIT_S))  # the sample taken after the end covers its last moments
         self._collector.poll()
         timeline = Timeline(self._collector.samples, [], self._collector.offset_s, interval_s, self._gpu_index)
         values = [gpu["utilization_ratio"] for sample in timeline.window({"start": self._started, "end": ended})
                   if (gpu := timeline.gpu(sample)) and isinstance(gpu.get("utilization_ratio"), (int, float))]
-        return statistics.fmean(values) if values else None
+        return {self._gpu_index: statistics.fmean(values)} if values else {}

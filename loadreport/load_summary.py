@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from loadreport.tables import markdown_table
@@ -36,7 +37,8 @@ def failure(record: dict[str, Any]) -> str:
     return f"{record['status']} {record['error_code'] or ''}".strip()
 
 
-def summarize_cell(records: list[dict[str, Any]], gpu_busy_ratio: float | None) -> dict[str, Any]:
+def summarize_cell(records: list[dict[str, Any]], gpu_busy: Mapping[int, float]) -> dict[str, Any]:
+    """`gpu_busy`: the busy share of each GPU watched, by index (the meter's)."""
     ok = [r for r in records if r["status"] == 200]
     first_sent = min((r["start_s"] for r in records), default=0.0)
     wall_s = max((r["start_s"] + r["latency_s"] for r in records), default=0.0) - first_sent
@@ -50,7 +52,9 @@ def summarize_cell(records: list[dict[str, Any]], gpu_busy_ratio: float | None) 
         "wall_s": wall_s, "requests_per_s": len(ok) / wall_s if wall_s else 0.0,
         "latency_p50_s": statistics.median(latencies) if latencies else None, "latency_p95_s": p95(latencies),
         "stage_medians_s": {stage: statistics.median(values) for stage, values in stages.items()},
-        "gpu_busy_ratio": gpu_busy_ratio,
+        # The one GPU's share where one was watched (the service's); each GPU's where several were.
+        "gpu_busy_ratio": next(iter(gpu_busy.values())) if len(gpu_busy) == 1 else None,
+        "gpu_busy_by_index": {str(index): ratio for index, ratio in sorted(gpu_busy.items())},
     }
 
 
@@ -81,6 +85,14 @@ def _share(ratio: float | None) -> str:
     return NOT_MEASURED if ratio is None else f"{ratio * 100:.0f}%"
 
 
+def gpu_busy_text(summary: dict[str, Any]) -> str:
+    """'85%' for one GPU, 'GPU0 85%, GPU1 80%' for several."""
+    by_index = summary.get("gpu_busy_by_index") or {}
+    if len(by_index) < 2:
+        return _share(summary["gpu_busy_ratio"])
+    return ", ".join(f"GPU{index} {_share(ratio)}" for index, ratio in by_index.items())
+
+
 def markdown(run: dict[str, Any]) -> str:
     """The header that says what was measured and how, then one table row per cell."""
     options, health = run["options"], run["health"]
@@ -100,7 +112,8 @@ def markdown(run: dict[str, Any]) -> str:
         "HTTP 200s; a refusal (503 queue_full: the client waits its Retry-After) or no answer is a failure.",
         "- p50/p95: the client's latency around the whole HTTP exchange. Stage columns: the medians of the "
         "server's Server-Timing, ms.",
-        f"- GPU busy: the share of the cell during which the GPU ran a kernel ({run['gpu_busy_source']}).",
+        f"- GPU busy: the share of the cell during which the GPU (each GPU, where several were watched) ran a "
+        f"kernel ({run['gpu_busy_source']}).",
         "- Model-only req/s: 1 / the median server `infer` of the 1-client cell of the same size and settings, "
         "what the model's device (the GPU) could serve if the rest of the pipeline cost nothing; the last column "
         "is req/s divided by it.",
@@ -117,6 +130,6 @@ def markdown(run: dict[str, Any]) -> str:
         row = [f"{cell['width']}×{cell['height']}", cell["settings"], str(cell["clients"]), f"{s['ok']}/{s['sent']}",
                failures, _rate(s["requests_per_s"]), _milliseconds(s["latency_p50_s"]),
                _milliseconds(s["latency_p95_s"]), *(_milliseconds(s["stage_medians_s"].get(stage)) for stage in stages),
-               _share(s["gpu_busy_ratio"]), _rate(s["model_only_per_s"]), _share(s["capacity_ratio"])]
+               gpu_busy_text(s), _rate(s["model_only_per_s"]), _share(s["capacity_ratio"])]
         rows.append(row)
     return "\n".join(lines + [""] + markdown_table(header, rows)) + "\n"

@@ -14,6 +14,12 @@
 # at rest, after a short load, and a minute later (after the sweep that returns free heap pages);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
 # workers, codecs), one table comparing them in $1/pipeline.md.
+# `replicas` (issue 18): one replica alone, then two behind deploy/haproxy.cfg (one per GPU, or
+# both on one GPU where the box has one), each measured with the load benchmark, then a burst and
+# a rolling restart through the balancer: tools/replicas.py, whose table is $1/replicas.md; extra
+# arguments go to it (`--device cpu --model $LAMA_FIXTURES/tiny-lama --sizes 256x192 ...` runs
+# the whole procedure on a CPU). HAProxy is the box's, else the Debian packages carried in
+# .devcarry/debs (tools/carry_haproxy.sh).
 set -uo pipefail
 out=${1:?output folder}
 only=${2:-}
@@ -29,6 +35,11 @@ weights = FFCResNetGenerator(BIG_LAMA_CONFIG).eval().state_dict()
 save_safetensors(LoadedCheckpoint(weights, BIG_LAMA_CONFIG, "random", Path("random"), torch.float32),
                  "models/big-lama.safetensors")
 PY
+if [ "$only" = replicas ]; then
+    haproxy=$(command -v haproxy || bash tools/carry_haproxy.sh unpack /tmp/haproxy-carried) || exit 1
+    python3 tools/replicas.py --model models/big-lama.safetensors --out "$out" --haproxy "$haproxy" "$@"
+    exit $?
+fi
 url=http://127.0.0.1:7860
 ready() { python3 -c "import urllib.request as u; u.urlopen('$url/readyz', timeout=2)" 2>/dev/null; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }

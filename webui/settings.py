@@ -54,7 +54,7 @@ class Settings:
     ui_cache_max_mb: float
     kernel_cache_dir: str  # Triton's compiled kernels, kept between restarts
     shutdown_timeout_s: float
-    gpu_memory_fraction: float  # from the preset
+    gpu_memory_fraction: float  # from the preset, unless --gpu-memory-fraction says otherwise
     model_max_side: int | None  # from the preset
 
 
@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16"))
     parser.add_argument("--preset", choices=PRESETS)
+    parser.add_argument("--gpu-memory-fraction", type=_fraction, metavar="SHARE",
+                        help="share of the card this process may take (default: the preset's); "
+                             "replicas sharing one GPU split it, e.g. 0.45 each for two")
     parser.add_argument("--outputs-dir")
     parser.add_argument("--logs-dir")
     parser.add_argument("--queue-capacity", type=int)
@@ -96,6 +99,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ui-cache-max-mb", type=float, help="UI uploads refused while the cache holds this (0: no limit)")
     parser.add_argument("--shutdown-timeout-s", type=float, help="SIGTERM: longest wait for in-flight repairs")
     return parser.parse_args(argv)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share above 0 and at most 1, got {text!r}")
+    return value
 
 
 def _names(text: str) -> list[str]:

@@ -10,11 +10,8 @@ restart, which replaces every replica, comes last. Who served what is read from 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -31,13 +28,13 @@ import pytest
 from playwright.sync_api import expect
 from prometheus_client.parser import text_string_to_metric_families
 
+from deploy.balancer import Balancer, find_haproxy, haproxy_command, haproxy_environment, replica_names
 from support.browser import PHOTO_INPUT, STROKE, chromium, drag, make_photo, photo_on_canvas
-from support.liveserver import ROOT, LiveServer, free_port
+from support.liveserver import LiveServer, free_port
 from support.reliability import record
 
-CONFIG = ROOT / "deploy" / "haproxy.cfg"
 FAKE_NVML = Path(__file__).resolve().parents[1] / "support" / "fake_nvml"
-NAMES = ("r1", "r2", "r3")  # HAProxy's names for LAMA_REPLICA_1 .. 3
+NAMES = tuple(replica_names(3))
 GPU_REPLICA = "r3"  # runs with the stand-in NVML, so that its GPU can be failed
 WAIT_S = 30  # for HAProxy to see a replica change state: checks every 1 s, 2 in a row to rise
 THINK_S = 0.1  # between a client's repairs in the rolling restart: load that leaves the CPU room to start replicas
@@ -86,30 +83,6 @@ class Replica:
 
 
 @dataclass
-class Balancer:
-    url: str
-    stats_url: str
-
-    def stats(self, backend: str = "api") -> dict[str, dict[str, str]]:
-        """HAProxy's stats rows of `backend`, by server name (and BACKEND for the whole)."""
-        text = httpx.get(self.stats_url + "/;csv", timeout=5).text.lstrip("# ")
-        return {row["svname"]: row for row in csv.DictReader(io.StringIO(text)) if row["pxname"] == backend}
-
-    def states(self, backend: str = "api") -> dict[str, str]:
-        """HAProxy's view of each server of `backend`: UP, DOWN, "UP 1/2" (rising) ..."""
-        return {name: row["status"] for name, row in self.stats(backend).items() if name != "BACKEND"}
-
-    def resent(self) -> int:
-        """Requests of the API's backend that HAProxy sent again (another try, another replica)."""
-        row = self.stats()["BACKEND"]
-        return int(row["wretr"] or 0) + int(row["wredis"] or 0)
-
-    def wait_state(self, name: str, state: str, backend: str = "api") -> None:
-        wait_until(lambda: self.states(backend).get(name) == state, WAIT_S,
-                   f"HAProxy to see {backend}/{name} {state} (now {self.states(backend)})")
-
-
-@dataclass
 class Cluster:
     balancer: Balancer
     replicas: dict[str, Replica]
@@ -128,8 +101,8 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
 
 
 def haproxy() -> str:
-    path = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not Path(path).exists():
+    path = find_haproxy()
+    if path is None:
         # A failure, not a skip: CI installs Debian's haproxy (start_app.sh --test) as it installs chromium.
         raise AssertionError("haproxy not found: install Debian's haproxy package (apt-get install haproxy)")
     return path
@@ -147,10 +120,8 @@ def cluster(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                    "LAMA_FAKE_NVML_LOST": str(base / "gpu-lost")}
         replicas[name] = Replica(name, free_port(), base / name,
                                  flags + (("--monitor-interval", "0.1") if name == GPU_REPLICA else ()), env)
-    environment = {**os.environ, "LAMA_LB_BIND": f"127.0.0.1:{free_port()}",
-                   "LAMA_LB_STATS_BIND": f"127.0.0.1:{free_port()}",
-                   **{f"LAMA_REPLICA_{index}": f"127.0.0.1:{replica.port}"
-                      for index, replica in enumerate(replicas.values(), 1)}}
+    environment = {**os.environ, **haproxy_environment([f"127.0.0.1:{replica.port}" for replica in replicas.values()],
+                                                       f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")}
     log_path = base / "haproxy.log"
     with contextlib.ExitStack() as stack:
         # One after the other: on 2 cores three start-ups at once take as long in all, and each
@@ -159,7 +130,7 @@ def cluster(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             stack.callback(replica.stop)
             replica.start(tiny_dir)
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([haproxy(), "-db", "-f", str(CONFIG)], env=environment, stdout=log,
+            process = subprocess.Popen(haproxy_command(haproxy()), env=environment, stdout=log,
                                        stderr=subprocess.STDOUT)
         stack.callback(process.wait, 10)
         stack.callback(process.terminate)
@@ -227,8 +198,8 @@ def test_a_replica_whose_gpu_fails_stops_receiving_requests_until_it_works_again
     try:
         wait_until(lambda: httpx.get(replica.server.url("/readyz")).status_code == 503, 10, "/readyz 503")
         assert "GPU is lost" in httpx.get(replica.server.url("/healthz")).json()["gpu_error"]
-        cluster.balancer.wait_state(GPU_REPLICA, "DOWN")
-        cluster.balancer.wait_state(GPU_REPLICA, "DOWN", backend="ui")  # the UI's servers follow
+        cluster.balancer.wait_state(GPU_REPLICA, "DOWN", WAIT_S)
+        cluster.balancer.wait_state(GPU_REPLICA, "DOWN", WAIT_S, backend="ui")  # the UI's servers follow
         before = cluster.served()
         with httpx.Client(base_url=cluster.balancer.url) as client:
             statuses = [repair(client).status_code for _ in range(9)]
@@ -239,7 +210,7 @@ def test_a_replica_whose_gpu_fails_stops_receiving_requests_until_it_works_again
     assert after[GPU_REPLICA] == before[GPU_REPLICA]
     assert sum(after.values()) - sum(before.values()) == 9
 
-    cluster.balancer.wait_state(GPU_REPLICA, "UP")
+    cluster.balancer.wait_state(GPU_REPLICA, "UP", WAIT_S)
     with httpx.Client(base_url=cluster.balancer.url) as client:
         for _ in range(9):  # least-connections takes turns among idle replicas
             assert repair(client).status_code == 200
@@ -346,7 +317,7 @@ def test_a_rolling_restart_under_load_loses_no_request(cluster: Cluster):
                 replica = cluster.replicas[name]
                 replica.stop()
                 replica.start(cluster.tiny_dir)
-                cluster.balancer.wait_state(name, "UP")
+                cluster.balancer.wait_state(name, "UP", WAIT_S)
             wait_until(lambda: all(replica.served() > 0 for replica in cluster.replicas.values()), WAIT_S,
                        "every restarted replica to serve again")
         finally:

@@ -23,11 +23,12 @@ import httpx
 import pytest
 
 from support.liveserver import LiveServer
+from support.nvml import FakeNvml
 from loadreport import load
 from loadreport.client import ServiceClient
 from loadreport.collect import MonitorCollector
-from loadreport.gpu_busy import ServiceSamples
-from loadreport.load_summary import add_capacity, p95, summarize_cell
+from loadreport.gpu_busy import LocalNvml, ServiceSamples
+from loadreport.load_summary import add_capacity, gpu_busy_text, p95, summarize_cell
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 120
@@ -190,12 +191,12 @@ def test_throughput_counts_answered_repairs_from_the_first_request_sent_to_the_l
                {"start_s": 1.5, "latency_s": 1.5, "status": 200, "server_timing": {"infer": 0.4}, "error_code": None},
                {"start_s": 2.0, "latency_s": 0.1, "status": 503, "server_timing": {}, "error_code": "queue_full"},
                {"start_s": 2.1, "latency_s": 9.0, "status": None, "server_timing": {}, "error_code": None}]
-    summary = summarize_cell(records, gpu_busy_ratio=0.5)
+    summary = summarize_cell(records, {0: 0.5})
     assert summary["wall_s"] == pytest.approx(10.1) and summary["requests_per_s"] == pytest.approx(2 / 10.1)
     assert summary["failures"] == {"503 queue_full": 1, "no answer": 1}
     assert summary["stage_medians_s"] == {"infer": pytest.approx(0.3)} and summary["latency_p50_s"] == 1.0
     cells = [{"width": 8, "height": 8, "settings": "default", "clients": clients,
-              "summary": summarize_cell(records, None)} for clients in (1, 4)]
+              "summary": summarize_cell(records, {})} for clients in (1, 4)]
     add_capacity(cells)
     assert cells[1]["summary"]["model_only_per_s"] == pytest.approx(1 / 0.3)
     assert cells[1]["summary"]["capacity_ratio"] == pytest.approx(2 / 10.1 * 0.3)
@@ -217,4 +218,18 @@ def test_the_gpu_busy_share_from_the_service_s_samples_covers_the_stretch_only()
         samples[:] = [{"ts": began + offset, "gpu": [{"index": 0, "utilization_ratio": ratio}]}
                       for offset, ratio in ((-5, 0.0), (0.02, 0.6), (0.04, 0.8), (30, 0.0))]
         time.sleep(0.05)
-        assert meter.end() == pytest.approx(0.7)  # the samples before and long after are not the stretch's
+        assert meter.end() == {0: pytest.approx(0.7)}  # the samples before and long after are not the stretch's
+
+
+def test_nvml_on_this_machine_gives_each_gpu_its_own_busy_share_and_the_table_shows_each():
+    """Replicas behind a balancer on one box, one per GPU: the benchmark shows every GPU's share."""
+    meter = LocalNvml(FakeNvml(), [0, 1])
+    meter.begin()
+    time.sleep(0.35)  # a few of the 0.1 s polls
+    busy = meter.end()
+    assert busy == {0: pytest.approx(0.87), 1: pytest.approx(0.05)}
+    assert "each of its 2 GPUs" in meter.source
+    summary = summarize_cell([], busy)
+    assert summary["gpu_busy_ratio"] is None and summary["gpu_busy_by_index"] == {"0": busy[0], "1": busy[1]}
+    assert gpu_busy_text(summary) == "GPU0 87%, GPU1 5%"
+    assert gpu_busy_text(summarize_cell([], {0: 0.5})) == "50%" and gpu_busy_text(summarize_cell([], {})) == "n/a"

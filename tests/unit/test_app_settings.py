@@ -46,6 +46,19 @@ def test_presets_set_the_gpu_share_and_the_model_size_bound(preset, fraction, ma
     assert settings.model_max_side == max_side
 
 
+def test_the_gpu_share_flag_wins_over_the_preset_and_keeps_its_model_size_bound():
+    """Replicas sharing one GPU split the card without changing what each repairs."""
+    settings = settings_from("--gpu-memory-fraction", "0.45")
+    assert settings.gpu_memory_fraction == 0.45 and settings.model_max_side == 2560
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "half"])
+def test_a_bad_gpu_share_flag_is_refused_by_the_parser(value, capsys):
+    with pytest.raises(SystemExit):
+        settings_from("--gpu-memory-fraction", value)
+    assert "at most 1" in capsys.readouterr().err
+
+
 def test_gpu_workers_default_to_auto_two_on_cuda_one_on_the_cpu(tmp_path):
     settings = settings_from()
     assert settings.gpu_workers == "auto"
