@@ -180,10 +180,10 @@ def feather_weights(mask: np.ndarray, pixels: int) -> np.ndarray:
     """
     if pixels <= 0:
         return mask.astype(np.float32)
-    # Distance to the nearest unmasked pixel. The image border is not a mask edge
-    # (there is nothing outside to blend with), so a mask covering everything gets no ramp.
-    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
-    return np.clip(distance / (pixels + 1), 0.0, 1.0).astype(np.float32) * mask
+    # Distance to the nearest unmasked pixel (0 on unmasked pixels). The image border is not a
+    # mask edge (there is nothing outside to blend with), so a mask covering everything gets no ramp.
+    distance = cv2.distanceTransform(mask.astype(np.uint8, copy=False).view(np.uint8), cv2.DIST_L2, 5)
+    return np.minimum(distance / np.float32(pixels + 1), np.float32(1), out=distance)
 
 
 def region_boxes(mask: np.ndarray, margin: int) -> list[Box]:
