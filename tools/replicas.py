@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from lama.bench import source_commit  # $LAMA_COMMIT on the GPU box's copy, which has no history
 from deploy.balancer import Balancer, find_haproxy, haproxy_command, haproxy_environment, replica_names
 from loadreport.client import ServiceClient
 from loadreport.load import MASK_COVERAGE, Cell, Upload, make_upload
@@ -293,16 +294,6 @@ def comparison(one: dict[str, Any], two: dict[str, Any]) -> list[str]:
     return markdown_table(header, rows)
 
 
-def commit() -> str:
-    """The checkout's commit; "unknown" in a copy without git or its history (the GPU box's)."""
-    try:
-        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                               check=False)
-    except OSError:
-        return "unknown"
-    return found.stdout.strip() or "unknown"
-
-
 def report(args: argparse.Namespace, single: Replica, replicas: list[Replica], one: dict[str, Any], two: dict[str, Any],
            spread: dict[str, int], bursts: Counter[str], tally: RestartTally, resent: int) -> str:
     model = one["health"].get("model") or {}
@@ -310,7 +301,7 @@ def report(args: argparse.Namespace, single: Replica, replicas: list[Replica], o
     date = datetime.datetime.now(datetime.timezone.utc)
     lines = [
         f"One replica alone vs two behind HAProxy (`tools/replicas.py`, deploy/haproxy.cfg), {date:%Y-%m-%d %H:%M} "
-        f"UTC, commit {commit()}: {model.get('name')} on {model.get('device')}{f' ({gpu})' if gpu else ''}, "
+        f"UTC, commit {source_commit()}: {model.get('name')} on {model.get('device')}{f' ({gpu})' if gpu else ''}, "
         f"{model.get('precision')}. One replica on {single.placement}; two: "
         + "; ".join(f"{r.name} on {r.placement}" for r in replicas) + ".",
         "",
