@@ -8,6 +8,7 @@ import logging
 import logging.handlers
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,35 +65,45 @@ def build_app(settings: Settings):
         raise SystemExit(f"error: {error}") from None
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
-    import gradio as gr
-
-    from lama import resources
-    from lama.engine import HDSettings, InpaintEngine
-    from lama.errors import ModelError
-    from lama.imageio import ImageLimits
-    from monitor.metrics import ServiceMetrics
-    from monitor.requestlog import RequestLog
-    from monitor.sampler import Sampler
-    from service.batch_jobs import BatchJobs
-    from service.jobs import JobQueue
-    from service.lifecycle import Lifecycle
-    from service.pipeline import RepairOptions, RepairService
-    from service.storage import OutputStore, Retention
-    from service.warmup import WarmUp
-    from webui.api import create_api
-    from webui.edge import EdgeMiddleware
-    from webui.errors import status_of
-    from webui.ui import build_ui
-    from webui.ui_guard import UIGuard
-
     # The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
     # compiling them again (an operator's TRITON_CACHE_DIR wins).
     os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
-    try:
-        engine = InpaintEngine(settings.model, settings.device, settings.precision,
-                               HDSettings(max_side=settings.model_max_side))
-    except ModelError as error:
-        raise SystemExit(f"error: {error}") from None
+    # The model loads (CUDA's context, the weights, the kernels) while the web stack imports:
+    # each took seconds of the start-up alone, and the loading waits mostly outside the GIL.
+    # The engine's modules are imported here first, so that the two threads never import the
+    # same modules at once.
+    from lama.engine import HDSettings, InpaintEngine
+    from lama.errors import ModelError
+
+    def load_engine() -> InpaintEngine:
+        try:
+            return InpaintEngine(settings.model, settings.device, settings.precision,
+                                 HDSettings(max_side=settings.model_max_side))
+        except ModelError as error:
+            raise SystemExit(f"error: {error}") from None
+
+    with ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
+        loading = loader.submit(load_engine)
+        import gradio as gr
+
+        from lama import resources
+        from lama.imageio import ImageLimits
+        from monitor.metrics import ServiceMetrics
+        from monitor.requestlog import RequestLog
+        from monitor.sampler import Sampler
+        from service.batch_jobs import BatchJobs
+        from service.jobs import JobQueue
+        from service.lifecycle import Lifecycle
+        from service.pipeline import RepairOptions, RepairService
+        from service.storage import OutputStore, Retention
+        from service.warmup import WarmUp
+        from webui.api import create_api
+        from webui.edge import EdgeMiddleware
+        from webui.errors import status_of
+        from webui.ui import build_ui
+        from webui.ui_guard import UIGuard
+
+        engine = loading.result()
     # The preset's share of the card: the limit of what the process may allocate, and what the
     # memory budget is computed from once the warm-up has measured the memory at rest.
     engine.device.limit_memory(settings.gpu_memory_fraction)
