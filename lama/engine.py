@@ -106,8 +106,10 @@ class InpaintEngine:
         "postprocess" (scaling back, feathering, layout back, the final paste).
 
         The three steps are also methods of their own (prepare, run_models, compose), so that
-        the service runs only the model's on its GPU workers and the CPU's beside them.
+        the service runs only the model's step on its GPU workers and the CPU's beside them.
         """
+        if feather < 0:
+            raise EngineError("dilate and feather must be zero or positive pixel counts")
         job = self.prepare(image, mask, strategy, dilate, timings)
         if job is None:
             return np.asarray(image).copy()
@@ -141,9 +143,7 @@ class InpaintEngine:
     def compose(self, job: RepairJob, outputs: list[np.ndarray], feather: int = 0,
                 timings: dict[str, float] | None = None) -> np.ndarray:
         """The CPU's work after the model: the runs' repairs pasted into the input's copy, inside
-        the refined mask only, feathered over `feather` px."""
-        if feather < 0:
-            raise EngineError("dilate and feather must be zero or positive pixel counts")
+        the refined mask only, feathered over `feather` px (0: not feathered)."""
         clock = _StageClock(timings)
         image, region = job.image, job.region
         # Only the region's box is repaired: every masked pixel lies in it.
