@@ -7,7 +7,8 @@
 # NVML's memory used after each (does memory plateau after the first burst, or keep growing?);
 # with `load`: then the load benchmark (python -m loadreport load; extra arguments go to it),
 # its table in $1/load.md and everything in $1/load.json; with `ui`: the editor's server path
-# through gradio_client against the REST API (tools/ui_bench.py --client gradio), in $1/ui.md.
+# through gradio_client against the REST API (tools/ui_bench.py --client gradio), in $1/ui.md; with
+# `gil`: who holds the GIL under 16 clients (py-spy, tools/gil_profile.py), in $1/gil.md.
 # Two modes start servers of their own (issue 15):
 # `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
 # kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
@@ -87,10 +88,20 @@ fi
 if [ "$only" = pipeline ]; then
     mkdir -p "$out/pipeline"
     # name, then the probe's variant and app.py flags; base first: the summary compares with it.
+    # PIPELINE_VARIANTS picks some by name (e.g. "base quiet-gradio-queue"); all by default.
     variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
-              "opencv-codecs|opencv-codecs")
+              "opencv-codecs|opencv-codecs" "quiet-gradio-queue|quiet-gradio-queue")
+    if [ -n "${PIPELINE_VARIANTS:-}" ]; then
+        picked=()
+        for entry in "${variants[@]}"; do
+            [[ " $PIPELINE_VARIANTS " == *" ${entry%%|*} "* ]] && picked+=("$entry")
+        done
+        variants=("${picked[@]}")
+    fi
+    runs=()
     for entry in "${variants[@]}"; do
         name=${entry%%|*}
+        runs+=("$out/pipeline/$name.json")
         read -r -a variant <<<"${entry#*|}"
         start "$out/pipeline/$name.log" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" \
             --logs-dir "$out/pipeline/$name-logs"
@@ -100,14 +111,29 @@ if [ "$only" = pipeline ]; then
         process >"$out/pipeline/$name.proc"
         stop
     done
-    python3 tools/pipeline_probe.py summary "$out"/pipeline/{base,workers-1,workers-4,opencv-codecs}.json \
-        | tee "$out/pipeline.md"
+    python3 tools/pipeline_probe.py summary "${runs[@]}" | tee "$out/pipeline.md"
     exit 0
 fi
 
 start "$out/app.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/logs"
 echo "start to /readyz: $ready_ms ms" | tee "$out/startup.txt"
 python3 tools/first_request.py $url | tee -a "$out/startup.txt"
+if [ "$only" = gil ]; then
+    # Who holds the GIL with 16 clients (GIL_SIZE, default 1280x960): py-spy samples the server for
+    # 8 s once the load benchmark's 1-client cell is over, tools/gil_profile.py sums the stacks.
+    size=${GIL_SIZE:-1280x960}
+    python3 -m loadreport load --url $url --sizes "$size" --clients 16 --settings default --duration 14 \
+        >"$out/gil-load.md" 2>"$out/gil-load.log" &
+    load=$!
+    until grep -q "1 client:" "$out/gil-load.log" 2>/dev/null; do sleep 0.2; done
+    sleep 2
+    py-spy record --gil --nonblocking --format raw -r 100 -d 8 -p $server -o "$out/gil.raw" >"$out/py-spy.log" 2>&1
+    wait $load
+    python3 tools/gil_profile.py "$out/gil.raw" --seconds 8 --rate 100 | tee "$out/gil.md"
+    tail -4 "$out/gil-load.md"
+    stop
+    exit 0
+fi
 if [ "$only" = startup-only ]; then stop; exit 0; fi
 if [ "$only" = load ]; then
     python3 -m loadreport load --url $url --json "$out/load.json" "$@" | tee "$out/load.md"

@@ -13,6 +13,7 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   uploads, which an earlier run of this probe measured best and the service adopted; GPU
   workers as configured).
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
+- quiet-gradio-queue: Gradio's queue polling less often (see the function).
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -45,7 +46,22 @@ def opencv_codecs() -> None:
     imageio._check = lambda data, limits: dataclasses.replace(check(data, limits), shape=None)
 
 
-VARIANTS = {"base": base, "opencv-codecs": opencv_codecs}
+def quiet_gradio_queue() -> None:
+    """Gradio's queue polls for UI events every 1 ms and for progress every 10 ms, on the event
+    loop that also serves the API (5 % of a core on an idle 2-core box); here every 5 and 50 ms:
+    what that polling costs the API under load."""
+    from gradio import queueing
+
+    init = queueing.Queue.__init__
+
+    def quieter(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.sleep_when_free, self.progress_update_sleep_when_free = 0.005, 0.05
+
+    queueing.Queue.__init__ = quieter
+
+
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "quiet-gradio-queue": quiet_gradio_queue}
 
 
 # ------------------------------------------------------------------ the summary

@@ -1,0 +1,25 @@
+"""tools/gil_profile.py sums py-spy's raw stacks per function."""
+
+import runpy
+from types import SimpleNamespace
+
+from support.paths import ROOT
+
+gil_profile = SimpleNamespace(**runpy.run_path(str(ROOT / "tools" / "gil_profile.py")))
+
+RAW = """\
+<module> (app.py:1);run (asyncio/base_events.py:600);sleep (asyncio/tasks.py:643) 30
+<module> (app.py:1);run (asyncio/base_events.py:600);parse (multipart.py:10) 50
+_work (service/jobs.py:229);repair (lama/reference.py:80) 20
+"""
+
+
+def test_own_and_inclusive_samples_per_function_and_the_held_share():
+    total, own, inclusive = gil_profile.profile(RAW)
+    assert total == 100
+    assert own["parse (multipart.py:10)"] == 50 and own["sleep (asyncio/tasks.py:643)"] == 30
+    assert inclusive["run (asyncio/base_events.py:600)"] == 80 and inclusive["<module> (app.py:1)"] == 80
+    text = gil_profile.report(RAW, seconds=2, rate=100, top=2)
+    assert text.startswith("100 samples with the GIL held in 2 s at 100 Hz: some thread held it 50% of the time")
+    assert "| 50 | 50% | parse (multipart.py:10) |" in text
+    assert "repair (lama/reference.py:80)" not in text.split("with callees")[0]  # past --top 2
