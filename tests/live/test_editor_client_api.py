@@ -1,8 +1,9 @@
 """The editor's server path through gradio_client (webui/client_api.py), against a live server:
 the same job as POST /api/v1/inpaint gives the same bytes, with gradio_client's defaults and with
 the Client webui/client_api.py recommends (one TLS context for all its requests, the result's
-URL), refusals arrive as the service's messages, and with --auth the endpoint needs the login (tests/test_ui_hardening.py checks the
-routes themselves). What a browser page reports about the user's wait: tests/test_editor_browser.py."""
+URL), refusals arrive as the service's messages, and with --auth the endpoint needs the login
+(tests/test_ui_hardening.py checks the routes themselves). What a browser page reports about the
+user's wait: tests/test_editor_browser.py."""
 
 from __future__ import annotations
 
