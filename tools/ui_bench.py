@@ -110,7 +110,7 @@ class ApiPath:
         return waited, model_s(response.headers["Server-Timing"])
 
 
-def gradio_client(url: str, auth: tuple[str, str] | None, downloads: Path | None = None) -> Any:
+def connect_gradio(url: str, auth: tuple[str, str] | None, downloads: Path | None = None) -> Any:
     """A gradio_client Client as webui/client_api.py recommends: one TLS context (httpx's default
     one) for all its requests, and the result's URL rather than a download. With `downloads`:
     gradio_client's defaults, the result downloaded into that folder."""
@@ -215,7 +215,7 @@ def main() -> None:
             from gradio_client import __version__
 
             auth = tuple(args.auth.split(":", 1)) if args.auth else None
-            client = gradio_client(url, auth, folder / "downloads" if args.gradio_defaults else None)
+            client = connect_gradio(url, auth, folder / "downloads" if args.gradio_defaults else None)
             ui_name = f"UI (gradio_client {__version__}{', its defaults' if args.gradio_defaults else ''})"
 
             def ui_path(photo: Path, mask: Path) -> RepairPath:
