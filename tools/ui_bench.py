@@ -16,9 +16,15 @@ brush-stroke mask as a PNG are repaired:
   original (Undo) so that every repair starts from the same picture. Needs Debian's chromium
   (/usr/bin/chromium) and the test extras (playwright);
 - by the UI, with --client gradio: the UI's server path without a browser. gradio_client
-  uploads the photo and the mask, joins Gradio's queue for /repair (the editor's handler,
-  webui/client_api.py) and downloads the repaired file; timed from the call to the file on
-  disk. Needs only gradio_client (a dependency of gradio).
+  uploads the photo and the mask and joins Gradio's queue for /repair (the editor's handler,
+  webui/client_api.py), which answers with the saved file's URL; the repaired PNG is then
+  fetched like the API's answer (its bytes read over a kept-alive connection); timed from the
+  call to the last byte. The Client is built as webui/client_api.py recommends: one TLS
+  context for all its requests (gradio_client opens a new HTTP client, and httpx a new TLS
+  context, for each of them, even over plain http; docs/EDITOR.md has the cost). With
+  --gradio-defaults it is built with gradio_client's defaults instead (a TLS context per
+  request, the result downloaded into a folder; timed to the file on disk): what the
+  recommended options save. Needs only gradio_client (a dependency of gradio).
 API and UI repairs alternate, so that both see the same load on a shared machine. Prints
 both medians, their ratio (the issue's targets: UI within 1.5× of the API in the browser on
 a 2-core CPU box, within 1.2× through gradio_client on the GPU box), and what each path adds
@@ -47,7 +53,8 @@ from lama.synthetic import synthetic_case
 ROOT = Path(__file__).resolve().parents[1]
 # The tests' helpers: one launcher of app.py and one way to start Chromium for tools and tests alike.
 sys.path.insert(0, str(ROOT / "tests"))
-TINY_MODEL = ROOT.parent / "shared" / "fixtures" / "tiny-lama"
+# The tests' fixtures: $LAMA_FIXTURES, else shared/fixtures beside the checkout (as tests/conftest.py finds them).
+TINY_MODEL = Path(os.environ.get("LAMA_FIXTURES") or ROOT.parent / "shared" / "fixtures") / "tiny-lama"
 SIZES = ((1280, 960), (4000, 3000))
 REPAIR_TIMEOUT_MS = 300_000
 
@@ -103,9 +110,21 @@ class ApiPath:
         return waited, model_s(response.headers["Server-Timing"])
 
 
+def connect_gradio(url: str, auth: tuple[str, str] | None, downloads: Path | None = None) -> Any:
+    """A gradio_client Client as webui/client_api.py recommends: one TLS context (httpx's default
+    one) for all its requests, and the result's URL rather than a download. With `downloads`:
+    gradio_client's defaults, the result downloaded into that folder."""
+    from gradio_client import Client
+
+    if downloads is not None:
+        return Client(url, auth=auth, verbose=False, download_files=str(downloads))
+    return Client(url, auth=auth, verbose=False, ssl_verify=httpx.create_ssl_context(), download_files=False)
+
+
 class GradioClientPath:
     """The UI's server path through gradio_client: one Client (its config read once, as a page
-    loads once), per repair both files uploaded, the queue joined, the result downloaded."""
+    loads once), per repair both files uploaded, the queue joined, the result's bytes fetched
+    (or, with a Client that downloads, the file downloaded)."""
 
     line = ""
 
@@ -114,15 +133,21 @@ class GradioClientPath:
 
         self.client, self.url, self.token = client, url, token
         self.files = handle_file(str(photo)), handle_file(str(mask))
+        # The result's URL is fetched as the API's answer is read: over one kept-alive connection
+        # (with the Client's login cookies, when the server has --auth).
+        self.http = httpx.Client(timeout=REPAIR_TIMEOUT_MS / 1000, cookies=client.cookies)
 
     def repair(self) -> tuple[float, float]:
-        """(seconds from the call to the repaired file on disk, the model's share from the request record)."""
+        """(seconds from the call to the last byte of the repaired file, the model's share from the request record)."""
         since = time.time()
         started = time.perf_counter()
-        path = self.client.predict(*self.files, api_name="/repair")
+        result = self.client.predict(*self.files, api_name="/repair")
+        # A FileData dict (the Client does not download) or the downloaded file's path.
+        size = (len(self.http.get(result["url"]).raise_for_status().content) if isinstance(result, dict)
+                else Path(result).stat().st_size)
         waited = time.perf_counter() - started
-        if not Path(path).stat().st_size:
-            raise SystemExit(f"gradio_client downloaded an empty file: {path}")
+        if not size:
+            raise SystemExit(f"the repaired file is empty: {result}")
         return waited, self._model_s(since)
 
     def _model_s(self, since: float) -> float:
@@ -166,6 +191,8 @@ def main() -> None:
     parser.add_argument("--url", help="a running server (default: start app.py)")
     parser.add_argument("--client", choices=("browser", "gradio"), default="browser",
                         help="how the UI is driven: the editor in Chromium, or its server path through gradio_client")
+    parser.add_argument("--gradio-defaults", action="store_true",
+                        help="with --client gradio: the Client with gradio_client's defaults, not the recommended options")
     parser.add_argument("--model", type=Path, default=TINY_MODEL, help=f"default: {TINY_MODEL}")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="repairs per size and path, after one to warm up")
@@ -185,11 +212,11 @@ def main() -> None:
             def ui_path(photo: Path, mask: Path) -> RepairPath:
                 return PagePath(page, url, photo, mask)
         else:
-            from gradio_client import Client, __version__
+            from gradio_client import __version__
 
             auth = tuple(args.auth.split(":", 1)) if args.auth else None
-            client = Client(url, auth=auth, verbose=False, download_files=str(folder / "downloads"))
-            ui_name = f"UI (gradio_client {__version__})"
+            client = connect_gradio(url, auth, folder / "downloads" if args.gradio_defaults else None)
+            ui_name = f"UI (gradio_client {__version__}{', its defaults' if args.gradio_defaults else ''})"
 
             def ui_path(photo: Path, mask: Path) -> RepairPath:
                 return GradioClientPath(client, url, photo, mask, args.api_token)

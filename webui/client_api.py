@@ -9,9 +9,24 @@ only the page draws. Scripts that need no Gradio have the HTTP API
 (POST /api/v1/inpaint); this one exists so that the UI's path can be driven and measured
 without a browser (tools/ui_bench.py --client gradio).
 
+    import httpx
     from gradio_client import Client, handle_file
-    client = Client("http://127.0.0.1:7860/", auth=("user", "pass"))  # auth: only with --auth
+    client = Client("http://127.0.0.1:7860/", auth=("user", "pass"),  # auth: only with --auth
+                    ssl_verify=httpx.create_ssl_context())
     path = client.predict(handle_file("photo.jpg"), handle_file("mask.png"), api_name="/repair")
+
+`ssl_verify`: gradio_client opens a new HTTP client for each of its requests (each upload, the
+queue's join, the event stream, the download) and httpx builds a new TLS context for each,
+loading the CA bundle, even for an http:// server; given one context (httpx's default one, so
+certificates are checked as by default) they all share it. That was most of what this path
+cost beyond the HTTP API; what remains is gradio_client's (its requests and the 50 ms at which
+it polls for the answer), while the server's Gradio queue adds a few milliseconds: the
+measurements are in docs/EDITOR.md. With `download_files=False` the client returns the result's
+FileData (its "url") instead of downloading it, for a caller that fetches the bytes itself
+(tools/ui_bench.py, like the API's answer).
+
+The endpoint returns the file the service saved, published into Gradio's cache folder:
+Gradio serves it from there as it is (no copy, no hash).
 
 Access is the page's: with --auth, Gradio's routes (upload, queue, files) need the login
 session (webui/ui_guard.py), which gradio_client gets from `auth`; without --auth the page,

@@ -1,12 +1,16 @@
 """The editor's server path through gradio_client (webui/client_api.py), against a live server:
-the same job as POST /api/v1/inpaint gives the same bytes, refusals arrive as the service's
-messages, and with --auth the endpoint needs the login (tests/test_ui_hardening.py checks the
-routes themselves). What a browser page reports about the user's wait: tests/test_editor_browser.py."""
+the same job as POST /api/v1/inpaint gives the same bytes, with gradio_client's defaults and with
+the Client webui/client_api.py recommends (one TLS context for all its requests, the result's
+URL), refusals arrive as the service's messages, and with --auth the endpoint needs the login
+(tests/test_ui_hardening.py checks the routes themselves). What a browser page reports about the
+user's wait: tests/test_editor_browser.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+
+import ssl
 
 import httpx
 import pytest
@@ -45,6 +49,35 @@ def test_the_ui_path_through_gradio_client_gives_the_api_s_result(server: LiveSe
     # What the client downloaded is the file the service saved (published, not re-encoded).
     saved = {file.read_bytes() for file in (server.folder / "outputs").rglob("*.png")}
     assert path.read_bytes() in saved
+
+
+def test_the_recommended_client_builds_no_tls_context_per_request(server: LiveServer, job, monkeypatch):
+    """gradio_client opens a new HTTP client for each of its requests (two uploads, the queue's
+    join, its event stream, a download), and httpx builds a TLS context for each, loading the CA
+    bundle even for http://: most of the UI path's cost beyond the API's (docs/EDITOR.md). Given
+    one context as ssl_verify, as webui/client_api.py recommends, a repair loads none."""
+    photo, mask = job
+    client = Client(server.base, verbose=False, ssl_verify=httpx.create_ssl_context(), download_files=False)
+    loads = []
+    load_verify_locations = ssl.SSLContext.load_verify_locations
+
+    def counted(context: ssl.SSLContext, *args, **kwargs):
+        loads.append(args or kwargs)
+        return load_verify_locations(context, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    result = client.predict(handle_file(photo), handle_file(mask), api_name="/repair")
+    assert loads == [], "gradio_client built a TLS context of its own for a request"
+    monkeypatch.undo()
+    # The answer names the published file itself (Gradio neither copied nor hashed it into a
+    # folder of its own), by URL; its bytes are the API's for the same job.
+    assert result["orig_name"] == "holiday_repaired.png"
+    assert Path(result["path"]).parent.parent == (server.folder / "cache" / "editor").resolve()
+    fetched = httpx.get(result["url"], timeout=60)
+    answer = httpx.post(server.url("/api/v1/inpaint"), timeout=60,
+                        files={"image": (photo.name, photo.read_bytes()), "mask": (mask.name, mask.read_bytes())})
+    assert fetched.status_code == answer.status_code == 200, (fetched.text, answer.text)
+    assert fetched.content == answer.content
 
 
 def test_a_refusal_reaches_the_client_as_the_service_s_message(server: LiveServer, job, tmp_path: Path):
