@@ -88,9 +88,9 @@ fi
 if [ "$only" = pipeline ]; then
     mkdir -p "$out/pipeline"
     # name, then the probe's variant and app.py flags; base first: the summary compares with it.
-    # PIPELINE_VARIANTS picks some by name (e.g. "base quiet-gradio-queue"); all by default.
+    # PIPELINE_VARIANTS picks some by name (e.g. "base workers-4"); all by default.
     variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
-              "opencv-codecs|opencv-codecs" "quiet-gradio-queue|quiet-gradio-queue")
+              "opencv-codecs|opencv-codecs")
     if [ -n "${PIPELINE_VARIANTS:-}" ]; then
         picked=()
         for entry in "${variants[@]}"; do

@@ -10,10 +10,9 @@ it, records the server's RSS and threads after the load, stops it, and prints `s
 The variants are switched on here, in the probe's process, so that the service's code carries
 no experiment: `serve` changes what a variant needs, then runs app.py's main as it is.
 - base: the service as it is (simplejpeg decoding, a CUDA stream per GPU worker with pinned
-  uploads, which an earlier run of this probe measured best and the service adopted; GPU
-  workers as configured).
+  uploads, Gradio's queue polling every 5 ms: earlier runs of this probe measured those best
+  and the service adopted them; GPU workers as configured).
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
-- quiet-gradio-queue: Gradio's queue polling less often (see the function).
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -46,22 +45,7 @@ def opencv_codecs() -> None:
     imageio._check = lambda data, limits: dataclasses.replace(check(data, limits), shape=None)
 
 
-def quiet_gradio_queue() -> None:
-    """Gradio's queue polls for UI events every 1 ms and for progress every 10 ms, on the event
-    loop that also serves the API (5 % of a core on an idle 2-core box); here every 5 and 50 ms:
-    what that polling costs the API under load."""
-    from gradio import queueing
-
-    init = queueing.Queue.__init__
-
-    def quieter(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self.sleep_when_free, self.progress_update_sleep_when_free = 0.005, 0.05
-
-    queueing.Queue.__init__ = quieter
-
-
-VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "quiet-gradio-queue": quiet_gradio_queue}
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs}
 
 
 # ------------------------------------------------------------------ the summary

@@ -25,6 +25,12 @@ SLIDER_MAX_PX = 64  # dilate/feather beyond this is rarely useful; the service a
 # decoded or encoded while another runs on the GPU; the service's queue serializes the GPU.
 UI_CONCURRENCY = 2
 REPAIR_GROUP = "repair"  # the page's repairs and the API endpoint's share UI_CONCURRENCY
+# Gradio's queue looks for UI events every 1 ms and for progress to send every 10 ms, on the event
+# loop that serves the HTTP API too (5 % of a core on an idle 2-core box). Every 5 and 50 ms: on
+# the H200 the API then served 14 % more repairs per second at 16 clients (docs/BENCHMARKS.md,
+# tools/pipeline_probe.py's quiet-gradio-queue), and a UI event waits at most 5 ms to start.
+QUEUE_POLL_S = 0.005
+PROGRESS_POLL_S = 0.05
 
 
 # ---------------------------------------------------------------- layout
@@ -93,4 +99,8 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
     # The service's queue bounds GPU work; Gradio's queue in front of it shows people their
     # place in line and refuses (with a message) beyond the same capacity.
     blocks.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=service.queue.capacity)
+    # Gradio has no setting for these: its queue's attributes (tests/unit/test_ui_queue.py fails
+    # if an upgrade renames them).
+    blocks._queue.sleep_when_free = QUEUE_POLL_S
+    blocks._queue.progress_update_sleep_when_free = PROGRESS_POLL_S
     return blocks
