@@ -45,14 +45,15 @@ from typing import Any
 
 import httpx
 
-from lama.bench import source_commit  # $LAMA_COMMIT on the GPU box's copy, which has no history
-from deploy.balancer import Balancer, find_haproxy, haproxy_command, haproxy_environment, replica_names
-from loadreport.client import ServiceClient
-from loadreport.load import MASK_COVERAGE, Cell, Upload, make_upload
-from loadreport.load_summary import gpu_busy_text
-from loadreport.tables import markdown_table
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # deploy/ is not an installed package: run as a script, find it here
+
+from deploy.balancer import Balancer, find_haproxy, haproxy_command, haproxy_environment, replica_names  # noqa: E402
+from lama.bench import source_commit  # noqa: E402  ($LAMA_COMMIT on the GPU box's copy, which has no history)
+from loadreport.client import ServiceClient  # noqa: E402
+from loadreport.load import MASK_COVERAGE, Cell, Upload, make_upload  # noqa: E402
+from loadreport.load_summary import gpu_busy_text  # noqa: E402
+from loadreport.tables import markdown_table  # noqa: E402
 
 REPLICAS = 2
 SHARED_GPU_SHARE = 0.45  # of the card, each of two replicas on one GPU: 0.9 together
