@@ -35,6 +35,8 @@ from support.liveserver import ROOT, LiveServer
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUSTOMIZATIONS = [KUBERNETES / "base", *sorted(path for path in (KUBERNETES / "overlays").iterdir() if path.is_dir())]
 GPU_OVERLAY = KUBERNETES / "overlays" / "one-gpu-per-pod"
+SHARED_GPU_OVERLAY = KUBERNETES / "overlays" / "two-pods-per-gpu"
+TIME_SLICING = SHARED_GPU_OVERLAY / "device-plugin-time-slicing.yaml"
 ADAPTER_VALUES = KUBERNETES / "prometheus-adapter" / "values.yaml"
 CONTAINERFILE = ROOT / "deploy" / "Containerfile"
 OLDEST_KUBERNETES = "1.30"  # lifecycle.preStop.sleep is on by default from 1.30
@@ -194,6 +196,28 @@ def test_the_gpu_overlay_gives_each_pod_one_gpu_and_insists_on_it(tmp_path: Path
     rendered = Rendered(render(GPU_OVERLAY))
     assert rendered.container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod_settings(rendered, tmp_path).device == "cuda"
+
+
+def test_two_pods_share_a_gpu_within_what_one_pod_would_hold(tmp_path: Path):
+    """The device plugin announces each GPU as `replicas` GPUs; the pods on one GPU together keep
+    within the memory share one pod of one-gpu-per-pod takes, and the autoscaler may run
+    `replicas` pods for each GPU the one-GPU overlay allows."""
+    (sharing,) = yaml.safe_load(yaml.safe_load(TIME_SLICING.read_text())["data"]["any"])["sharing"]["timeSlicing"][
+        "resources"]
+    assert sharing["name"] == "nvidia.com/gpu" and sharing["replicas"] >= 2
+    shared, alone = Rendered(render(SHARED_GPU_OVERLAY)), Rendered(render(GPU_OVERLAY))
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "alone").mkdir()
+    shared_settings, alone_settings = pod_settings(shared, tmp_path / "shared"), pod_settings(alone, tmp_path / "alone")
+    assert shared.container["resources"]["limits"]["nvidia.com/gpu"] == 1 and shared_settings.device == "cuda"
+    assert shared_settings.gpu_memory_fraction * sharing["replicas"] <= alone_settings.gpu_memory_fraction + 1e-9
+    assert shared.one("HorizontalPodAutoscaler")["spec"]["maxReplicas"] == \
+        sharing["replicas"] * alone.one("HorizontalPodAutoscaler")["spec"]["maxReplicas"]
+
+
+@pytest.mark.parametrize("version", [OLDEST_KUBERNETES, kubernetes_validate.latest_version()])
+def test_the_device_plugin_s_sharing_config_validates(version: str):
+    kubernetes_validate.validate(yaml.safe_load(TIME_SLICING.read_text()), version, strict=True)
 
 
 def test_the_image_declares_what_the_pods_use():
