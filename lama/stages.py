@@ -1,5 +1,6 @@
-"""The stages of one repair, in the order a request meets them: the names of Server-Timing,
-the request log's timings, inpaint_stage_duration_seconds{stage} and the dashboard's series."""
+"""The stages of one repair: the names of Server-Timing, the request log's timings,
+inpaint_stage_duration_seconds{stage} and the dashboard's series. Listed in the order tables
+show them; a request meets preprocess before the queue (the GPU workers run only the model)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from enum import StrEnum
 class Stage(StrEnum):
     DECODE = "decode"  # the uploads to arrays (service)
     QUEUE = "queue"  # waiting for a GPU worker and the memory budget (service)
-    PREPROCESS = "preprocess"  # layout and mask refinement (engine)
-    INFER = "infer"  # the model runs, transfers included (engine)
-    POSTPROCESS = "postprocess"  # feathering, layout back, the paste (engine)
+    PREPROCESS = "preprocess"  # layout, mask refinement, the plan, the model inputs (engine, before the queue)
+    INFER = "infer"  # the model runs, transfers included (engine, on a GPU worker)
+    POSTPROCESS = "postprocess"  # scaling back, feathering, layout back, the paste (engine)
     ENCODE = "encode"  # the result to PNG/JPEG/WebP (service)
     SAVE = "save"  # the atomic write under outputs/ (service)
     TOTAL = "total"  # all of the above, as the server measured it
