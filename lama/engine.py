@@ -290,7 +290,7 @@ def _feather(filled: np.ndarray, original: np.ndarray, region: masks.RegionMask,
     """Blends `filled` (the repair over the region's box) with `original` where the feather
     weight is below 1, in place. Only the ramp blends: deeper inside the mask the weight is 1
     (the repair as it is) and outside it nothing is copied; per pixel, the arithmetic of a
-    whole-frame blend. The ramp is a thin band along the mask's edge (2 % of a photo's stroke
+    whole-frame blend. The ramp is a thin band along the mask's edge (a small share of the
     box), so it is gathered by its coordinates (OpenCV finds them in one pass) rather than by
     boolean masks, each of which would scan the whole box again."""
     weights = region.feather_weights(feather)

@@ -195,8 +195,8 @@ def region_boxes(mask: np.ndarray, margin: int) -> list[Box]:
     in (top, left) order.
 
     A mask of a million specks must not mean a million boxes to compare, and a photo's mask
-    must not cost a full-resolution labelling (66 ms at 5 MP on the 2-core box, against 3 ms on
-    the grid), so regions are grouped first on a coarse grid of GROUP_BLOCK_PX blocks
+    must not cost a full-resolution dilation and labelling (the largest CPU cost of a crop
+    repair's planning), so regions are grouped first on a coarse grid of GROUP_BLOCK_PX blocks
     (`_grouped_boxes`) where the margin allows it, at full resolution otherwise
     (`_dilated_groups`). Either way a group only joins regions whose grown boxes overlap, so the
     merge that follows (`merge_overlapping`) ends where merging the regions one by one would.

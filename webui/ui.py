@@ -26,9 +26,9 @@ SLIDER_MAX_PX = 64  # dilate/feather beyond this is rarely useful; the service a
 UI_CONCURRENCY = 2
 REPAIR_GROUP = "repair"  # the page's repairs and the API endpoint's share UI_CONCURRENCY
 # Gradio's queue looks for UI events every 1 ms and for progress to send every 10 ms, on the event
-# loop that serves the HTTP API too (5 % of a core on an idle 2-core box). Every 5 and 50 ms: on
-# the H200 the API then served 14 % more repairs per second at 16 clients (docs/BENCHMARKS.md,
-# tools/pipeline_probe.py's quiet-gradio-queue), and a UI event waits at most 5 ms to start.
+# loop that serves the HTTP API too, even when idle. Every 5 and 50 ms: on the H200 the API then
+# served 14 % more repairs per second at 16 clients (docs/BENCHMARKS.md, "What holds one process
+# back", the pipeline probe's variant at 0941cff), and a UI event waits at most 5 ms to start.
 QUEUE_POLL_S = 0.005
 PROGRESS_POLL_S = 0.05
 
