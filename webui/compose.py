@@ -21,6 +21,11 @@ if TYPE_CHECKING:  # lama (and torch) load when the app is built, after the sett
 APP_LOG_MAX_BYTES = 10 * 2**20
 APP_LOG_BACKUPS = 5
 
+# Files (the UI's results and uploads, batch results) go out in reads of this size. Starlette's
+# FileResponse reads 64 KB at a time, each read a hop to a worker thread and back on the event
+# loop that serves every request: 350 of them for a 22 MB 4000×3000 PNG (docs/EDITOR.md).
+FILE_CHUNK_BYTES = 2**20
+
 log = logging.getLogger("app")
 
 
@@ -85,6 +90,7 @@ def build_app(settings: Settings):
     with ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
         loading = loader.submit(load_engine)
         import gradio as gr
+        from starlette.responses import FileResponse
 
         from lama import resources
         from lama.imageio import ImageLimits
@@ -173,6 +179,7 @@ def build_app(settings: Settings):
     # Gradio's routes are guarded before Gradio reads a request (webui.ui_guard): with --auth every
     # route but the login page, login throttling, the cache quota of its upload route. A file
     # there may be as large as the API's per-file limit; the cache folder's marker is not served.
+    FileResponse.chunk_size = FILE_CHUNK_BYTES  # Starlette's class attribute: every file route's, Gradio's too
     guard = UIGuard.middleware(cache_dir, upload_max_bytes=limits.max_bytes,
                                cache_max_bytes=int(settings.ui_cache_max_mb * 2**20))
     return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
