@@ -176,10 +176,10 @@ def build_app(settings: Settings):
     auth = tuple(settings.auth.split(":", 1)) if settings.auth else None
     api.state.retention = retention
     api.state.ui_cache_dir = cache_dir  # where Gradio keeps the UI's uploads (tests and hooks)
+    FileResponse.chunk_size = FILE_CHUNK_BYTES  # Starlette's class attribute: every file route's, Gradio's too
     # Gradio's routes are guarded before Gradio reads a request (webui.ui_guard): with --auth every
     # route but the login page, login throttling, the cache quota of its upload route. A file
     # there may be as large as the API's per-file limit; the cache folder's marker is not served.
-    FileResponse.chunk_size = FILE_CHUNK_BYTES  # Starlette's class attribute: every file route's, Gradio's too
     guard = UIGuard.middleware(cache_dir, upload_max_bytes=limits.max_bytes,
                                cache_max_bytes=int(settings.ui_cache_max_mb * 2**20))
     return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
