@@ -31,7 +31,7 @@ from lama.errors import EngineError
 from lama.layout import Layout, layout_of
 from lama.loading import lama_backend, load_backend
 from lama.memory import MemoryModel
-from lama.planning import STRATEGIES, HDSettings, Run, plan, whole_run
+from lama.planning import STRATEGIES, HDSettings, Run, peak_pixels, plan, whole_run
 from lama.reference import Weights
 from lama.stages import Stage
 from lama.units import format_bytes
@@ -194,8 +194,7 @@ class InpaintEngine:
     def peak_model_pixels(self, mask: np.ndarray, strategy: str, dilate: int = 0) -> int:
         """The largest model input, in pixels, that inpaint(image, mask, strategy, dilate) runs."""
         region = self.refined_mask(mask, dilate, np.shape(mask)[:2])
-        runs = plan(region, strategy, self.hd) if region is not None else []
-        return max((height * width for height, width in (run.model_shape for run in runs)), default=0)
+        return peak_pixels(plan(region, strategy, self.hd) if region is not None else [])
 
     def memory_estimate(self, mask: np.ndarray, strategy: str, dilate: int = 0) -> int | None:
         """GPU bytes the repair will need above what the process holds at rest; None where
@@ -271,7 +270,7 @@ class RepairJob(NamedTuple):
     @property
     def peak_model_pixels(self) -> int:
         """The largest model input, in pixels: what the job's GPU memory follows."""
-        return max(height * width for height, width in (run.model_shape for run in self.runs))
+        return peak_pixels(self.runs)
 
 
 def _model_input(run: Run, rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -56,6 +56,11 @@ def plan(mask: RegionMask, strategy: str, hd: HDSettings) -> list[Run]:
     return [whole_run(box, hd) for box in boxes]
 
 
+def peak_pixels(runs: list[Run]) -> int:
+    """The largest model input of a plan, in pixels (0 for none): what its GPU memory follows."""
+    return max((height * width for height, width in (run.model_shape for run in runs)), default=0)
+
+
 def whole_run(box: Box, hd: HDSettings) -> Run:
     """`box` repaired in one run, scaled down when it exceeds max_side."""
     shape = box.shape
