@@ -474,8 +474,17 @@ def build_generator(ckpt: LoadedCheckpoint) -> FFCResNetGenerator:
                                  {key: tuple(t.shape) for key, t in ckpt.state_dict.items()})
     if problems:  # checked before building: a module of the wrong size may be large
         raise CheckpointError(f"checkpoint does not match the generator config: {problems}")
-    model = FFCResNetGenerator(ckpt.config)
-    model.load_state_dict(ckpt.state_dict, strict=True)
+    # Built on the meta device and then given the checkpoint's tensors (assign): a generator built
+    # with storage would first draw random weights for all of its 51 M parameters only to
+    # overwrite them, a second of the service's start-up.
+    with torch.device("meta"):
+        model = FFCResNetGenerator(ckpt.config)
+    # Copies, so that the generator owns its tensors (the fast path folds BatchNorms into them in
+    # place, which must not change the checkpoint), in fp32 as the generator defines them
+    # whatever the file stored (assigning keeps a tensor's dtype; BatchNorm's counters stay integers).
+    weights = {key: tensor.to(torch.float32 if tensor.is_floating_point() else tensor.dtype, copy=True)
+               for key, tensor in ckpt.state_dict.items()}
+    model.load_state_dict(weights, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 

@@ -422,3 +422,22 @@ def test_malformed_inputs_give_one_line_errors(tmp_path, tiny_dir, make, message
     with pytest.raises(CheckpointError, match=message) as caught:
         load_checkpoint(path)
     assert "\n" not in str(caught.value)
+
+
+def test_the_generator_is_built_from_the_checkpoint_without_drawing_random_weights(tiny):
+    """Built on the meta device and given copies of the checkpoint's tensors: no random
+    initialisation (a second of start-up for big-lama), fp32 whatever the file stored, and a
+    generator that owns its tensors (the fast path's BatchNorm folding changes them in place)."""
+    stored_in_fp16 = LoadedCheckpoint({key: t.half() if t.is_floating_point() else t for key, t in tiny.state_dict.items()},
+                                      tiny.config, tiny.source_format, tiny.path, torch.float16)
+    rng_before = torch.get_rng_state()
+    generator = build_generator(stored_in_fp16)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    state = generator.state_dict()
+    for key, stored in stored_in_fp16.state_dict.items():
+        assert state[key].device.type == "cpu"
+        assert state[key].dtype == (torch.float32 if stored.is_floating_point() else stored.dtype), key
+        assert torch.equal(state[key], stored.to(state[key].dtype)), key
+    # From fp32 tensors too, the generator's are its own.
+    stored = {t.data_ptr() for t in tiny.state_dict.values()}
+    assert not any(t.data_ptr() in stored for t in build_generator(tiny).state_dict().values())
