@@ -4,6 +4,7 @@ elsewhere), big-lama with random weights (benchmarks, GPU checks) or, without we
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from lama.backend import Backend
@@ -41,12 +42,20 @@ def load_backend(model: str | Path | None, device: str = "auto", precision: str 
                     "inpainting instead. Run `python -m lama download` to get the model.",
                     ", ".join(str(p) for p in DEFAULT_MODEL_CANDIDATES))
         return OpenCVTelea()
+    started = time.perf_counter()
     checkpoint = load_checkpoint(path)
     weights = Weights(checkpoint.path, checkpoint.source_format)
+    read = time.perf_counter()
     # The checkpoint's tensors are dropped once copied into the generator: the service
     # should not carry a second, CPU-side copy of the weights in its RSS.
-    backend = lama_backend(weights, resolved, precision, fast, build_generator(checkpoint))
-    log.info("loaded big-lama from %s (%s) on %s in %s", path, weights.format, backend.device, backend.precision)
+    generator = build_generator(checkpoint)
+    built = time.perf_counter()
+    backend = lama_backend(weights, resolved, precision, fast, generator)
+    done = time.perf_counter()
+    # The phases, so that an operator (and gpu_soak.sh startup) sees where a slow start goes.
+    log.info("loaded big-lama from %s (%s) on %s in %s in %.1f s (file %.1f s, generator %.1f s, device %.1f s)",
+             path, weights.format, backend.device, backend.precision, done - started, read - started,
+             built - read, done - built)
     return backend
 
 
