@@ -12,7 +12,8 @@
 # Two modes start servers of their own (issue 15):
 # `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
 # kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
-# at rest, after a short load, and a minute later (after the sweep that returns free heap pages);
+# at rest (with what backs that memory: tools/rss_map.py), after a short load, and a minute later
+# (after the sweep that returns free heap pages);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
 # workers, codecs), one table comparing them in $1/pipeline.md.
 # `replicas` (issue 18): one replica alone, then two behind deploy/haproxy.cfg (one per GPU, or
@@ -71,6 +72,7 @@ if [ "$only" = startup ]; then
             echo "$pass: started at $started_at UTC, /readyz after $ready_ms ms"
             grep -E "loaded big-lama|threads: at most|GPU memory model|warm: ready" "$out/$pass.log" | cut -c1-160
             echo "$pass: at rest after /readyz: $(process)"
+            python3 tools/rss_map.py $server
         } | tee -a "$out/startup.txt"
         if [ $pass = warm-kernel-cache ]; then
             python3 tools/first_request.py $url | tee -a "$out/startup.txt"
@@ -78,7 +80,7 @@ if [ "$only" = startup ]; then
                 --duration 6 --json "$out/startup-load.json" >"$out/startup-load.md"
             echo "after 16 clients at 1280×960 and 2560×1920: $(process)" | tee -a "$out/startup.txt"
             sleep 65  # the outputs sweep (every 60 s) returns the heap's free pages
-            echo "a minute later, at rest: $(process)" | tee -a "$out/startup.txt"
+            { echo "a minute later, at rest: $(process)"; python3 tools/rss_map.py $server; } | tee -a "$out/startup.txt"
         fi
         stop
     done
