@@ -1,6 +1,7 @@
 """The image codecs the service could use, timed on the same photos: which decodes and encodes fastest.
 
     python tools/codec_bench.py [--sizes 640x480,1280x960,2560x1920] [--runs 7] [--content real,synthetic]
+                                [--threads 16] [--seconds 2]
 
 Prints Markdown tables (docs/BENCHMARKS.md keeps one): milliseconds per call, the best of
 `--runs` after one unmeasured call, in this process, one call at a time; and for each decoder
@@ -17,11 +18,25 @@ a camera's full-resolution photo; `synthetic` is the load benchmark's photo-like
 
 Codecs that are not installed are left out; imagecodecs and pyspng are not the service's
 dependencies and are only measured here, for comparison, where someone installed them.
+
+GPU codecs (item 3 again): where torchvision imports and CUDA is available, nvJPEG through
+torchvision.io joins the JPEG rows. Decoding takes the file's bytes and is timed twice: to the
+host (H×W×3 uint8 in memory, what the service's pipeline takes today: the device-to-host copy
+waits for the decode) and left on the GPU (CHW on the device, after a synchronize: what a
+pipeline that fed the model on the GPU would pay). Encoding takes the host's pixels, copies them
+to the GPU and returns the file's bytes on the host; torchvision's nvJPEG writes 4:4:4 chroma,
+Pillow (the service's encoder) 4:2:0, so its files are larger at the same quality. A last table
+per content is what a loaded server would see: `--threads` threads decoding the largest size's
+JPEG again and again for `--seconds`, decodes per second, for the service's decoder (which lets
+lama.imageio.DECODE_SLOTS decode at once) and for nvJPEG to the host (torchvision decodes one
+call at a time on a GPU, behind a lock). Where torchvision or CUDA is missing, one line says so
+and why. torchvision is not a dependency of the service; it is imported only here, lazily.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
 import os
@@ -29,6 +44,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -51,6 +67,7 @@ JPEG_QUALITY = 92
 CONTENT = {"real": "Real photos (shipped by installed packages), scaled up: smooth, small files",
            "synthetic": "The load benchmark's photo-like pictures, with sensor grain: camera-sized files"}
 GIL_FREE_SHARE = 0.25  # another thread ran for at least this share of the call: the codec released the GIL
+NVJPEG = "nvJPEG (torchvision)"
 
 
 def optional(name: str):
@@ -116,6 +133,71 @@ def files(rgb: np.ndarray) -> dict[str, bytes]:
 # ------------------------------------------------------------------ the codecs
 
 
+@functools.cache
+def gpu_codecs() -> tuple[object | None, str]:
+    """(torchvision.io, a line on the versions and the GPU) where nvJPEG runs here, else (None,
+    why not). A tiny decode and encode on the GPU prove it (a torchvision built without nvJPEG,
+    or for another torch, imports but fails at the first call) and start CUDA and nvJPEG's
+    handles, which would otherwise weigh on the first timed call."""
+    if importlib.util.find_spec("torchvision") is None:
+        return None, "torchvision is not installed"
+    try:
+        import torch
+        import torchvision
+        import torchvision.io
+    except Exception as error:  # a torchvision built for another torch fails in many ways
+        return None, f"torchvision does not import ({type(error).__name__}: {error})"
+    if not torch.cuda.is_available():
+        return None, f"CUDA is not available to torch {torch.__version__}"
+    # torch.frombuffer warns that the file's bytes are read-only; nvJPEG only reads them.
+    warnings.filterwarnings("ignore", message="The given buffer is not writable")
+    try:
+        tiny = np.full((16, 16, 3), 128, np.uint8)
+        torchvision.io.decode_jpeg(torch.frombuffer(cv2.imencode(".jpg", tiny)[1].tobytes(), dtype=torch.uint8),
+                                   device="cuda")
+        torchvision.io.encode_jpeg(torch.from_numpy(tiny).cuda().permute(2, 0, 1), quality=95)
+        torch.cuda.synchronize()
+    except Exception as error:
+        return None, f"nvJPEG fails through torchvision {torchvision.__version__} ({type(error).__name__}: {error})"
+    return torchvision.io, (f"nvJPEG through torchvision {torchvision.__version__}, torch {torch.__version__}, "
+                            f"on {torch.cuda.get_device_name()}")
+
+
+def nvjpeg_decoders() -> dict[str, Callable[[bytes], object]]:
+    """name -> decode(bytes) on the GPU, to the host and left there; none where nvJPEG is absent."""
+    tvio, _ = gpu_codecs()
+    if tvio is None:
+        return {}
+    import torch
+
+    def on_gpu(data: bytes):
+        return tvio.decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=tvio.ImageReadMode.RGB,
+                                device="cuda")
+
+    def to_host(data: bytes) -> np.ndarray:
+        # H×W×3 as the service's arrays are (the transpose on the GPU costs microseconds). A copy
+        # to pageable memory returns once it is done, and it follows the decode on this thread's
+        # stream: a synchronize of the stream, not the device's, which would make concurrent
+        # threads wait for each other's decodes.
+        return on_gpu(data).permute(1, 2, 0).contiguous().cpu().numpy()
+
+    def left_on_gpu(data: bytes):
+        image = on_gpu(data)
+        torch.cuda.current_stream().synchronize()  # the decode is queued, not done, when it returns
+        return image
+
+    return {f"{NVJPEG}, to the host": to_host, f"{NVJPEG}, left on the GPU": left_on_gpu}
+
+
+def nvjpeg_encode(rgb: np.ndarray) -> bytes:
+    """The host's pixels to the GPU, nvJPEG's file back to the host, at the service's quality."""
+    import torch
+
+    tvio, _ = gpu_codecs()
+    pixels = torch.from_numpy(rgb).cuda().permute(2, 0, 1)  # CHW view; torchvision makes it contiguous there
+    return tvio.encode_jpeg(pixels, quality=95).cpu().numpy().tobytes()  # the file is on the GPU until .cpu()
+
+
 def decoders(kind: str) -> dict[str, Callable[[bytes], object]]:
     """name -> decode(bytes) for a file kind ('JPEG ...' or 'PNG ...')."""
     def opencv(data: bytes) -> np.ndarray:
@@ -131,7 +213,7 @@ def decoders(kind: str) -> dict[str, Callable[[bytes], object]]:
             found["imagecodecs jpeg8 (libjpeg-turbo)"] = imagecodecs.jpeg8_decode
         if simplejpeg:
             found["simplejpeg (libjpeg-turbo)"] = simplejpeg.decode_jpeg
-        return found
+        return found | nvjpeg_decoders()
     if kind == "PNG (lama.png)":
         found["lama.png"] = png.decode
     if imagecodecs:
@@ -164,6 +246,9 @@ def encoders() -> dict[str, Callable[[np.ndarray], object]]:
         found["JPEG imagecodecs jpeg8"] = lambda rgb: imagecodecs.jpeg8_encode(rgb, level=95)
     if simplejpeg:
         found["JPEG simplejpeg"] = lambda rgb: simplejpeg.encode_jpeg(rgb, 95)
+    found["JPEG lama.imageio (the service: Pillow)"] = lambda rgb: imageio.encode_image(rgb, "jpeg", quality=95)
+    if gpu_codecs()[0] is not None:
+        found[f"JPEG {NVJPEG}, host to host"] = nvjpeg_encode
     return found
 
 
@@ -220,25 +305,49 @@ def releases_gil(call: Callable[[], object], runs: int = 3) -> bool:
     return rates[1] >= GIL_FREE_SHARE * (rates[0] + rates[2]) / 2
 
 
+def decodes_per_second(decode: Callable[[], object], threads: int, seconds: float) -> float:
+    """Decodes a second that `threads` threads, each decoding again and again for `seconds`,
+    complete together: what a server under load gets from a decoder, locks and GIL included."""
+    decode()
+    counts = [0] * threads
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    def work(index: int) -> None:
+        while time.perf_counter() < deadline:
+            decode()
+            counts[index] += 1
+
+    workers = [threading.Thread(target=work, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.perf_counter() - started)  # the calls that ended after the deadline count too
+
+
 def table(title: str, columns: list[str], rows: dict[str, list[str]]) -> str:
     lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join([name, *cells]) + " |" for name, cells in rows.items()]
     return "\n".join(lines)
 
 
-def run(sizes: list[tuple[int, int]], runs: int, content: str) -> str:
+def run(sizes: list[tuple[int, int]], runs: int, content: str, threads: int, seconds: float) -> str:
     """The tables for one kind of content ('real' or 'synthetic')."""
     size_names = [f"{w}×{h}" for w, h in sizes]
     decode_rows: dict[str, dict[str, list[float]]] = {}
     encode_rows: dict[str, list[float]] = {}
     sizes_kb: dict[str, list[float]] = {}
     gil: dict[str, bool] = {}
+    loaded_jpeg = b""  # the largest size's first JPEG: the one the threads decode
     for index, (width, height) in enumerate(sizes):
         largest = index == len(sizes) - 1
         print(f"{content} {width}×{height} ...", file=sys.stderr)
         for picture in pictures(width, height, [content]).values():
             for kind, data in files(picture).items():
                 sizes_kb.setdefault(kind, [[] for _ in sizes])[index].append(len(data) / 1024)
+                if largest and kind.startswith("JPEG") and not loaded_jpeg:
+                    loaded_jpeg = data
                 for name, decode in decoders(kind).items():
                     cells = decode_rows.setdefault(kind, {}).setdefault(name, [[] for _ in sizes])
                     call = partial(decode, data)
@@ -254,7 +363,8 @@ def run(sizes: list[tuple[int, int]], runs: int, content: str) -> str:
     out = [(f"### {CONTENT[content]}\n\nCodecs on {os.cpu_count()} cores ({png.cores()} usable; lama.png's threads "
             f"{png.cores()}, OpenCV's {cv2.getNumThreads()}): mean over the pictures of each codec's best of {runs} "
             f"calls, ms. OpenCV {cv2.__version__}, Pillow {Image.__version__}, simplejpeg "
-            f"{getattr(simplejpeg, '__version__', 'absent')}, imagecodecs {getattr(imagecodecs, '__version__', 'absent')}.")]
+            f"{getattr(simplejpeg, '__version__', 'absent')}, imagecodecs {getattr(imagecodecs, '__version__', 'absent')}"
+            + (f"; {gpu_codecs()[1]}." if gpu_codecs()[0] else "."))]
     for kind, rows in decode_rows.items():
         kb = " / ".join(mean(values) for values in sizes_kb[kind])
         out.append(table(f"Decode {kind} (files of {kb} KB)", ["decoder", *size_names, "releases the GIL"],
@@ -262,7 +372,21 @@ def run(sizes: list[tuple[int, int]], runs: int, content: str) -> str:
                           for name, cells in rows.items()}))
     out.append(table("Encode (RGB array in, bytes out)", ["encoder", *size_names],
                      {name: [mean(v) for v in cells] for name, cells in encode_rows.items()}))
+    if gpu_codecs()[0] is not None and loaded_jpeg:
+        out.append(loaded(loaded_jpeg, size_names[-1], threads, seconds))
     return "\n\n".join(out)
+
+
+def loaded(data: bytes, size_name: str, threads: int, seconds: float) -> str:
+    """Decodes per second of one JPEG, one thread against `threads`: the service's decoder and nvJPEG."""
+    print(f"{threads} threads decoding a {size_name} JPEG ...", file=sys.stderr)
+    contenders = {f"lama.imageio (the service; {imageio.DECODE_SLOTS} decode at once)": imageio.decode_image,
+                  f"{NVJPEG}, to the host": nvjpeg_decoders()[f"{NVJPEG}, to the host"]}
+    rows = {name: [f"{decodes_per_second(partial(decode, data), count, seconds):.0f}" for count in (1, threads)]
+            for name, decode in contenders.items()}
+    return table(f"Decodes per second of one {size_name} JPEG q92 ({len(data) / 1024:.0f} KB), "
+                 f"each thread decoding it again and again for {seconds:g} s",
+                 ["decoder", "1 thread", f"{threads} threads"], rows)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -276,12 +400,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="WxH,... (default: 640x480,1280x960,2560x1920)")
     parser.add_argument("--runs", type=int, default=7, help="timed calls per codec and file (default 7)")
     parser.add_argument("--content", default="real,synthetic", help="real and/or synthetic pictures")
+    parser.add_argument("--threads", type=int, default=16,
+                        help="threads decoding at once in the GPU codecs' loaded table (default 16)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="how long each decoder is loaded in that table (default 2)")
     args = parser.parse_args(argv)
     content = [name for name in args.content.split(",") if name]
     if not set(content) <= set(CONTENT) or not content:
         parser.error("--content takes real and/or synthetic")
     sizes = [_size(text) for text in args.sizes.split(",")]
-    print("\n\n".join(run(sizes, args.runs, name) for name in content))
+    print("\n\n".join(run(sizes, args.runs, name, args.threads, args.seconds) for name in content))
+    tvio, why = gpu_codecs()
+    if tvio is None:
+        print(f"\nGPU codecs (nvJPEG through torchvision) not measured: {why}.")
 
 
 if __name__ == "__main__":

@@ -22,11 +22,17 @@
 # arguments go to it (`--device cpu --model $LAMA_FIXTURES/tiny-lama --sizes 256x192 ...` runs
 # the whole procedure on a CPU). HAProxy is the box's, else the Debian packages carried in
 # .devcarry/debs (tools/carry_haproxy.sh).
+# `codecs` (issue 15, item 3): no server; tools/codec_bench.py's CPU codecs against nvJPEG through
+# torchvision (decode, 16 threads decoding at once, encode), in $1/codecs.md; extra arguments go to it.
 set -uo pipefail
 out=${1:?output folder}
 only=${2:-}
 shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$out" models
+if [ "$only" = codecs ]; then  # before the weights: it needs none
+    python3 tools/codec_bench.py "$@" | tee "$out/codecs.md"
+    exit $?
+fi
 python3 - <<'PY'
 from pathlib import Path
 import torch

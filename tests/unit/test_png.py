@@ -405,8 +405,31 @@ def test_the_codec_comparison_prints_a_table_per_kind_of_file(capsys):
     from support.paths import ROOT
 
     bench = runpy.run_path(str(ROOT / "tools" / "codec_bench.py"))
-    bench["main"](["--sizes", "24x16", "--runs", "1", "--content", "synthetic"])
+    bench["main"](["--sizes", "24x16", "--runs", "1", "--content", "synthetic", "--threads", "2", "--seconds", "0.05"])
     out = capsys.readouterr().out
     for title in ("Decode JPEG q92", "Decode PNG (Pillow)", "Decode PNG (OpenCV)", "Decode PNG (lama.png)", "Encode"):
         assert f"**{title}" in out
     assert out.count("| lama.imageio (the service) |") == 4 and "| simplejpeg (libjpeg-turbo) |" in out
+    assert "| JPEG lama.imageio (the service: Pillow) |" in out
+
+
+def test_the_codec_comparison_measures_nvjpeg_or_says_why_not(capsys):
+    """tools/codec_bench.py on a box without torchvision or CUDA (the CPU box): the GPU codecs
+    are one line saying why they were not measured, after the CPU codecs' tables; where they run,
+    their rows and the loaded table instead."""
+    import runpy
+
+    from support.paths import ROOT
+
+    bench = runpy.run_path(str(ROOT / "tools" / "codec_bench.py"))
+    bench["main"](["--sizes", "64x48", "--runs", "1", "--content", "synthetic", "--threads", "2", "--seconds", "0.05"])
+    out = capsys.readouterr().out
+    tvio, why = bench["gpu_codecs"]()
+    if tvio is None:
+        assert out.rstrip().endswith(f"GPU codecs (nvJPEG through torchvision) not measured: {why}.")
+        assert why and "**Encode" in out and "nvJPEG (torchvision)" not in out
+    else:
+        for row in ("nvJPEG (torchvision), to the host", "nvJPEG (torchvision), left on the GPU",
+                    "JPEG nvJPEG (torchvision), host to host"):
+            assert f"| {row} |" in out
+        assert "**Decodes per second of one 64×48 JPEG" in out and "not measured" not in out
