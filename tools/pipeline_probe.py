@@ -13,6 +13,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   uploads, Gradio's queue polling every 5 ms: earlier runs of this probe measured those best
   and the service adopted them; GPU workers as configured).
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
+- gil-switch-1ms, gil-switch-0.2ms: CPython's GIL switch interval (5 ms) shortened: how long the
+  GPU workers wait to take the GIL back between their torch calls while request threads run Python.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,19 @@ def opencv_codecs() -> None:
     imageio._check = lambda data, limits: dataclasses.replace(check(data, limits), shape=None)
 
 
-VARIANTS = {"base": base, "opencv-codecs": opencv_codecs}
+def gil_switch(seconds: float) -> Callable[[], None]:
+    """A thread waiting for the GIL gets it after `seconds` instead of CPython's 5 ms: each of the
+    dozens of torch calls a GPU worker makes per repair gives the GIL up and must take it back,
+    and with every request thread running Python, each take can wait the whole interval."""
+
+    def switch() -> None:
+        sys.setswitchinterval(seconds)
+
+    return switch
+
+
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs,
+            "gil-switch-1ms": gil_switch(0.001), "gil-switch-0.2ms": gil_switch(0.0002)}
 
 
 # ------------------------------------------------------------------ the summary
