@@ -290,16 +290,14 @@ def _feather(filled: np.ndarray, original: np.ndarray, region: masks.RegionMask,
     weight is below 1, in place. Only the ramp blends: deeper inside the mask the weight is 1
     (the repair as it is) and outside it nothing is copied; per pixel, the arithmetic of a
     whole-frame blend. The ramp is a thin band along the mask's edge (a small share of the
-    box), so it is gathered by its coordinates (OpenCV finds them in one pass) rather than by
-    boolean masks, each of which would scan the whole box again."""
-    weights = region.feather_weights(feather)
-    points = cv2.findNonZero((region.pixels & (weights < 1)).view(np.uint8))
-    if points is None:
+    box), so its pixels are gathered by their coordinates rather than by boolean masks, each of
+    which would scan the whole box again."""
+    rows, cols, share = region.feather_ramp(feather)
+    if not len(rows):
         return
-    cols, rows = points.reshape(-1, 2).T
-    flat = rows * filled.shape[1] + cols  # weights and filled are contiguous: one index per pixel
+    flat = rows * filled.shape[1] + cols  # filled is contiguous: one index per pixel
     pixels = filled.reshape(-1, filled.shape[2])
-    share = weights.reshape(-1)[flat][:, None]
+    share = share[:, None]
     pixels[flat] = np.rint(share * pixels[flat] + (1 - share) * original[rows, cols]).astype(np.uint8)
 
 

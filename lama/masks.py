@@ -100,16 +100,28 @@ class RegionMask(NamedTuple):
         window = self.box.grown(pixels, self.shape)
         return RegionMask(self.shape, window, dilate(self.over(window), pixels))
 
-    def feather_weights(self, pixels: int) -> np.ndarray:
-        """`feather_weights` of the whole mask, over `box` (float32, box.shape).
+    def feather_ramp(self, pixels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where `feather_weights` of the whole mask lies strictly between 0 and 1 (the ramp along
+        the mask's edges) within `box`: (rows, columns) in the box's coordinates and the weights
+        there (float32); everywhere else in the box the weight is 0 (unmasked) or 1.
 
         Computed on the box grown by pixels + 1: a weight below 1 means an unmasked pixel
         within pixels + 1 (in the chessboard metric, which the distance transform's steps never
         undercut), and the shortest chain of steps to it stays inside the two pixels' bounding box;
         so the window holds every distance below the cap and the result is the full-frame one.
+        Only the ramp's pixels get a weight: it is a thin band (a few percent of the box), and
+        weighing the whole box in float arithmetic cost more than the distance transform itself.
         """
         window = self.box.grown(pixels + 1, self.shape)
-        return feather_weights(self.over(window), pixels)[self.box.within(window)]
+        distance = _edge_distance(self.over(window))[self.box.within(window)]
+        # 0 < distance < pixels + 1 (a masked pixel's distance is at least 1).
+        below_cap = float(np.nextafter(np.float32(pixels + 1), np.float32(0)))
+        points = cv2.findNonZero(cv2.inRange(distance, 0.5, below_cap)) if pixels > 0 else None
+        if points is None:
+            empty = np.empty(0, np.intp)
+            return empty, empty, np.empty(0, np.float32)
+        cols, rows = points.reshape(-1, 2).T.astype(np.intp)
+        return rows, cols, distance[rows, cols] / np.float32(pixels + 1)
 
     def region_boxes(self, margin: int) -> list[Box]:
         """`region_boxes` of the whole mask, computed on the box grown by margin + 1: each region's
@@ -180,10 +192,15 @@ def feather_weights(mask: np.ndarray, pixels: int) -> np.ndarray:
     """
     if pixels <= 0:
         return mask.astype(np.float32)
-    # Distance to the nearest unmasked pixel (0 on unmasked pixels). The image border is not a
-    # mask edge (there is nothing outside to blend with), so a mask covering everything gets no ramp.
-    distance = cv2.distanceTransform(mask.astype(np.uint8, copy=False).view(np.uint8), cv2.DIST_L2, 5)
+    distance = _edge_distance(mask)
     return np.minimum(distance / np.float32(pixels + 1), np.float32(1), out=distance)
+
+
+def _edge_distance(mask: np.ndarray) -> np.ndarray:
+    """Distance of each masked pixel to the nearest unmasked one (float32; 0 on unmasked pixels).
+    The image border is not a mask edge (there is nothing outside to blend with), so a mask
+    covering everything gets no ramp."""
+    return cv2.distanceTransform(mask.astype(np.uint8, copy=False).view(np.uint8), cv2.DIST_L2, 5)
 
 
 def region_boxes(mask: np.ndarray, margin: int) -> list[Box]:

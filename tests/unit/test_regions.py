@@ -39,11 +39,16 @@ def test_a_dilated_region_is_the_dilated_mask(mask, pixels):
 
 @settings(max_examples=60, deadline=None)
 @given(mask=sparse_masks(), pixels=st.integers(0, 9))
-def test_a_regions_feather_weights_are_the_masks(mask, pixels):
+def test_a_regions_feather_ramp_is_where_the_masks_weights_lie_between_0_and_1(mask, pixels):
     found = region(mask)
     whole = masks.feather_weights(mask, pixels)
-    assert np.array_equal(found.feather_weights(pixels), whole[found.box.slices])
     assert not whole[~mask].any(), "outside the mask every weight is 0, so outside the box too"
+    rows, cols, weights = found.feather_ramp(pixels)
+    ramp = np.zeros(found.box.shape, bool)
+    ramp[rows, cols] = True
+    expected = whole[found.box.slices]
+    assert np.array_equal(ramp, (expected > 0) & (expected < 1))
+    assert np.array_equal(weights, expected[rows, cols])
 
 
 @settings(max_examples=60, deadline=None)
