@@ -107,21 +107,26 @@ def fold_batchnorm(generator: FFCResNetGenerator) -> FFCResNetGenerator:
     return folded
 
 
+# Model inputs up to this many pixels run through CUDA graphs (GraphRunner's default).
+GRAPH_MAX_PIXELS = 1536 * 1536
+
+
 class GraphRunner:
-    """Calls `module` through CUDA graphs for inputs up to `max_pixels`, eagerly above.
+    """Calls `module` through CUDA graphs for inputs up to `max_pixels` (default
+    GRAPH_MAX_PIXELS), eagerly above.
 
     Large inputs gain little from graphs (arithmetic dominates) and would make the shared
     pool as large as their activations, so they run eagerly.
     """
 
-    def __init__(self, module: nn.Module, max_graphs: int = 8, max_pixels: int = 1536 * 1536,
+    def __init__(self, module: nn.Module, max_graphs: int = 8, max_pixels: int | None = None,
                  keepalive: Callable[[torch.Size], object] | None = None):
         self.module = module
         # What a graph reads but does not own (tensors the module caches per shape): held
         # with the graph, so that the module dropping it from its cache cannot free it.
         self.keepalive = keepalive
         self.max_graphs = max_graphs
-        self.max_pixels = max_pixels
+        self.max_pixels = max_pixels if max_pixels is not None else GRAPH_MAX_PIXELS
         self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
         # One warm-up stream for all captures: the module may keep per-stream state (its side

@@ -15,6 +15,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
 - gil-switch-1ms, gil-switch-0.2ms: CPython's GIL switch interval (5 ms) shortened: how long the
   GPU workers wait to take the GIL back between their torch calls while request threads run Python.
+- graphs-to-2560 (and with gil-switch-1ms): CUDA graphs for model inputs up to 2560×1920 instead
+  of 1536×1536, so that 2560×1920 runs as one launch instead of hundreds.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -59,8 +61,26 @@ def gil_switch(seconds: float) -> Callable[[], None]:
     return switch
 
 
+def graphs_to_2560() -> None:
+    """CUDA graphs up to 2560×1920 model inputs (lama.fastpath.GRAPH_MAX_PIXELS is 1536²): one
+    launch instead of hundreds, each of which an eager run takes the GIL for, beside the
+    request threads."""
+    from lama import fastpath
+
+    fastpath.GRAPH_MAX_PIXELS = 2560 * 1920
+
+
+def both(*variants: Callable[[], None]) -> Callable[[], None]:
+    def combined() -> None:
+        for variant in variants:
+            variant()
+
+    return combined
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs,
-            "gil-switch-1ms": gil_switch(0.001), "gil-switch-0.2ms": gil_switch(0.0002)}
+            "gil-switch-1ms": gil_switch(0.001), "gil-switch-0.2ms": gil_switch(0.0002),
+            "graphs-to-2560": graphs_to_2560, "graphs-to-2560-gil-switch-1ms": both(graphs_to_2560, gil_switch(0.001))}
 
 
 # ------------------------------------------------------------------ the summary
