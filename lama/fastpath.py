@@ -107,8 +107,13 @@ def fold_batchnorm(generator: FFCResNetGenerator) -> FFCResNetGenerator:
     return folded
 
 
-# Model inputs up to this many pixels run through CUDA graphs (GraphRunner's default).
-GRAPH_MAX_PIXELS = 1536 * 1536
+# Model inputs up to this many pixels run through CUDA graphs (GraphRunner's default): up to
+# 2560×1920, the largest size the warm-up sees. An eager run launches hundreds of kernels, each
+# from Python with the GIL, which the request threads of a loaded server hold most of the time:
+# at 16 clients on the H200, 2560×1920 served 1.55× as many repairs through a graph as eagerly
+# with the limit at 1536² (docs/BENCHMARKS.md). The graphs' shared pool then holds a 2560×1920
+# run's activations (about 1.5 GB in fp16), counted in what the service holds at rest.
+GRAPH_MAX_PIXELS = 2560 * 1920
 
 
 class GraphRunner:

@@ -10,13 +10,10 @@ it, records the server's RSS and threads after the load, stops it, and prints `s
 The variants are switched on here, in the probe's process, so that the service's code carries
 no experiment: `serve` changes what a variant needs, then runs app.py's main as it is.
 - base: the service as it is (simplejpeg decoding, a CUDA stream per GPU worker with pinned
-  uploads, Gradio's queue polling every 5 ms: earlier runs of this probe measured those best
-  and the service adopted them; GPU workers as configured).
+  uploads, Gradio's queue polling every 5 ms, CUDA graphs up to 2560×1920: earlier runs of this
+  probe measured those best and the service adopted them; GPU workers as configured). Variants
+  measured and retired are in docs/BENCHMARKS.md with the commit that had them.
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
-- gil-switch-1ms, gil-switch-0.2ms: CPython's GIL switch interval (5 ms) shortened: how long the
-  GPU workers wait to take the GIL back between their torch calls while request threads run Python.
-- graphs-to-2560 (and with gil-switch-1ms): CUDA graphs for model inputs up to 2560×1920 instead
-  of 1536×1536, so that 2560×1920 runs as one launch instead of hundreds.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -26,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,37 +46,7 @@ def opencv_codecs() -> None:
     imageio._check = lambda data, limits: dataclasses.replace(check(data, limits), shape=None)
 
 
-def gil_switch(seconds: float) -> Callable[[], None]:
-    """A thread waiting for the GIL gets it after `seconds` instead of CPython's 5 ms: each of the
-    dozens of torch calls a GPU worker makes per repair gives the GIL up and must take it back,
-    and with every request thread running Python, each take can wait the whole interval."""
-
-    def switch() -> None:
-        sys.setswitchinterval(seconds)
-
-    return switch
-
-
-def graphs_to_2560() -> None:
-    """CUDA graphs up to 2560×1920 model inputs (lama.fastpath.GRAPH_MAX_PIXELS is 1536²): one
-    launch instead of hundreds, each of which an eager run takes the GIL for, beside the
-    request threads."""
-    from lama import fastpath
-
-    fastpath.GRAPH_MAX_PIXELS = 2560 * 1920
-
-
-def both(*variants: Callable[[], None]) -> Callable[[], None]:
-    def combined() -> None:
-        for variant in variants:
-            variant()
-
-    return combined
-
-
-VARIANTS = {"base": base, "opencv-codecs": opencv_codecs,
-            "gil-switch-1ms": gil_switch(0.001), "gil-switch-0.2ms": gil_switch(0.0002),
-            "graphs-to-2560": graphs_to_2560, "graphs-to-2560-gil-switch-1ms": both(graphs_to_2560, gil_switch(0.001))}
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs}
 
 
 # ------------------------------------------------------------------ the summary

@@ -51,6 +51,16 @@ def test_fast_path_agrees_with_the_fp32_reference_and_graphs_are_bounded():
     assert len(graphs.shapes) == graphs.max_graphs
 
 
+def test_the_warm_up_leaves_a_graph_for_2560x1920():
+    """The largest warm-up size runs as a graph from the first request on: eagerly, its hundreds
+    of launches each wait for the GIL behind a loaded server's request threads."""
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    engine.warmup()
+    graphs = engine.backend.run_model.fast
+    assert (1, 4, 1920, 2560) in graphs.shapes
+    assert not graphs.uses_graph(2016, 2688), "above the limit (5.4 MP) the forward runs eagerly"
+
+
 def test_the_fast_path_reproduces_the_official_fixture_in_fp32(tiny_dir):
     """Folding and graphs are exact: on the fixture the fast fp32 path stays within 1e-4."""
     engine = InpaintEngine(tiny_dir, device="cuda", precision="fp32", fast=True)
@@ -66,12 +76,12 @@ def test_the_fast_path_reproduces_the_official_fixture_in_fp32(tiny_dir):
 def test_concurrent_repairs_on_the_graph_path_match_sequential_ones():
     """GPU workers share the graphs' buffers and the per-shape constants, each on a CUDA stream
     of its own: the runner's lock and its event keep each result its own, on the graph path and
-    on the eager one (the last case is above the graph limit)."""
+    on the eager one (the last case is above the graph limit, fastpath.GRAPH_MAX_PIXELS)."""
     import threading
 
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
     cases = [synthetic_case(640, 480), synthetic_case(512, 512), synthetic_case(640, 480),
-             synthetic_case(1792, 1344)]
+             synthetic_case(2688, 2016)]
     expected = [engine.inpaint(image, mask, strategy="original") for image, mask in cases]
     results: dict[int, np.ndarray] = {}
 
