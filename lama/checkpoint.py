@@ -469,21 +469,23 @@ class _Resolver:
 # ---------------------------------------------------------------------------- using and writing
 
 def build_generator(ckpt: LoadedCheckpoint) -> FFCResNetGenerator:
-    """The generator in eval mode (fp32, CPU) with the checkpoint's weights, loaded strictly."""
+    """The generator in eval mode (fp32, CPU) with the checkpoint's weights, loaded strictly.
+
+    The generator takes the checkpoint's tensors (no copy, where they are fp32 already): it is
+    built on the meta device and given them, because allocating and filling 51 M weights (random
+    ones first, as a module built with storage draws) cost seconds of the service's start-up on
+    the GPU box. Nothing changes a generator's weights in place (the fast path folds its
+    BatchNorms into a copy), so several generators built from one checkpoint stay correct.
+    """
     problems = _mismatch_summary(_expected_shapes(ckpt.config),
                                  {key: tuple(t.shape) for key, t in ckpt.state_dict.items()})
     if problems:  # checked before building: a module of the wrong size may be large
         raise CheckpointError(f"checkpoint does not match the generator config: {problems}")
-    # Built on the meta device and then given the checkpoint's tensors (assign): a generator built
-    # with storage would first draw random weights for all of its 51 M parameters only to
-    # overwrite them, a second of the service's start-up.
     with torch.device("meta"):
         model = FFCResNetGenerator(ckpt.config)
-    # Copies, so that the generator owns its tensors (the fast path folds BatchNorms into them in
-    # place, which must not change the checkpoint), in fp32 as the generator defines them
-    # whatever the file stored (assigning keeps a tensor's dtype; BatchNorm's counters stay integers).
-    weights = {key: tensor.to(torch.float32 if tensor.is_floating_point() else tensor.dtype, copy=True)
-               for key, tensor in ckpt.state_dict.items()}
+    # Floating-point tensors in fp32 as the generator defines them, whatever the file stored
+    # (assigning keeps a tensor's dtype; BatchNorm's counters stay integers).
+    weights = {key: tensor.float() if tensor.is_floating_point() else tensor for key, tensor in ckpt.state_dict.items()}
     model.load_state_dict(weights, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 

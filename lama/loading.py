@@ -46,8 +46,8 @@ def load_backend(model: str | Path | None, device: str = "auto", precision: str 
     checkpoint = load_checkpoint(path)
     weights = Weights(checkpoint.path, checkpoint.source_format)
     read = time.perf_counter()
-    # The checkpoint's tensors are dropped once copied into the generator: the service
-    # should not carry a second, CPU-side copy of the weights in its RSS.
+    # The generator takes the checkpoint's tensors, and nothing else keeps them: the service
+    # carries no second, CPU-side copy of the weights in its RSS.
     generator = build_generator(checkpoint)
     built = time.perf_counter()
     backend = lama_backend(weights, resolved, precision, fast, generator)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from lama.engine import InpaintEngine
 from service.jobs import JobQueue
@@ -17,9 +18,14 @@ log = logging.getLogger(__name__)
 
 
 class WarmUp:
-    def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, preset: str):
-        """`preset`: its name, for the log; its memory share is the engine device's (Device.limit_memory)."""
+    def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, preset: str,
+                 settle: Callable[[], None] | None = None):
+        """`preset`: its name, for the log; its memory share is the engine device's (Device.limit_memory).
+        `settle`: called once warm, before the service says so: the composition root gives back
+        what the start-up freed (the weights' CPU copies, the warm-up's buffers), so that the
+        process is at its resting size from the first probe on, not only after the first sweep."""
         self.engine, self.queue, self.service, self.preset = engine, queue, service, preset
+        self.settle = settle
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -35,6 +41,11 @@ class WarmUp:
         self.queue.run(self.engine.warmup, exclusive=True)
         budget = self.engine.gpu_budget()
         self.queue.set_budget(budget)
+        if self.settle is not None:
+            try:
+                self.settle()
+            except Exception as error:  # noqa: BLE001 - memory not given back is no reason not to serve
+                log.warning("after the warm-up, giving back freed memory failed: %s: %s", type(error).__name__, error)
         self.service.warm = True
         workers = self.queue.workers
         if budget is None:

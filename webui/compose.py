@@ -163,7 +163,7 @@ def build_app(settings: Settings):
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
-    warm_up = WarmUp(engine, queue, service, settings.preset)
+    warm_up = WarmUp(engine, queue, service, settings.preset, settle=resources.release_free_heap)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,

@@ -348,6 +348,34 @@ def test_readyz_is_503_until_the_warm_up_has_run(tiny_dir, tmp_path, monkeypatch
         wait_until(lambda: client.get("/readyz").status_code == 200, what="/readyz 200 after the warm-up")
 
 
+def test_the_heap_is_given_back_once_warm_before_the_service_says_it_is_ready(tiny_dir, tmp_path, monkeypatch):
+    """What the start-up freed (the weights' CPU copies, the warm-up's buffers) goes back to the
+    kernel before the first probe finds the service ready, not a sweep period later; and a
+    failure there costs the memory, not the readiness."""
+    from lama import resources
+
+    release = threading.Event()
+    real_warmup = InpaintEngine.warmup
+
+    def held_warmup(engine, *args, **kwargs):
+        assert release.wait(WAIT_S)
+        real_warmup(engine, *args, **kwargs)
+
+    seen = []
+
+    def failing_release():
+        if threading.current_thread().name == "warm-up":
+            seen.append(client.get("/readyz").status_code)
+            raise OSError("no heap to trim")
+
+    monkeypatch.setattr(InpaintEngine, "warmup", held_warmup)
+    monkeypatch.setattr(resources, "release_free_heap", failing_release)
+    with serve(make_settings(tiny_dir, tmp_path), wait_ready=False) as client:
+        release.set()
+        wait_until(lambda: client.get("/readyz").status_code == 200, what="/readyz 200 after the warm-up")
+    assert seen == [503], "released once by the warm-up, while /readyz still answered 503"
+
+
 def test_the_opencv_fallback_reports_itself(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
