@@ -14,8 +14,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   probe measured those best and the service adopted them; GPU workers as configured). Variants
   measured and retired are in docs/BENCHMARKS.md with the commit that had them.
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
-- recycled-heap, recycled-heap-16-arenas: glibc's malloc keeps freed image buffers for the next
-  request instead of unmapping them (and faulting their pages in again), with 2 or 16 arenas.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -23,10 +21,8 @@ The number of GPU workers (several jobs' transfers overlapping one GPU's model r
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,26 +46,7 @@ def opencv_codecs() -> None:
     imageio._check = lambda data, limits: dataclasses.replace(check(data, limits), shape=None)
 
 
-def recycled_heap(arenas: int) -> Callable[[], None]:
-    """glibc keeps freed image buffers for reuse instead of giving each back to the kernel: a
-    buffer above its mmap threshold (dynamic, at most 32 MB) is mapped for each request and
-    unmapped after, and every page of it faults in again; mapping, unmapping and faulting take
-    the process's memory-map lock, which all its threads share (and are slow under gVisor). The
-    threshold is fixed at 512 MB, the heap's top is kept, and `arenas` malloc arenas serve the
-    threads. glibc reads these at start, so the probe starts itself again with them set."""
-
-    def variant() -> None:
-        wanted = {"MALLOC_MMAP_THRESHOLD_": str(512 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30),
-                  "MALLOC_ARENA_MAX": str(arenas)}
-        if any(os.environ.get(name) != value for name, value in wanted.items()):
-            os.environ.update(wanted)
-            os.execv(sys.executable, [sys.executable, *sys.argv])
-
-    return variant
-
-
-VARIANTS = {"base": base, "opencv-codecs": opencv_codecs,
-            "recycled-heap": recycled_heap(2), "recycled-heap-16-arenas": recycled_heap(16)}
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs}
 
 
 # ------------------------------------------------------------------ the summary
