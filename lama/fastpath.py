@@ -120,8 +120,7 @@ class GraphRunner:
     """Calls `module` through CUDA graphs for inputs up to `max_pixels` (default
     GRAPH_MAX_PIXELS), eagerly above.
 
-    Large inputs gain little from graphs (arithmetic dominates) and would make the shared
-    pool as large as their activations, so they run eagerly.
+    Larger inputs run eagerly: the shared pool would grow to hold their activations for good.
     """
 
     def __init__(self, module: nn.Module, max_graphs: int = 8, max_pixels: int | None = None,
