@@ -23,8 +23,8 @@ class WarmUp:
         """`preset`: its name, for the log; its memory share is the engine device's (Device.limit_memory).
         `settle`: called once warm, before the service says so: the composition root gives back
         what the start-up freed (the checkpoint's parsing, the CPU side of moving the weights to the
-        device, the warm-up's buffers), so that the
-        process is at its resting size from the first probe on, not only after the first sweep."""
+        device, the warm-up's buffers), so that the process is at its resting size from the first
+        probe on, not only after the first sweep."""
         self.engine, self.queue, self.service, self.preset = engine, queue, service, preset
         self.settle = settle
         self._thread: threading.Thread | None = None
