@@ -117,20 +117,19 @@ GRAPH_MAX_PIXELS = 2560 * 1920
 
 
 class GraphRunner:
-    """Calls `module` through CUDA graphs for inputs up to `max_pixels` (default
-    GRAPH_MAX_PIXELS), eagerly above.
+    """Calls `module` through CUDA graphs for inputs up to `max_pixels`, eagerly above.
 
     Larger inputs run eagerly: the shared pool would grow to hold their activations for good.
     """
 
-    def __init__(self, module: nn.Module, max_graphs: int = 8, max_pixels: int | None = None,
+    def __init__(self, module: nn.Module, max_graphs: int = 8, max_pixels: int = GRAPH_MAX_PIXELS,
                  keepalive: Callable[[torch.Size], object] | None = None):
         self.module = module
         # What a graph reads but does not own (tensors the module caches per shape): held
         # with the graph, so that the module dropping it from its cache cannot free it.
         self.keepalive = keepalive
         self.max_graphs = max_graphs
-        self.max_pixels = max_pixels if max_pixels is not None else GRAPH_MAX_PIXELS
+        self.max_pixels = max_pixels
         self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
         # One warm-up stream for all captures: the module may keep per-stream state (its side

@@ -42,9 +42,10 @@ def main() -> None:
     sizes = resident_by_backing(Path(f"/proc/{args.pid}/smaps").read_text())
     total = sum(sizes.values())
     print(f"RSS of process {args.pid}: {total / 1024:.0f} MB, by what backs it")
-    for backing, kilobytes in sizes.most_common(args.top):
+    largest = sizes.most_common(args.top)
+    for backing, kilobytes in largest:
         print(f"  {kilobytes / 1024:8.1f} MB  {backing}")
-    rest = total - sum(kilobytes for _, kilobytes in sizes.most_common(args.top))
+    rest = total - sum(kilobytes for _, kilobytes in largest)
     print(f"  {rest / 1024:8.1f} MB  the other {max(0, len(sizes) - args.top)} backings")
 
 

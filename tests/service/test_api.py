@@ -349,7 +349,7 @@ def test_readyz_is_503_until_the_warm_up_has_run(tiny_dir, tmp_path, monkeypatch
 
 
 def test_the_heap_is_given_back_once_warm_before_the_service_says_it_is_ready(tiny_dir, tmp_path, monkeypatch):
-    """What the start-up freed (the weights' CPU copies, the warm-up's buffers) goes back to the
+    """What the start-up freed (the checkpoint's parsing, the warm-up's buffers) goes back to the
     kernel before the first probe finds the service ready, not a sweep period later; and a
     failure there costs the memory, not the readiness."""
     from lama import resources
