@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from lama import imageio, png
+from lama import imageio, parallel
 from lama.units import format_bytes
 from lama.device import Device
 from lama.engine import InpaintEngine
@@ -235,7 +235,7 @@ def codec_timings(sizes: list[tuple[int, int]], runs: int) -> list[dict[str, flo
 
 
 def format_codec_lines(rows: list[dict[str, float]], runs: int) -> str:
-    lines = [f"cores: {png.cores()} usable of {os.cpu_count()} (PNG threads {png.cores()}, "
+    lines = [f"cores: {parallel.cores()} usable of {os.cpu_count()} (PNG threads {parallel.cores()}, "
              f"OpenCV threads {cv2.getNumThreads()}); median of {runs}"]
     for row in rows:
         lines.append(f"{row['size']}: decode image {row['decode_image_ms']:.1f} ms "

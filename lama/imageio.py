@@ -50,7 +50,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from lama import formats, opencv_caps, png
+from lama import formats, opencv_caps, parallel, png
 from lama.errors import ImageError, ImageTooLargeError
 from lama.files import write_bytes_atomic
 from lama.units import format_bytes
@@ -108,7 +108,7 @@ _DECODER_CAPS = opencv_caps.in_effect()
 # is 320 MB, plus the 8-bit copy) and a core, so more than the cores adds memory, not speed;
 # at least 2 so that a request's image and mask decode side by side; at most 8 so that a
 # burst on a many-core box holds a few GB, not all of memory.
-DECODE_SLOTS = max(2, min(png.cores(), 8))
+DECODE_SLOTS = max(2, min(parallel.cores(), 8))
 _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
 
@@ -180,7 +180,7 @@ def decode_source(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Source:
 # without deadlock; a mask the pool has not started by the time its image is decoded is
 # taken back (below), so slow masks in the pool never hold up another request's. No more
 # threads than decode slots: a mask decode holds one.
-_mask_pool = png.LazyPool("mask", DECODE_SLOTS)
+_mask_pool = parallel.LazyPool("mask", DECODE_SLOTS)
 
 
 def decode_photo_and_mask(

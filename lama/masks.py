@@ -18,6 +18,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from lama import parallel
+
 log = logging.getLogger(__name__)
 
 # Up to this radius a kernel dilation is cheaper than a distance transform (its cost grows
@@ -27,6 +29,9 @@ KERNEL_DILATION_MAX_PX = 8
 # many, which needs a margin far below the default for images within the pixel limit, the
 # regions are repaired as one.
 MAX_MERGED_BOXES = 10_000
+# The feather ramp is computed in horizontal strips of at least this many of the box's pixels
+# (each task costs the pool tens of microseconds, and its strip `pixels + 1` rows more on each side).
+MIN_STRIP_PIXELS = 256 * 1024
 
 
 class Box(NamedTuple):
@@ -105,23 +110,42 @@ class RegionMask(NamedTuple):
         the mask's edges) within `box`: (rows, columns) in the box's coordinates and the weights
         there (float32); everywhere else in the box the weight is 0 (unmasked) or 1.
 
-        Computed on the box grown by pixels + 1: a weight below 1 means an unmasked pixel
-        within pixels + 1 (in the chessboard metric, which the distance transform's steps never
-        undercut), and the shortest chain of steps to it stays inside the two pixels' bounding box;
-        so the window holds every distance below the cap and the result is the full-frame one.
-        Only the ramp's pixels get a weight: it is a thin band (a few percent of the box), and
-        weighing the whole box in float arithmetic cost more than the distance transform itself.
+        A weight below 1 means an unmasked pixel within cap = pixels + 1 (in the chessboard
+        metric, which the distance transform's steps never undercut), and the shortest chain of
+        steps to it stays inside the two pixels' bounding box. So the distances below the cap
+        are the full-frame ones when computed on any window that holds `cap` more rows and
+        columns around the pixels asked for: on the box grown by the cap, and on each horizontal
+        strip of it grown by the cap again, which is how the box is cut to be computed on
+        lama.parallel's pool (OpenCV's distance transform runs on one core and releases the
+        GIL; it was most of a large repair's postprocessing). Only the ramp's pixels get a
+        weight: it is a thin band (a few percent of the box), and weighing the whole box in
+        float arithmetic cost more than the distance transform itself.
         """
-        window = self.box.grown(pixels + 1, self.shape)
-        distance = _edge_distance(self.over(window))[self.box.within(window)]
-        # 0 < distance < pixels + 1 (a masked pixel's distance is at least 1).
-        below_cap = float(np.nextafter(np.float32(pixels + 1), np.float32(0)))
-        points = cv2.findNonZero(cv2.inRange(distance, 0.5, below_cap)) if pixels > 0 else None
-        if points is None:
+        if pixels <= 0:
             empty = np.empty(0, np.intp)
             return empty, empty, np.empty(0, np.float32)
-        cols, rows = points.reshape(-1, 2).T.astype(np.intp)
-        return rows, cols, distance[rows, cols] / np.float32(pixels + 1)
+        cap = pixels + 1
+        window = self.box.grown(cap, self.shape)
+        masked = self.over(window).view(np.uint8)
+        inside = self.box.within(window)
+        top, bottom = inside[0].start, inside[0].stop
+        count = max(1, min(parallel.cores(), self.box.area // MIN_STRIP_PIXELS, (bottom - top) // (2 * cap)))
+        edges = np.linspace(top, bottom, count + 1).astype(int)
+        below_cap = float(np.nextafter(np.float32(cap), np.float32(0)))
+
+        def strip(rows: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            first, last = rows  # window rows of the box; computed with `cap` more on each side
+            low, high = max(0, first - cap), min(masked.shape[0], last + cap)
+            distance = _edge_distance(masked[low:high])[first - low:last - low, inside[1]]
+            # 0 < distance < cap (a masked pixel's distance is at least 1).
+            points = cv2.findNonZero(cv2.inRange(distance, 0.5, below_cap))
+            if points is None:
+                return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.float32)
+            cols, strip_rows = points.reshape(-1, 2).T.astype(np.intp)
+            return strip_rows + (first - top), cols, distance[strip_rows, cols] / np.float32(cap)
+
+        found = parallel.run_all(strip, list(zip(edges[:-1], edges[1:], strict=True)))
+        return tuple(np.concatenate(part) for part in zip(*found, strict=True))
 
     def region_boxes(self, margin: int) -> list[Box]:
         """`region_boxes` of the whole mask, computed on the box grown by margin + 1: each region's

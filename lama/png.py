@@ -6,8 +6,8 @@ share nothing: each is compressed on its own and ends with a sync flush (an empt
 block, so the next segment starts on a byte boundary with no back references across),
 the last one with the final block; concatenated behind one zlib header and followed by
 the Adler-32 of all the data they form one ordinary stream that every decoder reads.
-zlib releases the GIL, so the segments are compressed by a thread pool sized to the
-cores (an order of magnitude faster than cv2.imencode on the GPU box's 16; docs/PROFILING.md).
+zlib releases the GIL, so the segments are compressed on lama.parallel's pool, a thread per
+core (an order of magnitude faster than cv2.imencode on the GPU box's 16; docs/PROFILING.md).
 
 What is written (measured on photo-like and real photos, see ``python -m lama bench --codecs-only``):
   * filter 'Up' (each byte minus the one above it) on every row but a segment's first,
@@ -37,14 +37,13 @@ OpenCV, which then also produces the error message for a broken file.
 
 from __future__ import annotations
 
-import os
 import struct
-import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from lama import parallel
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEGMENT_CHUNK = b"lmSG"
@@ -69,54 +68,6 @@ _ADLER_BASE = 65521
 _METADATA_CHUNKS = frozenset({b"iCCP", b"eXIf"})
 _ICC_NAME = b"ICC profile"  # an iCCP chunk's profile name: any, as long as it is there
 _EXIF_HEADER = b"Exif\0\0"  # JPEG's prefix of an EXIF block, which PNG's eXIf chunk has not
-
-
-# --------------------------------------------------------------------------- threads
-
-def cores() -> int:
-    """The CPU cores this process may run on (its affinity, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-class LazyPool:
-    """A thread pool of `workers` threads (default: one per core), started on first use and
-    forgotten in a forked child (whose copy of it would have no threads)."""
-
-    def __init__(self, name: str, workers: int | None = None) -> None:
-        self._name = name
-        self._workers = workers
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._forget)
-
-    def get(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self._workers or cores(), thread_name_prefix=self._name)
-            return self._pool
-
-    def _forget(self) -> None:
-        self._pool, self._lock = None, threading.Lock()
-
-
-# Runs segments. Its tasks never wait on other tasks, so callers in any number of threads
-# (and tasks of other pools) can share it without deadlock.
-_segments = LazyPool("png")
-
-
-def _run_all(function, items: list) -> list:
-    """[function(item) for item in items], the last one in this thread, the others in the
-    pool: a small image (one item) never meets a thread. Items the pool has not started by
-    the time this thread gets to them (its threads are busy with another request's image)
-    are taken back and done here, so a small image never waits behind a large one."""
-    pending = [_segments.get().submit(function, item) for item in items[:-1]]
-    last = function(items[-1])
-    return [function(item) if future.cancel() else future.result()
-            for future, item in zip(pending, items)] + [last]
 
 
 # --------------------------------------------------------------------------- encoding
@@ -163,7 +114,7 @@ def encode(image: np.ndarray, exif: bytes | None = None, icc_profile: bytes | No
             crc = zlib.crc32(piece, crc)
         return pieces, crc, zlib.adler32(raw), filtered.size
 
-    segments = _run_all(compress, list(range(len(starts))))
+    segments = parallel.run_all(compress, list(range(len(starts))))
 
     adler = 1
     for _, _, segment_adler, length in segments:
@@ -264,7 +215,7 @@ def decode(data: bytes) -> np.ndarray | None:
             return None
         return zlib.adler32(raw), expected
 
-    results = _run_all(inflate, list(range(len(layout.idats))))
+    results = parallel.run_all(inflate, list(range(len(layout.idats))))
     if any(result is None for result in results):
         return None
     adler = 1

@@ -13,8 +13,8 @@ start when first used and then stay; Python pools (``thread_budget`` counts them
   C − 1 threads at import, and the service does no linear algebra in numpy).
 - OpenCV's pool: C − 1 (its own default; the calling thread is the C-th). One parallel loop
   runs on it at a time; concurrent callers run theirs in their own thread.
-- lama.png's segment pool: C. imageio's mask pool: DECODE_SLOTS (at most that many decodes run
-  at once, so more mask threads would only wait).
+- lama.parallel's pool (PNG segments, the feather ramp's strips): C. imageio's mask pool:
+  DECODE_SLOTS (at most that many decodes run at once, so more mask threads would only wait).
 - AnyIO's worker threads, for the blocking calls of the HTTP API and of Gradio: up to 40 (its
   default limiter), each ending after 10 s idle.
 - The service's own: the main thread (uvicorn's event loop), the GPU workers (2 on CUDA), the
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import cv2
 import torch
 
-from lama import imageio, png
+from lama import imageio, parallel
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ThreadBudget:
     torch_inter_op: int
     numpy_blas: int
     opencv: int
-    png_segments: int
+    cpu_pieces: int
     mask_decodes: int
     anyio_workers: int
     gpu_workers: int
@@ -78,10 +78,10 @@ class ThreadBudget:
 
 
 def thread_budget(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
-    cores = png.cores()
+    cores = parallel.cores()
     return ThreadBudget(torch_intra_op=CUDA_TORCH_THREADS if on_cuda else cores, torch_inter_op=1,
                         numpy_blas=int(os.environ.get("OPENBLAS_NUM_THREADS") or cores),
-                        opencv=max(1, cv2.getNumThreads() - 1), png_segments=cores,
+                        opencv=max(1, cv2.getNumThreads() - 1), cpu_pieces=cores,
                         mask_decodes=imageio.DECODE_SLOTS, anyio_workers=ANYIO_WORKER_THREADS,
                         gpu_workers=gpu_workers, service=SERVICE_THREADS,
                         cuda_driver=CUDA_DRIVER_THREADS if on_cuda else 0)

@@ -56,7 +56,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from lama import imageio, png
+from lama import imageio, parallel, png
 from loadreport.images import photo
 
 SIZES = ((640, 480), (1280, 960), (2560, 1920))
@@ -360,8 +360,8 @@ def run(sizes: list[tuple[int, int]], runs: int, content: str, threads: int, sec
     def mean(values: list[float]) -> str:
         return f"{statistics.fmean(values):.1f}" if values else "–"
 
-    out = [(f"### {CONTENT[content]}\n\nCodecs on {os.cpu_count()} cores ({png.cores()} usable; lama.png's threads "
-            f"{png.cores()}, OpenCV's {cv2.getNumThreads()}): mean over the pictures of each codec's best of {runs} "
+    out = [(f"### {CONTENT[content]}\n\nCodecs on {os.cpu_count()} cores ({parallel.cores()} usable; lama.png's threads "
+            f"{parallel.cores()}, OpenCV's {cv2.getNumThreads()}): mean over the pictures of each codec's best of {runs} "
             f"calls, ms. OpenCV {cv2.__version__}, Pillow {Image.__version__}, simplejpeg "
             f"{getattr(simplejpeg, '__version__', 'absent')}, imagecodecs {getattr(imagecodecs, '__version__', 'absent')}"
             + (f"; {gpu_codecs()[1]}." if gpu_codecs()[0] else "."))]

@@ -14,6 +14,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   probe measured those best and the service adopted them; GPU workers as configured). Variants
   measured and retired are in docs/BENCHMARKS.md with the commit that had them.
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
+- feather-one-strip: the feather ramp's distance transform on the whole box in the request's
+  thread, as before it was cut into strips for lama.parallel's pool.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -46,7 +48,15 @@ def opencv_codecs() -> None:
     imageio._check = lambda data, limits: dataclasses.replace(check(data, limits), shape=None)
 
 
-VARIANTS = {"base": base, "opencv-codecs": opencv_codecs}
+def feather_one_strip() -> None:
+    """The feather ramp computed on the whole box in the request's thread, as before it was cut
+    into strips for lama.parallel's pool."""
+    from lama import masks
+
+    masks.MIN_STRIP_PIXELS = 2**62
+
+
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip}
 
 
 # ------------------------------------------------------------------ the summary

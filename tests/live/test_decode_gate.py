@@ -40,7 +40,7 @@ from corpus.make_corpus import (
     tiff_with_jpeg_strip,
     tiff_with_tags,
 )
-from lama import formats, imageio, png
+from lama import formats, imageio, parallel
 from lama.imageio import ImageError, ImageLimits, decode_image, decode_image_and_mask
 from support.liveserver import ROOT, LiveServer
 from support.reliability import record
@@ -415,7 +415,7 @@ def test_a_mask_waiting_behind_a_busy_pool_is_decoded_by_its_own_request():
         started.release()
         return release.wait(30)
 
-    blockers = [pool.submit(slow_mask) for _ in range(png.cores())]
+    blockers = [pool.submit(slow_mask) for _ in range(parallel.cores())]
     try:
         for _ in blockers:
             assert started.acquire(timeout=30)

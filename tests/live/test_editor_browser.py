@@ -138,7 +138,10 @@ def menu(page: Page, item: str) -> None:
 
 def repaired(page: Page, results: int = 1) -> None:
     """Wait until the page shows its `results`-th result."""
-    expect(page.locator("#editor .history button")).to_have_count(results + 1, timeout=30_000)
+    try:
+        expect(page.locator("#editor .history button")).to_have_count(results + 1, timeout=30_000)
+    except AssertionError as error:  # what the page said instead is what tells why
+        raise AssertionError(f"{error}\nthe editor's status line: {status(page).inner_text()!r}") from None
     expect(page.locator("#result img")).to_be_visible()
     expect(status(page)).to_contain_text("Repaired")
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from lama import png
+from lama import parallel
 from support.liveserver import LiveServer
 from support.reliability import record
 
@@ -42,7 +42,7 @@ FD_TOLERANCE = 2
 # Two spare threads, plus the codecs' two pools (PNG segments, mask decoding), which start
 # their threads on demand, up to one per core each: how many exist after the warm-up depends
 # on how requests happened to overlap. A thread per request would still be 80 more.
-THREAD_TOLERANCE = 2 + 2 * png.cores()
+THREAD_TOLERANCE = 2 + 2 * parallel.cores()
 # The server's allocator is made deterministic, so that what RSS shows is what the process
 # holds. By default glibc gives each allocating thread an arena of its own (up to 8 per core)
 # and, after a large buffer is freed, raises its mmap threshold so that the next ones come

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lama import imageio, png
+from lama import imageio, parallel, png
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=300,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -82,7 +82,7 @@ def no_threads(monkeypatch):
     """Fails the test if anything is handed to the segment pool."""
     def refuse():
         raise AssertionError("the one-segment path must not use the pool")
-    monkeypatch.setattr(png._segments, "get", refuse)
+    monkeypatch.setattr(parallel.pieces, "get", refuse)
 
 
 def assert_reads_back(image: np.ndarray, data: bytes) -> None:
@@ -121,8 +121,8 @@ def test_a_busy_pool_does_not_hold_up_another_image(small_segments):
     """With every pool thread taken by other work (another request's image), a caller does
     its own segments: a small image must not wait for a large one's."""
     release = threading.Event()
-    pool = png._segments.get()
-    blockers = [pool.submit(release.wait, 30) for _ in range(png.cores())]
+    pool = parallel.pieces.get()
+    blockers = [pool.submit(release.wait, 30) for _ in range(parallel.cores())]
     image = noise(40, 30, 3)
     done: list[bytes] = []
     caller = threading.Thread(target=lambda: done.append(png.encode(image)))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lama import masks
+from lama import masks, parallel
 from lama.masks import Box, RegionMask
 
 
@@ -37,13 +37,18 @@ def test_a_dilated_region_is_the_dilated_mask(mask, pixels):
     assert np.array_equal(region(mask).dilated(pixels).over(Box(0, 0, *mask.shape)), masks.dilate(mask, pixels))
 
 
-@settings(max_examples=60, deadline=None)
-@given(mask=sparse_masks(), pixels=st.integers(0, 9))
-def test_a_regions_feather_ramp_is_where_the_masks_weights_lie_between_0_and_1(mask, pixels):
+@settings(max_examples=100, deadline=None)
+@given(mask=sparse_masks(), pixels=st.integers(0, 9), strips=st.sampled_from([1, 2, 5, 64]))
+def test_a_regions_feather_ramp_is_where_the_masks_weights_lie_between_0_and_1(mask, pixels, strips):
+    """Whether the box is computed whole or in strips (each grown by the ramp's width: a strip
+    as low as two ramps, so that pixels near a strip's edge find unmasked ones in the next)."""
     found = region(mask)
     whole = masks.feather_weights(mask, pixels)
     assert not whole[~mask].any(), "outside the mask every weight is 0, so outside the box too"
-    rows, cols, weights = found.feather_ramp(pixels)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masks, "MIN_STRIP_PIXELS", 1)
+        patch.setattr(parallel, "cores", lambda: strips)
+        rows, cols, weights = found.feather_ramp(pixels)
     ramp = np.zeros(found.box.shape, bool)
     ramp[rows, cols] = True
     expected = whole[found.box.slices]

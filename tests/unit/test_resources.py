@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lama import imageio, png, resources
+from lama import imageio, parallel, resources
 from support.paths import ROOT
 
 
@@ -18,8 +18,8 @@ def run_child(code: str) -> str:
 
 def test_the_budget_counts_every_pool_and_the_cuda_one_keeps_torch_small():
     cuda, cpu = resources.thread_budget(on_cuda=True, gpu_workers=2), resources.thread_budget(False, 1)
-    assert cuda.torch_intra_op == resources.CUDA_TORCH_THREADS and cpu.torch_intra_op == png.cores()
-    assert cuda.mask_decodes == imageio.DECODE_SLOTS and cuda.png_segments == png.cores()
+    assert cuda.torch_intra_op == resources.CUDA_TORCH_THREADS and cpu.torch_intra_op == parallel.cores()
+    assert cuda.mask_decodes == imageio.DECODE_SLOTS and cuda.cpu_pieces == parallel.cores()
     assert cuda.total == sum(vars(cuda).values()) and cpu.cuda_driver == 0
     assert "torch intra op 2" in cuda.describe()
 
