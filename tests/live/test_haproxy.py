@@ -29,7 +29,7 @@ from playwright.sync_api import expect
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.balancer import Balancer, find_haproxy, haproxy_command, haproxy_environment, replica_names
-from support.browser import PHOTO_INPUT, STROKE, chromium, drag, make_photo, photo_on_canvas
+from support.browser import PHOTO_INPUT, STROKE, chromium, drag, make_photo, photo_on_canvas, wait_until_interactive
 from support.liveserver import LiveServer, free_port
 from support.reliability import record
 
@@ -234,6 +234,7 @@ def test_the_ui_works_through_the_balancer_on_one_replica(cluster: Cluster, tmp_
         page = context.new_page()
         page.set_default_timeout(20_000)
         page.goto(cluster.balancer.url)
+        wait_until_interactive(page)
         page.locator(PHOTO_INPUT).set_input_files(path)
         placement = photo_on_canvas(page, (480, 360))
         assert placement, "the uploaded photo never appeared on the editor's canvas"

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from support.browser import (PHOTO_INPUT, STROKE, Placement, canvas_screenshot, chromium, distance_to_segment, drag,
-                     make_photo, photo_on_canvas)
+                     make_photo, photo_on_canvas, wait_until_interactive)
 from support.liveserver import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +51,7 @@ def page(browser: Browser, server: LiveServer) -> Iterator[Page]:
     page.set_default_timeout(20_000)
     page.goto(server.base)
     expect(page.locator("#editor")).to_be_visible()
+    wait_until_interactive(page)
     yield page
     context.close()
 

@@ -65,6 +65,21 @@ def make_photo(path: Path | None = None, size: tuple[int, int] = (480, 360), qua
     return rgb
 
 
+def wait_until_interactive(page: Page) -> None:
+    """Wait until the editor takes the pointer: for a moment after the editor is on the page,
+    Gradio covers the whole app with its translucent loading overlay, which a hand would
+    wait for and which swallows a drag, a wheel or a touch that comes too early (on a loaded
+    machine, for a second or more)."""
+    page.wait_for_function("""() => {
+        const editor = document.querySelector('#editor');
+        const box = editor && editor.getBoundingClientRect();
+        if (!box || !box.width) return false;
+        const x = box.x + box.width / 2, y = Math.min(box.y + box.height / 2, window.innerHeight - 1);
+        const hit = document.elementFromPoint(x, Math.max(0, y));
+        return !!hit && editor.contains(hit);
+    }""")
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where the photo is drawn: the canvas's top-left on the page, the photo's top-left

@@ -14,8 +14,9 @@ const BRUSH_STEP = 1.25; // [ and ] divide or multiply the size by this
 const MASK_COLOUR = '#ff00ff';
 const MASK_ALPHA = 0.5; // strokes show as translucent magenta: the object under them stays visible
 const MAX_ZOOM = 32; // photo pixels this many screen pixels wide at most
-const PING_EVERY_MS = 2000; // while a repair runs, /livez is asked this often...
-const PING_TIMEOUT_MS = 3000; // ...and a silent server is reported after this: within about 5 s
+const PING_EVERY_MS = 2000; // from the click until the result, /livez is asked this often...
+const PING_TIMEOUT_MS = 3000; // ...each ask waits this long for its answer...
+const SILENT_FOR_MS = 6000; // ...and a server that answered none for this long is reported: within 7 s
 const RESERVED_HEIGHT_PX = 300; // what the page keeps above and below the canvas
 const MIN_STAGE_PX = 220;
 const SERVER_FORMATS = new Set(['png', 'jpeg', 'webp', 'bmp']); // what both the browser and lama.imageio read
@@ -861,8 +862,10 @@ async function repair({rerun = false, retry = null} = {}) {
   const started = retry ? retry.started : performance.now();
   const id = `r${++requestCount}-${Math.random().toString(36).slice(2, 8)}`;
   const sent = retry ? retry.sent : rerun ? [] : target.ops.slice();
-  pending = {id, started, target, from: retry ? retry.from : target.index, sent, retried: !!retry};
+  const job = {id, started, target, from: retry ? retry.from : target.index, sent, retried: !!retry};
+  pending = job;
   setBusy(true);
+  watchServer(job); // the uploads too: a server that stops answering during them is reported
   try {
     let mask;
     if (retry) {
@@ -875,12 +878,13 @@ async function repair({rerun = false, retry = null} = {}) {
       if (!png) throw new Error(NO_PAINT);
       mask = {path: (await send(new File([png], 'mask.png', {type: 'image/png'}))).path};
     }
-    const photo = await imagePath(target, pending.from); // normally uploaded long before
-    pending.mask = mask;
-    pending.uploaded = performance.now();
-    watchServer(pending);
+    const photo = await imagePath(target, job.from); // normally uploaded long before
+    if (pending !== job) return; // given up meanwhile: the server stopped answering
+    job.mask = mask;
+    job.uploaded = performance.now();
     trigger('repair', {request: id, photo, mask, name: target.name});
   } catch (error) {
+    if (pending !== job) return;
     finish();
     // An upload that failed because the server is gone says so, not "Failed to fetch".
     const problem = [NO_PAINT, NOTHING_TO_RERUN].includes(error.message) ? null : await serverProblem();
@@ -901,6 +905,8 @@ function finish() {
   }
 }
 
+const NO_ANSWER = `no answer within ${PING_TIMEOUT_MS / 1000} s`;
+
 async function serverProblem() {
   // Why the server cannot answer, or null when /livez says it is there: it answers in
   // milliseconds, whatever the server is busy with.
@@ -908,7 +914,7 @@ async function serverProblem() {
     const response = await fetch(`${serverRoot()}/livez`, {cache: 'no-store', signal: AbortSignal.timeout(PING_TIMEOUT_MS)});
     return response.ok ? null : `it answers ${response.status}`;
   } catch (error) {
-    return error.name === 'TimeoutError' ? `no answer within ${PING_TIMEOUT_MS / 1000} s` : 'it cannot be reached';
+    return error.name === 'TimeoutError' ? NO_ANSWER : 'it cannot be reached';
   }
 }
 
@@ -919,10 +925,15 @@ function giveUp(job, message) {
 }
 
 function watchServer(job) {
-  // Gradio never reports a server that went away: /livez is asked while the repair runs.
+  // Gradio never reports a server that went away: /livez is asked while the repair runs. A
+  // refused connection or an error status ends the wait at once; one slow answer does not (a
+  // machine under load may take seconds to answer): only SILENT_FOR_MS without any.
+  job.heard = performance.now();
   job.timer = setInterval(async () => {
     const problem = await serverProblem();
-    if (problem) giveUp(job, NOT_ANSWERING(problem));
+    if (!problem) job.heard = performance.now();
+    else if (problem !== NO_ANSWER) giveUp(job, NOT_ANSWERING(problem));
+    else if (performance.now() - job.heard >= SILENT_FOR_MS) giveUp(job, NOT_ANSWERING(`no answer for ${SILENT_FOR_MS / 1000} s`));
   }, PING_EVERY_MS);
   // What Gradio refuses before the handler runs (its queue full, a file it does not accept)
   // and a broken connection show only as its error toast: that ends the wait too.
