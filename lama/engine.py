@@ -130,7 +130,7 @@ class InpaintEngine:
         runs = plan(region, strategy, self.hd)
         inputs = [_model_input(run, layout.to_rgb(image[run.box.slices]), region.over(run.box)) for run in runs]
         clock.lap(Stage.PREPROCESS)
-        return RepairJob(image, layout, region, runs, inputs)
+        return RepairJob(image, layout, region, runs, inputs, {})
 
     def run_models(self, job: RepairJob, timings: dict[str, float] | None = None) -> list[np.ndarray]:
         """The plan's model runs, one after another (a job's peak memory is its largest run's):
@@ -140,24 +140,30 @@ class InpaintEngine:
         clock.lap(Stage.INFER)
         return outputs
 
+    def feather_ahead(self, job: RepairJob, feather: int, timings: dict[str, float] | None = None) -> None:
+        """Computes the feather ramp `compose` will blend along (it depends on the refined mask
+        alone, not on the model's output) and keeps it in the job, so that a caller with nothing
+        else to do while the model runs does this part of the postprocessing then. Its time
+        counts as postprocessing."""
+        if feather and feather not in job.ramps:
+            clock = _StageClock(timings)
+            job.ramps[feather] = job.region.feather_ramp(feather)
+            clock.lap(Stage.POSTPROCESS)
+
     def compose(self, job: RepairJob, outputs: list[np.ndarray], feather: int = 0,
                 timings: dict[str, float] | None = None) -> np.ndarray:
         """The CPU's work after the model: the runs' repairs pasted into the input's copy, inside
-        the refined mask only, feathered over `feather` px (0: not feathered)."""
+        the refined mask only, feathered over `feather` px (0: not feathered). The outputs are
+        `run_models`' own: compose may change them."""
         clock = _StageClock(timings)
         image, region = job.image, job.region
         # Only the region's box is repaired: every masked pixel lies in it.
         area = region.box
         original = job.layout.to_rgb(image[area.slices])
-        filled = original.copy()
-        for run, repaired in zip(job.runs, outputs, strict=True):
-            if run.scaled:
-                height, width = run.box.shape
-                repaired = cv2.resize(repaired, (width, height), interpolation=cv2.INTER_CUBIC)
-            if (common := area.intersection(run.box)) is not None:
-                filled[common.within(area)] = repaired[common.within(run.box)]
+        filled = _repairs_over(area, job.runs, outputs, original)
         if feather:
-            _feather(filled, original, region, feather)
+            ramp = job.ramps.get(feather)
+            _feather(filled, original, ramp if ramp is not None else region.feather_ramp(feather))
         # The guarantee, enforced rather than hoped for: layout round trips must not touch a
         # single pixel outside the mask, so only masked pixels are copied into the input's copy
         # (cv2.copyTo writes into the view in one pass; numpy's masked copy took 100× longer).
@@ -266,6 +272,7 @@ class RepairJob(NamedTuple):
     region: masks.RegionMask
     runs: list[Run]
     inputs: list[tuple[np.ndarray, np.ndarray]]
+    ramps: dict[int, masks.Ramp]  # feather width -> the region's feather ramp, computed ahead (feather_ahead)
 
     @property
     def peak_model_pixels(self) -> int:
@@ -285,20 +292,39 @@ def _model_input(run: Run, rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarra
     return small_rgb, small_mask
 
 
-def _feather(filled: np.ndarray, original: np.ndarray, region: masks.RegionMask, feather: int) -> None:
+def _repairs_over(area: masks.Box, runs: list[Run], outputs: list[np.ndarray], original: np.ndarray) -> np.ndarray:
+    """The runs' repairs over `area`, RGB, scaled back to the image's size where they were
+    scaled down. Where one run covers all of it (one region, or a whole-image strategy: most
+    repairs) that is a window of its output, not a copy: a large repair's box is megabytes, and
+    every pass over it is a share of one client's wait. Otherwise the runs are pasted in order
+    over a copy of `original` (a later run's pixels win where boxes overlap)."""
+    repairs = []
+    for run, repaired in zip(runs, outputs, strict=True):
+        if run.scaled:
+            height, width = run.box.shape
+            repaired = cv2.resize(repaired, (width, height), interpolation=cv2.INTER_CUBIC)
+        repairs.append(repaired)
+    if len(runs) == 1 and area.intersection(runs[0].box) == area:
+        return repairs[0][area.within(runs[0].box)]
+    filled = original.copy()
+    for run, repaired in zip(runs, repairs, strict=True):
+        if (common := area.intersection(run.box)) is not None:
+            filled[common.within(area)] = repaired[common.within(run.box)]
+    return filled
+
+
+def _feather(filled: np.ndarray, original: np.ndarray, ramp: masks.Ramp) -> None:
     """Blends `filled` (the repair over the region's box) with `original` where the feather
-    weight is below 1, in place. Only the ramp blends: deeper inside the mask the weight is 1
-    (the repair as it is) and outside it nothing is copied; per pixel, the arithmetic of a
-    whole-frame blend. The ramp is a thin band along the mask's edge (a small share of the
-    box), so its pixels are gathered by their coordinates rather than by boolean masks, each of
-    which would scan the whole box again."""
-    rows, cols, share = region.feather_ramp(feather)
+    weight is below 1 (the region's `ramp`), in place. Only the ramp blends: deeper inside the
+    mask the weight is 1 (the repair as it is) and outside it nothing is copied; per pixel, the
+    arithmetic of a whole-frame blend. The ramp is a thin band along the mask's edge (a small
+    share of the box), so its pixels are gathered by their coordinates rather than by boolean
+    masks, each of which would scan the whole box again."""
+    rows, cols, share = ramp
     if not len(rows):
         return
-    flat = rows * filled.shape[1] + cols  # filled is contiguous: one index per pixel
-    pixels = filled.reshape(-1, filled.shape[2])
     share = share[:, None]
-    pixels[flat] = np.rint(share * pixels[flat] + (1 - share) * original[rows, cols]).astype(np.uint8)
+    filled[rows, cols] = np.rint(share * filled[rows, cols] + (1 - share) * original[rows, cols]).astype(np.uint8)
 
 
 def _warmup_case(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -74,6 +74,14 @@ class Box(NamedTuple):
         return box if box.top < box.bottom and box.left < box.right else None
 
 
+class Ramp(NamedTuple):
+    """Where a region's feather weight lies strictly between 0 and 1 (RegionMask.feather_ramp)."""
+
+    rows: np.ndarray  # in the region box's coordinates
+    cols: np.ndarray
+    weights: np.ndarray  # float32, the repair's share there
+
+
 class RegionMask(NamedTuple):
     """A boolean mask of an image of `shape` kept as the pixels of `box`: nothing outside it is masked."""
 
@@ -105,7 +113,7 @@ class RegionMask(NamedTuple):
         window = self.box.grown(pixels, self.shape)
         return RegionMask(self.shape, window, dilate(self.over(window), pixels))
 
-    def feather_ramp(self, pixels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def feather_ramp(self, pixels: int) -> Ramp:
         """Where `feather_weights` of the whole mask lies strictly between 0 and 1 (the ramp along
         the mask's edges) within `box`: (rows, columns) in the box's coordinates and the weights
         there (float32); everywhere else in the box the weight is 0 (unmasked) or 1.
@@ -123,7 +131,7 @@ class RegionMask(NamedTuple):
         """
         if pixels <= 0:
             empty = np.empty(0, np.intp)
-            return empty, empty, np.empty(0, np.float32)
+            return Ramp(empty, empty, np.empty(0, np.float32))
         cap = pixels + 1
         window = self.box.grown(cap, self.shape)
         masked = self.over(window).view(np.uint8)
@@ -145,7 +153,7 @@ class RegionMask(NamedTuple):
             return strip_rows + (first - top), cols, distance[strip_rows, cols] / np.float32(cap)
 
         found = parallel.run_all(strip, list(zip(edges[:-1], edges[1:], strict=True)))
-        return tuple(np.concatenate(part) for part in zip(*found, strict=True))
+        return Ramp(*(np.concatenate(part) for part in zip(*found, strict=True)))
 
     def region_boxes(self, margin: int) -> list[Box]:
         """`region_boxes` of the whole mask, computed on the box grown by margin + 1: each region's

@@ -12,10 +12,12 @@ class Stage(StrEnum):
     QUEUE = "queue"  # waiting for a GPU worker and the memory budget (service)
     PREPROCESS = "preprocess"  # layout, mask refinement, the plan, the model inputs (engine, before the queue)
     INFER = "infer"  # the model runs, transfers included (engine, on a GPU worker)
-    POSTPROCESS = "postprocess"  # scaling back, feathering, layout back, the paste (engine)
+    POSTPROCESS = "postprocess"  # the feather ramp (while the model runs), scaling back, feathering, the paste (engine)
     ENCODE = "encode"  # the result to PNG/JPEG/WebP (service)
     SAVE = "save"  # the atomic write under outputs/ (service)
-    TOTAL = "total"  # all of the above, as the server measured it
+    # From decoding's start to the saved result: what the request waited in the server. Not the
+    # stages' sum: the feather ramp (postprocess) is computed while the model runs.
+    TOTAL = "total"
 
 
 MODEL_STAGES = (Stage.PREPROCESS, Stage.INFER, Stage.POSTPROCESS)  # what the engine's call costs

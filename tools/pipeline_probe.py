@@ -16,6 +16,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - opencv-codecs: uploads decoded by OpenCV, as before item 4: what the codec change buys.
 - feather-one-strip: the feather ramp's distance transform on the whole box in the request's
   thread, as before it was cut into strips for lama.parallel's pool.
+- ramp-after-model: the feather ramp computed after the model, as before the request's thread
+  computed it while the model ran.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -56,7 +58,16 @@ def feather_one_strip() -> None:
     masks.MIN_STRIP_PIXELS = 2**62
 
 
-VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip}
+def ramp_after_model() -> None:
+    """The feather ramp computed after the model's output came back, in compose, as before the
+    request's thread computed it while the model ran."""
+    from lama.engine import InpaintEngine
+
+    InpaintEngine.feather_ahead = lambda self, job, feather, timings=None: None
+
+
+VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
+            "ramp-after-model": ramp_after_model}
 
 
 # ------------------------------------------------------------------ the summary

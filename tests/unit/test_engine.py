@@ -102,6 +102,40 @@ def test_every_strategy_keeps_unmasked_pixels_bit_identical(small_hd_engine, hei
     assert np.array_equal(result[outside], image[outside])
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    height=st.integers(8, 120),
+    width=st.integers(8, 200),
+    strategy=st.sampled_from(["original", "resize", "crop"]),
+    feather=st.integers(0, 6),
+    strokes=st.lists(st.tuples(*[st.floats(0, 1)] * 2, *[st.integers(1, 14)] * 2), min_size=1, max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
+# Two regions far apart: two crops, pasted over the box that holds both.
+@example(height=120, width=200, strategy="crop", feather=3, strokes=[(0.1, 0.05, 10, 10), (0.8, 0.85, 10, 14)], seed=1)
+def test_compose_is_the_whole_frame_paste_and_blend(small_hd_engine, height, width, strategy, feather, strokes, seed):
+    """compose works on the mask's box and, where one run covers it, on a window of that run's
+    output; the result is what pasting every run's output over the whole frame in order and
+    blending with the whole frame's feather weights gives."""
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = np.zeros((height, width), bool)
+    for down, right, rows, cols in strokes:
+        top, left = int(down * (height - 1)), int(right * (width - 1))
+        mask[top:top + rows, left:left + cols] = True
+    engine = small_hd_engine
+    job = engine.prepare(image, mask, strategy, dilate=1)
+    outputs = engine.run_models(job)
+    pasted = image.astype(np.float32)
+    for run, output in zip(job.runs, outputs, strict=True):
+        if run.scaled:
+            output = cv2.resize(output, run.box.shape[::-1], interpolation=cv2.INTER_CUBIC)
+        pasted[run.box.slices] = output
+    refined = job.region.over(masks.Box(0, 0, height, width))
+    weights = masks.feather_weights(refined, feather)[..., None]
+    expected = np.where(refined[..., None], np.rint(weights * pasted + (1 - weights) * image), image).astype(np.uint8)
+    assert np.array_equal(engine.compose(job, outputs, feather), expected)
+
+
 def test_dilation_changes_pixels_only_within_the_dilation_radius(engine):
     rng = np.random.default_rng(5)
     image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
