@@ -30,7 +30,7 @@ from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageT
                          OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
 from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
-from lama.stages import Stage
+from lama.stages import MODEL_STAGES, Stage
 from lama.units import format_bytes
 from monitor.metrics import ServiceMetrics
 from monitor.records import RequestRecord
@@ -266,7 +266,9 @@ class RepairService:
                       self.outputs.root, _os_error_text(error))
             saved_as = None
         saved = time.perf_counter()
-        timings = {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings,
+        # In the stages' order (Server-Timing's, the tables'), whichever was timed first.
+        timings = {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s,
+                   **{stage: engine_timings[stage] for stage in MODEL_STAGES if stage in engine_timings},
                    Stage.ENCODE: encoded - started, Stage.SAVE: saved - encoded}
         # As the request waited, not the stages' sum: postprocessing begins while the model runs.
         timings[Stage.TOTAL] = saved - decoded.received
