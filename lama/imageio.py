@@ -7,8 +7,7 @@ file that claims 100000×100000 pixels, or that the decoder would read at anothe
 Pillow does, is refused without allocating it. The pixels themselves are decoded by
 simplejpeg (libjpeg-turbo's TurboJPEG) for the JPEGs photos come as (8-bit gray or colour),
 which it decodes faster than OpenCV (tools/codec_bench.py; docs/BENCHMARKS.md), in RGB order
-and into an array this module allocates at the checked size (or by the GPU, where the service
-offloads large JPEGs to lama.nvjpeg: :func:`offload_jpeg_decoding`); by lama.png on all cores for
+and into an array this module allocates at the checked size; by lama.png on all cores for
 PNGs this service wrote; by OpenCV for everything else (other PNGs, CMYK JPEG, TIFF, WebP,
 BMP: docs/BENCHMARKS.md says why no PNG decoder replaced it). PNG is encoded by lama.png on
 all cores (no library measured writes it as fast), JPEG and WebP by Pillow (the same
@@ -121,18 +120,6 @@ def _new_decode_slots() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_decode_slots)
-
-# A faster decoder for the JPEGs simplejpeg would read (8-bit gray or colour), set by the
-# service where it has one (lama.nvjpeg on a GPU): given the file's pixel data and the array of
-# the checked size, it fills the array and returns True, or returns False and simplejpeg decodes.
-JpegOffload = Callable[[bytes, np.ndarray], bool]
-_jpeg_offload: JpegOffload | None = None
-
-
-def offload_jpeg_decoding(decoder: JpegOffload | None) -> None:
-    """JPEG decoding through `decoder` first from now on, in the whole process (None: simplejpeg only)."""
-    global _jpeg_offload
-    _jpeg_offload = decoder
 
 
 # --------------------------------------------------------------------------- decoding
@@ -467,10 +454,7 @@ def _header_has_alpha(header: ImageFile.ImageFile) -> bool:
 def _decode_pixels(checked: _Checked) -> np.ndarray:
     """The stored pixels, uint8 in RGB(A) order or gray, before orientation."""
     if checked.shape is not None:
-        out = np.empty(checked.shape, np.uint8)
-        if _jpeg_offload is not None and _jpeg_offload(checked.pixel_data, out):
-            return out
-        return _decode_jpeg_into(checked.pixel_data, out)
+        return _decode_jpeg_into(checked.pixel_data, np.empty(checked.shape, np.uint8))
     try:
         image = cv2.imdecode(np.frombuffer(checked.pixel_data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:

@@ -19,8 +19,7 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - ramp-after-model: the feather ramp computed after the model, as before the request's thread
   computed it while the model ran.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
---gpu-workers flag, which gpu_soak.sh passes per variant, and so is where JPEG uploads decode
-(cpu-jpeg: --jpeg-decoder cpu, libjpeg-turbo on the CPU for every photo, as before lama.nvjpeg).
+--gpu-workers flag, which gpu_soak.sh passes per variant.
 """
 
 from __future__ import annotations

@@ -82,13 +82,10 @@ def build_app(settings: Settings):
 
     def load_engine() -> InpaintEngine:
         try:
-            engine = InpaintEngine(settings.model, settings.device, settings.precision,
-                                   HDSettings(max_side=settings.model_max_side))
+            return InpaintEngine(settings.model, settings.device, settings.precision,
+                                 HDSettings(max_side=settings.model_max_side))
         except ModelError as error:
             raise SystemExit(f"error: {error}") from None
-        if settings.jpeg_decoder == "auto" and engine.device.is_cuda:
-            offload_jpeg_to(engine.device)  # before the warm-up measures the GPU memory at rest
-        return engine
 
     with ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
         loading = loader.submit(load_engine)
@@ -228,14 +225,3 @@ def bound_process(settings: Settings) -> ThreadBudget:
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
     return resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
-
-
-def offload_jpeg_to(device) -> None:
-    """Large JPEG uploads decode on `device` (lama.nvjpeg) where torchvision can; else nothing changes."""
-    from lama import imageio
-    from lama.nvjpeg import MIN_PIXELS, GpuJpegDecoder
-
-    decoder = GpuJpegDecoder.create(device)
-    if decoder is not None:
-        imageio.offload_jpeg_decoding(decoder)
-        log.info("JPEG uploads of %.0f MP and more decode on the GPU (nvJPEG)", MIN_PIXELS / 1e6)

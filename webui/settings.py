@@ -15,7 +15,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs/ lies beside app.py
 CONFIGS = ROOT / "configs"
 PRESETS = ("fast", "balanced", "hd")
-JPEG_DECODERS = ("auto", "cpu")
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,6 @@ class Settings:
     queue_capacity: int
     queue_stuck_after_s: float  # 0: no watchdog
     gpu_workers: int | str  # a count, or "auto"
-    jpeg_decoder: str  # auto (the GPU's nvJPEG where torchvision has it) or cpu
     max_upload_mb: int
     max_pixels: int
     max_side: int
@@ -80,9 +78,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a repair running longer than this makes /readyz 503 until it ends (0: never)")
     parser.add_argument("--gpu-workers", type=_workers, metavar="auto|N",
                         help="repairs that may run at once, within the GPU memory budget (auto: 2 on CUDA, 1 on CPU)")
-    parser.add_argument("--jpeg-decoder", choices=JPEG_DECODERS,
-                        help="auto: large JPEG uploads decode on the GPU where torchvision can (nvJPEG); "
-                             "cpu: always libjpeg-turbo")
     parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
     parser.add_argument("--dilate", type=int, help="default mask dilation, px")
     parser.add_argument("--feather", type=int, help="default edge feather, px")
@@ -181,8 +176,6 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise SystemExit("error: --auth must be USER:PASS")
     if not _is_gpu_workers(settings.gpu_workers):
         raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
-    if settings.jpeg_decoder not in JPEG_DECODERS:
-        raise SystemExit(f"error: jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}, got {settings.jpeg_decoder!r}")
     if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
         raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
     if not isinstance(settings.keep_metadata, bool):

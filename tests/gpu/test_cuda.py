@@ -245,30 +245,3 @@ def test_an_fp16_overflow_is_computed_again_in_fp32_and_counted():
     assert float((out - expected).abs().max()) <= 1e-3
     repaired = engine.inpaint(image, mask, strategy="original")
     assert engine.fp16_fallbacks == 2 and repaired.shape == image.shape
-
-
-def test_large_jpeg_uploads_decode_on_the_gpu_within_a_few_levels_of_libjpeg_turbo():
-    """lama.nvjpeg through lama.imageio: a 2560×1920 photo-like JPEG decodes on the GPU (torchvision
-    is on the GPU box), its pixels those of libjpeg-turbo within a few levels; a small one and one
-    nvJPEG cannot read decode on the CPU, each through the service's decoder."""
-    from lama import imageio
-    from lama.device import Device
-    from lama.nvjpeg import MIN_PIXELS, GpuJpegDecoder
-
-    decoder = GpuJpegDecoder.create(Device.resolve("cuda"))
-    assert decoder is not None, "torchvision decodes JPEG on this GPU box"
-    image, _ = synthetic_case(2560, 1920)
-    data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
-    on_cpu = imageio.decode_image(data)
-    used = []
-    try:
-        imageio.offload_jpeg_decoding(lambda data, out: used.append(out.shape) or decoder(data, out))
-        on_gpu = imageio.decode_image(data)
-        small = imageio.decode_image(cv2.imencode(".jpg", image[:480, :640])[1].tobytes())
-    finally:
-        imageio.offload_jpeg_decoding(None)
-    assert used == [(1920, 2560, 3), (480, 640, 3)] and 640 * 480 < MIN_PIXELS
-    difference = np.abs(on_gpu.astype(int) - on_cpu)
-    assert difference.mean() < 1.0 and difference.max() <= 24, (difference.mean(), difference.max())
-    assert small.shape == (480, 640, 3)
-    assert decoder(b"\xff\xd8\xff\xd9", np.empty((1200, 1000, 3), np.uint8)) is False  # no frame at all

@@ -189,13 +189,3 @@ def test_loopback_or_fully_protected_binds_do_not_warn(caplog, argv):
     assert warnings_logged(caplog, settings_from(*argv)) == []
 
 
-
-
-def test_jpeg_uploads_decode_on_the_gpu_unless_told_cpu(tmp_path, capsys):
-    assert settings_from().jpeg_decoder == "auto"
-    assert settings_from("--jpeg-decoder", "cpu").jpeg_decoder == "cpu"
-    with pytest.raises(SystemExit, match="jpeg_decoder must be one of auto, cpu, got 'gpu'"):
-        settings_from("--config", write_config(tmp_path, "jpeg_decoder: gpu\n"))
-    with pytest.raises(SystemExit):
-        settings_from("--jpeg-decoder", "nvjpeg")
-    assert "invalid choice" in capsys.readouterr().err

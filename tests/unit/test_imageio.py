@@ -187,57 +187,6 @@ def test_simplejpeg_fills_only_an_array_of_the_checked_size():
             imageio._decode_pixels(dataclasses.replace(checked, shape=wrong))
 
 
-@pytest.fixture
-def offload(monkeypatch):
-    """A JPEG offload (what lama.nvjpeg is on a GPU) that records its calls and fills the array
-    with 7s, or declines (`offload.accept = False`); removed after the test."""
-
-    class Recorder:
-        accept = True
-        calls: list = []
-
-        def __call__(self, data, out):
-            self.calls.append((data, out.shape))
-            if self.accept:
-                out[...] = 7
-            return self.accept
-
-    recorder = Recorder()
-    recorder.calls = []
-    monkeypatch.setattr(imageio, "_jpeg_offload", None)
-    imageio.offload_jpeg_decoding(recorder)
-    return recorder
-
-
-@pytest.mark.parametrize(("build", "by_simplejpeg"), [case[1:] for case in LAYOUTS], ids=[c[0] for c in LAYOUTS])
-def test_an_offload_decodes_what_simplejpeg_would_and_nothing_else(offload, build, by_simplejpeg):
-    data = build()
-    decoded = decode_image(data)
-    assert bool(offload.calls) == by_simplejpeg
-    if by_simplejpeg:
-        [(given, shape)] = offload.calls
-        assert shape == decoded.shape and given == imageio._check(data, imageio.DEFAULT_LIMITS).pixel_data
-        assert (decoded == 7).all()
-
-
-def test_what_the_offload_declines_simplejpeg_decodes(offload):
-    offload.accept = False
-    data = pil_bytes(Image.fromarray(colourful()), "JPEG", quality=95)
-    by_simplejpeg = imageio._decode_jpeg_into(data, np.empty((20, 30, 3), np.uint8))
-    assert np.array_equal(decode_image(data), by_simplejpeg) and len(offload.calls) == 1
-
-
-def test_an_offloaded_photo_is_still_turned_upright(offload):
-    data = pil_bytes(Image.fromarray(colourful()), "JPEG", quality=95, exif=exif_with_orientation(6))
-    assert decode_image(data).shape == (30, 20, 3) and offload.calls[0][1] == (20, 30, 3)
-
-
-def test_without_an_offload_simplejpeg_decodes_again(offload):
-    imageio.offload_jpeg_decoding(None)
-    data = pil_bytes(Image.fromarray(colourful()), "JPEG", quality=95)
-    assert not (decode_image(data) == 7).all() and offload.calls == []
-
-
 # ------------------------------------------------------------------------- orientation
 
 
