@@ -28,8 +28,9 @@ class Backend(ABC):
 
     @abstractmethod
     def repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """H×W×3 uint8 RGB and an H×W boolean mask (True: repair) in; H×W×3 uint8 out, repaired
-        inside the mask (what it holds outside is not used)."""
+        """H×W×3 uint8 RGB (possibly a view of a larger image: rows apart) and an H×W boolean
+        mask (True: repair) in; H×W×3 uint8 out, repaired inside the mask (what it holds outside
+        is not used)."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -281,10 +281,10 @@ class RepairJob(NamedTuple):
 
 
 def _model_input(run: Run, rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A run's box as the model sees it: contiguous copies (ready to upload), scaled down when
-    the plan says so."""
+    """A run's box as the model sees it, scaled down when the plan says so; otherwise the image's
+    own pixels (a view of the box): the backend copies them once, on its way to the device."""
     if not run.scaled:
-        return np.ascontiguousarray(rgb), mask
+        return rgb, mask
     height, width = run.model_shape
     small_rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
     # Any coverage of a small pixel counts, so the hole never shrinks when scaled down.

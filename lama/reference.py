@@ -144,13 +144,16 @@ class LamaReference(Backend):
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """`array` on `device`. To a GPU through page-locked memory, asynchronously on the current
-    stream: a DMA twice as fast as a copy from pageable memory, which would also hold the calling
-    thread until it is done (the pinned buffer returns to torch's cache once the copy has run)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    """`array` (a view of a larger image, often: the crop strategy's box) on `device`. To a GPU
+    through page-locked memory, asynchronously on the current stream: a DMA twice as fast as a
+    copy from pageable memory, which would also hold the calling thread until it is done (the
+    pinned buffer returns to torch's cache once the copy has run). The view is copied once,
+    straight into that buffer: a 2560×1920 box is 15 MB, and each copy a share of the wait."""
+    tensor = torch.from_numpy(array)  # strided like the view
     if device.type != "cuda":
-        return tensor
-    return tensor.pin_memory().to(device, non_blocking=True)
+        return tensor.contiguous()
+    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return pinned.copy_(tensor).to(device, non_blocking=True)
 
 
 def _symmetric_index(size: int, padded: int, device: torch.device) -> torch.Tensor:

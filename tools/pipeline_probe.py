@@ -18,6 +18,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   thread, as before it was cut into strips for lama.parallel's pool.
 - ramp-after-model: the feather ramp computed after the model, as before the request's thread
   computed it while the model ran.
+- contiguous-inputs: the model's input copied out of the image as the request prepares it, as
+  before the GPU worker copied the image's view straight into page-locked memory.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -66,8 +68,20 @@ def ramp_after_model() -> None:
     InpaintEngine.feather_ahead = lambda self, job, feather, timings=None: None
 
 
+def contiguous_inputs() -> None:
+    """Each run's input copied into an array of its own while the request prepares it (the GPU
+    worker then copies that into page-locked memory), as before the worker copied the image's
+    view straight into page-locked memory."""
+    import numpy as np
+
+    from lama import engine
+
+    model_input = engine._model_input
+    engine._model_input = lambda run, rgb, mask: tuple(np.ascontiguousarray(a) for a in model_input(run, rgb, mask))
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
-            "ramp-after-model": ramp_after_model}
+            "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs}
 
 
 # ------------------------------------------------------------------ the summary
