@@ -54,12 +54,23 @@ class Upload:
     width: int
     height: int
     image_jpeg: bytes
-    mask_png: bytes
+    mask_pngs: tuple[bytes, ...]  # sent in turn; the first is the warm-up's
+
+    @property
+    def mask_png(self) -> bytes:
+        return self.mask_pngs[0]
 
 
-def make_upload(width: int, height: int, seed: int, coverage: float) -> Upload:
+# Seeds of an upload's further masks lie this far apart: other strokes, so other boxes.
+MASK_SEED_STEP = 7919
+
+
+def make_upload(width: int, height: int, seed: int, coverage: float, masks: int = 1) -> Upload:
+    """A photo and `masks` different brush-stroke masks over it (the first from `seed` itself)."""
     picture = images.photo(width, height, seed)
-    return Upload(width, height, images.jpeg(picture), images.png(images.stroke_mask(width, height, coverage, seed)))
+    return Upload(width, height, images.jpeg(picture),
+                  tuple(images.png(images.stroke_mask(width, height, coverage, seed + MASK_SEED_STEP * turn))
+                        for turn in range(masks)))
 
 
 # ------------------------------------------------------------------ options
@@ -110,6 +121,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"unmeasured repairs per size and settings before its cells (default: {WARMUP})")
     parser.add_argument("--mask-coverage", type=float, default=MASK_COVERAGE, metavar="SHARE",
                         help=f"share of the picture painted over (default: {MASK_COVERAGE:g})")
+    parser.add_argument("--masks", type=int, default=1, metavar="N",
+                        help="different masks per size, sent in turn (default: 1, every request the same). "
+                             "People's masks differ, and with them the boxes the crop strategy repairs: the "
+                             "model's input shapes. The warm-up sends the first only")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every request and figure here")
     parser.add_argument("--api-token", default=os.environ.get("LAMA_API_TOKEN"),
                         help="Bearer token for /api/v1/* (default: $LAMA_API_TOKEN)")
@@ -120,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be positive, --requests at least 1, --warmup not negative")
     if not 0 < args.mask_coverage < 1:
         parser.error("--mask-coverage must be between 0 and 1")
+    if args.masks < 1:
+        parser.error("--masks must be at least 1")
     args.clients = sorted(set(args.clients) | {1})
     return args
 
@@ -141,6 +158,7 @@ class Cell:
         self.duration_s = duration_s
         self._records: list[dict[str, Any]] = []
         self._tickets = itertools.count()
+        self._mask_turns = itertools.count()  # shared by the clients: the masks go round in order
         self._lock = threading.Lock()
         self.started_at = 0.0  # unix time: to find the cell in the server's logs
         self._started = 0.0  # perf_counter: the requests' start_s count from it
@@ -170,8 +188,11 @@ class Cell:
         with ServiceClient(self.url, self.token) as client:
             ready.wait()
             while self._another():
+                masks = self.upload.mask_pngs
+                with self._lock:
+                    mask = masks[next(self._mask_turns) % len(masks)]
                 sent = time.perf_counter() - self._started
-                exchange = client.inpaint(self.upload.image_jpeg, self.upload.mask_png, "image/jpeg", self.form)
+                exchange = client.inpaint(self.upload.image_jpeg, mask, "image/jpeg", self.form)
                 record = _record(number, sent, exchange)
                 with self._lock:
                     self._records.append(record)
@@ -202,7 +223,7 @@ def measure(args: argparse.Namespace, run: dict[str, Any]) -> None:
         run["gpu_busy_source"] = meter.source
         for index, (width, height) in enumerate(args.sizes):
             progress(f"generating the {width}×{height} upload")
-            upload = make_upload(width, height, index, args.mask_coverage)
+            upload = make_upload(width, height, index, args.mask_coverage, args.masks)
             for settings in args.settings:
                 run["interrupted"] = f"during the warm-up of {width}×{height} {settings}"
                 warm_up(service, upload, SETTINGS[settings], args.warmup)
@@ -252,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         "client_host": socket.gethostname(), "interrupted": None, "health": {}, "gpu_busy_source": None,
         "options": {"sizes": args.sizes, "clients": args.clients, "settings": args.settings,
                     "duration_s": None if args.requests else args.duration, "requests": args.requests,
-                    "warmup": args.warmup, "mask_coverage": args.mask_coverage, "jpeg_quality": images.JPEG_QUALITY},
+                    "warmup": args.warmup, "mask_coverage": args.mask_coverage, "masks": args.masks,
+                    "jpeg_quality": images.JPEG_QUALITY},
         "cells": [],
     }
     error = None

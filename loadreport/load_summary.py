@@ -93,6 +93,11 @@ def gpu_busy_text(summary: dict[str, Any]) -> str:
     return ", ".join(f"GPU{index} {_share(ratio)}" for index, ratio in by_index.items())
 
 
+def _masks_note(masks: int) -> str:
+    return (f", one of {masks} different masks per size in turn (the warm-up's the first)" if masks > 1
+            else ", the same mask every time")
+
+
 def markdown(run: dict[str, Any]) -> str:
     """The header that says what was measured and how, then one table row per cell."""
     options, health = run["options"], run["health"]
@@ -105,8 +110,8 @@ def markdown(run: dict[str, Any]) -> str:
         f"{model.get('device')}{f' ({gpu})' if gpu else ''}, {model.get('precision')}.",
         "",
         f"- Uploads: a photo-like JPEG (quality {options['jpeg_quality']}) and a PNG brush-stroke mask over "
-        f"{options['mask_coverage'] * 100:.0f}% of it. Settings `default`: no form fields (the server's "
-        "defaults); `original`: strategy=original.",
+        f"{options['mask_coverage'] * 100:.0f}% of it{_masks_note(options.get('masks', 1))}. "
+        "Settings `default`: no form fields (the server's defaults); `original`: strategy=original.",
         f"- Each cell: {budget}, each client (its own connection) sending its next repair as soon as the last "
         f"is answered; {options['warmup']} unmeasured warm-up repairs per size and settings first. req/s counts "
         "HTTP 200s; a refusal (503 queue_full: the client waits its Retry-After) or no answer is a failure.",

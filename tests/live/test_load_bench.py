@@ -173,6 +173,38 @@ def test_queue_full_refusals_are_counted_failures_and_the_client_waits_its_retry
     assert following["start_s"] >= refused["start_s"] + refused["latency_s"] + 1
 
 
+class Recording(Refusing):
+    """A service on the CPU that answers every repair and keeps each request's body."""
+
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        Recording.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self._answer(200, {}, {"Server-Timing": "decode;dur=1, infer;dur=4, total;dur=6"})
+
+
+def test_different_masks_go_round_in_turn_after_a_warm_up_with_the_first(tmp_path):
+    Recording.bodies = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = run_load("--url", f"http://127.0.0.1:{server.server_port}", "--sizes", "96x64", "--settings",
+                        "default", "--clients", "1,2", "--requests", "6", "--warmup", "1", "--masks", "3")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert "one of 3 different masks per size" in done.stdout
+    masks = load.make_upload(96, 64, 0, load.MASK_COVERAGE, 3).mask_pngs
+    assert len(set(masks)) == 3
+    sent = [[turn for turn, mask in enumerate(masks) if mask in body] for body in Recording.bodies]
+    assert all(len(found) == 1 for found in sent)
+    turns = [found[0] for found in sent]
+    # The warm-up, then the 1-client cell in order, then two clients sharing the turns.
+    assert turns[:7] == [0, 0, 1, 2, 0, 1, 2]
+    assert sorted(turns[7:]) == [0, 0, 1, 1, 2, 2]
+
+
 # ------------------------------------------------------------------ the parts
 
 
@@ -180,7 +212,7 @@ def test_options_always_include_the_one_client_cell_and_refuse_nonsense(capsys):
     assert load.parse_args(["--url", "http://x", "--clients", "16,4"]).clients == [1, 4, 16]
     assert load.parse_args(["--url", "http://x", "--sizes", "640X480"]).sizes == [(640, 480)]
     for bad in (["--sizes", "640"], ["--clients", "0"], ["--settings", "fast"], ["--requests", "0"],
-                ["--duration", "5", "--requests", "3"]):
+                ["--duration", "5", "--requests", "3"], ["--masks", "0"]):
         with pytest.raises(SystemExit):
             load.parse_args(["--url", "http://x", *bad])
         assert "error:" in capsys.readouterr().err
