@@ -9,6 +9,7 @@ model classes are built the same way.)
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -36,6 +37,11 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """What is serving requests, for logs, /healthz and `python -m lama info`: name, loaded,
         fallback, device, precision, source, path, parameters (and a note where there is a warning)."""
+
+    def warming(self) -> contextlib.AbstractContextManager[None]:
+        """Entered around the engine's warm-up runs: a backend that prepares something per input
+        size for sizes that come back (the fast path's CUDA graphs) prepares it for these at once."""
+        return contextlib.nullcontext()
 
     def reference(self) -> Backend:
         """The same weights as the plain fp32 eager path on the same device (what the fast path

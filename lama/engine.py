@@ -234,6 +234,12 @@ class InpaintEngine:
         """
         device = self.device
         cases = [_warmup_case(width, height) for width, height in (sizes if device.is_cuda else sizes[:1])]
+        with self.backend.warming():
+            self._warm(cases)
+        device.synchronize()
+
+    def _warm(self, cases: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        device = self.device
         if device.is_cuda and self.memory is None:
             self.memory = self.learn_memory(cases, device.peak_above_baseline)
             # Last, after every graph exists: their pools are part of what stays.
@@ -244,22 +250,25 @@ class InpaintEngine:
         else:
             for image, mask in cases:
                 self._repair_whole(image, mask)
-        device.synchronize()
 
     def learn_memory(self, cases: list[tuple[np.ndarray, np.ndarray]],
                      measure: Callable[[Callable[[], object]], int]) -> MemoryModel:
         """Repairs each (image, mask) as a whole, `measure(run)` giving each run's peak bytes, and
         fits the memory model on (model-input pixels, peak).
 
-        On CUDA the first run at a size is the fast path's graph capture, which runs the
-        generator eagerly first: its peak is what a job costs at a size whose graph does not
-        exist yet, or above the graph limit, where everything runs eagerly. A replayed graph
-        needs less, so the estimate errs on the safe side for those.
+        On CUDA each of these runs is the fast path's graph capture (the warm-up captures every
+        size it runs), which runs the generator eagerly first: its peak bounds what a job costs at
+        a size without a graph, which runs eagerly or is being captured, or above the graph
+        limit, where everything runs eagerly. A replayed graph needs less, so the estimate errs
+        on the safe side for those.
         """
         samples = []
         for image, mask in cases:
             height, width = whole_run(masks.Box(0, 0, *mask.shape), self.hd).model_shape
+            started = time.perf_counter()
             samples.append((height * width, measure(lambda: self._repair_whole(image, mask))))
+            # Each size's first run is most of the start-up's wait: an operator sees which.
+            log.info("warm-up: %d×%d in %.2f s", mask.shape[1], mask.shape[0], time.perf_counter() - started)
         return MemoryModel.fit(samples)
 
 

@@ -9,7 +9,10 @@ and a guard:
 - GraphRunner: CUDA graphs. At small sizes big-lama is bound by launching its ~500 kernels,
   not by arithmetic; a captured graph replays them all with one launch. Graphs are
   specialised on the input shape: they are kept in an LRU of `max_graphs` and share one
-  memory pool and a lock (the service's GPU workers take turns replaying). Shapes are the
+  memory pool and a lock (the service's GPU workers take turns replaying). A capture costs
+  two eager runs and the capture itself, so a shape is captured when it comes back (the crop
+  strategy's boxes follow people's masks: most shapes come once), or at once during the
+  engine's warm-up (its sizes are the ones expected to come back). Shapes are the
   official padding's, not coarser buckets: LaMa sees the whole image, and a wider mirrored
   border changed the tiny fixture's repair far beyond rounding (tests/gpu/test_cuda.py keeps the
   fast path on the fixture).
@@ -19,11 +22,12 @@ and a guard:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -45,8 +49,11 @@ class LamaFastPath(LamaReference):
 
     def runner(self) -> Callable[[Tensor], Tensor]:
         fast = FastGenerator(self.generator)
-        graphs = GraphRunner(fast, keepalive=fast.constants_for_input)
-        return Fp32Fallback(graphs, self.generator) if self.precision == "fp16" else graphs
+        self.graphs = GraphRunner(fast, keepalive=fast.constants_for_input)
+        return Fp32Fallback(self.graphs, self.generator) if self.precision == "fp16" else self.graphs
+
+    def warming(self) -> contextlib.AbstractContextManager[None]:
+        return self.graphs.capturing_every_shape()
 
     @property
     def fp16_fallbacks(self) -> int:
@@ -115,9 +122,41 @@ def fold_batchnorm(generator: FFCResNetGenerator) -> FFCResNetGenerator:
 # run's activations (about 1.5 GB in fp16), counted in what the service holds at rest.
 GRAPH_MAX_PIXELS = 2560 * 1920
 
+# How many shapes that ran eagerly a GraphRunner remembers: one of them coming back is captured.
+RECENT_SHAPES = 64
+
+
+class ShapeSightings:
+    """Which input shapes deserve a graph: one seen before among the last `remembered` shapes
+    that ran without one, or any while `capturing_every_shape` (the warm-up's)."""
+
+    def __init__(self, remembered: int = RECENT_SHAPES):
+        self.remembered = remembered
+        self._recent: OrderedDict[tuple[int, ...], None] = OrderedDict()
+        self._every_shape = False
+
+    @contextlib.contextmanager
+    def capturing_every_shape(self) -> Iterator[None]:
+        self._every_shape = True
+        try:
+            yield
+        finally:
+            self._every_shape = False
+
+    def wants_graph(self, shape: tuple[int, ...]) -> bool:
+        """True for a shape to capture now; else it is remembered as seen, and runs eagerly."""
+        if self._every_shape or shape in self._recent:
+            self._recent.pop(shape, None)
+            return True
+        self._recent[shape] = None
+        while len(self._recent) > self.remembered:
+            self._recent.popitem(last=False)
+        return False
+
 
 class GraphRunner:
-    """Calls `module` through CUDA graphs for inputs up to `max_pixels`, eagerly above.
+    """Calls `module` through CUDA graphs for inputs up to `max_pixels`, eagerly above, and
+    eagerly for a shape the first time it comes (ShapeSightings).
 
     Larger inputs run eagerly: the shared pool would grow to hold their activations for good.
     """
@@ -130,6 +169,7 @@ class GraphRunner:
         self.keepalive = keepalive
         self.max_graphs = max_graphs
         self.max_pixels = max_pixels
+        self.sightings = ShapeSightings()
         self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
         # One warm-up stream for all captures: the module may keep per-stream state (its side
@@ -150,6 +190,10 @@ class GraphRunner:
     def shapes(self) -> list[tuple[int, ...]]:
         return list(self._graphs)
 
+    def capturing_every_shape(self) -> contextlib.AbstractContextManager[None]:
+        """While it lasts, every shape is captured the first time it comes (the warm-up's sizes)."""
+        return self.sightings.capturing_every_shape()
+
     def __call__(self, x: Tensor) -> Tensor:
         with self._lock:
             stream = torch.cuda.current_stream(x.device)
@@ -166,6 +210,8 @@ class GraphRunner:
         key = tuple(x.shape)
         if key in self._graphs:
             self._graphs.move_to_end(key)
+        elif not self.sightings.wants_graph(key):
+            return self.module(x)
         else:
             self._graphs[key] = self._capture(x)
             while len(self._graphs) > self.max_graphs:

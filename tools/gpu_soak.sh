@@ -99,7 +99,8 @@ if [ "$only" = pipeline ]; then
     # PIPELINE_VARIANTS picks some by name (e.g. "base workers-4"); all by default.
     variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
               "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
-              "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs")
+              "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
+              "capture-first-sighting|capture-first-sighting")
     if [ -n "${PIPELINE_VARIANTS:-}" ]; then
         picked=()
         for entry in "${variants[@]}"; do

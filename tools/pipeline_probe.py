@@ -20,6 +20,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   computed it while the model ran.
 - contiguous-inputs: the model's input copied out of the image as the request prepares it, as
   before the GPU worker copied the image's view straight into page-locked memory.
+- capture-first-sighting: every model input shape captured into a CUDA graph the first time it
+  comes, as before a shape had to come back for it.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -80,8 +82,17 @@ def contiguous_inputs() -> None:
     engine._model_input = lambda run, rgb, mask: tuple(np.ascontiguousarray(a) for a in model_input(run, rgb, mask))
 
 
+def capture_first_sighting() -> None:
+    """Every input shape captured into a CUDA graph the first time it comes, as before a shape
+    had to come back for it (run with the load benchmark's --masks to see what that costs)."""
+    from lama import fastpath
+
+    fastpath.ShapeSightings.wants_graph = lambda self, shape: True
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
-            "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs}
+            "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
+            "capture-first-sighting": capture_first_sighting}
 
 
 # ------------------------------------------------------------------ the summary

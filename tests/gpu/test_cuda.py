@@ -46,8 +46,14 @@ def test_fast_path_agrees_with_the_fp32_reference_and_graphs_are_bounded():
     assert result.rel_error < 1e-3, "fp16 + folded BatchNorm + graphs vs fp32 eager, same input"
     graphs = fast.backend.run_model.fast  # inside the fp16 overflow guard
     assert (1, 4, 480, 640) in graphs.shapes, "640×480 runs as a graph of its own shape"
+    once = synthetic_case(1000, 200)
+    fast.inpaint(*once, strategy="original")
+    assert (1, 4, 200, 1000) not in graphs.shapes, "a shape's first run is eager: most crop boxes come once"
+    fast.inpaint(*once, strategy="original")
+    assert (1, 4, 200, 1000) in graphs.shapes, "a shape that comes back gets its graph"
     for width in range(304, 304 + 64 * 10, 64):  # ten more shapes: the LRU keeps max_graphs of them
-        fast.inpaint(*synthetic_case(width, 200), strategy="original")
+        for _ in range(2):
+            fast.inpaint(*synthetic_case(width, 200), strategy="original")
     assert len(graphs.shapes) == graphs.max_graphs
 
 
@@ -68,7 +74,7 @@ def test_the_fast_path_reproduces_the_official_fixture_in_fp32(tiny_dir):
     image = cv2.cvtColor(cv2.imread(str(tiny_dir / "cases/stroke_100x76_image.png")), cv2.COLOR_BGR2RGB)
     mask = cv2.imread(str(tiny_dir / "cases/stroke_100x76_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     with strict_fp32():
-        for _ in range(2):  # first call captures the graph, second replays it
+        for _ in range(3):  # the first call runs eagerly, the second captures the graph, the third replays it
             predicted = engine.backend.predict(image, mask)
             assert np.abs(predicted - np.load(tiny_dir / "cases/stroke_100x76_expected.npy")).max() <= 1e-4
 

@@ -12,7 +12,7 @@ from torch import nn
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
-from lama.fastpath import Fp32Fallback, fold_batchnorm
+from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
 from lama.kernels import ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
@@ -236,3 +236,18 @@ def test_an_input_that_overflows_is_computed_again_in_fp32_and_counted():
     assert guard.fallbacks == 1
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_a_shape_is_worth_a_graph_when_it_comes_back_or_while_warming():
+    """A capture costs two eager runs and the capture: a shape that comes once runs eagerly."""
+    sightings = ShapeSightings(remembered=2)
+    first, second, third = (1, 4, 480, 640), (1, 4, 968, 1120), (1, 4, 200, 304)
+    assert not sightings.wants_graph(first), "the first time: eagerly"
+    assert sightings.wants_graph(first), "back again: captured"
+    assert not sightings.wants_graph(first), "a captured shape is forgotten here (its graph may be evicted)"
+    for shape in (second, third):
+        assert not sightings.wants_graph(shape)
+    assert not sightings.wants_graph(first), "two newer shapes pushed it out of what is remembered"
+    with sightings.capturing_every_shape():
+        assert sightings.wants_graph((1, 4, 512, 512)), "the warm-up's sizes are captured at once"
+    assert not sightings.wants_graph((1, 4, 520, 520)), "only while warming"
