@@ -26,6 +26,9 @@ class Backend(ABC):
     warning: str | None = None
     # Model runs whose fp16 output overflowed and were computed again in fp32 (the fast path's guard).
     fp16_fallbacks: int = 0
+    # It prepares work per input shape (the fast path's CUDA graphs): the crop strategy's boxes
+    # then snap to a ladder of sides, so that repairs of different masks share shapes (lama.planning).
+    prefers_few_shapes: bool = False
 
     @abstractmethod
     def repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:

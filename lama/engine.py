@@ -127,7 +127,7 @@ class InpaintEngine:
         region = self.refined_mask(mask, dilate, image.shape[:2])
         if region is None:
             return None
-        runs = plan(region, strategy, self.hd)
+        runs = self._plan(region, strategy)
         inputs = [_model_input(run, layout.to_rgb(image[run.box.slices]), region.over(run.box)) for run in runs]
         clock.lap(Stage.PREPROCESS)
         return RepairJob(image, layout, region, runs, inputs, {})
@@ -184,6 +184,9 @@ class InpaintEngine:
         region = masks.RegionMask.of(binary)
         return region.dilated(dilate) if region is not None else None
 
+    def _plan(self, region: masks.RegionMask, strategy: str) -> list[Run]:
+        return plan(region, strategy, self.hd, snap=self.backend.prefers_few_shapes)
+
     def _repair_whole(self, rgb: np.ndarray, mask: np.ndarray) -> None:
         """The model on the whole of `rgb`, as the plan would run it (the warm-up's runs: what
         they repair is not kept)."""
@@ -195,12 +198,12 @@ class InpaintEngine:
         """(height, width) of every model run `inpaint` makes for this refined (binarized and
         dilated) mask and strategy, in order: the plan inpaint runs, without running it."""
         region = masks.RegionMask.of(mask)
-        return [] if region is None else [run.model_shape for run in plan(region, strategy, self.hd)]
+        return [] if region is None else [run.model_shape for run in self._plan(region, strategy)]
 
     def peak_model_pixels(self, mask: np.ndarray, strategy: str, dilate: int = 0) -> int:
         """The largest model input, in pixels, that inpaint(image, mask, strategy, dilate) runs."""
         region = self.refined_mask(mask, dilate, np.shape(mask)[:2])
-        return peak_pixels(plan(region, strategy, self.hd) if region is not None else [])
+        return peak_pixels(self._plan(region, strategy) if region is not None else [])
 
     def memory_estimate(self, mask: np.ndarray, strategy: str, dilate: int = 0) -> int | None:
         """GPU bytes the repair will need above what the process holds at rest; None where

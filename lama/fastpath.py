@@ -43,6 +43,7 @@ class LamaFastPath(LamaReference):
     """big-lama on CUDA: BatchNorm folded, the NHWC forward, CUDA graphs per input shape."""
 
     fast_path = True
+    prefers_few_shapes = True
 
     def prepare(self, generator: FFCResNetGenerator) -> FFCResNetGenerator:
         return fold_batchnorm(generator)
@@ -122,15 +123,11 @@ def fold_batchnorm(generator: FFCResNetGenerator) -> FFCResNetGenerator:
 # run's activations (about 1.5 GB in fp16), counted in what the service holds at rest.
 GRAPH_MAX_PIXELS = 2560 * 1920
 
-# How many shapes that ran eagerly a GraphRunner remembers: one of them coming back is captured.
-RECENT_SHAPES = 64
-
-
 class ShapeSightings:
     """Which input shapes deserve a graph: one seen before among the last `remembered` shapes
     that ran without one, or any while `capturing_every_shape` (the warm-up's)."""
 
-    def __init__(self, remembered: int = RECENT_SHAPES):
+    def __init__(self, remembered: int):
         self.remembered = remembered
         self._recent: OrderedDict[tuple[int, ...], None] = OrderedDict()
         self._every_shape = False
@@ -169,7 +166,10 @@ class GraphRunner:
         self.keepalive = keepalive
         self.max_graphs = max_graphs
         self.max_pixels = max_pixels
-        self.sightings = ShapeSightings()
+        # A shape back within twice as many eager runs as graphs are kept is likely to come back
+        # again before its graph is evicted; one coming back less often runs eagerly each time
+        # rather than costing a capture each time.
+        self.sightings = ShapeSightings(remembered=2 * max_graphs)
         self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
         # One warm-up stream for all captures: the module may keep per-stream state (its side

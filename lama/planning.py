@@ -9,14 +9,23 @@ runs exactly that plan: the estimate and the work cannot drift apart.
 - crop: above `crop_trigger`, each masked region with `crop_margin` of context, one run each.
 Whatever the strategy, no run makes the model see a side longer than `max_side`: a larger box
 is scaled down for it (and the repair scaled back up).
+
+A crop's box follows the user's mask, so nearly every repair would give the model a shape of
+its own; a backend that prepares work per input shape (the GPU fast path's CUDA graphs, its
+kernels' specialisations) would then prepare for every request and reuse nothing. With
+`snap` the crop boxes grow, with more of the image around them, to sides on a coarse ladder
+(`snapped_side`), so that repairs of different masks share a few shapes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from lama.masks import Box, RegionMask
+import numpy as np
+
+from lama.masks import Box, RegionMask, merge_overlapping
 
 STRATEGIES = ("original", "resize", "crop")
 
@@ -45,15 +54,56 @@ class Run(NamedTuple):
         return self.model_shape != self.box.shape
 
 
-def plan(mask: RegionMask, strategy: str, hd: HDSettings) -> list[Run]:
+def plan(mask: RegionMask, strategy: str, hd: HDSettings, snap: bool = False) -> list[Run]:
     """The runs that repair `mask` (refined: binarized and dilated) with `strategy`, in order.
-    Crops run one after another, so a job's peak memory is its largest run's."""
+    Crops run one after another, so a job's peak memory is its largest run's. `snap`: crop
+    boxes on the ladder of sides (see the module's docstring)."""
     whole = Box(0, 0, *mask.shape)
     long_side = max(mask.shape)
     if strategy == "resize" and long_side > hd.resize_limit:
         return [Run(whole, scaled_shape(mask.shape, min(hd.resize_limit, hd.max_side or long_side)))]
-    boxes = mask.region_boxes(hd.crop_margin) if strategy == "crop" and long_side > hd.crop_trigger else [whole]
-    return [whole_run(box, hd) for box in boxes]
+    if strategy != "crop" or long_side <= hd.crop_trigger:
+        return [whole_run(whole, hd)]
+    boxes = mask.region_boxes(hd.crop_margin)
+    return [whole_run(box, hd) for box in (snapped_boxes(boxes, mask.shape) if snap else boxes)]
+
+
+# Crop sides are multiples of SNAP_MIN_STEP up to 8 times it, then of an eighth of the power of
+# two they reach: a side grows by less than 64 px or a quarter of itself, whichever is more, and
+# the sides up to 4096 are 20 values (multiples of 8, as the model's padding wants).
+SNAP_MIN_STEP = 64
+
+
+def snapped_side(side: int) -> int:
+    """The smallest side on the ladder that holds `side`: 64, 128, …, 512, 640, 768, 896, 1024,
+    1280, …, 2048, 2560, …"""
+    step = max(SNAP_MIN_STEP, 2 ** (math.ceil(math.log2(max(side, 1))) - 3))
+    return -(-side // step) * step
+
+
+def snapped_boxes(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:
+    """Each box grown to ladder sides (`snapped_side`; the image's own side where that is
+    shorter), about its centre and kept within the image, in (top, left) order. Grown boxes that
+    overlap are merged and grown again, so that no masked pixel is repaired twice."""
+    while True:
+        grown = [_snapped(box, shape) for box in boxes]
+        merged = sorted(Box(*box) for box in merge_overlapping(np.array(grown, np.int64)).tolist())
+        if merged == sorted(grown):
+            return merged
+        boxes = merged
+
+
+def _snapped(box: Box, shape: tuple[int, int]) -> Box:
+    (top, bottom), (left, right) = (_snapped_span(start, stop, size)
+                                    for start, stop, size in ((box.top, box.bottom, shape[0]),
+                                                              (box.left, box.right, shape[1])))
+    return Box(top, left, bottom, right)
+
+
+def _snapped_span(start: int, stop: int, size: int) -> tuple[int, int]:
+    length = min(snapped_side(stop - start), size)
+    first = min(max(0, start - (length - (stop - start)) // 2), size - length)
+    return first, first + length
 
 
 def peak_pixels(runs: list[Run]) -> int:

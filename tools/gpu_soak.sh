@@ -100,7 +100,7 @@ if [ "$only" = pipeline ]; then
     variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
               "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
               "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
-              "capture-first-sighting|capture-first-sighting")
+              "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes")
     if [ -n "${PIPELINE_VARIANTS:-}" ]; then
         picked=()
         for entry in "${variants[@]}"; do

@@ -22,6 +22,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   before the GPU worker copied the image's view straight into page-locked memory.
 - capture-first-sighting: every model input shape captured into a CUDA graph the first time it
   comes, as before a shape had to come back for it.
+- exact-crop-boxes: the crop strategy's boxes as the masks make them, as before they snapped to
+  a ladder of sides on the fast path.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -90,9 +92,17 @@ def capture_first_sighting() -> None:
     fastpath.ShapeSightings.wants_graph = lambda self, shape: True
 
 
+def exact_crop_boxes() -> None:
+    """The crop strategy's boxes as the masks make them, as before they snapped to a ladder of
+    sides for the fast path (run with the load benchmark's --masks to see what that costs)."""
+    from lama.fastpath import LamaFastPath
+
+    LamaFastPath.prefers_few_shapes = False
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
-            "capture-first-sighting": capture_first_sighting}
+            "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes}
 
 
 # ------------------------------------------------------------------ the summary
