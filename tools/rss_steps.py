@@ -1,0 +1,69 @@
+"""The resident memory (RSS) of a process after each step of what the server's start-up does:
+importing torch, CUDA's context, cuDNN, cuFFT and cuBLAS at first use, big-lama loaded on the
+fast path, the warm-up, Gradio imported, the heap trimmed; then what backs it (tools/rss_map.py).
+
+    python tools/rss_steps.py [--model models/big-lama.safetensors]
+
+Issue 15 asks for 1 GB at rest: this says how much of it the CUDA libraries take before the
+service holds anything of its own. Needs a CUDA GPU; prints, never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mb() -> float:
+    return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
+def note(step: str) -> None:
+    print(f"{step:24s} {rss_mb():7.0f} MB", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="models/big-lama.safetensors")
+    args = parser.parse_args()
+    note("python")
+    import cv2  # noqa: F401 - the step is the import
+    import numpy  # noqa: F401
+    note("numpy and OpenCV")
+    import torch
+    note("torch imported")
+    torch.zeros(1, device="cuda")
+    note("CUDA context")
+    x = torch.randn(1, 64, 256, 256, device="cuda", dtype=torch.half)
+    torch.nn.functional.conv2d(x, torch.randn(64, 64, 3, 3, device="cuda", dtype=torch.half))
+    torch.cuda.synchronize()
+    note("cuDNN")
+    torch.fft.rfft2(x.float())
+    torch.cuda.synchronize()
+    note("cuFFT")
+    square = torch.randn(512, 512, device="cuda", dtype=torch.half)
+    square @ square
+    torch.cuda.synchronize()
+    note("cuBLAS")
+    from lama.engine import InpaintEngine
+    engine = InpaintEngine(args.model, "cuda", "auto")
+    note("model loaded")
+    engine.warmup()
+    note("warm-up")
+    import gradio  # noqa: F401
+    note("gradio imported")
+    from lama import resources
+    resources.release_free_heap()
+    note("heap trimmed")
+    subprocess.run([sys.executable, str(ROOT / "tools" / "rss_map.py"), str(os.getpid()), "--top", "20"], check=False)
+
+
+if __name__ == "__main__":
+    main()
