@@ -110,13 +110,20 @@ def test_every_strategy_keeps_unmasked_pixels_bit_identical(small_hd_engine, hei
     feather=st.integers(0, 6),
     strokes=st.lists(st.tuples(*[st.floats(0, 1)] * 2, *[st.integers(1, 14)] * 2), min_size=1, max_size=3),
     seed=st.integers(0, 2**32 - 1),
+    snap=st.booleans(),
 )
 # Two regions far apart: two crops, pasted over the box that holds both.
-@example(height=120, width=200, strategy="crop", feather=3, strokes=[(0.1, 0.05, 10, 10), (0.8, 0.85, 10, 14)], seed=1)
-def test_compose_is_the_whole_frame_paste_and_blend(small_hd_engine, height, width, strategy, feather, strokes, seed):
+@example(height=120, width=200, strategy="crop", feather=3, strokes=[(0.1, 0.05, 10, 10), (0.8, 0.85, 10, 14)], seed=1,
+         snap=False)
+@example(height=120, width=200, strategy="crop", feather=3, strokes=[(0.1, 0.05, 10, 10), (0.8, 0.85, 10, 14)], seed=1,
+         snap=True)
+def test_compose_is_the_whole_frame_paste_and_blend(small_hd_engine, height, width, strategy, feather, strokes, seed,
+                                                    snap, monkeypatch):
     """compose works on the mask's box and, where one run covers it, on a window of that run's
     output; the result is what pasting every run's output over the whole frame in order and
-    blending with the whole frame's feather weights gives."""
+    blending with the whole frame's feather weights gives. `snap`: crops on the ladder of sides,
+    as the GPU fast path plans them."""
+    monkeypatch.setattr(small_hd_engine.backend, "prefers_few_shapes", snap)
     image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     mask = np.zeros((height, width), bool)
     for down, right, rows, cols in strokes:
