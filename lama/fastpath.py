@@ -15,7 +15,9 @@ and a guard:
   engine's warm-up (its sizes are the ones expected to come back). Shapes are the
   official padding's, not coarser buckets: LaMa sees the whole image, and a wider mirrored
   border changed the tiny fixture's repair far beyond rounding (tests/gpu/test_cuda.py keeps the
-  fast path on the fixture).
+  fast path on the fixture). What makes shapes come back is upstream: the crop strategy's
+  boxes grow to a ladder of sides with more of the image, not of a mirror
+  (`prefers_few_shapes`, lama.planning).
 - Fp32Fallback: an fp16 output that is not finite (an overflow) is computed again in fp32,
   and counted.
 """
@@ -122,6 +124,7 @@ def fold_batchnorm(generator: FFCResNetGenerator) -> FFCResNetGenerator:
 # with the limit at 1536² (docs/BENCHMARKS.md). The graphs' shared pool then holds a 2560×1920
 # run's activations (about 1.5 GB in fp16), counted in what the service holds at rest.
 GRAPH_MAX_PIXELS = 2560 * 1920
+
 
 class ShapeSightings:
     """Which input shapes deserve a graph: one seen before among the last `remembered` shapes
