@@ -123,6 +123,9 @@ def markdown(run: dict[str, Any]) -> str:
         "what the model's device (the GPU) could serve if the rest of the pipeline cost nothing; the last column "
         "is req/s divided by it.",
     ]
+    if options.get("masks", 1) > 1:
+        lines.append("- With different masks that median may include a new shape's first runs (the model's "
+                     "input follows the mask): the model-only figures are then a lower bound of the GPU's.")
     if run.get("interrupted"):
         lines.append(f"- **Interrupted: {run['interrupted']}; the cells after it are missing.**")
     stages = list(dict.fromkeys(stage for cell in run["cells"] for stage in cell["summary"]["stage_medians_s"]))

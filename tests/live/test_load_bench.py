@@ -68,6 +68,7 @@ def live_run(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 def test_the_table_has_every_cell_and_every_number_parses(live_run):
     stdout, _, _ = live_run
+    assert "the same mask every time" in stdout and "a new shape's first runs" not in stdout
     rows = table(stdout)
     # --clients 2 still runs the 1-client cell first: it measures the model-only capacity.
     assert [(r["size"], r["settings"], r["clients"]) for r in rows] == [
@@ -195,6 +196,7 @@ def test_different_masks_go_round_in_turn_after_a_warm_up_with_the_first(tmp_pat
         server.server_close()
     assert done.returncode == 0, done.stderr
     assert "one of 3 different masks per size" in done.stdout
+    assert "a new shape's first runs" in done.stdout, "the model-only figures say what they may include"
     masks = load.make_upload(96, 64, 0, load.MASK_COVERAGE, 3).mask_pngs
     assert len(set(masks)) == 3
     sent = [[turn for turn, mask in enumerate(masks) if mask in body] for body in Recording.bodies]
