@@ -85,18 +85,18 @@ def snapped_boxes(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:
     """Each box grown to ladder sides (`snapped_side`; the image's own side where that is
     shorter), about its centre and kept within the image, in (top, left) order. Grown boxes that
     overlap are merged and grown again, so that no masked pixel is repaired twice."""
-    while True:
+    while boxes:
         grown = [_snapped(box, shape) for box in boxes]
         merged = sorted(Box(*box) for box in merge_overlapping(np.array(grown, np.int64)).tolist())
         if merged == sorted(grown):
             return merged
         boxes = merged
+    return []
 
 
 def _snapped(box: Box, shape: tuple[int, int]) -> Box:
-    (top, bottom), (left, right) = (_snapped_span(start, stop, size)
-                                    for start, stop, size in ((box.top, box.bottom, shape[0]),
-                                                              (box.left, box.right, shape[1])))
+    top, bottom = _snapped_span(box.top, box.bottom, shape[0])
+    left, right = _snapped_span(box.left, box.right, shape[1])
     return Box(top, left, bottom, right)
 
 

@@ -50,6 +50,10 @@ def test_snapped_boxes_hold_the_boxes_within_the_image_on_the_ladder_and_apart(c
         assert all(box.intersection(other) is None for other in snapped[index + 1:]), "no pixel repaired twice"
 
 
+def test_no_boxes_snap_to_no_boxes():
+    assert snapped_boxes([], (480, 640)) == []
+
+
 def test_different_masks_share_shapes_when_snapped():
     """64 people's masks (brush strokes over 1 % of a 1280×960 photo): without the ladder nearly
     every crop has a shape of its own, with it they share a few, and each snapped box holds the
