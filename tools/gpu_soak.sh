@@ -13,7 +13,8 @@
 # `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
 # kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
 # at rest (with what backs that memory: tools/rss_map.py), after a short load, and a minute later
-# (after the sweep that returns free heap pages);
+# (after the sweep that returns free heap pages), then the RSS each start-up step adds
+# (tools/rss_steps.py);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
 # workers, codecs), one table comparing them in $1/pipeline.md.
 # `replicas` (issue 18): one replica alone, then two behind deploy/haproxy.cfg (one per GPU, or
@@ -90,6 +91,8 @@ if [ "$only" = startup ]; then
         fi
         stop
     done
+    # The RSS each start-up step adds, in a process of its own (what of the 1 GB the CUDA stack takes).
+    python3 tools/rss_steps.py --model models/big-lama.safetensors 2>&1 | tee -a "$out/startup.txt"
     exit 0
 fi
 
