@@ -162,8 +162,8 @@ class InpaintEngine:
         original = job.layout.to_rgb(image[area.slices])
         filled = _repairs_over(area, job.runs, outputs, original)
         if feather:
-            ramp = job.ramps.get(feather)
-            _feather(filled, original, ramp if ramp is not None else region.feather_ramp(feather))
+            self.feather_ahead(job, feather)  # a no-op where the caller computed it ahead; timed here otherwise
+            _feather(filled, original, job.ramps[feather])
         # The guarantee, enforced rather than hoped for: layout round trips must not touch a
         # single pixel outside the mask, so only masked pixels are copied into the input's copy
         # (cv2.copyTo writes into the view in one pass; numpy's masked copy took 100× longer).
