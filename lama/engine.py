@@ -38,7 +38,7 @@ from lama.units import format_bytes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STRATEGIES", "EngineError", "HDSettings", "InpaintEngine", "RepairJob", "WARMUP_SIZES"]
+__all__ = ["STRATEGIES", "EngineError", "HDSettings", "InpaintEngine", "MaskPlan", "RepairJob", "WARMUP_SIZES"]
 
 # Sizes (width, height) warmed at start-up: what phones, screenshots and the crop strategy
 # (800-px regions plus margins) send most, and the longest side the default preset lets the
@@ -115,22 +115,36 @@ class InpaintEngine:
             return np.asarray(image).copy()
         return self.compose(job, self.run_models(job, timings), feather, timings)
 
-    def prepare(self, image: np.ndarray, mask: np.ndarray, strategy: str = "crop", dilate: int = 0,
-                timings: dict[str, float] | None = None) -> RepairJob | None:
-        """The CPU's work before the model: the refined mask, the plan and each run's input
-        (scaled down where the plan says so). None when nothing is to be repaired."""
+    def plan_mask(self, mask: np.ndarray, strategy: str = "crop", dilate: int = 0,
+                  timings: dict[str, float] | None = None, shape: tuple[int, int] | None = None) -> MaskPlan:
+        """The part of `prepare` that needs the mask alone: the refined mask and the plan, for an
+        image of `shape` (the mask's own by default). A caller that decodes the image meanwhile
+        (the service) does it beside that, and hands it to `prepare`."""
         clock = _StageClock(timings)
-        image = np.asarray(image)
-        layout = layout_of(image)
         if strategy not in STRATEGIES:
             raise EngineError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-        region = self.refined_mask(mask, dilate, image.shape[:2])
+        shape = tuple(shape or np.shape(mask)[:2])
+        region = self.refined_mask(mask, dilate, shape)
+        runs = self._plan(region, strategy) if region is not None else []
+        clock.lap(Stage.PREPROCESS)
+        return MaskPlan(shape, strategy, dilate, region, runs)
+
+    def prepare(self, image: np.ndarray, mask: np.ndarray, strategy: str = "crop", dilate: int = 0,
+                timings: dict[str, float] | None = None, *, planned: MaskPlan | None = None) -> RepairJob | None:
+        """The CPU's work before the model: the refined mask, the plan and each run's input
+        (scaled down where the plan says so). None when nothing is to be repaired. `planned`:
+        `plan_mask`'s for this mask, strategy and dilation, done ahead (else it is done here)."""
+        image = np.asarray(image)
+        if planned is None or planned.key != (image.shape[:2], strategy, dilate):
+            planned = self.plan_mask(mask, strategy, dilate, timings, image.shape[:2])
+        clock = _StageClock(timings)
+        layout = layout_of(image)
+        region = planned.region
         if region is None:
             return None
-        runs = self._plan(region, strategy)
-        inputs = [_model_input(run, layout.to_rgb(image[run.box.slices]), region.over(run.box)) for run in runs]
+        inputs = [_model_input(run, layout.to_rgb(image[run.box.slices]), region.over(run.box)) for run in planned.runs]
         clock.lap(Stage.PREPROCESS)
-        return RepairJob(image, layout, region, runs, inputs, {})
+        return RepairJob(image, layout, region, planned.runs, inputs, {})
 
     def run_models(self, job: RepairJob, timings: dict[str, float] | None = None) -> list[np.ndarray]:
         """The plan's model runs, one after another (a job's peak memory is its largest run's):
@@ -151,10 +165,12 @@ class InpaintEngine:
             clock.lap(Stage.POSTPROCESS)
 
     def compose(self, job: RepairJob, outputs: list[np.ndarray], feather: int = 0,
-                timings: dict[str, float] | None = None) -> np.ndarray:
+                timings: dict[str, float] | None = None, *, in_place: bool = False) -> np.ndarray:
         """The CPU's work after the model: the runs' repairs pasted into the input's copy, inside
         the refined mask only, feathered over `feather` px (0: not feathered). The outputs are
-        `run_models`' own: compose may change them."""
+        `run_models`' own: compose may change them. `in_place`: pasted into the job's image
+        itself, which is returned, for a caller that owns it and needs the original no more (the
+        copy of a large photo, and the pages it faults in, are a share of one client's wait)."""
         clock = _StageClock(timings)
         image, region = job.image, job.region
         # Only the region's box is repaired: every masked pixel lies in it.
@@ -167,7 +183,7 @@ class InpaintEngine:
         # The guarantee, enforced rather than hoped for: layout round trips must not touch a
         # single pixel outside the mask, so only masked pixels are copied into the input's copy
         # (cv2.copyTo writes into the view in one pass; numpy's masked copy took 100× longer).
-        result = image.copy()
+        result = image if in_place else image.copy()
         cv2.copyTo(job.layout.from_rgb(filled, image[area.slices]), region.pixels.view(np.uint8), result[area.slices])
         clock.lap(Stage.POSTPROCESS)
         return result
@@ -290,6 +306,22 @@ class RepairJob(NamedTuple):
     def peak_model_pixels(self) -> int:
         """The largest model input, in pixels: what the job's GPU memory follows."""
         return peak_pixels(self.runs)
+
+
+class MaskPlan(NamedTuple):
+    """What `plan_mask` found for a mask: its refined region (None: nothing to repair) and the
+    plan's runs, for an image of `shape` with `strategy` and `dilate`."""
+
+    shape: tuple[int, int]
+    strategy: str
+    dilate: int
+    region: masks.RegionMask | None
+    runs: list[Run]
+
+    @property
+    def key(self) -> tuple[tuple[int, int], str, int]:
+        """What the plan was made for: `prepare` uses it only for the same."""
+        return self.shape, self.strategy, self.dilate
 
 
 def _model_input(run: Run, rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

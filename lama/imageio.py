@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -184,20 +184,28 @@ _mask_pool = parallel.LazyPool("mask", DECODE_SLOTS)
 
 
 def decode_photo_and_mask(
-    image_data: bytes, mask_data: bytes, limits: ImageLimits = DEFAULT_LIMITS
-) -> tuple[Photo, np.ndarray]:
+    image_data: bytes, mask_data: bytes, limits: ImageLimits = DEFAULT_LIMITS,
+    then: Callable[[np.ndarray], Any] | None = None,
+) -> tuple[Photo, Any]:
     """:func:`decode_photo` and :func:`decode_mask` at once, the mask in another thread.
 
     Both files are checked (structure, header, limits) before either is decoded, so a
     refusal costs no decoding at all. OpenCV and zlib release the GIL, so the mask costs
     (almost) no time of its own. The error raised has ``part`` set to "image" or "mask":
-    the first one found, checks before decoding, the image before the mask.
+    the first one found, checks before decoding, the image before the mask. `then`: what
+    to make of the decoded mask in its thread while the image still decodes (the service
+    prepares its part of a repair there); the mask's place in the answer holds what it returns.
     """
     with _blaming("image"):
         image_checked = _check(image_data, limits)
     with _blaming("mask"):
         mask_checked = _check(mask_data, limits)
-    mask_future = _mask_pool.get().submit(_decode_mask, mask_checked)
+
+    def mask_and_then() -> Any:
+        mask = _decode_mask(mask_checked)
+        return then(mask) if then is not None else mask
+
+    mask_future = _mask_pool.get().submit(mask_and_then)
     with _blaming("image"):
         try:
             image = _decode(image_checked)
@@ -205,7 +213,7 @@ def decode_photo_and_mask(
             mask_future.cancel()
             raise
     with _blaming("mask"):
-        mask = _decode_mask(mask_checked) if mask_future.cancel() else mask_future.result()
+        mask = mask_and_then() if mask_future.cancel() else mask_future.result()
     return Photo(image, _source(image_checked)), mask
 
 

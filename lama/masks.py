@@ -101,8 +101,14 @@ class RegionMask(NamedTuple):
 
     def over(self, window: Box) -> np.ndarray:
         """The mask over any `window` of the image, as a new boolean array of the window's shape."""
+        common = self.box.intersection(window)
+        if common == self.box:
+            # The usual case (a window around the box): the box bordered with unmasked pixels, in one pass.
+            return cv2.copyMakeBorder(self.pixels.view(np.uint8), self.box.top - window.top,
+                                      window.bottom - self.box.bottom, self.box.left - window.left,
+                                      window.right - self.box.right, cv2.BORDER_CONSTANT, value=0).view(bool)
         out = np.zeros(window.shape, bool)
-        if (common := self.box.intersection(window)) is not None:
+        if common is not None:
             out[common.within(window)] = self.pixels[common.within(self.box)]
         return out
 
@@ -202,7 +208,10 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     if pixels <= 0:
         return mask
     if pixels <= KERNEL_DILATION_MAX_PX:
-        return cv2.dilate(mask.astype(np.uint8), disc(pixels)) > 0
+        # On the mask as bytes of 0 and 1, whose maximum is a boolean mask again: no pass to
+        # convert it there and back (each as large as the mask's box).
+        binary = np.ascontiguousarray(mask if mask.dtype == bool else mask != 0)
+        return cv2.dilate(binary.view(np.uint8), disc(pixels)).view(bool)
     # Distance of every pixel to the nearest masked one: exact Euclidean (OpenCV's
     # DIST_MASK_PRECISE), one linear pass whatever the radius. Distances are square roots of
     # integers, so the threshold halfway to the next integer square is safe from rounding.

@@ -25,7 +25,7 @@ import psutil
 
 from lama import imageio, masks
 from lama.device import GpuFailure, GpuOutOfMemory
-from lama.engine import STRATEGIES, InpaintEngine, RepairJob
+from lama.engine import STRATEGIES, InpaintEngine, MaskPlan, RepairJob
 from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
                          OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
 from lama.metadata import NO_METADATA
@@ -76,6 +76,12 @@ class Decoded:
     upload_name: str | None = None  # the upload's file name, which names the result
     # When the server began on it (time.perf_counter): decoding's start, or the arrays' arrival.
     received: float = field(default_factory=time.perf_counter)
+    # The image is the request's own (decoded from its upload): the repair is pasted into it.
+    # Arrays handed in (the UI's) are the caller's, which keeps them: the repair goes to a copy.
+    owned: bool = False
+    mask_threshold: int | None = None  # what `mask` was binarized with; None: its values as uploaded
+    plan: MaskPlan | None = None  # the mask's part of the preparation, done while the image decoded
+    timings: dict[str, float] = field(default_factory=dict)  # the stages done so far (that preparation)
 
 
 class Inference(NamedTuple):
@@ -176,18 +182,33 @@ class RepairService:
                 raise too_large
         self.queue.check_room()
 
-    def decode(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None = None) -> Decoded:
-        """`upload_name`: the image's file name as the client gave it (only its stem names the result)."""
+    def decode(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None = None,
+               options: RepairOptions | None = None) -> Decoded:
+        """`upload_name`: the image's file name as the client gave it (only its stem names the result).
+        `options`: the request's, to be submitted with the result: the mask's part of the
+        preparation (binarizing it, refining it, the plan) is then done in the mask's thread while
+        the image decodes, which takes longer."""
         started = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def binarized_and_planned(mask: np.ndarray) -> tuple[np.ndarray, MaskPlan]:
+            binary = masks.binarize(mask, options.mask_threshold)
+            return binary, self.engine.plan_mask(binary, options.strategy, options.dilate, timings)
+
         try:
             # The mask decodes in another thread while the image does (the codecs release the GIL).
-            photo, mask = imageio.decode_photo_and_mask(image_bytes, mask_bytes, self.limits)
+            photo, mask = imageio.decode_photo_and_mask(image_bytes, mask_bytes, self.limits,
+                                                        then=binarized_and_planned if options else None)
         except ImageError as error:
             # The same class with the part named first: which of the two uploads is wrong.
             named = type(error)(f"{error.part}: {error}")
             named.part = error.part
             raise named from None
-        return Decoded(photo.pixels, mask, time.perf_counter() - started, photo.source, upload_name, started)
+        plan = threshold = None
+        if options is not None:
+            (mask, plan), threshold = mask, options.mask_threshold
+        return Decoded(photo.pixels, mask, time.perf_counter() - started, photo.source, upload_name, started,
+                       owned=True, mask_threshold=threshold, plan=plan, timings=timings)
 
     def submit(self, decoded: Decoded, options: RepairOptions,
                on_start: Callable[[], None] | None = None) -> Future[Timed]:
@@ -199,9 +220,14 @@ class RepairService:
         workers are never busy with what other cores can do beside them."""
         options.validate()
         self._check_arrays(decoded.image, decoded.mask)
-        # Decided once, here: the memory estimate, the engine and the request log see the same pixels.
-        decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
-        timings: dict[str, float] = {}
+        # Decided once: the memory estimate, the engine and the request log see the same pixels.
+        if decoded.mask_threshold is None:
+            decoded.mask, decoded.mask_threshold = masks.binarize(decoded.mask, options.mask_threshold), \
+                options.mask_threshold
+        elif decoded.mask_threshold != options.mask_threshold:
+            raise ValueError(f"the mask was binarized above {decoded.mask_threshold}, not {options.mask_threshold}: "
+                             "decode with the options it is submitted with")
+        timings = dict(decoded.timings)
         run_options, job, estimate = self._fit_to_gpu(decoded, options, timings)
 
         def run_on_gpu() -> Inference:
@@ -225,7 +251,8 @@ class RepairService:
         hold the memory). One that does not is repaired with the crop strategy when that fits
         (each masked region on its own), else refused with 413 before it reaches the GPU.
         """
-        job = self.engine.prepare(decoded.image, decoded.mask, options.strategy, options.dilate, timings)
+        job = self.engine.prepare(decoded.image, decoded.mask, options.strategy, options.dilate, timings,
+                                  planned=decoded.plan)
         budget = self.queue.budget_bytes
         estimate = None if budget is None else self.engine.memory_for(job)
         if estimate is None or estimate <= budget:
@@ -249,8 +276,10 @@ class RepairService:
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
         """The repair composed from the model's outputs, encoded and saved (on the caller's thread)."""
         job, outputs, peak, engine_timings, strategy = timed.value
-        repaired = (self.engine.compose(job, outputs, options.feather, engine_timings) if job is not None
-                    else decoded.image.copy())
+        if job is not None:
+            repaired = self.engine.compose(job, outputs, options.feather, engine_timings, in_place=decoded.owned)
+        else:
+            repaired = decoded.image if decoded.owned else decoded.image.copy()
         started = time.perf_counter()
         source = decoded.source
         fmt = output_format(options.format, source.format if source else None)

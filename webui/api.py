@@ -228,7 +228,7 @@ def create_api(service: RepairService, api_token: str | None = None,
         """The checks that need no pixels, then decoding, off the event loop."""
         service.check_before_decode(upload.options, {"image": upload.image.size, "mask": upload.mask.size})
         return await run_in_threadpool(service.decode, await upload.image.read(), await upload.mask.read(),
-                                       upload.image.filename)
+                                       upload.image.filename, upload.options)
 
     # With a token, the document says so (Swagger UI's Authorize button sends it); ApiGate checks it.
     token = [Security(HTTPBearer(auto_error=False, description="the server's --api-token"))] if api_token else []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -95,3 +96,57 @@ def test_a_mask_that_thresholds_to_nothing_comes_back_as_the_photo(engine, tmp_p
         options = RepairOptions()
         result = service.finish(decoded, service.submit(decoded, options).result(), options)
     assert np.array_equal(result.image, image) and result.image is not image
+
+
+def encoded(image, mask):
+    return cv2.imencode(".png", image[..., ::-1])[1].tobytes(), cv2.imencode(".png", mask)[1].tobytes()
+
+
+def test_the_mask_is_planned_in_its_own_thread_while_the_photo_decodes(engine, tmp_path, monkeypatch):
+    """Decoding with the request's options binarizes, refines and plans the mask in the mask's
+    decoding thread, where it waits for the (larger) photo anyway: the request's own thread then
+    only builds the model's inputs (issue 15, one client's total). The repair is the same."""
+    planned_on = []
+    real = engine.plan_mask
+
+    def watched(*args, **kwargs):
+        planned_on.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "plan_mask", watched)
+    image, mask = two_strokes()
+    options = RepairOptions(strategy="crop", dilate=3, feather=2)
+    with repair_service(engine, tmp_path) as service:
+        decoded = service.decode(*encoded(image, mask), "photo.png", options)
+        assert decoded.mask.dtype == bool and decoded.plan is not None
+        result = service.finish(decoded, service.submit(decoded, options).result(), options)
+    assert len(planned_on) == 1 and planned_on[0] != threading.current_thread().name
+    assert np.array_equal(result.image, engine.inpaint(image, mask > 127, "crop", dilate=3, feather=2))
+    assert result.timings["preprocess"] > 0
+
+
+def test_a_plan_made_for_other_options_is_not_used(engine, tmp_path):
+    image, mask = two_strokes()
+    with repair_service(engine, tmp_path) as service:
+        decoded = service.decode(*encoded(image, mask), None, RepairOptions(strategy="original", dilate=0))
+        options = RepairOptions(strategy="crop", dilate=5, feather=1)
+        result = service.finish(decoded, service.submit(decoded, options).result(), options)
+        assert np.array_equal(result.image, engine.inpaint(image, mask > 127, "crop", dilate=5, feather=1))
+        with pytest.raises(ValueError, match="binarized above 127, not 3"):
+            service.submit(decoded, RepairOptions(mask_threshold=3))
+
+
+def test_an_uploads_photo_becomes_the_result_and_arrays_handed_in_are_left_alone(engine, tmp_path):
+    """A decoded upload's photo is the request's own: the repair is pasted into it rather than a
+    copy of it (a full frame's copy and its fresh pages, per repair). The UI's arrays are kept by
+    the UI (its before/after view, its history): those the service never writes into."""
+    image, mask = two_strokes()
+    options = RepairOptions(dilate=2, feather=2)
+    expected = engine.inpaint(image, mask > 127, dilate=2, feather=2)
+    with repair_service(engine, tmp_path) as service:
+        decoded = service.decode(*encoded(image, mask), None, options)
+        result = service.finish(decoded, service.submit(decoded, options).result(), options)
+        assert result.image is decoded.image and np.array_equal(result.image, expected)
+        kept = image.copy()
+        handed_in = service.repair(image, mask, options)
+        assert np.array_equal(image, kept) and np.array_equal(handed_in.image, expected)

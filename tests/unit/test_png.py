@@ -336,6 +336,25 @@ def test_image_and_mask_decode_together():
     np.testing.assert_array_equal(got_mask, mask)
 
 
+def test_what_becomes_of_the_mask_is_made_in_its_thread_while_the_image_decodes():
+    image, mask = photo_like(480, 640, 3), (photo_like(480, 640, 1) > 128).astype(np.uint8) * 255
+    threads = []
+
+    def counted(decoded_mask):
+        threads.append(threading.current_thread().name)
+        return int(np.count_nonzero(decoded_mask))
+
+    photo, made = imageio.decode_photo_and_mask(png_of(image), png_of(mask), then=counted)
+    np.testing.assert_array_equal(photo.pixels, image)
+    assert made == np.count_nonzero(mask) and len(threads) == 1
+
+    def failing(_mask):
+        raise RuntimeError("planning failed")
+
+    with pytest.raises(RuntimeError, match="planning failed"):
+        imageio.decode_photo_and_mask(png_of(image), png_of(mask), then=failing)
+
+
 def test_together_the_bad_upload_is_named():
     good = png_of(photo_like(8, 8, 3))
     with pytest.raises(imageio.ImageError, match="not an image") as caught:

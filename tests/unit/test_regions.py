@@ -31,6 +31,29 @@ def region(mask: np.ndarray) -> RegionMask:
     return found
 
 
+@settings(max_examples=100, deadline=None)
+@given(mask=sparse_masks(), corners=st.tuples(*[st.integers(0, 70)] * 4))
+def test_a_region_over_any_window_is_the_masks_pixels_there(mask, corners):
+    """Windows around the box (bordered in one pass), across it and beside it."""
+    top, bottom = sorted(corners[:2])
+    left, right = sorted(corners[2:])
+    window = Box(min(top, mask.shape[0] - 1), min(left, mask.shape[1] - 1),
+                 max(1, min(bottom, mask.shape[0])), max(1, min(right, mask.shape[1])))
+    if window.top >= window.bottom or window.left >= window.right:
+        return
+    assert np.array_equal(region(mask).over(window), mask[window.slices])
+    grown = region(mask).box.grown(3, mask.shape)
+    assert np.array_equal(region(mask).over(grown), mask[grown.slices])
+
+
+@pytest.mark.parametrize("dtype, value", [(bool, True), (np.uint8, 255), (np.uint8, 1), (np.float32, 0.5)])
+def test_dilating_a_mask_of_any_type_gives_a_boolean_mask(dtype, value):
+    mask = np.zeros((20, 30), dtype)
+    mask[10, 15] = value
+    dilated = masks.dilate(mask, 2)
+    assert dilated.dtype == bool and dilated.sum() == 13 and dilated[10, 13] and not dilated[9, 13]
+
+
 @settings(max_examples=60, deadline=None)
 @given(mask=sparse_masks(), pixels=st.sampled_from([0, 1, 3, 8, 9, 20]))
 def test_a_dilated_region_is_the_dilated_mask(mask, pixels):
