@@ -7,7 +7,8 @@
 # NVML's memory used after each (does memory plateau after the first burst, or keep growing?);
 # with `load`: then the load benchmark (python -m loadreport load; extra arguments go to it),
 # its table in $1/load.md and everything in $1/load.json; with `ui`: the editor's server path
-# through gradio_client against the REST API (tools/ui_bench.py --client gradio), in $1/ui.md; with
+# through gradio_client against the REST API (tools/ui_bench.py --client gradio, then --client stream: the
+# same path with its event stream read as the page reads it), in $1/ui.md; with
 # `gil`: who holds the GIL under 16 clients (py-spy, tools/gil_profile.py), in $1/gil.md.
 # Two modes start servers of their own (issue 15):
 # `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
@@ -103,7 +104,9 @@ if [ "$only" = pipeline ]; then
     variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
               "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
               "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
-              "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes")
+              "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"
+              "planned-after-decode|planned-after-decode" "composed-on-a-copy|composed-on-a-copy"
+              "pageable-outputs|pageable-outputs")
     if [ -n "${PIPELINE_VARIANTS:-}" ]; then
         picked=()
         for entry in "${variants[@]}"; do
@@ -155,6 +158,8 @@ fi
 if [ "$only" = ui ]; then
     # The editor's server path through gradio_client against POST /api/v1/inpaint (no browser here).
     python3 tools/ui_bench.py --url $url --client gradio --sizes 1280x960,4000x3000 "$@" | tee "$out/ui.md"
+    # The same path as the page speaks it: the event stream read, not polled every 50 ms.
+    python3 tools/ui_bench.py --url $url --client stream --sizes 1280x960,4000x3000 "$@" | tee -a "$out/ui.md"
     stop; exit 0
 fi
 if [ "$only" = bursts ]; then

@@ -24,6 +24,12 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   comes, as before a shape had to come back for it.
 - exact-crop-boxes: the crop strategy's boxes as the masks make them, as before they snapped to
   a ladder of sides on the fast path.
+- planned-after-decode: the mask binarized, refined and planned in the request's thread after
+  both uploads are decoded, as before that was done in the mask's decoding thread.
+- composed-on-a-copy: the repair pasted into a copy of the decoded photo, as before it was
+  pasted into the photo itself.
+- pageable-outputs: the model's output copied back into pageable memory, as before it went
+  through page-locked memory.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -100,9 +106,41 @@ def exact_crop_boxes() -> None:
     LamaFastPath.prefers_few_shapes = False
 
 
+def planned_after_decode() -> None:
+    """The mask's part of the preparation in the request's thread after decoding, as before the
+    mask's decoding thread did it while the photo decoded."""
+    from service.pipeline import RepairService
+
+    decode = RepairService.decode
+    RepairService.decode = lambda self, image, mask, name=None, options=None: decode(self, image, mask, name)
+
+
+def composed_on_a_copy() -> None:
+    """The repair pasted into a copy of the decoded photo, as before it was pasted into the photo."""
+    from service.pipeline import RepairService
+
+    decode = RepairService.decode
+
+    def not_owned(self, *args, **kwargs):
+        decoded = decode(self, *args, **kwargs)
+        decoded.owned = False
+        return decoded
+
+    RepairService.decode = not_owned
+
+
+def pageable_outputs() -> None:
+    """The model's output copied back into pageable memory, as before page-locked memory."""
+    from lama import reference
+
+    reference._to_host = lambda tensor: tensor.cpu().numpy()
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
-            "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes}
+            "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
+            "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
+            "pageable-outputs": pageable_outputs}
 
 
 # ------------------------------------------------------------------ the summary

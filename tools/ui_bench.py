@@ -24,7 +24,12 @@ brush-stroke mask as a PNG are repaired:
   context, for each of them, even over plain http; docs/EDITOR.md has the cost). With
   --gradio-defaults it is built with gradio_client's defaults instead (a TLS context per
   request, the result downloaded into a folder; timed to the file on disk): what the
-  recommended options save. Needs only gradio_client (a dependency of gradio).
+  recommended options save. Needs only gradio_client (a dependency of gradio);
+- by the UI, with --client stream: the same server path spoken as the page's own JavaScript
+  client speaks it, over one kept-alive connection: both files uploaded in one request, the
+  queue joined, its event stream read as the events arrive, the result fetched. gradio_client
+  looks for the answer every 50 ms (docs/EDITOR.md); a browser does not, and neither does this.
+  gradio_client still reads the server's config and names the endpoint's index.
 API and UI repairs alternate, so that both see the same load on a shared machine. Prints
 both medians, their ratio (the issue's targets: UI within 1.5× of the API in the browser on
 a 2-core CPU box, within 1.2× through gradio_client on the GPU box), and what each path adds
@@ -36,11 +41,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -159,6 +166,51 @@ class GradioClientPath:
         return sum(timings.get(stage, 0.0) for stage in ("preprocess", "infer", "postprocess"))
 
 
+class QueueStreamPath(GradioClientPath):
+    """The UI's server path as the page's JavaScript client drives it: Gradio's upload route, the
+    queue's join, then its event stream read as it arrives (no polling), and the result fetched,
+    all over one kept-alive connection. The Client is used for its config only."""
+
+    def __init__(self, client: Any, url: str, photo: Path, mask: Path, token: str | None = None):
+        super().__init__(client, url, photo, mask, token)
+        self.uploads = [("files", (path.name, path.read_bytes())) for path in (photo, mask)]
+        self.fn_index = client._infer_fn_index("/repair", None)
+        # The options after the two files: the endpoint's defaults (the page's), as gradio_client sends them.
+        parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/repair"]["parameters"]
+        self.options = [parameter["parameter_default"] for parameter in parameters[2:]]
+
+    def repair(self) -> tuple[float, float]:
+        """(seconds from the uploads' start to the last byte of the repaired file, the model's share)."""
+        since = time.time()
+        started = time.perf_counter()
+        paths = self.http.post(self.client.upload_url, files=self.uploads).raise_for_status().json()
+        files = [{"path": path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+                 for path, (_, (name, _)) in zip(paths, self.uploads, strict=True)]
+        session = uuid.uuid4().hex
+        joined = self.http.post(self.client.sse_data_url, json={
+            "data": [*files, *self.options], "fn_index": self.fn_index, "session_hash": session})
+        event = joined.raise_for_status().json()["event_id"]
+        result = self._completed(session, event)
+        size = len(self.http.get(result["url"]).raise_for_status().content)
+        waited = time.perf_counter() - started
+        if not size:
+            raise SystemExit(f"the repaired file is empty: {result}")
+        return waited, self._model_s(since)
+
+    def _completed(self, session: str, event: str) -> dict[str, Any]:
+        """The output of `event`'s process_completed message, read from the session's event stream."""
+        with self.http.stream("GET", self.client.sse_url, params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") == event and message.get("msg") == "process_completed":
+                    if not message.get("success"):
+                        raise SystemExit(f"the repair failed: {message.get('output')}")
+                    return message["output"]["data"][0]
+        raise SystemExit("the event stream ended before the repair completed")
+
+
 class PagePath:
     def __init__(self, page: Any, url: str, photo: Path, mask: Path):
         self.page, self.mask = page, mask
@@ -189,8 +241,9 @@ class PagePath:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running server (default: start app.py)")
-    parser.add_argument("--client", choices=("browser", "gradio"), default="browser",
-                        help="how the UI is driven: the editor in Chromium, or its server path through gradio_client")
+    parser.add_argument("--client", choices=("browser", "gradio", "stream"), default="browser",
+                        help="how the UI is driven: the editor in Chromium, its server path through gradio_client, "
+                             "or that path as the page's client speaks it (the event stream read, not polled)")
     parser.add_argument("--gradio-defaults", action="store_true",
                         help="with --client gradio: the Client with gradio_client's defaults, not the recommended options")
     parser.add_argument("--model", type=Path, default=TINY_MODEL, help=f"default: {TINY_MODEL}")
@@ -216,10 +269,13 @@ def main() -> None:
 
             auth = tuple(args.auth.split(":", 1)) if args.auth else None
             client = connect_gradio(url, auth, folder / "downloads" if args.gradio_defaults else None)
-            ui_name = f"UI (gradio_client {__version__}{', its defaults' if args.gradio_defaults else ''})"
+            path_class = QueueStreamPath if args.client == "stream" else GradioClientPath
+            ui_name = (f"UI (Gradio's queue, its event stream read as the page does; config by gradio_client {__version__})"
+                       if args.client == "stream" else
+                       f"UI (gradio_client {__version__}{', its defaults' if args.gradio_defaults else ''})")
 
             def ui_path(photo: Path, mask: Path) -> RepairPath:
-                return GradioClientPath(client, url, photo, mask, args.api_token)
+                return path_class(client, url, photo, mask, args.api_token)
 
         print(f"server {url} · {os.cpu_count()} CPU cores · {ui_name} · medians of {args.repeats} after one warm-up, "
               "API and UI repairs alternating (both see the same load)")

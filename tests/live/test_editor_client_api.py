@@ -7,10 +7,10 @@ user's wait: tests/test_editor_browser.py."""
 
 from __future__ import annotations
 
+import runpy
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
-
-import ssl
 
 import httpx
 import pytest
@@ -18,6 +18,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError, AuthenticationError
 
 from support.liveserver import LiveServer
+from support.paths import ROOT
 from support.app import encode, make_case
 
 USER, PASSWORD = "bo", "pw-" + "81f2a4c0" * 3
@@ -103,3 +104,20 @@ def test_with_auth_the_endpoint_needs_the_login(tiny_dir: Path, tmp_path: Path, 
         assert join.status_code == 401
         client = Client(server.base, auth=(USER, PASSWORD), verbose=False)
         assert Path(client.predict(handle_file(photo), handle_file(mask), api_name="/repair")).stat().st_size > 0
+
+
+def test_the_ui_path_spoken_as_the_page_does_gives_the_api_s_result(server: LiveServer, job):
+    """tools/ui_bench.py --client stream: the upload route, the queue's join and its event stream
+    read as it arrives (no polling), over one connection; the same bytes as the API's."""
+    bench = runpy.run_path(str(ROOT / "tools" / "ui_bench.py"))
+    photo, mask = job
+    client = bench["connect_gradio"](server.base, None)
+    path = bench["QueueStreamPath"](client, server.base, photo, mask)
+    waited, model = path.repair()
+    assert 0 < model < waited
+    answer = httpx.post(server.url("/api/v1/inpaint"), timeout=60,
+                        files={"image": (photo.name, photo.read_bytes()), "mask": (mask.name, mask.read_bytes())})
+    assert answer.status_code == 200, answer.text
+    # The newest two results saved: the page's path's, then the API's.
+    saved = sorted((server.folder / "outputs").rglob("*.png"), key=lambda file: file.stat().st_mtime_ns)
+    assert saved[-2].read_bytes() == answer.content, "the page's path repaired the job differently"
