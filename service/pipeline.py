@@ -332,12 +332,17 @@ class RepairService:
     def repair(self, image: np.ndarray, mask: np.ndarray, options: RepairOptions,
                source: imageio.Source | None = None, upload_name: str | None = None) -> RepairResult:
         """Arrays in (the UI's path); blocks until done. Counted in the request metrics. `source` and
-        `upload_name` as in Decoded: what the result's format (for "same"), metadata and name come from."""
+        `upload_name` as in Decoded: what the result's format (for "same"), metadata and name come from.
+        The arrays stay the caller's: the repair goes to a copy."""
+        return self.repair_decoded(Decoded(image, mask, source=source, upload_name=upload_name), options)
+
+    def repair_decoded(self, decoded: Decoded, options: RepairOptions) -> RepairResult:
+        """`decode`'s upload (or arrays, as `repair` hands them) repaired; blocks until done.
+        Counted in the request metrics."""
         started = time.perf_counter()
         status = 500
         try:
             with self.admit():
-                decoded = Decoded(image, mask, source=source, upload_name=upload_name)
                 result = self.finish(decoded, self.submit(decoded, options).result(), options)
             status = 200
             return result

@@ -44,7 +44,7 @@ from lama.output_formats import OutputFormat
 from lama.stages import MODEL_STAGES
 from monitor.records import UserWait
 from monitor.requestlog import RequestLog
-from service.pipeline import RepairOptions, RepairService
+from service.pipeline import Decoded, RepairOptions, RepairService
 
 log = logging.getLogger(__name__)
 
@@ -337,11 +337,16 @@ class EditorBackend:
             options = RepairOptions(strategy, _refine_px("dilate", dilate), _refine_px("feather", feather), fmt,
                                     mask_threshold=_refine_px("mask_threshold", mask_threshold))
             options.validate()
-            image, mask = self._read(photo_path, mask_path, options.mask_threshold, for_page)
-            source = self._source(photo_path)
-            read = time.perf_counter()
-            # The download is named after the photo's file (service.storage.result_name).
-            result = self.service.repair(image, mask, options, source, upload_name=request.get("name"))
+            if for_page:
+                image, mask = self._read(photo_path, mask_path, options.mask_threshold)
+                read = time.perf_counter()
+                # The download is named after the photo's file (service.storage.result_name).
+                result = self.service.repair(image, mask, options, self._source(photo_path),
+                                             upload_name=request.get("name"))
+            else:
+                decoded = self._decode(photo_path, mask_path, options, request.get("name"))
+                mask, read = decoded.mask, time.perf_counter()
+                result = self.service.repair_decoded(decoded, options)
             repaired = time.perf_counter()
             published = publish(self.files, self.service, result.image, result.data, result.saved_as, result.format,
                                 mask, options.dilate + 1, result.name, for_page)
@@ -400,19 +405,35 @@ class EditorBackend:
         browser can measure; added to the repair's record (logs/requests.jsonl, the Resources tab)."""
         return {"recorded": self.waits.report(report, self.service.requests)}
 
-    def _read(self, photo_path: Path, mask_path: Path, threshold: int, keep: bool) -> tuple[np.ndarray, np.ndarray]:
-        """`keep`: the photo is decoded into ImageCache (or found there) rather than read once."""
+    def _read(self, photo_path: Path, mask_path: Path, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+        """The page's photo decoded into ImageCache (or found there), and its mask."""
         try:
-            image = (self.images.get(photo_path, self.service.limits) if keep
-                     else imageio.read_image(photo_path, self.service.limits))
+            image = self.images.get(photo_path, self.service.limits)
             mask = masks.binarize(imageio.read_mask(mask_path, self.service.limits), threshold)
         except imageio.ImageTooLargeError as error:
             raise ImageTooLargeError(self.files.message(error)) from None
         except imageio.ImageError as error:
             raise ImageError(self.files.message(error)) from None
-        if not mask.any():
-            raise MaskError("Paint over what should be removed first, then click Repair.", code="empty_mask")
+        _check_painted(mask)
         return image, mask
+
+    def _decode(self, photo_path: Path, mask_path: Path, options: RepairOptions, name: str | None) -> Decoded:
+        """A script's photo and mask, read once, as the API decodes an upload: both at once, the
+        mask planned in its thread, the photo the request's own (the result is pasted into it).
+        What refuses it without decoding (sizes, a full queue) refuses it first."""
+        try:
+            sizes = {part: path.stat().st_size for part, path in (("image", photo_path), ("mask", mask_path))}
+            self.service.check_before_decode(options, sizes)
+            decoded = self.service.decode(photo_path.read_bytes(), mask_path.read_bytes(), name, options)
+        except OSError as error:
+            raise ImageError(f"the upload could not be read: {error.strerror or error}") from None
+        _check_painted(decoded.mask)
+        return decoded
+
+
+def _check_painted(mask: np.ndarray) -> None:
+    if not mask.any():
+        raise MaskError("Paint over what should be removed first, then click Repair.", code="empty_mask")
 
 
 # ---------------------------------------------------------------- the component

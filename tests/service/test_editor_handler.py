@@ -258,6 +258,26 @@ def test_a_script_s_repair_publishes_only_the_file_and_keeps_nothing_decoded(bac
     assert sorted(path.name for path in Path(result["image"]["path"]).parent.iterdir()) == [f"{DEFAULT_STEM}_repaired.png"]
 
 
+def test_a_script_s_photo_and_mask_are_decoded_as_the_api_decodes_an_upload(backend, service, cache, monkeypatch):
+    """Both at once, the mask planned in its thread, the photo the request's own: the same repair
+    as the page's path, which keeps its photo decoded and so repairs a copy of it."""
+    decoded = []
+    decode = service.decode
+    monkeypatch.setattr(service, "decode", lambda *args: decoded.append(decode(*args)) or decoded[-1])
+    photo = uploaded(cache, "p.png", picture(40, 60))
+    request = {"photo": photo, "mask": mask_file(cache, (40, 60), np.s_[5:15, 5:25])}
+    script = backend.repair(request, "crop", 2, 2, for_page=False)["result"]
+    page = backend.repair(request, "crop", 2, 2)["result"]
+    assert len(decoded) == 1 and decoded[0].owned and decoded[0].plan is not None
+    assert Path(script["image"]["path"]).read_bytes() == Path(page["image"]["path"]).read_bytes()
+    empty = backend.repair({**request, "mask": mask_file(cache, (40, 60), np.s_[0:0, 0:0])}, "crop", 0, 0,
+                           for_page=False)
+    assert empty["code"] == "empty_mask"
+    too_large = backend.repair({"photo": uploaded(cache, "big.png", picture(8, 4001)),
+                                "mask": mask_file(cache, (8, 4001), np.s_[2:4, 2:4])}, "crop", 0, 0, for_page=False)
+    assert too_large["code"] == "image_too_large" and str(cache) not in too_large["error"]
+
+
 def test_the_wait_reports_waiting_are_bounded():
     waits = editor.WaitReports(max_pending=2)
     tokens = [waits.expect(f"id{index}", 0.1) for index in range(3)]
