@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from lama import imageio
 from lama.engine import InpaintEngine
 from service.pipeline import Decoded, RepairOptions
 from support.engine import SMALL_HD
@@ -107,13 +108,28 @@ def test_the_mask_is_planned_in_its_own_thread_while_the_photo_decodes(engine, t
     decoding thread, where it waits for the (larger) photo anyway: the request's own thread then
     only builds the model's inputs (issue 15, one client's total). The repair is the same."""
     planned_on = []
+    planned = threading.Event()
     real = engine.plan_mask
 
     def watched(*args, **kwargs):
         planned_on.append(threading.current_thread().name)
-        return real(*args, **kwargs)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            planned.set()
+
+    real_decode = imageio._decode
+
+    def photo_decoding_until_planned(checked):
+        """The photo's decode lasts until the mask is planned (a small photo would otherwise be
+        done before the mask's thread starts, and the request's thread take the mask back)."""
+        pixels = real_decode(checked)
+        if pixels.ndim == 3:
+            assert planned.wait(10), "the mask was not planned while the photo decoded"
+        return pixels
 
     monkeypatch.setattr(engine, "plan_mask", watched)
+    monkeypatch.setattr(imageio, "_decode", photo_decoding_until_planned)
     image, mask = two_strokes()
     options = RepairOptions(strategy="crop", dilate=3, feather=2)
     with repair_service(engine, tmp_path) as service:
