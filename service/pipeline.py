@@ -206,7 +206,8 @@ class RepairService:
             raise named from None
         plan = threshold = None
         if options is not None:
-            (mask, plan), threshold = mask, options.mask_threshold
+            mask, plan = mask
+            threshold = options.mask_threshold
         return Decoded(photo.pixels, mask, time.perf_counter() - started, photo.source, upload_name, started,
                        owned=True, mask_threshold=threshold, plan=plan, timings=timings)
 
@@ -222,8 +223,8 @@ class RepairService:
         self._check_arrays(decoded.image, decoded.mask)
         # Decided once: the memory estimate, the engine and the request log see the same pixels.
         if decoded.mask_threshold is None:
-            decoded.mask, decoded.mask_threshold = masks.binarize(decoded.mask, options.mask_threshold), \
-                options.mask_threshold
+            decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
+            decoded.mask_threshold = options.mask_threshold
         elif decoded.mask_threshold != options.mask_threshold:
             raise ValueError(f"the mask was binarized above {decoded.mask_threshold}, not {options.mask_threshold}: "
                              "decode with the options it is submitted with")

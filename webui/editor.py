@@ -345,7 +345,8 @@ class EditorBackend:
                                              upload_name=request.get("name"))
             else:
                 decoded = self._decode(photo_path, mask_path, options, request.get("name"))
-                mask, read = decoded.mask, time.perf_counter()
+                mask = decoded.mask
+                read = time.perf_counter()
                 result = self.service.repair_decoded(decoded, options)
             repaired = time.perf_counter()
             published = publish(self.files, self.service, result.image, result.data, result.saved_as, result.format,
