@@ -7,13 +7,13 @@ from __future__ import annotations
 import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 
 from lama import imageio
 from lama.engine import InpaintEngine
 from service.pipeline import Decoded, RepairOptions
+from support.app import encode
 from support.engine import SMALL_HD
 from support.service import repair_service
 
@@ -100,7 +100,7 @@ def test_a_mask_that_thresholds_to_nothing_comes_back_as_the_photo(engine, tmp_p
 
 
 def encoded(image, mask):
-    return cv2.imencode(".png", image[..., ::-1])[1].tobytes(), cv2.imencode(".png", mask)[1].tobytes()
+    return encode(image), encode(mask)
 
 
 def test_the_mask_is_planned_in_its_own_thread_while_the_photo_decodes(engine, tmp_path, monkeypatch):
