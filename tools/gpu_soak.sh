@@ -17,7 +17,10 @@
 # (after the sweep that returns free heap pages), then the RSS each start-up step adds
 # (tools/rss_steps.py);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
-# workers, codecs), one table comparing them in $1/pipeline.md.
+# workers, codecs), one table comparing them in $1/pipeline.md, each start to /readyz in
+# $1/pipeline/ready.txt;
+# `readyz` (item 6): start to /readyz of each of those variants, several starts each taking
+# turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt.
 # `replicas` (issue 18): one replica alone, then two behind deploy/haproxy.cfg (one per GPU, or
 # both on one GPU where the box has one), each measured with the load benchmark, then a burst and
 # a rolling restart through the balancer: tools/replicas.py, whose table is $1/replicas.md; extra
@@ -97,23 +100,46 @@ if [ "$only" = startup ]; then
     exit 0
 fi
 
+# The probe's variants (tools/pipeline_probe.py): name, then the variant and app.py flags; base
+# first, the summary compares with it. PIPELINE_VARIANTS picks some by name (e.g. "base workers-4").
+variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
+          "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
+          "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
+          "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"
+          "planned-after-decode|planned-after-decode" "composed-on-a-copy|composed-on-a-copy"
+          "pageable-outputs|pageable-outputs" "switch-1ms|switch-1ms" "switch-0.2ms|switch-0.2ms"
+          "early-cuda-context|early-cuda-context")
+if [ -n "${PIPELINE_VARIANTS:-}" ]; then
+    picked=()
+    for entry in "${variants[@]}"; do
+        [[ " $PIPELINE_VARIANTS " == *" ${entry%%|*} "* ]] && picked+=("$entry")
+    done
+    variants=("${picked[@]}")
+fi
+
+if [ "$only" = readyz ]; then
+    # Start to /readyz of each variant, READYZ_STARTS times (default 3) taking turns so that a
+    # drift of the machine falls on all alike, after one start that fills the kernel cache.
+    mkdir -p "$out/readyz"
+    start "$out/readyz/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/readyz/logs"
+    stop
+    for round in $(seq "${READYZ_STARTS:-3}"); do
+        for entry in "${variants[@]}"; do
+            name=${entry%%|*}
+            read -r -a variant <<<"${entry#*|}"
+            log="$out/readyz/$name-$round.log"
+            start "$log" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" \
+                --logs-dir "$out/readyz/logs"
+            stop
+            echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log"))" \
+                | tee -a "$out/readyz.txt"
+        done
+    done
+    exit 0
+fi
+
 if [ "$only" = pipeline ]; then
     mkdir -p "$out/pipeline"
-    # name, then the probe's variant and app.py flags; base first: the summary compares with it.
-    # PIPELINE_VARIANTS picks some by name (e.g. "base workers-4"); all by default.
-    variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
-              "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
-              "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
-              "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"
-              "planned-after-decode|planned-after-decode" "composed-on-a-copy|composed-on-a-copy"
-              "pageable-outputs|pageable-outputs")
-    if [ -n "${PIPELINE_VARIANTS:-}" ]; then
-        picked=()
-        for entry in "${variants[@]}"; do
-            [[ " $PIPELINE_VARIANTS " == *" ${entry%%|*} "* ]] && picked+=("$entry")
-        done
-        variants=("${picked[@]}")
-    fi
     runs=()
     for entry in "${variants[@]}"; do
         name=${entry%%|*}
@@ -121,7 +147,7 @@ if [ "$only" = pipeline ]; then
         read -r -a variant <<<"${entry#*|}"
         start "$out/pipeline/$name.log" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" \
             --logs-dir "$out/pipeline/$name-logs"
-        echo "pipeline: $name ready in $ready_ms ms" >&2
+        echo "pipeline: $name ready in $ready_ms ms" | tee -a "$out/pipeline/ready.txt" >&2
         python3 -m loadreport load --url $url --clients 1,16 --settings default --duration 4 \
             --json "$out/pipeline/$name.json" "$@" >"$out/pipeline/$name.md"
         process >"$out/pipeline/$name.proc"

@@ -1,4 +1,5 @@
-"""The resident memory (RSS) of a process after each step of what the server's start-up does:
+"""The resident memory (RSS) of a process after each step of what the server's start-up does, and
+the seconds each step took alone:
 importing torch, CUDA's context, cuDNN, cuFFT and cuBLAS at first use, big-lama loaded on the
 fast path, the warm-up, Gradio imported, the heap trimmed; then what backs it (tools/rss_map.py).
 
@@ -15,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +27,14 @@ def rss_mb() -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
+_last_step_at = time.perf_counter()
+
+
 def note(step: str) -> None:
-    print(f"{step:24s} {rss_mb():7.0f} MB", flush=True)
+    global _last_step_at
+    now = time.perf_counter()
+    print(f"{step:24s} {rss_mb():7.0f} MB {now - _last_step_at:7.2f} s", flush=True)
+    _last_step_at = now
 
 
 def main() -> None:
@@ -39,6 +47,8 @@ def main() -> None:
     note("numpy and OpenCV")
     import torch
     note("torch imported")
+    torch.cuda.device_count()
+    note("CUDA driver")
     torch.zeros(1, device="cuda")
     note("CUDA context")
     x = torch.randn(1, 64, 256, 256, device="cuda", dtype=torch.half)
