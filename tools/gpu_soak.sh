@@ -100,19 +100,22 @@ if [ "$only" = startup ]; then
     exit 0
 fi
 
-# The probe's variants (tools/pipeline_probe.py): name, then the variant and app.py flags; base
-# first, the summary compares with it. PIPELINE_VARIANTS picks some by name (e.g. "base workers-4").
+# The probe's variants (tools/pipeline_probe.py): name, then the variant and app.py flags; the
+# summary compares each with base. PIPELINE_VARIANTS picks some by name, in its order (e.g.
+# "workers-4 base": base second); all by default, base first.
 variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
           "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
           "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
           "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"
           "planned-after-decode|planned-after-decode" "composed-on-a-copy|composed-on-a-copy"
-          "pageable-outputs|pageable-outputs" "switch-1ms|switch-1ms" "switch-0.2ms|switch-0.2ms"
-          "early-cuda-context|early-cuda-context")
+          "pageable-outputs|pageable-outputs" "switch-5ms|switch-5ms" "switch-1ms|switch-1ms"
+          "switch-0.1ms|switch-0.1ms")
 if [ -n "${PIPELINE_VARIANTS:-}" ]; then
     picked=()
-    for entry in "${variants[@]}"; do
-        [[ " $PIPELINE_VARIANTS " == *" ${entry%%|*} "* ]] && picked+=("$entry")
+    for name in $PIPELINE_VARIANTS; do
+        for entry in "${variants[@]}"; do
+            [ "${entry%%|*}" = "$name" ] && picked+=("$entry")
+        done
     done
     variants=("${picked[@]}")
 fi

@@ -30,11 +30,10 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   pasted into the photo itself.
 - pageable-outputs: the model's output copied back into pageable memory, as before it went
   through page-locked memory.
-- switch-1ms, switch-0.2ms: CPython's GIL switch interval at 1 ms or 0.2 ms instead of its
-  default 5 ms: how long a thread back from GIL-free work (a codec, a CUDA wait, a file read)
-  waits for the GIL while another runs Python, at start-up and per request.
-- early-cuda-context: CUDA's context created through the driver on a thread of its own from the
-  process's first line, while torch and the web stack import, instead of by the model's load.
+- switch-5ms, switch-1ms, switch-0.1ms: the GIL's switch interval at CPython's default 5 ms
+  (as before the server set its own, lama.resources.GIL_SWITCH_INTERVAL_S, 0.2 ms), at 1 ms or
+  at 0.1 ms: how long a thread back from GIL-free work (a codec, a CUDA wait, a file read) waits
+  for the GIL while another runs Python, at start-up and per request.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -143,36 +142,20 @@ def pageable_outputs() -> None:
 
 def switch_interval(seconds: float):
     def switch() -> None:
-        sys.setswitchinterval(seconds)
+        from lama import resources
 
-    switch.__doc__ = f"CPython's GIL switch interval at {seconds * 1e3:g} ms (its default: 5 ms)."
+        resources.GIL_SWITCH_INTERVAL_S = seconds  # what the server's bound_process sets
+
+    switch.__doc__ = f"The GIL's switch interval at {seconds * 1e3:g} ms."
     return switch
-
-
-def early_cuda_context() -> None:
-    """CUDA's primary context (the one torch's runtime uses) created on a thread of its own while
-    the process imports: a driver call through ctypes holds no GIL."""
-    import ctypes
-    import threading
-
-    def create() -> None:
-        try:
-            driver = ctypes.CDLL("libcuda.so.1")
-        except OSError:  # no NVIDIA driver: the variant is the base
-            return
-        device, context = ctypes.c_int(), ctypes.c_void_p()
-        if driver.cuInit(0) == 0 and driver.cuDeviceGet(ctypes.byref(device), 0) == 0:
-            driver.cuDevicePrimaryCtxRetain(ctypes.byref(context), device)
-
-    threading.Thread(target=create, name="early-cuda-context", daemon=True).start()
 
 
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs, "switch-1ms": switch_interval(1e-3),
-            "switch-0.2ms": switch_interval(2e-4), "early-cuda-context": early_cuda_context}
+            "pageable-outputs": pageable_outputs, "switch-5ms": switch_interval(5e-3),
+            "switch-1ms": switch_interval(1e-3), "switch-0.1ms": switch_interval(1e-4)}
 
 
 # ------------------------------------------------------------------ the summary
