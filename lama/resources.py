@@ -29,15 +29,6 @@ without start_app.sh hold about twice its resting RSS after a load run (issue 15
 (whoever launches the process), and free pages given back to the kernel by the sweep, keep it
 near what it holds at rest. A lower mmap threshold would give every large buffer back at once,
 but each repair would then pay the page faults of every image buffer it allocates.
-
-The GIL's switch interval: a thread back from work done without the GIL (a codec, a wait on the
-GPU, a file read) waits for it until the thread running Python gives it up, which CPython asks
-of it after the switch interval, 5 ms by default. Each repair crosses that line several times
-(its decodes, the GPU worker's wait, its encode), and at 5 ms a GPU worker done with one job
-could wait longer for the GIL than the GPU takes for the next. The server sets 0.2 ms: on the
-H200 box 1.22× / 1.13× / 1.04× the repairs at 16 clients (640×480 / 1280×960 / 2560×1920) and
-one client's 1280×960 repair 39 against 44 ms; 1 ms changed nothing (docs/BENCHMARKS.md,
-"Eleventh H200 run"; tools/pipeline_probe.py's switch variants undo it).
 """
 
 from __future__ import annotations
@@ -46,7 +37,6 @@ import ctypes
 import ctypes.util
 import logging
 import os
-import sys
 from dataclasses import dataclass
 
 import cv2
@@ -62,7 +52,6 @@ SERVICE_THREADS = 5  # the main thread (uvicorn's event loop), warm-up, outputs 
 CUDA_DRIVER_THREADS = 6  # the driver's own (event handler, helpers): an allowance, checked by gpu_soak.sh startup
 MALLOC_ARENAS = 2  # as start_app.sh sets MALLOC_ARENA_MAX; an operator's value wins
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
-GIL_SWITCH_INTERVAL_S = 2e-4
 
 
 @dataclass(frozen=True)
@@ -99,10 +88,9 @@ def thread_budget(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
 
 
 def bound_process(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
-    """Set torch's pools, the heap's arenas and the GIL's switch interval for a server; returns
-    the thread budget, which the caller logs once start-up has got past the settings' checks."""
+    """Set torch's pools and the heap's arenas for a server; returns the thread budget, which the
+    caller logs once start-up has got past the settings' checks."""
     budget = thread_budget(on_cuda, gpu_workers)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     torch.set_num_threads(budget.torch_intra_op)
     try:
         torch.set_num_interop_threads(budget.torch_inter_op)

@@ -30,10 +30,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   pasted into the photo itself.
 - pageable-outputs: the model's output copied back into pageable memory, as before it went
   through page-locked memory.
-- switch-5ms, switch-1ms, switch-0.1ms: the GIL's switch interval at CPython's default 5 ms
-  (as before the server set its own, lama.resources.GIL_SWITCH_INTERVAL_S, 0.2 ms), at 1 ms or
-  at 0.1 ms: how long a thread back from GIL-free work (a codec, a CUDA wait, a file read) waits
-  for the GIL while another runs Python, at start-up and per request.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -140,22 +136,11 @@ def pageable_outputs() -> None:
     reference._to_host = lambda tensor: tensor.cpu().numpy()
 
 
-def switch_interval(seconds: float):
-    def switch() -> None:
-        from lama import resources
-
-        resources.GIL_SWITCH_INTERVAL_S = seconds  # what the server's bound_process sets
-
-    switch.__doc__ = f"The GIL's switch interval at {seconds * 1e3:g} ms."
-    return switch
-
-
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs, "switch-5ms": switch_interval(5e-3),
-            "switch-1ms": switch_interval(1e-3), "switch-0.1ms": switch_interval(1e-4)}
+            "pageable-outputs": pageable_outputs}
 
 
 # ------------------------------------------------------------------ the summary

@@ -6,8 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from lama import imageio, parallel, resources
 from support.paths import ROOT
 
@@ -26,14 +24,10 @@ def test_the_budget_counts_every_pool_and_the_cuda_one_keeps_torch_small():
     assert "torch intra op 2" in cuda.describe()
 
 
-def test_bounding_the_process_sets_torchs_pools_and_the_gils_switch_interval():
-    out = run_child("import sys, torch; from lama import resources; resources.bound_process(True, 2); "
-                    "print(torch.get_num_threads(), torch.get_num_interop_threads(), sys.getswitchinterval())")
-    threads, interop, switch = out.splitlines()[-1].split()
-    assert (int(threads), int(interop)) == (resources.CUDA_TORCH_THREADS, 1)
-    # CPython keeps it in microseconds: 0.0002 comes back as 0.00019999999999999998.
-    assert float(switch) == pytest.approx(resources.GIL_SWITCH_INTERVAL_S)
-    assert float(switch) < 0.005, "CPython's default is 5 ms"
+def test_bounding_the_process_sets_torchs_pools():
+    out = run_child("import torch; from lama import resources; resources.bound_process(True, 2); "
+                    "print(torch.get_num_threads(), torch.get_num_interop_threads())")
+    assert out.splitlines()[-1] == f"{resources.CUDA_TORCH_THREADS} 1"
 
 
 def test_free_heap_pages_go_back_to_the_kernel():
