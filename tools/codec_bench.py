@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -198,6 +199,18 @@ def nvjpeg_encode(rgb: np.ndarray) -> bytes:
     return tvio.encode_jpeg(pixels, quality=95).cpu().numpy().tobytes()  # the file is on the GPU until .cpu()
 
 
+def on_python_zlib(call: Callable[..., object]) -> Callable[..., object]:
+    """`call` with lama.png on Python's own zlib instead of zlib-ng's, as before the service took zlib-ng."""
+    @functools.wraps(call)
+    def with_python_zlib(*args):
+        kept, png.zlib_ng = png.zlib_ng, zlib
+        try:
+            return call(*args)
+        finally:
+            png.zlib_ng = kept
+    return with_python_zlib
+
+
 def decoders(kind: str) -> dict[str, Callable[[bytes], object]]:
     """name -> decode(bytes) for a file kind ('JPEG ...' or 'PNG ...')."""
     def opencv(data: bytes) -> np.ndarray:
@@ -216,6 +229,7 @@ def decoders(kind: str) -> dict[str, Callable[[bytes], object]]:
         return found | nvjpeg_decoders()
     if kind == "PNG (lama.png)":
         found["lama.png"] = png.decode
+        found["lama.png on Python's zlib"] = on_python_zlib(png.decode)
     if imagecodecs:
         found["imagecodecs png (libpng)"] = imagecodecs.png_decode
         found["imagecodecs spng (libspng)"] = imagecodecs.spng_decode
@@ -233,6 +247,7 @@ def encoders() -> dict[str, Callable[[np.ndarray], object]]:
 
     found: dict[str, Callable[[np.ndarray], object]] = {
         "PNG lama.png (the service)": png.encode,
+        "PNG lama.png on Python's zlib": on_python_zlib(png.encode),
         "PNG OpenCV (level 1, RLE)": lambda rgb: cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)),
         "PNG Pillow (level 1)": lambda rgb: pillow(rgb, format="PNG", compress_level=1),
     }

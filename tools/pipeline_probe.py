@@ -30,6 +30,7 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   pasted into the photo itself.
 - pageable-outputs: the model's output copied back into pageable memory, as before it went
   through page-locked memory.
+- python-zlib: lama.png's PNGs compressed and read on Python's own zlib, as before zlib-ng's.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -136,11 +137,20 @@ def pageable_outputs() -> None:
     reference._to_host = lambda tensor: tensor.cpu().numpy()
 
 
+def python_zlib() -> None:
+    """lama.png on Python's own zlib, as before zlib-ng's."""
+    import zlib
+
+    from lama import png
+
+    png.zlib_ng = zlib
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs}
+            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib}
 
 
 # ------------------------------------------------------------------ the summary
