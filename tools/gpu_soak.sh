@@ -17,8 +17,8 @@
 # (after the sweep that returns free heap pages), then the RSS each start-up step adds
 # (tools/rss_steps.py);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
-# workers, codecs), one table comparing them in $1/pipeline.md, each start to /readyz in
-# $1/pipeline/ready.txt;
+# workers, codecs), PIPELINE_ROUNDS servers of each (default 1) taking turns, one table comparing
+# them in $1/pipeline.md, each start to /readyz in $1/pipeline/ready.txt;
 # `readyz` (item 6): start to /readyz of each of those variants, several starts each taking
 # turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt.
 # `replicas` (issue 18): one replica alone, then two behind deploy/haproxy.cfg (one per GPU, or
@@ -141,19 +141,23 @@ if [ "$only" = readyz ]; then
 fi
 
 if [ "$only" = pipeline ]; then
+    # PIPELINE_ROUNDS (default 1) servers of each variant, taking turns: one server's cells can
+    # differ from the next one's by more than a change does (docs/BENCHMARKS.md, eleventh run).
     mkdir -p "$out/pipeline"
     runs=()
-    for entry in "${variants[@]}"; do
-        name=${entry%%|*}
-        runs+=("$out/pipeline/$name.json")
-        read -r -a variant <<<"${entry#*|}"
-        start "$out/pipeline/$name.log" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" \
-            --logs-dir "$out/pipeline/$name-logs"
-        echo "pipeline: $name ready in $ready_ms ms" | tee -a "$out/pipeline/ready.txt" >&2
-        python3 -m loadreport load --url $url --clients 1,16 --settings default --duration 4 \
-            --json "$out/pipeline/$name.json" "$@" >"$out/pipeline/$name.md"
-        process >"$out/pipeline/$name.proc"
-        stop
+    for round in $(seq "${PIPELINE_ROUNDS:-1}"); do
+        for entry in "${variants[@]}"; do
+            run="$out/pipeline/${entry%%|*}@$round"
+            runs+=("$run.json")
+            read -r -a variant <<<"${entry#*|}"
+            start "$run.log" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" \
+                --logs-dir "$run-logs"
+            echo "pipeline: ${entry%%|*} (round $round) ready in $ready_ms ms" | tee -a "$out/pipeline/ready.txt" >&2
+            python3 -m loadreport load --url $url --clients 1,16 --settings default --duration 4 \
+                --json "$run.json" "$@" >"$run.md"
+            process >"$run.proc"
+            stop
+        done
     done
     python3 tools/pipeline_probe.py summary "${runs[@]}" | tee "$out/pipeline.md"
     exit 0

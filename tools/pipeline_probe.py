@@ -2,10 +2,13 @@
 
     python tools/pipeline_probe.py serve VARIANT [app.py flags...]   # the server, one option switched on
     python tools/pipeline_probe.py summary RUN.json...               # one table over the load runs
+                                                                     # (VARIANT@ROUND.json: rounds of a variant)
 
 `bash tools/gpu_soak.sh OUT pipeline` runs the whole comparison on the GPU box: for each variant
 it starts the server with `serve`, runs the load benchmark (python -m loadreport load) against
-it, records the server's RSS and threads after the load, stops it, and prints `summary`.
+it, records the server's RSS and threads after the load, stops it, and prints `summary`. With
+PIPELINE_ROUNDS=N it does that N times, the variants taking turns in each round, and the
+summary gives each cell's median over the N servers and their range.
 
 The variants are switched on here, in the probe's process, so that the service's code carries
 no experiment: `serve` changes what a variant needs, then runs app.py's main as it is.
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -158,27 +162,42 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
 
 def summary(paths: list[Path]) -> str:
     """One row per variant and cell: throughput, latency, GPU busy, share of model-only, and
-    throughput against the base run's same cell. Each run's .proc file (beside its JSON, written
-    by gpu_soak.sh) adds the server's RSS and threads after its load."""
-    runs = [(path, json.loads(path.read_text())) for path in paths]
-    base_rate = {_cell_key(cell): cell["summary"]["requests_per_s"]
-                 for path, run in runs if path.stem == "base" for cell in run["cells"]}
-    lines = ["| variant | size | clients | req/s | vs base | p50 ms | infer ms | GPU busy | share of model-only |"
-             " RSS after, MB | threads after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for path, run in runs:
-        name, process = path.stem, _proc(path.with_suffix(".proc"))
-        for cell in run["cells"]:
-            figures = cell["summary"]
-            rate, reference = figures["requests_per_s"], base_rate.get(_cell_key(cell))
-            infer = figures["stage_medians_s"].get("infer")
-            busy, share = figures.get("gpu_busy_ratio"), figures.get("capacity_ratio")
+    throughput against the base runs' same cell. A run named VARIANT@ROUND is one of several
+    servers of that variant (gpu_soak.sh's PIPELINE_ROUNDS): a row gives the median over its
+    rounds and the range of their throughputs, since one server's cells can differ from the
+    next one's by more than a change does. Each run's .proc file (beside its JSON, written by
+    gpu_soak.sh) adds the server's RSS and threads after its load (the last round's)."""
+    cells: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
+    processes: dict[str, dict[str, str]] = {}
+    for path in paths:
+        name = path.stem.partition("@")[0]
+        for cell in json.loads(path.read_text())["cells"]:
+            cells.setdefault(name, {}).setdefault(_cell_key(cell), []).append(cell["summary"])
+        processes[name] = _proc(path.with_suffix(".proc"))
+    base_rate = {key: _median(rounds, "requests_per_s") for key, rounds in cells.get("base", {}).items()}
+    lines = ["| variant | size | clients | servers | req/s | range | vs base | p50 ms | infer ms | GPU busy |"
+             " share of model-only | RSS after, MB | threads after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, by_cell in cells.items():
+        process = processes[name]
+        for (width, height, settings, clients), rounds in by_cell.items():
+            rate, reference = _median(rounds, "requests_per_s"), base_rate.get((width, height, settings, clients))
+            rates = [figures["requests_per_s"] for figures in rounds]
+            infers = [figures["stage_medians_s"]["infer"] for figures in rounds
+                      if figures["stage_medians_s"].get("infer") is not None]
             lines.append(" | ".join([
-                f"| {name}", f"{cell['width']}×{cell['height']} {cell['settings']}", str(cell["clients"]),
-                f"{rate:.1f}", f"{rate / reference:.2f}×" if reference else "–",
-                _ms(figures.get("latency_p50_s")), _ms(infer), _percent(busy), _percent(share),
+                f"| {name}", f"{width}×{height} {settings}", str(clients), str(len(rounds)), f"{rate:.1f}",
+                f"{min(rates):.1f}–{max(rates):.1f}" if len(rounds) > 1 else "–",
+                f"{rate / reference:.2f}×" if reference else "–",
+                _ms(_median(rounds, "latency_p50_s")), _ms(statistics.median(infers) if infers else None),
+                _percent(_median(rounds, "gpu_busy_ratio")), _percent(_median(rounds, "capacity_ratio")),
                 process.get("rss_mb", "–"), process.get("threads", "–")]) + " |")
     return "\n".join(lines)
+
+
+def _median(rounds: list[dict[str, Any]], figure: str) -> float | None:
+    values = [figures[figure] for figures in rounds if figures.get(figure) is not None]
+    return statistics.median(values) if values else None
 
 
 def _cell_key(cell: dict[str, Any]) -> tuple:
