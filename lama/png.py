@@ -9,8 +9,9 @@ the Adler-32 of all the data they form one ordinary stream that every decoder re
 zlib releases the GIL, so the segments are compressed on lama.parallel's pool, a thread per
 core (an order of magnitude faster than cv2.imencode on the GPU box's 16; docs/PROFILING.md).
 The zlib is zlib-ng's (python-zlib-ng: zlib's API and streams, the GIL released as well): at
-this level and strategy it compresses in 0.6× zlib's time to the same size, inflates in 0.75×,
-and computes the checksums in a tenth (``python tools/codec_bench.py``: lama.png's rows on Python's zlib and on zlib-ng).
+this level and strategy it compresses in 0.6–0.8× the time of Python's zlib to the same size,
+inflates in 0.8× and computes the checksums in a tenth (``python tools/codec_bench.py`` has
+lama.png's rows on both).
 
 What is written (measured on photo-like and real photos, see ``python -m lama bench --codecs-only``):
   * filter 'Up' (each byte minus the one above it) on every row but a segment's first,
