@@ -70,6 +70,13 @@ start() {
     ready_ms=$(( $(now_ms) - started ))
 }
 stop() { kill -TERM $server; wait $server; }
+# start_variant LOG LOGS_DIR ENTRY: start as above, the server being pipeline_probe.py's variant
+# ENTRY (an entry of $variants below: name|variant and app.py flags).
+start_variant() {
+    local -a variant
+    read -r -a variant <<<"${3#*|}"
+    start "$1" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" --logs-dir "$2"
+}
 # RSS and threads of the server now, as /proc says.
 process() { grep -E '^(VmRSS|Threads):' /proc/$server/status | tr -s ' \t' ' ' | paste -sd ' '; }
 server_flags=(--port 7860 --model models/big-lama.safetensors --outputs-dir /tmp/outputs)
@@ -128,10 +135,8 @@ if [ "$only" = readyz ]; then
     for round in $(seq "${READYZ_STARTS:-3}"); do
         for entry in "${variants[@]}"; do
             name=${entry%%|*}
-            read -r -a variant <<<"${entry#*|}"
             log="$out/readyz/$name-$round.log"
-            start "$log" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" \
-                --logs-dir "$out/readyz/logs"
+            start_variant "$log" "$out/readyz/logs" "$entry"
             stop
             echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log"))" \
                 | tee -a "$out/readyz.txt"
@@ -149,9 +154,7 @@ if [ "$only" = pipeline ]; then
         for entry in "${variants[@]}"; do
             run="$out/pipeline/${entry%%|*}@$round"
             runs+=("$run.json")
-            read -r -a variant <<<"${entry#*|}"
-            start "$run.log" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" \
-                --logs-dir "$run-logs"
+            start_variant "$run.log" "$run-logs" "$entry"
             echo "pipeline: ${entry%%|*} (round $round) ready in $ready_ms ms" | tee -a "$out/pipeline/ready.txt" >&2
             python3 -m loadreport load --url $url --clients 1,16 --settings default --duration 4 \
                 --json "$run.json" "$@" >"$run.md"

@@ -181,8 +181,8 @@ def summary(paths: list[Path]) -> str:
     for name, by_cell in cells.items():
         process = processes[name]
         for (width, height, settings, clients), rounds in by_cell.items():
-            rate, reference = _median(rounds, "requests_per_s"), base_rate.get((width, height, settings, clients))
             rates = [figures["requests_per_s"] for figures in rounds]
+            rate, reference = statistics.median(rates), base_rate.get((width, height, settings, clients))
             infers = [figures["stage_medians_s"]["infer"] for figures in rounds
                       if figures["stage_medians_s"].get("infer") is not None]
             lines.append(" | ".join([

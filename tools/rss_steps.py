@@ -41,9 +41,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="models/big-lama.safetensors")
     args = parser.parse_args()
-    # The server's kernel cache (configs/default.yaml): the warm-up step then times a restart's
-    # warm-up, not the first build of every kernel.
-    os.environ.setdefault("TRITON_CACHE_DIR", str(ROOT / "models" / "kernel-cache"))
+    # The server's kernel cache, where app.py would put it: the warm-up step then times a
+    # restart's warm-up, not the first build of every kernel.
+    from webui.settings import load_settings, parse_args
+
+    os.environ.setdefault("TRITON_CACHE_DIR", str(Path(load_settings(parse_args([])).kernel_cache_dir).resolve()))
     note("python")
     import cv2  # noqa: F401 - the step is the import
     import numpy  # noqa: F401
