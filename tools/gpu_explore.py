@@ -8,6 +8,7 @@ kernel by kernel and times the CPU codecs, so that one device call answers sever
     python tools/gpu_explore.py --kernels --out DIR    # the stem's and head's 7x7 kernels
     python tools/gpu_explore.py --conv-sum --out DIR   # the residual layers' kernel against cuDNN
     python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
+    python tools/gpu_explore.py --tiles --out DIR      # the residual layers' kernel: tiles per bottleneck size
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import statistics
 import tempfile
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -207,6 +209,93 @@ def conv_sum_times() -> list[dict]:
     return rows
 
 
+# Tiles of ReflectConvSum tried by --tiles: (block_m, block_n, num_warps, num_stages). Each
+# fits Hopper's shared memory at block_k 64; one that does not compile is reported as such.
+SUM_TILES = ((64, 128, 4, 3), (64, 128, 4, 4), (64, 64, 4, 4), (128, 64, 4, 4), (128, 128, 4, 3),
+             (128, 128, 8, 3), (128, 128, 8, 4), (128, 128, 8, 5), (128, 256, 8, 3), (256, 128, 8, 3),
+             (64, 256, 8, 3))
+
+
+def _tile_name(tile: tuple[int, ...]) -> str:
+    return "x".join(map(str, tile))
+
+
+def _set_tiles(fast: FastGenerator, local: tuple[int, ...], global_: tuple[int, ...]) -> None:
+    for layer in (layer for pair in fast.blocks for layer in pair if layer.fused):
+        layer.local_conv.tune(*local)
+        layer.global_conv.tune(*global_)
+
+
+def _graphed_forward_ms(fast: FastGenerator, net_input: torch.Tensor) -> float:
+    """The forward's median replay time in a graph captured for the tiles set now."""
+    ms = cuda_median_ms(partial(fastpath.GraphRunner(fast, max_graphs=1, max_pixels=10**9), net_input), runs=30)
+    torch.cuda.empty_cache()  # the runner, and its graph's pool, are gone with the partial
+    return ms
+
+
+def tile_sweep() -> dict:
+    """Which ReflectConvSum tile is fastest at each of big-lama's bottleneck sizes, for the
+    local and the global output alone (a graph of 20 calls, random maps), and what the best
+    pair makes of the whole forward (a graph replay, as the service runs it) at the input size
+    of that bottleneck, against the tile the code uses today."""
+    torch.manual_seed(0)
+    half = dict(device="cuda", dtype=torch.float16)
+    default = (64, 128, 4, 3)
+    kernels_by_size, best = [], {}
+    for width, height in ((80, 60), (160, 120), (320, 240)):
+        x_l, x_g = torch.randn(1, height, width, 128, **half), torch.randn(1, height, width, 384, **half)
+        fourier_sum = torch.randn(1, height, width, 192, **half)
+        res_l, res_g = torch.randn(1, height, width, 128, **half), torch.randn(1, height, width, 384, **half)
+        local = kernels.ReflectConvSum([torch.randn(128, 128, 3, 3, **half) / 30,
+                                        torch.randn(128, 384, 3, 3, **half) / 30], torch.randn(128, **half), True)
+        global_ = kernels.ReflectConvSum([torch.randn(384, 128, 3, 3, **half) / 30,
+                                          torch.randn(384, 192, 1, 1, **half) / 15], torch.randn(384, **half), True)
+        runs = {"local": (local, lambda: local([x_l, x_g], res_l)),
+                "global": (global_, lambda: global_([x_l, fourier_sum], res_g))}
+        row: dict = {"bottleneck": f"{width}x{height}"}
+        for branch, (conv, run) in runs.items():
+            conv.tune(*default)
+            want = run().float()
+            times = {}
+            for tile in SUM_TILES:
+                conv.tune(*tile)
+                try:
+                    times[tile] = graph_us(run)
+                    row[f"{branch}_{_tile_name(tile)}_err"] = rel_error(run(), want)
+                except Exception as error:  # noqa: BLE001 - a tile the GPU cannot run is a result too
+                    row[f"{branch}_{_tile_name(tile)}_failed"] = f"{type(error).__name__}: {error}"[:200]
+                    continue
+                row[f"{branch}_{_tile_name(tile)}_us"] = times[tile]
+            best[(width, height, branch)] = min(times, key=times.get)
+            row[f"{branch}_best"] = _tile_name(best[(width, height, branch)])
+        kernels_by_size.append(row)
+        print(json.dumps(row), flush=True)
+
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    fast = FastGenerator(engine.backend.generator)
+    forwards = []
+    for width, height in SIZES:
+        bottleneck = (width // 8, height // 8)
+        pairs = {"default": (default, default),
+                 "best": (best[(*bottleneck, "local")], best[(*bottleneck, "global")]),
+                 "best_local_only": (best[(*bottleneck, "local")], default),
+                 "best_global_only": (default, best[(*bottleneck, "global")])}
+        image, mask = synthetic_case(width, height)
+        with torch.inference_mode():
+            net_input = engine.backend.model_input(image, mask > 0)[2]
+            row = {"size": f"{width}x{height}"}
+            for name, (local_tile, global_tile) in pairs.items():
+                _set_tiles(fast, local_tile, global_tile)
+                row[f"{name}_tiles"] = f"local {_tile_name(local_tile)}, global {_tile_name(global_tile)}"
+                row[f"{name}_ms"] = _graphed_forward_ms(fast, net_input)
+            # The default again, last: the first and the last agree when the GPU's clocks held.
+            _set_tiles(fast, default, default)
+            row["default_again_ms"] = _graphed_forward_ms(fast, net_input)
+        forwards.append(row)
+        print(json.dumps(row), flush=True)
+    return {"kernels": kernels_by_size, "forward": forwards}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -215,8 +304,16 @@ def main() -> None:
                         help="only time the residual layers' ReflectConvSum against cuDNN and its passes")
     parser.add_argument("--timeline", action="store_true",
                         help="only summarise the fast path's graph replay at the two graphed sizes")
+    parser.add_argument("--tiles", action="store_true",
+                        help="only sweep ReflectConvSum's tiles per bottleneck size, kernels alone and whole forwards")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.tiles:
+        with torch.inference_mode():
+            result = tile_sweep()
+        with open(os.path.join(args.out, "tiles.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        return
     if args.kernels:
         with open(os.path.join(args.out, "kernels.json"), "w") as f:
             json.dump(kernel_times(), f, indent=1)
