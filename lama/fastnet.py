@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lama.kernels import ReflectConv, ReflectConvSum, reflect_pad
+from lama.kernels import GLOBAL_LARGE_TILE, LOCAL_LARGE_TILE, ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
@@ -141,10 +141,10 @@ class _FFCLayer:
                       and ffc.convl2l.kernel_size == (3, 3) and ffc.convl2l.stride == (1, 1) and self.l2l.pad == 1)
         if self.fused:
             self.local_conv = ReflectConvSum([self.l2l.weight, self.g2l.weight], self.l2l.bias + self.g2l.bias,
-                                             self.relu)
+                                             self.relu, large_tile=LOCAL_LARGE_TILE)
             spectral_bias = self.b2 if self.b2 is not None else 0
             self.global_conv = ReflectConvSum([self.l2g.weight, spectral.conv2.weight.detach()],
-                                              self.l2g.bias + spectral_bias, self.relu)
+                                              self.l2g.bias + spectral_bias, self.relu, large_tile=GLOBAL_LARGE_TILE)
 
     def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None,
                  side: torch.cuda.Stream | None = None, residual: tuple[Tensor, Tensor] | None = None
@@ -450,6 +450,8 @@ def _on_the_default_stream(device: torch.device) -> Iterator[None]:
 
 
 def _all_finite(x: Tensor) -> Tensor:
-    """A 0-d bool tensor: no inf or nan in x. Two reductions (max and min propagate nan), no
-    full-size temporary; a sum could overflow by itself."""
-    return torch.isfinite(x.amax()) & torch.isfinite(x.amin())
+    """A 0-d bool tensor: no inf or nan in x. One pass for the least and the largest value
+    (both propagate nan), no full-size temporary; a sum could overflow by itself. Each spectral
+    layer checks its map: at 2560×1920, 36 reads of 29 MB, where amax and amin made two each."""
+    least, largest = torch.aminmax(x)
+    return torch.isfinite(least) & torch.isfinite(largest)

@@ -157,6 +157,20 @@ class ReflectConv:
         return out
 
 
+# ReflectConvSum's tiles, (block_m pixels, block_n output channels, num_warps, num_stages), from
+# `python tools/gpu_explore.py --tiles` on the H200 (docs/PROFILING.md). SUM_TILE, one warp group
+# on 64×128, is the fastest or within 3 % of it at the bottlenecks of 640×480 and 1280×960
+# inputs (80×60, 160×120). At 2560×1920's (320×240 = LARGE_MAP_PIXELS) 128×128 tiles ran the
+# global output's layer in 186 µs instead of 223 and the local one's in 219 instead of 232, and
+# the whole forward 2.4 % faster; at 160×120 the same tiles were 5-31 % slower (fewer waves of
+# larger tiles on the 132 multiprocessors).
+Tile = tuple[int, int, int, int]
+SUM_TILE: Tile = (64, 128, 4, 3)
+LOCAL_LARGE_TILE: Tile = (128, 128, 8, 3)
+GLOBAL_LARGE_TILE: Tile = (128, 128, 4, 3)
+LARGE_MAP_PIXELS = 320 * 240
+
+
 class ReflectConvSum:
     """The residual blocks' FFC outputs, one pass each on CUDA:
         maybe_relu(sum_i conv_i(x_i) + bias) + residual
@@ -172,7 +186,8 @@ class ReflectConvSum:
     and does the sums in its epilogue.
     """
 
-    def __init__(self, weights: list[Tensor], bias: Tensor, relu: bool):
+    def __init__(self, weights: list[Tensor], bias: Tensor, relu: bool, large_tile: Tile = SUM_TILE):
+        """`large_tile`: the tile for maps of LARGE_MAP_PIXELS and more, in fp16 (SUM_TILE below)."""
         if not 1 <= len(weights) <= 2:
             raise ValueError("ReflectConvSum takes one or two convolutions")
         out_channels = weights[0].shape[0]
@@ -186,13 +201,17 @@ class ReflectConvSum:
         # Rows (tap, input channel), columns output channels: a K-by-N operand per input.
         self.matrices = [w.detach().permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous() for w in weights]
         self.block_k = next((k for k in (64, 32, 16) if all(c % k == 0 for c in self.in_channels)), None)
-        # The best tile of a sweep over big-lama's bottleneck sizes (80×60 to 320×240,
-        # docs/PROFILING.md); `tools/gpu_explore.py --conv-sum` times it and others against cuDNN.
-        self.tune(block_m=64, block_n=128, num_warps=4, num_stages=3)
+        self.tiles = ((LARGE_MAP_PIXELS, large_tile), (0, SUM_TILE))
 
     def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
-        """Set the Triton kernel's tile (block_m pixels by block_n output channels)."""
-        self.block_m, self.block_n, self.num_warps, self.num_stages = block_m, block_n, num_warps, num_stages
+        """One tile for maps of every size (block_m pixels by block_n output channels, on
+        num_warps warps, num_stages loads in flight): what tools/gpu_explore.py's sweeps set."""
+        self.tiles = ((0, (block_m, block_n, num_warps, num_stages)),)
+
+    def tile(self, pixels: int, dtype: torch.dtype) -> Tile:
+        """The tile for maps of `pixels` (batch included) in `dtype`. Tiles by size serve fp16
+        only, where they were measured (fp32 tiles hold twice the bytes in shared memory)."""
+        return next(tile for least, tile in self.tiles if pixels >= least and (least == 0 or dtype == torch.float16))
 
     def __call__(self, inputs: list[Tensor], residual: Tensor | None = None) -> Tensor:
         """`inputs`: one contiguous (B, H, W, C_i) map per weight; `residual`: a contiguous
@@ -223,15 +242,16 @@ class ReflectConvSum:
             raise ValueError(f"expected a contiguous {tuple(out.shape)} residual")
         two = len(inputs) == 2
         pixels = batch * height * width
-        grid = (triton.cdiv(pixels, self.block_m), triton.cdiv(self.out_channels, self.block_n))
+        block_m, block_n, num_warps, num_stages = self.tile(pixels, first.dtype)
+        grid = (triton.cdiv(pixels, block_m), triton.cdiv(self.out_channels, block_n))
         _conv_sum_kernel[grid](
             first, self.matrices[0], inputs[-1], self.matrices[-1], self.bias,
             residual if residual is not None else out, out, pixels, height, width, self.out_channels,
             CIN_A=self.in_channels[0], TAPS_A=self.taps[0], CIN_B=self.in_channels[1] if two else 0,
             TAPS_B=self.taps[-1], RELU=self.relu, RESIDUAL=residual is not None,
-            BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=self.block_k,
             PRECISION="ieee" if first.dtype == torch.float32 else "tf32",
-            num_warps=self.num_warps, num_stages=self.num_stages)
+            num_warps=num_warps, num_stages=num_stages)
         return out
 
 

@@ -151,14 +151,15 @@ def test_the_triton_reflect_conv_is_a_reflect_padded_convolution(in_channels, ou
                           (((20, 3),), 8, True, False)])
 def test_the_triton_conv_sum_is_the_sum_of_the_ffc_paths(shapes, out_channels, relu, with_residual):
     """The residual blocks' kernel (big-lama's two layer kinds first), in fp32 (exact
-    products) and fp16, at the smallest bottleneck, odd sizes and batch 2. 20 input channels
-    are no multiple of 16: that one runs the torch version."""
+    products) and fp16, at the smallest bottleneck, odd sizes, batch 2 and a map large enough
+    for the large maps' tile (lama.kernels.LARGE_MAP_PIXELS). 20 input channels are no
+    multiple of 16: that one runs the torch version."""
     from lama.kernels import ReflectConvSum
 
     torch.manual_seed(9)
     weights = [torch.randn(out_channels, cin, k, k, device="cuda") / (k * cin ** 0.5) for cin, k in shapes]
     bias = torch.randn(out_channels, device="cuda")
-    for batch, height, width in ((1, 2, 2), (2, 37, 61), (1, 121, 161)):
+    for batch, height, width in ((1, 2, 2), (2, 37, 61), (1, 121, 161), (1, 241, 321)):
         inputs = [torch.randn(batch, height, width, cin, device="cuda") for cin, _ in shapes]
         residual = torch.randn(batch, height, width, out_channels, device="cuda") if with_residual else None
         with strict_fp32():

@@ -13,7 +13,7 @@ from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
 from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
-from lama.kernels import ReflectConv, ReflectConvSum, reflect_pad
+from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
 
@@ -178,6 +178,18 @@ def test_reflect_conv_sum_refuses_what_it_cannot_compute():
         ReflectConvSum([torch.zeros(4, 4, 5, 5)], torch.zeros(4), True)
     with pytest.raises(ValueError, match="expected 2 inputs, got 1"):
         ReflectConvSum([torch.zeros(4, 4, 3, 3)] * 2, torch.zeros(4), True)([torch.zeros(1, 3, 3, 4)])
+
+
+def test_the_large_maps_tile_serves_fp16_maps_from_its_size_on_and_nothing_else():
+    """The tile is a launch parameter: a wrong choice is only slower, which no CPU test sees. What
+    it must not do is hand the large tile (measured in fp16 only) to fp32 maps or to small ones."""
+    large = (128, 128, 4, 3)
+    conv = ReflectConvSum([torch.zeros(16, 16, 3, 3)], torch.zeros(16), True, large_tile=large)
+    assert conv.tile(LARGE_MAP_PIXELS, torch.float16) == large
+    assert conv.tile(LARGE_MAP_PIXELS - 1, torch.float16) == SUM_TILE
+    assert conv.tile(4 * LARGE_MAP_PIXELS, torch.float32) == SUM_TILE
+    conv.tune(32, 64, 4, 2)  # a sweep's one tile, for every size and dtype
+    assert conv.tile(LARGE_MAP_PIXELS, torch.float16) == conv.tile(16, torch.float32) == (32, 64, 4, 2)
 
 
 # ------------------------------------------------------------------ fp16 never overflows silently
