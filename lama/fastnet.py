@@ -54,9 +54,6 @@ class BottleneckConstants(NamedTuple):
     inverse_w: Tensor
     inverse_h: Tensor
     fourier_biases: dict[_FFCLayer, Tensor]
-    # The transforms along H for the column layout (FastGenerator's fourier_columns):
-    # (forward, inverse), each (part, h, kh) with kh padded to a multiple of 8 by zero columns.
-    columns: tuple[Tensor, Tensor] | None = None
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -231,10 +228,8 @@ class _FFCLayer:
 
     def _fourier(self, y: Tensor, constants: BottleneckConstants) -> Tensor:
         """y + FourierUnit(y), NHWC, as five matrix products (see dft_matrices)."""
-        if constants.columns is not None:
-            return self._fourier_columns(y, constants)
         batch, height, width, channels = y.shape
-        forward_h, forward_w, inverse_w, inverse_h, biases, _ = constants
+        forward_h, forward_w, inverse_w, inverse_h, biases = constants
         half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
         rows = torch.matmul(forward_h, y.view(batch, height, width * channels))  # (B, 2H, W*C)
         spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', C)
@@ -244,29 +239,6 @@ class _FFCLayer:
         out = y.view(batch, height, width * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
                                                              cols.view(batch, 2 * height, width * channels))
         return out.view(batch, height, width, channels)
-
-
-    def _fourier_columns(self, y: Tensor, constants: BottleneckConstants) -> Tensor:
-        """`_fourier` with the transforms along W as single matrix products: the transform along
-        H writes its spectrum transposed, (part, w, c, kh), so that (part, w) leads and the
-        products along W take every row at once instead of one batch entry per row; the 1x1
-        mixing is then batched over the W bins instead."""
-        batch, height, width, channels = y.shape
-        forward_h, inverse_h = constants.columns
-        forward_w, inverse_w, bias = constants.forward_w, constants.inverse_w, constants.fourier_biases[self]
-        padded = forward_h.shape[-1]
-        bins = forward_w.shape[0] // 2
-        for image in y:
-            flat = image.view(height, width * channels)
-            spectrum_h = y.new_empty(2, width * channels, padded)
-            torch.mm(flat.t(), forward_h[0], out=spectrum_h[0])
-            torch.mm(flat.t(), forward_h[1], out=spectrum_h[1])
-            spectrum = torch.mm(forward_w, spectrum_h.view(2 * width, channels * padded))  # (kw, part) x (c, kh)
-            mixed = torch.bmm(self.wfu_blocked.expand(bins, -1, -1), spectrum.view(bins, 2 * channels, padded))
-            mixed.add_(bias.view(1, -1, 1)).relu_()
-            cols = torch.mm(inverse_w, mixed.view(2 * bins, channels * padded)).view(2, width * channels, padded)
-            flat.addmm_(inverse_h[0], cols[0].t()).addmm_(inverse_h[1], cols[1].t())
-        return y
 
 
 def _linear_relu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -353,19 +325,6 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     return forward_h, forward_w, inverse_w, inverse_h
 
 
-def column_matrices(height: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """dft_matrices' transforms along H for `_fourier_columns`: forward and inverse, each
-    (part, h, kh) with kh padded by zero columns to a multiple of 8 (aligned rows for the
-    transposed spectrum; the padding's products are multiplied by zero on the way back)."""
-    forward_h, _, _, inverse_h = _dft_matrices(height, 2)
-    padded = -(-height // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE
-    forward = torch.zeros(2, height, padded, dtype=torch.float64)
-    inverse = torch.zeros(2, height, padded, dtype=torch.float64)
-    forward[:, :, :height] = forward_h.view(height, 2, height).permute(1, 2, 0)  # (kh, part, h) -> (part, h, kh)
-    inverse[:, :, :height] = inverse_h.view(height, height, 2).permute(2, 0, 1)  # (h, kh, part) -> (part, h, kh)
-    return forward.to(device, dtype), inverse.to(device, dtype)
-
-
 def spectral_bias_scale(height: int, width: int) -> float:
     """What the Fourier units' biases are multiplied by at this bottleneck size: the spectrum
     dft_matrices makes is the orthonormal one times this."""
@@ -379,10 +338,9 @@ class FastGenerator(nn.Module):
     shared, not copied). The output is a channels-last (B, 3, H, W) tensor.
     """
 
-    def __init__(self, folded: FFCResNetGenerator, parallel_branches: bool = True, fourier_columns: bool = False):
+    def __init__(self, folded: FFCResNetGenerator, parallel_branches: bool = True):
         super().__init__()
         self.config = folded.config
-        self.fourier_columns = fourier_columns
         # On CUDA the residual blocks' local and global branches run on two streams: alone,
         # neither fills an H200 at the bottleneck's size (the local one's convolutions have
         # 128 output channels; the Fourier unit's products are small).
@@ -438,9 +396,8 @@ class FastGenerator(nn.Module):
             with _on_the_default_stream(self.device):
                 scale = spectral_bias_scale(height, width)
                 biases = {layer: (layer.bfu_blocked.float() * scale).to(self.dtype) for layer in self._spectral_layers}
-                columns = column_matrices(height, self.device, self.dtype) if self.fourier_columns else None
                 self._constants[key] = BottleneckConstants(*dft_matrices(height, width, self.device, self.dtype),
-                                                           biases, columns)
+                                                           biases)
             while len(self._constants) > MAX_CONSTANT_SHAPES:
                 self._constants.popitem(last=False)
         return self._constants[key]

@@ -9,7 +9,6 @@ kernel by kernel and times the CPU codecs, so that one device call answers sever
     python tools/gpu_explore.py --conv-sum --out DIR   # the residual layers' kernel against cuDNN
     python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
     python tools/gpu_explore.py --tiles --out DIR      # the residual layers' kernel: tiles per bottleneck size
-    python tools/gpu_explore.py --fourier --out DIR    # the Fourier unit's two layouts, alone and in the forward
 """
 
 from __future__ import annotations
@@ -297,35 +296,6 @@ def tile_sweep() -> dict:
     return {"kernels": kernels_by_size, "forward": forwards}
 
 
-def fourier_layouts(sizes: tuple[tuple[int, int], ...] = (*SIZES, (4096, 4096))) -> list[dict]:
-    """The Fourier unit's two layouts (FastGenerator's fourier_columns): the unit alone at each
-    bottleneck size (a graph of 20 calls on a copy of one map) and the whole graphed forward at
-    each input size, rows, columns, rows, columns (the GPU's clocks drift between replays)."""
-    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-    generators = {"rows": FastGenerator(engine.backend.generator),
-                  "columns": FastGenerator(engine.backend.generator, fourier_columns=True)}
-    rows = []
-    for width, height in sizes:
-        image, mask = synthetic_case(width, height)
-        net_input = engine.backend.model_input(image, mask > 0)[2]
-        bottleneck = (-(-net_input.shape[-2] // 8), -(-net_input.shape[-1] // 8))
-        row: dict = {"size": f"{width}x{height}", "bottleneck": f"{bottleneck[1]}x{bottleneck[0]}"}
-        y = torch.randn(1, *bottleneck, 192, device="cuda", dtype=torch.float16)
-        outputs = {}
-        for name, fast in generators.items():
-            layer, constants = fast.blocks[0][0], fast.constants(*bottleneck)
-            row[f"unit_{name}_us"] = graph_us(lambda: layer._fourier(y.clone(), constants))  # noqa: B023
-            outputs[name] = layer._fourier(y.clone(), constants).float()
-        row["unit_columns_vs_rows_err"] = rel_error(outputs["columns"], outputs["rows"])
-        for turn in (1, 2):
-            for name, fast in generators.items():
-                row[f"forward_{name}_{turn}_ms"] = _graphed_forward_ms(fast, net_input)
-        row["forward_columns_vs_rows_err"] = rel_error(generators["columns"](net_input), generators["rows"](net_input).float())
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -336,16 +306,8 @@ def main() -> None:
                         help="only summarise the fast path's graph replay at the two graphed sizes")
     parser.add_argument("--tiles", action="store_true",
                         help="only sweep ReflectConvSum's tiles per bottleneck size, kernels alone and whole forwards")
-    parser.add_argument("--fourier", action="store_true",
-                        help="only time the Fourier unit's two layouts, alone and in the whole graphed forward")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    if args.fourier:
-        with torch.inference_mode():
-            result = fourier_layouts()
-        with open(os.path.join(args.out, "fourier.json"), "w") as f:
-            json.dump(result, f, indent=1)
-        return
     if args.tiles:
         with torch.inference_mode():
             result = tile_sweep()
