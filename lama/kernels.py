@@ -256,13 +256,17 @@ class ReflectConvSum:
 
 
 if triton is not None:
+    # The maps' sizes are not specialised on: Triton compiles a kernel again for each pattern of
+    # its integer arguments' divisibility by 16 (and equality to 1), and crops of every size reach
+    # these kernels, so each new pattern cost a compile, or a load from the disk cache, in a GPU
+    # worker's repair. Strides and channel counts stay specialised: vectorised loads need them.
     @triton.jit
     def _reflected(index, size):
         """Reflection (no edge repeat) of indices up to size - 1 beyond either edge."""
         index = tl.abs(index)
         return tl.where(index >= size, 2 * (size - 1) - index, index)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["height", "width"])
     def _reflect_pad_kernel(src, bias, dst, height, width, channels, pad, stride_b, stride_h, stride_w, stride_c,
                             RELU: tl.constexpr, BIAS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """One output row segment: BLOCK_W pixels × BLOCK_C channels, read from its reflection."""
@@ -284,7 +288,7 @@ if triton is not None:
             value = tl.maximum(value, 0.0)
         tl.store(dst + target, value.to(dst.dtype.element_ty), mask=keep)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["height", "width"])
     def _reflect_conv_kernel(src, stacked, bias, dst, height, width, out_channels, CIN: tl.constexpr,
                              KERNEL: tl.constexpr, ROW_LENGTH: tl.constexpr, ROW_PAD: tl.constexpr,
                              OUT_PAD: tl.constexpr, OUT_ROWS: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -347,7 +351,7 @@ if triton is not None:
             acc = tl.dot(a, weights, acc, input_precision=PRECISION)
         return acc
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["pixels", "height", "width"])
     def _conv_sum_kernel(src_a, matrix_a, src_b, matrix_b, bias, residual, dst, pixels, height, width, out_channels,
                          CIN_A: tl.constexpr, TAPS_A: tl.constexpr, CIN_B: tl.constexpr, TAPS_B: tl.constexpr,
                          RELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,

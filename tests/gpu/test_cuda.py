@@ -122,6 +122,34 @@ def test_the_triton_reflect_pad_is_torchs_reflect_pad(channels):
         assert torch.equal(kernels.reflect_pad(x, 0, relu=True, bias=bias), (x + bias).relu()), shape
 
 
+def test_maps_of_any_size_share_the_kernels_compiled_for_the_first():
+    """Crops of every size reach the Triton kernels: a map whose sizes divide differently by 16
+    (or are 1) must run the kernel already compiled, not compile, or load from disk, another in a
+    GPU worker's repair."""
+    from lama import kernels
+
+    def compiled(kernel) -> int:  # Triton's per-device cache: (kernels by key, ...)
+        return sum(len(caches[0]) for caches in kernel.device_caches.values())
+
+    half = dict(device="cuda", dtype=torch.float16)
+    stem = kernels.ReflectConv(torch.randn(16, 4, 7, 7, **half) / 50, torch.randn(16, **half), "relu")
+    layer = kernels.ReflectConvSum([torch.randn(16, 32, 3, 3, **half) / 30], torch.randn(16, **half), True)
+
+    def run_all(batch: int, height: int, width: int) -> None:
+        kernels.reflect_pad(torch.randn(batch, height, width, 32, **half), 1)
+        stem(torch.randn(batch, height, width, 4, **half))
+        layer([torch.randn(batch, height, width, 32, **half)])
+
+    run_all(1, 16, 32)
+    torch.cuda.synchronize()
+    before = [compiled(k) for k in (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)]
+    for shape in ((1, 13, 27), (1, 1, 5), (2, 17, 48), (1, 37, 1)):
+        run_all(*shape)
+    torch.cuda.synchronize()
+    after = [compiled(k) for k in (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)]
+    assert after == before, "a map's size made Triton compile a kernel again"
+
+
 @pytest.mark.parametrize(("in_channels", "out_channels", "activation", "relu_input"),
                          [(4, 64, "relu", False), (64, 3, "sigmoid", True), (16, 16, "tanh", False),
                           (8, 5, "none", True)])
