@@ -259,7 +259,9 @@ if triton is not None:
     # The maps' sizes are not specialised on: Triton compiles a kernel again for each pattern of
     # its integer arguments' divisibility by 16 (and equality to 1), and crops of every size reach
     # these kernels, so each new pattern cost a compile, or a load from the disk cache, in a GPU
-    # worker's repair. Strides and channel counts stay specialised: vectorised loads need them.
+    # worker's repair. Strides and channel counts stay specialised: vectorised loads need them
+    # (the stem's 4-channel input has a model input's width, a multiple of 8: its rows stay
+    # aligned at every size).
     @triton.jit
     def _reflected(index, size):
         """Reflection (no edge repeat) of indices up to size - 1 beyond either edge."""
