@@ -11,8 +11,8 @@ Whatever the strategy, no run makes the model see a side longer than `max_side`:
 is scaled down for it (and the repair scaled back up).
 
 A crop's box follows the user's mask, so nearly every repair would give the model a shape of
-its own; a backend that prepares work per input shape (the GPU fast path's CUDA graphs, its
-kernels' specialisations) would then prepare for every request and reuse nothing. With
+its own; a backend that prepares work per input shape (the GPU fast path's CUDA graphs and its
+per-size DFT matrices) would then prepare for every request and reuse nothing. With
 `snap` the crop boxes grow, with more of the image around them, to sides on a coarse ladder
 (`snapped_side`), so that repairs of different masks share a few shapes.
 """
