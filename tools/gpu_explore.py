@@ -161,20 +161,33 @@ def graph_us(run, repeats: int = 20) -> float:
     return 1000 * cuda_median_ms(graph.replay, runs=30) / repeats
 
 
+# big-lama's bottleneck sizes (width, height) at 640×480, 1280×960 and 2560×1920 inputs.
+BOTTLENECKS = ((80, 60), (160, 120), (320, 240))
+
+
+def _residual_layer(width: int, height: int) -> dict[str, torch.Tensor]:
+    """A residual block's layer at a bottleneck size, random, fp16 on the GPU: its maps (local and
+    global inputs, the Fourier unit's sum, the two residuals) and its weights and biases."""
+    half = dict(device="cuda", dtype=torch.float16)
+    maps = {"x_l": 128, "x_g": 384, "fourier_sum": 192, "res_l": 128, "res_g": 384}
+    layer = {name: torch.randn(1, height, width, channels, **half) for name, channels in maps.items()}
+    layer.update(w_l2l=torch.randn(128, 128, 3, 3, **half) / 30, w_g2l=torch.randn(128, 384, 3, 3, **half) / 30,
+                 w_l2g=torch.randn(384, 128, 3, 3, **half) / 30, w_2=torch.randn(384, 192, 1, 1, **half) / 15,
+                 b_l=torch.randn(128, **half), b_g=torch.randn(384, **half))
+    return layer
+
+
 def conv_sum_times() -> list[dict]:
     """A residual-block layer's two outputs at big-lama's bottleneck sizes: cuDNN with the
     passes around it (reflect pads, the fused conv + add + ReLU, the spectral branch's 1x1
     product, the residual adds) against lama.kernels.ReflectConvSum, for two tiles."""
     torch.manual_seed(0)
-    half = dict(device="cuda", dtype=torch.float16)
     rows = []
-    for width, height in ((80, 60), (160, 120), (320, 240)):
-        x_l, x_g = torch.randn(1, height, width, 128, **half), torch.randn(1, height, width, 384, **half)
-        fourier_sum = torch.randn(1, height, width, 192, **half)
-        res_l, res_g = torch.randn(1, height, width, 128, **half), torch.randn(1, height, width, 384, **half)
-        w_l2l, w_g2l = torch.randn(128, 128, 3, 3, **half) / 30, torch.randn(128, 384, 3, 3, **half) / 30
-        w_l2g, w_2 = torch.randn(384, 128, 3, 3, **half) / 30, torch.randn(384, 192, 1, 1, **half) / 15
-        b_l, b_g = torch.randn(128, **half), torch.randn(384, **half)
+    for width, height in BOTTLENECKS:
+        layer = _residual_layer(width, height)
+        x_l, x_g, fourier_sum, res_l, res_g = (layer[k] for k in ("x_l", "x_g", "fourier_sum", "res_l", "res_g"))
+        w_l2l, w_g2l, w_l2g, w_2 = (layer[k] for k in ("w_l2l", "w_g2l", "w_l2g", "w_2"))
+        b_l, b_g = layer["b_l"], layer["b_g"]
         cl = [w.contiguous(memory_format=torch.channels_last) for w in (w_l2l, w_g2l, w_l2g)]
 
         def nchw(t: torch.Tensor) -> torch.Tensor:
@@ -240,19 +253,14 @@ def tile_sweep() -> dict:
     of that bottleneck, against lama.kernels.SUM_TILE on every layer (the tile of every size
     before the sweep)."""
     torch.manual_seed(0)
-    half = dict(device="cuda", dtype=torch.float16)
     default = kernels.SUM_TILE
     kernels_by_size, best = [], {}
-    for width, height in ((80, 60), (160, 120), (320, 240)):
-        x_l, x_g = torch.randn(1, height, width, 128, **half), torch.randn(1, height, width, 384, **half)
-        fourier_sum = torch.randn(1, height, width, 192, **half)
-        res_l, res_g = torch.randn(1, height, width, 128, **half), torch.randn(1, height, width, 384, **half)
-        local = kernels.ReflectConvSum([torch.randn(128, 128, 3, 3, **half) / 30,
-                                        torch.randn(128, 384, 3, 3, **half) / 30], torch.randn(128, **half), True)
-        global_ = kernels.ReflectConvSum([torch.randn(384, 128, 3, 3, **half) / 30,
-                                          torch.randn(384, 192, 1, 1, **half) / 15], torch.randn(384, **half), True)
-        runs = {"local": (local, lambda: local([x_l, x_g], res_l)),
-                "global": (global_, lambda: global_([x_l, fourier_sum], res_g))}
+    for width, height in BOTTLENECKS:
+        layer = _residual_layer(width, height)
+        local = kernels.ReflectConvSum([layer["w_l2l"], layer["w_g2l"]], layer["b_l"], True)
+        global_ = kernels.ReflectConvSum([layer["w_l2g"], layer["w_2"]], layer["b_g"], True)
+        runs = {"local": (local, lambda: local([layer["x_l"], layer["x_g"]], layer["res_l"])),
+                "global": (global_, lambda: global_([layer["x_l"], layer["fourier_sum"]], layer["res_g"]))}
         row: dict = {"bottleneck": f"{width}x{height}"}
         for branch, (conv, run) in runs.items():
             conv.tune(*default)
