@@ -8,12 +8,14 @@ Pillow does, is refused without allocating it. The pixels themselves are decoded
 simplejpeg (libjpeg-turbo's TurboJPEG) for the JPEGs photos come as (8-bit gray or colour),
 which it decodes faster than OpenCV (tools/codec_bench.py; docs/BENCHMARKS.md), in RGB order
 and into an array this module allocates at the checked size; by lama.png on all cores for
-PNGs this service wrote; by OpenCV for everything else (other PNGs, CMYK JPEG, TIFF, WebP,
-BMP: docs/BENCHMARKS.md says why no PNG decoder replaced it). PNG is encoded by lama.png on
+PNGs this service wrote; by lama.mask_png for masks sent as sparse gray PNGs (OpenCV's, the
+editor's); by OpenCV for everything else (other PNGs, CMYK JPEG, TIFF, WebP, BMP:
+docs/BENCHMARKS.md says why no PNG decoder replaced it). PNG is encoded by lama.png on
 all cores (no library measured writes it as fast), JPEG and WebP by Pillow (the same
 libjpeg-turbo and libwebp as OpenCV's, and it writes EXIF and ICC profiles). Every one of
-these codecs releases the GIL. A photo's EXIF and ICC profile (lama.metadata) can be carried
-from the upload to the result: :func:`decode_photo` returns them with the pixels.
+these codecs releases the GIL (lama.mask_png for its inflating and scans). A photo's EXIF
+and ICC profile (lama.metadata) can be carried from the upload to the result:
+:func:`decode_photo` returns them with the pixels.
 
 What one decode may cost is bounded three ways: the structure checks bound its time by
 the file's size; what the decoder allocates is bounded whatever the header says (simplejpeg
@@ -50,7 +52,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from lama import formats, opencv_caps, parallel, png
+from lama import formats, mask_png, opencv_caps, parallel, png
 from lama.errors import ImageError, ImageTooLargeError
 from lama.files import write_bytes_atomic
 from lama.units import format_bytes
@@ -303,6 +305,11 @@ def _decode(checked: _Checked) -> np.ndarray:
 
 
 def _decode_mask(checked: _Checked) -> np.ndarray:
+    if checked.fmt == "PNG":
+        with _decode_slots:
+            mask = mask_png.decode(checked.pixel_data)  # a brush mask in a few ms; None: not one
+        if mask is not None:
+            return np.ascontiguousarray(_apply_orientation(mask, checked.orientation))
     return np.ascontiguousarray(_mask_from_image(_decode(checked)))
 
 

@@ -249,7 +249,7 @@ def _unfilter(filtered: np.ndarray, out: np.ndarray, channels: int) -> bool:
     if np.all(kinds[1:] == _FILTER_UP):  # what encode() writes
         _undo_none_or_sub(kinds[0], pixels[0], out[0], channels)
         out[1:] = pixels[1:]
-        _prefix_sum_rows(out)
+        prefix_sum_rows(out)
         return True
     for row in range(len(out)):  # mixed filters: a row at a time
         if kinds[row] == _FILTER_UP:
@@ -259,7 +259,7 @@ def _unfilter(filtered: np.ndarray, out: np.ndarray, channels: int) -> bool:
     return True
 
 
-def _prefix_sum_rows(rows: np.ndarray) -> None:
+def prefix_sum_rows(rows: np.ndarray) -> None:
     """rows[i] = rows[0] + ... + rows[i] (mod 256) in place, which undoes Up.
 
     In ⌈log2(rows)⌉ whole-array adds (Hillis-Steele), not one add a row: those are

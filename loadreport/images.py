@@ -2,10 +2,14 @@
 
 Generated, not shipped, and deterministic (a seed), so that runs on different machines send
 the same pixels and compare like with like. Encoded by OpenCV, as any other program would
-write them: the service must not meet files in a layout of its own making.
+write them: the service must not meet files in a layout of its own making. Masks can also be
+encoded as the browser editor sends them (editor_mask_png).
 """
 
 from __future__ import annotations
+
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -67,6 +71,21 @@ def stroke_mask(width: int, height: int, coverage: float, seed: int = 0) -> np.n
 
 def png(pixels: np.ndarray) -> bytes:
     return _encode(".png", pixels, [])
+
+
+def editor_mask_png(mask: np.ndarray) -> bytes:
+    """`mask` (nonzero: repair) as the browser editor sends it (webui/static/editor.js, maskPng):
+    a 1-bit gray PNG, every row unfiltered, one IDAT."""
+    height, width = mask.shape
+    rows = np.zeros((height, 1 + (width + 7) // 8), np.uint8)  # each row's filter byte: 0, None
+    rows[:, 1:] = np.packbits(mask > 0, axis=1)
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes()))
+            + chunk(b"IEND", b""))
 
 
 def jpeg(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:

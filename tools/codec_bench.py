@@ -2,6 +2,7 @@
 
     python tools/codec_bench.py [--sizes 640x480,1280x960,2560x1920] [--runs 7] [--content real,synthetic]
                                 [--threads 16] [--seconds 2]
+    python tools/codec_bench.py --masks [--sizes ...] [--runs 7]
 
 Prints Markdown tables (docs/BENCHMARKS.md keeps one): milliseconds per call, the best of
 `--runs` after one unmeasured call, in this process, one call at a time; and for each decoder
@@ -18,6 +19,11 @@ a camera's full-resolution photo; `synthetic` is the load benchmark's photo-like
 
 Codecs that are not installed are left out; imagecodecs and pyspng are not the service's
 dependencies and are only measured here, for comparison, where someone installed them.
+
+`--masks` times the masks' decoders instead: the load benchmark's brush strokes (8 % of the
+picture) as OpenCV writes them (8-bit, every row filtered Sub), as Pillow does (adaptive filters),
+as the browser editor sends them (1-bit, unfiltered) and softened (a 5-px blur, OpenCV), through
+the service's decode_mask, OpenCV and Pillow.
 
 GPU codecs (item 3 again): where torchvision imports and CUDA is available, nvJPEG through
 torchvision.io joins the JPEG rows. Decoding takes the file's bytes and is timed twice: to the
@@ -58,6 +64,7 @@ import numpy as np
 from PIL import Image
 
 from lama import imageio, parallel, png
+from loadreport import images
 from loadreport.images import photo
 
 SIZES = ((640, 480), (1280, 960), (2560, 1920))
@@ -404,6 +411,40 @@ def loaded(data: bytes, size_name: str, threads: int, seconds: float) -> str:
                  ["decoder", "1 thread", f"{threads} threads"], rows)
 
 
+MASK_COVERAGE = 0.08  # as the load benchmark's
+
+
+def mask_files(width: int, height: int) -> dict[str, bytes]:
+    strokes = images.stroke_mask(width, height, MASK_COVERAGE, seed=7)
+    return {"OpenCV (8-bit, Sub)": images.png(strokes), "Pillow (8-bit, adaptive)": pillow_png(strokes),
+            "the editor (1-bit)": images.editor_mask_png(strokes),
+            "OpenCV, soft edges (8-bit, Sub)": images.png(cv2.GaussianBlur(strokes, (5, 5), 0))}
+
+
+def masks_table(sizes: list[tuple[int, int]], runs: int) -> str:
+    """One table per way of writing a mask: each decoder's best of `runs` at each size."""
+    decoders = {"lama.imageio.decode_mask (the service)": imageio.decode_mask,
+                "OpenCV": lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED),
+                "Pillow": lambda data: np.asarray(Image.open(io.BytesIO(data)))}
+    cells: dict[str, dict[str, list[str]]] = {}
+    sizes_kb: dict[str, list[str]] = {}
+    gil: dict[str, dict[str, bool]] = {}
+    for index, (width, height) in enumerate(sizes):
+        print(f"masks {width}×{height} ...", file=sys.stderr)
+        for kind, data in mask_files(width, height).items():
+            sizes_kb.setdefault(kind, []).append(f"{len(data) / 1024:.1f}")
+            for name, decode in decoders.items():
+                call = partial(decode, data)
+                cells.setdefault(kind, {}).setdefault(name, []).append(f"{best_ms(call, runs):.2f}")
+                if index == len(sizes) - 1:
+                    gil.setdefault(kind, {})[name] = releases_gil(call)
+    columns = ["decoder", *(f"{w}×{h}" for w, h in sizes), "releases the GIL"]
+    return "\n\n".join(
+        table(f"Decode a mask written by {kind} (files of {' / '.join(sizes_kb[kind])} KB), best of {runs}, ms",
+              columns, {name: [*row, "yes" if gil[kind][name] else "no"] for name, row in rows.items()})
+        for kind, rows in cells.items())
+
+
 def _size(text: str) -> tuple[int, int]:
     width, _, height = text.lower().partition("x")
     return int(width), int(height)
@@ -419,11 +460,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="threads decoding at once in the GPU codecs' loaded table (default 16)")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="how long each decoder is loaded in that table (default 2)")
+    parser.add_argument("--masks", action="store_true", help="time the masks' decoders instead of the photos' codecs")
     args = parser.parse_args(argv)
+    sizes = [_size(text) for text in args.sizes.split(",")]
+    if args.masks:
+        print(f"Mask decoders on {os.cpu_count()} cores, OpenCV {cv2.__version__}, Pillow {Image.__version__}\n")
+        print(masks_table(sizes, args.runs))
+        return
     content = [name for name in args.content.split(",") if name]
     if not set(content) <= set(CONTENT) or not content:
         parser.error("--content takes real and/or synthetic")
-    sizes = [_size(text) for text in args.sizes.split(",")]
     print("\n\n".join(run(sizes, args.runs, name, args.threads, args.seconds) for name in content))
     tvio, why = gpu_codecs()
     if tvio is None:

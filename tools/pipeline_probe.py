@@ -150,11 +150,18 @@ def python_zlib() -> None:
     png.zlib_ng = zlib
 
 
+def opencv_masks() -> None:
+    """Every mask decoded by OpenCV, as before lama.mask_png read the sparse gray ones."""
+    from lama import mask_png
+
+    mask_png.decode = lambda data: None
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib}
+            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks}
 
 
 # ------------------------------------------------------------------ the summary
