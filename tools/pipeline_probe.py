@@ -34,6 +34,10 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - pageable-outputs: the model's output copied back into pageable memory, as before it went
   through page-locked memory.
 - python-zlib: lama.png's PNGs compressed and read on Python's own zlib, as before zlib-ng's.
+- opencv-masks: every mask decoded by OpenCV, as before lama.mask_png read the sparse gray ones.
+- warm-up-while-importing (for `gpu_soak.sh OUT readyz`): the engine warms up in the model-load
+  thread as soon as it is loaded, beside Gradio's import and the app's assembly, instead of once
+  the server has started.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -157,11 +161,27 @@ def opencv_masks() -> None:
     mask_png.decode = lambda data: None
 
 
+def warm_up_while_importing() -> None:
+    """The engine's warm-up run by the model-load thread right after the load; the service's own
+    warm-up (once the server has started) then finds nothing left to do."""
+    from lama.engine import InpaintEngine
+
+    load, warm_up = InpaintEngine.__init__, InpaintEngine.warmup
+
+    def load_and_warm_up(self, *args, **kwargs):
+        load(self, *args, **kwargs)
+        warm_up(self)
+
+    InpaintEngine.__init__ = load_and_warm_up
+    InpaintEngine.warmup = lambda self, *args, **kwargs: None
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks}
+            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
+            "warm-up-while-importing": warm_up_while_importing}
 
 
 # ------------------------------------------------------------------ the summary
