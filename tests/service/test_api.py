@@ -48,7 +48,7 @@ from support.app import (
 )
 from support.liveserver import LiveServer
 
-from lama import imageio, masks
+from lama import imageio, mask_png, masks
 from lama.engine import InpaintEngine
 
 # ------------------------------------------------------------------ the happy path
@@ -238,9 +238,10 @@ def test_bad_input_is_refused_fast_with_json_and_the_server_keeps_serving(client
 
 def test_a_decompression_bomb_is_refused_before_pixels_are_allocated(client, monkeypatch):
     decoded = []
-    real_decode = imageio._decode_pixels
+    real_decode, real_mask_decode = imageio._decode_pixels, mask_png.decode
     monkeypatch.setattr(imageio, "_decode_pixels",
                         lambda checked: decoded.append(len(checked.data)) or real_decode(checked))
+    monkeypatch.setattr(mask_png, "decode", lambda data: decoded.append(len(data)) or real_mask_decode(data))
     bomb = png_header_only(40000, 40000)  # 1.6 GP: 4.8 GB as RGB
     assert len(bomb) < 100
     tracemalloc.start()
@@ -253,7 +254,7 @@ def test_a_decompression_bomb_is_refused_before_pixels_are_allocated(client, mon
     assert seconds < FAST_S
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB allocated while refusing a bomb"
     assert decoded == [], "the bomb reached the pixel decoder"
-    # The spy sees real decodes: a good request goes through it.
+    # The spies see real decodes: a good request's photo and mask go through them.
     assert repair(client, *make_case()).status_code == 200 and len(decoded) == 2
 
 
