@@ -35,9 +35,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   through page-locked memory.
 - python-zlib: lama.png's PNGs compressed and read on Python's own zlib, as before zlib-ng's.
 - opencv-masks: every mask decoded by OpenCV, as before lama.mask_png read the sparse gray ones.
-- warm-up-while-importing (for `gpu_soak.sh OUT readyz`): the engine warms up in the model-load
-  thread as soon as it is loaded, beside Gradio's import and the app's assembly, instead of once
-  the server has started.
+- warm-up-once-serving (for `gpu_soak.sh OUT readyz`): the engine's warm-up queued once the
+  server has started, as before it was queued as soon as the model was loaded, beside the rest
+  of the start-up.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -161,19 +161,20 @@ def opencv_masks() -> None:
     mask_png.decode = lambda data: None
 
 
-def warm_up_while_importing() -> None:
-    """The engine's warm-up run by the model-load thread right after the load; the service's own
-    warm-up (once the server has started) then finds nothing left to do."""
+def warm_up_once_serving() -> None:
+    """The engine's warm-up queued by the service's WarmUp once the server has started, as before
+    the model-load thread queued it as soon as the model was loaded."""
     from lama.engine import InpaintEngine
+    from service.warmup import WarmUp
 
-    load, warm_up = InpaintEngine.__init__, InpaintEngine.warmup
+    warm_up, run = InpaintEngine.warmup, WarmUp.run
+    InpaintEngine.warmup = lambda self, *args, **kwargs: None  # what the start-up queues
 
-    def load_and_warm_up(self, *args, **kwargs):
-        load(self, *args, **kwargs)
-        warm_up(self)
+    def warm_up_then_run(self):
+        self.queue.run(lambda: warm_up(self.engine), exclusive=True)
+        run(self)
 
-    InpaintEngine.__init__ = load_and_warm_up
-    InpaintEngine.warmup = lambda self, *args, **kwargs: None
+    WarmUp.run = warm_up_then_run
 
 
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
@@ -181,7 +182,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
-            "warm-up-while-importing": warm_up_while_importing}
+            "warm-up-once-serving": warm_up_once_serving}
 
 
 # ------------------------------------------------------------------ the summary
