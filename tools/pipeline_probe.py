@@ -35,6 +35,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   through page-locked memory.
 - python-zlib: lama.png's PNGs compressed and read on Python's own zlib, as before zlib-ng's.
 - opencv-masks: every mask decoded by OpenCV, as before lama.mask_png read the sparse gray ones.
+- pool-leaves-two-cores: lama.parallel's pool two threads short of the cores, so that the GPU
+  workers and the requests' threads always find a core free of its work.
 - warm-up-once-serving (for `gpu_soak.sh OUT readyz`): the engine's warm-up queued once the
   server has started, as before it was queued as soon as the model was loaded, beside the rest
   of the start-up.
@@ -161,6 +163,15 @@ def opencv_masks() -> None:
     mask_png.decode = lambda data: None
 
 
+def pool_leaves_two_cores() -> None:
+    """lama.parallel's pool two threads short of the cores, so that a GPU worker launching a model
+    run and the request's thread are never crowded out by the pool's work (the feather ramp's
+    strips, a PNG's segments) for a core."""
+    from lama import parallel
+
+    parallel.pieces = parallel.LazyPool("cpu", max(1, parallel.cores() - 2))
+
+
 def warm_up_once_serving() -> None:
     """The engine's warm-up queued by the service's WarmUp once the server has started, as before
     the model-load thread queued it as soon as the model was loaded."""
@@ -182,7 +193,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
-            "warm-up-once-serving": warm_up_once_serving}
+            "warm-up-once-serving": warm_up_once_serving, "pool-leaves-two-cores": pool_leaves_two_cores}
 
 
 # ------------------------------------------------------------------ the summary
