@@ -6,8 +6,6 @@
     gpu-worker-N         JobQueue() (a queue is useless  JobQueue.shutdown: queued jobs are cancelled (the
                          without its workers)             drain has waited its bound), a running one gets 1 s
     warm-up              Lifecycle.start: WarmUp.start    WarmUp.stop (joins: it cannot be cut short)
-                         (waits for the engine's runs, on the
-                         queue since the model was loaded)
     job-finisher-N       BatchJobs, when a job has run    BatchJobs.shutdown (joins, after the queue's: the
                          (encodes and saves its result)   jobs it cancels are recorded as interrupted)
 

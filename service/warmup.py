@@ -1,10 +1,7 @@
 """The warm-up: the engine's first runs, alone on the GPU, then the memory budget they measure.
 
-The runs are queued on the GPU queue as soon as the model is loaded (webui/compose.py), so that
-they overlap the rest of the start-up; WarmUp waits for them on a thread of its own, so that the
-server answers probes meanwhile (/readyz is 503 until the service is warm), then sets the budget
-and says the service is warm. It cannot be interrupted halfway (a CUDA kernel cannot), so stop()
-waits.
+Runs on a thread of its own so that the server answers probes meanwhile (/readyz is 503 until
+the service is warm); it cannot be interrupted halfway (a CUDA kernel cannot), so stop() waits.
 """
 
 from __future__ import annotations
@@ -12,10 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 
 from lama.engine import InpaintEngine
-from service.jobs import JobQueue, Timed
+from service.jobs import JobQueue
 from service.pipeline import RepairService
 
 log = logging.getLogger(__name__)
@@ -23,15 +19,13 @@ log = logging.getLogger(__name__)
 
 class WarmUp:
     def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, preset: str,
-                 warming: Future[Timed], settle: Callable[[], None] | None = None):
+                 settle: Callable[[], None] | None = None):
         """`preset`: its name, for the log; its memory share is the engine device's (Device.limit_memory).
-        `warming`: the engine's warm-up as `queue` runs it (submitted exclusive: alone on the GPU).
         `settle`: called once warm, before the service says so: the composition root gives back
         what the start-up freed (the checkpoint's parsing, the CPU side of moving the weights to the
         device, the warm-up's buffers), so that the process is at its resting size from the first
         probe on, not only after the first sweep."""
         self.engine, self.queue, self.service, self.preset = engine, queue, service, preset
-        self.warming = warming
         self.settle = settle
         self._thread: threading.Thread | None = None
 
@@ -44,7 +38,8 @@ class WarmUp:
             self._thread.join(timeout_s)
 
     def run(self) -> None:
-        self.warming.result()  # its error, if any, ends this thread: the service never says it is warm
+        # Alone on the GPU: it measures the memory each size needs.
+        self.queue.run(self.engine.warmup, exclusive=True)
         budget = self.engine.gpu_budget()
         self.queue.set_budget(budget)
         if self.settle is not None:

@@ -35,11 +35,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   through page-locked memory.
 - python-zlib: lama.png's PNGs compressed and read on Python's own zlib, as before zlib-ng's.
 - opencv-masks: every mask decoded by OpenCV, as before lama.mask_png read the sparse gray ones.
-- pool-leaves-two-cores: lama.parallel's pool two threads short of the cores, so that the GPU
-  workers and the requests' threads always find a core free of its work.
-- warm-up-once-serving (for `gpu_soak.sh OUT readyz`): the engine's warm-up queued once the
-  server has started, as before it was queued as soon as the model was loaded, beside the rest
-  of the start-up.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -86,7 +81,14 @@ def ramp_after_model() -> None:
     request's thread computed it while the model ran."""
     from lama.engine import InpaintEngine
 
-    InpaintEngine.feather_ahead = lambda self, job, feather, timings=None: None
+    feather_ahead, compose = InpaintEngine.feather_ahead, InpaintEngine.compose
+    InpaintEngine.feather_ahead = lambda self, job, feather, timings=None: None  # the request thread's call
+
+    def ramp_then_compose(self, job, outputs, feather=0, timings=None, **kwargs):
+        feather_ahead(self, job, feather, timings)
+        return compose(self, job, outputs, feather, timings, **kwargs)
+
+    InpaintEngine.compose = ramp_then_compose
 
 
 def contiguous_inputs() -> None:
@@ -163,37 +165,11 @@ def opencv_masks() -> None:
     mask_png.decode = lambda data: None
 
 
-def pool_leaves_two_cores() -> None:
-    """lama.parallel's pool two threads short of the cores, so that a GPU worker launching a model
-    run and the request's thread are never crowded out by the pool's work (the feather ramp's
-    strips, a PNG's segments) for a core."""
-    from lama import parallel
-
-    parallel.pieces = parallel.LazyPool("cpu", max(1, parallel.cores() - 2))
-
-
-def warm_up_once_serving() -> None:
-    """The engine's warm-up queued by the service's WarmUp once the server has started, as before
-    the model-load thread queued it as soon as the model was loaded."""
-    from lama.engine import InpaintEngine
-    from service.warmup import WarmUp
-
-    warm_up, run = InpaintEngine.warmup, WarmUp.run
-    InpaintEngine.warmup = lambda self, *args, **kwargs: None  # what the start-up queues
-
-    def warm_up_then_run(self):
-        self.queue.run(lambda: warm_up(self.engine), exclusive=True)
-        run(self)
-
-    WarmUp.run = warm_up_then_run
-
-
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
-            "warm-up-once-serving": warm_up_once_serving, "pool-leaves-two-cores": pool_leaves_two_cores}
+            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks}
 
 
 # ------------------------------------------------------------------ the summary

@@ -8,7 +8,7 @@ import logging
 import logging.handlers
 import os
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,27 +79,16 @@ def build_app(settings: Settings):
     # same modules at once.
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
-    from service.jobs import JobQueue
 
-    def load_and_start_warming() -> tuple[InpaintEngine, JobQueue, Future]:
-        """The engine, its GPU queue, and its warm-up, queued as soon as the model is loaded: it
-        runs alone on the GPU (exclusive, and first), beside the rest of the start-up (the web
-        stack's import, the app's assembly, the server's start), as most of it is CUDA's work
-        outside the GIL. The service's WarmUp waits for it and then says the service is warm."""
+    def load_engine() -> InpaintEngine:
         try:
-            engine = InpaintEngine(settings.model, settings.device, settings.precision,
-                                   HDSettings(max_side=settings.model_max_side))
+            return InpaintEngine(settings.model, settings.device, settings.precision,
+                                 HDSettings(max_side=settings.model_max_side))
         except ModelError as error:
             raise SystemExit(f"error: {error}") from None
-        # The preset's share of the card: the limit of what the process may allocate, and what the
-        # memory budget is computed from once the warm-up has measured the memory at rest.
-        engine.device.limit_memory(settings.gpu_memory_fraction)
-        workers = resolve_gpu_workers(settings.gpu_workers, engine.device.is_cuda)
-        queue = JobQueue(settings.queue_capacity, workers=workers, stuck_after_s=settings.queue_stuck_after_s or None)
-        return engine, queue, queue.submit(engine.warmup, exclusive=True)
 
     with ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
-        loading = loader.submit(load_and_start_warming)
+        loading = loader.submit(load_engine)
         import gradio as gr
         from starlette.responses import FileResponse
 
@@ -109,6 +98,7 @@ def build_app(settings: Settings):
         from monitor.requestlog import RequestLog
         from monitor.sampler import Sampler
         from service.batch_jobs import BatchJobs
+        from service.jobs import JobQueue
         from service.lifecycle import Lifecycle
         from service.pipeline import RepairOptions, RepairService
         from service.storage import OutputStore, Retention
@@ -119,7 +109,10 @@ def build_app(settings: Settings):
         from webui.ui import build_ui
         from webui.ui_guard import UIGuard
 
-        engine, queue, warming = loading.result()
+        engine = loading.result()
+    # The preset's share of the card: the limit of what the process may allocate, and what the
+    # memory budget is computed from once the warm-up has measured the memory at rest.
+    engine.device.limit_memory(settings.gpu_memory_fraction)
     log.info("engine: %s", engine.describe())
 
     logs = Path(settings.logs_dir)
@@ -132,6 +125,10 @@ def build_app(settings: Settings):
     requests = RequestLog(logs / "requests.jsonl", max_bytes=settings.monitor_log_max_bytes,
                           backups=settings.monitor_log_backups)
 
+    # The budget is known once the warm-up has measured what the process holds at rest.
+    workers = resolve_gpu_workers(settings.gpu_workers, engine.device.is_cuda)
+    queue = JobQueue(settings.queue_capacity, workers=workers,
+                     stuck_after_s=settings.queue_stuck_after_s or None)
     metrics = ServiceMetrics(queue_depth=lambda: queue.depth,
                              model_loaded=lambda: float(engine.backend.model_loaded),
                              gpu_available=lambda: float(engine.device.is_cuda),
@@ -166,8 +163,7 @@ def build_app(settings: Settings):
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
-    # The budget is known once the warm-up has measured what the process holds at rest.
-    warm_up = WarmUp(engine, queue, service, settings.preset, warming, settle=resources.release_free_heap)
+    warm_up = WarmUp(engine, queue, service, settings.preset, settle=resources.release_free_heap)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
