@@ -9,6 +9,7 @@ kernel by kernel and times the CPU codecs, so that one device call answers sever
     python tools/gpu_explore.py --conv-sum --out DIR   # the residual layers' kernel against cuDNN
     python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
     python tools/gpu_explore.py --tiles --out DIR      # the residual layers' kernel: tiles per bottleneck size
+    python tools/gpu_explore.py --repair-steps --out DIR  # one repair's model run, step by step, against the model
 """
 
 from __future__ import annotations
@@ -18,18 +19,21 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from lama import fastpath, kernels
+from lama import fastpath, imageio, kernels, masks
 from lama.bench import codec_timings, strict_fp32
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
+from lama.reference import _to_host
 from lama.synthetic import synthetic_case
 
 SIZES = ((640, 480), (1280, 960), (2560, 1920))
+LOAD_MASK_COVERAGE = 0.08  # the load benchmark's
 
 
 def cuda_median_ms(run, runs: int = 20, warmup: int = 3) -> float:
@@ -305,6 +309,63 @@ def tile_sweep() -> dict:
     return {"kernels": kernels_by_size, "forward": forwards}
 
 
+def wall_median_ms(run, runs: int = 25) -> float:
+    """Wall-clock milliseconds of `run` to the GPU's end of it, as a caller waits for it."""
+    run()
+    run()
+    times = []
+    for _ in range(runs):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def repair_steps() -> dict:
+    """The load benchmark's upload at each size, prepared as the service prepares it (crop,
+    dilate 4), and the backend's repair of it timed whole and step by step: what the service's
+    'infer' stage adds to the model's own time inside the engine (the rest is the server's)."""
+    from loadreport.load import make_upload
+
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    engine.warmup()
+    backend = engine.backend
+    steps = {}
+    for width, height in SIZES:
+        upload = make_upload(width, height, 0, LOAD_MASK_COVERAGE)
+        image = imageio.decode_image(upload.image_jpeg)
+        mask = masks.binarize(imageio.decode_mask(upload.mask_png), masks.DEFAULT_THRESHOLD)
+        job = engine.prepare(image, mask, "crop", 4)
+        rgb, region = job.inputs[0]
+        for _ in range(2):  # a shape's second sighting captures its graph
+            backend.repair(rgb, region)
+        with torch.inference_mode(), backend.device.worker_stream():
+            x, holes, net_input = backend.model_input(rgb, region)
+            predicted = backend.run_model(net_input)
+
+            def composite() -> torch.Tensor:
+                out = holes * predicted.float() + (1 - holes) * x
+                out = out[0, :, :rgb.shape[0], :rgb.shape[1]].permute(1, 2, 0)
+                return out.mul_(255).clamp_(0, 255).to(torch.uint8).contiguous()
+
+            result = composite()
+            steps[f"{width}x{height}"] = {
+                "model input": list(net_input.shape),
+                "repair (the infer stage's call)": wall_median_ms(lambda: backend.repair(rgb, region)),
+                "model_input (page-locked copy, upload, padding)": wall_median_ms(
+                    lambda: backend.model_input(rgb, region)),
+                "run_model (the graph, the overflow check)": wall_median_ms(lambda: backend.run_model(net_input)),
+                "composite to uint8": wall_median_ms(composite),
+                "to the host": wall_median_ms(lambda: _to_host(result)),
+            }
+        print(f"{width}×{height}: " + ", ".join(f"{name} {value:.2f} ms" if isinstance(value, float) else
+                                                 f"{name} {value}" for name, value in steps[f'{width}x{height}'].items()),
+              flush=True)
+    return steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -315,8 +376,14 @@ def main() -> None:
                         help="only summarise the fast path's graph replay at the two graphed sizes")
     parser.add_argument("--tiles", action="store_true",
                         help="only sweep ReflectConvSum's tiles per bottleneck size, kernels alone and whole forwards")
+    parser.add_argument("--repair-steps", action="store_true",
+                        help="only time one repair's model run step by step, at the load benchmark's upload")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.repair_steps:
+        with open(os.path.join(args.out, "repair_steps.json"), "w") as f:
+            json.dump(repair_steps(), f, indent=1)
+        return
     if args.tiles:
         with torch.inference_mode():
             result = tile_sweep()
