@@ -152,7 +152,7 @@ if [ "$only" = pipeline ]; then
     runs=()
     for round in $(seq "${PIPELINE_ROUNDS:-1}"); do
         for entry in "${variants[@]}"; do
-            run="$out/pipeline/${entry%%|*}@$round"
+            run="$out/pipeline/${entry%%|*}.$round"  # no @: the device tool brings back plain names only
             runs+=("$run.json")
             start_variant "$run.log" "$run-logs" "$entry"
             echo "pipeline: ${entry%%|*} (round $round) ready in $ready_ms ms" | tee -a "$out/pipeline/ready.txt" >&2

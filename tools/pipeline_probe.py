@@ -2,7 +2,7 @@
 
     python tools/pipeline_probe.py serve VARIANT [app.py flags...]   # the server, one option switched on
     python tools/pipeline_probe.py summary RUN.json...               # one table over the load runs
-                                                                     # (VARIANT@ROUND.json: rounds of a variant)
+                                                                     # (VARIANT.ROUND.json: rounds of a variant)
 
 `bash tools/gpu_soak.sh OUT pipeline` runs the whole comparison on the GPU box: for each variant
 it starts the server with `serve`, runs the load benchmark (python -m loadreport load) against
@@ -177,7 +177,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
 
 def summary(paths: list[Path]) -> str:
     """One row per variant and cell: throughput, latency, GPU busy, share of model-only, and
-    throughput against the base runs' same cell. A run named VARIANT@ROUND is one of several
+    throughput against the base runs' same cell. A run named VARIANT.ROUND is one of several
     servers of that variant (gpu_soak.sh's PIPELINE_ROUNDS): a row gives the median over its
     rounds and the range of their throughputs, since one server's cells can differ from the
     next one's by more than a change does. Each run's .proc file (beside its JSON, written by
@@ -185,7 +185,7 @@ def summary(paths: list[Path]) -> str:
     cells: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
     processes: dict[str, dict[str, str]] = {}
     for path in paths:
-        name = path.stem.partition("@")[0]
+        name = path.stem.partition(".")[0]  # variants' names have no dots
         for cell in json.loads(path.read_text())["cells"]:
             cells.setdefault(name, {}).setdefault(_cell_key(cell), []).append(cell["summary"])
         processes[name] = _proc(path.with_suffix(".proc"))

@@ -28,17 +28,17 @@ def test_each_variants_cells_are_compared_with_the_base_runs(tmp_path):
 
 
 def test_rounds_of_a_variant_give_one_row_of_medians_with_the_range(tmp_path):
-    """VARIANT@ROUND runs (gpu_soak.sh's PIPELINE_ROUNDS) are one variant's servers: the row is
+    """VARIANT.ROUND runs (gpu_soak.sh's PIPELINE_ROUNDS) are one variant's servers: the row is
     their median, compared with the median of base's rounds."""
     probe = runpy.run_path(str(ROOT / "tools" / "pipeline_probe.py"))
     rates = {"base": (40.0, 60.0, 50.0), "streams": (90.0, 30.0, 75.0)}
     paths = []
     for round_ in (1, 2, 3):  # taking turns, as gpu_soak.sh runs them
         for name, rounds in rates.items():
-            path = tmp_path / f"{name}@{round_}.json"
+            path = tmp_path / f"{name}.{round_}.json"
             path.write_text(json.dumps(run([(16, rounds[round_ - 1])])))
             paths.append(path)
-    (tmp_path / "streams@3.proc").write_text("VmRSS: 1048576 kB Threads: 70\n")
+    (tmp_path / "streams.3.proc").write_text("VmRSS: 1048576 kB Threads: 70\n")
     rows = [line for line in probe["summary"](paths).splitlines() if line.startswith(("| base", "| streams"))]
     assert len(rows) == 2, "one row per variant and cell, whatever the rounds"
     assert rows[0].startswith("| base | 1280×960 default | 16 | 3 | 50.0 | 40.0–60.0 | 1.00× |")
