@@ -65,7 +65,6 @@ from PIL import Image
 
 from lama import imageio, parallel, png
 from loadreport import images
-from loadreport.images import photo
 
 SIZES = ((640, 480), (1280, 960), (2560, 1920))
 # Photos shipped inside installed packages: (package, path inside it).
@@ -121,7 +120,7 @@ def pictures(width: int, height: int, content: list[str]) -> dict[str, np.ndarra
             if picture is not None:
                 found[f"real-{index}"] = picture
     if "synthetic" in content:
-        found["synthetic"] = np.ascontiguousarray(photo(width, height, seed=1)[..., ::-1])
+        found["synthetic"] = np.ascontiguousarray(images.photo(width, height, seed=1)[..., ::-1])
     return found
 
 
