@@ -14,7 +14,10 @@ and the 1-bit ones the editor sends. :func:`decode` returns None for anything el
 Average rows, as Pillow's and browsers' adaptive filters write them; photos; a damaged file)
 and the caller decodes with OpenCV, which also says what is wrong with a broken file.
 The inflating and the scans for nonzero bytes run without the GIL; the rest is numpy on
-arrays the size of the changes, and whole-row adds.
+arrays the size of the changes, and whole-row adds. Each of those dozen calls gives the GIL up
+and takes it back: nothing alone, a wait at a time when a loaded server's threads want it
+(docs/BENCHMARKS.md, thirteenth H200 run: the decode stage is shorter for one client, longer
+at 16, and the throughput is unchanged).
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from lama import png
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FILTER_NONE, _FILTER_SUB, _FILTER_UP = 0, 1, 2
 # An 8-bit file whose compressed pixels are larger than this share of the inflated ones is no
-# brush mask (the benchmark's: 1/100 to 1/400): it goes to OpenCV without inflating.
+# brush mask (the load benchmark's: 1/60 at 640×480 to 1/180 at 2560×1920): it goes to
+# OpenCV without inflating.
 MAX_COMPRESSED_SHARE = 1 / 16
 # Nonzero bytes of the Sub rows, as a share of them, beyond which rebuilding the running sums
-# costs more than OpenCV's decode (a hard stroke edge makes one, a soft one a few).
+# comes near OpenCV's decode: a change costs some ten times what a byte costs libpng. A hard
+# stroke edge makes one change, a soft one a few (`codec_bench.py --masks` has both).
 MAX_CHANGES = 1 / 32
 
 
