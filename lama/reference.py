@@ -76,10 +76,7 @@ class LamaReference(Backend):
         # On the calling thread's own CUDA stream: the service's GPU workers overlap their
         # transfers with each other's model runs.
         with torch.inference_mode(), self.device.worker_stream():
-            # uint8 as the official pipeline converts (clip(x·255), truncated), but on the
-            # device: a quarter of the bytes to copy back and no float pass on the CPU.
-            out = self._predict_on_device(rgb, mask).mul_(255).clamp_(0, 255).to(torch.uint8)
-            return _to_host(out.contiguous())
+            return _to_host(to_uint8(self._predict_on_device(rgb, mask)))
 
     def describe(self) -> dict[str, Any]:
         return dict(self._info)
@@ -110,11 +107,8 @@ class LamaReference(Backend):
             return self._predict_on_device(image, mask).cpu().numpy()
 
     def _predict_on_device(self, image: np.ndarray, mask: np.ndarray) -> torch.Tensor:
-        height, width = mask.shape
         x, m, net_input = self.model_input(image, mask)
-        predicted = self.run_model(net_input).float()
-        out = m * predicted + (1 - m) * x
-        return out[0, :, :height, :width].permute(1, 2, 0)
+        return composite(x, m, self.run_model(net_input), mask.shape)
 
     def model_input(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pad as the official pipeline does and build the generator's input, on the device.
@@ -141,6 +135,21 @@ class LamaReference(Backend):
         x = pixels.permute(2, 0, 1)[None].float().div_(255)
         m = holes[None, None].float()
         return x, m, torch.cat((x * (1 - m), m), dim=1).to(DTYPES[self.precision])
+
+
+def composite(x: torch.Tensor, m: torch.Tensor, predicted: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The official composite mask·G(x) + (1 − mask)·x of `model_input`'s x and m and the
+    generator's output, cropped back to `shape` (height, width): H×W×3, fp32, in 0..1."""
+    height, width = shape
+    out = m * predicted.float() + (1 - m) * x
+    return out[0, :, :height, :width].permute(1, 2, 0)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """`composite`'s image as uint8, as the official pipeline converts it (clip(x·255),
+    truncated), but on the device: a quarter of the bytes to copy back and no float pass on
+    the CPU. Contiguous, ready for the copy to the host. Changes `image`."""
+    return image.mul_(255).clamp_(0, 255).to(torch.uint8).contiguous()
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -29,7 +29,7 @@ from lama import fastpath, imageio, kernels, masks
 from lama.bench import codec_timings, strict_fp32
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
-from lama.reference import _to_host
+from lama.reference import _to_host, composite, to_uint8
 from lama.synthetic import synthetic_case
 
 SIZES = ((640, 480), (1280, 960), (2560, 1920))
@@ -345,19 +345,17 @@ def repair_steps() -> dict:
             x, holes, net_input = backend.model_input(rgb, region)
             predicted = backend.run_model(net_input)
 
-            def composite() -> torch.Tensor:
-                out = holes * predicted.float() + (1 - holes) * x
-                out = out[0, :, :rgb.shape[0], :rgb.shape[1]].permute(1, 2, 0)
-                return out.mul_(255).clamp_(0, 255).to(torch.uint8).contiguous()
+            def composited() -> torch.Tensor:
+                return to_uint8(composite(x, holes, predicted, region.shape))
 
-            result = composite()
+            result = composited()
             steps[f"{width}x{height}"] = {
                 "model input": list(net_input.shape),
                 "repair (the infer stage's call)": wall_median_ms(lambda: backend.repair(rgb, region)),
                 "model_input (page-locked copy, upload, padding)": wall_median_ms(
                     lambda: backend.model_input(rgb, region)),
                 "run_model (the graph, the overflow check)": wall_median_ms(lambda: backend.run_model(net_input)),
-                "composite to uint8": wall_median_ms(composite),
+                "composite to uint8": wall_median_ms(composited),
                 "to the host": wall_median_ms(lambda: _to_host(result)),
             }
         print(f"{width}×{height}: " + ", ".join(f"{name} {value:.2f} ms" if isinstance(value, float) else
