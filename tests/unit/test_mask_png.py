@@ -18,15 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lama import imageio, mask_png
+from lama import imageio, mask_png, png
 from loadreport import images
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=200)
 NONE, SUB, UP, AVERAGE, PAETH = range(5)
-
-
-def chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def filtered(data: np.ndarray, kinds: list[int]) -> bytes:
@@ -51,8 +47,8 @@ def gray_png(mask: np.ndarray, kinds: list[int] | int, depth: int = 8, extra: by
     kinds = [kinds] * height if isinstance(kinds, int) else kinds
     data = np.packbits(mask > 0, axis=1) if depth == 1 else mask
     header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, interlace)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra
-            + chunk(b"IDAT", zlib.compress(filtered(data, kinds))) + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png._chunk(b"IHDR", header) + extra
+            + png._chunk(b"IDAT", zlib.compress(filtered(data, kinds))) + png._chunk(b"IEND", b""))
 
 
 @pytest.fixture
@@ -136,8 +132,8 @@ def test_idat_split_in_several_chunks_is_read():
     data = gray_png(mask, SUB)
     head, idat_and_end = data[:33], data[33:]
     payload = idat_and_end[8:8 + struct.unpack(">I", idat_and_end[:4])[0]]
-    pieces = b"".join(chunk(b"IDAT", payload[at:at + 100]) for at in range(0, len(payload), 100))
-    np.testing.assert_array_equal(mask_png.decode(head + pieces + chunk(b"IEND", b"")), mask)
+    pieces = b"".join(png._chunk(b"IDAT", payload[at:at + 100]) for at in range(0, len(payload), 100))
+    np.testing.assert_array_equal(mask_png.decode(head + pieces + png._chunk(b"IEND", b"")), mask)
 
 
 @st.composite
@@ -182,7 +178,7 @@ def pillow_png(mask: np.ndarray, mode: str) -> bytes:
     pytest.param(lambda: pillow_png(strokes(64, 48), "LA"), id="gray and alpha"),
     pytest.param(lambda: pillow_png(strokes(64, 48), "P"), id="a palette"),
     pytest.param(lambda: images.png(strokes(64, 48).astype(np.uint16) * 257), id="16-bit"),
-    pytest.param(lambda: gray_png(strokes(64, 48), SUB, extra=chunk(b"tRNS", b"\x00\x00")), id="transparency"),
+    pytest.param(lambda: gray_png(strokes(64, 48), SUB, extra=png._chunk(b"tRNS", b"\x00\x00")), id="transparency"),
     pytest.param(lambda: gray_png(strokes(64, 48), SUB, interlace=1), id="interlaced"),
     pytest.param(lambda: images.png(np.random.default_rng(0).integers(0, 256, (480, 640), np.uint8)), id="a photo"),
     pytest.param(lambda: images.png(cv2.GaussianBlur(strokes(640, 480, seed=1), (31, 31), 0)),
@@ -208,10 +204,10 @@ def test_a_stream_that_inflates_to_more_than_its_rows_is_refused():
     one_row_more = zlib.compress(filtered(np.zeros((21, 30), np.uint8), [SUB] * 21))
     data = gray_png(mask, SUB)
     header_end = 33
-    forged = data[:header_end] + chunk(b"IDAT", one_row_more) + chunk(b"IEND", b"")
+    forged = data[:header_end] + png._chunk(b"IDAT", one_row_more) + png._chunk(b"IEND", b"")
     assert mask_png.decode(forged) is None
-    trailing = data[:header_end] + chunk(b"IDAT", zlib.compress(filtered(mask, [SUB] * 20)) + b"\0") + chunk(
-        b"IEND", b"")
+    trailing_data = zlib.compress(filtered(mask, [SUB] * 20)) + b"\0"
+    trailing = data[:header_end] + png._chunk(b"IDAT", trailing_data) + png._chunk(b"IEND", b"")
     assert mask_png.decode(trailing) is None
 
 
