@@ -371,7 +371,7 @@ def main() -> None:
     parser.add_argument("--conv-sum", action="store_true",
                         help="only time the residual layers' ReflectConvSum against cuDNN and its passes")
     parser.add_argument("--timeline", action="store_true",
-                        help="only summarise the fast path's graph replay at the two graphed sizes")
+                        help="only summarise the fast path's graph replay at each size, on two streams and on one")
     parser.add_argument("--tiles", action="store_true",
                         help="only sweep ReflectConvSum's tiles per bottleneck size, kernels alone and whole forwards")
     parser.add_argument("--repair-steps", action="store_true",
@@ -398,13 +398,23 @@ def main() -> None:
         return
     if args.timeline:
         engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-        runner = fastpath.GraphRunner(FastGenerator(engine.backend.generator), max_graphs=8, max_pixels=10**9)
+        folded = engine.backend.generator
+        runners = {"": fastpath.GraphRunner(FastGenerator(folded), max_graphs=8, max_pixels=10**9),
+                   # One stream: each kernel alone on the GPU, so that its time is its own (on two
+                   # streams a kernel's time includes what the other stream takes from it).
+                   "_one_stream": fastpath.GraphRunner(FastGenerator(folded, parallel_branches=False),
+                                                       max_graphs=8, max_pixels=10**9)}
         timelines = {}
         with torch.inference_mode():
-            for width, height in SIZES[:2]:
+            for width, height in SIZES:
                 image, mask = synthetic_case(width, height)
                 net_input = engine.backend.model_input(image, mask > 0)[2]
-                timelines[f"{width}x{height}"] = graph_timeline(lambda: runner(net_input))
+                for suffix, runner in runners.items():
+                    timeline = graph_timeline(lambda: runner(net_input))
+                    timelines[f"{width}x{height}{suffix}"] = timeline
+                    print(f"{width}×{height}{suffix}: span {timeline['span_us'] / 1000:.2f} ms, " + ", ".join(
+                        f"{kernel['name'][:40]} {kernel['total_us'] / 1000:.2f} ms ×{kernel['calls']}"
+                        for kernel in timeline["by_name"][:8]), flush=True)
         with open(os.path.join(args.out, "timeline.json"), "w") as f:
             json.dump(timelines, f, indent=1)
         return
