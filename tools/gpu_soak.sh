@@ -115,8 +115,7 @@ variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-wor
           "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
           "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"
           "planned-after-decode|planned-after-decode" "composed-on-a-copy|composed-on-a-copy"
-          "pageable-outputs|pageable-outputs" "python-zlib|python-zlib" "opencv-masks|opencv-masks"
-          "asyncio-h11|asyncio-h11")
+          "pageable-outputs|pageable-outputs" "python-zlib|python-zlib" "opencv-masks|opencv-masks")
 if [ -n "${PIPELINE_VARIANTS:-}" ]; then
     picked=()
     for name in $PIPELINE_VARIANTS; do

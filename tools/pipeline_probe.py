@@ -35,8 +35,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   through page-locked memory.
 - python-zlib: lama.png's PNGs compressed and read on Python's own zlib, as before zlib-ng's.
 - opencv-masks: every mask decoded by OpenCV, as before lama.mask_png read the sparse gray ones.
-- asyncio-h11: uvicorn on asyncio's own event loop and the pure-Python h11 parser, as before
-  uvloop and httptools were dependencies (uvicorn picks those two when they are installed).
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -167,24 +165,11 @@ def opencv_masks() -> None:
     mask_png.decode = lambda data: None
 
 
-def asyncio_h11() -> None:
-    """uvicorn on asyncio's event loop and h11, as before uvloop and httptools were installed."""
-    import uvicorn
-
-    config_init = uvicorn.Config.__init__
-
-    def pure_python(self, *args, **kwargs):
-        config_init(self, *args, **{**kwargs, "loop": "asyncio", "http": "h11"})
-
-    uvicorn.Config.__init__ = pure_python
-
-
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
-            "asyncio-h11": asyncio_h11}
+            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks}
 
 
 # ------------------------------------------------------------------ the summary
