@@ -134,9 +134,10 @@ def _workers(text: str) -> int | str:
 
 
 def resolve_gpu_workers(setting: int | str, on_cuda: bool) -> int:
-    """'auto': two on CUDA, where one job's CPU stages overlap another's GPU work; one on the
-    CPU, where the model's own threads already use every core and a second job would only
-    compete for them."""
+    """'auto': two on CUDA, where one job's CPU stages overlap another's GPU work (four served
+    0.84-1.00x as many repairs at 16 clients: more jobs in flight share one process's GIL and
+    cores more ways; docs/BENCHMARKS.md, fourteenth run); one on the CPU, where the model's own
+    threads already use every core and a second job would only compete for them."""
     if setting == "auto":
         return 2 if on_cuda else 1
     return int(setting)
