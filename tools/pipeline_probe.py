@@ -176,8 +176,9 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
 
 
 def summary(paths: list[Path]) -> str:
-    """One row per variant and cell: throughput, latency, GPU busy, share of model-only, and
-    throughput against the base runs' same cell. A run named VARIANT.ROUND is one of several
+    """One row per variant and cell: throughput, latency, the server's infer stage and total (the
+    medians of its Server-Timing: one client's total is what issue 15 sets targets for), GPU busy,
+    share of model-only, and throughput against the base runs' same cell. A run named VARIANT.ROUND is one of several
     servers of that variant (gpu_soak.sh's PIPELINE_ROUNDS): a row gives the median over its
     rounds and the range of their throughputs, since one server's cells can differ from the
     next one's by more than a change does. Each run's .proc file (beside its JSON, written by
@@ -190,21 +191,22 @@ def summary(paths: list[Path]) -> str:
             cells.setdefault(name, {}).setdefault(_cell_key(cell), []).append(cell["summary"])
         processes[name] = _proc(path.with_suffix(".proc"))
     base_rate = {key: _median(rounds, "requests_per_s") for key, rounds in cells.get("base", {}).items()}
-    lines = ["| variant | size | clients | servers | req/s | range | vs base | p50 ms | infer ms | GPU busy |"
-             " share of model-only | RSS after, MB | threads after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | size | clients | servers | req/s | range | vs base | p50 ms | infer ms | server total ms |"
+             " GPU busy | share of model-only | RSS after, MB | threads after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, by_cell in cells.items():
         process = processes[name]
         for (width, height, settings, clients), rounds in by_cell.items():
             rates = [figures["requests_per_s"] for figures in rounds]
             rate, reference = statistics.median(rates), base_rate.get((width, height, settings, clients))
-            infers = [figures["stage_medians_s"]["infer"] for figures in rounds
-                      if figures["stage_medians_s"].get("infer") is not None]
+            infers, totals = ([figures["stage_medians_s"][stage] for figures in rounds
+                               if figures["stage_medians_s"].get(stage) is not None] for stage in ("infer", "total"))
             lines.append(" | ".join([
                 f"| {name}", f"{width}×{height} {settings}", str(clients), str(len(rounds)), f"{rate:.1f}",
                 f"{min(rates):.1f}–{max(rates):.1f}" if len(rounds) > 1 else "–",
                 f"{rate / reference:.2f}×" if reference else "–",
                 _ms(_median(rounds, "latency_p50_s")), _ms(statistics.median(infers) if infers else None),
+                _ms(statistics.median(totals) if totals else None),
                 _percent(_median(rounds, "gpu_busy_ratio")), _percent(_median(rounds, "capacity_ratio")),
                 process.get("rss_mb", "–"), process.get("threads", "–")]) + " |")
     return "\n".join(lines)

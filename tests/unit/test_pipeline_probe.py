@@ -10,7 +10,8 @@ from support.paths import ROOT
 
 def run(cells: list[tuple[int, float]]) -> dict:
     return {"cells": [{"width": 1280, "height": 960, "settings": "default", "clients": clients,
-                       "summary": {"requests_per_s": rate, "latency_p50_s": 0.05, "stage_medians_s": {"infer": 0.01},
+                       "summary": {"requests_per_s": rate, "latency_p50_s": 0.05,
+                                   "stage_medians_s": {"infer": 0.01, "total": 0.03},
                                    "gpu_busy_ratio": 0.5, "capacity_ratio": rate / 100}}
                       for clients, rate in cells]}
 
@@ -23,7 +24,8 @@ def test_each_variants_cells_are_compared_with_the_base_runs(tmp_path):
     table = probe["summary"]([tmp_path / "base.json", tmp_path / "streams.json"])
     rows = [line for line in table.splitlines() if line.startswith("| base") or line.startswith("| streams")]
     assert len(rows) == 4
-    assert rows[3].startswith("| streams | 1280×960 default | 16 | 1 | 80.0 | – | 2.00× | 50.0 | 10.0 | 50% | 80% | 921 | 61 |")
+    assert rows[3].startswith(
+        "| streams | 1280×960 default | 16 | 1 | 80.0 | – | 2.00× | 50.0 | 10.0 | 30.0 | 50% | 80% | 921 | 61 |")
     assert rows[0].endswith("| – | – |"), "no .proc file: no RSS or threads"
 
 
