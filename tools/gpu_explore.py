@@ -309,13 +309,15 @@ def tile_sweep() -> dict:
     return {"kernels": kernels_by_size, "forward": forwards}
 
 
-def wall_median_ms(run, runs: int = 25) -> float:
-    """Wall-clock milliseconds of `run` to the GPU's end of it, as a caller waits for it."""
+def wall_median_ms(run, runs: int = 25, pause_s: float = 0.0) -> float:
+    """Wall-clock milliseconds of `run` to the GPU's end of it, as a caller waits for it;
+    `pause_s`: the GPU left idle that long before each call."""
     run()
     run()
     times = []
     for _ in range(runs):
         torch.cuda.synchronize()
+        time.sleep(pause_s)
         started = time.perf_counter()
         run()
         torch.cuda.synchronize()
@@ -323,10 +325,36 @@ def wall_median_ms(run, runs: int = 25) -> float:
     return statistics.median(times)
 
 
+# One client's repairs come about this far apart at 2560×1920 (its round trip less the model's
+# time): the GPU waits that long between them.
+IDLE_BETWEEN_REPAIRS_S = 0.06
+
+
+def sm_clock_mhz(pause_s: float, runs: int = 9) -> float | None:
+    """The GPU's multiprocessor clock (NVML) after `pause_s` of idling, median of `runs` readings;
+    None where NVML cannot be read."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+    except Exception:  # noqa: BLE001 - no NVML: the clock is simply not reported
+        return None
+    readings = []
+    for _ in range(runs):
+        torch.cuda.synchronize()
+        time.sleep(pause_s)
+        readings.append(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM))
+    return statistics.median(readings)
+
+
 def repair_steps() -> dict:
     """The load benchmark's upload at each size, prepared as the service prepares it (crop,
     dilate 4), and the backend's repair of it timed whole and step by step: what the service's
-    'infer' stage adds to the model's own time inside the engine (the rest is the server's)."""
+    'infer' stage adds to the model's own time inside the engine (the rest is the server's).
+    The whole repair is timed twice: back to back, and each after the GPU idled as long as it
+    does between one client's repairs, with the multiprocessor clock NVML reads after such an
+    idle and right after a repair."""
     from loadreport.load import make_upload
 
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
@@ -352,6 +380,10 @@ def repair_steps() -> dict:
             steps[f"{width}x{height}"] = {
                 "model input": list(net_input.shape),
                 "repair (the infer stage's call)": wall_median_ms(lambda: backend.repair(rgb, region)),
+                f"repair after {IDLE_BETWEEN_REPAIRS_S * 1000:.0f} ms idle": wall_median_ms(
+                    lambda: backend.repair(rgb, region), pause_s=IDLE_BETWEEN_REPAIRS_S),
+                "SM clock right after a repair, MHz": sm_clock_mhz(0.0),
+                f"SM clock after {IDLE_BETWEEN_REPAIRS_S * 1000:.0f} ms idle, MHz": sm_clock_mhz(IDLE_BETWEEN_REPAIRS_S),
                 "model_input (page-locked copy, upload, padding)": wall_median_ms(
                     lambda: backend.model_input(rgb, region)),
                 "run_model (the graph, the overflow check)": wall_median_ms(lambda: backend.run_model(net_input)),
