@@ -178,11 +178,12 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
 def summary(paths: list[Path]) -> str:
     """One row per variant and cell: throughput, latency, the server's infer stage and total (the
     medians of its Server-Timing: one client's total is what issue 15 sets targets for), GPU busy,
-    share of model-only, and throughput against the base runs' same cell. A run named VARIANT.ROUND is one of several
-    servers of that variant (gpu_soak.sh's PIPELINE_ROUNDS): a row gives the median over its
-    rounds and the range of their throughputs, since one server's cells can differ from the
-    next one's by more than a change does. Each run's .proc file (beside its JSON, written by
-    gpu_soak.sh) adds the server's RSS and threads after its load (the last round's)."""
+    share of model-only, and throughput against the base runs' same cell. A run named
+    VARIANT.ROUND is one of several servers of that variant (gpu_soak.sh's PIPELINE_ROUNDS): a
+    row gives the median over its rounds and the range of their throughputs, since one server's
+    cells can differ from the next one's by more than a change does. Each run's .proc file
+    (beside its JSON, written by gpu_soak.sh) adds the server's RSS and threads after its load
+    (the last round's)."""
     cells: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
     processes: dict[str, dict[str, str]] = {}
     for path in paths:
