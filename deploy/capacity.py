@@ -6,9 +6,11 @@ quotes:
                               [--clients 4] [--utilization 0.7] [--benchmarks docs/BENCHMARKS.md]
 
 A replica's capacity at a size is the load benchmark's req/s with default settings at --clients
-clients, read from docs/BENCHMARKS.md's load table (the first table of that file with the load
-benchmark's columns). A result's size is the PNG the service saves (`format` png, the default) for
-the benchmark's own photo at that size, encoded here: a repair changes only the masked pixels.
+clients, read from docs/BENCHMARKS.md: the first of its tables with the load benchmark's columns
+that has those rows for every size of the mix (the file keeps the newest runs first; runs that
+measured other client counts are passed over). The output names the run it read. A result's
+size is the PNG the service saves (`format` png, the default) for the benchmark's own photo at
+that size, encoded here: a repair changes only the masked pixels.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import io
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +33,46 @@ SCALES = (1, 10, 100)
 DAY_S = 86_400
 
 
-def load_table(benchmarks: Path, clients: int) -> dict[str, float]:
-    """req/s by size ("1280×960") for default settings at `clients` clients."""
+LOAD_TABLE_HEADER = "| size | settings | clients |"
+
+
+def load_tables(benchmarks: Path, clients: int) -> list[tuple[str, dict[str, float]]]:
+    """Every load-benchmark table of the file, in its order: (the headings it stands under, the
+    run's and its section's, req/s by size ("1280×960") for default settings at `clients` clients;
+    empty where it has none)."""
     lines = benchmarks.read_text().splitlines()
-    header = next((i for i, line in enumerate(lines) if line.startswith("| size | settings | clients |")), None)
-    if header is None:
-        raise SystemExit(f"error: no load-benchmark table (| size | settings | clients | ...) in {benchmarks}")
-    columns = [cell.strip() for cell in lines[header].strip("|").split("|")]
-    rates = {}
-    for line in lines[header + 2:]:
-        if not line.startswith("|"):
-            break
-        row = dict(zip(columns, (cell.strip() for cell in line.strip("|").split("|"))))
-        if row["settings"] == "default" and int(row["clients"]) == clients:
-            rates[row["size"]] = float(row["req/s"])
-    return rates
+    tables, headings = [], {}
+    for index, line in enumerate(lines):
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            headings = {depth: text for depth, text in headings.items() if depth < level}
+            headings[level] = line.lstrip("#").strip()
+        if not line.startswith(LOAD_TABLE_HEADER):
+            continue
+        columns = [cell.strip() for cell in line.strip("|").split("|")]
+        rates = {}
+        for row_line in lines[index + 2:]:
+            if not row_line.startswith("|"):
+                break
+            row = dict(zip(columns, (cell.strip() for cell in row_line.strip("|").split("|"))))
+            if row["settings"] == "default" and int(row["clients"]) == clients:
+                rates[row["size"]] = float(row["req/s"])
+        tables.append((" › ".join(headings[depth] for depth in sorted(headings) if depth > 1), rates))
+    return tables
+
+
+def capacity_for(benchmarks: Path, clients: int, sizes: Iterable[str]) -> tuple[str, dict[str, float]]:
+    """(the run's heading, req/s by size) from the first load table with every one of `sizes` at
+    `clients` clients."""
+    tables = load_tables(benchmarks, clients)
+    if not tables:
+        raise SystemExit(f"error: no load-benchmark table ({LOAD_TABLE_HEADER} ...) in {benchmarks}")
+    wanted = set(sizes)
+    found = next(((heading, rates) for heading, rates in tables if wanted <= set(rates)), None)
+    if found is None:
+        raise SystemExit(f"error: no load table in {benchmarks} has rows for {', '.join(sorted(wanted))} "
+                         f"at {clients} clients (default settings)")
+    return found
 
 
 def result_bytes(size: str) -> int:
@@ -74,11 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     args = parser.parse_args(argv)
 
-    capacity = load_table(args.benchmarks, args.clients)
-    if missing := set(args.mix) - set(capacity):
-        raise SystemExit(f"error: no load-table row for {', '.join(sorted(missing))} at {args.clients} clients")
+    run, capacity = capacity_for(args.benchmarks, args.clients, args.mix)
     sizes = {size: result_bytes(size) for size in args.mix}
-    print(f"Per replica (one GPU), {args.benchmarks.name}'s load table, default settings, {args.clients} clients:")
+    print(f"Per replica (one GPU), {args.benchmarks.name}'s load table of \"{run}\", default settings, "
+          f"{args.clients} clients:")
     print("| size | share | req/s | replica-ms per repair | saved PNG |")
     print("|---|---|---|---|---|")
     for size, share in args.mix.items():
