@@ -17,8 +17,9 @@
 # (after the sweep that returns free heap pages), then the RSS each start-up step adds
 # (tools/rss_steps.py);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
-# workers, codecs), PIPELINE_ROUNDS servers of each (default 1) taking turns, one table comparing
-# them in $1/pipeline.md, each start to /readyz in $1/pipeline/ready.txt;
+# workers, codecs), PIPELINE_ROUNDS servers of each (default 1) taking turns (every other round in
+# reverse order), one table comparing them in $1/pipeline.md, each start to /readyz in
+# $1/pipeline/ready.txt;
 # `readyz` (item 6): start to /readyz of each of those variants, several starts each taking
 # turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt.
 # `replicas` (issue 18): one replica alone, then two behind deploy/haproxy.cfg (one per GPU, or
@@ -126,14 +127,25 @@ if [ -n "${PIPELINE_VARIANTS:-}" ]; then
     variants=("${picked[@]}")
 fi
 
+# in_turn ROUND: $order, the variants in the order round ROUND runs them: as given in odd rounds,
+# reversed in even ones.
+in_turn() {
+    order=("${variants[@]}")
+    if (( $1 % 2 == 0 )); then
+        order=()
+        for (( i = ${#variants[@]} - 1; i >= 0; i-- )); do order+=("${variants[i]}"); done
+    fi
+}
+
 if [ "$only" = readyz ]; then
-    # Start to /readyz of each variant, READYZ_STARTS times (default 3) taking turns so that a
-    # drift of the machine falls on all alike, after one start that fills the kernel cache.
+    # Start to /readyz of each variant, READYZ_STARTS times (default 3) taking turns (in_turn) so
+    # that a drift of the machine falls on all alike, after one start that fills the kernel cache.
     mkdir -p "$out/readyz"
     start "$out/readyz/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/readyz/logs"
     stop
     for round in $(seq "${READYZ_STARTS:-3}"); do
-        for entry in "${variants[@]}"; do
+        in_turn "$round"
+        for entry in "${order[@]}"; do
             name=${entry%%|*}
             log="$out/readyz/$name-$round.log"
             start_variant "$log" "$out/readyz/logs" "$entry"
@@ -148,10 +160,13 @@ fi
 if [ "$only" = pipeline ]; then
     # PIPELINE_ROUNDS (default 1) servers of each variant, taking turns: one server's cells can
     # differ from the next one's by more than a change does (docs/BENCHMARKS.md, eleventh run).
+    # Every other round runs the variants in reverse order (in_turn), so that a machine drifting
+    # through a call (the fourteenth run's first round slowed by a third) favours none of them.
     mkdir -p "$out/pipeline"
     runs=()
     for round in $(seq "${PIPELINE_ROUNDS:-1}"); do
-        for entry in "${variants[@]}"; do
+        in_turn "$round"
+        for entry in "${order[@]}"; do
             run="$out/pipeline/${entry%%|*}.$round"  # no @: the device tool brings back plain names only
             runs+=("$run.json")
             start_variant "$run.log" "$run-logs" "$entry"
