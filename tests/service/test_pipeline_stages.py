@@ -73,6 +73,10 @@ def test_the_feather_ramp_is_computed_while_the_model_runs(engine, tmp_path, mon
     the model, so one client's repair waits for it no longer (issue 15, one client's total)."""
     computed_before_the_model_ended = []
     real = engine.run_models
+    image, mask = two_strokes()
+    # Before the patch: a plain inpaint computes no ramp ahead, so the patched model would wait
+    # out its whole deadline for one.
+    expected = engine.inpaint(image, mask > 127, dilate=2, feather=5)
 
     def slow_model(job, timings=None):
         outputs = real(job, timings)
@@ -83,11 +87,10 @@ def test_the_feather_ramp_is_computed_while_the_model_runs(engine, tmp_path, mon
         return outputs
 
     monkeypatch.setattr(engine, "run_models", slow_model)
-    image, mask = two_strokes()
     with repair_service(engine, tmp_path) as service:
         result = service.repair(image, mask, RepairOptions(dilate=2, feather=5))
     assert computed_before_the_model_ended == [True]
-    assert np.array_equal(result.image, engine.inpaint(image, mask > 127, dilate=2, feather=5))
+    assert np.array_equal(result.image, expected)
 
 
 def test_a_mask_that_thresholds_to_nothing_comes_back_as_the_photo(engine, tmp_path):
