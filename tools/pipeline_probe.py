@@ -200,14 +200,12 @@ def summary(paths: list[Path]) -> str:
         for (width, height, settings, clients), rounds in by_cell.items():
             rates = [figures["requests_per_s"] for figures in rounds]
             rate, reference = statistics.median(rates), base_rate.get((width, height, settings, clients))
-            infers, totals = ([figures["stage_medians_s"][stage] for figures in rounds
-                               if figures["stage_medians_s"].get(stage) is not None] for stage in ("infer", "total"))
             lines.append(" | ".join([
                 f"| {name}", f"{width}×{height} {settings}", str(clients), str(len(rounds)), f"{rate:.1f}",
                 f"{min(rates):.1f}–{max(rates):.1f}" if len(rounds) > 1 else "–",
                 f"{rate / reference:.2f}×" if reference else "–",
-                _ms(_median(rounds, "latency_p50_s")), _ms(statistics.median(infers) if infers else None),
-                _ms(statistics.median(totals) if totals else None),
+                _ms(_median(rounds, "latency_p50_s")), _ms(_stage_median(rounds, "infer")),
+                _ms(_stage_median(rounds, "total")),
                 _percent(_median(rounds, "gpu_busy_ratio")), _percent(_median(rounds, "capacity_ratio")),
                 process.get("rss_mb", "–"), process.get("threads", "–")]) + " |")
     return "\n".join(lines)
@@ -215,6 +213,13 @@ def summary(paths: list[Path]) -> str:
 
 def _median(rounds: list[dict[str, Any]], figure: str) -> float | None:
     values = [figures[figure] for figures in rounds if figures.get(figure) is not None]
+    return statistics.median(values) if values else None
+
+
+def _stage_median(rounds: list[dict[str, Any]], stage: str) -> float | None:
+    """The median over the rounds of a Server-Timing stage's median (None where none has it)."""
+    values = [figures["stage_medians_s"][stage] for figures in rounds
+              if figures["stage_medians_s"].get(stage) is not None]
     return statistics.median(values) if values else None
 
 
