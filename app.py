@@ -4,7 +4,8 @@
                   [--config FILE] [--outputs-dir DIR] [--logs-dir DIR] [--api-token T] [--auth USER:PASS]
                   [--outputs-keep-days D] [--outputs-keep-gb G] [--ui-cache-dir DIR] [--ui-cache-max-age-s S]
                   [--ui-cache-max-mb MB]
-                  [--shutdown-timeout-s S] [--gpu-workers auto|N] [--allowed-hosts NAMES] [--allowed-origins ORIGINS]
+                  [--shutdown-timeout-s S] [--gpu-workers auto|N] [--cpu-workers N]
+                  [--allowed-hosts NAMES] [--allowed-origins ORIGINS]
 """
 
 from __future__ import annotations

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lama.device import Device
+if TYPE_CHECKING:  # torch's import is the device's; planning with a backend needs none (service.cpu_workers)
+    from lama.device import Device
 
 
 class Backend(ABC):

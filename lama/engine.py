@@ -19,22 +19,24 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
 
 from lama import masks
 from lama.backend import Backend
-from lama.device import Device
 from lama.errors import EngineError
 from lama.layout import Layout, layout_of
-from lama.loading import lama_backend, load_backend
 from lama.memory import MemoryModel
 from lama.planning import STRATEGIES, HDSettings, Run, peak_pixels, plan, whole_run
-from lama.reference import Weights
 from lama.stages import Stage
 from lama.units import format_bytes
+
+# The modules that import torch are imported where a model is loaded: the engine's CPU steps
+# (planning, preparing, composing) run without it in service.cpu_workers' processes.
+if TYPE_CHECKING:
+    from lama.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,19 @@ class InpaintEngine:
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", precision: str = "auto",
                  hd: HDSettings = HDSettings(), fast: bool = True, *, backend: Backend | None = None):
-        self.backend = backend if backend is not None else load_backend(model, device, precision, fast)
+        if backend is None:
+            from lama.loading import load_backend
+            backend = load_backend(model, device, precision, fast)
+        self.backend = backend
         self.hd = hd
 
     @classmethod
     def with_random_weights(cls, device: str = "auto", precision: str = "auto", seed: int = 0,
                             hd: HDSettings = HDSettings(), fast: bool = True) -> InpaintEngine:
         """Full-size big-lama with random weights: benchmarks and GPU checks without a download."""
+        from lama.device import Device
+        from lama.loading import lama_backend
+        from lama.reference import Weights
         return cls(hd=hd, backend=lama_backend(Weights(seed=seed), Device.resolve(device), precision, fast))
 
     def reference(self) -> InpaintEngine:
@@ -149,8 +157,13 @@ class InpaintEngine:
     def run_models(self, job: RepairJob, timings: dict[str, float] | None = None) -> list[np.ndarray]:
         """The plan's model runs, one after another (a job's peak memory is its largest run's):
         the only step that needs the model's device."""
+        return self.run_inputs(job.inputs, timings)
+
+    def run_inputs(self, inputs: list[tuple[np.ndarray, np.ndarray]],
+                   timings: dict[str, float] | None = None) -> list[np.ndarray]:
+        """`run_models` on a job's model inputs alone (a job prepared in another process)."""
         clock = _StageClock(timings)
-        outputs = [self.backend.repair(rgb, mask) for rgb, mask in job.inputs]
+        outputs = [self.backend.repair(rgb, mask) for rgb, mask in inputs]
         clock.lap(Stage.INFER)
         return outputs
 
@@ -231,9 +244,11 @@ class InpaintEngine:
     def memory_for(self, job: RepairJob | None) -> int | None:
         """GPU bytes a prepared job (None: nothing to repair) needs above what the process holds
         at rest; None where nothing is budgeted."""
-        if self.memory is None:
-            return None
-        return self.memory.bytes_for(job.peak_model_pixels if job is not None else 0)
+        return self.memory_for_pixels(job.peak_model_pixels if job is not None else 0)
+
+    def memory_for_pixels(self, pixels: int) -> int | None:
+        """GPU bytes a job whose largest model input has `pixels` needs; None where nothing is budgeted."""
+        return None if self.memory is None else self.memory.bytes_for(pixels)
 
     def gpu_budget(self) -> int | None:
         """Bytes concurrent jobs may hold together under the device's memory share

@@ -52,6 +52,13 @@ class LazyPool:
 pieces = LazyPool("cpu")
 
 
+def resize(workers: int) -> None:
+    """A pool of `workers` threads instead of one per core, before its first use: for a process
+    that shares the cores with others of its kind (service.cpu_workers)."""
+    global pieces
+    pieces = LazyPool("cpu", workers)
+
+
 def run_all(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
     """[function(item) for item in items], the last one in this thread, the others in the
     pool: one item never meets a thread. Items the pool has not started by the time this

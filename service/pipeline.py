@@ -18,16 +18,17 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import psutil
 
 from lama import imageio, masks
 from lama.device import GpuFailure, GpuOutOfMemory
-from lama.engine import STRATEGIES, InpaintEngine, MaskPlan, RepairJob
-from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageError, ImageTooLargeError, InpaintError, MaskError,
-                         OptionError, QueueFullError, ShuttingDownError, TooLargeForGpuError)
+from lama.engine import InpaintEngine, RepairJob
+from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageTooLargeError, InpaintError,
+                         QueueFullError, ShuttingDownError, TooLargeForGpuError)
 from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
 from lama.stages import MODEL_STAGES, Stage
@@ -36,52 +37,16 @@ from monitor.metrics import ServiceMetrics
 from monitor.records import RequestRecord
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
+from service.cpu_workers import CpuWorkers
 from service.jobs import JobQueue, Timed
+from service.upload import Decoded, RepairOptions, check_pair, decode
 from service.storage import OutputStore, result_name
 
 log = logging.getLogger(__name__)
 
-MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
+Prepared = TypeVar("Prepared")  # a job prepared for the model: the engine's, or a CPU worker's
+
 GPU_PROBE_INTERVAL_S = 5.0  # after a CUDA error, how often readiness checks whether the GPU works again
-
-
-@dataclass(frozen=True)
-class RepairOptions:
-    strategy: str = "crop"
-    dilate: int = 0
-    feather: int = 0
-    format: str = "png"  # a name of lama.output_formats: png, jpeg (jpg), webp, or same (the upload's)
-    mask_threshold: int = masks.DEFAULT_THRESHOLD  # mask values above it are repaired; 0: any nonzero
-    keep_metadata: bool = True  # carry the upload's EXIF (orientation 1) and ICC profile to the result
-
-    def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise OptionError("strategy", f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        for name in ("dilate", "feather"):
-            value = getattr(self, name)
-            if not 0 <= value <= MAX_REFINE_PX:
-                raise OptionError(name, f"{name} must be between 0 and {MAX_REFINE_PX} px, got {value}")
-        if not 0 <= self.mask_threshold <= masks.MAX_THRESHOLD:
-            raise OptionError("mask_threshold", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
-                                                f"got {self.mask_threshold}")
-        output_format(self.format)  # OptionError for a name it does not know
-
-
-@dataclass
-class Decoded:
-    image: np.ndarray
-    mask: np.ndarray
-    decode_s: float = 0.0
-    source: imageio.Source | None = None  # the upload's format and metadata; None: arrays were given
-    upload_name: str | None = None  # the upload's file name, which names the result
-    # When the server began on it (time.perf_counter): decoding's start, or the arrays' arrival.
-    received: float = field(default_factory=time.perf_counter)
-    # The image is the request's own (decoded from its upload): the repair is pasted into it.
-    # Arrays handed in (the UI's) are the caller's, which keeps them: the repair goes to a copy.
-    owned: bool = False
-    mask_threshold: int | None = None  # what `mask` was binarized with; None: its values as uploaded
-    plan: MaskPlan | None = None  # the mask's part of the preparation, done while the image decoded
-    timings: dict[str, float] = field(default_factory=dict)  # the stages done so far (that preparation)
 
 
 class Inference(NamedTuple):
@@ -96,7 +61,7 @@ class Inference(NamedTuple):
 
 @dataclass
 class RepairResult:
-    image: np.ndarray
+    image: np.ndarray | None  # None where a CPU worker composed it (repair_in_worker): `data` is the result
     data: bytes
     format: OutputFormat
     name: str  # for the download: '<upload's stem>_repaired.<ext>'
@@ -124,8 +89,10 @@ class RepairResult:
 class RepairService:
     def __init__(self, engine: InpaintEngine, outputs: OutputStore, queue: JobQueue, metrics: ServiceMetrics,
                  limits: imageio.ImageLimits = imageio.DEFAULT_LIMITS, sampler: Sampler | None = None,
-                 requests: RequestLog | None = None, *, status_of: Callable[[BaseException], int]):
+                 requests: RequestLog | None = None, *, status_of: Callable[[BaseException], int],
+                 cpu_workers: CpuWorkers | None = None):
         self.engine = engine
+        self.cpu_workers = cpu_workers  # None: every repair's CPU steps run in this process
         self.status_of = status_of
         self.metrics = metrics
         self.sampler = sampler  # None: resource monitoring is off
@@ -184,32 +151,8 @@ class RepairService:
 
     def decode(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None = None,
                options: RepairOptions | None = None) -> Decoded:
-        """`upload_name`: the image's file name as the client gave it (only its stem names the result).
-        `options`: the request's, to be submitted with the result: the mask's part of the
-        preparation (binarizing it, refining it, the plan) is then done in the mask's thread while
-        the image decodes, which takes longer."""
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
-
-        def binarized_and_planned(mask: np.ndarray) -> tuple[np.ndarray, MaskPlan]:
-            binary = masks.binarize(mask, options.mask_threshold)
-            return binary, self.engine.plan_mask(binary, options.strategy, options.dilate, timings)
-
-        try:
-            # The mask decodes in another thread while the image does (the codecs release the GIL).
-            photo, mask = imageio.decode_photo_and_mask(image_bytes, mask_bytes, self.limits,
-                                                        then=binarized_and_planned if options else None)
-        except ImageError as error:
-            # The same class with the part named first: which of the two uploads is wrong.
-            named = type(error)(f"{error.part}: {error}")
-            named.part = error.part
-            raise named from None
-        plan = threshold = None
-        if options is not None:
-            mask, plan = mask
-            threshold = options.mask_threshold
-        return Decoded(photo.pixels, mask, time.perf_counter() - started, photo.source, upload_name, started,
-                       owned=True, mask_threshold=threshold, plan=plan, timings=timings)
+        """service.upload.decode with this service's limits and engine."""
+        return decode(image_bytes, mask_bytes, self.limits, self.engine, upload_name, options)
 
     def submit(self, decoded: Decoded, options: RepairOptions,
                on_start: Callable[[], None] | None = None) -> Future[Timed]:
@@ -220,7 +163,7 @@ class RepairService:
         runs only the model, and `finish` the rest on the caller's thread again, so that the GPU
         workers are never busy with what other cores can do beside them."""
         options.validate()
-        self._check_arrays(decoded.image, decoded.mask)
+        check_pair(decoded.image, decoded.mask, self.limits)
         # Decided once: the memory estimate, the engine and the request log see the same pixels.
         if decoded.mask_threshold is None:
             decoded.mask = masks.binarize(decoded.mask, options.mask_threshold)
@@ -229,7 +172,12 @@ class RepairService:
             raise ValueError(f"the mask was binarized above {decoded.mask_threshold}, not {options.mask_threshold}: "
                              "decode with the options it is submitted with")
         timings = dict(decoded.timings)
-        run_options, job, estimate = self._fit_to_gpu(decoded, options, timings)
+        height, width = decoded.image.shape[:2]
+        run_options, job, estimate = self._fit_to_gpu(
+            (width, height), options,
+            lambda strategy: self.engine.prepare(decoded.image, decoded.mask, strategy, options.dilate, timings,
+                                                 planned=decoded.plan),
+            lambda job: job.peak_model_pixels if job is not None else 0)
 
         def run_on_gpu() -> Inference:
             if on_start is not None:
@@ -243,31 +191,31 @@ class RepairService:
             self.engine.feather_ahead(job, options.feather, timings)
         return queued
 
-    def _fit_to_gpu(self, decoded: Decoded, options: RepairOptions,
-                    timings: dict[str, float]) -> tuple[RepairOptions, RepairJob | None, int | None]:
-        """The options to run with, the engine's job prepared for them and its GPU memory estimate
-        (None: nothing budgeted).
+    def _fit_to_gpu(self, size: tuple[int, int], options: RepairOptions, prepare: Callable[[str], Prepared],
+                    peak_pixels: Callable[[Prepared], int]) -> tuple[RepairOptions, Prepared, int | None]:
+        """The options to run with, the job prepared for them (`prepare(strategy)`, whose largest
+        model input has `peak_pixels(job)` pixels) and its GPU memory estimate (None: nothing
+        budgeted). `size`: the image's (width, height).
 
         A job that fits the whole budget alone is queued as asked (it waits there while others
         hold the memory). One that does not is repaired with the crop strategy when that fits
         (each masked region on its own), else refused with 413 before it reaches the GPU.
         """
-        job = self.engine.prepare(decoded.image, decoded.mask, options.strategy, options.dilate, timings,
-                                  planned=decoded.plan)
+        job = prepare(options.strategy)
         budget = self.queue.budget_bytes
-        estimate = None if budget is None else self.engine.memory_for(job)
+        estimate = None if budget is None else self.engine.memory_for_pixels(peak_pixels(job))
         if estimate is None or estimate <= budget:
             return options, job, estimate
-        height, width = decoded.image.shape[:2]
+        width, height = size
         if options.strategy != "crop":
-            cropped_job = self.engine.prepare(decoded.image, decoded.mask, "crop", options.dilate, timings)
-            cropped = self.engine.memory_for(cropped_job)
+            cropped_job = prepare("crop")
+            cropped = self.engine.memory_for_pixels(peak_pixels(cropped_job))
             if cropped <= budget:
                 log.warning("a %d×%d repair with strategy %s would need %s of GPU memory, more than the budget of "
                             "%s: repairing it with the crop strategy instead (%s)", width, height, options.strategy,
                             format_bytes(estimate), format_bytes(budget), format_bytes(cropped))
                 return replace(options, strategy="crop"), cropped_job, cropped
-        pixels = job.peak_model_pixels
+        pixels = peak_pixels(job)
         # Here crop does not fit either (or was the strategy already): only less input helps.
         raise TooLargeForGpuError(f"a {width}×{height} image with strategy {options.strategy} runs the model on "
                                   f"{pixels / 1e6:.1f} MP at once, which needs about {format_bytes(estimate)} of GPU "
@@ -286,9 +234,56 @@ class RepairService:
         fmt = output_format(options.format, source.format if source else None)
         metadata = source.metadata if source and options.keep_metadata else NO_METADATA
         data = imageio.encode_image(repaired, fmt, metadata=metadata)
-        encoded = time.perf_counter()
+        engine_timings = {**engine_timings, Stage.ENCODE: time.perf_counter() - started}
+        height, width = decoded.image.shape[:2]
+        fraction = _mask_fraction(decoded.mask)
+        saved_as, timings, record_id = self._save_and_record(
+            data, fmt, decoded.upload_name, options, strategy, peak, decoded.received,
+            {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings}, (width, height, fraction))
+        return RepairResult(repaired, data, fmt, result_name(decoded.upload_name, fmt), saved_as,
+                            str(self.engine.device), peak, timings, strategy, options.strategy, record_id)
+
+    def repair_in_worker(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None,
+                         options: RepairOptions) -> RepairResult:
+        """The HTTP API's repair with its CPU steps in a worker process (service.cpu_workers): the
+        worker decodes and prepares the uploads, the model runs here on the queue as for any
+        repair, the worker composes and encodes, the file is saved here. Blocks until done; the
+        result carries the file, not the pixels (`image` is None)."""
+        options.validate()
+        worker = self.cpu_workers.pick()
+        first = worker.prepare(image_bytes, mask_bytes, upload_name, options)
+        prepared = first
         try:
-            saved_as = self.outputs.save(data, fmt, decoded.upload_name)
+            size = (first.width, first.height)
+            run_options, prepared, estimate = self._fit_to_gpu(
+                size, options, lambda strategy: first if strategy == options.strategy else worker.replan(first, strategy),
+                lambda job: job.peak_pixels)
+            timings = dict(prepared.timings)
+            outputs, peak, wait_s = [], None, 0.0
+            if prepared.inputs:
+                model_runs = partial(self.engine.run_inputs, prepared.inputs)
+                timed = self.queue.submit(partial(self._run_on_gpu, model_runs, size, run_options.strategy, estimate,
+                                                  timings), cost_bytes=estimate).result()
+                (outputs, peak), wait_s = timed.value, timed.wait_s
+            finished = worker.finish(prepared, outputs)
+        except BaseException:
+            worker.drop(prepared)
+            raise
+        saved_as, timings, record_id = self._save_and_record(
+            finished.data, finished.format, upload_name, options, run_options.strategy, peak, first.received,
+            {Stage.DECODE: first.decode_s, Stage.QUEUE: wait_s, **timings, **finished.timings},
+            (first.width, first.height, first.mask_fraction))
+        return RepairResult(None, finished.data, finished.format, result_name(upload_name, finished.format), saved_as,
+                            str(self.engine.device), peak, timings, run_options.strategy, options.strategy, record_id)
+
+    def _save_and_record(self, data: bytes, fmt: OutputFormat, upload_name: str | None, options: RepairOptions,
+                         strategy: str, peak: int | None, received: float, stages: dict[str, float],
+                         pixels: tuple[int, int, float]) -> tuple[str | None, dict[str, float], str | None]:
+        """A repair's file saved (None: saving failed, which is logged), its stages observed and
+        recorded: (saved as, the timings in the stages' order, the request log's id)."""
+        started = time.perf_counter()
+        try:
+            saved_as = self.outputs.save(data, fmt, upload_name)
         except OSError as error:
             # The user still gets the result; the operator gets the log line.
             log.error("could not save a result under %s: %s (the result was still returned; "
@@ -297,27 +292,29 @@ class RepairService:
             saved_as = None
         saved = time.perf_counter()
         # In the stages' order (Server-Timing's, the tables'), whichever was timed first.
-        timings = {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s,
-                   **{stage: engine_timings[stage] for stage in MODEL_STAGES if stage in engine_timings},
-                   Stage.ENCODE: encoded - started, Stage.SAVE: saved - encoded}
+        timings = {stage: stages[stage] for stage in (Stage.DECODE, Stage.QUEUE, *MODEL_STAGES, Stage.ENCODE)
+                   if stage in stages}
+        timings[Stage.SAVE] = saved - started
         # As the request waited, not the stages' sum: postprocessing begins while the model runs.
-        timings[Stage.TOTAL] = saved - decoded.received
+        timings[Stage.TOTAL] = saved - received
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
-        record_id = self.record(200, options, decoded, timings, peak, strategy=strategy)
-        return RepairResult(repaired, data, fmt, result_name(decoded.upload_name, fmt), saved_as,
-                            str(self.engine.device), peak, timings, strategy, options.strategy, record_id)
+        record_id = self.record(200, options, timings=timings, peak_gpu_bytes=peak, strategy=strategy, pixels=pixels)
+        return saved_as, timings, record_id
 
     def record(self, status: int, options: RepairOptions, decoded: Decoded | None = None,
                timings: dict[str, float] | None = None, peak_gpu_bytes: int | None = None,
-               error: str | None = None, strategy: str | None = None) -> str | None:
-        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads); its id."""
+               error: str | None = None, strategy: str | None = None,
+               pixels: tuple[int, int, float] | None = None) -> str | None:
+        """One line in logs/requests.jsonl (and the in-memory list the dashboard reads); its id.
+        The image's width, height and mask share come from `pixels`, else from `decoded`."""
         if self.requests is None:
             return None
         record_id = uuid.uuid4().hex[:12]
-        height, width = decoded.image.shape[:2] if decoded else (None, None)
-        fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded and decoded.mask.size else None
+        if pixels is None and decoded is not None:
+            pixels = (decoded.image.shape[1], decoded.image.shape[0], _mask_fraction(decoded.mask))
+        width, height, fraction = pixels or (None, None, None)
         self.requests.record(RequestRecord(
             id=record_id, ts=time.time(), width=width, height=height,
             mask_fraction=fraction, strategy=strategy or options.strategy,
@@ -359,36 +356,38 @@ class RepairService:
 
     # ------------------------------------------------------------------ internals
 
-    def _check_arrays(self, image: np.ndarray, mask: np.ndarray) -> None:
-        height, width = image.shape[:2]
-        if width * height > self.limits.max_pixels or max(width, height) > self.limits.max_side:
-            raise ImageTooLargeError(f"image is {width}×{height}, the limit is {self.limits.max_pixels / 1e6:.1f} MP "
-                                     f"and {self.limits.max_side} px per side")
-        if mask.shape[:2] != image.shape[:2]:
-            raise MaskError(f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
-                            "they must be the same size", code="mask_size_mismatch")
-
     def _infer(self, decoded: Decoded, job: RepairJob | None, options: RepairOptions, estimate: int | None,
                timings: dict[str, float]) -> Inference:
         """Runs on a queue worker, admitted with `estimate` bytes of the GPU budget: the job's model
-        runs, nothing else.
+        runs, nothing else."""
+        if job is None:
+            return Inference(None, [], None, timings, options.strategy)
+        height, width = decoded.image.shape[:2]
+        outputs, peak = self._run_on_gpu(partial(self.engine.run_models, job), (width, height), options.strategy,
+                                         estimate, timings)
+        return Inference(job, outputs, peak, timings, options.strategy)
+
+    def _run_on_gpu(self, model_runs: Callable[[dict[str, float]], list[np.ndarray]], size: tuple[int, int],
+                    strategy: str, estimate: int | None,
+                    timings: dict[str, float]) -> tuple[list[np.ndarray], int | None]:
+        """A job's `model_runs(timings)` on a queue worker, with the GPU's failures handled: the
+        outputs and the allocator's peak. An image of `size` (width, height) repaired with
+        `strategy`, for the log.
 
         The allocator's peak counter is the process's: it is reset only by a job that runs
         alone, so that a reset never hides the peak of a job running beside this one. The peak
         reported is then at least this job's, and may include a neighbour's.
         """
-        if job is None:
-            return Inference(None, [], None, timings, options.strategy)
         device = self.engine.device
 
         def run() -> list[np.ndarray]:
             timings.pop(Stage.INFER, None)
-            return self.engine.run_models(job, timings)
+            return model_runs(timings)
 
         def retrying() -> None:
             log.warning("out of GPU memory on a %d×%d image (strategy %s, estimated %s, budget %s); cache "
-                        "freed, retrying once", decoded.image.shape[1], decoded.image.shape[0], options.strategy,
-                        _bytes_or_none(estimate), _bytes_or_none(self.queue.budget_bytes))
+                        "freed, retrying once", *size, strategy, _bytes_or_none(estimate),
+                        _bytes_or_none(self.queue.budget_bytes))
 
         try:
             if self.queue.running <= 1:
@@ -403,7 +402,7 @@ class RepairService:
             raise GpuFailedError("the GPU failed during this repair; the server reports itself not ready until "
                                  "the GPU works again: retry shortly") from None
         self._clear_gpu_error("a repair")
-        return Inference(job, outputs, peak, timings, options.strategy)
+        return outputs, peak
 
     # ------------------------------------------------------------------ a failing GPU
 
@@ -493,6 +492,10 @@ class RepairService:
         if stuck is not None:
             health["stuck"] = str(stuck)
         return health
+
+
+def _mask_fraction(mask: np.ndarray) -> float | None:
+    return float(np.count_nonzero(mask) / mask.size) if mask.size else None
 
 
 def _bytes_or_none(count: int | None) -> str:

@@ -47,7 +47,8 @@ from lama.masks import MAX_THRESHOLD
 from lama.output_formats import CHOICES as FORMAT_CHOICES
 from monitor.metrics import CONTENT_TYPE
 from service.batch_jobs import BatchJobs, Job
-from service.pipeline import MAX_REFINE_PX, Decoded, RepairOptions, RepairService
+from service.upload import MAX_REFINE_PX
+from service.pipeline import Decoded, RepairOptions, RepairResult, RepairService
 from service.storage import download_name
 from webui.edge import API_PREFIX
 from webui.errors import HttpError, error_response, response_for, status_of
@@ -149,6 +150,19 @@ async def method_not_allowed(allowed: str, request: Request) -> Response:
                              status_code=405, headers={"Allow": allowed})
 
 
+def repaired_response(result: RepairResult) -> Response:
+    """The repaired file, with its stages' times, the strategy that ran and the saved file's name."""
+    headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
+                                         for stage, seconds in result.timings.items()),
+               # crop where the requested strategy would not fit the GPU's memory budget
+               "X-Strategy": result.strategy,
+               # The name is made of ASCII letters, digits, _ . - (service.storage.result_name).
+               "Content-Disposition": f'inline; filename="{result.name}"'}
+    if result.saved_as:
+        headers["X-Saved-As"] = result.saved_as
+    return Response(result.data, media_type=result.format.media_type, headers=headers)
+
+
 def job_url(job_id: str) -> str:
     # A path, not an absolute URL: behind a load balancer only the client knows the public host.
     return f"{JOBS_PATH}/{job_id}"
@@ -243,6 +257,13 @@ def create_api(service: RepairService, api_token: str | None = None,
         options = upload.options
         decoded = None
         try:
+            if service.cpu_workers is not None and service.in_flight > 1:
+                # Others are in flight: this repair's CPU steps go to a worker process, so that they
+                # do not queue for this process's GIL (alone, it is quicker here: no hand-over).
+                service.check_before_decode(options, {"image": upload.image.size, "mask": upload.mask.size})
+                result = await run_in_threadpool(service.repair_in_worker, await upload.image.read(),
+                                                 await upload.mask.read(), upload.image.filename, options)
+                return repaired_response(result)
             decoded = await decode_upload(upload)
             # On a thread: the memory estimate refines the mask (CPU work, not for the event loop).
             queued = await run_in_threadpool(service.submit, decoded, options)
@@ -258,15 +279,7 @@ def create_api(service: RepairService, api_token: str | None = None,
             service.record(500, options, decoded, error=f"{type(error).__name__}: {error}")
             return error_response(500, "internal_error", "the repair failed on the server (the log has the "
                                                          "details); please try again")
-        headers = {"Server-Timing": ", ".join(f"{stage};dur={seconds * 1000:.1f}"
-                                             for stage, seconds in result.timings.items()),
-                   # crop where the requested strategy would not fit the GPU's memory budget
-                   "X-Strategy": result.strategy,
-                   # The name is made of ASCII letters, digits, _ . - (service.storage.result_name).
-                   "Content-Disposition": f'inline; filename="{result.name}"'}
-        if result.saved_as:
-            headers["X-Saved-As"] = result.saved_as
-        return Response(result.data, media_type=result.format.media_type, headers=headers)
+        return repaired_response(result)
 
     # The links tell clients (and schemathesis's stateful phase) where the returned id goes.
     job_links = {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}

@@ -32,6 +32,7 @@ class Settings:
     queue_capacity: int
     queue_stuck_after_s: float  # 0: no watchdog
     gpu_workers: int | str  # a count, or "auto"
+    cpu_workers: int  # processes for the API's CPU steps under load; 0: none (service.cpu_workers)
     max_upload_mb: int
     max_pixels: int
     max_side: int
@@ -78,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a repair running longer than this makes /readyz 503 until it ends (0: never)")
     parser.add_argument("--gpu-workers", type=_workers, metavar="auto|N",
                         help="repairs that may run at once, within the GPU memory budget (auto: 2 on CUDA, 1 on CPU)")
+    parser.add_argument("--cpu-workers", type=_count, metavar="N",
+                        help="processes that decode, compose and encode the API's repairs while others are in "
+                             "flight (0: all in the server's process)")
     parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
     parser.add_argument("--dilate", type=int, help="default mask dilation, px")
     parser.add_argument("--feather", type=int, help="default edge feather, px")
@@ -108,6 +112,16 @@ def _fraction(text: str) -> float:
         value = 0.0
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a share above 0 and at most 1, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
     return value
 
 
@@ -177,6 +191,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise SystemExit("error: --auth must be USER:PASS")
     if not _is_gpu_workers(settings.gpu_workers):
         raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
+    if isinstance(settings.cpu_workers, bool) or not (isinstance(settings.cpu_workers, int) and settings.cpu_workers >= 0):
+        raise SystemExit(f"error: cpu_workers must be a whole number of at least 0, got {settings.cpu_workers!r}")
     if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
         raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
     if not isinstance(settings.keep_metadata, bool):

@@ -1,0 +1,98 @@
+"""What a repair request brings: its options (RepairOptions), its uploads decoded (Decoded) and
+the checks of its pixels that need no model. Shared by the server's process and the CPU workers'
+(service.cpu_workers), which import neither torch nor the GPU's modules."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lama import imageio, masks
+from lama.engine import STRATEGIES, InpaintEngine, MaskPlan
+from lama.errors import ImageError, ImageTooLargeError, MaskError, OptionError
+from lama.imageio import ImageLimits
+from lama.output_formats import output_format
+
+MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
+
+
+@dataclass(frozen=True)
+class RepairOptions:
+    strategy: str = "crop"
+    dilate: int = 0
+    feather: int = 0
+    format: str = "png"  # a name of lama.output_formats: png, jpeg (jpg), webp, or same (the upload's)
+    mask_threshold: int = masks.DEFAULT_THRESHOLD  # mask values above it are repaired; 0: any nonzero
+    keep_metadata: bool = True  # carry the upload's EXIF (orientation 1) and ICC profile to the result
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise OptionError("strategy", f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        for name in ("dilate", "feather"):
+            value = getattr(self, name)
+            if not 0 <= value <= MAX_REFINE_PX:
+                raise OptionError(name, f"{name} must be between 0 and {MAX_REFINE_PX} px, got {value}")
+        if not 0 <= self.mask_threshold <= masks.MAX_THRESHOLD:
+            raise OptionError("mask_threshold", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
+                                                f"got {self.mask_threshold}")
+        output_format(self.format)  # OptionError for a name it does not know
+
+
+def check_pair(image: np.ndarray, mask: np.ndarray, limits: ImageLimits) -> None:
+    """The image within the limits and the mask its size (arrays handed in are not gated by a decoder)."""
+    height, width = image.shape[:2]
+    if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+        raise ImageTooLargeError(f"image is {width}×{height}, the limit is {limits.max_pixels / 1e6:.1f} MP "
+                                 f"and {limits.max_side} px per side")
+    if mask.shape[:2] != image.shape[:2]:
+        raise MaskError(f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}: "
+                        "they must be the same size", code="mask_size_mismatch")
+
+
+@dataclass
+class Decoded:
+    image: np.ndarray
+    mask: np.ndarray
+    decode_s: float = 0.0
+    source: imageio.Source | None = None  # the upload's format and metadata; None: arrays were given
+    upload_name: str | None = None  # the upload's file name, which names the result
+    # When the server began on it (time.perf_counter): decoding's start, or the arrays' arrival.
+    received: float = field(default_factory=time.perf_counter)
+    # The image is the request's own (decoded from its upload): the repair is pasted into it.
+    # Arrays handed in (the UI's) are the caller's, which keeps them: the repair goes to a copy.
+    owned: bool = False
+    mask_threshold: int | None = None  # what `mask` was binarized with; None: its values as uploaded
+    plan: MaskPlan | None = None  # the mask's part of the preparation, done while the image decoded
+    timings: dict[str, float] = field(default_factory=dict)  # the stages done so far (that preparation)
+
+
+def decode(image_bytes: bytes, mask_bytes: bytes, limits: ImageLimits, engine: InpaintEngine,
+           upload_name: str | None = None, options: RepairOptions | None = None) -> Decoded:
+    """A request's two uploads decoded within `limits`. `upload_name`: the image's file name as the
+    client gave it (only its stem names the result). `options`: the request's, to be submitted
+    with the result: the mask's part of the preparation (binarizing it, `engine`'s refinement and
+    plan) is then done in the mask's thread while the image decodes, which takes longer."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def binarized_and_planned(mask: np.ndarray) -> tuple[np.ndarray, MaskPlan]:
+        binary = masks.binarize(mask, options.mask_threshold)
+        return binary, engine.plan_mask(binary, options.strategy, options.dilate, timings)
+
+    try:
+        # The mask decodes in another thread while the image does (the codecs release the GIL).
+        photo, mask = imageio.decode_photo_and_mask(image_bytes, mask_bytes, limits,
+                                                    then=binarized_and_planned if options else None)
+    except ImageError as error:
+        # The same class with the part named first: which of the two uploads is wrong.
+        named = type(error)(f"{error.part}: {error}")
+        named.part = error.part
+        raise named from None
+    plan = threshold = None
+    if options is not None:
+        mask, plan = mask
+        threshold = options.mask_threshold
+    return Decoded(photo.pixels, mask, time.perf_counter() - started, photo.source, upload_name, started,
+                   owned=True, mask_threshold=threshold, plan=plan, timings=timings)

@@ -1,0 +1,153 @@
+"""service.cpu_workers: a repair's CPU steps in worker processes give the file the server's own
+process gives, the errors the server's own process raises, and survive a worker's death.
+
+Real worker processes (`python -m service.cpu_workers`) and the tiny model on the CPU; the
+model runs in this process, as in the server's.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import threading
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+
+from lama.engine import InpaintEngine
+from lama.errors import ImageError, MaskError, OptionError, TooLargeForGpuError
+from lama.memory import MemoryModel
+from service.cpu_workers import CpuWorkers, WorkerConfig, WorkerLostError
+from service.pipeline import RepairOptions
+from support.app import make_case
+from support.service import repair_service
+
+MB = 10**6
+
+
+def jpeg_and_png(image: np.ndarray, mask: np.ndarray) -> tuple[bytes, bytes]:
+    return (cv2.imencode(".jpg", image[:, :, ::-1])[1].tobytes(),
+            cv2.imencode(".png", (mask > 0).astype(np.uint8) * 255)[1].tobytes())
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir):
+    return InpaintEngine(tiny_dir, device="cpu")
+
+
+@pytest.fixture
+def service(engine, tmp_path):
+    with repair_service(engine, tmp_path) as service:
+        workers = CpuWorkers(2, WorkerConfig(engine.hd, engine.backend.prefers_few_shapes, service.limits, 1))
+        workers.start()
+        service.cpu_workers = workers
+        try:
+            yield service
+        finally:
+            workers.stop()
+
+
+def test_a_repair_in_a_worker_is_the_file_the_servers_own_process_makes(service):
+    image, mask = make_case(320, 240, seed=5)
+    photo, brush = jpeg_and_png(image, mask)
+    for options in (RepairOptions(dilate=4, feather=4), RepairOptions(strategy="original", format="jpeg"),
+                    RepairOptions(strategy="resize", dilate=0, feather=0)):
+        in_worker = service.repair_in_worker(photo, brush, "holiday.jpg", options)
+        here = service.repair_decoded(service.decode(photo, brush, "holiday.jpg", options), options)
+        assert in_worker.data == here.data, options
+        assert in_worker.image is None and in_worker.name == here.name == f"holiday_repaired.{here.format.extension}"
+        assert (service.outputs.root / in_worker.saved_as).read_bytes() == in_worker.data
+        assert set(in_worker.timings) == set(here.timings)
+        assert in_worker.timings["total"] >= in_worker.timings["infer"] > 0
+    # Nothing to repair: the photo comes back as a file all the same.
+    empty = cv2.imencode(".png", np.zeros((240, 320), np.uint8))[1].tobytes()
+    options = RepairOptions()
+    assert service.repair_in_worker(photo, empty, "a.jpg", options).data == \
+        service.repair_decoded(service.decode(photo, empty, "a.jpg", options), options).data
+
+
+def test_the_workers_errors_are_the_servers_with_their_codes_and_parts(service):
+    image, mask = make_case(160, 120, seed=6)
+    photo, brush = jpeg_and_png(image, mask)
+    with pytest.raises(ImageError) as error:
+        service.repair_in_worker(b"not an image at all", brush, "x.jpg", RepairOptions())
+    assert (error.value.code, error.value.part) == ("invalid_image", "image")
+    assert str(error.value).startswith("image: ")
+    with pytest.raises(ImageError) as error:
+        service.repair_in_worker(photo, b"\x89PNG broken", "x.jpg", RepairOptions())
+    assert (error.value.code, error.value.part) == ("invalid_mask", "mask")
+    small_mask = cv2.imencode(".png", np.full((60, 80), 255, np.uint8))[1].tobytes()
+    with pytest.raises(MaskError) as error:
+        service.repair_in_worker(photo, small_mask, "x.jpg", RepairOptions())
+    assert error.value.code == "mask_size_mismatch"
+    with pytest.raises(OptionError):
+        service.repair_in_worker(photo, brush, "x.jpg", RepairOptions(strategy="nonsense"))
+    # The workers go on serving.
+    assert service.repair_in_worker(photo, brush, "x.jpg", RepairOptions()).data
+
+
+def test_a_job_too_large_for_the_budget_is_prepared_again_cropped_in_its_worker(service):
+    service.engine.memory = MemoryModel(0.0, 100)  # bytes per model-input pixel
+    service.queue.set_budget(20 * MB)  # a 1000×600 image whole is 60 MB, a crop of its region 8.8 MB
+    try:
+        image, mask = make_case(1000, 600, box=(280, 480, 320, 520), seed=3)
+        photo, brush = jpeg_and_png(image, mask)
+        options = RepairOptions(strategy="original")
+        result = service.repair_in_worker(photo, brush, "wide.jpg", options)
+        assert (result.strategy, result.requested_strategy) == ("crop", "original")
+        assert result.data == service.repair_decoded(service.decode(photo, brush, "w.jpg", options), options).data
+        whole, whole_mask = make_case(1000, 600, box=(20, 20, 580, 980), seed=3)
+        with pytest.raises(TooLargeForGpuError):
+            service.repair_in_worker(*jpeg_and_png(whole, whole_mask), "w.jpg", options)
+    finally:
+        service.engine.memory = None
+        service.queue.set_budget(None)
+
+
+def test_a_dead_worker_fails_its_repairs_with_503_and_another_takes_its_place(service, monkeypatch):
+    image, mask = make_case(320, 240, seed=7)
+    photo, brush = jpeg_and_png(image, mask)
+    first = service.cpu_workers.pick()
+    # The model waits until the worker holding the job has been killed.
+    started, killed = threading.Event(), threading.Event()
+    run_inputs = service.engine.run_inputs
+
+    def run_after_the_kill(inputs, timings=None):
+        started.set()
+        assert killed.wait(10)
+        return run_inputs(inputs, timings)
+
+    monkeypatch.setattr(service.engine, "run_inputs", run_after_the_kill)
+    monkeypatch.setattr(service.cpu_workers, "pick", lambda: first)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        repair = pool.submit(service.repair_in_worker, photo, brush, "x.jpg", RepairOptions())
+        assert started.wait(30)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+        killed.set()
+        with pytest.raises(WorkerLostError) as error:
+            repair.result(30)
+    assert error.value.retry_after_s == 1
+    monkeypatch.undo()
+    replaced = service.cpu_workers.pick()
+    assert replaced is not first and replaced.alive
+    assert service.repair_in_worker(photo, brush, "x.jpg", RepairOptions()).data
+
+
+def test_workers_import_no_torch_and_stop_with_the_pool(engine, tmp_path):
+    with repair_service(engine, tmp_path) as service:
+        workers = CpuWorkers(2, WorkerConfig(engine.hd, False, service.limits, 1))
+        workers.start()
+        service.cpu_workers = workers
+        image, mask = make_case(160, 120, seed=8)
+        service.repair_in_worker(*jpeg_and_png(image, mask), "x.jpg", RepairOptions())
+        processes = [psutil.Process(pid) for pid in workers.pids]
+        for process in processes:
+            assert process.cmdline()[1:3] == ["-m", "service.cpu_workers"]
+            libraries = {os.path.basename(mapping.path) for mapping in process.memory_maps()}
+            assert not any(name.startswith("libtorch") for name in libraries), "a worker loaded torch"
+        workers.stop()
+        assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in processes)
