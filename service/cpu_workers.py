@@ -38,6 +38,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,7 +111,7 @@ class Worker:
         with theirs:
             # Not multiprocessing's spawn, which would import the server's __main__ (app.py) again.
             self.process = subprocess.Popen([sys.executable, "-m", "service.cpu_workers", str(theirs.fileno())],
-                                            pass_fds=(theirs.fileno(),))
+                                            pass_fds=(theirs.fileno(),), env=_worker_environment())
         # The reader thread blocks in a read on the socket: only shutting the socket down (not
         # closing a descriptor of it) wakes it, and tells the worker it is done.
         self._socket = ours
@@ -242,6 +243,13 @@ class CpuWorkers:
                     worker.stop(timeout_s=0)
                     self._workers[index] = Worker(index, self._config)
             return min(self._workers, key=lambda worker: worker.in_flight)
+
+
+def _worker_environment() -> dict[str, str]:
+    """The server's environment, with the project importable whatever the working directory."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
 # --------------------------------------------------------------------------- the wire
