@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from webui.settings import Settings, resolve_gpu_workers
+from webui.settings import Settings, resolve_cpu_workers, resolve_gpu_workers
 
 if TYPE_CHECKING:  # lama (and torch) load when the app is built, after the settings are read
     from lama.resources import ThreadBudget
@@ -148,11 +148,12 @@ def build_app(settings: Settings):
     except OSError as error:
         log.warning("outputs: cannot clean %s: %s", outputs.root, error)
     cpu_workers = None
-    if settings.cpu_workers:
+    if count := resolve_cpu_workers(settings.cpu_workers, engine.device.is_cuda, parallel.cores()):
         # Their pools share the cores between them, as one process's would.
         config = WorkerConfig(engine.hd, engine.backend.prefers_few_shapes, limits,
-                              threads=max(1, parallel.cores() // settings.cpu_workers))
-        cpu_workers = CpuWorkers(settings.cpu_workers, config)
+                              threads=max(1, parallel.cores() // count))
+        cpu_workers = CpuWorkers(count, config)
+        log.info("CPU workers: %d processes for the API's repairs under load, %d threads each", count, config.threads)
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
                             status_of=status_of, cpu_workers=cpu_workers)
     # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.

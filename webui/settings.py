@@ -32,7 +32,7 @@ class Settings:
     queue_capacity: int
     queue_stuck_after_s: float  # 0: no watchdog
     gpu_workers: int | str  # a count, or "auto"
-    cpu_workers: int  # processes for the API's CPU steps under load; 0: none (service.cpu_workers)
+    cpu_workers: int | str  # processes for the API's CPU steps under load, or "auto"; 0: none (service.cpu_workers)
     max_upload_mb: int
     max_pixels: int
     max_side: int
@@ -79,9 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a repair running longer than this makes /readyz 503 until it ends (0: never)")
     parser.add_argument("--gpu-workers", type=_workers, metavar="auto|N",
                         help="repairs that may run at once, within the GPU memory budget (auto: 2 on CUDA, 1 on CPU)")
-    parser.add_argument("--cpu-workers", type=_count, metavar="N",
+    parser.add_argument("--cpu-workers", type=_cpu_workers, metavar="auto|N",
                         help="processes that decode, compose and encode the API's repairs while others are in "
-                             "flight (0: all in the server's process)")
+                             "flight (auto: one per two cores on CUDA, none on CPU; 0: none)")
     parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
     parser.add_argument("--dilate", type=int, help="default mask dilation, px")
     parser.add_argument("--feather", type=int, help="default edge feather, px")
@@ -115,16 +115,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
-    return value
-
-
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
@@ -145,6 +135,33 @@ def _workers(text: str) -> int | str:
     if not _is_gpu_workers(value):
         raise argparse.ArgumentTypeError(f"expected {GPU_WORKERS_EXPECTED}, got {text!r}")
     return value
+
+
+CPU_WORKERS_EXPECTED = "'auto' or a whole number of at least 0"
+
+
+def _is_cpu_workers(value: object) -> bool:
+    return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def _cpu_workers(text: str) -> int | str:
+    try:
+        value: object = text if text == "auto" else int(text)
+    except ValueError:
+        value = text
+    if not _is_cpu_workers(value):
+        raise argparse.ArgumentTypeError(f"expected {CPU_WORKERS_EXPECTED}, got {text!r}")
+    return value
+
+
+def resolve_cpu_workers(setting: int | str, on_cuda: bool, cores: int) -> int:
+    """'auto': on CUDA one worker process per two cores (at 16 clients on the H200's 16 cores
+    eight served 1.08-1.61x the repairs of none and four 1.00-1.43x, each with two threads;
+    docs/BENCHMARKS.md, fifteenth run); none on the CPU, where the model's own threads use every
+    core and the CPU steps are a small part of a repair."""
+    if setting == "auto":
+        return max(1, cores // 2) if on_cuda else 0
+    return int(setting)
 
 
 def resolve_gpu_workers(setting: int | str, on_cuda: bool) -> int:
@@ -191,8 +208,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise SystemExit("error: --auth must be USER:PASS")
     if not _is_gpu_workers(settings.gpu_workers):
         raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
-    if isinstance(settings.cpu_workers, bool) or not (isinstance(settings.cpu_workers, int) and settings.cpu_workers >= 0):
-        raise SystemExit(f"error: cpu_workers must be a whole number of at least 0, got {settings.cpu_workers!r}")
+    if not _is_cpu_workers(settings.cpu_workers):
+        raise SystemExit(f"error: cpu_workers must be {CPU_WORKERS_EXPECTED}, got {settings.cpu_workers!r}")
     if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
         raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
     if not isinstance(settings.keep_metadata, bool):

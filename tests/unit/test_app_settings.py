@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from webui.compose import warn_if_exposed
-from webui.settings import load_settings, parse_args, resolve_gpu_workers
+from webui.settings import load_settings, parse_args, resolve_cpu_workers, resolve_gpu_workers
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +79,30 @@ def test_a_bad_gpu_workers_flag_is_refused_by_the_parser(value, capsys):
 @pytest.mark.parametrize("text", ["gpu_workers: 0\n", "gpu_workers: many\n", "gpu_workers: true\n"])
 def test_a_bad_gpu_workers_in_a_file_is_refused_with_a_message(tmp_path, text):
     with pytest.raises(SystemExit, match="gpu_workers must be 'auto' or a whole number"):
+        settings_from("--config", write_config(tmp_path, text))
+
+
+def test_cpu_workers_default_to_one_per_two_cores_on_cuda_none_on_the_cpu(tmp_path):
+    settings = settings_from()
+    assert settings.cpu_workers == "auto"
+    assert resolve_cpu_workers(settings.cpu_workers, on_cuda=True, cores=16) == 8
+    assert resolve_cpu_workers(settings.cpu_workers, on_cuda=True, cores=1) == 1
+    assert resolve_cpu_workers(settings.cpu_workers, on_cuda=False, cores=16) == 0
+    assert settings_from("--cpu-workers", "0").cpu_workers == 0
+    assert resolve_cpu_workers(3, on_cuda=False, cores=2) == 3  # a number is taken as it is, anywhere
+    assert settings_from("--config", write_config(tmp_path, "cpu_workers: 4\n")).cpu_workers == 4
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_a_bad_cpu_workers_flag_is_refused_by_the_parser(value, capsys):
+    with pytest.raises(SystemExit):
+        settings_from("--cpu-workers", value)
+    assert "at least 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["cpu_workers: -2\n", "cpu_workers: many\n", "cpu_workers: true\n"])
+def test_a_bad_cpu_workers_in_a_file_is_refused_with_a_message(tmp_path, text):
+    with pytest.raises(SystemExit, match="cpu_workers must be 'auto' or a whole number"):
         settings_from("--config", write_config(tmp_path, text))
 
 

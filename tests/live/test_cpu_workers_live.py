@@ -1,0 +1,82 @@
+"""`python app.py --cpu-workers 2`: under concurrent load the API's repairs go through the worker
+processes (they do the work, the answers are the same), a killed worker is replaced, and the
+workers stop with the server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+
+import httpx
+import psutil
+
+from loadreport.load import make_upload
+from support.liveserver import STOP_S, LiveServer
+from support.app import wait_until
+
+CLIENTS = 6
+
+
+def workers_of(server: LiveServer) -> list[psutil.Process]:
+    return [child for child in server.psutil.children()
+            if child.cmdline()[1:3] == ["-m", "service.cpu_workers"]]
+
+
+def ended(process: psutil.Process) -> bool:
+    """Exited (a zombie until its parent, the server, reaps it)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+def test_the_api_under_load_is_served_through_the_cpu_workers(tiny_dir, tmp_path):
+    upload = make_upload(320, 240, 3, 0.08)
+    files = {"image": ("photo.jpg", upload.image_jpeg, "image/jpeg"), "mask": ("mask.png", upload.mask_png, "image/png")}
+
+    def load(count: int) -> list[httpx.Response]:
+        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as clients:
+            return list(clients.map(lambda _: httpx.post(server.url("/api/v1/inpaint"), files=files, timeout=120),
+                                    range(count)))
+
+    with LiveServer.start(tiny_dir, tmp_path, "--cpu-workers", "2") as server:
+        workers = workers_of(server)
+        assert len(workers) == 2, server.log_tail()
+        alone = httpx.post(server.url("/api/v1/inpaint"), files=files, timeout=60)  # in the server's process
+        assert alone.status_code == 200, alone.text
+        before = cpu_seconds(workers)
+        answers = load(4 * CLIENTS)
+        assert [answer.status_code for answer in answers] == [200] * len(answers)
+        assert {answer.content for answer in answers} == {alone.content}
+        for answer in answers[:3]:
+            assert (tmp_path / "outputs" / answer.headers["x-saved-as"]).read_bytes() == answer.content
+        assert cpu_seconds(workers) - before > 0.05, "the workers did none of the work"
+
+        # A bad upload under load is refused as the server's own process refuses it.
+        bad = {"image": ("photo.jpg", b"not an image at all", "image/jpeg"), "mask": files["mask"]}
+        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as clients:
+            mixed = list(clients.map(
+                lambda index: httpx.post(server.url("/api/v1/inpaint"), files=bad if index % 2 else files, timeout=120),
+                range(4 * CLIENTS)))
+        for index, answer in enumerate(mixed):
+            if index % 2:
+                assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_image", answer.text
+            else:
+                assert answer.status_code == 200
+
+        # A worker killed is replaced; the service goes on.
+        workers[0].send_signal(signal.SIGKILL)
+        wait_until(lambda: ended(workers[0]), what="the killed worker gone")
+        answers = load(4 * CLIENTS)
+        assert all(answer.status_code in (200, 503) for answer in answers)
+        assert [answer.status_code for answer in load(2 * CLIENTS)] == [200] * 2 * CLIENTS
+        now = workers_of(server)
+        assert len(now) == 2 and workers[1] in now and workers[0] not in now
+
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(STOP_S)
+        wait_until(lambda: all(ended(worker) for worker in now), timeout=5, what="the workers stopped with the server")
