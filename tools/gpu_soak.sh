@@ -112,7 +112,8 @@ fi
 # summary compares each with base. PIPELINE_VARIANTS picks some by name, in its order (e.g.
 # "workers-4 base": base second); all by default, base first.
 variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
-          "cpu-workers-2|base --cpu-workers 2" "cpu-workers-4|base --cpu-workers 4" "cpu-workers-8|base --cpu-workers 8"
+          "cpu-workers-0|base --cpu-workers 0" "cpu-workers-2|base --cpu-workers 2" "cpu-workers-4|base --cpu-workers 4"
+          "cpu-workers-8|base --cpu-workers 8"
           "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
           "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
           "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"
