@@ -1,7 +1,7 @@
 """What the server process holds at rest: its threads and its C heap, bounded once at start-up.
 
 The composition root (app.py) calls :func:`bound_process` before anything starts a thread, and
-hands :func:`release_free_heap` to the periodic sweep. Library code (the CLI, the benchmarks)
+hands :func:`lama.heap.release_free_heap` to the periodic sweep. Library code (the CLI, the benchmarks)
 keeps the libraries' defaults.
 
 Threads, on a machine where the process may use C cores (the H200 box: C = 16). Native pools
@@ -33,8 +33,6 @@ but each repair would then pay the page faults of every image buffer it allocate
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ import cv2
 import torch
 
 from lama import imageio, parallel
+from lama.heap import M_ARENA_MAX, mallopt
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ ANYIO_WORKER_THREADS = 40  # anyio.to_thread's default limiter (Starlette's run_
 SERVICE_THREADS = 5  # the main thread (uvicorn's event loop), warm-up, outputs sweep, sampler, GPU probe
 CUDA_DRIVER_THREADS = 6  # the driver's own (event handler, helpers): an allowance, checked by gpu_soak.sh startup
 MALLOC_ARENAS = 2  # as start_app.sh sets MALLOC_ARENA_MAX; an operator's value wins
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 @dataclass(frozen=True)
@@ -96,31 +94,6 @@ def bound_process(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
         torch.set_num_interop_threads(budget.torch_inter_op)
     except RuntimeError:  # only possible before torch's first parallel work; the default is then kept
         log.warning("torch's inter-op pool had started already: its size stays %d", torch.get_num_interop_threads())
-    if "MALLOC_ARENA_MAX" not in os.environ and not _mallopt(_M_ARENA_MAX, MALLOC_ARENAS):
+    if "MALLOC_ARENA_MAX" not in os.environ and not mallopt(M_ARENA_MAX, MALLOC_ARENAS):
         log.info("not glibc: the C heap keeps its own arena policy")
     return budget
-
-
-def release_free_heap() -> None:
-    """Give the C heap's free pages back to the kernel (glibc's malloc_trim); a no-op elsewhere.
-    It takes the arenas' locks for a moment: call it from a periodic sweep, not per request."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def _mallopt(parameter: int, value: int) -> bool:
-    libc = _glibc()
-    return libc is not None and libc.mallopt(parameter, value) == 1
-
-
-def _glibc() -> ctypes.CDLL | None:
-    if os.name != "posix":
-        return None
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        libc.malloc_trim, libc.mallopt  # noqa: B018  glibc has both; musl and macOS do not
-    except (OSError, AttributeError, TypeError):
-        return None
-    return libc

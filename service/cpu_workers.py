@@ -47,6 +47,7 @@ from lama import errors, imageio
 from lama.backend import Backend
 from lama.engine import InpaintEngine
 from lama.errors import InpaintError, UnavailableError
+from lama.heap import release_free_heap
 from lama.imageio import ImageLimits
 from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
@@ -55,6 +56,8 @@ from lama.stages import Stage
 from service.upload import check_pair, decode
 
 log = logging.getLogger(__name__)
+
+IDLE_TRIM_S = 1.0  # a worker given nothing for this long returns its heap's free pages
 
 Arrays = list[np.ndarray]
 
@@ -386,6 +389,10 @@ def serve(connection: Connection) -> None:
     jobs = _Jobs(config)
     while True:
         try:
+            if not jobs.held and not connection.poll(IDLE_TRIM_S):
+                # Idle: the heap keeps the buffers of the last repairs (tens of MB at 2560×1920)
+                # for the next ones; give them back to the kernel while nothing comes.
+                release_free_heap()
             header, arrays = _receive(connection)
         except (EOFError, OSError):
             return

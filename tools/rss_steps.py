@@ -74,8 +74,8 @@ def main() -> None:
     note("warm-up")
     import gradio  # noqa: F401
     note("gradio imported")
-    from lama import resources
-    resources.release_free_heap()
+    from lama import heap
+    heap.release_free_heap()
     note("heap trimmed")
     subprocess.run([sys.executable, str(ROOT / "tools" / "rss_map.py"), str(os.getpid()), "--top", "20"], check=False)
 

@@ -92,7 +92,7 @@ def build_app(settings: Settings):
         import gradio as gr
         from starlette.responses import FileResponse
 
-        from lama import resources
+        from lama import heap
         from lama.imageio import ImageLimits
         from monitor.metrics import ServiceMetrics
         from monitor.requestlog import RequestLog
@@ -161,7 +161,7 @@ def build_app(settings: Settings):
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
     # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds.
-    retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep, resources.release_free_heap])
+    retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep, heap.release_free_heap])
     # Every thread's owner (service/lifecycle.py): started by the app's lifespan, stopped after the last response.
     lifecycle = Lifecycle()
     if sampler is not None:
@@ -174,7 +174,7 @@ def build_app(settings: Settings):
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
-    warm_up = WarmUp(engine, queue, service, settings.preset, settle=resources.release_free_heap)
+    warm_up = WarmUp(engine, queue, service, settings.preset, settle=heap.release_free_heap)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,

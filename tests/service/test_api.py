@@ -353,7 +353,7 @@ def test_the_heap_is_given_back_once_warm_before_the_service_says_it_is_ready(ti
     """What the start-up freed (the checkpoint's parsing, the warm-up's buffers) goes back to the
     kernel before the first probe finds the service ready, not a sweep period later; and a
     failure there costs the memory, not the readiness."""
-    from lama import resources
+    from lama import heap
 
     release = threading.Event()
     real_warmup = InpaintEngine.warmup
@@ -370,7 +370,7 @@ def test_the_heap_is_given_back_once_warm_before_the_service_says_it_is_ready(ti
             raise OSError("no heap to trim")
 
     monkeypatch.setattr(InpaintEngine, "warmup", held_warmup)
-    monkeypatch.setattr(resources, "release_free_heap", failing_release)
+    monkeypatch.setattr(heap, "release_free_heap", failing_release)
     with serve(make_settings(tiny_dir, tmp_path), wait_ready=False) as client:
         release.set()
         wait_until(lambda: client.get("/readyz").status_code == 200, what="/readyz 200 after the warm-up")

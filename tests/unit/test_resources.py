@@ -35,7 +35,7 @@ def test_free_heap_pages_go_back_to_the_kernel():
     until malloc_trim."""
     out = run_child("""
 import threading, psutil
-from lama import resources
+from lama import heap
 kept = []
 def work():
     freed = [bytearray(64 * 1024) for _ in range(3000)]
@@ -46,7 +46,7 @@ thread.start()
 thread.join()
 process = psutil.Process()
 before = process.memory_info().rss
-resources.release_free_heap()
+heap.release_free_heap()
 print(before - process.memory_info().rss)
 """)
     assert int(out.splitlines()[-1]) > 100 * 2**20
