@@ -77,9 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue-capacity", type=int)
     parser.add_argument("--queue-stuck-after-s", type=float,
                         help="a repair running longer than this makes /readyz 503 until it ends (0: never)")
-    parser.add_argument("--gpu-workers", type=_workers, metavar="auto|N",
+    parser.add_argument("--gpu-workers", type=GPU_WORKERS, metavar="auto|N",
                         help="repairs that may run at once, within the GPU memory budget (auto: 2 on CUDA, 1 on CPU)")
-    parser.add_argument("--cpu-workers", type=_cpu_workers, metavar="auto|N",
+    parser.add_argument("--cpu-workers", type=CPU_WORKERS, metavar="auto|N",
                         help="processes that decode, compose and encode the API's repairs while others are in "
                              "flight (auto: one per two cores on CUDA, none on CPU; 0: none)")
     parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
@@ -119,39 +119,33 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-GPU_WORKERS_EXPECTED = "'auto' or a whole number of at least 1"
+@dataclass(frozen=True)
+class AutoOrCount:
+    """A setting that is "auto" or a whole number of at least `minimum` (the worker counts), with
+    one rule for the command line and the config files."""
+
+    minimum: int
+
+    @property
+    def expected(self) -> str:
+        return f"'auto' or a whole number of at least {self.minimum}"
+
+    def accepts(self, value: object) -> bool:
+        return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= self.minimum)
+
+    def __call__(self, text: str) -> int | str:
+        """argparse's type: the flag's text as the setting."""
+        try:
+            value: object = text if text == "auto" else int(text)
+        except ValueError:
+            value = text
+        if not self.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {self.expected}, got {text!r}")
+        return value
 
 
-def _is_gpu_workers(value: object) -> bool:
-    """The rule for gpu_workers, from the command line or a config file alike."""
-    return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
-
-
-def _workers(text: str) -> int | str:
-    try:
-        value: object = text if text == "auto" else int(text)
-    except ValueError:
-        value = text
-    if not _is_gpu_workers(value):
-        raise argparse.ArgumentTypeError(f"expected {GPU_WORKERS_EXPECTED}, got {text!r}")
-    return value
-
-
-CPU_WORKERS_EXPECTED = "'auto' or a whole number of at least 0"
-
-
-def _is_cpu_workers(value: object) -> bool:
-    return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-
-
-def _cpu_workers(text: str) -> int | str:
-    try:
-        value: object = text if text == "auto" else int(text)
-    except ValueError:
-        value = text
-    if not _is_cpu_workers(value):
-        raise argparse.ArgumentTypeError(f"expected {CPU_WORKERS_EXPECTED}, got {text!r}")
-    return value
+GPU_WORKERS = AutoOrCount(1)
+CPU_WORKERS = AutoOrCount(0)
 
 
 def resolve_cpu_workers(setting: int | str, on_cuda: bool, cores: int) -> int:
@@ -206,10 +200,9 @@ def load_settings(args: argparse.Namespace) -> Settings:
     settings = Settings(**values)
     if settings.auth is not None and ":" not in settings.auth:
         raise SystemExit("error: --auth must be USER:PASS")
-    if not _is_gpu_workers(settings.gpu_workers):
-        raise SystemExit(f"error: gpu_workers must be {GPU_WORKERS_EXPECTED}, got {settings.gpu_workers!r}")
-    if not _is_cpu_workers(settings.cpu_workers):
-        raise SystemExit(f"error: cpu_workers must be {CPU_WORKERS_EXPECTED}, got {settings.cpu_workers!r}")
+    for key, rule in (("gpu_workers", GPU_WORKERS), ("cpu_workers", CPU_WORKERS)):
+        if not rule.accepts(getattr(settings, key)):
+            raise SystemExit(f"error: {key} must be {rule.expected}, got {getattr(settings, key)!r}")
     if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
         raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
     if not isinstance(settings.keep_metadata, bool):

@@ -69,16 +69,19 @@ def test_gpu_workers_default_to_auto_two_on_cuda_one_on_the_cpu(tmp_path):
     assert settings_from("--config", write_config(tmp_path, "gpu_workers: 4\n")).gpu_workers == 4
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
-def test_a_bad_gpu_workers_flag_is_refused_by_the_parser(value, capsys):
+@pytest.mark.parametrize(("flag", "value", "least"), [("--gpu-workers", value, 1) for value in ("0", "-1", "two", "1.5")]
+                         + [("--cpu-workers", value, 0) for value in ("-1", "two", "1.5")])
+def test_a_bad_worker_count_flag_is_refused_by_the_parser(flag, value, least, capsys):
     with pytest.raises(SystemExit):
-        settings_from("--gpu-workers", value)
-    assert "auto" in capsys.readouterr().err
+        settings_from(flag, value)
+    assert f"'auto' or a whole number of at least {least}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text", ["gpu_workers: 0\n", "gpu_workers: many\n", "gpu_workers: true\n"])
-def test_a_bad_gpu_workers_in_a_file_is_refused_with_a_message(tmp_path, text):
-    with pytest.raises(SystemExit, match="gpu_workers must be 'auto' or a whole number"):
+@pytest.mark.parametrize("text", ["gpu_workers: 0\n", "gpu_workers: many\n", "gpu_workers: true\n",
+                                  "cpu_workers: -2\n", "cpu_workers: many\n", "cpu_workers: true\n"])
+def test_a_bad_worker_count_in_a_file_is_refused_with_a_message(tmp_path, text):
+    key = text.split(":")[0]
+    with pytest.raises(SystemExit, match=f"{key} must be 'auto' or a whole number"):
         settings_from("--config", write_config(tmp_path, text))
 
 
@@ -91,19 +94,6 @@ def test_cpu_workers_default_to_one_per_two_cores_on_cuda_none_on_the_cpu(tmp_pa
     assert settings_from("--cpu-workers", "0").cpu_workers == 0
     assert resolve_cpu_workers(3, on_cuda=False, cores=2) == 3  # a number is taken as it is, anywhere
     assert settings_from("--config", write_config(tmp_path, "cpu_workers: 4\n")).cpu_workers == 4
-
-
-@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
-def test_a_bad_cpu_workers_flag_is_refused_by_the_parser(value, capsys):
-    with pytest.raises(SystemExit):
-        settings_from("--cpu-workers", value)
-    assert "at least 0" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("text", ["cpu_workers: -2\n", "cpu_workers: many\n", "cpu_workers: true\n"])
-def test_a_bad_cpu_workers_in_a_file_is_refused_with_a_message(tmp_path, text):
-    with pytest.raises(SystemExit, match="cpu_workers must be 'auto' or a whole number"):
-        settings_from("--config", write_config(tmp_path, text))
 
 
 def test_config_file_overrides_defaults_and_flags_override_the_file(tmp_path):
