@@ -21,6 +21,8 @@ start when first used and then stay; Python pools (``thread_budget`` counts them
   outputs sweep, the resource sampler, the warm-up (it ends) and the GPU probe after a CUDA
   error; CUDA's driver adds a few of its own.
 Each bound is a count of threads that can do useful work at once; none grows with requests.
+The CPU workers (service.cpu_workers) are processes of their own, not in this budget: each sizes
+lama.parallel's pool and OpenCV's to its share of the cores (C / workers) and holds 5 threads.
 
 The C heap: glibc gives each thread that allocates its own arena, up to 8 per core, and an
 arena keeps what a repair freed for its thread's next one. With a hundred threads touching

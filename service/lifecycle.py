@@ -8,6 +8,8 @@
     warm-up              Lifecycle.start: WarmUp.start    WarmUp.stop (joins: it cannot be cut short)
     job-finisher-N       BatchJobs, when a job has run    BatchJobs.shutdown (joins, after the queue's: the
                          (encodes and saves its result)   jobs it cancels are recorded as interrupted)
+    cpu-worker-N-reader  Lifecycle.start: CpuWorkers.start CpuWorkers.stop (each worker process ends
+                         (and the worker process)         when its socket is shut down; joins)
 
 The web layer enters `lifespan` as the ASGI app's lifespan, so uvicorn (and a TestClient) start
 the parts before the first request and stop them after the last response. A part that fails to
