@@ -27,6 +27,7 @@ worker that dies fails the repairs it held (503, retry) and is started again for
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import pickle
@@ -39,13 +40,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from lama import errors, imageio
 from lama.backend import Backend
-from lama.engine import InpaintEngine
+from lama.engine import InpaintEngine, RepairJob
 from lama.errors import InpaintError, UnavailableError
 from lama.heap import release_free_heap
 from lama.imageio import ImageLimits
@@ -53,7 +54,7 @@ from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
 from lama.planning import HDSettings
 from lama.stages import Stage
-from service.upload import check_pair, decode
+from service.upload import Decoded, RepairOptions, check_pair, decode, mask_fraction
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class Prepared:
     id: int
     width: int
     height: int
-    mask_fraction: float
+    mask_fraction: float | None
     decode_s: float
     received: float  # time.perf_counter() in the server's process as the request was handed over
     peak_pixels: int  # the largest model input: what the job's GPU memory follows
@@ -109,7 +110,8 @@ class Worker:
         self._send_lock = threading.Lock()
         self._pending: dict[int, Future] = {}
         self._pending_lock = threading.Lock()
-        self._ids = iter(range(1, sys.maxsize))
+        self._ids = itertools.count(1)
+        self._held: set[int] = set()  # the repairs prepared here and not yet finished or dropped
         ours, theirs = socket.socketpair()
         with theirs:
             # Not multiprocessing's spawn, which would import the server's __main__ (app.py) again.
@@ -129,15 +131,20 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        """Repairs this worker holds (prepared, on the GPU or being finished) or is preparing."""
+        with self._pending_lock:
+            return len(self._held | self._pending.keys())
 
     # ------------------------------------------------------------------ the calls
 
-    def prepare(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None, options: Any) -> Prepared:
+    def prepare(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None,
+                options: RepairOptions) -> Prepared:
         received = time.perf_counter()
         request_id = next(self._ids)
         header, arrays = self._call({"op": "prepare", "id": request_id, "name": upload_name, "options": options},
                                     [np.frombuffer(image_bytes, np.uint8), np.frombuffer(mask_bytes, np.uint8)])
+        with self._pending_lock:
+            self._held.add(request_id)
         return self._prepared(request_id, header, arrays, received)
 
     def replan(self, prepared: Prepared, strategy: str) -> Prepared:
@@ -146,11 +153,15 @@ class Worker:
         return replace(prepared, peak_pixels=header["peak_pixels"], inputs=_pairs(arrays), timings=header["timings"])
 
     def finish(self, prepared: Prepared, outputs: Arrays) -> Finished:
-        header, (data,) = self._call({"op": "finish", "id": prepared.id}, outputs)
+        try:
+            header, (data,) = self._call({"op": "finish", "id": prepared.id}, outputs)
+        finally:
+            self._forget(prepared)  # the worker has, either way
         return Finished(data.tobytes(), header["format"], header["timings"])
 
     def drop(self, prepared: Prepared) -> None:
         """Forget a prepared job (the server gave up on it); no reply."""
+        self._forget(prepared)
         with self._send_lock:
             try:
                 _send(self._connection, {"op": "drop", "id": prepared.id}, [])
@@ -168,6 +179,10 @@ class Worker:
         self._reader.join(timeout_s)
         self._connection.close()
         self._socket.close()
+
+    def _forget(self, prepared: Prepared) -> None:
+        with self._pending_lock:
+            self._held.discard(prepared.id)
 
     def _prepared(self, request_id: int, header: dict, arrays: Arrays, received: float) -> Prepared:
         return Prepared(self, request_id, header["width"], header["height"], header["mask_fraction"],
@@ -304,13 +319,22 @@ def _error_from(state: tuple[str, str, dict]) -> InpaintError:
 # --------------------------------------------------------------------------- the worker's side
 
 
+class _Held(NamedTuple):
+    """A request a worker keeps between prepare and finish."""
+
+    decoded: Decoded
+    job: RepairJob | None  # None: nothing to repair, or not prepared yet
+    options: RepairOptions
+    timings: dict[str, float]
+
+
 class _Jobs:
     """A worker's requests between prepare and finish."""
 
     def __init__(self, config: WorkerConfig):
         self.config = config
         self.engine = InpaintEngine(hd=config.hd, backend=_PlanningOnly(config.snap))
-        self.held: dict[int, tuple[Any, Any, Any, dict]] = {}  # id -> (decoded, job, options, timings)
+        self.held: dict[int, _Held] = {}
 
     def prepare(self, header: dict, arrays: Arrays) -> tuple[dict, Arrays]:
         options = header["options"]
@@ -319,10 +343,9 @@ class _Jobs:
         decoded = decode(image_bytes, mask_bytes, self.config.limits, self.engine, header["name"], options)
         check_pair(decoded.image, decoded.mask, self.config.limits)
         height, width = decoded.image.shape[:2]
-        fraction = float(np.count_nonzero(decoded.mask) / decoded.mask.size) if decoded.mask.size else 0.0
-        self.held[header["id"]] = (decoded, None, options, dict(decoded.timings))
+        self.held[header["id"]] = _Held(decoded, None, options, dict(decoded.timings))
         reply, inputs = self._prepare(header["id"], options.strategy)
-        return {**reply, "width": width, "height": height, "mask_fraction": fraction,
+        return {**reply, "width": width, "height": height, "mask_fraction": mask_fraction(decoded.mask),
                 "decode_s": decoded.decode_s}, inputs
 
     def replan(self, header: dict) -> tuple[dict, Arrays]:
@@ -332,7 +355,7 @@ class _Jobs:
         decoded, _, options, timings = self.held[request_id]
         planned = decoded.plan if strategy == options.strategy else None
         job = self.engine.prepare(decoded.image, decoded.mask, strategy, options.dilate, timings, planned=planned)
-        self.held[request_id] = (decoded, job, options, timings)
+        self.held[request_id] = _Held(decoded, job, options, timings)
         inputs = [array for pair in (job.inputs if job is not None else []) for array in pair]
         return {"id": request_id, "peak_pixels": job.peak_model_pixels if job is not None else 0,
                 "timings": dict(timings)}, inputs

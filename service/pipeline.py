@@ -39,7 +39,7 @@ from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
 from service.cpu_workers import CpuWorkers
 from service.jobs import JobQueue, Timed
-from service.upload import Decoded, RepairOptions, check_pair, decode
+from service.upload import Decoded, RepairOptions, check_pair, decode, mask_fraction
 from service.storage import OutputStore, result_name
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class RepairService:
         data = imageio.encode_image(repaired, fmt, metadata=metadata)
         engine_timings = {**engine_timings, Stage.ENCODE: time.perf_counter() - started}
         height, width = decoded.image.shape[:2]
-        fraction = _mask_fraction(decoded.mask)
+        fraction = mask_fraction(decoded.mask)
         saved_as, timings, record_id = self._save_and_record(
             data, fmt, decoded.upload_name, options, strategy, peak, decoded.received,
             {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings}, (width, height, fraction))
@@ -313,7 +313,7 @@ class RepairService:
             return None
         record_id = uuid.uuid4().hex[:12]
         if pixels is None and decoded is not None:
-            pixels = (decoded.image.shape[1], decoded.image.shape[0], _mask_fraction(decoded.mask))
+            pixels = (decoded.image.shape[1], decoded.image.shape[0], mask_fraction(decoded.mask))
         width, height, fraction = pixels or (None, None, None)
         self.requests.record(RequestRecord(
             id=record_id, ts=time.time(), width=width, height=height,
@@ -492,10 +492,6 @@ class RepairService:
         if stuck is not None:
             health["stuck"] = str(stuck)
         return health
-
-
-def _mask_fraction(mask: np.ndarray) -> float | None:
-    return float(np.count_nonzero(mask) / mask.size) if mask.size else None
 
 
 def _bytes_or_none(count: int | None) -> str:

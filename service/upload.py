@@ -40,6 +40,11 @@ class RepairOptions:
         output_format(self.format)  # OptionError for a name it does not know
 
 
+def mask_fraction(mask: np.ndarray) -> float | None:
+    """The share of the image a (binarized) mask repairs, for the request log; None for an empty array."""
+    return float(np.count_nonzero(mask) / mask.size) if mask.size else None
+
+
 def check_pair(image: np.ndarray, mask: np.ndarray, limits: ImageLimits) -> None:
     """The image within the limits and the mask its size (arrays handed in are not gated by a decoder)."""
     height, width = image.shape[:2]

@@ -250,7 +250,7 @@ def create_api(service: RepairService, api_token: str | None = None,
     @app.post(INPAINT_PATH, response_class=Response, operation_id="inpaint", dependencies=token, tags=["repair"],
               summary="Repair one photo and wait for it",
               responses={200: image_response("the repaired image, in the requested format", REPAIR_HEADERS),
-                         **errors(*UPLOAD_ERRORS, "out_of_memory", "gpu_error")})
+                         **errors(*UPLOAD_ERRORS, "out_of_memory", "gpu_error", "worker_lost")})
     async def inpaint(upload: RepairUpload = Depends(repair_upload)) -> Response:
         """Repair `image` where `mask` is set and answer with the repaired image; the connection is
         held until it is done (for many images, see the jobs routes)."""

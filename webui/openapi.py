@@ -71,6 +71,7 @@ ERRORS: dict[tuple[int, str], str] = {
     (503, "shutting_down"): "the server is draining before it stops",
     (503, "out_of_memory"): "the GPU ran out of memory for this image twice",
     (503, "gpu_error"): "the GPU failed; the server reports itself not ready until it works again",
+    (503, "worker_lost"): "the CPU worker process holding the repair stopped; another takes its place",
     (507, "outputs_unwritable"): "the server cannot write a job's record to its outputs folder (full, read-only)",
 }
 
