@@ -47,7 +47,7 @@ import numpy as np
 from lama import errors, imageio
 from lama.backend import Backend
 from lama.engine import InpaintEngine, RepairJob
-from lama.errors import InpaintError, UnavailableError
+from lama.errors import InpaintError, ShuttingDownError, UnavailableError
 from lama.heap import release_free_heap
 from lama.imageio import ImageLimits
 from lama.metadata import NO_METADATA
@@ -254,6 +254,8 @@ class CpuWorkers:
     def pick(self) -> Worker:
         """The worker with the fewest repairs in hand (started again if it died)."""
         with self._lock:
+            if not self._workers:
+                raise ShuttingDownError("the server is shutting down; retry in a moment")
             for index, worker in enumerate(self._workers):
                 if not worker.alive:
                     log.warning("CPU worker %d (pid %d) exited with %s: starting another", index,

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from lama.engine import InpaintEngine
-from lama.errors import ImageError, MaskError, OptionError, TooLargeForGpuError
+from lama.errors import ImageError, MaskError, OptionError, ShuttingDownError, TooLargeForGpuError
 from lama.memory import MemoryModel
 from service.cpu_workers import CpuWorkers, WorkerConfig, WorkerLostError
 from service.pipeline import RepairOptions
@@ -151,3 +151,5 @@ def test_workers_import_no_torch_and_stop_with_the_pool(engine, tmp_path):
             assert not any(name.startswith("libtorch") for name in libraries), "a worker loaded torch"
         workers.stop()
         assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in processes)
+        with pytest.raises(ShuttingDownError):
+            service.repair_in_worker(*jpeg_and_png(image, mask), "x.jpg", RepairOptions())
