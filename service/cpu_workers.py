@@ -96,6 +96,12 @@ class Finished:
     timings: dict[str, float]  # postprocess and encode, seconds
 
 
+def threads_per_worker(workers: int, cores: int) -> int:
+    """Each worker's pool for codec and mask pieces (and OpenCV's): the cores shared between the
+    workers, as one process's pool would have them, so that a full load does not oversubscribe them."""
+    return max(1, cores // workers)
+
+
 class WorkerLostError(UnavailableError):
     code = "worker_lost"
 

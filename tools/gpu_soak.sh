@@ -113,7 +113,7 @@ fi
 # "workers-4 base": base second); all by default, base first.
 variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
           "cpu-workers-0|base --cpu-workers 0" "cpu-workers-2|base --cpu-workers 2" "cpu-workers-4|base --cpu-workers 4"
-          "cpu-workers-8|base --cpu-workers 8"
+          "cpu-workers-8|base --cpu-workers 8" "worker-threads-all|worker-threads-all"
           "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
           "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
           "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"

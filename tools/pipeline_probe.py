@@ -165,11 +165,19 @@ def opencv_masks() -> None:
     mask_png.decode = lambda data: None
 
 
+def worker_threads_all() -> None:
+    """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
+    from service import cpu_workers
+
+    cpu_workers.threads_per_worker = lambda workers, cores: cores
+
+
 VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": feather_one_strip,
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks}
+            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
+            "worker-threads-all": worker_threads_all}
 
 
 # ------------------------------------------------------------------ the summary

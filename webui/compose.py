@@ -99,7 +99,7 @@ def build_app(settings: Settings):
         from monitor.sampler import Sampler
         from lama import parallel
         from service.batch_jobs import BatchJobs
-        from service.cpu_workers import CpuWorkers, WorkerConfig
+        from service import cpu_workers
         from service.jobs import JobQueue
         from service.lifecycle import Lifecycle
         from service.pipeline import RepairOptions, RepairService
@@ -147,15 +147,14 @@ def build_app(settings: Settings):
         outputs.remove_temp_files()
     except OSError as error:
         log.warning("outputs: cannot clean %s: %s", outputs.root, error)
-    cpu_workers = None
+    cpu_pool = None
     if count := resolve_cpu_workers(settings.cpu_workers, engine.device.is_cuda, parallel.cores()):
-        # Their pools share the cores between them, as one process's would.
-        config = WorkerConfig(engine.hd, engine.backend.prefers_few_shapes, limits,
-                              threads=max(1, parallel.cores() // count))
-        cpu_workers = CpuWorkers(count, config)
+        config = cpu_workers.WorkerConfig(engine.hd, engine.backend.prefers_few_shapes, limits,
+                              threads=cpu_workers.threads_per_worker(count, parallel.cores()))
+        cpu_pool = cpu_workers.CpuWorkers(count, config)
         log.info("CPU workers: %d processes for the API's repairs under load, %d threads each", count, config.threads)
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
-                            status_of=status_of, cpu_workers=cpu_workers)
+                            status_of=status_of, cpu_workers=cpu_pool)
     # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.
     jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
@@ -167,8 +166,8 @@ def build_app(settings: Settings):
     if sampler is not None:
         lifecycle.add("monitor sampler", sampler.start, sampler.stop)
     lifecycle.add("outputs retention", retention.start, retention.stop)
-    if cpu_workers is not None:
-        lifecycle.add("CPU workers", cpu_workers.start, cpu_workers.stop)
+    if cpu_pool is not None:
+        lifecycle.add("CPU workers", cpu_pool.start, cpu_pool.stop)
     # Stopped after the queue: the jobs it finishes or cancels then still get their records.
     lifecycle.add("batch job finishers", None, jobs.shutdown)
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
