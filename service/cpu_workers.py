@@ -31,14 +31,15 @@ import itertools
 import logging
 import os
 import pickle
+import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 IDLE_TRIM_S = 1.0  # a worker given nothing for this long returns its heap's free pages
 
 Arrays = list[np.ndarray]
+_LENGTH = struct.Struct("<Q")  # a message's header length, first on the wire
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,9 @@ class Worker:
             self.process = subprocess.Popen([sys.executable, "-m", "service.cpu_workers", str(theirs.fileno())],
                                             pass_fds=(theirs.fileno(),), env=_worker_environment())
         # The reader thread blocks in a read on the socket: only shutting the socket down (not
-        # closing a descriptor of it) wakes it, and tells the worker it is done.
+        # closing it) wakes it, and tells the worker it is done.
         self._socket = ours
-        self._connection = Connection(os.dup(ours.fileno()))
-        _send(self._connection, {"config": config}, [])
+        _send(ours, {"config": config}, [])
         self._reader = threading.Thread(target=self._read, name=f"cpu-worker-{index}-reader", daemon=True)
         self._reader.start()
 
@@ -170,7 +171,7 @@ class Worker:
         self._forget(prepared)
         with self._send_lock:
             try:
-                _send(self._connection, {"op": "drop", "id": prepared.id}, [])
+                _send(self._socket, {"op": "drop", "id": prepared.id}, [])
             except OSError:
                 pass  # the worker is gone, and its jobs with it
 
@@ -183,7 +184,6 @@ class Worker:
             self.process.kill()
             self.process.wait()
         self._reader.join(timeout_s)
-        self._connection.close()
         self._socket.close()
 
     def _forget(self, prepared: Prepared) -> None:
@@ -200,7 +200,7 @@ class Worker:
             self._pending[header["id"]] = future
         try:
             with self._send_lock:
-                _send(self._connection, header, arrays)
+                _send(self._socket, header, arrays)
         except OSError:
             self._fail_pending()
         reply, arrays = future.result()
@@ -215,7 +215,7 @@ class Worker:
     def _read(self) -> None:
         while True:
             try:
-                header, arrays = _receive(self._connection)
+                header, arrays = _receive(self._socket)
             except (EOFError, OSError):
                 break
             with self._pending_lock:
@@ -281,21 +281,37 @@ def _worker_environment() -> dict[str, str]:
 # --------------------------------------------------------------------------- the wire
 
 
-def _send(connection: Connection, header: dict, arrays: Arrays) -> None:
+def _send(sock: socket.socket, header: dict, arrays: Arrays) -> None:
+    """A message: the pickled header's length and the header (which lists the arrays' shapes and
+    types), then each array's bytes as they lie in memory, written from there (no copy; the GIL
+    is released while the kernel takes them)."""
     arrays = [np.ascontiguousarray(array) for array in arrays]
-    connection.send_bytes(pickle.dumps({**header, "arrays": [(array.shape, array.dtype.str) for array in arrays]}))
+    head = pickle.dumps({**header, "arrays": [(array.shape, array.dtype.str) for array in arrays]})
+    sock.sendall(_LENGTH.pack(len(head)) + head)
     for array in arrays:
-        connection.send_bytes(_bytes_of(array))
+        sock.sendall(_bytes_of(array))
 
 
-def _receive(connection: Connection) -> tuple[dict, Arrays]:
-    header = pickle.loads(connection.recv_bytes())
+def _receive(sock: socket.socket) -> tuple[dict, Arrays]:
+    """`_send`'s message; each array read straight into one allocated for it. EOFError at the end."""
+    (length,) = _LENGTH.unpack(_read_into(sock, bytearray(_LENGTH.size)))
+    header = pickle.loads(_read_into(sock, bytearray(length)))
     arrays = []
     for shape, dtype in header.pop("arrays"):
         array = np.empty(shape, dtype)
-        connection.recv_bytes_into(_bytes_of(array))
+        _read_into(sock, _bytes_of(array))
         arrays.append(array)
     return header, arrays
+
+
+def _read_into(sock: socket.socket, buffer: bytearray | memoryview) -> bytearray | memoryview:
+    view = memoryview(buffer).cast("B")
+    while view.nbytes:
+        count = sock.recv_into(view)
+        if not count:
+            raise EOFError("the other side closed the socket")
+        view = view[count:]
+    return buffer
 
 
 def _pairs(arrays: Arrays) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -304,7 +320,7 @@ def _pairs(arrays: Arrays) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _bytes_of(array: np.ndarray) -> memoryview:
-    """A contiguous array's memory as bytes (what Connection sizes messages by: its length)."""
+    """A contiguous array's memory as bytes."""
     return memoryview(array.reshape(-1).view(np.uint8))
 
 
@@ -408,8 +424,8 @@ class _PlanningOnly(Backend):
         return {"name": "planning only", "loaded": False}
 
 
-def serve(connection: Connection) -> None:
-    """The worker's loop: one request's step at a time, until the server closes the socket."""
+def serve(connection: socket.socket) -> None:
+    """The worker's loop: one request's step at a time, until the server shuts the socket down."""
     config: WorkerConfig = _receive(connection)[0]["config"]
     import cv2
 
@@ -420,7 +436,7 @@ def serve(connection: Connection) -> None:
     jobs = _Jobs(config)
     while True:
         try:
-            if not jobs.held and not connection.poll(IDLE_TRIM_S):
+            if not jobs.held and not select.select([connection], [], [], IDLE_TRIM_S)[0]:
                 # Idle: the heap keeps the buffers of the last repairs (tens of MB at 2560×1920)
                 # for the next ones; give them back to the kernel while nothing comes.
                 release_free_heap()
@@ -454,4 +470,4 @@ def serve(connection: Connection) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s cpu-worker: %(message)s")
-    serve(Connection(int(sys.argv[1])))
+    serve(socket.socket(fileno=int(sys.argv[1])))
