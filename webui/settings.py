@@ -149,10 +149,9 @@ CPU_WORKERS = AutoOrCount(0)
 
 
 def resolve_cpu_workers(setting: int | str, on_cuda: bool, cores: int) -> int:
-    """'auto': on CUDA one worker process per two cores (at 16 clients on the H200's 16 cores
-    eight served 1.08-1.61x the repairs of none and four 1.00-1.43x, each with two threads;
-    docs/BENCHMARKS.md, fifteenth run); none on the CPU, where the model's own threads use every
-    core and the CPU steps are a small part of a repair."""
+    """'auto': on CUDA one worker process per two cores, which measured best of two, four and eight
+    on the H200's 16 cores (docs/BENCHMARKS.md, fifteenth run); none on the CPU, where the model's
+    own threads use every core and the CPU steps are a small part of a repair."""
     if setting == "auto":
         return max(1, cores // 2) if on_cuda else 0
     return int(setting)
