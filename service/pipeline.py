@@ -37,14 +37,14 @@ from monitor.metrics import ServiceMetrics
 from monitor.records import RequestRecord
 from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
-from service.cpu_workers import CpuWorkers
+from service.cpu_workers import CpuWorkers, Prepared
 from service.jobs import JobQueue, Timed
 from service.upload import Decoded, RepairOptions, check_pair, decode, mask_fraction
 from service.storage import OutputStore, result_name
 
 log = logging.getLogger(__name__)
 
-Prepared = TypeVar("Prepared")  # a job prepared for the model: the engine's, or a CPU worker's
+Job = TypeVar("Job")  # a job prepared for the model: the engine's RepairJob, or a CPU worker's Prepared
 
 GPU_PROBE_INTERVAL_S = 5.0  # after a CUDA error, how often readiness checks whether the GPU works again
 
@@ -57,6 +57,17 @@ class Inference(NamedTuple):
     peak_gpu_bytes: int | None
     timings: dict[str, float]  # the engine's stages so far (preprocess, infer), seconds
     strategy: str  # the one that ran: the request's, or crop when the request's did not fit the GPU
+
+
+class WorkerRepair(NamedTuple):
+    """`submit_to_worker`'s repair, held by a CPU worker until `finish_in_worker` or `abandon`."""
+
+    prepared: Prepared
+    upload_name: str | None
+    options: RepairOptions
+    strategy: str  # the one that runs: the request's, or crop when the request's did not fit the GPU
+    timings: dict[str, float]  # the worker's stages so far, then the model's
+    queued: Future[Timed] | None  # the model runs on the queue; None: nothing to repair
 
 
 @dataclass
@@ -191,8 +202,8 @@ class RepairService:
             self.engine.feather_ahead(job, options.feather, timings)
         return queued
 
-    def _fit_to_gpu(self, size: tuple[int, int], options: RepairOptions, prepare: Callable[[str], Prepared],
-                    peak_pixels: Callable[[Prepared], int]) -> tuple[RepairOptions, Prepared, int | None]:
+    def _fit_to_gpu(self, size: tuple[int, int], options: RepairOptions, prepare: Callable[[str], Job],
+                    peak_pixels: Callable[[Job], int]) -> tuple[RepairOptions, Job, int | None]:
         """The options to run with, the job prepared for them (`prepare(strategy)`, whose largest
         model input has `peak_pixels(job)` pixels) and its GPU memory estimate (None: nothing
         budgeted). `size`: the image's (width, height).
@@ -243,38 +254,51 @@ class RepairService:
         return RepairResult(repaired, data, fmt, result_name(decoded.upload_name, fmt), saved_as,
                             str(self.engine.device), peak, timings, strategy, options.strategy, record_id)
 
-    def repair_in_worker(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None,
-                         options: RepairOptions) -> RepairResult:
-        """The HTTP API's repair with its CPU steps in a worker process (service.cpu_workers): the
-        worker decodes and prepares the uploads, the model runs here on the queue as for any
-        repair, the worker composes and encodes, the file is saved here. Blocks until done; the
-        result carries the file, not the pixels (`image` is None)."""
+    def submit_to_worker(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None,
+                         options: RepairOptions) -> WorkerRepair:
+        """An upload's repair with its CPU steps in a worker process (service.cpu_workers): the
+        worker decodes and prepares it, then its model runs are queued here as any repair's are
+        (the queue's future is the repair's `queued`; None: nothing to repair). Blocks while the
+        worker prepares: call it off the event loop; then `finish_in_worker` (or `abandon`)."""
         options.validate()
         worker = self.cpu_workers.pick()
         first = worker.prepare(image_bytes, mask_bytes, upload_name, options)
-        prepared = first
         try:
             size = (first.width, first.height)
             run_options, prepared, estimate = self._fit_to_gpu(
                 size, options, lambda strategy: first if strategy == options.strategy else worker.replan(first, strategy),
                 lambda job: job.peak_pixels)
             timings = dict(prepared.timings)
-            outputs, peak, wait_s = [], None, 0.0
+            queued = None
             if prepared.inputs:
                 model_runs = partial(self.engine.run_inputs, prepared.inputs)
-                timed = self.queue.submit(partial(self._run_on_gpu, model_runs, size, run_options.strategy, estimate,
-                                                  timings), cost_bytes=estimate).result()
-                (outputs, peak), wait_s = timed.value, timed.wait_s
-            finished = worker.finish(prepared, outputs)
+                queued = self.queue.submit(partial(self._run_on_gpu, model_runs, size, run_options.strategy, estimate,
+                                                   timings), cost_bytes=estimate)
         except BaseException:
-            worker.drop(prepared)
+            worker.drop(first)
             raise
+        return WorkerRepair(prepared, upload_name, options, run_options.strategy, timings, queued)
+
+    def finish_in_worker(self, repair: WorkerRepair, timed: Timed | None) -> RepairResult:
+        """The worker composes and encodes the queued repair's outputs (`timed`: the queue's value;
+        None when nothing was queued); the file is saved and recorded here. The result carries the
+        file, not the pixels (`image` is None). Blocks: call it off the event loop."""
+        prepared = repair.prepared
+        outputs, peak = timed.value if timed else ([], None)
+        wait_s = timed.wait_s if timed else 0.0
+        finished = prepared.worker.finish(prepared, outputs)
         saved_as, timings, record_id = self._save_and_record(
-            finished.data, finished.format, upload_name, options, run_options.strategy, peak, first.received,
-            {Stage.DECODE: first.decode_s, Stage.QUEUE: wait_s, **timings, **finished.timings},
-            (first.width, first.height, first.mask_fraction))
-        return RepairResult(None, finished.data, finished.format, result_name(upload_name, finished.format), saved_as,
-                            str(self.engine.device), peak, timings, run_options.strategy, options.strategy, record_id)
+            finished.data, finished.format, repair.upload_name, repair.options, repair.strategy, peak,
+            prepared.received, {Stage.DECODE: prepared.decode_s, Stage.QUEUE: wait_s, **repair.timings,
+                                **finished.timings}, (prepared.width, prepared.height, prepared.mask_fraction))
+        return RepairResult(None, finished.data, finished.format, result_name(repair.upload_name, finished.format),
+                            saved_as, str(self.engine.device), peak, timings, repair.strategy,
+                            repair.options.strategy, record_id)
+
+    @staticmethod
+    def abandon(repair: WorkerRepair) -> None:
+        """A repair the caller gives up on between submit and finish: its worker forgets it."""
+        repair.prepared.worker.drop(repair.prepared)
 
     def _save_and_record(self, data: bytes, fmt: OutputFormat, upload_name: str | None, options: RepairOptions,
                          strategy: str, peak: int | None, received: float, stages: dict[str, float],

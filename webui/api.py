@@ -261,9 +261,14 @@ def create_api(service: RepairService, api_token: str | None = None,
                 # Others are in flight: this repair's CPU steps go to a worker process, so that they
                 # do not queue for this process's GIL (alone, it is quicker here: no hand-over).
                 service.check_before_decode(options, {"image": upload.image.size, "mask": upload.mask.size})
-                result = await run_in_threadpool(service.repair_in_worker, await upload.image.read(),
+                repair = await run_in_threadpool(service.submit_to_worker, await upload.image.read(),
                                                  await upload.mask.read(), upload.image.filename, options)
-                return repaired_response(result)
+                try:
+                    timed = await asyncio.wrap_future(repair.queued) if repair.queued else None
+                except BaseException:
+                    service.abandon(repair)
+                    raise
+                return repaired_response(await run_in_threadpool(service.finish_in_worker, repair, timed))
             decoded = await decode_upload(upload)
             # On a thread: the memory estimate refines the mask (CPU work, not for the event loop).
             queued = await run_in_threadpool(service.submit, decoded, options)

@@ -33,6 +33,12 @@ def jpeg_and_png(image: np.ndarray, mask: np.ndarray) -> tuple[bytes, bytes]:
             cv2.imencode(".png", (mask > 0).astype(np.uint8) * 255)[1].tobytes())
 
 
+def repair_in_worker(service, image_bytes: bytes, mask_bytes: bytes, name: str, options: RepairOptions):
+    """As the API's handler runs one: submitted to a worker, the model's run waited for, finished."""
+    repair = service.submit_to_worker(image_bytes, mask_bytes, name, options)
+    return service.finish_in_worker(repair, repair.queued.result() if repair.queued else None)
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_dir):
     return InpaintEngine(tiny_dir, device="cpu")
@@ -55,7 +61,7 @@ def test_a_repair_in_a_worker_is_the_file_the_servers_own_process_makes(service)
     photo, brush = jpeg_and_png(image, mask)
     for options in (RepairOptions(dilate=4, feather=4), RepairOptions(strategy="original", format="jpeg"),
                     RepairOptions(strategy="resize", dilate=0, feather=0)):
-        in_worker = service.repair_in_worker(photo, brush, "holiday.jpg", options)
+        in_worker = repair_in_worker(service, photo, brush, "holiday.jpg", options)
         here = service.repair_decoded(service.decode(photo, brush, "holiday.jpg", options), options)
         assert in_worker.data == here.data, options
         assert in_worker.image is None and in_worker.name == here.name == f"holiday_repaired.{here.format.extension}"
@@ -65,7 +71,7 @@ def test_a_repair_in_a_worker_is_the_file_the_servers_own_process_makes(service)
     # Nothing to repair: the photo comes back as a file all the same.
     empty = cv2.imencode(".png", np.zeros((240, 320), np.uint8))[1].tobytes()
     options = RepairOptions()
-    assert service.repair_in_worker(photo, empty, "a.jpg", options).data == \
+    assert repair_in_worker(service, photo, empty, "a.jpg", options).data == \
         service.repair_decoded(service.decode(photo, empty, "a.jpg", options), options).data
 
 
@@ -73,20 +79,32 @@ def test_the_workers_errors_are_the_servers_with_their_codes_and_parts(service):
     image, mask = make_case(160, 120, seed=6)
     photo, brush = jpeg_and_png(image, mask)
     with pytest.raises(ImageError) as error:
-        service.repair_in_worker(b"not an image at all", brush, "x.jpg", RepairOptions())
+        repair_in_worker(service, b"not an image at all", brush, "x.jpg", RepairOptions())
     assert (error.value.code, error.value.part) == ("invalid_image", "image")
     assert str(error.value).startswith("image: ")
     with pytest.raises(ImageError) as error:
-        service.repair_in_worker(photo, b"\x89PNG broken", "x.jpg", RepairOptions())
+        repair_in_worker(service, photo, b"\x89PNG broken", "x.jpg", RepairOptions())
     assert (error.value.code, error.value.part) == ("invalid_mask", "mask")
     small_mask = cv2.imencode(".png", np.full((60, 80), 255, np.uint8))[1].tobytes()
     with pytest.raises(MaskError) as error:
-        service.repair_in_worker(photo, small_mask, "x.jpg", RepairOptions())
+        repair_in_worker(service, photo, small_mask, "x.jpg", RepairOptions())
     assert error.value.code == "mask_size_mismatch"
     with pytest.raises(OptionError):
-        service.repair_in_worker(photo, brush, "x.jpg", RepairOptions(strategy="nonsense"))
+        repair_in_worker(service, photo, brush, "x.jpg", RepairOptions(strategy="nonsense"))
     # The workers go on serving.
-    assert service.repair_in_worker(photo, brush, "x.jpg", RepairOptions()).data
+    assert repair_in_worker(service, photo, brush, "x.jpg", RepairOptions()).data
+
+
+def test_a_repair_given_up_on_is_forgotten_by_its_worker(service):
+    image, mask = make_case(160, 120, seed=9)
+    repair = service.submit_to_worker(*jpeg_and_png(image, mask), "x.jpg", RepairOptions())
+    worker = repair.prepared.worker
+    assert worker.in_flight == 1
+    repair.queued.result()
+    service.abandon(repair)
+    assert worker.in_flight == 0
+    with pytest.raises(RuntimeError, match="KeyError"):  # the worker holds it no more
+        service.finish_in_worker(repair, None)
 
 
 def test_a_job_too_large_for_the_budget_is_prepared_again_cropped_in_its_worker(service):
@@ -96,12 +114,12 @@ def test_a_job_too_large_for_the_budget_is_prepared_again_cropped_in_its_worker(
         image, mask = make_case(1000, 600, box=(280, 480, 320, 520), seed=3)
         photo, brush = jpeg_and_png(image, mask)
         options = RepairOptions(strategy="original")
-        result = service.repair_in_worker(photo, brush, "wide.jpg", options)
+        result = repair_in_worker(service, photo, brush, "wide.jpg", options)
         assert (result.strategy, result.requested_strategy) == ("crop", "original")
         assert result.data == service.repair_decoded(service.decode(photo, brush, "w.jpg", options), options).data
         whole, whole_mask = make_case(1000, 600, box=(20, 20, 580, 980), seed=3)
         with pytest.raises(TooLargeForGpuError):
-            service.repair_in_worker(*jpeg_and_png(whole, whole_mask), "w.jpg", options)
+            repair_in_worker(service, *jpeg_and_png(whole, whole_mask), "w.jpg", options)
     finally:
         service.engine.memory = None
         service.queue.set_budget(None)
@@ -123,7 +141,7 @@ def test_a_dead_worker_fails_its_repairs_with_503_and_another_takes_its_place(se
     monkeypatch.setattr(service.engine, "run_inputs", run_after_the_kill)
     monkeypatch.setattr(service.cpu_workers, "pick", lambda: first)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        repair = pool.submit(service.repair_in_worker, photo, brush, "x.jpg", RepairOptions())
+        repair = pool.submit(repair_in_worker, service, photo, brush, "x.jpg", RepairOptions())
         assert started.wait(30)
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait(10)
@@ -134,7 +152,7 @@ def test_a_dead_worker_fails_its_repairs_with_503_and_another_takes_its_place(se
     monkeypatch.undo()
     replaced = service.cpu_workers.pick()
     assert replaced is not first and replaced.alive
-    assert service.repair_in_worker(photo, brush, "x.jpg", RepairOptions()).data
+    assert repair_in_worker(service, photo, brush, "x.jpg", RepairOptions()).data
 
 
 def test_workers_import_no_torch_and_stop_with_the_pool(engine, tmp_path):
@@ -143,7 +161,7 @@ def test_workers_import_no_torch_and_stop_with_the_pool(engine, tmp_path):
         workers.start()
         service.cpu_workers = workers
         image, mask = make_case(160, 120, seed=8)
-        service.repair_in_worker(*jpeg_and_png(image, mask), "x.jpg", RepairOptions())
+        repair_in_worker(service, *jpeg_and_png(image, mask), "x.jpg", RepairOptions())
         processes = [psutil.Process(pid) for pid in workers.pids]
         for process in processes:
             assert process.cmdline()[1:3] == ["-m", "service.cpu_workers"]
@@ -152,4 +170,4 @@ def test_workers_import_no_torch_and_stop_with_the_pool(engine, tmp_path):
         workers.stop()
         assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in processes)
         with pytest.raises(ShuttingDownError):
-            service.repair_in_worker(*jpeg_and_png(image, mask), "x.jpg", RepairOptions())
+            repair_in_worker(service, *jpeg_and_png(image, mask), "x.jpg", RepairOptions())
