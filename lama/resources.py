@@ -21,8 +21,9 @@ start when first used and then stay; Python pools (``thread_budget`` counts them
   outputs sweep, the resource sampler, the warm-up (it ends) and the GPU probe after a CUDA
   error; CUDA's driver adds a few of its own.
 Each bound is a count of threads that can do useful work at once; none grows with requests.
-The CPU workers (service.cpu_workers) are processes of their own, not in this budget: each sizes
-lama.parallel's pool and OpenCV's to its share of the cores (C / workers) and holds 5 threads.
+The CPU workers (service.cpu_workers) are processes of their own, outside this budget but for the
+thread here that reads each one's replies: each worker sizes lama.parallel's pool and OpenCV's to
+its share of the cores (C / workers) and holds 5 threads.
 
 The C heap: glibc gives each thread that allocates its own arena, up to 8 per core, and an
 arena keeps what a repair freed for its thread's next one. With a hundred threads touching
@@ -66,6 +67,7 @@ class ThreadBudget:
     mask_decodes: int
     anyio_workers: int
     gpu_workers: int
+    cpu_worker_readers: int  # one per CPU worker process, reading its replies
     service: int
     cuda_driver: int
 
@@ -77,20 +79,20 @@ class ThreadBudget:
         return ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in vars(self).items())
 
 
-def thread_budget(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
+def thread_budget(on_cuda: bool, gpu_workers: int, cpu_workers: int = 0) -> ThreadBudget:
     cores = parallel.cores()
     return ThreadBudget(torch_intra_op=CUDA_TORCH_THREADS if on_cuda else cores, torch_inter_op=1,
                         numpy_blas=int(os.environ.get("OPENBLAS_NUM_THREADS") or cores),
                         opencv=max(1, cv2.getNumThreads() - 1), cpu_pieces=cores,
                         mask_decodes=imageio.DECODE_SLOTS, anyio_workers=ANYIO_WORKER_THREADS,
-                        gpu_workers=gpu_workers, service=SERVICE_THREADS,
+                        gpu_workers=gpu_workers, cpu_worker_readers=cpu_workers, service=SERVICE_THREADS,
                         cuda_driver=CUDA_DRIVER_THREADS if on_cuda else 0)
 
 
-def bound_process(on_cuda: bool, gpu_workers: int) -> ThreadBudget:
+def bound_process(on_cuda: bool, gpu_workers: int, cpu_workers: int = 0) -> ThreadBudget:
     """Set torch's pools and the heap's arenas for a server; returns the thread budget, which the
     caller logs once start-up has got past the settings' checks."""
-    budget = thread_budget(on_cuda, gpu_workers)
+    budget = thread_budget(on_cuda, gpu_workers, cpu_workers)
     torch.set_num_threads(budget.torch_intra_op)
     try:
         torch.set_num_interop_threads(budget.torch_inter_op)

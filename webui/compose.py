@@ -226,7 +226,7 @@ def make_server(app, settings: Settings):
 def bound_process(settings: Settings) -> ThreadBudget:
     """Threads and heap arenas bounded before any pool starts (lama/resources.py says what holds
     threads and why these bounds); a server's process-wide settings, so here and not in build_app."""
-    from lama import resources
+    from lama import parallel, resources
     from lama.device import Device
     from lama.errors import ModelError
 
@@ -234,4 +234,5 @@ def bound_process(settings: Settings) -> ThreadBudget:
         on_cuda = Device.resolve(settings.device).is_cuda
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-    return resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda))
+    return resources.bound_process(on_cuda, resolve_gpu_workers(settings.gpu_workers, on_cuda),
+                                   resolve_cpu_workers(settings.cpu_workers, on_cuda, parallel.cores()))

@@ -10,6 +10,7 @@ import signal
 import httpx
 import psutil
 
+from lama import resources
 from loadreport.load import make_upload
 from support.liveserver import STOP_S, LiveServer
 from support.app import wait_until
@@ -55,6 +56,10 @@ def test_the_api_under_load_is_served_through_the_cpu_workers(tiny_dir, tmp_path
         for answer in answers[:3]:
             assert (tmp_path / "outputs" / answer.headers["x-saved-as"]).read_bytes() == answer.content
         assert cpu_seconds(workers) - before > 0.05, "the workers did none of the work"
+        # The thread reading each worker's replies is in the server's logged budget.
+        budget = resources.thread_budget(on_cuda=False, gpu_workers=1, cpu_workers=2)
+        assert f"threads: at most {budget.total} (" in server.output()
+        assert server.psutil.num_threads() <= budget.total
 
         # A bad upload under load is refused as the server's own process refuses it.
         bad = {"image": ("photo.jpg", b"not an image at all", "image/jpeg"), "mask": files["mask"]}
