@@ -72,7 +72,7 @@ class WorkerRepair(NamedTuple):
 
 @dataclass
 class RepairResult:
-    image: np.ndarray | None  # None where a CPU worker composed it (repair_in_worker): `data` is the result
+    image: np.ndarray | None  # None where a CPU worker composed it (finish_in_worker): `data` is the result
     data: bytes
     format: OutputFormat
     name: str  # for the download: '<upload's stem>_repaired.<ext>'
