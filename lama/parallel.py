@@ -7,22 +7,43 @@ bounded by the cores whatever asks for them (lama.resources counts it once).
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" in µs, or "max <period>"
+
+
 def cores() -> int:
-    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    """The CPU cores this process may run on: its affinity, not the machine's count, and no more
+    than its cgroup's CPU quota (a container with a CPU limit sees every core of its node, but
+    may use only the quota's worth of them)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        usable = os.cpu_count() or 1
+    quota = cpu_quota()
+    return max(1, min(usable, quota) if quota else usable)
+
+
+@functools.cache
+def cpu_quota() -> int | None:
+    """The cgroup v2 CPU quota in whole cores (rounded up); None without one. Read once: the pools
+    are sized by it when they start."""
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 class LazyPool:

@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="repairs that may run at once, within the GPU memory budget (auto: 2 on CUDA, 1 on CPU)")
     parser.add_argument("--cpu-workers", type=CPU_WORKERS, metavar="auto|N",
                         help="processes that decode, compose and encode the API's repairs while others are in "
-                             "flight (auto: one per two cores on CUDA, none on CPU; 0: none)")
+                             "flight (auto: one per two cores on CUDA, at most 8; none on CPU; 0: none)")
     parser.add_argument("--strategy", choices=("original", "resize", "crop"), help="default for repairs")
     parser.add_argument("--dilate", type=int, help="default mask dilation, px")
     parser.add_argument("--feather", type=int, help="default edge feather, px")
@@ -148,12 +148,16 @@ GPU_WORKERS = AutoOrCount(1)
 CPU_WORKERS = AutoOrCount(0)
 
 
+MAX_AUTO_CPU_WORKERS = 8  # with eight the H200 was busy 85-87 % of the time: more feed it no faster
+
+
 def resolve_cpu_workers(setting: int | str, on_cuda: bool, cores: int) -> int:
-    """'auto': on CUDA one worker process per two cores, which measured best of two, four and eight
-    on the H200's 16 cores (docs/BENCHMARKS.md, fifteenth run); none on the CPU, where the model's
-    own threads use every core and the CPU steps are a small part of a repair."""
+    """'auto': on CUDA one worker process per two cores, up to MAX_AUTO_CPU_WORKERS, which
+    measured best of two, four and eight on the H200's 16 cores (docs/BENCHMARKS.md, fifteenth
+    run); none on the CPU, where the model's own threads use every core and the CPU steps are a
+    small part of a repair."""
     if setting == "auto":
-        return max(1, cores // 2) if on_cuda else 0
+        return min(MAX_AUTO_CPU_WORKERS, max(1, cores // 2)) if on_cuda else 0
     return int(setting)
 
 

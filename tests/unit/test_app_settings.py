@@ -90,6 +90,7 @@ def test_cpu_workers_default_to_one_per_two_cores_on_cuda_none_on_the_cpu(tmp_pa
     assert settings.cpu_workers == "auto"
     assert resolve_cpu_workers(settings.cpu_workers, on_cuda=True, cores=16) == 8
     assert resolve_cpu_workers(settings.cpu_workers, on_cuda=True, cores=1) == 1
+    assert resolve_cpu_workers(settings.cpu_workers, on_cuda=True, cores=64) == 8  # the GPU is the limit by then
     assert resolve_cpu_workers(settings.cpu_workers, on_cuda=False, cores=16) == 0
     assert settings_from("--cpu-workers", "0").cpu_workers == 0
     assert resolve_cpu_workers(3, on_cuda=False, cores=2) == 3  # a number is taken as it is, anywhere
