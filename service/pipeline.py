@@ -39,8 +39,8 @@ from monitor.requestlog import RequestLog
 from monitor.sampler import Sampler
 from service.cpu_workers import CpuWorkers, Prepared
 from service.jobs import JobQueue, Timed
-from service.upload import Decoded, RepairOptions, check_pair, decode, mask_fraction
 from service.storage import OutputStore, result_name
+from service.upload import Decoded, RepairOptions, check_pair, decode, mask_fraction
 
 log = logging.getLogger(__name__)
 

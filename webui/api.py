@@ -47,9 +47,9 @@ from lama.masks import MAX_THRESHOLD
 from lama.output_formats import CHOICES as FORMAT_CHOICES
 from monitor.metrics import CONTENT_TYPE
 from service.batch_jobs import BatchJobs, Job
-from service.upload import MAX_REFINE_PX
 from service.pipeline import Decoded, RepairOptions, RepairResult, RepairService
 from service.storage import download_name
+from service.upload import MAX_REFINE_PX
 from webui.edge import API_PREFIX
 from webui.errors import HttpError, error_response, response_for, status_of
 from webui.openapi import REPAIR_HEADERS, UPLOAD_ERRORS, JobAccepted, JobStatus, errors, image_response
