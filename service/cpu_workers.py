@@ -45,17 +45,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lama import errors, imageio
+from lama import errors
 from lama.backend import Backend
 from lama.engine import InpaintEngine, RepairJob
 from lama.errors import InpaintError, ShuttingDownError, UnavailableError
 from lama.heap import release_free_heap
 from lama.imageio import ImageLimits
-from lama.metadata import NO_METADATA
-from lama.output_formats import OutputFormat, output_format
+from lama.output_formats import OutputFormat
 from lama.planning import HDSettings
 from lama.stages import Stage
-from service.upload import Decoded, RepairOptions, check_pair, decode, mask_fraction
+from service.upload import Decoded, RepairOptions, check_pair, decode, encode_result, mask_fraction
 
 log = logging.getLogger(__name__)
 
@@ -399,10 +398,7 @@ class _Jobs:
             done[Stage.POSTPROCESS] = timings.get(Stage.POSTPROCESS, 0.0)
             repaired = self.engine.compose(job, outputs, options.feather, done, in_place=True)
         started = time.perf_counter()
-        source = decoded.source
-        fmt = output_format(options.format, source.format if source else None)
-        metadata = source.metadata if source and options.keep_metadata else NO_METADATA
-        data = imageio.encode_image(repaired, fmt, metadata=metadata)
+        data, fmt = encode_result(repaired, options, decoded.source)
         done[Stage.ENCODE] = time.perf_counter() - started
         return {"id": header["id"], "format": fmt, "timings": done}, [np.frombuffer(data, np.uint8)]
 

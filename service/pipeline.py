@@ -29,8 +29,7 @@ from lama.device import GpuFailure, GpuOutOfMemory
 from lama.engine import InpaintEngine, RepairJob
 from lama.errors import (GpuFailedError, GpuOutOfMemoryError, ImageTooLargeError, InpaintError,
                          QueueFullError, ShuttingDownError, TooLargeForGpuError)
-from lama.metadata import NO_METADATA
-from lama.output_formats import OutputFormat, output_format
+from lama.output_formats import OutputFormat
 from lama.stages import MODEL_STAGES, Stage
 from lama.units import format_bytes
 from monitor.metrics import ServiceMetrics
@@ -40,7 +39,7 @@ from monitor.sampler import Sampler
 from service.cpu_workers import CpuWorkers, Prepared
 from service.jobs import JobQueue, Timed
 from service.storage import OutputStore, result_name
-from service.upload import Decoded, RepairOptions, check_pair, decode, mask_fraction
+from service.upload import Decoded, RepairOptions, check_pair, decode, encode_result, mask_fraction
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +240,7 @@ class RepairService:
         else:
             repaired = decoded.image if decoded.owned else decoded.image.copy()
         started = time.perf_counter()
-        source = decoded.source
-        fmt = output_format(options.format, source.format if source else None)
-        metadata = source.metadata if source and options.keep_metadata else NO_METADATA
-        data = imageio.encode_image(repaired, fmt, metadata=metadata)
+        data, fmt = encode_result(repaired, options, decoded.source)
         engine_timings = {**engine_timings, Stage.ENCODE: time.perf_counter() - started}
         height, width = decoded.image.shape[:2]
         fraction = mask_fraction(decoded.mask)

@@ -13,7 +13,8 @@ from lama import imageio, masks
 from lama.engine import STRATEGIES, InpaintEngine, MaskPlan
 from lama.errors import ImageError, ImageTooLargeError, MaskError, OptionError
 from lama.imageio import ImageLimits
-from lama.output_formats import output_format
+from lama.metadata import NO_METADATA
+from lama.output_formats import OutputFormat, output_format
 
 MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
 
@@ -38,6 +39,14 @@ class RepairOptions:
             raise OptionError("mask_threshold", f"mask_threshold must be between 0 and {masks.MAX_THRESHOLD}, "
                                                 f"got {self.mask_threshold}")
         output_format(self.format)  # OptionError for a name it does not know
+
+
+def encode_result(repaired: np.ndarray, options: RepairOptions, source: imageio.Source | None) -> tuple[bytes, OutputFormat]:
+    """The repaired image as the request asked for it: in its format (`same`: the upload's, from
+    `source`; None: arrays were given) with the upload's metadata unless `keep_metadata` is off."""
+    fmt = output_format(options.format, source.format if source else None)
+    metadata = source.metadata if source and options.keep_metadata else NO_METADATA
+    return imageio.encode_image(repaired, fmt, metadata=metadata), fmt
 
 
 def mask_fraction(mask: np.ndarray) -> float | None:
