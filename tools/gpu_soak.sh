@@ -9,7 +9,8 @@
 # its table in $1/load.md and everything in $1/load.json; with `ui`: the editor's server path
 # through gradio_client against the REST API (tools/ui_bench.py --client gradio, then --client stream: the
 # same path with its event stream read as the page reads it), in $1/ui.md; with
-# `gil`: who holds the GIL under 16 clients (py-spy, tools/gil_profile.py), in $1/gil.md.
+# `gil`: who holds the GIL under 16 clients (py-spy, tools/gil_profile.py), in $1/gil.md; with
+# `profile`: where one client's 2560×1920 repairs spend the server's threads' time, in $1/profile.md.
 # Two modes start servers of their own (issue 15):
 # `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
 # kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
@@ -186,19 +187,28 @@ fi
 start "$out/app.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/logs"
 echo "start to /readyz: $ready_ms ms" | tee "$out/startup.txt"
 python3 tools/first_request.py $url | tee -a "$out/startup.txt"
-if [ "$only" = gil ]; then
-    # Who holds the GIL with 16 clients (GIL_SIZE, default 1280x960): py-spy samples the server for
-    # 8 s once the load benchmark's 1-client cell is over, tools/gil_profile.py sums the stacks.
-    size=${GIL_SIZE:-1280x960}
-    python3 -m loadreport load --url $url --sizes "$size" --clients 16 --settings default --duration 14 \
-        >"$out/gil-load.md" 2>"$out/gil-load.log" &
+if [ "$only" = gil ] || [ "$only" = profile ]; then
+    # gil: who holds the GIL with 16 clients (GIL_SIZE, default 1280x960); profile: where one
+    # client's repairs spend the server's time, every thread's samples whether it holds the GIL
+    # or not (PROFILE_SIZE, default 2560x1920; PROFILE_CLIENTS, default 1). py-spy samples the
+    # server for 8 s inside the cell, tools/gil_profile.py sums the stacks.
+    if [ "$only" = gil ]; then
+        size=${GIL_SIZE:-1280x960} clients=16 sampled=(--gil)
+    else
+        size=${PROFILE_SIZE:-2560x1920} clients=${PROFILE_CLIENTS:-1} sampled=(--threads)
+    fi
+    python3 -m loadreport load --url $url --sizes "$size" --clients "$clients" --settings default --duration 14 \
+        >"$out/$only-load.md" 2>"$out/$only-load.log" &
     load=$!
-    until grep -q "1 client:" "$out/gil-load.log" 2>/dev/null; do sleep 0.2; done
-    sleep 2
-    py-spy record --gil --nonblocking --format raw -r 100 -d 8 -p $server -o "$out/gil.raw" >"$out/py-spy.log" 2>&1
+    if [ "$only" = gil ]; then  # the 16 clients' cell: the one client's (always run first) is over
+        until grep -q "1 client:" "$out/$only-load.log" 2>/dev/null; do sleep 0.2; done
+    fi
+    sleep 3  # the upload made and the warm-up repairs done
+    py-spy record "${sampled[@]}" --nonblocking --format raw -r 100 -d 8 -p $server -o "$out/$only.raw" \
+        >"$out/py-spy.log" 2>&1
     wait $load
-    python3 tools/gil_profile.py "$out/gil.raw" --seconds 8 --rate 100 | tee "$out/gil.md"
-    tail -4 "$out/gil-load.md"
+    python3 tools/gil_profile.py "$out/$only.raw" --seconds 8 --rate 100 --held-by "$only" | tee "$out/$only.md"
+    tail -4 "$out/$only-load.md"
     stop
     exit 0
 fi

@@ -23,3 +23,10 @@ def test_own_and_inclusive_samples_per_function_and_the_held_share():
     assert text.startswith("100 samples with the GIL held in 2 s at 100 Hz: some thread held it 50% of the time")
     assert "| 50 | 50% | parse (multipart.py:10) |" in text
     assert "repair (lama/reference.py:80)" not in text.split("with callees")[0]  # past --top 2
+
+
+def test_every_threads_samples_are_read_as_threads_running_on_average():
+    threads = RAW.replace("<module>", "thread (0x1);<module>").replace("_work", "thread (0x2);_work")
+    text = gil_profile.report(threads, seconds=1, rate=100, top=3, sampled="profile")
+    assert text.startswith("100 samples of running threads in 1 s at 100 Hz: 1.00 threads running on average")
+    assert "| 80 | 80% | thread (0x1) |" in text  # a thread's own share, its first frame
