@@ -20,6 +20,9 @@ start when first used and then stay; Python pools (``thread_budget`` counts them
 - The service's own: the main thread (uvicorn's event loop), the GPU workers (2 on CUDA), the
   outputs sweep, the resource sampler, the warm-up (it ends) and the GPU probe after a CUDA
   error; CUDA's driver adds a few of its own.
+- The batch jobs' finishers (service.batch_jobs), which compose, encode and save a job once its
+  model runs are done: 2, or one per CPU worker where those do that work, so that each worker
+  can finish a job at once.
 Each bound is a count of threads that can do useful work at once; none grows with requests.
 The CPU workers (service.cpu_workers) are processes of their own, outside this budget but for the
 thread here that reads each one's replies: each worker sizes lama.parallel's pool and OpenCV's to
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 CUDA_TORCH_THREADS = 2
 ANYIO_WORKER_THREADS = 40  # anyio.to_thread's default limiter (Starlette's run_in_threadpool, Gradio)
 SERVICE_THREADS = 5  # the main thread (uvicorn's event loop), warm-up, outputs sweep, sampler, GPU probe
+JOB_FINISHERS = 2  # the batch jobs' finishers where no CPU worker does their work
 CUDA_DRIVER_THREADS = 6  # the driver's own (event handler, helpers): an allowance, checked by gpu_soak.sh startup
 MALLOC_ARENAS = 2  # as start_app.sh sets MALLOC_ARENA_MAX; an operator's value wins
 
@@ -68,6 +72,7 @@ class ThreadBudget:
     anyio_workers: int
     gpu_workers: int
     cpu_worker_readers: int  # one per CPU worker process, reading its replies
+    job_finishers: int
     service: int
     cuda_driver: int
 
@@ -79,13 +84,19 @@ class ThreadBudget:
         return ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in vars(self).items())
 
 
+def job_finishers(cpu_workers: int) -> int:
+    """The batch jobs' finishing threads with `cpu_workers` CPU worker processes."""
+    return max(JOB_FINISHERS, cpu_workers)
+
+
 def thread_budget(on_cuda: bool, gpu_workers: int, cpu_workers: int = 0) -> ThreadBudget:
     cores = parallel.cores()
     return ThreadBudget(torch_intra_op=CUDA_TORCH_THREADS if on_cuda else cores, torch_inter_op=1,
                         numpy_blas=int(os.environ.get("OPENBLAS_NUM_THREADS") or cores),
                         opencv=max(1, cv2.getNumThreads() - 1), cpu_pieces=cores,
                         mask_decodes=imageio.DECODE_SLOTS, anyio_workers=ANYIO_WORKER_THREADS,
-                        gpu_workers=gpu_workers, cpu_worker_readers=cpu_workers, service=SERVICE_THREADS,
+                        gpu_workers=gpu_workers, cpu_worker_readers=cpu_workers,
+                        job_finishers=job_finishers(cpu_workers), service=SERVICE_THREADS,
                         cuda_driver=CUDA_DRIVER_THREADS if on_cuda else 0)
 
 

@@ -13,9 +13,13 @@ with its process (killed or restarted before the job ran): it reads as failed (`
 Locks, not clocks, as in lama.files: the kernel drops a dead process's lock, whatever its host's
 time.
 
+Where the server has CPU worker processes (service.cpu_workers) and other repairs are in flight,
+a job's upload is decoded, prepared, composed and encoded in a worker, as the HTTP API's
+repairs are: a script's jobs then do not queue for the server process's GIL.
+
 Bounds: at most `capacity` jobs of this process pending at once (accepted, not yet final), each
-holding its decoded upload in memory until it has run and its result is saved; beyond that a
-job is refused as the full queue refuses a repair. Records go with their results: the retention
+holding its decoded upload in memory (this process's or its worker's) until it has run and its
+result is saved; beyond that a job is refused as the full queue refuses a repair. Records go with their results: the retention
 sweep removes a done job's record once its result is gone, a failed one's after `keep_days`.
 """
 
@@ -30,15 +34,19 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
+from lama import resources
 from lama.errors import InpaintError, JobNotFinishedError, JobNotFoundError, QueueFullError, StorageError
 from lama.files import TEMP_NAME, remove_if_abandoned, write_bytes_atomic
 from lama.output_formats import output_format
 from service.jobs import Timed
-from service.pipeline import Decoded, RepairOptions, RepairService
+from service.pipeline import Decoded, RepairOptions, RepairResult, RepairService
 from service.storage import DAY_FOLDER, RESULT_NAME
 
 log = logging.getLogger(__name__)
@@ -47,7 +55,6 @@ QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 PENDING = (QUEUED, RUNNING)
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # 128 random bits: unguessable, and a safe file name
 JOBS_FOLDER = "jobs"
-FINISHERS = 2  # threads that encode and save finished jobs, off the GPU workers
 INTERRUPTED = {"code": "interrupted", "message": "the server that ran this job stopped before it finished; "
                                                  "submit it again"}
 
@@ -88,6 +95,14 @@ class Job:
                    record["timings"])
 
 
+class _Queued(NamedTuple):
+    """An accepted job's repair as it was queued."""
+
+    ran: Future[Timed] | None  # its model runs; None: nothing to run (an empty mask, in a worker)
+    finish: Callable[[Timed | None], RepairResult]  # composes, encodes and saves it once they ran
+    forget: Callable[[], None]  # lets go of its upload where they failed or never ran
+
+
 class BatchJobs:
     def __init__(self, service: RepairService, capacity: int, keep_days: float = 0):
         """`capacity`: pending jobs at most (the queue's); `keep_days`: how long a failed job's
@@ -99,13 +114,38 @@ class BatchJobs:
         self._pending = 0
         self._recent_s = 1.0  # moving estimate of a job's time from acceptance to its final record, for Retry-After
         self._lock = threading.Lock()
-        self._finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="job-finisher")
+        # Off the GPU workers, which are free for the next job meanwhile.
+        workers = service.cpu_workers.count if service.cpu_workers is not None else 0
+        self._finisher = ThreadPoolExecutor(resources.job_finishers(workers), thread_name_prefix="job-finisher")
 
     # ------------------------------------------------------------------ submitting
 
     def submit(self, decoded: Decoded, options: RepairOptions) -> Job:
-        """Accept a decoded upload as a job: its record is written and it is queued before this
-        returns; refused as a direct repair would be (queue full, draining, too large, ...)."""
+        """Accept a decoded upload as a job, its CPU steps in this process: its record is written
+        and it is queued before this returns; refused as a direct repair would be (queue full,
+        draining, too large, ...)."""
+        def queue(on_start: Callable[[], None]) -> _Queued:
+            ran = self.service.submit(decoded, options, on_start=on_start)
+            return _Queued(ran, lambda timed: self.service.finish(decoded, timed, options), lambda: None)
+
+        return self._accept(options, queue, decoded)
+
+    def submit_to_worker(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None,
+                         options: RepairOptions) -> Job:
+        """`submit` for an upload a CPU worker process decodes, prepares, composes and encodes
+        (RepairService.submit_to_worker); refused as `submit` refuses, the upload's own errors
+        (400) included. Blocks while the worker prepares: call it off the event loop."""
+        def queue(on_start: Callable[[], None]) -> _Queued:
+            repair = self.service.submit_to_worker(image_bytes, mask_bytes, upload_name, options, on_start)
+            return _Queued(repair.queued, partial(self.service.finish_in_worker, repair),
+                           partial(self.service.abandon, repair))
+
+        return self._accept(options, queue)
+
+    def _accept(self, options: RepairOptions, queue: Callable[[Callable[[], None]], _Queued],
+                decoded: Decoded | None = None) -> Job:
+        """A job accepted: counted, admitted, recorded, then `queue(on_start)`d (`decoded`: its
+        upload, where this process decoded it, for the request log)."""
         with self._lock:
             if self._pending >= self.capacity:
                 # Jobs end about every recent_s / pending seconds: that is when a place frees.
@@ -127,14 +167,18 @@ class BatchJobs:
                 log.error("job refused: cannot write its record under %s: %s", self.folder, error)
                 raise StorageError("the server cannot write to its outputs folder now (full or not writable); "
                                    "the operator has the details") from None
-            future = self.service.submit(decoded, options, on_start=lambda: self._note_running(job))
+            queued = queue(lambda: self._note_running(job))
         except BaseException:
             # Nothing of a refused job stays behind: not its record, not its lock.
             with contextlib.suppress(OSError):
                 self._record_path(job.id).unlink(missing_ok=True)
             self._finished(held)
             raise
-        future.add_done_callback(lambda ran: self._hand_to_finisher(job, decoded, options, ran, held, accepted))
+        finish = partial(self._hand_to_finisher, job, queued, decoded, options, held, accepted)
+        if queued.ran is None:
+            finish()
+        else:
+            queued.ran.add_done_callback(lambda _ran: finish())
         return job
 
     def _note_running(self, job: Job) -> None:
@@ -144,20 +188,19 @@ class BatchJobs:
         except OSError as error:
             log.warning("job %s: could not record that it runs: %s", job.id, error)
 
-    def _hand_to_finisher(self, job: Job, decoded: Decoded, options: RepairOptions, ran: Future[Timed],
+    def _hand_to_finisher(self, job: Job, queued: _Queued, decoded: Decoded | None, options: RepairOptions,
                           held: contextlib.ExitStack, accepted: float) -> None:
-        # Encoding and saving off the GPU worker, which is free for the next job meanwhile.
-        complete = lambda: self._complete(job, decoded, options, ran, held, accepted)  # noqa: E731
+        complete = partial(self._complete, job, queued, decoded, options, held, accepted)
         try:
             self._finisher.submit(complete)
         except RuntimeError:  # the finishers are shut down (the interpreter is exiting): here, then
             complete()
 
-    def _complete(self, job: Job, decoded: Decoded, options: RepairOptions, ran: Future[Timed],
+    def _complete(self, job: Job, queued: _Queued, decoded: Decoded | None, options: RepairOptions,
                   held: contextlib.ExitStack, accepted: float) -> None:
         try:
             try:
-                result = self.service.finish(decoded, ran.result(), options)
+                result = queued.finish(_model_runs(queued))
             except CancelledError:  # the server stopped before the job ran
                 final = Job(job.id, FAILED, job.format, INTERRUPTED)
             except InpaintError as error:
@@ -289,6 +332,18 @@ class BatchJobs:
             return Job.from_record(self._record_path(job_id).read_bytes())
         except FileNotFoundError:
             raise _not_found(job_id) from None
+
+
+def _model_runs(queued: _Queued) -> Timed | None:
+    """The queued model runs' value (None: there were none); where they failed or never ran
+    (the server stopped first), the job's upload is let go of before the error goes on."""
+    if queued.ran is None:
+        return None
+    try:
+        return queued.ran.result()
+    except BaseException:
+        queued.forget()
+        raise
 
 
 @contextlib.contextmanager

@@ -256,6 +256,11 @@ class CpuWorkers:
     def pids(self) -> list[int]:
         return [worker.process.pid for worker in self._workers]
 
+    @property
+    def in_flight(self) -> int:
+        """Repairs the workers hold or are preparing."""
+        return sum(worker.in_flight for worker in self._workers)
+
     def pick(self) -> Worker:
         """The worker with the fewest repairs in hand (started again if it died)."""
         with self._lock:

@@ -139,6 +139,13 @@ class RepairService:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def hands_to_workers(self) -> bool:
+        """Whether an upload's CPU steps go to a worker process now: there are workers, and another
+        repair is in flight beside the caller's (counted in `admit`), so that they would queue for
+        this process's GIL. A repair alone is quicker here: no hand-over."""
+        return self.cpu_workers is not None and self.in_flight > 1
+
     def start_draining(self) -> None:
         with self._lock:
             self.draining = True
@@ -251,11 +258,12 @@ class RepairService:
                             str(self.engine.device), peak, timings, strategy, options.strategy, record_id)
 
     def submit_to_worker(self, image_bytes: bytes, mask_bytes: bytes, upload_name: str | None,
-                         options: RepairOptions) -> WorkerRepair:
+                         options: RepairOptions, on_start: Callable[[], None] | None = None) -> WorkerRepair:
         """An upload's repair with its CPU steps in a worker process (service.cpu_workers): the
         worker decodes and prepares it, then its model runs are queued here as any repair's are
-        (the queue's future is the repair's `queued`; None: nothing to repair). Blocks while the
-        worker prepares: call it off the event loop; then `finish_in_worker` (or `abandon`)."""
+        (the queue's future is the repair's `queued`; None: nothing to repair). `on_start` as in
+        `submit`. Blocks while the worker prepares: call it off the event loop; then
+        `finish_in_worker` (or `abandon`)."""
         options.validate()
         worker = self.cpu_workers.pick()
         first = worker.prepare(image_bytes, mask_bytes, upload_name, options)
@@ -268,8 +276,13 @@ class RepairService:
             queued = None
             if prepared.inputs:
                 model_runs = partial(self.engine.run_inputs, prepared.inputs)
-                queued = self.queue.submit(partial(self._run_on_gpu, model_runs, size, run_options.strategy, estimate,
-                                                   timings), cost_bytes=estimate)
+
+                def run_on_gpu() -> tuple[list[np.ndarray], int | None]:
+                    if on_start is not None:
+                        on_start()
+                    return self._run_on_gpu(model_runs, size, run_options.strategy, estimate, timings)
+
+                queued = self.queue.submit(run_on_gpu, cost_bytes=estimate)
         except BaseException:
             worker.drop(first)
             raise

@@ -238,11 +238,15 @@ def create_api(service: RepairService, api_token: str | None = None,
         return RepairUpload(image, mask, RepairOptions(strategy, dilate, feather, format, mask_threshold,
                                                        keep_metadata))
 
-    async def decode_upload(upload: RepairUpload) -> Decoded:
-        """The checks that need no pixels, then decoding, off the event loop."""
+    async def read_upload(upload: RepairUpload) -> tuple[bytes, bytes]:
+        """The checks that need no pixels, then the photo's and the mask's bytes."""
         service.check_before_decode(upload.options, {"image": upload.image.size, "mask": upload.mask.size})
-        return await run_in_threadpool(service.decode, await upload.image.read(), await upload.mask.read(),
-                                       upload.image.filename, upload.options)
+        return await upload.image.read(), await upload.mask.read()
+
+    async def decode_upload(upload: RepairUpload) -> Decoded:
+        """`read_upload`, then decoding, off the event loop."""
+        return await run_in_threadpool(service.decode, *await read_upload(upload), upload.image.filename,
+                                       upload.options)
 
     # With a token, the document says so (Swagger UI's Authorize button sends it); ApiGate checks it.
     token = [Security(HTTPBearer(auto_error=False, description="the server's --api-token"))] if api_token else []
@@ -257,12 +261,9 @@ def create_api(service: RepairService, api_token: str | None = None,
         options = upload.options
         decoded = None
         try:
-            if service.cpu_workers is not None and service.in_flight > 1:
-                # Others are in flight: this repair's CPU steps go to a worker process, so that they
-                # do not queue for this process's GIL (alone, it is quicker here: no hand-over).
-                service.check_before_decode(options, {"image": upload.image.size, "mask": upload.mask.size})
-                repair = await run_in_threadpool(service.submit_to_worker, await upload.image.read(),
-                                                 await upload.mask.read(), upload.image.filename, options)
+            if service.hands_to_workers:  # its CPU steps in a worker process, not queued for this one's GIL
+                repair = await run_in_threadpool(service.submit_to_worker, *await read_upload(upload),
+                                                 upload.image.filename, options)
                 try:
                     timed = await asyncio.wrap_future(repair.queued) if repair.queued else None
                 except BaseException:
@@ -294,7 +295,7 @@ def create_api(service: RepairService, api_token: str | None = None,
               tags=["batch jobs"], summary="Submit a repair, fetch it later",
               responses={202: {"description": "queued", "links": job_links, "headers": {"Location": {
                   "description": "the job's URL (a path)", "required": True, "schema": {"type": "string"}}}},
-                  **errors(*UPLOAD_ERRORS, "outputs_unwritable")})
+                  **errors(*UPLOAD_ERRORS, "outputs_unwritable", "worker_lost")})
     async def submit_job(upload: RepairUpload = Depends(repair_upload)) -> JSONResponse:
         """Queue a repair (the same fields, limits and queue as /api/v1/inpaint) and answer at once
         with the job's id and URL; poll the job, then fetch its result. Jobs and results are files
@@ -302,8 +303,12 @@ def create_api(service: RepairService, api_token: str | None = None,
         the outputs retention removes them."""
         decoded = None
         try:
-            decoded = await decode_upload(upload)
-            job = await run_in_threadpool(jobs.submit, decoded, upload.options)
+            if service.hands_to_workers:  # as /api/v1/inpaint's repairs
+                job = await run_in_threadpool(jobs.submit_to_worker, *await read_upload(upload),
+                                              upload.image.filename, upload.options)
+            else:
+                decoded = await decode_upload(upload)
+                job = await run_in_threadpool(jobs.submit, decoded, upload.options)
         except InpaintError as error:
             service.record(status_of(error), upload.options, decoded, error=error.message)
             raise

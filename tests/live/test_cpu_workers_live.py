@@ -85,3 +85,22 @@ def test_the_api_under_load_is_served_through_the_cpu_workers(tiny_dir, tmp_path
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(STOP_S)
         wait_until(lambda: all(ended(worker) for worker in now), timeout=5, what="the workers stopped with the server")
+
+
+def test_a_scripts_batch_of_jobs_is_served_through_the_cpu_workers(tiny_dir, tmp_path):
+    """As the README's script submits a folder: one job after another, then each polled and fetched."""
+    upload = make_upload(640, 480, 5, 0.08)
+    files = {"image": ("photo.jpg", upload.image_jpeg, "image/jpeg"), "mask": ("mask.png", upload.mask_png, "image/png")}
+    with LiveServer.start(tiny_dir, tmp_path, "--cpu-workers", "2") as server, httpx.Client(timeout=60) as client:
+        workers = workers_of(server)
+        alone = client.post(server.url("/api/v1/inpaint"), files=files)
+        assert alone.status_code == 200, alone.text
+        before = cpu_seconds(workers)
+        accepted = [client.post(server.url("/api/v1/jobs"), files=files) for _ in range(16)]
+        assert [answer.status_code for answer in accepted] == [202] * 16
+        for answer in accepted:
+            url = server.url(answer.json()["url"])
+            wait_until(lambda: client.get(url).json()["status"] in ("done", "failed"), what="the job final")  # noqa: B023
+            assert client.get(url).json()["status"] == "done"
+            assert client.get(url + "/result").content == alone.content
+        assert cpu_seconds(workers) - before > 0.05, "the workers did none of the jobs' work"
