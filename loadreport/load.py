@@ -76,14 +76,14 @@ def make_upload(width: int, height: int, seed: int, coverage: float, masks: int 
 # ------------------------------------------------------------------ options
 
 
-def _size(text: str) -> tuple[int, int]:
+def size_arg(text: str) -> tuple[int, int]:
     width, _, height = text.lower().partition("x")
     if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (expected WIDTHxHEIGHT, e.g. 1280x960)")
     return int(width), int(height)
 
 
-def _listed(parse: Callable[[str], Item]) -> Callable[[str], list[Item]]:
+def listed(parse: Callable[[str], Item]) -> Callable[[str], list[Item]]:
     """An argparse type for a comma-separated list of `parse`'s values."""
     def parse_list(text: str) -> list[Item]:
         return [parse(item.strip()) for item in text.split(",") if item.strip()]
@@ -106,12 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=COMMAND, description="Throughput of a running inpainting service: "
                                      "a Markdown table on stdout, everything with --json")
     parser.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:7860")
-    parser.add_argument("--sizes", type=_listed(_size), default=list(SIZES), metavar="WxH,...",
+    parser.add_argument("--sizes", type=listed(size_arg), default=list(SIZES), metavar="WxH,...",
                         help="picture sizes (default: 640x480,1280x960,2560x1920)")
-    parser.add_argument("--clients", type=_listed(_clients), default=list(CLIENTS), metavar="N,...",
+    parser.add_argument("--clients", type=listed(_clients), default=list(CLIENTS), metavar="N,...",
                         help="simultaneous clients per cell (default: 1,4,16); 1 is always run first: "
                              "it measures the model-only capacity")
-    parser.add_argument("--settings", type=_listed(_setting), default=list(SETTINGS), metavar="NAME,...",
+    parser.add_argument("--settings", type=listed(_setting), default=list(SETTINGS), metavar="NAME,...",
                         help="default (no form fields: the server's defaults) and/or original (strategy=original)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--duration", type=float, default=DURATION_S, metavar="S",

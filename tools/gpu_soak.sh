@@ -23,6 +23,8 @@
 # $1/pipeline/ready.txt;
 # `readyz` (item 6): start to /readyz of each of those variants, several starts each taking
 # turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt.
+# `jobs`: a script's batch of jobs (python -m loadreport jobs) against those variants, by default
+# base and cpu-workers-0 (the CPU workers against none), in $1/jobs.md.
 # `replicas` (issue 18): one replica alone, then two behind deploy/haproxy.cfg (one per GPU, or
 # both on one GPU where the box has one), each measured with the load benchmark, then a burst and
 # a rolling restart through the balancer: tools/replicas.py, whose table is $1/replicas.md; extra
@@ -120,6 +122,9 @@ variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-wor
           "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"
           "planned-after-decode|planned-after-decode" "composed-on-a-copy|composed-on-a-copy"
           "pageable-outputs|pageable-outputs" "python-zlib|python-zlib" "opencv-masks|opencv-masks")
+if [ "$only" = jobs ]; then  # the batch jobs' benchmark compares the CPU workers with none by default
+    PIPELINE_VARIANTS=${PIPELINE_VARIANTS:-"base cpu-workers-0"}
+fi
 if [ -n "${PIPELINE_VARIANTS:-}" ]; then
     picked=()
     for name in $PIPELINE_VARIANTS; do
@@ -156,6 +161,21 @@ if [ "$only" = readyz ]; then
             echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log"))" \
                 | tee -a "$out/readyz.txt"
         done
+    done
+    exit 0
+fi
+
+if [ "$only" = jobs ]; then
+    # A script's batch of jobs (python -m loadreport jobs; extra arguments go to it) against each
+    # variant in turn, a server each: its table in $1/jobs/VARIANT.md, RSS and threads after it.
+    mkdir -p "$out/jobs"
+    for entry in "${variants[@]}"; do
+        run="$out/jobs/${entry%%|*}"
+        start_variant "$run.log" "$run-logs" "$entry"
+        python3 -m loadreport jobs --url $url "$@" >"$run.md" 2>"$run.progress"
+        echo "after the batches: $(process)" >>"$run.md"
+        stop
+        { echo "## ${entry%%|*}"; cat "$run.md"; echo; } | tee -a "$out/jobs.md"
     done
     exit 0
 fi
