@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import cv2
 import numpy as np
 
-from lama import masks
+from lama import masks, parallel
 from lama.backend import Backend
 from lama.errors import EngineError
 from lama.layout import Layout, layout_of
@@ -46,6 +46,9 @@ __all__ = ["STRATEGIES", "EngineError", "HDSettings", "InpaintEngine", "MaskPlan
 # (800-px regions plus margins) send most, and the longest side the default preset lets the
 # model see (a size's first run picks cuDNN's kernels; the memory model learns from it too).
 WARMUP_SIZES = ((512, 512), (640, 480), (1024, 768), (1280, 960), (2560, 1920))
+# A feather ramp of at most twice this many pixels is blended in the calling thread; a longer one in
+# chunks of at least this many on lama.parallel's pool (a 2560×1920 stroke mask's is about 75,000).
+FEATHER_CHUNK_PIXELS = 8_192
 
 
 class InpaintEngine:
@@ -378,12 +381,19 @@ def _feather(filled: np.ndarray, original: np.ndarray, ramp: masks.Ramp) -> None
     mask the weight is 1 (the repair as it is) and outside it nothing is copied; per pixel, the
     arithmetic of a whole-frame blend. The ramp is a thin band along the mask's edge (a small
     share of the box), so its pixels are gathered by their coordinates rather than by boolean
-    masks, each of which would scan the whole box again."""
+    masks, each of which would scan the whole box again. Its pixels are distinct, so a long one
+    is blended in chunks that share nothing, on lama.parallel's pool (numpy's gathers, scatters
+    and arithmetic release the GIL): on one core it was most of a large repair's compose."""
     rows, cols, share = ramp
-    if not len(rows):
-        return
-    share = share[:, None]
-    filled[rows, cols] = np.rint(share * filled[rows, cols] + (1 - share) * original[rows, cols]).astype(np.uint8)
+    chunks = max(1, min(parallel.cores(), len(rows) // FEATHER_CHUNK_PIXELS))
+    edges = np.linspace(0, len(rows), chunks + 1).astype(int)
+
+    def blend(span: slice) -> None:
+        at, weight = (rows[span], cols[span]), share[span, None]
+        filled[at] = np.rint(weight * filled[at] + (1 - weight) * original[at]).astype(np.uint8)
+
+    if len(rows):
+        parallel.run_all(blend, [slice(start, stop) for start, stop in zip(edges[:-1], edges[1:], strict=True)])
 
 
 def _warmup_case(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,8 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lama import masks
+import lama.engine as engine_module
+from lama import masks, parallel
 from lama.engine import EngineError, HDSettings, InpaintEngine
 from lama.reference import model_name
 from lama.model import BIG_LAMA_CONFIG
@@ -111,19 +112,23 @@ def test_every_strategy_keeps_unmasked_pixels_bit_identical(small_hd_engine, hei
     strokes=st.lists(st.tuples(*[st.floats(0, 1)] * 2, *[st.integers(1, 14)] * 2), min_size=1, max_size=3),
     seed=st.integers(0, 2**32 - 1),
     snap=st.booleans(),
+    chunk=st.sampled_from([3, engine_module.FEATHER_CHUNK_PIXELS]),
 )
 # Two regions far apart: two crops, pasted over the box that holds both.
 @example(height=120, width=200, strategy="crop", feather=3, strokes=[(0.1, 0.05, 10, 10), (0.8, 0.85, 10, 14)], seed=1,
-         snap=False)
+         snap=False, chunk=3)
 @example(height=120, width=200, strategy="crop", feather=3, strokes=[(0.1, 0.05, 10, 10), (0.8, 0.85, 10, 14)], seed=1,
-         snap=True)
+         snap=True, chunk=engine_module.FEATHER_CHUNK_PIXELS)
 def test_compose_is_the_whole_frame_paste_and_blend(small_hd_engine, height, width, strategy, feather, strokes, seed,
-                                                    snap, monkeypatch):
+                                                    snap, chunk, monkeypatch):
     """compose works on the mask's box and, where one run covers it, on a window of that run's
     output; the result is what pasting every run's output over the whole frame in order and
     blending with the whole frame's feather weights gives. `snap`: crops on the ladder of sides,
-    as the GPU fast path plans them."""
+    as the GPU fast path plans them. `chunk`: the feather ramp's chunks, as few pixels as 3 (many
+    chunks, blended on the pool at once) or as many as the engine's."""
     monkeypatch.setattr(small_hd_engine.backend, "prefers_few_shapes", snap)
+    monkeypatch.setattr(engine_module, "FEATHER_CHUNK_PIXELS", chunk)
+    monkeypatch.setattr(parallel, "cores", lambda: 8)
     image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     mask = np.zeros((height, width), bool)
     for down, right, rows, cols in strokes:
