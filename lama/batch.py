@@ -6,7 +6,7 @@ same name in a folder of masks), the output path and format of each, and which o
 exist already. A batch that cannot work as given (an output that exists, two photos that
 would write one file) is refused before any work; a photo without a mask is skipped and
 listed, not fatal. Then each photo is repaired on its own: one that fails is reported and
-the others go on.
+the others go on. Reading, repairing and writing overlap (:func:`run`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from __future__ import annotations
 import functools
 import glob
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from lama.output_formats import RESULT_SUFFIX, OutputFormat, for_suffix, output_
 MASK_SUFFIX = "_mask"  # photo.jpg's mask may be photo.png or photo_mask.png
 # What one photo can get wrong: reported, and the batch goes on.
 PHOTO_ERRORS = (InpaintError, OSError)
+READ_AHEAD = 2  # photos decoded ahead of the one being repaired
+WRITE_BEHIND = 2  # repaired photos waiting to be encoded and written
 
 
 @dataclass(frozen=True)
@@ -160,27 +164,78 @@ def sort_out_existing(jobs: list[Job], existing: str) -> tuple[list[Job], list[P
 # ---------------------------------------------------------------------------- running
 
 def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
-        report: Callable[[Path, str], None] = lambda path, message: None, stop_on_error: bool = False) -> Summary:
+        report: Callable[[Path, str], None] = lambda path, message: None, stop_on_error: bool = False,
+        on_photo: Callable[[], None] = lambda: None) -> Summary:
     """Repair each job's photo and write its output (atomically); `report` hears of each
-    failure as it happens. With `stop_on_error` the first failure propagates (one photo asked
-    for: its error is the command's)."""
+    failure, `on_photo` of each photo finished (repaired, failed or skipped), both in the jobs'
+    order. With `stop_on_error` the first failure propagates (one photo asked for: its error is
+    the command's).
+
+    The photos go through three stages at once, as the service's repairs do: while one photo is
+    repaired (on a GPU the model runs, and this thread waits), the next ones are read (decoded,
+    their mask fitted) on a thread of their own and the ones before are encoded and written on
+    another. The codecs release the GIL, so on a GPU the model rarely waits for them. At most
+    READ_AHEAD photos are read ahead and WRITE_BEHIND results wait to be written: memory stays a
+    few photos' worth, whatever the folder holds.
+    """
     started = time.perf_counter()
     summary = Summary()
     read_mask = functools.lru_cache(maxsize=1)(imageio.read_mask)  # one mask for a folder: read once
-    for job in jobs:
-        if job.mask is None:
-            summary.skipped.setdefault("no mask", []).append(job.image)
-            continue
-        try:
-            repair_one(engine, job, read_mask(job.mask), settings)
-        except PHOTO_ERRORS as error:
-            if stop_on_error:
-                raise
-            message = _one_line(error).removeprefix(f"{job.image}: ")  # imageio names the file; so does the summary
-            summary.failed.append((job.image, message))
-            report(job.image, message)
-            continue
-        summary.done.append(job.image)
+
+    def fail(job: Job, error: Exception) -> None:
+        if stop_on_error:
+            raise error
+        message = _one_line(error).removeprefix(f"{job.image}: ")  # imageio names the file; so does the summary
+        summary.failed.append((job.image, message))
+        report(job.image, message)
+
+    reader = ThreadPoolExecutor(1, thread_name_prefix="batch-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="batch-write")
+    reads: deque[tuple[Job, Future[tuple[imageio.Photo, np.ndarray]] | None]] = deque()  # None: no mask, skipped
+    writes: deque[tuple[Job, Future[None]]] = deque()
+    queue = iter(jobs)
+
+    def read_ahead() -> None:
+        while len(reads) < READ_AHEAD and (job := next(queue, None)) is not None:
+            reads.append((job, None if job.mask is None else reader.submit(read_one, job, read_mask, settings)))
+
+    def settle_writes(leaving: int) -> None:
+        """Waits for the oldest writes until `leaving` are pending; each one's photo is done or failed."""
+        while len(writes) > leaving:
+            job, written = writes.popleft()
+            try:
+                written.result()
+            except PHOTO_ERRORS as error:
+                fail(job, error)
+            else:
+                summary.done.append(job.image)
+            on_photo()
+
+    try:
+        read_ahead()
+        while reads:
+            job, read = reads.popleft()
+            read_ahead()
+            if read is None:
+                settle_writes(0)  # in the jobs' order
+                summary.skipped.setdefault("no mask", []).append(job.image)
+                on_photo()
+                continue
+            try:
+                photo, fill = read.result()
+                repaired = engine.inpaint(photo.pixels, fill, strategy=settings.strategy, dilate=settings.dilate,
+                                          feather=settings.feather)
+            except PHOTO_ERRORS as error:
+                settle_writes(0)
+                fail(job, error)
+                on_photo()
+                continue
+            writes.append((job, writer.submit(write_one, job, photo, repaired, settings)))
+            settle_writes(WRITE_BEHIND)
+        settle_writes(0)
+    finally:
+        reader.shutdown(cancel_futures=True)  # photos read ahead of a failure that stops the batch: dropped
+        writer.shutdown()  # results repaired: written
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -191,13 +246,16 @@ def _one_line(error: Exception) -> str:
     return str(error)
 
 
-def repair_one(engine: InpaintEngine, job: Job, mask: np.ndarray, settings: Settings) -> None:
+def read_one(job: Job, read_mask: Callable[[Path], np.ndarray], settings: Settings) -> tuple[imageio.Photo, np.ndarray]:
+    """A job's photo decoded, and its mask fitted to it: resized where it was drawn at another
+    resolution (one watermark mask for photos of several sizes), then thresholded."""
     photo = imageio.read_photo(job.image)
     height, width = photo.pixels.shape[:2]
-    # A mask drawn at another resolution (one watermark mask for photos of several sizes).
-    fill = masks.binarize(masks.resized(mask, height, width), settings.mask_threshold)
-    repaired = engine.inpaint(photo.pixels, fill, strategy=settings.strategy, dilate=settings.dilate,
-                              feather=settings.feather)
+    fill = masks.binarize(masks.resized(read_mask(job.mask), height, width), settings.mask_threshold)
+    return photo, fill
+
+
+def write_one(job: Job, photo: imageio.Photo, repaired: np.ndarray, settings: Settings) -> None:
     metadata = photo.source.metadata if settings.keep_metadata else NO_METADATA
     data = imageio.encode_image(repaired, job.format, metadata=metadata)
     job.output.parent.mkdir(parents=True, exist_ok=True)
