@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import statistics
 import sys
 import time
@@ -25,8 +24,8 @@ from collections import Counter
 from typing import Any
 
 from loadreport.client import Exchange, ReportError, ServiceClient
-from loadreport.gpu_busy import BusyMeter, busy_meter
-from loadreport.load import MASK_COVERAGE, WARMUP, listed, make_upload, size_arg, warm_up
+from loadreport.gpu_busy import BusyMeter
+from loadreport.load import MASK_COVERAGE, WARMUP, add_service_arguments, make_upload, measured_service, warm_up
 from loadreport.load_summary import gpu_busy_text
 from loadreport.tables import markdown_table
 
@@ -41,16 +40,12 @@ STAGES = ("decode", "queue", "preprocess", "infer", "postprocess", "encode", "sa
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=COMMAND, description="A script's batch of jobs against a running "
                                      "inpainting service: a Markdown table on stdout")
-    parser.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:7860")
-    parser.add_argument("--sizes", type=listed(size_arg), default=list(SIZES), metavar="WxH,...",
-                        help="picture sizes, a batch each (default: 1280x960,2560x1920)")
+    add_service_arguments(parser, SIZES, "picture sizes, a batch each")
     parser.add_argument("--jobs", type=int, default=JOBS, metavar="N", help=f"jobs per batch (default: {JOBS})")
     parser.add_argument("--masks", type=int, default=1, metavar="N",
                         help="different masks per size, sent in turn (default: 1, every job the same)")
     parser.add_argument("--warmup", type=int, default=WARMUP, metavar="N",
                         help=f"unmeasured repairs per size before its batch (default: {WARMUP})")
-    parser.add_argument("--api-token", default=os.environ.get("LAMA_API_TOKEN"),
-                        help="Bearer token for /api/v1/* (default: $LAMA_API_TOKEN)")
     args = parser.parse_args(argv)
     if not args.sizes or args.jobs < 1 or args.masks < 1 or args.warmup < 0:
         parser.error("--sizes needs a value, --jobs and --masks must be at least 1, --warmup not negative")
@@ -148,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     run: dict[str, Any] = {"url": args.url.rstrip("/"), "date": f"{date:%Y-%m-%d %H:%M} UTC", "jobs": args.jobs,
                            "warmup": args.warmup, "batches": []}
     try:
-        with ServiceClient(args.url, args.api_token) as service:
-            run["health"] = service.health()
-            meter = busy_meter(service, run["health"])
-            run["gpu_busy_source"] = meter.source
+        with measured_service(args.url, args.api_token, run) as (service, meter):
             for index, (width, height) in enumerate(args.sizes):
                 progress(f"generating the {width}×{height} upload")
                 upload = make_upload(width, height, index, MASK_COVERAGE, args.masks)

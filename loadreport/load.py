@@ -19,6 +19,7 @@ from --api-token or LAMA_API_TOKEN.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import itertools
 import json
@@ -27,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,12 +103,19 @@ def _setting(text: str) -> str:
     return text
 
 
+def add_service_arguments(parser: argparse.ArgumentParser, sizes: tuple[tuple[int, int], ...], sizes_are: str) -> None:
+    """--url, --sizes (`sizes` by default) and --api-token, as both benchmarks take them."""
+    parser.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:7860")
+    parser.add_argument("--sizes", type=listed(size_arg), default=list(sizes), metavar="WxH,...",
+                        help=f"{sizes_are} (default: {','.join(f'{width}x{height}' for width, height in sizes)})")
+    parser.add_argument("--api-token", default=os.environ.get("LAMA_API_TOKEN"),
+                        help="Bearer token for /api/v1/* (default: $LAMA_API_TOKEN)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=COMMAND, description="Throughput of a running inpainting service: "
                                      "a Markdown table on stdout, everything with --json")
-    parser.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:7860")
-    parser.add_argument("--sizes", type=listed(size_arg), default=list(SIZES), metavar="WxH,...",
-                        help="picture sizes (default: 640x480,1280x960,2560x1920)")
+    add_service_arguments(parser, SIZES, "picture sizes")
     parser.add_argument("--clients", type=listed(_clients), default=list(CLIENTS), metavar="N,...",
                         help="simultaneous clients per cell (default: 1,4,16); 1 is always run first: "
                              "it measures the model-only capacity")
@@ -126,8 +134,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "People's masks differ, and with them the boxes the crop strategy repairs: the "
                              "model's input shapes. The warm-up sends the first only")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every request and figure here")
-    parser.add_argument("--api-token", default=os.environ.get("LAMA_API_TOKEN"),
-                        help="Bearer token for /api/v1/* (default: $LAMA_API_TOKEN)")
     args = parser.parse_args(argv)
     if not (args.sizes and args.clients and args.settings):
         parser.error("--sizes, --clients and --settings need at least one value each")
@@ -215,12 +221,20 @@ def _record(client: int, sent_s: float, exchange: Exchange) -> dict[str, Any]:
 # ------------------------------------------------------------------ the run
 
 
-def measure(args: argparse.Namespace, run: dict[str, Any]) -> None:
-    """Fills `run` cell by cell, so that an interrupted run keeps the cells it finished."""
-    with ServiceClient(args.url, args.api_token) as service:
+@contextlib.contextmanager
+def measured_service(url: str, token: str | None, run: dict[str, Any]) -> Iterator[tuple[ServiceClient, BusyMeter]]:
+    """A client of the service at `url` and the meter of its GPU's busy share, both noted in `run`
+    (the service's /healthz, where the share is read)."""
+    with ServiceClient(url, token) as service:
         run["health"] = service.health()
         meter = busy_meter(service, run["health"])
         run["gpu_busy_source"] = meter.source
+        yield service, meter
+
+
+def measure(args: argparse.Namespace, run: dict[str, Any]) -> None:
+    """Fills `run` cell by cell, so that an interrupted run keeps the cells it finished."""
+    with measured_service(args.url, args.api_token, run) as (service, meter):
         for index, (width, height) in enumerate(args.sizes):
             progress(f"generating the {width}×{height} upload")
             upload = make_upload(width, height, index, args.mask_coverage, args.masks)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from support.benchmarks import RUN_TIMEOUT_S, run_loadreport, table
 from support.liveserver import LiveServer
 from support.nvml import FakeNvml
 from loadreport import load
@@ -30,26 +29,12 @@ from loadreport.collect import MonitorCollector
 from loadreport.gpu_busy import LocalNvml, ServiceSamples
 from loadreport.load_summary import add_capacity, gpu_busy_text, p95, summarize_cell
 
-ROOT = Path(__file__).resolve().parents[2]
-RUN_TIMEOUT_S = 120
 SIZES = ((96, 64), (160, 120))
 NUMBER = r"\d+(?:\.\d+)?"
 
 
 def run_load(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("LAMA_API_TOKEN", "LAMA_AUTH")}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "loadreport", "load", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-
-
-def table(stdout: str) -> list[dict[str, str]]:
-    """The Markdown table's rows as {column: cell}."""
-    lines = [line for line in stdout.splitlines() if line.startswith("|")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    assert set(lines[1]) <= {"|", "-"}
-    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
-            for line in lines[2:]]
+    return run_loadreport("load", *args)
 
 
 # ------------------------------------------------------------------ against the live service
