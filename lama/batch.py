@@ -167,9 +167,9 @@ def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
         report: Callable[[Path, str], None] = lambda path, message: None, stop_on_error: bool = False,
         on_photo: Callable[[], None] = lambda: None) -> Summary:
     """Repair each job's photo and write its output (atomically); `report` hears of each
-    failure, `on_photo` of each photo finished (repaired, failed or skipped), both in the jobs'
-    order. With `stop_on_error` the first failure propagates (one photo asked for: its error is
-    the command's).
+    failure, in the jobs' order, and `on_photo` of each photo finished (repaired, failed or
+    skipped). With `stop_on_error` the first failure propagates (one photo asked for: its error
+    is the command's).
 
     The photos go through three stages at once, as the service's repairs do: while one photo is
     repaired (on a GPU the model runs, and this thread waits), the next ones are read (decoded,
@@ -217,7 +217,6 @@ def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
             job, read = reads.popleft()
             read_ahead()
             if read is None:
-                settle_writes(0)  # in the jobs' order
                 summary.skipped.setdefault("no mask", []).append(job.image)
                 on_photo()
                 continue
@@ -226,7 +225,7 @@ def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
                 repaired = engine.inpaint(photo.pixels, fill, strategy=settings.strategy, dilate=settings.dilate,
                                           feather=settings.feather)
             except PHOTO_ERRORS as error:
-                settle_writes(0)
+                settle_writes(0)  # the failures in the jobs' order
                 fail(job, error)
                 on_photo()
                 continue

@@ -19,8 +19,9 @@ repairs are: a script's jobs then do not queue for the server process's GIL.
 
 Bounds: at most `capacity` jobs of this process pending at once (accepted, not yet final), each
 holding its decoded upload in memory (this process's or its worker's) until it has run and its
-result is saved; beyond that a job is refused as the full queue refuses a repair. Records go with their results: the retention
-sweep removes a done job's record once its result is gone, a failed one's after `keep_days`.
+result is saved; beyond that a job is refused as the full queue refuses a repair. Records go with
+their results: the retention sweep removes a done job's record once its result is gone, a failed
+one's after `keep_days`.
 """
 
 from __future__ import annotations
