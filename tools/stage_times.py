@@ -2,6 +2,14 @@
 (strategy crop, dilate 4, feather 4, the mask binarized first), at the sizes people send:
 
     python tools/stage_times.py [--model DIR] [--runs N] [--sizes 640x480,1280x960,2560x1920]
+    python tools/stage_times.py --postprocess ...   # the service's two postprocessing steps apart
+
+`--postprocess` times the postprocessing as the service runs it: the feather ramp (computed while
+the model runs) and the compose after the model, each alone, on the load benchmark's pictures
+(a photo-like image, brush strokes over 8 % of it: a longer mask edge than lama.synthetic's blobs).
+torch's idle threads are made to
+sleep rather than spin after the model (OMP_WAIT_POLICY=PASSIVE, unless set), so that, as on a GPU
+box, the postprocessing has the cores to itself.
 
 To compare with older code, point PYTHONPATH at a checkout of it (the script only uses
 InpaintEngine(model, device), inpaint(..., timings=) and masks.binarize, which it always had):
@@ -20,14 +28,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+
+if "--postprocess" in sys.argv:  # before torch loads (lama.engine loads it with the model)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lama import masks
 from lama.bench import source_commit
 from lama.engine import InpaintEngine
 from lama.synthetic import synthetic_case
+from loadreport import images
 
 STAGES = ("preprocess", "infer", "postprocess")
+LOAD_MASK_COVERAGE = 0.08  # the load benchmark's
 
 
 def stage_medians(engine: InpaintEngine, width: int, height: int, runs: int) -> dict[str, float]:
@@ -45,21 +59,43 @@ def stage_medians(engine: InpaintEngine, width: int, height: int, runs: int) -> 
     return {stage: statistics.median(values) for stage, values in samples.items()}
 
 
+def postprocess_medians(engine: InpaintEngine, width: int, height: int, runs: int) -> dict[str, float]:
+    """The feather ramp and the compose, as the service runs them after the engine's `prepare`
+    and `run_models`, each timed alone."""
+    image = images.photo(width, height)
+    mask = masks.binarize(images.stroke_mask(width, height, LOAD_MASK_COVERAGE), masks.DEFAULT_THRESHOLD)
+    samples: dict[str, list[float]] = {"ramp": [], "compose": []}
+    for run in range(runs + 1):
+        job = engine.prepare(image.copy(), mask, "crop", 4)  # composed in place
+        outputs = engine.run_models(job)
+        started = time.perf_counter()
+        engine.feather_ahead(job, 4)
+        ramp = time.perf_counter()
+        engine.compose(job, outputs, 4, in_place=True)
+        if run:  # the first is the warm run
+            samples["ramp"].append((ramp - started) * 1000)
+            samples["compose"].append((time.perf_counter() - ramp) * 1000)
+    return {step: statistics.median(values) for step, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=os.path.join(os.environ.get("LAMA_FIXTURES", "tests/fixtures"), "tiny-lama"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", default="640x480,1280x960,2560x1920")
+    parser.add_argument("--postprocess", action="store_true", help="the feather ramp and the compose, each alone")
     args = parser.parse_args()
     engine = InpaintEngine(args.model, device="cpu")
+    measure, columns = (postprocess_medians, ("ramp", "compose")) if args.postprocess else \
+        (stage_medians, (*STAGES, "total"))
     print(f"engine code at commit {source_commit()}, model {engine.describe()['name']} on the CPU, "
           f"{os.cpu_count()} cores; strategy crop, dilate 4, feather 4; median ms of {args.runs}")
-    print("| size | preprocess | infer | postprocess | total |")
-    print("|---|---|---|---|---|")
+    print("| size | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
     for size in args.sizes.split(","):
         width, height = (int(side) for side in size.split("x"))
-        medians = stage_medians(engine, width, height, args.runs)
-        print(f"| {width}×{height} | " + " | ".join(f"{medians[stage]:.1f}" for stage in (*STAGES, "total")) + " |")
+        medians = measure(engine, width, height, args.runs)
+        print(f"| {width}×{height} | " + " | ".join(f"{medians[column]:.1f}" for column in columns) + " |")
 
 
 if __name__ == "__main__":
