@@ -64,7 +64,7 @@ def postprocess_medians(engine: InpaintEngine, width: int, height: int, runs: in
     and `run_models`, each timed alone."""
     image = images.photo(width, height)
     mask = masks.binarize(images.stroke_mask(width, height, LOAD_MASK_COVERAGE), masks.DEFAULT_THRESHOLD)
-    samples: dict[str, list[float]] = {"ramp": [], "compose": []}
+    samples: dict[str, list[float]] = {"ramp": [], "compose": [], "ramp pixels": []}
     for run in range(runs + 1):
         job = engine.prepare(image.copy(), mask, "crop", 4)  # composed in place
         outputs = engine.run_models(job)
@@ -75,6 +75,7 @@ def postprocess_medians(engine: InpaintEngine, width: int, height: int, runs: in
         if run:  # the first is the warm run
             samples["ramp"].append((ramp - started) * 1000)
             samples["compose"].append((time.perf_counter() - ramp) * 1000)
+            samples["ramp pixels"].append(len(job.ramps[4][0]))
     return {step: statistics.median(values) for step, values in samples.items()}
 
 
@@ -86,7 +87,7 @@ def main() -> None:
     parser.add_argument("--postprocess", action="store_true", help="the feather ramp and the compose, each alone")
     args = parser.parse_args()
     engine = InpaintEngine(args.model, device="cpu")
-    measure, columns = (postprocess_medians, ("ramp", "compose")) if args.postprocess else \
+    measure, columns = (postprocess_medians, ("ramp", "compose", "ramp pixels")) if args.postprocess else \
         (stage_medians, (*STAGES, "total"))
     print(f"engine code at commit {source_commit()}, model {engine.describe()['name']} on the CPU, "
           f"{os.cpu_count()} cores; strategy crop, dilate 4, feather 4; median ms of {args.runs}")
@@ -95,7 +96,8 @@ def main() -> None:
     for size in args.sizes.split(","):
         width, height = (int(side) for side in size.split("x"))
         medians = measure(engine, width, height, args.runs)
-        print(f"| {width}×{height} | " + " | ".join(f"{medians[column]:.1f}" for column in columns) + " |")
+        print(f"| {width}×{height} | " + " | ".join(f"{medians[column]:.{0 if 'pixels' in column else 1}f}"
+                                                   for column in columns) + " |")
 
 
 if __name__ == "__main__":
