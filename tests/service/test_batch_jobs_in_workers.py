@@ -120,3 +120,15 @@ def test_a_job_whose_worker_dies_fails_with_worker_lost_and_the_next_one_is_done
     release.set()
     assert [poll(client, job["url"])["status"] for job in again] == ["done", "done"]
     assert not list(jobs_folder(client).glob("*.lock"))
+
+
+def test_jobs_a_worker_holds_when_the_server_stops_are_recorded_as_interrupted(tiny_dir, tmp_path, monkeypatch):
+    image, mask = make_case(seed=5)
+    with serve(make_settings(tiny_dir, tmp_path, "--cpu-workers", "2")) as client:
+        release, first, held = a_job_here_and_one_in_a_worker(client, monkeypatch, image, mask)
+        workers = service_of(client).cpu_workers
+    release.set()
+    assert workers.pids == [], "the workers stopped with the server"
+    records = [json.loads((tmp_path / "outputs" / "jobs" / f"{job['id']}.json").read_text()) for job in (first, held)]
+    assert [(record["status"], record["error"]["code"]) for record in records] == [("failed", "interrupted")] * 2
+    assert not list((tmp_path / "outputs" / "jobs").glob("*.lock"))
