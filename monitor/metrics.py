@@ -134,6 +134,15 @@ class ServiceMetrics:
             "Model runs whose fp16 output overflowed (not finite) and that were computed again in fp32",
             fp16_fallbacks))
 
+    def watch_cpu_workers(self, in_flight: Callable[[], float], restarts: Callable[[], float]) -> None:
+        """The CPU worker processes' gauges, for a server that has them (service.cpu_workers)."""
+        Gauge("inpaint_cpu_workers_in_flight", "Repairs the CPU worker processes hold or are preparing",
+              registry=self.registry).set_function(in_flight)
+        # Written as inpaint_cpu_worker_restarts_total.
+        self.registry.register(CallbackCounter(
+            "inpaint_cpu_worker_restarts", "CPU worker processes found dead (their repairs failed with 503 "
+            "worker_lost) and started again", restarts))
+
     def observe_request(self, status: int, seconds: float) -> None:
         self.requests.labels(status=str(status)).inc()
         self.duration.observe(seconds)

@@ -238,6 +238,7 @@ class CpuWorkers:
 
     def __init__(self, count: int, config: WorkerConfig):
         self.count = count
+        self.restarts = 0  # workers found dead and started again
         self._config = config
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
@@ -272,6 +273,7 @@ class CpuWorkers:
                                 worker.process.pid, worker.process.returncode)
                     worker.stop(timeout_s=0)
                     self._workers[index] = Worker(index, self._config)
+                    self.restarts += 1
             return min(self._workers, key=lambda worker: worker.in_flight)
 
 

@@ -152,6 +152,7 @@ def build_app(settings: Settings):
         config = cpu_workers.WorkerConfig(engine.hd, engine.backend.prefers_few_shapes, limits,
                               threads=cpu_workers.threads_per_worker(count, parallel.cores()))
         cpu_pool = cpu_workers.CpuWorkers(count, config)
+        metrics.watch_cpu_workers(in_flight=lambda: cpu_pool.in_flight, restarts=lambda: cpu_pool.restarts)
         log.info("CPU workers: %d processes for the API's repairs under load, %d threads each", count, config.threads)
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
                             status_of=status_of, cpu_workers=cpu_pool)

@@ -104,6 +104,7 @@ def test_a_job_whose_worker_dies_fails_with_worker_lost_and_the_next_one_is_done
     service = service_of(client)
     image, mask = make_case(seed=3)
     release, first, held = a_job_here_and_one_in_a_worker(client, monkeypatch, image, mask)
+    assert "inpaint_cpu_workers_in_flight 1.0" in client.get("/metrics").text
     for pid in service.cpu_workers.pids:  # the worker holding the job, and the idle one
         os.kill(pid, signal.SIGKILL)
     release.set()
@@ -119,6 +120,7 @@ def test_a_job_whose_worker_dies_fails_with_worker_lost_and_the_next_one_is_done
     assert service.cpu_workers.in_flight == 1 and not killed & set(service.cpu_workers.pids)
     release.set()
     assert [poll(client, job["url"])["status"] for job in again] == ["done", "done"]
+    assert "inpaint_cpu_worker_restarts_total 2.0" in client.get("/metrics").text
     assert not list(jobs_folder(client).glob("*.lock"))
 
 

@@ -113,3 +113,15 @@ def test_fp16_fallbacks_are_a_counter_read_when_scraped():
     fallbacks[0] = 3
     assert scrape(metrics)[("inpaint_fp16_fallbacks_total", ())] == 3
     assert "# TYPE inpaint_fp16_fallbacks_total counter" in metrics.render().decode()
+
+
+def test_the_cpu_workers_gauges_exist_only_where_they_are_watched():
+    state = {"in_flight": 0, "restarts": 0}
+    metrics = ServiceMetrics(lambda: 0, lambda: 1, lambda: 1)
+    assert "inpaint_cpu_worker" not in metrics.render().decode()
+    metrics.watch_cpu_workers(in_flight=lambda: state["in_flight"], restarts=lambda: state["restarts"])
+    state.update(in_flight=5, restarts=2)
+    values = scrape(metrics)
+    assert values[("inpaint_cpu_workers_in_flight", ())] == 5
+    assert values[("inpaint_cpu_worker_restarts_total", ())] == 2
+    assert "# TYPE inpaint_cpu_worker_restarts_total counter" in metrics.render().decode()
