@@ -229,7 +229,8 @@ def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
                 fail(job, error)
                 on_photo()
                 continue
-            writes.append((job, writer.submit(write_one, job, photo, repaired, settings)))
+            # The writer gets the photo's source (format, metadata), not its pixels: those go with the next photo.
+            writes.append((job, writer.submit(write_one, job, photo.source, repaired, settings)))
             settle_writes(WRITE_BEHIND)
         settle_writes(0)
     finally:
@@ -254,8 +255,9 @@ def read_one(job: Job, read_mask: Callable[[Path], np.ndarray], settings: Settin
     return photo, fill
 
 
-def write_one(job: Job, photo: imageio.Photo, repaired: np.ndarray, settings: Settings) -> None:
-    metadata = photo.source.metadata if settings.keep_metadata else NO_METADATA
+def write_one(job: Job, source: imageio.Source, repaired: np.ndarray, settings: Settings) -> None:
+    """The repair encoded in the job's format, with the photo's metadata where kept, and written."""
+    metadata = source.metadata if settings.keep_metadata else NO_METADATA
     data = imageio.encode_image(repaired, job.format, metadata=metadata)
     job.output.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(job.output, data)

@@ -57,7 +57,7 @@ def one_after_another(engine: InpaintEngine, jobs: list[batch.Job], settings: ba
         repaired = engine.inpaint(photo.pixels, fill, strategy=settings.strategy, dilate=settings.dilate,
                                   feather=settings.feather, timings=timings)
         repair = time.perf_counter()
-        batch.write_one(job, photo, repaired, settings)
+        batch.write_one(job, photo.source, repaired, settings)
         seconds["read"].append(read - started)
         seconds["repair"].append(repair - read)
         seconds["infer"].append(timings["infer"])
