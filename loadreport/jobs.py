@@ -5,7 +5,8 @@
 
 As the README's script does with a folder, over one connection: N jobs submitted one after another
 (POST /api/v1/jobs: the load benchmark's JPEG photo and PNG brush-stroke mask, no form fields, so
-the server's default settings), then each polled in turn until it is final and its result fetched.
+the server's default settings), then each polled in turn until it is final and its result fetched;
+a submission refused because the pending jobs are at the server's bound waits for the oldest one.
 Per size, after a few unmeasured repairs (the first of a size may compile or capture kernels):
 jobs done per second from the first submission to the last result fetched, the submissions' median
 time, the failures, the medians of the stages the jobs' records give, and the GPU's busy share over
@@ -20,7 +21,7 @@ import datetime
 import statistics
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from loadreport.client import Exchange, ReportError, ServiceClient
@@ -54,33 +55,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_batch(service: ServiceClient, meter: BusyMeter, image_jpeg: bytes, mask_pngs: tuple[bytes, ...],
               jobs: int) -> dict[str, Any]:
-    """Submits `jobs` jobs, then waits for each in turn and fetches its result: the batch's figures."""
+    """Submits `jobs` jobs, then waits for each in turn and fetches its result: the batch's figures.
+    A submission refused because the server's pending jobs are at their bound (503 queue_full) is
+    sent again once the oldest pending job is done and fetched, as a script keeping the server's
+    queue full would."""
     meter.begin()
     started = time.perf_counter()
-    submitted: list[Exchange] = []
-    for number in range(jobs):
-        files = {"image": ("photo.jpg", image_jpeg, "image/jpeg"),
-                 "mask": ("mask.png", mask_pngs[number % len(mask_pngs)], "image/png")}
-        submitted.append(service.request("POST", JOBS_PATH, files=files))
+    pending: deque[str] = deque()  # the accepted jobs' URLs, oldest first
+    submit_s: list[float] = []
     outcomes: Counter[str] = Counter()
     stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
-    for exchange in submitted:
-        if exchange.status != 202:
-            outcomes[_refusal(exchange)] += 1
-            continue
-        status = _final(service, exchange.json()["url"])
+
+    def settle_oldest() -> None:
+        status = _final(service, pending.popleft())
         if status.get("status") != "done":
             outcomes[f"job {status.get('status')}: {(status.get('error') or {}).get('code')}"] += 1
-            continue
+            return
         result = service.request("GET", status["result_url"])
         outcomes["done" if result.status == 200 else f"result {result.status}"] += 1
         for stage in STAGES:
             if stage in status["timings"]:
                 stages[stage].append(status["timings"][stage])
+
+    resent = 0
+    for number in range(jobs):
+        files = {"image": ("photo.jpg", image_jpeg, "image/jpeg"),
+                 "mask": ("mask.png", mask_pngs[number % len(mask_pngs)], "image/png")}
+        while True:
+            exchange = service.request("POST", JOBS_PATH, files=files)
+            submit_s.append(exchange.seconds)
+            if not (exchange.status == 503 and exchange.error_fields()[0] == "queue_full" and pending):
+                break
+            settle_oldest()  # a place frees as the oldest is done
+            resent += 1
+        if exchange.status == 202:
+            pending.append(exchange.json()["url"])
+        else:
+            outcomes[_refusal(exchange)] += 1
+    while pending:
+        settle_oldest()
     wall_s = time.perf_counter() - started
     busy = meter.end()
-    return {"jobs": jobs, "done": outcomes.pop("done", 0), "failures": dict(outcomes), "wall_s": wall_s,
-            "submit_p50_s": statistics.median(exchange.seconds for exchange in submitted),
+    return {"jobs": jobs, "done": outcomes.pop("done", 0), "failures": dict(outcomes), "resent": resent,
+            "wall_s": wall_s, "submit_p50_s": statistics.median(submit_s),
             "stage_medians_s": {stage: statistics.median(values) for stage, values in stages.items() if values},
             "gpu_busy_ratio": next(iter(busy.values())) if len(busy) == 1 else None,
             "gpu_busy_by_index": {str(index): ratio for index, ratio in sorted(busy.items())}}
@@ -113,18 +130,20 @@ def markdown(run: dict[str, Any]) -> str:
         f"- Each batch: {run['jobs']} jobs submitted one after another over one connection (a JPEG photo and a "
         f"PNG brush-stroke mask over {MASK_COVERAGE * 100:.0f}% of it, the server's default settings), then each "
         f"polled every {POLL_S * 1000:.0f} ms until final and its result fetched; {run['warmup']} unmeasured "
-        f"repair{'' if run['warmup'] == 1 else 's'} per size first.",
+        f"repair{'' if run['warmup'] == 1 else 's'} per size first. A submission refused with 503 queue_full "
+        "(the server's pending jobs at their bound) is sent again once the oldest pending job is done and "
+        "fetched (resent).",
         "- jobs/s: jobs done over the batch's wall time, first submission to last result. Stage columns: the "
         "medians of the done jobs' records, ms.",
         f"- GPU busy: the share of the batch during which the GPU ran a kernel ({run['gpu_busy_source']}).",
     ]
-    header = ["size", "done/jobs", "failures", "jobs/s", "submit p50 ms", *(f"{stage} ms" for stage in STAGES),
-              "GPU busy"]
+    header = ["size", "done/jobs", "failures", "resent", "jobs/s", "submit p50 ms",
+              *(f"{stage} ms" for stage in STAGES), "GPU busy"]
     rows = []
     for batch in run["batches"]:
         failures = ", ".join(f"{count}× {what}" for what, count in batch["failures"].items()) or "0"
         rows.append([f"{batch['width']}×{batch['height']}", f"{batch['done']}/{batch['jobs']}", failures,
-                     f"{batch['done'] / batch['wall_s']:.1f}", f"{batch['submit_p50_s'] * 1000:.1f}",
+                     str(batch["resent"]), f"{batch['done'] / batch['wall_s']:.1f}", f"{batch['submit_p50_s'] * 1000:.1f}",
                      *(_ms(batch["stage_medians_s"].get(stage)) for stage in STAGES), gpu_busy_text(batch)])
     return "\n".join(lines + [""] + markdown_table(header, rows)) + "\n"
 

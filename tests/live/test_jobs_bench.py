@@ -39,3 +39,12 @@ def test_refused_jobs_are_counted_as_failures(tiny_dir, tmp_path):
     (row,) = table(refused.stdout)
     assert row["done/jobs"] == "0/2" and row["failures"] == "2× submit 401 unauthorized"
     assert row["total ms"] == "–"
+
+
+def test_a_submission_refused_for_a_full_queue_is_sent_again_once_a_place_frees(tiny_dir, tmp_path):
+    with LiveServer.start(tiny_dir, tmp_path, "--queue-capacity", "2") as server:
+        done = run_loadreport("jobs", "--url", server.base, "--sizes", "640x480", "--jobs", "8", "--warmup", "0")
+    assert done.returncode == 0, done.stderr
+    (row,) = table(done.stdout)
+    assert row["done/jobs"] == "8/8" and row["failures"] == "0"
+    assert int(row["resent"]) > 0, "two places for eight jobs sent back to back: some were refused"
