@@ -44,7 +44,7 @@ def report(raw: str, seconds: float, rate: float, top: int = 25, sampled: str = 
     if sampled == "gil":
         first = f"{total} samples with the GIL held in {seconds:g} s at {rate:g} Hz: " \
                 f"some thread held it {total / (seconds * rate):.0%} of the time"
-    else:  # py-spy --threads: every running thread's samples, its thread the first frame
+    else:  # py-spy --threads: every running thread's samples, the thread (id and name) their first frame
         first = f"{total} samples of running threads in {seconds:g} s at {rate:g} Hz: " \
                 f"{total / (seconds * rate):.2f} threads running on average"
     lines = [first]
