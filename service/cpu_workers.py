@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lama import errors
+from lama import errors, png
 from lama.backend import Backend
 from lama.engine import InpaintEngine, RepairJob
 from lama.errors import InpaintError, ShuttingDownError, UnavailableError
@@ -59,6 +59,7 @@ from service.upload import Decoded, RepairOptions, check_pair, decode, encode_re
 log = logging.getLogger(__name__)
 
 IDLE_TRIM_S = 1.0  # a worker given nothing for this long returns its heap's free pages
+CHECK_SIDE = 16  # the start-up check's photo: tiny, and still every step of a repair's preparation
 
 Arrays = list[np.ndarray]
 _LENGTH = struct.Struct("<Q")  # a message's header length, first on the wire
@@ -261,6 +262,17 @@ class CpuWorkers:
     def in_flight(self) -> int:
         """Repairs the workers hold or are preparing."""
         return sum(worker.in_flight for worker in self._workers)
+
+    def check(self) -> None:
+        """Each worker decodes and prepares a tiny repair, then drops it; a worker that cannot
+        serve (its process is gone, or its steps fail) raises its error here: WorkerLostError, an
+        InpaintError, or RuntimeError for a worker's crash."""
+        photo = png.encode(np.zeros((CHECK_SIDE, CHECK_SIDE, 3), np.uint8))
+        mask = np.zeros((CHECK_SIDE, CHECK_SIDE), np.uint8)
+        mask[CHECK_SIDE // 4: CHECK_SIDE // 2, CHECK_SIDE // 4: CHECK_SIDE // 2] = 255
+        brush = png.encode(mask)
+        for worker in list(self._workers):
+            worker.drop(worker.prepare(photo, brush, None, RepairOptions()))
 
     def pick(self) -> Worker:
         """The worker with the fewest repairs in hand (started again if it died)."""

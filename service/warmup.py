@@ -1,4 +1,5 @@
-"""The warm-up: the engine's first runs, alone on the GPU, then the memory budget they measure.
+"""The warm-up: the engine's first runs, alone on the GPU, then the memory budget they measure,
+and the CPU workers' first repair preparation.
 
 Runs on a thread of its own so that the server answers probes meanwhile (/readyz is 503 until
 the service is warm); it cannot be interrupted halfway (a CUDA kernel cannot), so stop() waits.
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class WarmUp:
+    """The engine's warm-up, then a check that the CPU worker processes serve, then ready."""
+
     def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, preset: str,
                  settle: Callable[[], None] | None = None):
         """`preset`: its name, for the log; its memory share is the engine device's (Device.limit_memory).
@@ -42,6 +45,7 @@ class WarmUp:
         self.queue.run(self.engine.warmup, exclusive=True)
         budget = self.engine.gpu_budget()
         self.queue.set_budget(budget)
+        self._check_cpu_workers()
         if self.settle is not None:
             try:
                 self.settle()
@@ -55,3 +59,19 @@ class WarmUp:
             log.info("warm: ready to serve (%d workers; GPU memory budget %.2f GB: the %s preset's %.0f%% of the "
                      "card less %.2f GB held at rest)", workers, budget / 1e9, self.preset,
                      self.engine.device.memory_fraction * 100, self.engine.steady_gpu_bytes / 1e9)
+
+    def _check_cpu_workers(self) -> None:
+        """Each CPU worker prepares a tiny repair. A worker that cannot (a broken environment: its
+        process died, or its steps fail) would fail the repairs handed to it under load with
+        worker_lost: its pool is stopped instead, and every repair's CPU steps run in this
+        process, as without workers."""
+        workers = self.service.cpu_workers
+        if workers is None:
+            return
+        try:
+            workers.check()
+        except Exception as error:  # noqa: BLE001 - whatever it is, the service serves without them
+            log.error("CPU workers: one could not prepare a repair (%s: %s); they are stopped and every repair's "
+                      "CPU steps run in the server's process", type(error).__name__, error)
+            self.service.cpu_workers = None
+            workers.stop()

@@ -22,6 +22,7 @@ from lama.errors import ImageError, MaskError, OptionError, ShuttingDownError, T
 from lama.memory import MemoryModel
 from service.cpu_workers import CpuWorkers, WorkerConfig, WorkerLostError
 from service.pipeline import RepairOptions
+from service.warmup import WarmUp
 from support.app import make_case
 from support.service import repair_service
 
@@ -171,3 +172,32 @@ def test_workers_import_no_torch_and_stop_with_the_pool(engine, tmp_path):
         assert not any(process.is_running() and process.status() != psutil.STATUS_ZOMBIE for process in processes)
         with pytest.raises(ShuttingDownError):
             repair_in_worker(service, *jpeg_and_png(image, mask), "x.jpg", RepairOptions())
+
+
+def test_the_start_up_check_passes_on_serving_workers_and_names_a_dead_ones_error(service):
+    workers = service.cpu_workers
+    workers.check()
+    assert workers.in_flight == 0, "the check's repairs were dropped"
+    first = workers.pick()
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait(10)
+    with pytest.raises(WorkerLostError):
+        workers.check()
+
+
+def test_the_warm_up_stops_workers_that_cannot_serve_and_the_service_repairs_without_them(engine, tmp_path, caplog):
+    with repair_service(engine, tmp_path) as service:
+        workers = CpuWorkers(2, WorkerConfig(engine.hd, False, service.limits, 1))
+        workers.start()
+        service.cpu_workers = workers
+        processes = [psutil.Process(pid) for pid in workers.pids]
+        os.kill(processes[1].pid, signal.SIGKILL)  # as if its environment could not run it
+        processes[1].wait(10)
+        WarmUp(engine, service.queue, service, "balanced").run()
+        assert service.warm and service.cpu_workers is None and workers.pids == []
+        assert "CPU workers: one could not prepare a repair (WorkerLostError" in caplog.text
+        assert not processes[0].is_running() or processes[0].status() == psutil.STATUS_ZOMBIE
+        image, mask = make_case(160, 120, seed=11)
+        photo, brush = jpeg_and_png(image, mask)
+        options = RepairOptions()
+        assert service.repair_decoded(service.decode(photo, brush, "x.jpg", options), options).data
