@@ -518,6 +518,9 @@ class RepairService:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "sample": sample,
         }
+        if self.cpu_workers is not None:
+            health["cpu_workers"] = {"count": self.cpu_workers.count, "in_flight": self.cpu_workers.in_flight,
+                                     "restarts": self.cpu_workers.restarts}
         if not self.gpu_healthy:
             health["gpu_error"] = self.gpu_error or self.sampler.last_error
         if self.draining:

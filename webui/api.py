@@ -350,8 +350,9 @@ def create_api(service: RepairService, api_token: str | None = None,
     def healthz() -> dict:
         """`{"status": "ok"|"degraded", "model", "gpu_mem": "6.8GB", "gpu", "queue": {"depth", "capacity"},
         "gpu_budget": {"budget_bytes", "admitted_bytes", "waiting_bytes", "running", "waiting", "workers",
-        "memory_model"}, "uptime_s"}`: degraded with the OpenCV fallback, a failing GPU or a stuck worker;
-        `gpu_mem` is the string the seed's probes read; `gpu`, `budget_bytes` and `memory_model` are null on the CPU."""
+        "memory_model"}, "uptime_s"}`, with CPU worker processes `"cpu_workers": {"count", "in_flight",
+        "restarts"}`: degraded with the OpenCV fallback, a failing GPU or a stuck worker; `gpu_mem` is the
+        string the seed's probes read; `gpu`, `budget_bytes` and `memory_model` are null on the CPU."""
         return service.health()
 
     @app.get("/livez", tags=["operations"])

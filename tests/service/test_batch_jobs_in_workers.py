@@ -121,6 +121,7 @@ def test_a_job_whose_worker_dies_fails_with_worker_lost_and_the_next_one_is_done
     release.set()
     assert [poll(client, job["url"])["status"] for job in again] == ["done", "done"]
     assert "inpaint_cpu_worker_restarts_total 2.0" in client.get("/metrics").text
+    assert client.get("/healthz").json()["cpu_workers"] == {"count": 2, "in_flight": 0, "restarts": 2}
     assert not list(jobs_folder(client).glob("*.lock"))
 
 

@@ -195,6 +195,7 @@ def test_the_warm_up_stops_workers_that_cannot_serve_and_the_service_repairs_wit
         processes[1].wait(10)
         WarmUp(engine, service.queue, service, "balanced").run()
         assert service.warm and service.cpu_workers is None and workers.pids == []
+        assert "cpu_workers" not in service.health(), "a server without workers says nothing of them"
         assert "CPU workers: one could not prepare a repair (WorkerLostError" in caplog.text
         assert not processes[0].is_running() or processes[0].status() == psutil.STATUS_ZOMBIE
         image, mask = make_case(160, 120, seed=11)
