@@ -19,9 +19,9 @@ import pytest
 from lama import batch, imageio
 from lama.engine import InpaintEngine
 from lama.errors import ImageError
+from support.paths import ROOT
 
 WAIT_S = 10
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
