@@ -32,19 +32,22 @@ def test_a_batch_per_size_with_its_rate_and_the_jobs_stages(tiny_dir, tmp_path):
     assert "loadreport jobs: 160×120: 6/6 jobs done" in done.stderr
 
 
+def one_batch(tiny_dir, tmp_path, server_flags: tuple[str, ...], size: str, jobs: int) -> dict[str, str]:
+    """The table's one row of a batch of `jobs` at `size`, no warm-up, against `python app.py *server_flags`."""
+    with LiveServer.start(tiny_dir, tmp_path, *server_flags) as server:
+        done = run_loadreport("jobs", "--url", server.base, "--sizes", size, "--jobs", str(jobs), "--warmup", "0")
+    assert done.returncode == 0, done.stderr
+    (row,) = table(done.stdout)
+    return row
+
+
 def test_refused_jobs_are_counted_as_failures(tiny_dir, tmp_path):
-    with LiveServer.start(tiny_dir, tmp_path, "--api-token", "secret") as server:
-        refused = run_loadreport("jobs", "--url", server.base, "--sizes", "96x64", "--jobs", "2", "--warmup", "0")
-    assert refused.returncode == 0, refused.stderr
-    (row,) = table(refused.stdout)
+    row = one_batch(tiny_dir, tmp_path, ("--api-token", "secret"), "96x64", 2)
     assert row["done/jobs"] == "0/2" and row["failures"] == "2× submit 401 unauthorized"
     assert row["total ms"] == "–"
 
 
 def test_a_submission_refused_for_a_full_queue_is_sent_again_once_a_place_frees(tiny_dir, tmp_path):
-    with LiveServer.start(tiny_dir, tmp_path, "--queue-capacity", "2") as server:
-        done = run_loadreport("jobs", "--url", server.base, "--sizes", "640x480", "--jobs", "8", "--warmup", "0")
-    assert done.returncode == 0, done.stderr
-    (row,) = table(done.stdout)
+    row = one_batch(tiny_dir, tmp_path, ("--queue-capacity", "2"), "640x480", 8)
     assert row["done/jobs"] == "8/8" and row["failures"] == "0"
     assert int(row["resent"]) > 0, "two places for eight jobs sent back to back: some were refused"
