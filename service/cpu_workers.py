@@ -54,7 +54,7 @@ from lama.imageio import ImageLimits
 from lama.output_formats import OutputFormat
 from lama.planning import HDSettings
 from lama.stages import Stage
-from service.upload import Decoded, RepairOptions, check_pair, decode, encode_result, mask_fraction
+from service.upload import Decoded, RepairOptions, check_pair, compose_and_encode, decode, mask_fraction
 
 log = logging.getLogger(__name__)
 
@@ -411,14 +411,10 @@ class _Jobs:
     def finish(self, header: dict, outputs: Arrays) -> tuple[dict, Arrays]:
         decoded, job, options, timings = self.held.pop(header["id"])
         done: dict[str, float] = {}
-        repaired = decoded.image
         if job is not None:
             # The postprocessing's time: the feather ramp's, computed ahead, and the compose's.
             done[Stage.POSTPROCESS] = timings.get(Stage.POSTPROCESS, 0.0)
-            repaired = self.engine.compose(job, outputs, options.feather, done, in_place=True)
-        started = time.perf_counter()
-        data, fmt = encode_result(repaired, options, decoded.source)
-        done[Stage.ENCODE] = time.perf_counter() - started
+        _, data, fmt = compose_and_encode(self.engine, decoded, job, outputs, options, done)
         return {"id": header["id"], "format": fmt, "timings": done}, [np.frombuffer(data, np.uint8)]
 
 

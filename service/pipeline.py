@@ -39,7 +39,7 @@ from monitor.sampler import Sampler
 from service.cpu_workers import CpuWorkers, Prepared
 from service.jobs import JobQueue, Timed
 from service.storage import OutputStore, result_name
-from service.upload import Decoded, RepairOptions, check_pair, decode, encode_result, mask_fraction
+from service.upload import Decoded, RepairOptions, check_pair, compose_and_encode, decode, mask_fraction
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +242,7 @@ class RepairService:
     def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
         """The repair composed from the model's outputs, encoded and saved (on the caller's thread)."""
         job, outputs, peak, engine_timings, strategy = timed.value
-        if job is not None:
-            repaired = self.engine.compose(job, outputs, options.feather, engine_timings, in_place=decoded.owned)
-        else:
-            repaired = decoded.image if decoded.owned else decoded.image.copy()
-        started = time.perf_counter()
-        data, fmt = encode_result(repaired, options, decoded.source)
-        engine_timings = {**engine_timings, Stage.ENCODE: time.perf_counter() - started}
+        repaired, data, fmt = compose_and_encode(self.engine, decoded, job, outputs, options, engine_timings)
         height, width = decoded.image.shape[:2]
         fraction = mask_fraction(decoded.mask)
         saved_as, timings, record_id = self._save_and_record(

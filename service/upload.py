@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lama import imageio, masks
-from lama.engine import STRATEGIES, InpaintEngine, MaskPlan
+from lama.engine import STRATEGIES, InpaintEngine, MaskPlan, RepairJob
 from lama.errors import ImageError, ImageTooLargeError, MaskError, OptionError
 from lama.imageio import ImageLimits
 from lama.metadata import NO_METADATA
 from lama.output_formats import OutputFormat, output_format
+from lama.stages import Stage
 
 MAX_REFINE_PX = 256  # dilate/feather beyond this is a typo, not a wish
 
@@ -41,12 +42,24 @@ class RepairOptions:
         output_format(self.format)  # OptionError for a name it does not know
 
 
-def encode_result(repaired: np.ndarray, options: RepairOptions, source: imageio.Source | None) -> tuple[bytes, OutputFormat]:
-    """The repaired image as the request asked for it: in its format (`same`: the upload's, from
-    `source`; None: arrays were given) with the upload's metadata unless `keep_metadata` is off."""
+def compose_and_encode(engine: InpaintEngine, decoded: Decoded, job: RepairJob | None, outputs: list[np.ndarray],
+                       options: RepairOptions, timings: dict[str, float]) -> tuple[np.ndarray, bytes, OutputFormat]:
+    """The repair composed from `job`'s model outputs (None: nothing was repaired), into the upload's
+    own pixels where the request owns them, then encoded as the request asked: in its format
+    (`same`: the upload's; arrays given: PNG for `same`) with the upload's metadata unless
+    `keep_metadata` is off. The compose's time is added to `timings`' postprocess, the encoding's
+    is its encode. Returns (the repaired image, the file, its format)."""
+    if job is not None:
+        repaired = engine.compose(job, outputs, options.feather, timings, in_place=decoded.owned)
+    else:
+        repaired = decoded.image if decoded.owned else decoded.image.copy()
+    started = time.perf_counter()
+    source = decoded.source
     fmt = output_format(options.format, source.format if source else None)
     metadata = source.metadata if source and options.keep_metadata else NO_METADATA
-    return imageio.encode_image(repaired, fmt, metadata=metadata), fmt
+    data = imageio.encode_image(repaired, fmt, metadata=metadata)
+    timings[Stage.ENCODE] = time.perf_counter() - started
+    return repaired, data, fmt
 
 
 def mask_fraction(mask: np.ndarray) -> float | None:
