@@ -561,13 +561,14 @@ def _format_megapixels(pixels: int) -> str:
 
 
 def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: int = 95,
-                 metadata: Metadata = NO_METADATA) -> bytes:
+                 metadata: Metadata = NO_METADATA, png_ahead: png.Ahead | None = None) -> bytes:
     """Encode an RGB, RGBA or gray uint8 array as PNG, JPEG or WebP (`fmt`: a name of
     lama.output_formats, "same" excepted, or its OutputFormat).
 
     PNG is written by lama.png on all cores (about as small as OpenCV's), JPEG and WebP by
     Pillow. `metadata` (EXIF, ICC profile: lama.metadata) goes into the file, in the chunk or
-    segment its format has for it.
+    segment its format has for it. `png_ahead`: for PNG, segments of the image compressed ahead
+    (lama.png.compress_ahead).
 
     ``quality`` (1..100) applies to JPEG and WebP. JPEG has no transparency, so RGBA is
     composited on white, which is how the picture looks on a white page; dropping the
@@ -585,7 +586,7 @@ def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: in
             f"image is {width}×{height}, {fmt.name.upper()} stores at most {fmt.max_side} pixels per side"
         )
     if fmt.name == "png":
-        return png.encode(image, exif=metadata.exif, icc_profile=metadata.icc_profile)
+        return png.encode(image, exif=metadata.exif, icc_profile=metadata.icc_profile, ahead=png_ahead)
     if fmt.name == "jpeg" and image.ndim == 3 and image.shape[2] == 4:
         image = _composite_on_white(image)
     extra = {key: value for key, value in (("exif", metadata.exif), ("icc_profile", metadata.icc_profile)) if value}

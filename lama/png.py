@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from zlib_ng import zlib_ng
@@ -83,25 +84,41 @@ def rows_per_segment(width: int, height: int, channels: int) -> int:
     return -(-height // segments)
 
 
-def encode(image: np.ndarray, exif: bytes | None = None, icc_profile: bytes | None = None) -> bytes:
-    """PNG bytes of an H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA) uint8 array.
+class _Compressed(NamedTuple):
+    """One segment compressed: its IDAT's payload in pieces, the payload's CRC so far (over
+    "IDAT" and the pieces), and the Adler-32 and length of its raw (filtered) rows."""
 
-    The caller checks the array (imageio.encode_image does); sizes up to 2**31 − 1 a side.
-    `exif` ("Exif\\0\\0" and a TIFF-structured block, as Pillow writes it) and `icc_profile`
-    go into eXIf and iCCP chunks before the pixel data, where readers look for them.
-    """
-    image = np.ascontiguousarray(image)
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    rows = image.reshape(height, width * channels)
-    step = rows_per_segment(width, height, channels)
-    starts = list(range(0, height, step))
-    last = len(starts) - 1
+    pieces: list[bytes]
+    crc: int
+    adler: int
+    length: int
 
-    def compress(index: int) -> tuple[list[bytes], int, int, int]:
-        """(the IDAT's payload in pieces, its CRC so far, the Adler-32 and length of the raw rows)."""
-        start = starts[index]
-        segment = rows[start:start + step]
+
+class _Cut:
+    """An image as encode() cuts it: rows of width × channels bytes, `step` rows a segment."""
+
+    def __init__(self, image: np.ndarray):
+        image = np.ascontiguousarray(image)
+        self.shape = image.shape
+        self.height, self.width = image.shape[:2]
+        self.channels = 1 if image.ndim == 2 else image.shape[2]
+        self.rows = image.reshape(self.height, self.width * self.channels)
+        self.step = rows_per_segment(self.width, self.height, self.channels)
+        self.count = -(-self.height // self.step)
+
+    def rows_of(self, index: int) -> tuple[int, int]:
+        """Segment `index`'s rows [start, stop)."""
+        start = index * self.step
+        return start, min(start + self.step, self.height)
+
+    def holds_any(self, index: int, rows: tuple[int, int]) -> bool:
+        """Whether segment `index` holds any of the rows [start, stop)."""
+        first, end = self.rows_of(index)
+        return max(first, rows[0]) < min(end, rows[1])
+
+    def compress(self, index: int) -> _Compressed:
+        channels, width = self.channels, self.width
+        segment = self.rows[slice(*self.rows_of(index))]
         filtered = np.empty((len(segment), width * channels + 1), np.uint8)
         filtered[0, 0] = _FILTER_SUB
         filtered[0, 1:1 + channels] = segment[0, :channels]
@@ -110,32 +127,74 @@ def encode(image: np.ndarray, exif: bytes | None = None, icc_profile: bytes | No
         np.subtract(segment[1:], segment[:-1], out=filtered[1:, 1:])  # uint8: modulo 256
         raw = filtered.data
         compressor = zlib_ng.compressobj(1, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_RLE)
+        last = index == self.count - 1
         pieces = [_ZLIB_HEADER] if index == 0 else []
-        pieces += [compressor.compress(raw),
-                   compressor.flush(zlib_ng.Z_FINISH if index == last else zlib_ng.Z_SYNC_FLUSH)]
+        pieces += [compressor.compress(raw), compressor.flush(zlib_ng.Z_FINISH if last else zlib_ng.Z_SYNC_FLUSH)]
         crc = zlib_ng.crc32(b"IDAT")
         for piece in pieces:
             crc = zlib_ng.crc32(piece, crc)
-        return pieces, crc, zlib_ng.adler32(raw), filtered.size
+        return _Compressed(pieces, crc, zlib_ng.adler32(raw), filtered.size)
 
-    segments = parallel.run_all(compress, list(range(len(starts))))
+    def compress_all(self, indices: list[int]) -> dict[int, _Compressed]:
+        """The segments `indices` compressed on lama.parallel's pool (zlib releases the GIL)."""
+        return dict(zip(indices, parallel.run_all(self.compress, indices), strict=True)) if indices else {}
+
+
+class Ahead(NamedTuple):
+    """Segments of an image compressed before the rest of it is final (:func:`compress_ahead`)."""
+
+    shape: tuple[int, ...]
+    changing: tuple[int, int]  # the rows [start, stop) still to change: no segment here holds one
+    segments: dict[int, _Compressed]
+
+
+def compress_ahead(image: np.ndarray, changing: tuple[int, int]) -> Ahead:
+    """The segments of `image` that hold none of the rows [start, stop) of `changing`, compressed
+    now, for a caller that will change the image in those rows only and then encode it: a
+    repair's result differs from its photo in the mask's box alone, so the segments above and
+    below it can be compressed while the model runs. :func:`encode` of the final image with this
+    `ahead` then compresses only the other segments, and writes the same file as without it."""
+    cut = _Cut(image)
+    untouched = [index for index in range(cut.count) if not cut.holds_any(index, changing)]
+    return Ahead(cut.shape, changing, cut.compress_all(untouched))
+
+
+def encode(image: np.ndarray, exif: bytes | None = None, icc_profile: bytes | None = None,
+           ahead: Ahead | None = None) -> bytes:
+    """PNG bytes of an H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA) uint8 array.
+
+    The caller checks the array (imageio.encode_image does); sizes up to 2**31 − 1 a side.
+    `exif` ("Exif\\0\\0" and a TIFF-structured block, as Pillow writes it) and `icc_profile`
+    go into eXIf and iCCP chunks before the pixel data, where readers look for them.
+    `ahead`: :func:`compress_ahead`'s segments of this image's earlier state, whose rows the
+    caller has left as they were; only the others are compressed here.
+    """
+    cut = _Cut(image)
+    done = {}
+    if ahead is not None:
+        if ahead.shape != cut.shape:
+            raise ValueError(f"segments compressed ahead for an image of shape {ahead.shape}, not {cut.shape}")
+        done = ahead.segments
+    done = {**done, **cut.compress_all([index for index in range(cut.count) if index not in done])}
+    segments = [done[index] for index in range(cut.count)]
 
     adler = 1
-    for _, _, segment_adler, length in segments:
-        adler = _adler32_combine(adler, segment_adler, length)
+    for segment in segments:
+        adler = _adler32_combine(adler, segment.adler, segment.length)
     trailer = struct.pack(">I", adler)  # ends the zlib stream, in the last IDAT
-    last_pieces, last_crc, _, _ = segments[-1]
-    segments[-1] = (last_pieces + [trailer], zlib_ng.crc32(trailer, last_crc), 0, 0)
+    last = segments[-1]
+    segments[-1] = last._replace(pieces=[*last.pieces, trailer], crc=zlib_ng.crc32(trailer, last.crc))
 
-    colour = _COLOUR_TYPES[channels]
-    parts = [SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))]
+    colour = _COLOUR_TYPES[cut.channels]
+    parts = [SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", cut.width, cut.height, 8, colour, 0, 0, 0))]
     if icc_profile:
         parts.append(_chunk(b"iCCP", _ICC_NAME + b"\0\0" + zlib_ng.compress(icc_profile)))
     if exif:
         parts.append(_chunk(b"eXIf", exif.removeprefix(_EXIF_HEADER)))
-    parts.append(_chunk(SEGMENT_CHUNK, struct.pack(">BI", _SEGMENT_VERSION, step)))
-    for pieces, crc, _, _ in segments:  # one IDAT each, joined once: no copies on the way
-        parts += [struct.pack(">I", sum(map(len, pieces))), b"IDAT", *pieces, struct.pack(">I", crc)]
+    parts.append(_chunk(SEGMENT_CHUNK, struct.pack(">BI", _SEGMENT_VERSION, cut.step)))
+    for segment in segments:  # one IDAT each, joined once: no copies on the way
+        parts += [struct.pack(">I", sum(map(len, segment.pieces))), b"IDAT", *segment.pieces,
+                  struct.pack(">I", segment.crc)]
     parts.append(_chunk(b"IEND", b""))
     return b"".join(parts)
 

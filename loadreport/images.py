@@ -69,6 +69,28 @@ def stroke_mask(width: int, height: int, coverage: float, seed: int = 0) -> np.n
             point = following
 
 
+def object_mask(width: int, height: int, coverage: float, seed: int = 0) -> np.ndarray:
+    """One thing painted over, as one removes an object from a photo: a filled ellipse over
+    `coverage` of a width×height picture (uint8, 255 = repair), its centre and proportions drawn
+    from `seed`, always whole inside the picture. Unlike `stroke_mask`'s strokes, spread over
+    most of the picture's rows, its box is a part of them."""
+    if not 0 < coverage < 0.75:  # an ellipse fills π/4 of its box: above that it cannot fit
+        raise ValueError(f"coverage must be between 0 and 0.75, got {coverage}")
+    rng = np.random.default_rng(seed)
+    ratio = rng.uniform(0.6, 1.6) * width / height  # half-width over half-height
+    area = coverage * width * height  # an ellipse's is π × its half-axes
+    half_height = np.sqrt(area / (np.pi * ratio))
+    half_width = min(half_height * ratio, width / 2 - 1)
+    half_height = min(area / (np.pi * half_width), height / 2 - 1)
+    centre = (rng.uniform(half_width, width - half_width), rng.uniform(half_height, height - half_height))
+    mask = np.zeros((height, width), np.uint8)
+    cv2.ellipse(mask, (round(centre[0]), round(centre[1])), (round(half_width), round(half_height)), 0, 0, 360, 255, -1)
+    return mask
+
+
+MASK_SHAPES = {"strokes": stroke_mask, "object": object_mask}
+
+
 def png(pixels: np.ndarray) -> bytes:
     return _encode(".png", pixels, [])
 

@@ -66,12 +66,14 @@ class Upload:
 MASK_SEED_STEP = 7919
 
 
-def make_upload(width: int, height: int, seed: int, coverage: float, masks: int = 1) -> Upload:
-    """A photo and `masks` different brush-stroke masks over it (the first from `seed` itself)."""
+def make_upload(width: int, height: int, seed: int, coverage: float, masks: int = 1,
+                shape: str = "strokes") -> Upload:
+    """A photo and `masks` different masks over it (the first from `seed` itself), of `shape`
+    (loadreport.images.MASK_SHAPES: brush strokes, or one object painted over)."""
     picture = images.photo(width, height, seed)
+    draw = images.MASK_SHAPES[shape]
     return Upload(width, height, images.jpeg(picture),
-                  tuple(images.png(images.stroke_mask(width, height, coverage, seed + MASK_SEED_STEP * turn))
-                        for turn in range(masks)))
+                  tuple(images.png(draw(width, height, coverage, seed + MASK_SEED_STEP * turn)) for turn in range(masks)))
 
 
 # ------------------------------------------------------------------ options
@@ -129,6 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"unmeasured repairs per size and settings before its cells (default: {WARMUP})")
     parser.add_argument("--mask-coverage", type=float, default=MASK_COVERAGE, metavar="SHARE",
                         help=f"share of the picture painted over (default: {MASK_COVERAGE:g})")
+    parser.add_argument("--mask-shape", choices=list(images.MASK_SHAPES), default="strokes",
+                        help="brush strokes spread over the picture (default), or one object painted over "
+                             "(an ellipse: its box is a part of the picture's rows)")
     parser.add_argument("--masks", type=int, default=1, metavar="N",
                         help="different masks per size, sent in turn (default: 1, every request the same). "
                              "People's masks differ, and with them the boxes the crop strategy repairs: the "
@@ -237,7 +242,7 @@ def measure(args: argparse.Namespace, run: dict[str, Any]) -> None:
     with measured_service(args.url, args.api_token, run) as (service, meter):
         for index, (width, height) in enumerate(args.sizes):
             progress(f"generating the {width}×{height} upload")
-            upload = make_upload(width, height, index, args.mask_coverage, args.masks)
+            upload = make_upload(width, height, index, args.mask_coverage, args.masks, args.mask_shape)
             for settings in args.settings:
                 run["interrupted"] = f"during the warm-up of {width}×{height} {settings}"
                 warm_up(service, upload, SETTINGS[settings], args.warmup)
@@ -287,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         "client_host": socket.gethostname(), "interrupted": None, "health": {}, "gpu_busy_source": None,
         "options": {"sizes": args.sizes, "clients": args.clients, "settings": args.settings,
                     "duration_s": None if args.requests else args.duration, "requests": args.requests,
-                    "warmup": args.warmup, "mask_coverage": args.mask_coverage, "masks": args.masks,
+                    "warmup": args.warmup, "mask_coverage": args.mask_coverage, "mask_shape": args.mask_shape,
+                    "masks": args.masks,
                     "jpeg_quality": images.JPEG_QUALITY},
         "cells": [],
     }

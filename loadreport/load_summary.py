@@ -93,6 +93,9 @@ def gpu_busy_text(summary: dict[str, Any]) -> str:
     return ", ".join(f"GPU{index} {_share(ratio)}" for index, ratio in by_index.items())
 
 
+MASK_SHAPE_NAMES = {"strokes": "brush-stroke mask", "object": "mask of one object (an ellipse)"}
+
+
 def _masks_note(masks: int) -> str:
     return (f", one of {masks} different masks per size in turn (the warm-up's the first)" if masks > 1
             else ", the same mask every time")
@@ -109,7 +112,8 @@ def markdown(run: dict[str, Any]) -> str:
         f"Load benchmark (`{run['tool']}`) against {run['url']} on {run['date']}: {model.get('name')} on "
         f"{model.get('device')}{f' ({gpu})' if gpu else ''}, {model.get('precision')}.",
         "",
-        f"- Uploads: a photo-like JPEG (quality {options['jpeg_quality']}) and a PNG brush-stroke mask over "
+        f"- Uploads: a photo-like JPEG (quality {options['jpeg_quality']}) and a PNG "
+        f"{MASK_SHAPE_NAMES[options.get('mask_shape', 'strokes')]} over "
         f"{options['mask_coverage'] * 100:.0f}% of it{_masks_note(options.get('masks', 1))}. "
         "Settings `default`: no form fields (the server's defaults); `original`: strategy=original.",
         f"- Each cell: {budget}, each client (its own connection) sending its next repair as soon as the last "

@@ -12,7 +12,8 @@ then the raw bytes of its arrays):
     server                                  worker (python -m service.cpu_workers FD)
     prepare: the uploads, options   ----->  decode, binarize, plan, the model inputs (job kept by id)
             <-----  prepared: sizes, the model inputs, timings
-                                            then the feather ramp, while the GPU runs
+                                            then the feather ramp and the PNG segments
+                                            the repair leaves alone, while the GPU runs
     admission, queue, the model runs
     finish: the model outputs       ----->  compose, encode
             <-----  finished: the encoded file, its format, timings
@@ -54,7 +55,8 @@ from lama.imageio import ImageLimits
 from lama.output_formats import OutputFormat
 from lama.planning import HDSettings
 from lama.stages import Stage
-from service.upload import Decoded, RepairOptions, check_pair, compose_and_encode, decode, mask_fraction
+from service.upload import (Decoded, RepairOptions, check_pair, compose_and_encode, decode, encode_ahead,
+                            mask_fraction)
 
 log = logging.getLogger(__name__)
 
@@ -403,17 +405,20 @@ class _Jobs:
                 "timings": dict(timings)}, inputs
 
     def after_prepare(self, request_id: int) -> None:
-        """While the server runs the model: the part of the postprocessing that needs the mask alone."""
-        _, job, options, timings = self.held[request_id]
+        """While the server runs the model: the part of the postprocessing that needs the mask
+        alone, and the encoding of what the repair leaves as it was."""
+        decoded, job, options, timings = self.held[request_id]
         if job is not None:
             self.engine.feather_ahead(job, options.feather, timings)
+            encode_ahead(decoded, job, options, timings)
 
     def finish(self, header: dict, outputs: Arrays) -> tuple[dict, Arrays]:
         decoded, job, options, timings = self.held.pop(header["id"])
         done: dict[str, float] = {}
         if job is not None:
-            # The postprocessing's time: the feather ramp's, computed ahead, and the compose's.
+            # The feather ramp's and the encoding's time ahead, then the compose's and the rest's.
             done[Stage.POSTPROCESS] = timings.get(Stage.POSTPROCESS, 0.0)
+            done[Stage.ENCODE] = timings.get(Stage.ENCODE, 0.0)
         _, data, fmt = compose_and_encode(self.engine, decoded, job, outputs, options, done)
         return {"id": header["id"], "format": fmt, "timings": done}, [np.frombuffer(data, np.uint8)]
 

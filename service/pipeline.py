@@ -39,7 +39,8 @@ from monitor.sampler import Sampler
 from service.cpu_workers import CpuWorkers, Prepared
 from service.jobs import JobQueue, Timed
 from service.storage import OutputStore, result_name
-from service.upload import Decoded, RepairOptions, check_pair, compose_and_encode, decode, mask_fraction
+from service.upload import (Decoded, RepairOptions, check_pair, compose_and_encode, decode, encode_ahead,
+                            mask_fraction)
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,10 @@ class RepairService:
         queued = self.queue.submit(run_on_gpu, cost_bytes=estimate)
         if job is not None:
             # While the model runs (or waits for the GPU), this thread does the part of the
-            # postprocessing that needs the mask alone: one client's repair waits that much less.
+            # postprocessing that needs the mask alone, and encodes what the repair leaves as it
+            # was: one client's repair waits that much less.
             self.engine.feather_ahead(job, options.feather, timings)
+            encode_ahead(decoded, job, run_options, timings)
         return queued
 
     def _fit_to_gpu(self, size: tuple[int, int], options: RepairOptions, prepare: Callable[[str], Job],

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lama import imageio, masks
+from lama import imageio, masks, png
 from lama.engine import STRATEGIES, InpaintEngine, MaskPlan, RepairJob
 from lama.errors import ImageError, ImageTooLargeError, MaskError, OptionError
 from lama.imageio import ImageLimits
@@ -42,24 +42,53 @@ class RepairOptions:
         output_format(self.format)  # OptionError for a name it does not know
 
 
+def result_format(decoded: Decoded, options: RepairOptions) -> OutputFormat:
+    """The format the request's result is encoded in (`same`: the upload's; arrays given: PNG)."""
+    return output_format(options.format, decoded.source.format if decoded.source else None)
+
+
+def encode_ahead(decoded: Decoded, job: RepairJob | None, options: RepairOptions,
+                 timings: dict[str, float]) -> None:
+    """What `compose_and_encode` can encode before the model's outputs exist, done now (for a
+    caller with nothing else to do while the model runs): a PNG result differs from the upload
+    only in the rows of the refined mask's box, so the PNG segments above and below it are
+    compressed ahead and kept in `decoded`. Its time counts as encoding."""
+    if job is None or result_format(decoded, options).name != "png" or _made_for(decoded.png_ahead, job):
+        return
+    started = time.perf_counter()
+    decoded.png_ahead = png.compress_ahead(decoded.image, _rows_changed(job))
+    timings[Stage.ENCODE] = timings.get(Stage.ENCODE, 0.0) + time.perf_counter() - started
+
+
 def compose_and_encode(engine: InpaintEngine, decoded: Decoded, job: RepairJob | None, outputs: list[np.ndarray],
                        options: RepairOptions, timings: dict[str, float]) -> tuple[np.ndarray, bytes, OutputFormat]:
     """The repair composed from `job`'s model outputs (None: nothing was repaired), into the upload's
     own pixels where the request owns them, then encoded as the request asked: in its format
-    (`same`: the upload's; arrays given: PNG for `same`) with the upload's metadata unless
-    `keep_metadata` is off. The compose's time is added to `timings`' postprocess, the encoding's
-    is its encode. Returns (the repaired image, the file, its format)."""
+    (`result_format`) with the upload's metadata unless `keep_metadata` is off, with what
+    `encode_ahead` did. The compose's time is added to `timings`' postprocess, the encoding's
+    to its encode. Returns (the repaired image, the file, its format)."""
     if job is not None:
         repaired = engine.compose(job, outputs, options.feather, timings, in_place=decoded.owned)
     else:
         repaired = decoded.image if decoded.owned else decoded.image.copy()
     started = time.perf_counter()
     source = decoded.source
-    fmt = output_format(options.format, source.format if source else None)
+    fmt = result_format(decoded, options)
     metadata = source.metadata if source and options.keep_metadata else NO_METADATA
-    data = imageio.encode_image(repaired, fmt, metadata=metadata)
-    timings[Stage.ENCODE] = time.perf_counter() - started
+    ahead = decoded.png_ahead if _made_for(decoded.png_ahead, job) else None
+    data = imageio.encode_image(repaired, fmt, metadata=metadata, png_ahead=ahead)
+    timings[Stage.ENCODE] = timings.get(Stage.ENCODE, 0.0) + time.perf_counter() - started
     return repaired, data, fmt
+
+
+def _rows_changed(job: RepairJob) -> tuple[int, int]:
+    """The rows [start, stop) in which the compose may change the upload: its refined mask's box."""
+    return job.region.box.top, job.region.box.bottom
+
+
+def _made_for(ahead: png.Ahead | None, job: RepairJob | None) -> bool:
+    """Whether `ahead` left out the rows `job`'s compose changes (else it cannot be used)."""
+    return ahead is not None and job is not None and ahead.changing == _rows_changed(job)
 
 
 def mask_fraction(mask: np.ndarray) -> float | None:
@@ -92,6 +121,7 @@ class Decoded:
     owned: bool = False
     mask_threshold: int | None = None  # what `mask` was binarized with; None: its values as uploaded
     plan: MaskPlan | None = None  # the mask's part of the preparation, done while the image decoded
+    png_ahead: png.Ahead | None = None  # the result's PNG segments outside the repair's rows (encode_ahead)
     timings: dict[str, float] = field(default_factory=dict)  # the stages done so far (that preparation)
 
 

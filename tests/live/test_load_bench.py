@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 
 from support.benchmarks import RUN_TIMEOUT_S, run_loadreport, table
@@ -190,6 +192,27 @@ def test_different_masks_go_round_in_turn_after_a_warm_up_with_the_first(tmp_pat
     # The warm-up, then the 1-client cell in order, then two clients sharing the turns.
     assert turns[:7] == [0, 0, 1, 2, 0, 1, 2]
     assert sorted(turns[7:]) == [0, 0, 1, 1, 2, 2]
+
+
+def test_an_object_mask_is_one_blob_over_a_part_of_the_rows_and_the_header_says_so(tmp_path):
+    Recording.bodies = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = run_load("--url", f"http://127.0.0.1:{server.server_port}", "--sizes", "320x240", "--settings",
+                        "default", "--clients", "1", "--requests", "2", "--warmup", "0", "--mask-shape", "object")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert "a PNG mask of one object (an ellipse) over 8% of it" in done.stdout
+    (mask_png,) = load.make_upload(320, 240, 0, load.MASK_COVERAGE, shape="object").mask_pngs
+    assert all(mask_png in body for body in Recording.bodies) and len(Recording.bodies) == 2
+    mask = cv2.imdecode(np.frombuffer(mask_png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert cv2.connectedComponents(mask)[0] == 2  # the background and one object
+    assert 0.07 < np.count_nonzero(mask) / mask.size < 0.09
+    rows = np.flatnonzero(mask.any(axis=1))
+    assert rows[-1] - rows[0] < 0.5 * mask.shape[0]
 
 
 # ------------------------------------------------------------------ the parts

@@ -17,10 +17,11 @@ import numpy as np
 import psutil
 import pytest
 
+from lama import png
 from lama.engine import InpaintEngine
 from lama.errors import ImageError, MaskError, OptionError, ShuttingDownError, TooLargeForGpuError
 from lama.memory import MemoryModel
-from service.cpu_workers import CpuWorkers, WorkerConfig, WorkerLostError
+from service.cpu_workers import CpuWorkers, WorkerConfig, WorkerLostError, _Jobs
 from service.pipeline import RepairOptions
 from service.warmup import WarmUp
 from support.app import make_case
@@ -74,6 +75,35 @@ def test_a_repair_in_a_worker_is_the_file_the_servers_own_process_makes(service)
     options = RepairOptions()
     assert repair_in_worker(service, photo, empty, "a.jpg", options).data == \
         service.repair_decoded(service.decode(photo, empty, "a.jpg", options), options).data
+
+
+def test_a_worker_compresses_the_png_rows_the_repair_leaves_alone_before_the_model_ends(service, engine, monkeypatch):
+    """The worker's side of the protocol (_Jobs), in this process: after its reply to prepare it
+    compresses the result's PNG segments outside the mask's box, and its finish writes the file
+    the server's own process writes, with that time counted as encoding."""
+    monkeypatch.setattr(png, "MIN_SEGMENT_BYTES", 4096)  # the 240-row photo in 16 segments of 15 rows
+    image, _ = make_case(320, 240, seed=5)
+    mask = np.zeros((240, 320), np.uint8)
+    mask[100:130, 40:200] = 255  # dilated by 4: rows 96..133 change, segments 6..8
+    photo, brush = jpeg_and_png(image, mask)
+    options = RepairOptions(dilate=4, feather=4)
+    jobs = _Jobs(WorkerConfig(engine.hd, engine.backend.prefers_few_shapes, service.limits, 1))
+    uploads = [np.frombuffer(photo, np.uint8), np.frombuffer(brush, np.uint8)]
+    _, inputs = jobs.prepare({"id": 1, "options": options, "name": "a.jpg"}, uploads)
+    assert jobs.held[1].decoded.png_ahead is None
+    jobs.after_prepare(1)
+    ahead = jobs.held[1].decoded.png_ahead
+    assert sorted(ahead.segments) == [*range(6), *range(9, 16)]
+    encoded_with = []
+    real_encode = png.encode
+    monkeypatch.setattr(png, "encode", lambda *args, ahead=None, **kwargs: encoded_with.append(ahead) or
+                        real_encode(*args, ahead=ahead, **kwargs))
+    reply, (data,) = jobs.finish({"id": 1}, engine.run_inputs(list(zip(inputs[0::2], inputs[1::2], strict=True))))
+    assert len(encoded_with) == 1 and encoded_with[0] is ahead
+    monkeypatch.setattr(png, "encode", real_encode)
+    here = service.repair_decoded(service.decode(photo, brush, "a.jpg", options), options)
+    assert data.tobytes() == here.data
+    assert reply["timings"]["encode"] > 0
 
 
 def test_the_workers_errors_are_the_servers_with_their_codes_and_parts(service):

@@ -195,6 +195,54 @@ def test_adler32_combine_matches_zlib(lengths):
     assert combined == zlib.adler32(first + second)
 
 
+
+# ------------------------------------------------------------------------- segments compressed ahead
+
+
+@st.composite
+def changes(draw):
+    """An image, the rows [start, stop) that will change, and the image once they have."""
+    height, width = draw(st.integers(1, 60)), draw(st.integers(1, 12))
+    channels = draw(st.sampled_from([1, 3, 4]))
+    start = draw(st.integers(0, height))
+    stop = draw(st.integers(start, height))
+    image = noise(height, width, channels, seed=draw(st.integers(0, 2**16)))
+    final = image.copy()
+    final[start:stop] = noise(stop - start, width, channels, seed=height * width + start)
+    return image, (start, stop), final
+
+
+@FUZZ
+@given(changes())
+def test_segments_compressed_ahead_give_the_same_file(small_segments, case):
+    image, changing, final = case
+    ahead = png.compress_ahead(image, changing)
+    step = png.rows_per_segment(image.shape[1], image.shape[0], 1 if image.ndim == 2 else image.shape[2])
+    # Every segment without a changing row, and no other.
+    segments = range(-(-image.shape[0] // step))
+    assert sorted(ahead.segments) == [index for index in segments
+                                      if not set(range(index * step, (index + 1) * step)) & set(range(*changing))]
+    assert png.encode(final, ahead=ahead) == png.encode(final)
+
+
+def test_encode_uses_the_segments_compressed_ahead(small_segments):
+    """The segments given are what is written, not compressed again: a row changed outside
+    `changing` (which the caller promised not to do) keeps its earlier pixels in the file."""
+    image = photo_like(40, 30, 3)
+    ahead = png.compress_ahead(image, (10, 20))
+    final = image.copy()
+    final[10:20] = 0
+    final[35] = 255  # outside: the promise broken, to see which pixels are written
+    written = png.decode(png.encode(final, ahead=ahead))
+    np.testing.assert_array_equal(written[:35], final[:35])
+    np.testing.assert_array_equal(written[35], image[35])
+
+
+def test_segments_compressed_ahead_for_another_shape_are_refused(small_segments):
+    ahead = png.compress_ahead(noise(20, 10, 3), (5, 6))
+    with pytest.raises(ValueError, match="shape"):
+        png.encode(noise(20, 11, 3), ahead=ahead)
+
 # ------------------------------------------------------------------------- decoding
 
 
