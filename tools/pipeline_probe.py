@@ -35,6 +35,10 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   through page-locked memory.
 - python-zlib: lama.png's PNGs compressed and read on Python's own zlib, as before zlib-ng's.
 - opencv-masks: every mask decoded by OpenCV, as before lama.mask_png read the sparse gray ones.
+- png-after-model: a PNG result's segments all compressed after the model, as before those outside
+  the mask's box were compressed while it ran (the server's process only).
+- gradio-stubs: Gradio imported rewriting its components' type stubs, as before
+  webui.gradio_import left that out (for the start to /readyz).
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -165,6 +169,25 @@ def opencv_masks() -> None:
     mask_png.decode = lambda data: None
 
 
+def png_after_model() -> None:
+    """A PNG result's segments all compressed after the model, as before the request's thread
+    compressed those outside the mask's box while the model ran (in the server's process, which
+    repairs one client's requests; the CPU workers' own processes are not switched)."""
+    from service import pipeline
+
+    pipeline.encode_ahead = lambda *args, **kwargs: None
+
+
+def gradio_stubs() -> None:
+    """Gradio imported as it imports itself, rewriting its components' type stubs, as before
+    webui.gradio_import left that out (what it buys the start to /readyz)."""
+    import importlib
+
+    from webui import gradio_import
+
+    gradio_import.import_gradio = lambda: importlib.import_module("gradio")
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -177,7 +200,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
-            "worker-threads-all": worker_threads_all}
+            "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
+            "gradio-stubs": gradio_stubs}
 
 
 # ------------------------------------------------------------------ the summary

@@ -89,7 +89,9 @@ def build_app(settings: Settings):
 
     with ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
         loading = loader.submit(load_engine)
-        import gradio as gr
+        from webui.gradio_import import import_gradio
+
+        gr = import_gradio()  # first, so that the modules below find it imported
         from starlette.responses import FileResponse
 
         from lama import heap

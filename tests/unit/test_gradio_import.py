@@ -1,0 +1,61 @@
+"""webui.gradio_import: the server's Gradio writes no type stubs as its component classes are defined,
+and is Gradio all the same. Each case in a fresh process, where Gradio is imported first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from support.paths import ROOT
+
+COMPONENT = '''
+from gradio.components import Component
+
+
+class Thing(Component):
+    EVENTS = ["change"]
+
+    def preprocess(self, payload):
+        return payload
+'''
+
+
+def define_a_component(folder: Path, importing: str) -> subprocess.CompletedProcess[str]:
+    """Imports Gradio with `importing`, then defines a component class in a module of `folder`."""
+    (folder / "thing.py").write_text(COMPONENT)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(folder)!r})
+        {importing}
+        import gradio, thing
+        print(len(gradio.utils.get_all_components()), [type(f).__name__ for f in sys.meta_path])
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+
+
+@pytest.mark.parametrize("importing, writes_a_stub", [
+    ("import gradio", True),  # Gradio's own: what the server's import leaves out
+    ("from webui.gradio_import import import_gradio; import_gradio()", False),
+])
+def test_the_server_s_gradio_writes_no_stub_for_a_component_class(tmp_path, importing, writes_a_stub):
+    done = define_a_component(tmp_path, importing)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "thing.pyi").exists() == writes_a_stub
+    components, finders = done.stdout.split(" ", 1)
+    assert int(components) > 30  # Gradio's components are all there, the new one among them
+    assert "_AfterStubModule" not in finders  # the finder is gone once Gradio is imported
+
+
+def test_a_gradio_imported_before_is_returned_as_it_is():
+    done = subprocess.run([sys.executable, "-c", "import gradio; from webui.gradio_import import import_gradio; "
+                           "import gradio.component_meta as meta; assert import_gradio() is gradio; "
+                           "print(meta.create_or_modify_pyi.__module__)"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "gradio.component_meta"

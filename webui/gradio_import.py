@@ -1,0 +1,59 @@
+"""Gradio imported as a server needs it: without rewriting its components' type stubs.
+
+Gradio's component metaclass, for every component class defined (about fifty at `import gradio`),
+reads the class's source file and its .pyi stub, parses both with Python's ast and writes the stub
+again where it differs: an editor's type hints for people developing components. A server gains
+nothing from it (the stubs ship in Gradio's wheel; this app defines no component classes), and it
+is close to half of `import gradio`, which is on the way to /readyz (`python tools/import_times.py`
+measures both ways; docs/BENCHMARKS.md). So the server imports Gradio with that step replaced by
+one that does nothing, as soon as the metaclass's module has run and before any component is
+defined. Where Gradio no longer has the step, nothing is replaced and the import is Gradio's own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from types import ModuleType
+
+STUB_MODULE = "gradio.component_meta"
+STUB_WRITER = "create_or_modify_pyi"
+
+
+def skip_stub(*_args: object, **_kwargs: object) -> None:
+    """What the server does instead of rewriting a component's type stub: nothing."""
+
+
+class _AfterStubModule(importlib.abc.MetaPathFinder):
+    """Finds the metaclass's module as Python would, and has its loader replace the stub writer
+    once the module has run."""
+
+    def find_spec(self, fullname: str, path, target=None):
+        if fullname != STUB_MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run_module(module)
+            if hasattr(module, STUB_WRITER):
+                setattr(module, STUB_WRITER, skip_stub)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def import_gradio() -> ModuleType:
+    """`import gradio`, without the stub writing where this process imports it first."""
+    if "gradio" in sys.modules:
+        return sys.modules["gradio"]
+    finder = _AfterStubModule()
+    sys.meta_path.insert(0, finder)
+    try:
+        return importlib.import_module("gradio")
+    finally:
+        sys.meta_path.remove(finder)
