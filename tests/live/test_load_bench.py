@@ -171,16 +171,21 @@ class Recording(Refusing):
         self._answer(200, {}, {"Server-Timing": "decode;dur=1, infer;dur=4, total;dur=6"})
 
 
-def test_different_masks_go_round_in_turn_after_a_warm_up_with_the_first(tmp_path):
+def load_against_recording(*args: str) -> subprocess.CompletedProcess[str]:
+    """The load benchmark with `args` against a Recording service (its bodies emptied first)."""
     Recording.bodies = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        done = run_load("--url", f"http://127.0.0.1:{server.server_port}", "--sizes", "96x64", "--settings",
-                        "default", "--clients", "1,2", "--requests", "6", "--warmup", "1", "--masks", "3")
+        return run_load("--url", f"http://127.0.0.1:{server.server_port}", "--settings", "default", *args)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_different_masks_go_round_in_turn_after_a_warm_up_with_the_first():
+    done = load_against_recording("--sizes", "96x64", "--clients", "1,2", "--requests", "6", "--warmup", "1",
+                                  "--masks", "3")
     assert done.returncode == 0, done.stderr
     assert "one of 3 different masks per size" in done.stdout
     assert "a new shape's first runs" in done.stdout, "the model-only figures say what they may include"
@@ -194,16 +199,9 @@ def test_different_masks_go_round_in_turn_after_a_warm_up_with_the_first(tmp_pat
     assert sorted(turns[7:]) == [0, 0, 1, 1, 2, 2]
 
 
-def test_an_object_mask_is_one_blob_over_a_part_of_the_rows_and_the_header_says_so(tmp_path):
-    Recording.bodies = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        done = run_load("--url", f"http://127.0.0.1:{server.server_port}", "--sizes", "320x240", "--settings",
-                        "default", "--clients", "1", "--requests", "2", "--warmup", "0", "--mask-shape", "object")
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_an_object_mask_is_one_blob_over_a_part_of_the_rows_and_the_header_says_so():
+    done = load_against_recording("--sizes", "320x240", "--clients", "1", "--requests", "2", "--warmup", "0",
+                                  "--mask-shape", "object")
     assert done.returncode == 0, done.stderr
     assert "a PNG mask of one object (an ellipse) over 8% of it" in done.stdout
     (mask_png,) = load.make_upload(320, 240, 0, load.MASK_COVERAGE, shape="object").mask_pngs
