@@ -8,6 +8,9 @@ import ctypes.util
 import os
 
 M_ARENA_MAX = -8  # mallopt's parameter: the most arenas the heap keeps
+# The arenas a server's processes keep (lama.resources), as start_app.sh sets MALLOC_ARENA_MAX;
+# an operator's value wins.
+MALLOC_ARENAS = 2
 
 
 def release_free_heap() -> None:

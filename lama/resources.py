@@ -32,9 +32,10 @@ The C heap: glibc gives each thread that allocates its own arena, up to 8 per co
 arena keeps what a repair freed for its thread's next one. With a hundred threads touching
 multi-megabyte image buffers, the free memory of all those arenas is what made a server started
 without start_app.sh hold about twice its resting RSS after a load run (issue 15). Two arenas
-(whoever launches the process), and free pages given back to the kernel by the sweep, keep it
-near what it holds at rest. A lower mmap threshold would give every large buffer back at once,
-but each repair would then pay the page faults of every image buffer it allocates.
+(whoever launches the process; the CPU workers get the same bound through their environment),
+and free pages given back to the kernel by the sweep, keep it near what it holds at rest. A lower
+mmap threshold would give every large buffer back at once, but each repair would then pay the
+page faults of every image buffer it allocates.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import cv2
 import torch
 
 from lama import imageio, parallel
-from lama.heap import M_ARENA_MAX, mallopt
+from lama.heap import M_ARENA_MAX, MALLOC_ARENAS, mallopt
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ ANYIO_WORKER_THREADS = 40  # anyio.to_thread's default limiter (Starlette's run_
 SERVICE_THREADS = 5  # the main thread (uvicorn's event loop), warm-up, outputs sweep, sampler, GPU probe
 JOB_FINISHERS = 2  # the batch jobs' finishers where no CPU worker does their work
 CUDA_DRIVER_THREADS = 6  # the driver's own (event handler, helpers): an allowance, checked by gpu_soak.sh startup
-MALLOC_ARENAS = 2  # as start_app.sh sets MALLOC_ARENA_MAX; an operator's value wins
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from lama import errors, png
 from lama.backend import Backend
 from lama.engine import InpaintEngine, RepairJob
 from lama.errors import InpaintError, ShuttingDownError, UnavailableError
-from lama.heap import release_free_heap
+from lama.heap import MALLOC_ARENAS, release_free_heap
 from lama.imageio import ImageLimits
 from lama.output_formats import OutputFormat
 from lama.planning import HDSettings
@@ -292,10 +292,13 @@ class CpuWorkers:
 
 
 def _worker_environment() -> dict[str, str]:
-    """The server's environment, with the project importable whatever the working directory."""
+    """The server's environment, with the project importable whatever the working directory, and
+    the C heap's arenas bounded as the server bounds its own (lama.resources), whoever launched
+    it: glibc reads the bound at a process's start, which for a worker is here."""
     root = str(Path(__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+    return {"MALLOC_ARENA_MAX": str(MALLOC_ARENAS), **os.environ,
+            "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
 # --------------------------------------------------------------------------- the wire

@@ -5,7 +5,10 @@ workers stop with the server."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import signal
+import subprocess
+import sys
 
 import httpx
 import psutil
@@ -14,6 +17,7 @@ from lama import resources
 from loadreport.load import make_upload
 from support.liveserver import STOP_S, LiveServer
 from support.app import wait_until
+from support.paths import ROOT
 
 CLIENTS = 6
 
@@ -104,3 +108,15 @@ def test_a_scripts_batch_of_jobs_is_served_through_the_cpu_workers(tiny_dir, tmp
             assert client.get(url).json()["status"] == "done"
             assert client.get(url + "/result").content == alone.content
         assert cpu_seconds(workers) - before > 0.05, "the workers did none of the jobs' work"
+
+
+def test_the_worker_memory_command_prints_its_rss_before_after_and_idle(tiny_dir):
+    """tools/worker_rss.py: one row of three sizes, and the arena bound the worker was given
+    (the figures are printed, not tested)."""
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "worker_rss.py"), "--size", "320x240", "--repairs",
+                           "2", "--model", str(tiny_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={key: value for key, value in os.environ.items() if key != "MALLOC_ARENA_MAX"})
+    assert done.returncode == 0, done.stderr
+    assert "MALLOC_ARENA_MAX 2" in done.stdout
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| |")]
+    assert all(float(cell) > 10 for cell in row.strip("|").split("|")[1:])

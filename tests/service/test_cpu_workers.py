@@ -21,7 +21,7 @@ from lama import png
 from lama.engine import InpaintEngine
 from lama.errors import ImageError, MaskError, OptionError, ShuttingDownError, TooLargeForGpuError
 from lama.memory import MemoryModel
-from service.cpu_workers import CpuWorkers, WorkerConfig, WorkerLostError, _Jobs
+from service.cpu_workers import CpuWorkers, WorkerConfig, WorkerLostError, _Jobs, _worker_environment
 from service.pipeline import RepairOptions
 from service.warmup import WarmUp
 from support.app import make_case
@@ -104,6 +104,15 @@ def test_a_worker_compresses_the_png_rows_the_repair_leaves_alone_before_the_mod
     here = service.repair_decoded(service.decode(photo, brush, "a.jpg", options), options)
     assert data.tobytes() == here.data
     assert reply["timings"]["encode"] > 0
+
+
+def test_a_worker_s_heap_keeps_the_server_s_arena_bound_unless_the_operator_set_one(service, monkeypatch):
+    environ = (psutil.Process(service.cpu_workers.pick().process.pid).environ())
+    assert environ["MALLOC_ARENA_MAX"] == os.environ.get("MALLOC_ARENA_MAX", "2")
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert _worker_environment()["MALLOC_ARENA_MAX"] == "2"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert _worker_environment()["MALLOC_ARENA_MAX"] == "4"
 
 
 def test_the_workers_errors_are_the_servers_with_their_codes_and_parts(service):
