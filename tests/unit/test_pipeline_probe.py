@@ -1,9 +1,12 @@
-"""tools/pipeline_probe.py's summary: one row per variant and cell, throughput against the base run."""
+"""tools/pipeline_probe.py: its summary (one row per variant and cell, throughput against the base run), and
+its variants switch what the service still has."""
 
 from __future__ import annotations
 
 import json
 import runpy
+import subprocess
+import sys
 
 from support.paths import ROOT
 
@@ -46,3 +49,46 @@ def test_rounds_of_a_variant_give_one_row_of_medians_with_the_range(tmp_path):
     assert rows[0].startswith("| base | 1280×960 default | 16 | 3 | 50.0 | 40.0–60.0 | 1.00× |")
     assert rows[1].startswith("| streams | 1280×960 default | 16 | 3 | 75.0 | 30.0–90.0 | 1.50× |")
     assert rows[1].endswith("| 1024 | 70 |"), "the last round's RSS and threads"
+
+
+SWITCHES_ONLY_WHAT_EXISTS = '''
+import importlib, inspect, json, pkgutil, runpy, sys
+import lama, service, webui
+
+modules = [importlib.import_module(found.name) for package in (lama, service, webui)
+           for found in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
+           if not found.name.endswith("__main__")]
+
+
+def names():
+    """Every module-level and class-level name of the project's modules."""
+    seen = set()
+    for module in modules:
+        seen |= {(module.__name__, name) for name in vars(module)}
+        for cls in vars(module).values():
+            if inspect.isclass(cls) and cls.__module__ == module.__name__:
+                seen |= {(cls.__qualname__, name) for name in vars(cls)}
+    return seen
+
+
+probe = runpy.run_path(sys.argv[1])
+added = {}
+for variant, switch in probe["VARIANTS"].items():
+    before = names()
+    switch()
+    added[variant] = sorted(map(list, names() - before))
+print(json.dumps(added))
+'''
+
+
+def test_every_variant_switches_something_the_code_still_has():
+    """A variant sets module and class attributes of the service: one whose attribute was renamed
+    since would set a new one that nothing reads, and measure the service unchanged on the GPU
+    box (device time spent for nothing). Each variant, in one process with the whole project
+    imported, may replace names only, never add one."""
+    done = subprocess.run([sys.executable, "-c", SWITCHES_ONLY_WHAT_EXISTS, str(ROOT / "tools" / "pipeline_probe.py")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    added = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(added) >= 15 and {"png-after-model", "gradio-stubs"} <= set(added)
+    assert {variant: names for variant, names in added.items() if names} == {}
