@@ -39,6 +39,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   the mask's box were compressed while it ran (the server's process only).
 - gradio-stubs: Gradio imported rewriting its components' type stubs, as before
   webui.gradio_import left that out (for the start to /readyz).
+- first-run-in-loader: the engine's first model run (the CUDA libraries' set-up) in the
+  model-load thread beside Gradio's import, not in the warm-up after it (for the start to /readyz).
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -188,6 +190,27 @@ def gradio_stubs() -> None:
     gradio_import.import_gradio = lambda: importlib.import_module("gradio")
 
 
+def first_run_in_loader() -> None:
+    """The engine's first model run (cuDNN's, cuBLAS's and cuFFT's set-up, the kernels' first
+    use: most of the warm-up's first size) done by the model-load thread as soon as the weights
+    are on the GPU, beside Gradio's import in the main thread (torch's ops release the GIL),
+    instead of by the warm-up once the app is built. A small eager run: no graph captured."""
+    import numpy as np
+
+    from lama.engine import InpaintEngine
+
+    load = InpaintEngine.__init__
+
+    def load_then_run_once(self, *args, **kwargs):
+        load(self, *args, **kwargs)
+        if self.device.is_cuda:
+            mask = np.zeros((256, 256), bool)
+            mask[64:192, 64:192] = True
+            self._repair_whole(np.zeros((256, 256, 3), np.uint8), mask)
+
+    InpaintEngine.__init__ = load_then_run_once
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -201,7 +224,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
-            "gradio-stubs": gradio_stubs}
+            "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader}
 
 
 # ------------------------------------------------------------------ the summary
