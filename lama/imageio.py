@@ -52,7 +52,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from lama import formats, mask_png, opencv_caps, parallel, png
+from lama import formats, jpeg, mask_png, opencv_caps, parallel, png
 from lama.errors import ImageError, ImageTooLargeError
 from lama.files import write_bytes_atomic
 from lama.units import format_bytes
@@ -77,9 +77,6 @@ _CORRUPT = formats.CORRUPT
 # OpenCV's TIFF decoder applies the orientation tag itself, even with IMREAD_UNCHANGED;
 # for the other formats it is ignored and this module applies it.
 _ORIENTED_BY_OPENCV = frozenset({"TIFF"})
-
-# Pillow's encoder of each output format but PNG (lama.png's).
-_PILLOW_ENCODERS = {"jpeg": "JPEG", "webp": "WEBP"}
 
 
 @dataclass(frozen=True)
@@ -565,10 +562,10 @@ def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: in
     """Encode an RGB, RGBA or gray uint8 array as PNG, JPEG or WebP (`fmt`: a name of
     lama.output_formats, "same" excepted, or its OutputFormat).
 
-    PNG is written by lama.png on all cores (about as small as OpenCV's), JPEG and WebP by
-    Pillow. `metadata` (EXIF, ICC profile: lama.metadata) goes into the file, in the chunk or
-    segment its format has for it. `png_ahead`: for PNG, segments of the image compressed ahead
-    (lama.png.compress_ahead).
+    PNG is written by lama.png on all cores (about as small as OpenCV's), JPEG by lama.jpeg on
+    all cores (libjpeg-turbo's, in strips), WebP by Pillow. `metadata` (EXIF, ICC profile:
+    lama.metadata) goes into the file, in the chunk or segment its format has for it.
+    `png_ahead`: for PNG, segments of the image compressed ahead (lama.png.compress_ahead).
 
     ``quality`` (1..100) applies to JPEG and WebP. JPEG has no transparency, so RGBA is
     composited on white, which is how the picture looks on a white page; dropping the
@@ -587,15 +584,18 @@ def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: in
         )
     if fmt.name == "png":
         return png.encode(image, exif=metadata.exif, icc_profile=metadata.icc_profile, ahead=png_ahead)
-    if fmt.name == "jpeg" and image.ndim == 3 and image.shape[2] == 4:
-        image = _composite_on_white(image)
-    extra = {key: value for key, value in (("exif", metadata.exif), ("icc_profile", metadata.icc_profile)) if value}
-    buffer = io.BytesIO()
     try:
-        Image.fromarray(image).save(buffer, _PILLOW_ENCODERS[fmt.name], quality=quality, **extra)
+        if fmt.name == "jpeg":
+            if image.ndim == 3 and image.shape[2] == 4:
+                image = _composite_on_white(image)
+            return jpeg.encode(image, quality, exif=metadata.exif, icc_profile=metadata.icc_profile)
+        extra = {key: value for key, value in (("exif", metadata.exif), ("icc_profile", metadata.icc_profile))
+                 if value}
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "WEBP", quality=quality, **extra)
+        return buffer.getvalue()
     except (OSError, ValueError) as error:
         raise ImageError(f"could not encode a {width}×{height} image as {fmt.name.upper()}: {error}") from None
-    return buffer.getvalue()
 
 
 def write_image_atomic(

@@ -31,7 +31,7 @@ host (H×W×3 uint8 in memory, what the service's pipeline takes today: the devi
 waits for the decode) and left on the GPU (CHW on the device, after a synchronize: what a
 pipeline that fed the model on the GPU would pay). Encoding takes the host's pixels, copies them
 to the GPU and returns the file's bytes on the host; torchvision's nvJPEG writes 4:4:4 chroma,
-Pillow (the service's encoder) 4:2:0, so its files are larger at the same quality. A last table
+the service (lama.jpeg) and Pillow 4:2:0, so its files are larger at the same quality. A last table
 per content is what a loaded server would see: `--threads` threads decoding the largest size's
 JPEG again and again for `--seconds`, decodes per second, for the service's decoder (which lets
 lama.imageio.DECODE_SLOTS decode at once) and for nvJPEG to the host (torchvision decodes one
@@ -267,7 +267,8 @@ def encoders() -> dict[str, Callable[[np.ndarray], object]]:
         found["JPEG imagecodecs jpeg8"] = lambda rgb: imagecodecs.jpeg8_encode(rgb, level=95)
     if simplejpeg:
         found["JPEG simplejpeg"] = lambda rgb: simplejpeg.encode_jpeg(rgb, 95)
-    found["JPEG lama.imageio (the service: Pillow)"] = lambda rgb: imageio.encode_image(rgb, "jpeg", quality=95)
+    found["JPEG lama.jpeg (the service: libjpeg-turbo in strips)"] = lambda rgb: imageio.encode_image(rgb, "jpeg",
+                                                                                                      quality=95)
     if gpu_codecs()[0] is not None:
         found[f"JPEG {NVJPEG}, host to host"] = nvjpeg_encode
     return found

@@ -477,7 +477,7 @@ def test_the_codec_comparison_prints_a_table_per_kind_of_file(capsys):
     for title in ("Decode JPEG q92", "Decode PNG (Pillow)", "Decode PNG (OpenCV)", "Decode PNG (lama.png)", "Encode"):
         assert f"**{title}" in out
     assert out.count("| lama.imageio (the service) |") == 4 and "| simplejpeg (libjpeg-turbo) |" in out
-    assert "| JPEG lama.imageio (the service: Pillow) |" in out
+    assert "| JPEG lama.jpeg (the service: libjpeg-turbo in strips) |" in out
 
 
 def test_the_codec_comparison_measures_nvjpeg_or_says_why_not(capsys):
