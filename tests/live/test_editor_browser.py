@@ -146,6 +146,9 @@ def repaired(page: Page, results: int = 1) -> None:
         raise AssertionError(f"{error}\nthe editor's status line: {status(page).inner_text()!r}") from None
     expect(page.locator("#result img")).to_be_visible()
     expect(status(page)).to_contain_text("Repaired")
+    # The wait is known once the result is on screen, two frames after the history shows it (and
+    # the status line says "Repaired" from the repair before): the page sets it last.
+    expect(page.locator("#result")).to_have_attribute("data-waited-ms", re.compile(r"\d+"))
 
 
 def outputs(server: LiveServer) -> int:

@@ -808,7 +808,9 @@ function showResult(entry) {
   caption.append(link, summary, waited);
   figure.append(image, caption);
   ui.result.replaceChildren(figure);
+  // The shown result's own wait, or none yet (a result just drawn, whose wait is measured next).
   if (entry.waitedMs) ui.result.dataset.waitedMs = String(Math.round(entry.waitedMs));
+  else delete ui.result.dataset.waitedMs;
 }
 
 function renderHistory() {
