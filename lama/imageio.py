@@ -11,8 +11,9 @@ and into an array this module allocates at the checked size; by lama.png on all 
 PNGs this service wrote; by lama.mask_png for masks sent as sparse gray PNGs (OpenCV's, the
 editor's); by OpenCV for everything else (other PNGs, CMYK JPEG, TIFF, WebP, BMP:
 docs/BENCHMARKS.md says why no PNG decoder replaced it). PNG is encoded by lama.png on
-all cores (no library measured writes it as fast), JPEG and WebP by Pillow (the same
-libjpeg-turbo and libwebp as OpenCV's, and it writes EXIF and ICC profiles). Every one of
+all cores (no library measured writes it as fast), JPEG by lama.jpeg on all cores
+(libjpeg-turbo's strips joined by restart markers), WebP by Pillow (libwebp, and it writes
+EXIF and ICC profiles). Every one of
 these codecs releases the GIL (lama.mask_png for its inflating and scans). A photo's EXIF
 and ICC profile (lama.metadata) can be carried from the upload to the result:
 :func:`decode_photo` returns them with the pixels.
