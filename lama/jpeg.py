@@ -59,7 +59,9 @@ def encode(image: np.ndarray, quality: int = 95, exif: bytes | None = None,
     colourspace, subsampling = ("GRAY", "Gray") if gray else ("RGB", CHROMA_SUBSAMPLING)
     encoded = parallel.run_all(lambda strip: simplejpeg.encode_jpeg(strip, quality, colourspace, subsampling),
                                strips)
-    headers, _ = _split(encoded[0])
+    split = [_split(strip) for strip in encoded]
+    headers = split[0][0]
+    shared = _tables(headers)
     segments = []
     for marker, payload in headers:
         if marker == _SOF0:  # precision, then the height: the whole picture's
@@ -70,9 +72,8 @@ def encode(image: np.ndarray, quality: int = 95, exif: bytes | None = None,
     after_jfif = 1 if headers[0][0] == _APP0 else 0
     segments[after_jfif:after_jfif] = _metadata_segments(exif, icc_profile)
     parts = [_SOI, *segments]
-    for index, strip in enumerate(encoded):
-        strip_headers, data = _split(strip)
-        if _tables(strip_headers) != _tables(headers):
+    for index, (strip_headers, data) in enumerate(split):
+        if _tables(strip_headers) != shared:
             raise ValueError("libjpeg wrote different tables for two strips of one picture")
         if index:
             parts.append(bytes((0xFF, _RST0 + (index - 1) % 8)))
