@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from support.app import make_settings, serve
-
-
-def locate_fixtures() -> Path:
-    """``$LAMA_FIXTURES``, else ``shared/fixtures`` beside the checkout (``<root>/main``, ``<root>/shared``)."""
-    override = os.environ.get("LAMA_FIXTURES")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from support.paths import fixtures
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    path = locate_fixtures()
+    path = fixtures()
     if not path.is_dir():
         # A failure, not a skip: tests that silently stop running prove nothing.
         pytest.fail(f"test fixtures not found at {path}; set LAMA_FIXTURES to the shared/fixtures folder")

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The tests' helpers: where the test fixtures are (tests/support/paths.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from lama import imageio, masks  # noqa: E402
 from lama.bench import source_commit  # noqa: E402
@@ -43,6 +45,7 @@ from service.pipeline import RepairOptions, RepairService  # noqa: E402
 from service.storage import OutputStore  # noqa: E402
 from webui.errors import status_of  # noqa: E402
 from webui.settings import load_settings, parse_args  # noqa: E402
+from support.paths import tiny_model  # noqa: E402
 
 PARTS = ("photo", "mask chain", "decode stage")
 
@@ -74,7 +77,7 @@ def part_medians(service: RepairService, options: RepairOptions, width: int, hei
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=os.path.join(os.environ.get("LAMA_FIXTURES", "tests/fixtures"), "tiny-lama"))
+    parser.add_argument("--model", default=str(tiny_model()))
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--sizes", default="640x480,1280x960,2560x1920")
     parser.add_argument("--pause-ms", type=float, default=0.0, help="sleep before each timed call (default 0)")

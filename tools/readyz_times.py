@@ -23,6 +23,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests' helpers: where the test fixtures are (tests/support/paths.py).
+sys.path.insert(0, str(ROOT / "tests"))
+from support.paths import tiny_model  # noqa: E402
+
 READY_TIMEOUT_S = 300.0
 
 
@@ -63,8 +67,7 @@ def main() -> None:
     parser.add_argument("flags", nargs="*", help="app.py's flags (after --)")
     args = parser.parse_args()
     variants = args.variants.split(",")
-    flags = args.flags or ["--device", "cpu", "--model",
-                           os.path.join(os.environ.get("LAMA_FIXTURES", "tests/fixtures"), "tiny-lama")]
+    flags = args.flags or ["--device", "cpu", "--model", str(tiny_model())]
     seconds: dict[str, list[float]] = {variant: [] for variant in variants}
     print(f"{os.cpu_count()} cores; app.py {' '.join(flags)}; {args.starts} starts of each, taking turns")
     with tempfile.TemporaryDirectory(prefix="readyz-") as temporary:

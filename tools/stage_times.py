@@ -46,6 +46,10 @@ from lama.synthetic import synthetic_case
 from loadreport import images
 from service.upload import Decoded, RepairOptions, compose_and_encode, encode_ahead
 
+# The tests' helpers: where the test fixtures are (tests/support/paths.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from support.paths import tiny_model  # noqa: E402
+
 STAGES = ("preprocess", "infer", "postprocess")
 LOAD_MASK_COVERAGE = 0.08  # the load benchmark's
 
@@ -101,7 +105,7 @@ def postprocess_medians(engine: InpaintEngine, width: int, height: int, runs: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=os.path.join(os.environ.get("LAMA_FIXTURES", "tests/fixtures"), "tiny-lama"))
+    parser.add_argument("--model", default=str(tiny_model()))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", default="640x480,1280x960,2560x1920")
     parser.add_argument("--postprocess", action="store_true",

@@ -60,8 +60,7 @@ from lama.synthetic import synthetic_case
 ROOT = Path(__file__).resolve().parents[1]
 # The tests' helpers: one launcher of app.py and one way to start Chromium for tools and tests alike.
 sys.path.insert(0, str(ROOT / "tests"))
-# The tests' fixtures: $LAMA_FIXTURES, else shared/fixtures beside the checkout (as tests/conftest.py finds them).
-TINY_MODEL = Path(os.environ.get("LAMA_FIXTURES") or ROOT.parent / "shared" / "fixtures") / "tiny-lama"
+from support.paths import tiny_model  # noqa: E402
 SIZES = ((1280, 960), (4000, 3000))
 REPAIR_TIMEOUT_MS = 300_000
 
@@ -246,7 +245,7 @@ def main() -> None:
                              "or that path as the page's client speaks it (the event stream read, not polled)")
     parser.add_argument("--gradio-defaults", action="store_true",
                         help="with --client gradio: the Client with gradio_client's defaults, not the recommended options")
-    parser.add_argument("--model", type=Path, default=TINY_MODEL, help=f"default: {TINY_MODEL}")
+    parser.add_argument("--model", type=Path, default=tiny_model(), help=f"default: {tiny_model()}")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="repairs per size and path, after one to warm up")
     parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES), help="e.g. 1280x960,4000x3000")

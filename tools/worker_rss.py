@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import psutil
@@ -29,6 +30,10 @@ from service import cpu_workers
 from service.cpu_workers import CpuWorkers, WorkerConfig
 from service.upload import RepairOptions
 
+# The tests' helpers: where the test fixtures are (tests/support/paths.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from support.paths import tiny_model  # noqa: E402
+
 MB = 2**20
 
 
@@ -36,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="2560x1920")
     parser.add_argument("--repairs", type=int, default=6)
-    parser.add_argument("--model", default=os.path.join(os.environ.get("LAMA_FIXTURES", "tests/fixtures"), "tiny-lama"))
+    parser.add_argument("--model", default=str(tiny_model()))
     args = parser.parse_args()
     width, height = (int(side) for side in args.size.split("x"))
     engine = InpaintEngine(args.model, device="cpu")
