@@ -38,6 +38,10 @@ out=${1:?output folder}
 only=${2:-}
 shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$out" models
+if { [ "$only" = gil ] || [ "$only" = profile ]; } && ! command -v py-spy >/dev/null; then
+    echo "$only needs py-spy (pip install py-spy; on the GPU box, carry its wheel with the others)" >&2
+    exit 1
+fi
 if [ "$only" = codecs ]; then  # before the weights: it needs none
     python3 tools/codec_bench.py "$@" | tee "$out/codecs.md"
     exit $?
