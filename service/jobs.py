@@ -114,7 +114,6 @@ class JobQueue:
         self._recent_run_s = 1.0  # moving estimate of one job's run time, for Retry-After
         self._started: dict[str, float] = {}  # worker thread's name -> when its job started (clock)
         self._reported_stuck: set[str] = set()  # workers whose job stuck() has already logged
-        self._idle: list[str] = []  # the idle workers' names, the one that went idle last at the end
         self._threads = [threading.Thread(target=self._work, name=f"gpu-worker-{index}", daemon=True)
                          for index in range(workers)]
         for thread in self._threads:
@@ -220,25 +219,13 @@ class JobQueue:
             return False
         return self._budget is None or self._admitted + head.cost_bytes <= self._budget
 
-    def _takes_next(self, worker: str) -> bool:  # under self._changed
-        """Whether the idle `worker` takes the next job that may start: the worker that went idle
-        last does. One client's repairs, one after another, then all run on one thread instead of
-        on whichever of the woken workers took the lock first; under load every worker is busy
-        and each takes the next job as it finishes its own."""
-        return self._idle[-1] == worker
-
     def _work(self) -> None:
-        worker = threading.current_thread().name
-        with self._changed:
-            self._idle.append(worker)
         while True:
             with self._changed:
-                while not (self._waiting and self._head_may_start() and self._takes_next(worker)):
+                while not (self._waiting and self._head_may_start()):
                     if self._stopping and not self._waiting:
-                        self._idle.remove(worker)
                         return
                     self._changed.wait()
-                self._idle.remove(worker)
                 job = self._waiting.popleft()
                 self._running += 1
                 self._admitted += job.cost_bytes
@@ -267,8 +254,6 @@ class JobQueue:
             self._jobs -= 1
             self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * (time.perf_counter() - started)
             del self._started[worker]
-            # Idle again before its caller has the result: the caller's next job is this worker's.
-            self._idle.append(worker)
             was_stuck = worker in self._reported_stuck
             self._reported_stuck.discard(worker)
             self._changed.notify_all()

@@ -41,8 +41,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   webui.gradio_import left that out (for the start to /readyz).
 - first-run-in-loader: the engine's first model run (the CUDA libraries' set-up) in the
   model-load thread beside Gradio's import, not in the warm-up after it (for the start to /readyz).
-- workers-take-turns: the next job taken by whichever idle GPU worker takes the lock first, as
-  before the worker that went idle last took it (one client's repairs then alternate workers).
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -213,14 +211,6 @@ def first_run_in_loader() -> None:
     InpaintEngine.__init__ = load_then_run_once
 
 
-def workers_take_turns() -> None:
-    """Any idle GPU worker takes the next job (whichever wakes and takes the lock first), as
-    before service.jobs gave it to the worker that went idle last."""
-    from service import jobs
-
-    jobs.JobQueue._takes_next = lambda self, worker: True
-
-
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -234,8 +224,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
-            "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
-            "workers-take-turns": workers_take_turns}
+            "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader}
 
 
 # ------------------------------------------------------------------ the summary

@@ -102,23 +102,6 @@ def test_with_several_workers_jobs_start_in_submission_order(queue):
     assert started == list(range(30))
 
 
-def test_one_job_after_another_runs_on_the_worker_that_went_idle_last(queue):
-    """One client's repairs, each submitted once the last is answered, stay on one worker thread
-    (not on whichever woken worker takes the lock first), and a job submitted while that worker
-    is busy goes to the idle one."""
-    q = queue(8, workers=3)
-    ran_on = [q.submit(lambda: threading.current_thread().name).result(WAIT_S).value for _ in range(40)]
-    assert len(set(ran_on)) == 1, f"sequential jobs spread over workers: {ran_on}"
-    release, held = blocker(q)  # on that same worker: it went idle last
-    wait_until(lambda: q.running == 1)
-    beside = q.submit(lambda: threading.current_thread().name).result(WAIT_S).value
-    release.set()
-    held.result(WAIT_S)
-    assert beside != ran_on[0], "a job submitted while the last worker is busy waits for it"
-    after = [q.submit(lambda: threading.current_thread().name).result(WAIT_S).value for _ in range(10)]
-    assert set(after) == {ran_on[0]}, "the worker that finished last takes the next jobs"
-
-
 def test_result_is_timed_with_wait_and_run_seconds(queue):
     q = queue(4, workers=1)
     release, _ = blocker(q)
