@@ -220,20 +220,27 @@ class JobQueue:
         return self._budget is None or self._admitted + head.cost_bytes <= self._budget
 
     def _work(self) -> None:
-        while True:
-            with self._changed:
-                while not (self._waiting and self._head_may_start()):
-                    if self._stopping and not self._waiting:
-                        return
-                    self._changed.wait()
-                job = self._waiting.popleft()
-                self._running += 1
-                self._admitted += job.cost_bytes
-                self._exclusive_running = job.exclusive
-                self._started[threading.current_thread().name] = self._clock()
-                # The next job may fit beside this one: let another idle worker look.
-                self._changed.notify_all()
-            self._run(job)
+        # One job per call: the job (its upload, its output) is a local of _run_next's alone, so
+        # an idle worker waiting for the next one holds nothing of the last.
+        while self._run_next():
+            pass
+
+    def _run_next(self) -> bool:
+        """Waits for the next job that may start and runs it; False once the queue has stopped."""
+        with self._changed:
+            while not (self._waiting and self._head_may_start()):
+                if self._stopping and not self._waiting:
+                    return False
+                self._changed.wait()
+            job = self._waiting.popleft()
+            self._running += 1
+            self._admitted += job.cost_bytes
+            self._exclusive_running = job.exclusive
+            self._started[threading.current_thread().name] = self._clock()
+            # The next job may fit beside this one: let another idle worker look.
+            self._changed.notify_all()
+        self._run(job)
+        return True
 
     def _run(self, job: _Job) -> None:
         worker = threading.current_thread().name

@@ -5,9 +5,11 @@ why, a lost job reads as failed, and the outputs retention sweeps records with t
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -73,6 +75,27 @@ def test_a_pending_job_has_no_result_yet_and_pending_jobs_are_bounded(client):
     finally:
         release.set()
     assert poll(client, first["url"])["status"] == poll(client, second["url"])["status"] == "done"
+
+
+def test_a_finished_job_lets_go_of_its_upload_without_the_garbage_collector(client):
+    """Once a job is final, reference counting alone frees its decoded upload and the model's
+    output: nothing keeps them in a reference cycle (the queue's future kept the job's completion
+    after calling it, and the completion the upload: RSS grew by the uploads' size with every
+    batch, until a full collection, which a server of numpy arrays seldom makes)."""
+    service = service_of(client)
+    jobs = BatchJobs(service, capacity=2)
+    image, mask = make_case(seed=7)
+    decoded = Decoded(image.copy(), mask.copy(), owned=True)
+    photo = weakref.ref(decoded.image)
+    gc.disable()
+    try:
+        job = jobs.submit(decoded, RepairOptions())
+        del decoded
+        wait_until(lambda: jobs.get(job.id).status == "done", what="the job done")
+        wait_until(lambda: photo() is None, what="the upload freed", timeout=2)
+    finally:
+        gc.enable()
+        jobs.shutdown()
 
 
 def test_the_jobs_own_bound_holds_jobs_still_being_finished(client):

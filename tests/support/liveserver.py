@@ -98,19 +98,20 @@ class LiveServer:
     @contextlib.contextmanager
     def start(cls, tiny_dir: Path, folder: Path, *flags: str, env: dict[str, str] | None = None,
               preexec_fn: Callable[[], None] | None = None, log_name: str = "server.log",
-              port: int | None = None) -> Iterator[LiveServer]:
+              port: int | None = None, app: Path = ROOT / "app.py") -> Iterator[LiveServer]:
         """Start app.py with the tiny model on the CPU, outputs, logs and the UI cache under
         `folder`; wait until /readyz answers 200; on the way out SIGTERM it, then SIGKILL it
         if it lingers. `env` adds to the caller's environment, from which LAMA_API_TOKEN and
         LAMA_AUTH are removed (secrets of the caller must not protect the server under test).
-        `port`: a given one (a replica restarted where its load balancer expects it), else a free one."""
+        `port`: a given one (a replica restarted where its load balancer expects it), else a free one.
+        `app`: another checkout's app.py, for a tool that compares it with this one."""
         folder.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         environment = {key: value for key, value in os.environ.items() if key not in ("LAMA_API_TOKEN", "LAMA_AUTH")}
         environment.update(env or {})
         log_path = folder / log_name
         started = time.monotonic()
-        command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
+        command = [sys.executable, str(app), "--host", "127.0.0.1", "--port", str(port),
                    "--model", str(tiny_dir), "--device", "cpu", "--outputs-dir", str(folder / "outputs"),
                    "--logs-dir", str(folder / "logs"), "--ui-cache-dir", str(folder / "cache"), *flags]
         with open(log_path, "wb") as log:

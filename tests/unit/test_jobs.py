@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,21 @@ def test_with_several_workers_jobs_start_in_submission_order(queue):
     for future in futures:
         future.result(WAIT_S)
     assert started == list(range(30))
+
+
+def test_an_idle_worker_holds_nothing_of_its_last_job(queue):
+    """A repair's job refers to its upload and output: an idle worker waiting for the next job must
+    not keep the last one alive (two GPU workers held two repairs' pixels at rest)."""
+    q = queue(4, workers=1)
+
+    class Upload:
+        pass
+
+    upload = Upload()
+    freed = weakref.ref(upload)
+    q.submit(lambda kept=upload: None).result(WAIT_S)
+    del upload
+    wait_until(lambda: freed() is None, timeout=2)
 
 
 def test_result_is_timed_with_wait_and_run_seconds(queue):
