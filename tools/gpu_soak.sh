@@ -24,7 +24,8 @@
 # `readyz` (item 6): start to /readyz of each of those variants, several starts each taking
 # turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt.
 # `jobs`: a script's batch of jobs (python -m loadreport jobs) against those variants, by default
-# base and cpu-workers-0 (the CPU workers against none), in $1/jobs.md.
+# base and cpu-workers-0 (the CPU workers against none), in $1/jobs.md; with JOBS_REST_S set, the
+# server's RSS that many seconds after the batches too.
 # `replicas` (issue 18): one replica alone, then two behind deploy/haproxy.cfg (one per GPU, or
 # both on one GPU where the box has one), each measured with the load benchmark, then a burst and
 # a rolling restart through the balancer: tools/replicas.py, whose table is $1/replicas.md; extra
@@ -180,6 +181,10 @@ if [ "$only" = jobs ]; then
         start_variant "$run.log" "$run-logs" "$entry"
         python3 -m loadreport jobs --url $url "$@" >"$run.md" 2>"$run.progress"
         echo "after the batches: $(process)" >>"$run.md"
+        if [ -n "${JOBS_REST_S:-}" ]; then  # then at rest, once the outputs sweep (every 60 s) has run
+            sleep "$JOBS_REST_S"
+            echo "$JOBS_REST_S s later, at rest: $(process)" >>"$run.md"
+        fi
         stop
         { echo "## ${entry%%|*}"; cat "$run.md"; echo; } | tee -a "$out/jobs.md"
     done
