@@ -41,6 +41,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   webui.gradio_import left that out (for the start to /readyz).
 - first-run-in-loader: the engine's first model run (the CUDA libraries' set-up) in the
   model-load thread beside Gradio's import, not in the warm-up after it (for the start to /readyz).
+- jobs-callback-kept: a batch job's completion kept by the queue's future after it ran, as before
+  a4513ff (a reference cycle through the job's upload, freed only by a full garbage collection).
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -211,6 +213,14 @@ def first_run_in_loader() -> None:
     InpaintEngine.__init__ = load_then_run_once
 
 
+def jobs_callback_kept() -> None:
+    """The queue's future keeps a batch job's completion after calling it, as before a4513ff: a
+    reference cycle through the job's upload and output, which only a full collection frees."""
+    from service import batch_jobs
+
+    batch_jobs._call_once_done = lambda future, then: future.add_done_callback(lambda _done: then())
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -224,7 +234,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
-            "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader}
+            "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
+            "jobs-callback-kept": jobs_callback_kept}
 
 
 # ------------------------------------------------------------------ the summary
