@@ -17,6 +17,7 @@ from support.app import (block_worker, decode, error_of, make_case, make_setting
                          wait_until)
 from support.jobs import EXACT, assert_repaired, poll, submit
 
+from lama.engine import RepairJob
 from lama.errors import JobNotFoundError, QueueFullError
 from service.batch_jobs import BatchJobs
 from service.pipeline import Decoded, RepairOptions
@@ -96,6 +97,23 @@ def test_a_finished_job_lets_go_of_its_upload_without_the_garbage_collector(clie
     finally:
         gc.enable()
         jobs.shutdown()
+
+
+def test_no_repair_outlives_its_answer_without_the_garbage_collector(client):
+    """Direct repairs and jobs over HTTP: once answered (a job once polled done), no decoded upload
+    or prepared repair is left in memory for a full collection to find."""
+    image, mask = make_case(seed=8)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            assert client.post("/api/v1/inpaint", **upload(image, mask)).status_code == 200
+            assert poll(client, submit(client, image, mask)["url"])["status"] == "done"
+        # type(), not isinstance(): the latter reads __class__, which some of torch's objects warn on.
+        wait_until(lambda: not [kept for kept in gc.get_objects() if type(kept) in (Decoded, RepairJob)],
+                   what="no upload left", timeout=2)
+    finally:
+        gc.enable()
 
 
 def test_the_jobs_own_bound_holds_jobs_still_being_finished(client):
