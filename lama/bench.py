@@ -299,13 +299,14 @@ def format_table(engine: InpaintEngine, results: list[SizeResult]) -> str:
 
 
 
-def source_commit() -> str:
-    """The commit benchmarked: $LAMA_COMMIT (for copies without .git), else git's HEAD."""
-    if os.environ.get("LAMA_COMMIT"):
+def source_commit(checkout: str | os.PathLike[str] | None = None) -> str:
+    """The commit benchmarked: $LAMA_COMMIT (for copies without .git), else git's HEAD; with
+    `checkout`, that other checkout's HEAD (a tool comparing it with this code)."""
+    if checkout is None and os.environ.get("LAMA_COMMIT"):
         return os.environ["LAMA_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(__file__), timeout=5).stdout.strip() or "unknown"
+                              cwd=checkout or os.path.dirname(__file__), timeout=5).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
 

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The tests' helpers: one launcher of app.py, and where the test fixtures are.
 sys.path.insert(0, str(ROOT / "tests"))
+from lama.bench import source_commit  # noqa: E402
 from support.liveserver import LiveServer  # noqa: E402
 from support.paths import tiny_model  # noqa: E402
 
@@ -37,12 +38,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=64)
     parser.add_argument("--size", default="1280x960")
     parser.add_argument("--model", type=Path, default=tiny_model())
-    parser.add_argument("--checkout", type=Path, default=ROOT, help="the checkout whose app.py runs (default: this one)")
+    parser.add_argument("--checkout", type=Path, help="another checkout whose app.py runs (default: this one)")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "-C", str(args.checkout), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = source_commit(args.checkout)
     with tempfile.TemporaryDirectory() as folder, \
-            LiveServer.start(args.model, Path(folder), app=args.checkout / "app.py") as server:
+            LiveServer.start(args.model, Path(folder), app=(args.checkout or ROOT) / "app.py") as server:
         rows = [("at rest after /readyz", server.settled_rss())]
         for round_ in range(1, args.rounds + 1):
             subprocess.run([sys.executable, "-m", "loadreport", "jobs", "--url", server.base, "--sizes", args.size,
