@@ -128,7 +128,8 @@ variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-wor
           "planned-after-decode|planned-after-decode" "composed-on-a-copy|composed-on-a-copy"
           "pageable-outputs|pageable-outputs" "python-zlib|python-zlib" "opencv-masks|opencv-masks"
           "png-after-model|png-after-model" "gradio-stubs|gradio-stubs"
-          "first-run-in-loader|first-run-in-loader" "jobs-callback-kept|jobs-callback-kept")
+          "first-run-in-loader|first-run-in-loader" "jobs-callback-kept|jobs-callback-kept"
+          "unsynced-saves|unsynced-saves")
 if [ "$only" = jobs ]; then  # the batch jobs' benchmark compares the CPU workers with none by default
     PIPELINE_VARIANTS=${PIPELINE_VARIANTS:-"base cpu-workers-0"}
 fi

@@ -43,6 +43,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   model-load thread beside Gradio's import, not in the warm-up after it (for the start to /readyz).
 - jobs-callback-kept: a batch job's completion kept by the queue's future after it ran, as before
   a4513ff (a reference cycle through the job's upload, freed only by a full garbage collection).
+- unsynced-saves: results saved without the fsync before their rename (the server's process
+  only): what the fsync costs a repair's save stage, a question, not a way the service ran.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -221,6 +223,13 @@ def jobs_callback_kept() -> None:
     batch_jobs._call_once_done = lambda future, then: future.add_done_callback(lambda _done: then())
 
 
+def unsynced_saves() -> None:
+    """Results written and renamed without the fsync between (lama.files), in this process."""
+    import os
+
+    os.fsync = lambda _fd: None
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -235,7 +244,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
             "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
-            "jobs-callback-kept": jobs_callback_kept}
+            "jobs-callback-kept": jobs_callback_kept, "unsynced-saves": unsynced_saves}
 
 
 # ------------------------------------------------------------------ the summary
