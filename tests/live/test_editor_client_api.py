@@ -108,13 +108,15 @@ def test_with_auth_the_endpoint_needs_the_login(tiny_dir: Path, tmp_path: Path, 
 
 def test_the_ui_path_spoken_as_the_page_does_gives_the_api_s_result(server: LiveServer, job):
     """tools/ui_bench.py --client stream: the upload route, the queue's join and its event stream
-    read as it arrives (no polling), over one connection; the same bytes as the API's."""
+    read as it arrives (no polling), over one connection, repair after repair in one session as a
+    page's; the same bytes as the API's."""
     bench = runpy.run_path(str(ROOT / "tools" / "ui_bench.py"))
     photo, mask = job
     client = bench["connect_gradio"](server.base, None)
     path = bench["QueueStreamPath"](client, server.base, photo, mask)
-    waited, model = path.repair()
-    assert 0 < model < waited
+    for _ in range(2):  # the session's event stream opened again for its next repair
+        waited, model = path.repair()
+        assert 0 < model < waited
     answer = httpx.post(server.url("/api/v1/inpaint"), timeout=60,
                         files={"image": (photo.name, photo.read_bytes()), "mask": (mask.name, mask.read_bytes())})
     assert answer.status_code == 200, answer.text
