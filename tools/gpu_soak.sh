@@ -129,7 +129,7 @@ variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-wor
           "pageable-outputs|pageable-outputs" "python-zlib|python-zlib" "opencv-masks|opencv-masks"
           "png-after-model|png-after-model" "gradio-stubs|gradio-stubs"
           "first-run-in-loader|first-run-in-loader" "jobs-callback-kept|jobs-callback-kept"
-          "unsynced-saves|unsynced-saves")
+          "matplotlib-switch|matplotlib-switch" "unsynced-saves|unsynced-saves")
 if [ "$only" = jobs ]; then  # the batch jobs' benchmark compares the CPU workers with none by default
     PIPELINE_VARIANTS=${PIPELINE_VARIANTS:-"base cpu-workers-0"}
 fi

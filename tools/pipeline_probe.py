@@ -43,6 +43,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   model-load thread beside Gradio's import, not in the warm-up after it (for the start to /readyz).
 - jobs-callback-kept: a batch job's completion kept by the queue's future after it ran, as before
   a4513ff (a reference cycle through the job's upload, freed only by a full garbage collection).
+- matplotlib-switch: Gradio's switch of matplotlib's backend around every queued event kept, as
+  before webui.gradio_import left it out (the first queued event imports matplotlib: for
+  tools/first_ui_repair.py).
 - unsynced-saves: results saved without the fsync before their rename (the server's process
   only): what the fsync costs a repair's save stage, a question, not a way the service ran.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
@@ -223,6 +226,14 @@ def jobs_callback_kept() -> None:
     batch_jobs._call_once_done = lambda future, then: future.add_done_callback(lambda _done: then())
 
 
+def matplotlib_switch() -> None:
+    """Gradio's own switch of matplotlib's backend around each queued event: the server's import of
+    Gradio looks for a switch of a name Gradio does not have, so it replaces none."""
+    from webui import gradio_import
+
+    gradio_import.BACKEND_SWITCH = "kept: Gradio's own switch"
+
+
 def unsynced_saves() -> None:
     """Results written and renamed without the fsync between (lama.files), in this process."""
     import os
@@ -244,7 +255,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
             "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
-            "jobs-callback-kept": jobs_callback_kept, "unsynced-saves": unsynced_saves}
+            "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
+            "unsynced-saves": unsynced_saves}
 
 
 # ------------------------------------------------------------------ the summary

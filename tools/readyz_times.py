@@ -13,6 +13,7 @@ tools/gpu_soak.sh OUT readyz` does the same with full-size weights and the model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +40,10 @@ def ready(url: str) -> bool:
         return False
 
 
-def start_to_ready(variant: str, flags: list[str], port: int, folder: Path) -> float:
-    """Seconds from starting the variant's server to its /readyz answering 200; the server is stopped after."""
+@contextlib.contextmanager
+def serving(variant: str, flags: list[str], port: int, folder: Path) -> Iterator[tuple[subprocess.Popen, float]]:
+    """The variant's server (its folders under `folder`, its log in folder/server.log) until the block
+    ends, then stopped with SIGTERM: (the process, seconds from its start to /readyz answering 200)."""
     log = folder / "server.log"
     command = [sys.executable, str(ROOT / "tools" / "pipeline_probe.py"), "serve", variant, "--port", str(port),
                "--outputs-dir", str(folder / "outputs"), "--logs-dir", str(folder / "logs"),
@@ -53,10 +57,16 @@ def start_to_ready(variant: str, flags: list[str], port: int, folder: Path) -> f
                     raise SystemExit(f"{variant}: the server did not get ready; its log:\n"
                                      + log.read_text(errors="replace")[-3000:])
                 time.sleep(0.02)
-            return time.perf_counter() - started
+            yield server, time.perf_counter() - started
         finally:
             server.terminate()
             server.wait(60)
+
+
+def start_to_ready(variant: str, flags: list[str], port: int, folder: Path) -> float:
+    """Seconds from starting the variant's server to its /readyz answering 200; the server is stopped after."""
+    with serving(variant, flags, port, folder) as (_, seconds):
+        return seconds
 
 
 def main() -> None:

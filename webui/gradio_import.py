@@ -1,4 +1,5 @@
-"""Gradio imported as a server needs it: without rewriting its components' type stubs.
+"""Gradio imported as a server needs it: without rewriting its components' type stubs, and without
+importing matplotlib at its first queued event.
 
 Gradio's component metaclass, for every component class defined (81 at `import gradio` 6.31),
 reads the class's source file and its .pyi stub, parses both with Python's ast and writes the stub
@@ -8,6 +9,14 @@ is close to half of `import gradio`, which is on the way to /readyz (`python too
 measures both ways; docs/BENCHMARKS.md). So the server imports Gradio with that step replaced by
 one that does nothing, as soon as the metaclass's module has run and before any component is
 defined. Where Gradio no longer has the step, nothing is replaced and the import is Gradio's own.
+
+Gradio also runs every queued event inside a switch of matplotlib's backend to Agg (for handlers
+that draw figures on a worker thread), which imports matplotlib, and its pyplot, where it is
+installed: the service installs it for the resource report's plots, so the first repair from the
+page after each start waited for that import, and the server kept its modules in memory for good
+(`python tools/first_ui_repair.py` times the first repair both ways). No handler of this server
+draws with matplotlib (the dashboard's plots are Gradio's own, drawn in the browser), so its events
+run without the switch.
 """
 
 from __future__ import annotations
@@ -20,10 +29,22 @@ from types import ModuleType
 
 STUB_MODULE = "gradio.component_meta"
 STUB_WRITER = "create_or_modify_pyi"
+BACKEND_SWITCH = "MatplotlibBackendMananger"  # (sic) gradio.utils's, entered around every queued event
 
 
 def skip_stub(*_args: object, **_kwargs: object) -> None:
     """What the server does instead of rewriting a component's type stub: nothing."""
+
+
+class NoBackendSwitch:
+    """What the server's queued events run inside instead of Gradio's switch of matplotlib's backend:
+    nothing (and no import of matplotlib)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exception: object) -> None:
+        return None
 
 
 class _AfterStubModule(importlib.abc.MetaPathFinder):
@@ -48,12 +69,18 @@ class _AfterStubModule(importlib.abc.MetaPathFinder):
 
 
 def import_gradio() -> ModuleType:
-    """`import gradio`, without the stub writing where this process imports it first."""
+    """`import gradio`, without the stub writing where this process imports it first, and its
+    queued events without the switch of matplotlib's backend (where Gradio still has it)."""
     if "gradio" in sys.modules:
-        return sys.modules["gradio"]
-    finder = _AfterStubModule()
-    sys.meta_path.insert(0, finder)
-    try:
-        return importlib.import_module("gradio")
-    finally:
-        sys.meta_path.remove(finder)
+        gradio = sys.modules["gradio"]
+    else:
+        finder = _AfterStubModule()
+        sys.meta_path.insert(0, finder)
+        try:
+            gradio = importlib.import_module("gradio")
+        finally:
+            sys.meta_path.remove(finder)
+    utils = importlib.import_module("gradio.utils")
+    if hasattr(utils, BACKEND_SWITCH):
+        setattr(utils, BACKEND_SWITCH, NoBackendSwitch)
+    return gradio

@@ -106,6 +106,17 @@ def test_with_auth_the_endpoint_needs_the_login(tiny_dir: Path, tmp_path: Path, 
         assert Path(client.predict(handle_file(photo), handle_file(mask), api_name="/repair")).stat().st_size > 0
 
 
+def test_the_server_s_queued_events_leave_matplotlib_unloaded(server: LiveServer, job):
+    """Gradio would import matplotlib (installed for the resource report) at the first queued event,
+    a wait of a quarter of a second in the first repair from the page after each start
+    (webui/gradio_import.py): after a repair through the queue no file of it is mapped."""
+    photo, mask = job
+    client = Client(server.base, verbose=False)
+    assert Path(client.predict(handle_file(photo), handle_file(mask), api_name="/repair")).stat().st_size > 0
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "/matplotlib/" not in maps and "/torch/" in maps  # the check sees the server's own libraries
+
+
 def test_the_ui_path_spoken_as_the_page_does_gives_the_api_s_result(server: LiveServer, job):
     """tools/ui_bench.py --client stream: the upload route, the queue's join and its event stream
     read as it arrives (no polling), over one connection, repair after repair in one session as a

@@ -1,5 +1,6 @@
 """webui.gradio_import: the server's Gradio writes no type stubs as its component classes are defined,
-and is Gradio all the same. Each case in a fresh process, where Gradio is imported first."""
+runs its queued events without importing matplotlib, and is Gradio all the same. Each case in a
+fresh process, where Gradio is imported first."""
 
 from __future__ import annotations
 
@@ -59,3 +60,18 @@ def test_a_gradio_imported_before_is_returned_as_it_is():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "gradio.component_meta"
+
+
+@pytest.mark.parametrize("importing, imports_matplotlib", [
+    ("import gradio", True),  # Gradio's own switch of matplotlib's backend: what the server leaves out
+    ("from webui.gradio_import import import_gradio; import_gradio()", False),
+])
+def test_the_server_s_queued_events_import_no_matplotlib(importing, imports_matplotlib):
+    """What Gradio's call_process_api enters around every queued event (the page's repairs)."""
+    code = (f"import sys; {importing}; from gradio import utils\n"
+            "with utils.MatplotlibBackendMananger():\n    pass\n"
+            "print('matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(imports_matplotlib)
