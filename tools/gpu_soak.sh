@@ -34,19 +34,55 @@
 # .devcarry/debs (tools/carry_haproxy.sh).
 # `codecs` (issue 15, item 3): no server; tools/codec_bench.py's CPU codecs against nvJPEG through
 # torchvision (decode, 16 threads decoding at once, encode), in $1/codecs.md; extra arguments go to it.
+# `variants`: nothing run; the variants that PIPELINE_VARIANTS picks, one a line with their app.py
+# flags (a name that is no variant is refused, as in the modes that run them).
 set -uo pipefail
 out=${1:?output folder}
 only=${2:-}
 shift $(( $# < 2 ? $# : 2 ))
-mkdir -p "$out" models
+mkdir -p "$out"
 if { [ "$only" = gil ] || [ "$only" = profile ]; } && ! command -v py-spy >/dev/null; then
     echo "$only needs py-spy (pip install py-spy; on the GPU box, carry its wheel with the others)" >&2
     exit 1
 fi
+# The probe's variants (tools/pipeline_probe.py): name, then the variant and app.py flags; the
+# summary compares each with base. Base with other numbers of workers, then every variant the probe
+# has (`pipeline_probe.py names`). PIPELINE_VARIANTS picks some by name, in its order (e.g.
+# "workers-4 base": base second); all by default, base first. A name that is none of them stops the
+# call before any server starts: a misspelt variant would otherwise cost a GPU call for nothing.
+variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
+          "cpu-workers-0|base --cpu-workers 0" "cpu-workers-2|base --cpu-workers 2" "cpu-workers-4|base --cpu-workers 4"
+          "cpu-workers-8|base --cpu-workers 8")
+for name in $(python3 tools/pipeline_probe.py names); do
+    [ "$name" = base ] || variants+=("$name|$name")
+done
+if [ "$only" = jobs ]; then  # the batch jobs' benchmark compares the CPU workers with none by default
+    PIPELINE_VARIANTS=${PIPELINE_VARIANTS:-"base cpu-workers-0"}
+fi
+if [ -n "${PIPELINE_VARIANTS:-}" ]; then
+    picked=()
+    for name in $PIPELINE_VARIANTS; do
+        found=
+        for entry in "${variants[@]}"; do
+            [ "${entry%%|*}" = "$name" ] && picked+=("$entry") && found=1
+        done
+        if [ -z "$found" ]; then
+            echo "PIPELINE_VARIANTS: no variant $name; there are: ${variants[*]%%|*}" >&2
+            exit 1
+        fi
+    done
+    variants=("${picked[@]}")
+fi
+if [ "$only" = variants ]; then  # a dry run: what PIPELINE_VARIANTS picks, before a GPU call spends time on it
+    printf '%s\n' "${variants[@]}"
+    exit 0
+fi
+
 if [ "$only" = codecs ]; then  # before the weights: it needs none
     python3 tools/codec_bench.py "$@" | tee "$out/codecs.md"
     exit $?
 fi
+mkdir -p models
 python3 - <<'PY'
 from pathlib import Path
 import torch
@@ -114,33 +150,6 @@ if [ "$only" = startup ]; then
     # The RSS each start-up step adds, in a process of its own (what of the 1 GB the CUDA stack takes).
     python3 tools/rss_steps.py --model models/big-lama.safetensors 2>&1 | tee -a "$out/startup.txt"
     exit 0
-fi
-
-# The probe's variants (tools/pipeline_probe.py): name, then the variant and app.py flags; the
-# summary compares each with base. PIPELINE_VARIANTS picks some by name, in its order (e.g.
-# "workers-4 base": base second); all by default, base first.
-variants=("base|base" "workers-1|base --gpu-workers 1" "workers-4|base --gpu-workers 4"
-          "cpu-workers-0|base --cpu-workers 0" "cpu-workers-2|base --cpu-workers 2" "cpu-workers-4|base --cpu-workers 4"
-          "cpu-workers-8|base --cpu-workers 8" "worker-threads-all|worker-threads-all"
-          "opencv-codecs|opencv-codecs" "feather-one-strip|feather-one-strip"
-          "ramp-after-model|ramp-after-model" "contiguous-inputs|contiguous-inputs"
-          "capture-first-sighting|capture-first-sighting" "exact-crop-boxes|exact-crop-boxes"
-          "planned-after-decode|planned-after-decode" "composed-on-a-copy|composed-on-a-copy"
-          "pageable-outputs|pageable-outputs" "python-zlib|python-zlib" "opencv-masks|opencv-masks"
-          "png-after-model|png-after-model" "gradio-stubs|gradio-stubs"
-          "first-run-in-loader|first-run-in-loader" "jobs-callback-kept|jobs-callback-kept"
-          "matplotlib-switch|matplotlib-switch" "unsynced-saves|unsynced-saves")
-if [ "$only" = jobs ]; then  # the batch jobs' benchmark compares the CPU workers with none by default
-    PIPELINE_VARIANTS=${PIPELINE_VARIANTS:-"base cpu-workers-0"}
-fi
-if [ -n "${PIPELINE_VARIANTS:-}" ]; then
-    picked=()
-    for name in $PIPELINE_VARIANTS; do
-        for entry in "${variants[@]}"; do
-            [ "${entry%%|*}" = "$name" ] && picked+=("$entry")
-        done
-    done
-    variants=("${picked[@]}")
 fi
 
 # in_turn ROUND: $order, the variants in the order round ROUND runs them: as given in odd rounds,

@@ -3,6 +3,7 @@
     python tools/pipeline_probe.py serve VARIANT [app.py flags...]   # the server, one option switched on
     python tools/pipeline_probe.py summary RUN.json...               # one table over the load runs
                                                                      # (VARIANT.ROUND.json: rounds of a variant)
+    python tools/pipeline_probe.py names                             # the variants, one a line
 
 `bash tools/gpu_soak.sh OUT pipeline` runs the whole comparison on the GPU box: for each variant
 it starts the server with `serve`, runs the load benchmark (python -m loadreport load) against
@@ -338,9 +339,12 @@ def main(argv: list[str]) -> None:
         app.main(argv[2:])
     elif len(argv) >= 2 and argv[0] == "summary":
         print(summary([Path(path) for path in argv[1:]]))
+    elif argv == ["names"]:  # for tools/gpu_soak.sh
+        print("\n".join(VARIANTS))
     else:
         raise SystemExit(f"usage: pipeline_probe.py serve {{{'|'.join(VARIANTS)}}} [app.py flags...]\n"
-                         "       pipeline_probe.py summary RUN.json...")
+                         "       pipeline_probe.py summary RUN.json...\n"
+                         "       pipeline_probe.py names")
 
 
 if __name__ == "__main__":

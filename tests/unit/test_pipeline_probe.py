@@ -1,9 +1,11 @@
-"""tools/pipeline_probe.py: its summary (one row per variant and cell, throughput against the base run), and
-its variants switch what the service still has."""
+"""tools/pipeline_probe.py: its summary (one row per variant and cell, throughput against the base run),
+its variants switch what the service still has, and tools/gpu_soak.sh picks them by name (refusing a
+name that is none, before it spends anything)."""
 
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -92,3 +94,33 @@ def test_every_variant_switches_something_the_code_still_has():
     added = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(added) >= 15 and {"png-after-model", "gradio-stubs"} <= set(added)
     assert {variant: names for variant, names in added.items() if names} == {}
+
+
+def gpu_soak(tmp_path, mode: str, picked: str) -> subprocess.CompletedProcess[str]:
+    """`PIPELINE_VARIANTS=picked bash tools/gpu_soak.sh OUT mode`, with this environment's Python
+    as the GPU box's python3."""
+    path = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"
+    return subprocess.run(["bash", str(ROOT / "tools" / "gpu_soak.sh"), str(tmp_path / "out"), mode],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": path, "PIPELINE_VARIANTS": picked})
+
+
+def test_gpu_soak_picks_every_probe_variant_and_the_worker_counts_by_name(tmp_path):
+    probe = subprocess.run([sys.executable, str(ROOT / "tools" / "pipeline_probe.py"), "names"],
+                           capture_output=True, text=True, timeout=60)
+    names = probe.stdout.split()
+    assert "base" in names and "unsynced-saves" in names
+    picked = [*reversed(names), "workers-4"]
+    done = gpu_soak(tmp_path, "variants", " ".join(picked))  # the dry run
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split("|")[0] for line in lines] == picked  # in the order asked for
+    assert lines[-1] == "workers-4|base --gpu-workers 4"
+
+
+def test_gpu_soak_refuses_a_name_that_is_no_variant_before_it_makes_weights(tmp_path):
+    """The pipeline mode would make big-lama's weights, then start a server per variant."""
+    done = gpu_soak(tmp_path, "pipeline", "base unsyncd-saves")
+    assert done.returncode == 1
+    assert "no variant unsyncd-saves" in done.stderr and "unsynced-saves" in done.stderr
+    assert done.stdout == "" and not any((tmp_path / "out").iterdir())
