@@ -6,12 +6,16 @@ share nothing: each is compressed on its own and ends with a sync flush (an empt
 block, so the next segment starts on a byte boundary with no back references across),
 the last one with the final block; concatenated behind one zlib header and followed by
 the Adler-32 of all the data they form one ordinary stream that every decoder reads.
-zlib releases the GIL, so the segments are compressed on lama.parallel's pool, a thread per
-core (an order of magnitude faster than cv2.imencode on the GPU box's 16; docs/PROFILING.md).
-The zlib is zlib-ng's (python-zlib-ng: zlib's API and streams, the GIL released as well): at
-this level and strategy it compresses in 0.6–0.8× the time of Python's zlib to the same size,
-inflates in 0.8× and computes the checksums in a tenth (``python tools/codec_bench.py`` has
-lama.png's rows on both).
+The deflate releases the GIL, so the segments are compressed on lama.parallel's pool, a thread
+per core (an order of magnitude faster than cv2.imencode on the GPU box's 16; docs/PROFILING.md).
+The deflate is Intel's ISA-L (python-isal, at its level 1): compressing the result was the
+largest share of the CPU time a repair costs, and with ISA-L lama.png encodes in 0.4–0.6× the
+time it took on zlib-ng's level 1 with zlib's run-length strategy at 1280×960 and 2560×1920, to
+files 2–4 % smaller on real photos and 3–4 % larger on the load benchmark's grainy ones
+(``python tools/codec_bench.py`` has lama.png's rows on both, times and sizes). The rest
+(inflating, the checksums) is zlib-ng's (python-zlib-ng: zlib's API and streams, the GIL
+released as well), which inflates in 0.8× the time of Python's zlib and computes the checksums
+in a tenth.
 
 What is written (measured on photo-like and real photos, see ``python -m lama bench --codecs-only``):
   * filter 'Up' (each byte minus the one above it) on every row but a segment's first,
@@ -21,17 +25,16 @@ What is written (measured on photo-like and real photos, see ``python -m lama be
     whole rows (Sub's running sum goes along the row, which numpy does an element at a
     time: fine for one row a segment, 50× too slow for all). An unfiltered first row
     instead would cost 3 % in size with 34-row segments, Sub costs nothing;
-  * zlib's run-length strategy (Z_RLE), as OpenCV uses by default: on grainy photos it is
-    both faster and ~8 % smaller than the default level-1 match finder, which spends its
-    time looking for long repeats that noise does not have;
+  * ISA-L's level 1 (a match finder with a small hash table; in an ad-hoc trial on the photos
+    of tools/codec_bench.py, its levels 2 and 3 made files no smaller, slower, and level 0
+    larger ones);
   * one IDAT chunk per segment, and an ancillary private chunk ``lmSG`` (rows per segment)
     before them. Any decoder ignores it; :func:`decode` uses it to inflate and unfilter
     the segments in parallel. The idea is Apple's iDOT chunk. ``lmSG`` is marked
     unsafe-to-copy (uppercase last letter), so editors that rewrite the pixels drop it.
 
-An image is cut into at most 16 segments of at least 128 KiB, whatever the machine, so
-the same image gives the same file everywhere; an image under 256 KiB is one segment,
-done in the calling thread.
+An image is cut into at most 16 segments of at least 128 KiB, whatever the machine's core
+count; an image under 256 KiB is one segment, done in the calling thread.
 
 :func:`decode` reads only files laid out exactly as :func:`encode` writes them (8-bit
 gray, RGB or RGBA, no chunks but its own metadata ones) and checks every CRC, the zlib header, each segment's
@@ -46,6 +49,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from isal import isal_zlib
 from zlib_ng import zlib_ng
 
 from lama import parallel
@@ -58,8 +62,8 @@ _SEGMENT_VERSION = 1
 # raw (filtered) bytes, whole rows each. Each segment costs the calls that hand the GIL
 # between threads, so a large image wants few big ones, a small one enough to keep the
 # cores busy (the sizes tried: docs/PROFILING.md).
-# Fixed numbers, not the machine's core count, so that every machine writes the same
-# file for the same image. Changing them changes the files written, not what can be read.
+# Fixed numbers, not the machine's core count, so that the file does not depend on the
+# machine's size. Changing them changes the files written, not what can be read.
 MAX_SEGMENTS = 16
 MIN_SEGMENT_BYTES = 128 * 1024
 
@@ -67,6 +71,7 @@ _COLOUR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (gray, RGB, RG
 _CHANNELS = {colour: channels for channels, colour in _COLOUR_TYPES.items()}
 _FILTER_NONE, _FILTER_SUB, _FILTER_UP = 0, 1, 2
 _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level, no dictionary
+DEFLATE_LEVEL = 1  # ISA-L's (0 to 3)
 _SYNC_MARKER = b"\x00\x00\xff\xff"  # the empty stored block a sync flush ends with
 _ADLER_BASE = 65521
 # Metadata chunks encode() writes between IHDR and the pixel data (decode() reads past them).
@@ -126,10 +131,8 @@ class _Cut:
         filtered[1:, 0] = _FILTER_UP
         np.subtract(segment[1:], segment[:-1], out=filtered[1:, 1:])  # uint8: modulo 256
         raw = filtered.data
-        compressor = zlib_ng.compressobj(1, zlib_ng.DEFLATED, -15, 8, zlib_ng.Z_RLE)
-        last = index == self.count - 1
         pieces = [_ZLIB_HEADER] if index == 0 else []
-        pieces += [compressor.compress(raw), compressor.flush(zlib_ng.Z_FINISH if last else zlib_ng.Z_SYNC_FLUSH)]
+        pieces += deflate_segment(raw, last=index == self.count - 1)
         crc = zlib_ng.crc32(b"IDAT")
         for piece in pieces:
             crc = zlib_ng.crc32(piece, crc)
@@ -138,6 +141,13 @@ class _Cut:
     def compress_all(self, indices: list[int]) -> dict[int, _Compressed]:
         """The segments `indices` compressed on lama.parallel's pool (zlib releases the GIL)."""
         return dict(zip(indices, parallel.run_all(self.compress, indices), strict=True)) if indices else {}
+
+
+def deflate_segment(raw: memoryview, last: bool) -> list[bytes]:
+    """One segment's raw deflate (no zlib header or checksum), ended by a sync flush (an empty
+    stored block: the next segment starts on a byte boundary), the last segment by the final block."""
+    compressor = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
+    return [compressor.compress(raw), compressor.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)]
 
 
 class Ahead(NamedTuple):

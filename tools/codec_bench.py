@@ -57,14 +57,18 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other tools (pipeline_probe)
 
 import lama  # noqa: F401  (OpenCV's caps before cv2 loads)
 import cv2
 import numpy as np
 from PIL import Image
 
+from zlib_ng import zlib_ng
+
 from lama import imageio, parallel, png
 from loadreport import images
+from pipeline_probe import run_length_deflate  # tools/: the deflate lama.png had before ISA-L's
 
 SIZES = ((640, 480), (1280, 960), (2560, 1920))
 # Photos shipped inside installed packages: (package, path inside it).
@@ -217,6 +221,18 @@ def on_python_zlib(call: Callable[..., object]) -> Callable[..., object]:
     return with_python_zlib
 
 
+def on_zlib_ng_deflate(call: Callable[..., object]) -> Callable[..., object]:
+    """`call` with lama.png's segments compressed by zlib-ng (level 1, run-length), as before ISA-L's."""
+    @functools.wraps(call)
+    def with_zlib_ng_deflate(*args):
+        kept, png.deflate_segment = png.deflate_segment, run_length_deflate(zlib_ng)
+        try:
+            return call(*args)
+        finally:
+            png.deflate_segment = kept
+    return with_zlib_ng_deflate
+
+
 def decoders(kind: str) -> dict[str, Callable[[bytes], object]]:
     """name -> decode(bytes) for a file kind ('JPEG ...' or 'PNG ...')."""
     def opencv(data: bytes) -> np.ndarray:
@@ -252,8 +268,8 @@ def encoders() -> dict[str, Callable[[np.ndarray], object]]:
         return buffer.getvalue()
 
     found: dict[str, Callable[[np.ndarray], object]] = {
-        "PNG lama.png (the service)": png.encode,
-        "PNG lama.png on Python's zlib": on_python_zlib(png.encode),
+        "PNG lama.png (the service: ISA-L's deflate)": png.encode,
+        "PNG lama.png on zlib-ng's deflate (level 1, run-length)": on_zlib_ng_deflate(png.encode),
         "PNG OpenCV (level 1, RLE)": lambda rgb: cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)),
         "PNG Pillow (level 1)": lambda rgb: pillow(rgb, format="PNG", compress_level=1),
     }
@@ -275,6 +291,11 @@ def encoders() -> dict[str, Callable[[np.ndarray], object]]:
 
 
 # ------------------------------------------------------------------ measuring
+
+
+def file_bytes(encoded: object) -> int:
+    """The length of an encoder's file: bytes, or OpenCV's (ok, array) pair."""
+    return len(encoded[1]) if isinstance(encoded, tuple) else len(encoded)
 
 
 def best_ms(call: Callable[[], object], runs: int) -> float:
@@ -360,6 +381,7 @@ def run(sizes: list[tuple[int, int]], runs: int, content: str, threads: int, sec
     decode_rows: dict[str, dict[str, list[float]]] = {}
     encode_rows: dict[str, list[float]] = {}
     sizes_kb: dict[str, list[float]] = {}
+    encoded_kb: dict[str, list[list[float]]] = {}
     gil: dict[str, bool] = {}
     loaded_jpeg = b""  # the largest size's first JPEG: the one the threads decode
     for index, (width, height) in enumerate(sizes):
@@ -378,6 +400,7 @@ def run(sizes: list[tuple[int, int]], runs: int, content: str, threads: int, sec
                         gil[name] = releases_gil(call)
             for name, encode in encoders().items():
                 encode_rows.setdefault(name, [[] for _ in sizes])[index].append(best_ms(partial(encode, picture), runs))
+                encoded_kb.setdefault(name, [[] for _ in sizes])[index].append(file_bytes(encode(picture)) / 1024)
 
     def mean(values: list[float]) -> str:
         return f"{statistics.fmean(values):.1f}" if values else "–"
@@ -394,6 +417,8 @@ def run(sizes: list[tuple[int, int]], runs: int, content: str, threads: int, sec
                           for name, cells in rows.items()}))
     out.append(table("Encode (RGB array in, bytes out)", ["encoder", *size_names],
                      {name: [mean(v) for v in cells] for name, cells in encode_rows.items()}))
+    out.append(table("The encoders' files, KB", ["encoder", *size_names],
+                     {name: [mean(v) for v in cells] for name, cells in encoded_kb.items()}))
     if gpu_codecs()[0] is not None and loaded_jpeg:
         out.append(loaded(loaded_jpeg, size_names[-1], threads, seconds))
     return "\n\n".join(out)

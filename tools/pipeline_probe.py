@@ -35,6 +35,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - pageable-outputs: the model's output copied back into pageable memory, as before it went
   through page-locked memory.
 - python-zlib: lama.png's PNGs compressed and read on Python's own zlib, as before zlib-ng's.
+- zlib-ng-deflate: lama.png's segments compressed by zlib-ng (level 1, run-length strategy), as
+  before ISA-L's deflate (the server's process only: under load the CPU workers keep ISA-L's).
 - opencv-masks: every mask decoded by OpenCV, as before lama.mask_png read the sparse gray ones.
 - png-after-model: a PNG result's segments all compressed after the model, as before those outside
   the mask's box were compressed while it ran (the server's process only).
@@ -163,13 +165,34 @@ def pageable_outputs() -> None:
     reference._to_host = lambda tensor: tensor.cpu().numpy()
 
 
+def run_length_deflate(zlib_module):
+    """lama.png's segment deflate as it was before ISA-L's: `zlib_module`'s (zlib-ng's, or Python's
+    zlib) level 1 with the run-length strategy (lama.png.deflate_segment's contract). Also for
+    tools/codec_bench.py's rows."""
+    def deflate_segment(raw, last: bool) -> list[bytes]:
+        compressor = zlib_module.compressobj(1, zlib_module.DEFLATED, -15, 8, zlib_module.Z_RLE)
+        return [compressor.compress(raw), compressor.flush(zlib_module.Z_FINISH if last else zlib_module.Z_SYNC_FLUSH)]
+
+    return deflate_segment
+
+
 def python_zlib() -> None:
-    """lama.png on Python's own zlib, as before zlib-ng's."""
+    """lama.png on Python's own zlib, as before zlib-ng's (its deflate too, as then)."""
     import zlib
 
     from lama import png
 
     png.zlib_ng = zlib
+    png.deflate_segment = run_length_deflate(zlib)
+
+
+def zlib_ng_deflate() -> None:
+    """lama.png's segments compressed by zlib-ng's deflate, as before ISA-L's."""
+    from zlib_ng import zlib_ng
+
+    from lama import png
+
+    png.deflate_segment = run_length_deflate(zlib_ng)
 
 
 def opencv_masks() -> None:
@@ -253,7 +276,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "ramp-after-model": ramp_after_model, "contiguous-inputs": contiguous_inputs,
             "capture-first-sighting": capture_first_sighting, "exact-crop-boxes": exact_crop_boxes,
             "planned-after-decode": planned_after_decode, "composed-on-a-copy": composed_on_a_copy,
-            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "opencv-masks": opencv_masks,
+            "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "zlib-ng-deflate": zlib_ng_deflate,
+            "opencv-masks": opencv_masks,
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
             "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
