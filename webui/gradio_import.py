@@ -21,6 +21,7 @@ run without the switch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -34,17 +35,6 @@ BACKEND_SWITCH = "MatplotlibBackendMananger"  # (sic) gradio.utils's, entered ar
 
 def skip_stub(*_args: object, **_kwargs: object) -> None:
     """What the server does instead of rewriting a component's type stub: nothing."""
-
-
-class NoBackendSwitch:
-    """What the server's queued events run inside instead of Gradio's switch of matplotlib's backend:
-    nothing (and no import of matplotlib)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_exception: object) -> None:
-        return None
 
 
 class _AfterStubModule(importlib.abc.MetaPathFinder):
@@ -82,5 +72,6 @@ def import_gradio() -> ModuleType:
             sys.meta_path.remove(finder)
     utils = importlib.import_module("gradio.utils")
     if hasattr(utils, BACKEND_SWITCH):
-        setattr(utils, BACKEND_SWITCH, NoBackendSwitch)
+        # What the events then run inside: nothing (and no import of matplotlib).
+        setattr(utils, BACKEND_SWITCH, contextlib.nullcontext)
     return gradio
