@@ -63,7 +63,6 @@ import lama  # noqa: F401  (OpenCV's caps before cv2 loads)
 import cv2
 import numpy as np
 from PIL import Image
-
 from zlib_ng import zlib_ng
 
 from lama import imageio, parallel, png
