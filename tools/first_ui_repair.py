@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import tempfile
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 # The tests' helpers (Chromium as the browser tests start it, the fixtures) and the other tools.
@@ -34,10 +35,6 @@ from support.browser import chromium  # noqa: E402, I001
 from support.paths import tiny_model  # noqa: E402
 
 MB = 2**20
-
-
-def rss_bytes(pid: int) -> int:
-    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) * 1024
 
 
 def main() -> None:
@@ -73,7 +70,7 @@ def main() -> None:
                     for _ in range(args.repairs):
                         waits.append(path.repair()[0])
                         lines.append(path.line)
-                    rss = rss_bytes(server.pid)
+                    rss = psutil.Process(server.pid).memory_info().rss
                     context.close()
                 firsts[variant].append(waits[0])
                 nexts[variant].append(statistics.median(waits[1:]))
