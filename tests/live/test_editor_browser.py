@@ -252,6 +252,23 @@ def test_the_photo_is_uploaded_once_and_a_repair_sends_only_its_mask(page: Page,
     assert shows(page, placement, (200, 200), picture)
 
 
+def test_a_photo_named_with_spaces_and_signs_is_repaired_and_downloads(page: Page, server: LiveServer,
+                                                                       tmp_path: Path):
+    """Gradio serves an upload under its own name, which URLs carry encoded (a space as %20): the
+    page's links to what the server published must not be cut from the encoded URL's length."""
+    path = tmp_path / "Ferien #2, 100% Zürich.png"
+    picture = make_photo(path, SIZE)
+    placement = open_photo(page, path)
+    set_brush(page, 50)
+    drag(page, placement, *STROKE)
+    page.locator("#repair").click()
+    repaired(page)
+    # Named after the photo, as service.storage names results (ASCII: the name travels in headers too).
+    assert page.locator("#result a[download]").get_attribute("download") == "Ferien_2_100_Zurich_repaired.png"
+    result = download_result(page)
+    distance = distance_to_segment(result.shape[:2], *STROKE)
+    assert (result != picture).any(axis=2)[distance <= 19].mean() > 0.9, "the download is not the repaired photo"
+
 def test_the_server_records_what_the_user_waited(page: Page, server: LiveServer, photo):
     """The request log and the Resources tab get the page's wait (click to result on screen),
     not only the server's stages."""

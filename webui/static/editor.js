@@ -19,6 +19,7 @@ const PING_TIMEOUT_MS = 3000; // ...each ask waits this long for its answer...
 const SILENT_FOR_MS = 6000; // ...and a server that answered none for this long is reported: within 7 s
 const RESERVED_HEIGHT_PX = 300; // what the page keeps above and below the canvas
 const MIN_STAGE_PX = 220;
+const FILE_ROUTE = '/gradio_api/file='; // where Gradio serves uploaded and published files
 const SERVER_FORMATS = new Set(['png', 'jpeg', 'webp', 'bmp']); // what both the browser and lama.imageio read
 const NO_PHOTO = 'Upload a photo first: drop it on the editor, click it to browse, or paste one.';
 const NO_PAINT = 'Paint over what should be removed first (the brush), then click Repair.';
@@ -133,7 +134,8 @@ async function jpegOrientation(file) {
 }
 
 function fileUrl(path) {
-  return fileBase + path;
+  // Each segment encoded as Gradio's own client encodes them: a photo's name may hold spaces, # or %.
+  return fileBase + path.split('/').map(encodeURIComponent).join('/');
 }
 
 function urlOf(file) {
@@ -144,13 +146,14 @@ function urlOf(file) {
 function serverRoot() {
   // Where Gradio's routes are, as its upload answered; before any upload, the page's own address.
   if (!fileBase) return window.location.href.split(/[?#]/)[0].replace(/\/$/, '');
-  return fileBase.slice(0, fileBase.indexOf('/gradio_api/'));
+  return fileBase.slice(0, fileBase.indexOf(FILE_ROUTE));
 }
 
 async function send(file) {
   // Gradio's upload route; remembers the prefix under which Gradio serves files.
   const uploaded = await upload(file);
-  if (!fileBase) fileBase = uploaded.url.slice(0, uploaded.url.length - uploaded.path.length);
+  // The prefix ends at the route, not where the path would start: the URL holds the path encoded.
+  if (!fileBase) fileBase = uploaded.url.slice(0, uploaded.url.indexOf(FILE_ROUTE) + FILE_ROUTE.length);
   return uploaded;
 }
 
