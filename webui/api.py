@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from fastapi import Depends, FastAPI, File, Form, Request, Security, UploadFile
 from fastapi.exception_handlers import http_exception_handler
@@ -65,6 +66,16 @@ HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found
                     413: "upload_too_large"}
 
 log = logging.getLogger(__name__)
+
+
+def validation_problem(error: dict[str, Any]) -> str:
+    """One of FastAPI's validation errors as a client can act on it."""
+    field = ".".join(str(part) for part in error["loc"][1:]) or "request"
+    if error["type"] == "value_error" and "UploadFile" in error["msg"]:
+        # A text field where a file belongs: curl's `-F image=<photo.jpg` or `-F image=photo.jpg`
+        # (FastAPI says "Expected UploadFile, received: <class 'str'>").
+        return f"{field}: expected a file, got a text field (curl: -F {field}=@photo.jpg)"
+    return f"{field}: {error['msg']}"
 
 
 def inpaint_body_limit(max_file_bytes: int) -> int:
@@ -195,9 +206,7 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
-                             for e in error.errors())
-        return error_response(422, "invalid_request", problems)
+        return error_response(422, "invalid_request", "; ".join(map(validation_problem, error.errors())))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:

@@ -236,6 +236,15 @@ def test_bad_input_is_refused_fast_with_json_and_the_server_keeps_serving(client
     assert len(after) == len(before) + 1 and not any(name.endswith(".tmp") for name in after)
 
 
+@pytest.mark.parametrize("path", ["/api/v1/inpaint", "/api/v1/jobs"])
+def test_a_photo_sent_as_a_text_field_is_refused_with_how_to_send_a_file(client, path):
+    """curl's `-F image=<photo.jpg` (or `image=photo.jpg`) sends a text field, not a file part."""
+    response = client.post(path, data={"image": "photo.jpg"}, files={"mask": ("mask.png", GOOD_MASK, "image/png")})
+    message = error_of(response, 422, "invalid_request")
+    assert message == "image: expected a file, got a text field (curl: -F image=@photo.jpg)"
+    assert client.post("/api/v1/inpaint", **upload(GOOD_IMAGE, GOOD_MASK)).status_code == 200
+
+
 def test_a_decompression_bomb_is_refused_before_pixels_are_allocated(client, monkeypatch):
     decoded = []
     real_decode, real_mask_decode = imageio._decode_pixels, mask_png.decode
