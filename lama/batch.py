@@ -185,7 +185,7 @@ def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
     def fail(job: Job, error: Exception) -> None:
         if stop_on_error:
             raise error
-        message = _one_line(error).removeprefix(f"{job.image}: ")  # imageio names the file; so does the summary
+        message = one_line(error).removeprefix(f"{job.image}: ")  # imageio names the file; so does the summary
         summary.failed.append((job.image, message))
         report(job.image, message)
 
@@ -240,7 +240,8 @@ def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
     return summary
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
+    """What went wrong, in one line for a person: a disk's errors without Python's errno decoration."""
     if isinstance(error, OSError) and error.strerror:  # a disk problem: the reason, and where
         return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     return str(error)
@@ -259,5 +260,10 @@ def write_one(job: Job, source: imageio.Source, repaired: np.ndarray, settings: 
     """The repair encoded in the job's format, with the photo's metadata where kept, and written."""
     metadata = source.metadata if settings.keep_metadata else NO_METADATA
     data = imageio.encode_image(repaired, job.format, metadata=metadata)
-    job.output.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(job.output, data)
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(job.output, data)
+    except OSError as error:
+        # Named after the file the user asked for, not the temporary one the write went through
+        # (OSError picks the subclass by errno: a PermissionError stays one).
+        raise OSError(error.errno, error.strerror, str(job.output)) from None

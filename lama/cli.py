@@ -31,8 +31,9 @@ log = logging.getLogger("lama")
 # The service's settings (app.py reads them): `lama info` describes the model it would load.
 SERVICE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
-# What a user can get wrong; anything else is a bug and keeps its traceback.
-USER_ERRORS = (InpaintError, FileNotFoundError, NotADirectoryError, PermissionError)
+# What a user can get wrong, or their disk (missing, read-only or full); anything else is a bug
+# and keeps its traceback.
+USER_ERRORS = (InpaintError, OSError)
 
 
 # ---------------------------------------------------------------------------- inpaint
@@ -226,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {batch.one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -3,6 +3,7 @@
 import hashlib
 import http.server
 import json
+import resource
 import threading
 from pathlib import Path
 
@@ -99,6 +100,31 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(tmp_path, tiny_dir, p
     assert message in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def files_up_to(limit_bytes: int):
+    """For the child: the OS refuses to grow a file past `limit_bytes` (EFBIG, "File too large", as a
+    full disk refuses one; Python ignores the SIGXFSZ that comes with it)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+
+def test_a_disk_that_refuses_the_output_gives_one_line_naming_it(tmp_path, tiny_dir):
+    _, mask, mask_path = write_case(tmp_path, "p")
+    _, _, other_mask = write_case(tmp_path, "q")
+    cv2.imwrite(str(mask_path), mask), cv2.imwrite(str(other_mask), mask)
+    out = tmp_path / "out"
+    out.mkdir()
+    common = ("--model", tiny_dir, "--mask", tmp_path, "--device", "cpu")
+    single = run_lama("inpaint", "--image", tmp_path / "p.png", "--output", out / "o.png", *common,
+                      preexec_fn=files_up_to(1000))
+    assert single.returncode == 1 and "Traceback" not in single.stderr, single.stderr
+    assert single.stderr.strip() == f"error: File too large: {out / 'o.png'}"  # not the temporary file's name
+
+    photos = run_lama("inpaint", "--image", tmp_path, "--output", out, *common, preexec_fn=files_up_to(1000))
+    assert photos.returncode == 1 and "Traceback" not in photos.stderr, photos.stderr
+    assert f"failed: p.png: File too large: {out / 'p_repaired.png'}" in photos.stdout.splitlines()
+    assert f"failed: q.png: File too large: {out / 'q_repaired.png'}" in photos.stdout.splitlines()
+    assert list(out.iterdir()) == [], "a half-written file was left"
 
 
 def test_info_describes_the_checkpoint(tiny_dir):
