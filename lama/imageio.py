@@ -72,7 +72,11 @@ _HEADER_PARSERS: dict[str, type[ImageFile.ImageFile]] = {
     "BMP": BmpImagePlugin.BmpImageFile,
     "TIFF": TiffImagePlugin.TiffImageFile,
 }
-_NOT_AN_IMAGE = "not an image: expected PNG, JPEG, WebP, BMP or TIFF"
+_ACCEPTED = "PNG, JPEG, WebP, BMP or TIFF"
+_NOT_AN_IMAGE = f"not an image: expected {_ACCEPTED}"
+# ISO base media files (HEIF, AVIF) by the brand in their first box.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _CORRUPT = formats.CORRUPT
 
 # OpenCV's TIFF decoder applies the orientation tag itself, even with IMREAD_UNCHANGED;
@@ -254,7 +258,8 @@ def _check(data: bytes, limits: ImageLimits) -> _Checked:
     _check_byte_size(len(data), limits)
     fmt = sniff_format(data)
     if fmt is None:
-        raise ImageError(_NOT_AN_IMAGE)
+        other = _other_format(data)
+        raise ImageError(f"{other} is not supported: expected {_ACCEPTED}" if other else _NOT_AN_IMAGE)
     webp_size = _webp_canvas_size(data)
     if webp_size is not None:
         # Checked before Pillow sees the file: its WebP plugin hands the whole file to
@@ -367,6 +372,29 @@ def sniff_format(data: bytes) -> str | None:
         return "BMP"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
+    return None
+
+
+def _other_format(data: bytes) -> str | None:
+    """The name of a picture format people send that is not decoded here (by its magic bytes), so
+    that a refusal says what the file is: an iPhone's HEIC photo is an image, only not one of ours."""
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in _AVIF_BRANDS:
+            return "AVIF"
+        if brand in _HEIF_BRANDS:
+            return "HEIC (HEIF)"
+    if data.startswith(b"\xff\x0a") or data.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
+        return "JPEG XL"
+    if data.startswith(b"8BPS"):
+        return "Photoshop (PSD)"
+    if data.startswith(b"%PDF"):
+        return "PDF"
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in head:
+        return "SVG"
     return None
 
 

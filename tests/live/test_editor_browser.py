@@ -788,6 +788,35 @@ def test_a_file_that_is_not_an_image_is_refused_at_once(page: Page, tmp_path: Pa
     expect(page.locator("#editor .drop")).to_be_visible()
 
 
+@pytest.mark.parametrize("fmt", ["GIF", "AVIF"])
+def test_a_photo_the_browser_shows_but_the_server_does_not_decode_is_sent_as_png(page: Page, server: LiveServer,
+                                                                                 tmp_path: Path, fmt: str):
+    path = tmp_path / f"scan.{fmt.lower()}"
+    Image.fromarray(make_photo(size=SIZE)).save(path, fmt)
+    before = uploaded_files(server)
+    placement = open_photo(page, path)
+    expect(status(page)).to_contain_text(f"scan.{fmt.lower()}: 480×360, converted from {fmt} to PNG")
+    set_brush(page, 50)
+    drag(page, placement, *STROKE)
+    page.locator("#repair").click()
+    repaired(page)
+    # The PNG copy went up, not the original (Gradio's cache keeps one file per content: the mask
+    # may be one an earlier test sent).
+    assert "scan.png" in {file.name for file in uploaded_files(server) - before}
+    assert not [file for file in uploaded_files(server) if file.suffix in (".gif", ".avif")]
+    assert page.locator("#result a[download]").get_attribute("download") == "scan_repaired.png"
+
+
+def test_an_iphone_photo_chromium_cannot_open_is_named_with_what_to_do(page: Page, tmp_path: Path):
+    """HEIC: Safari decodes it (and the editor then converts it), Chromium does not."""
+    heic = tmp_path / "IMG_0001.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 4096)
+    page.locator(PHOTO_INPUT).set_input_files(heic)
+    expect(status(page)).to_contain_text("“IMG_0001.HEIC” is a HEIC photo, which this browser cannot open: "
+                                         "save it as JPEG", timeout=5_000)
+    assert status(page).get_attribute("data-kind") == "error"
+
+
 def test_a_photo_over_the_limits_is_offered_as_a_downscaled_copy(page: Page, tmp_path: Path):
     size = (2400, 1500)  # 3.6 MP: over the module's server's MAX_PIXELS
     scale = math.sqrt(MAX_PIXELS / (size[0] * size[1]))

@@ -19,6 +19,7 @@ const PING_TIMEOUT_MS = 3000; // ...each ask waits this long for its answer...
 const SILENT_FOR_MS = 6000; // ...and a server that answered none for this long is reported: within 7 s
 const RESERVED_HEIGHT_PX = 300; // what the page keeps above and below the canvas
 const MIN_STAGE_PX = 220;
+const HEIF_BRANDS = new Set(['heic', 'heix', 'heim', 'heis', 'hevc', 'hevx', 'mif1', 'msf1']); // an iPhone's photos
 const FILE_ROUTE = '/gradio_api/file='; // where Gradio serves uploaded and published files
 const SERVER_FORMATS = new Set(['png', 'jpeg', 'webp', 'bmp']); // what both the browser and lama.imageio read
 const NO_PHOTO = 'Upload a photo first: drop it on the editor, click it to browse, or paste one.';
@@ -102,6 +103,7 @@ async function sniff(file) {
   if (text(0, 4) === 'GIF8') return 'gif';
   if (text(0, 4) === 'II*\0' || text(0, 4) === 'MM\0*') return 'tiff';
   if (text(4, 8) === 'ftyp' && /^avi[fs]$/.test(text(8, 12))) return 'avif';
+  if (text(4, 8) === 'ftyp' && HEIF_BRANDS.has(text(8, 12))) return 'heic'; // Safari opens it; Chromium cannot
   return null;
 }
 
@@ -193,7 +195,7 @@ async function openPhoto(file) {
   if (!file) return;
   const kind = file.size ? await sniff(file) : null;
   if (!kind) {
-    say(`“${file.name}” is not an image: choose a PNG, JPEG, WebP or BMP photo.`, 'error');
+    say(`“${file.name}” is not an image: choose a PNG, JPEG, WebP, BMP, GIF or AVIF photo.`, 'error');
     return;
   }
   if (kind === 'tiff') {
@@ -205,7 +207,9 @@ async function openPhoto(file) {
   try {
     bitmap = await createImageBitmap(file, {imageOrientation: 'from-image'});
   } catch (error) {
-    say(`“${file.name}” could not be read as an image (it may be truncated or corrupt).`, 'error');
+    say(kind === 'heic'
+      ? `“${file.name}” is a HEIC photo, which this browser cannot open: save it as JPEG and open that.`
+      : `“${file.name}” could not be read as an image (it may be truncated or corrupt).`, 'error');
     return;
   }
   const notes = [];
@@ -223,7 +227,8 @@ async function openPhoto(file) {
   }
   if (!SERVER_FORMATS.has(kind)) {
     notes.push(`converted from ${kind.toUpperCase()} to PNG`);
-    file = await encodeCopy(bitmap, bitmap.width, bitmap.height, file.name);
+    openSession(await encodeCopy(bitmap, bitmap.width, bitmap.height, file.name), bitmap, notes, file.name);
+    return;
   }
   openSession(file, bitmap, notes);
 }
