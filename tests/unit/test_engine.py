@@ -296,6 +296,23 @@ def test_auto_precision_is_fp32_on_the_cpu(engine):
     assert engine.describe()["fallback"] is False
 
 
+def test_on_the_cpu_the_network_runs_channels_last(engine):
+    """oneDNN's layout, weights and activations alike: nothing reordered per convolution (the
+    fixture tests above hold its output to the official one)."""
+    convolutions = [module for module in engine.backend.generator.modules() if isinstance(module, torch.nn.Conv2d)]
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convolutions)
+    seen = []
+    hooks = [conv.register_forward_hook(lambda _module, inputs, _output: seen.append(
+        inputs[0].is_contiguous(memory_format=torch.channels_last))) for conv in convolutions]
+    try:
+        engine.inpaint(np.zeros((40, 48, 3), np.uint8), np.ones((40, 48), np.uint8), strategy="original")
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # All but those after a Fourier unit's inverse transform, which answers in torch's default layout.
+    assert len(seen) == len(convolutions) and sum(seen) >= 0.75 * len(seen), seen
+
+
 # ---------------------------------------------------------------- weights discovery and the fallback
 
 def test_without_weights_the_engine_falls_back_to_opencv_and_says_so(tmp_path, monkeypatch, caplog):
