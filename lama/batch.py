@@ -34,6 +34,8 @@ MASK_SUFFIX = "_mask"  # photo.jpg's mask may be photo.png or photo_mask.png
 PHOTO_ERRORS = (InpaintError, OSError)
 READ_AHEAD = 2  # photos decoded ahead of the one being repaired
 WRITE_BEHIND = 2  # repaired photos waiting to be encoded and written
+CONVERT = "convert them to JPEG or PNG"
+UNREAD = f"a format not read here: {CONVERT}"  # why a folder's HEIC or GIF files are skipped
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ def plan(image: Path, mask: Path, output: Path, format_name: str | None = None) 
         raise UsageError("--image is a folder, so --output must be a folder")
     photos = photos_in(image, exclude=mask)
     if not photos:
-        raise UsageError(f"no images ({', '.join(imageio.IMAGE_SUFFIXES)}) in {image}")
+        unread = unread_pictures(image)
+        raise UsageError(f"no images ({', '.join(imageio.IMAGE_SUFFIXES)}) in {image}" + (
+            f"; {len(unread)} picture(s) in a format not read here ({_names(unread)}): {CONVERT}" if unread else ""))
     jobs = [_job_in(output, photo, mask if mask.is_file() else mask_for(photo, mask), format_name)
             for photo in photos]
     _refuse_collisions(jobs)
@@ -103,6 +107,17 @@ def photos_in(folder: Path, exclude: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir()
                   if path.suffix.lower() in imageio.IMAGE_SUFFIXES and path.is_file()
                   and not path.stem.endswith((MASK_SUFFIX, RESULT_SUFFIX)) and path != exclude)
+
+
+def unread_pictures(folder: Path) -> list[Path]:
+    """The pictures in `folder` in a format not decoded here (HEIC, GIF, ...), by name."""
+    return sorted(path for path in folder.iterdir()
+                  if path.suffix.lower() in imageio.OTHER_PICTURE_SUFFIXES and path.is_file())
+
+
+def _names(paths: list[Path], most: int = 3) -> str:
+    names = ", ".join(path.name for path in paths[:most])
+    return names + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
 def mask_for(image: Path, mask_dir: Path) -> Path | None:

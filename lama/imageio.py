@@ -62,6 +62,9 @@ from lama.output_formats import OutputFormat, for_suffix, output_format
 
 # Suffixes the CLI treats as images when it is given a directory (compare lower-cased).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Pictures people keep beside their photos in formats not decoded here (an iPhone's HEIC photos):
+# a folder's are listed as skipped, not passed over in silence.
+OTHER_PICTURE_SUFFIXES: tuple[str, ...] = (".heic", ".heif", ".avif", ".gif", ".jxl", ".psd")
 
 # Header parsers by format. They are called directly rather than through Image.open,
 # which would raise its own DecompressionBombError (no size in it) before our check.

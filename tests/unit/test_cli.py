@@ -307,6 +307,28 @@ def test_a_failing_photo_is_listed_and_the_others_are_repaired(tmp_path, tiny_di
     assert "error: broken.png: not an image" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_folder_s_pictures_in_formats_not_read_are_listed_as_skipped(tmp_path, tiny_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo_file(photos / "good.png", (64, 48))
+    photo_file(photos / "anim.gif", (64, 48))
+    (photos / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    (photos / "notes.txt").write_text("not a picture, and not listed")
+    cv2.imwrite(str(tmp_path / "m.png"), np.full((48, 64), 255, np.uint8))
+    common = ("--model", tiny_dir, "--mask", tmp_path / "m.png", "--device", "cpu")
+    result = run_lama("inpaint", "--image", photos, "--output", tmp_path / "out", *common)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("done 1, skipped 2, failed 0 in ")
+    assert "skipped (a format not read here: convert them to JPEG or PNG): IMG_0001.HEIC, anim.gif" in lines
+
+    (photos / "good.png").unlink()
+    nothing = run_lama("inpaint", "--image", photos, "--output", tmp_path / "out2", *common)
+    assert nothing.returncode == 1 and "Traceback" not in nothing.stderr
+    assert nothing.stderr.strip().endswith("; 2 picture(s) in a format not read here (IMG_0001.HEIC, anim.gif): "
+                                           "convert them to JPEG or PNG")
+
+
 def test_a_broken_shared_mask_stops_the_batch_before_any_work(tmp_path, tiny_dir):
     photos = tmp_path / "photos"
     photos.mkdir()
