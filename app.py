@@ -21,6 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from webui.compose import bound_process, build_app, make_server, setup_logging, warn_if_exposed  # noqa: E402
+from webui.server import check_address_free  # noqa: E402
 from webui.settings import load_settings, parse_args  # noqa: E402
 
 log = logging.getLogger("app")
@@ -28,6 +29,7 @@ log = logging.getLogger("app")
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(parse_args(argv))
+    check_address_free(settings.host, settings.port)  # before the model's seconds of loading
     setup_logging(Path(settings.logs_dir))
     warn_if_exposed(settings)
     budget = bound_process(settings)

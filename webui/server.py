@@ -8,19 +8,46 @@ listening, let responses being sent finish within what is left of the bound, run
 shutdown (service.lifecycle stops the threads) and exit. A second signal skips the wait. Plain
 uvicorn would stop listening at once (a probe gets "connection refused", not a 503) and wait for
 open connections without a bound.
+
+Before all that, `check_address_free` refuses a start whose port is taken, in one line, before the
+model loads: uvicorn binds only once the application has started (seconds later on a GPU box), and
+then logs "[Errno 98] error while attempting to bind" between the start-up's own lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
 import uvicorn
 
 log = logging.getLogger(__name__)
+
+
+def check_address_free(host: str, port: int) -> None:
+    """SystemExit with one line if the server could not listen on `host`:`port`: the binds
+    uvicorn's asyncio server will make (every address `host` names, SO_REUSEADDR as asyncio sets
+    it), each released at once."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise SystemExit(f"error: cannot listen on {host}:{port}: {error.strerror}") from None
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio binds it
+            try:
+                probe.bind(address)
+            except OSError as error:
+                taken = " (is another server running there? stop it, or pass --port)" \
+                    if error.errno == errno.EADDRINUSE else ""
+                raise SystemExit(f"error: cannot listen on {host}:{port}: {error.strerror}{taken}") from None
 
 
 class Drainable(Protocol):

@@ -421,6 +421,20 @@ def test_bad_allowed_hosts_or_origins_stop_the_start_with_one_line(tiny_dir, tmp
     assert settings.allowed_origins == ["https://tools.example"]
 
 
+def test_a_taken_port_stops_the_start_at_once_with_one_line(tiny_dir, tmp_path):
+    """Said before the model loads (uvicorn would bind, and say Errno 98, only after the start-up)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AssertionError, match="app.py exited with 1"):
+            with LiveServer.start(tiny_dir, tmp_path, port=port):
+                pass
+    output = (tmp_path / "server.log").read_text().strip()
+    assert output == (f"error: cannot listen on 127.0.0.1:{port}: Address already in use "
+                      "(is another server running there? stop it, or pass --port)")
+
+
 # ------------------------------------------------------------------ browsers: CORS
 
 
