@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 
+from lama.masks import MAX_THRESHOLD
+from service.upload import MAX_REFINE_PX
+
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs/ lies beside app.py
 CONFIGS = ROOT / "configs"
 PRESETS = ("fast", "balanced", "hd")
@@ -171,6 +174,39 @@ def resolve_gpu_workers(setting: int | str, on_cuda: bool) -> int:
     return int(setting)
 
 
+# The numeric settings' ranges, for the files' values and the flags' alike: (key, whole, lowest,
+# highest or None). A value outside stops the start with one line, not a traceback from deep inside
+# (or a service that refuses every repair: a default dilate over what a request may ask).
+NUMBERS = (
+    ("port", True, 0, 65535),  # 0: a free one the system picks (tests)
+    ("queue_capacity", True, 1, None),
+    ("queue_stuck_after_s", False, 0, None),
+    ("max_upload_mb", True, 1, None),
+    ("max_pixels", True, 1, None),
+    ("max_side", True, 1, None),
+    ("dilate", True, 0, MAX_REFINE_PX),
+    ("feather", True, 0, MAX_REFINE_PX),
+    ("mask_threshold", True, 0, MAX_THRESHOLD),
+    ("monitor_interval", False, 0, None),
+    ("monitor_log_max_bytes", True, 1024, None),
+    ("monitor_log_backups", True, 0, None),
+    ("outputs_keep_days", False, 0, None),
+    ("outputs_keep_gb", False, 0, None),
+    ("ui_cache_max_age_s", False, 0, None),
+    ("ui_cache_max_mb", False, 0, None),
+    ("shutdown_timeout_s", False, 0, None),
+    ("gpu_memory_fraction", False, 0.01, 1),
+    ("model_max_side", True, 64, None),
+)
+OPTIONAL = {"model_max_side"}  # null: no limit
+
+
+def _in_range(value: object, whole: bool, low: float, high: float | None) -> bool:
+    kinds = (int,) if whole else (int, float)
+    return (isinstance(value, kinds) and not isinstance(value, bool) and value >= low
+            and (high is None or value <= high))
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -206,8 +242,12 @@ def load_settings(args: argparse.Namespace) -> Settings:
     for key, rule in (("gpu_workers", GPU_WORKERS), ("cpu_workers", CPU_WORKERS)):
         if not rule.accepts(getattr(settings, key)):
             raise SystemExit(f"error: {key} must be {rule.expected}, got {getattr(settings, key)!r}")
-    if not (isinstance(settings.mask_threshold, int) and 0 <= settings.mask_threshold <= 254):
-        raise SystemExit(f"error: mask_threshold must be a whole number from 0 to 254, got {settings.mask_threshold!r}")
+    for key, whole, low, high in NUMBERS:
+        value = getattr(settings, key)
+        if not (value is None and key in OPTIONAL) and not _in_range(value, whole, low, high):
+            kind = "a whole number" if whole else "a number"
+            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise SystemExit(f"error: {key} must be {kind} {bounds}, got {value!r}")
     if not isinstance(settings.keep_metadata, bool):
         raise SystemExit(f"error: keep_metadata must be true or false, got {settings.keep_metadata!r}")
     _check_edge_names(settings)

@@ -85,6 +85,29 @@ def test_a_bad_worker_count_in_a_file_is_refused_with_a_message(tmp_path, text):
         settings_from("--config", write_config(tmp_path, text))
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("port: 99999\n", "port must be a whole number from 0 to 65535, got 99999"),
+    ("port: true\n", "port must be a whole number from 0 to 65535, got True"),
+    ("queue_capacity: '64'\n", "queue_capacity must be a whole number of at least 1, got '64'"),
+    ("queue_capacity: 0\n", "queue_capacity must be a whole number of at least 1, got 0"),
+    ("max_upload_mb: 0\n", "max_upload_mb must be a whole number of at least 1, got 0"),
+    ("dilate: 300\n", "dilate must be a whole number from 0 to 256, got 300"),  # every repair would be refused
+    ("feather: -1\n", "feather must be a whole number from 0 to 256, got -1"),
+    ("monitor_interval: -1\n", "monitor_interval must be a number of at least 0, got -1"),
+    ("outputs_keep_days: soon\n", "outputs_keep_days must be a number of at least 0, got 'soon'"),
+])
+def test_a_number_out_of_its_range_in_a_file_is_refused_with_one_line(tmp_path, text, message):
+    with pytest.raises(SystemExit) as refused:
+        settings_from("--config", write_config(tmp_path, text))
+    assert str(refused.value) == f"error: {message}"
+
+
+def test_a_number_out_of_its_range_in_a_flag_is_refused_too():
+    with pytest.raises(SystemExit, match="^error: port must be a whole number from 0 to 65535, got 70000$"):
+        settings_from("--port", "70000")
+    assert settings_from("--preset", "hd").model_max_side is None  # the hd preset's null: no bound, allowed
+
+
 def test_cpu_workers_default_to_one_per_two_cores_on_cuda_none_on_the_cpu(tmp_path):
     settings = settings_from()
     assert settings.cpu_workers == "auto"
