@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from lama.masks import MAX_THRESHOLD
+from lama.planning import STRATEGIES
 from service.upload import MAX_REFINE_PX
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs/ lies beside app.py
@@ -198,7 +199,8 @@ NUMBERS = (
     ("gpu_memory_fraction", False, 0.01, 1),
     ("model_max_side", True, 64, None),
 )
-OPTIONAL = {"model_max_side"}  # null: no limit
+TEXTS = ("host", "model", "outputs_dir", "logs_dir", "ui_cache_dir", "kernel_cache_dir", "api_token", "auth")
+OPTIONAL = {"model_max_side", "model", "api_token", "auth"}  # null: no limit, the default model, no protection
 
 
 def _in_range(value: object, whole: bool, low: float, high: float | None) -> bool:
@@ -237,8 +239,13 @@ def load_settings(args: argparse.Namespace) -> Settings:
     if unknown := sorted(set(values) - names):
         raise SystemExit(f"error: unknown setting(s) {', '.join(unknown)} in {args.config or 'the config'}")
     settings = Settings(**values)
-    if settings.auth is not None and ":" not in settings.auth:
-        raise SystemExit("error: --auth must be USER:PASS")
+    _check_values(settings)
+    _check_edge_names(settings)
+    return settings
+
+
+def _check_values(settings: Settings) -> None:
+    """Each setting's type and range, whether from a file or a flag: SystemExit with one line."""
     for key, rule in (("gpu_workers", GPU_WORKERS), ("cpu_workers", CPU_WORKERS)):
         if not rule.accepts(getattr(settings, key)):
             raise SystemExit(f"error: {key} must be {rule.expected}, got {getattr(settings, key)!r}")
@@ -248,10 +255,16 @@ def load_settings(args: argparse.Namespace) -> Settings:
             kind = "a whole number" if whole else "a number"
             bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
             raise SystemExit(f"error: {key} must be {kind} {bounds}, got {value!r}")
+    for key in TEXTS:
+        value = getattr(settings, key)
+        if not (value is None and key in OPTIONAL) and not (isinstance(value, str) and value):
+            raise SystemExit(f"error: {key} must be {'a text or null' if key in OPTIONAL else 'a text'}, got {value!r}")
+    if settings.auth is not None and ":" not in settings.auth:
+        raise SystemExit("error: --auth must be USER:PASS")
+    if settings.strategy not in STRATEGIES:
+        raise SystemExit(f"error: unknown strategy {settings.strategy!r}: expected one of {', '.join(STRATEGIES)}")
     if not isinstance(settings.keep_metadata, bool):
         raise SystemExit(f"error: keep_metadata must be true or false, got {settings.keep_metadata!r}")
-    _check_edge_names(settings)
-    return settings
 
 
 def _check_edge_names(settings: Settings) -> None:

@@ -95,8 +95,12 @@ def test_a_bad_worker_count_in_a_file_is_refused_with_a_message(tmp_path, text):
     ("feather: -1\n", "feather must be a whole number from 0 to 256, got -1"),
     ("monitor_interval: -1\n", "monitor_interval must be a number of at least 0, got -1"),
     ("outputs_keep_days: soon\n", "outputs_keep_days must be a number of at least 0, got 'soon'"),
+    ("outputs_dir: 5\n", "outputs_dir must be a text, got 5"),
+    ("model: 3\n", "model must be a text or null, got 3"),
+    ("auth: 12\n", "auth must be a text or null, got 12"),
+    ("strategy: magic\n", "unknown strategy 'magic': expected one of original, resize, crop"),
 ])
-def test_a_number_out_of_its_range_in_a_file_is_refused_with_one_line(tmp_path, text, message):
+def test_a_value_of_the_wrong_kind_or_range_in_a_file_is_refused_with_one_line(tmp_path, text, message):
     with pytest.raises(SystemExit) as refused:
         settings_from("--config", write_config(tmp_path, text))
     assert str(refused.value) == f"error: {message}"
