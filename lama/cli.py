@@ -53,7 +53,6 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         summary.skipped["output exists"] = existing
     if not single:
         summary.skipped[batch.UNREAD] = batch.unread_pictures(args.image)
-    if not single:
         print("\n".join(summary.lines()))
     return 1 if summary.failed else 0
 

@@ -269,6 +269,7 @@ def test_a_photo_named_with_spaces_and_signs_is_repaired_and_downloads(page: Pag
     distance = distance_to_segment(result.shape[:2], *STROKE)
     assert (result != picture).any(axis=2)[distance <= 19].mean() > 0.9, "the download is not the repaired photo"
 
+
 def test_the_server_records_what_the_user_waited(page: Page, server: LiveServer, photo):
     """The request log and the Resources tab get the page's wait (click to result on screen),
     not only the server's stages."""
