@@ -204,7 +204,7 @@ class BatchRunner:
         # Named after the photo: <stem>_repaired.<ext> (service.storage.result_name); its format
         # for "same", its EXIF and colour profile kept, as the editor's and the API's results.
         result = self.service.repair(image, mask, options, photo.source, upload_name=job.photo.name)
-        return result.name, result.data, preview(result.image, PREVIEW_SIDE_PX)
+        return result.name, result.data, preview(result.image, PREVIEW_SIDE_PX, photo.source.metadata.icc_profile)
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -40,6 +40,7 @@ from gradio.utils import get_upload_folder
 from lama import imageio, masks
 from lama.errors import ImageError, ImageTooLargeError, InpaintError, MaskError, OptionError
 from lama.files import write_bytes_atomic
+from lama.metadata import Metadata
 from lama.output_formats import OutputFormat
 from lama.stages import MODEL_STAGES
 from monitor.records import UserWait
@@ -157,14 +158,15 @@ class EditorFiles:
 
 # ---------------------------------------------------------------- what the page shows
 
-def preview(image: np.ndarray, max_side: int = PREVIEW_SIDE_PX) -> bytes:
-    """A JPEG of `image` with its long side at most `max_side` (transparency on white)."""
+def preview(image: np.ndarray, max_side: int = PREVIEW_SIDE_PX, icc_profile: bytes | None = None) -> bytes:
+    """A JPEG of `image` with its long side at most `max_side` (transparency on white), with the
+    photo's colour profile: a browser then shows it in the photo's colours, as it shows the photo."""
     height, width = image.shape[:2]
     scale = max_side / max(height, width)
     if scale < 1:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return imageio.encode_image(image, "jpeg", PREVIEW_QUALITY)
+    return imageio.encode_image(image, "jpeg", PREVIEW_QUALITY, metadata=Metadata(icc_profile=icc_profile))
 
 
 def repaired_box(mask: np.ndarray, grow: int) -> tuple[int, int, int, int] | None:
@@ -180,11 +182,15 @@ def repaired_box(mask: np.ndarray, grow: int) -> tuple[int, int, int, int] | Non
     return left, top, right - left, bottom - top
 
 
-def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str]:
+def patch(image: np.ndarray, box: tuple[int, int, int, int], icc_profile: bytes | None = None) -> tuple[bytes, str]:
     """The repaired rectangle for the page's canvas, and its file extension: a PNG, exact, up
     to PATCH_PNG_MAX_PIXELS (the usual stroke; JPEG would smear the fill into the untouched
     rim around it) and wherever there is transparency; beyond, a JPEG scaled down past
-    PATCH_SIDE_PX (the page scales it back): the canvas only shows it, the download is exact."""
+    PATCH_SIDE_PX (the page scales it back): the canvas only shows it, the download is exact.
+    With the photo's colour profile: the browser converts the photo it draws from its profile
+    (an iPhone's Display P3), and a rectangle without one would show, untouched rim and all, in
+    other colours than the picture around it."""
+    metadata = Metadata(icc_profile=icc_profile)
     x, y, width, height = box
     crop = np.ascontiguousarray(image[y:y + height, x:x + width])
     has_alpha = image.ndim == 3 and image.shape[2] == 4
@@ -193,17 +199,19 @@ def patch(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bytes, str
             scale = PATCH_SIDE_PX / max(width, height)
             crop = cv2.resize(crop, (max(1, round(width * scale)), max(1, round(height * scale))),
                               interpolation=cv2.INTER_AREA)
-        return imageio.encode_image(crop, "png"), "png"
-    return preview(crop, PATCH_SIDE_PX), "jpg"
+        return imageio.encode_image(crop, "png", metadata=metadata), "png"
+    return preview(crop, PATCH_SIDE_PX, icc_profile), "jpg"
 
 
 def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray, data: bytes, saved_as: str | None,
-            fmt: OutputFormat, mask: np.ndarray, grow: int, name: str, for_page: bool = True) -> dict[str, Any]:
+            fmt: OutputFormat, mask: np.ndarray, grow: int, name: str, for_page: bool = True,
+            icc_profile: bytes | None = None) -> dict[str, Any]:
     """Put the result where the page can fetch it: the file the service saved (hard-linked,
     not re-encoded: it is what the user downloads), a preview and the repaired rectangle (with
     `for_page`: what the page draws; a script only fetches the file), in a new folder of the UI
     cache. Where that cannot be written (a full disk), the page gets them inline instead: the
-    user still sees and downloads the result. `name`: the download's.
+    user still sees and downloads the result. `name`: the download's; `icc_profile`: the photo's,
+    for the preview and the rectangle.
 
     "image" names the result for the next repair (ImageCache keeps it decoded under that
     path, whether or not the file could be written)."""
@@ -211,9 +219,9 @@ def publish(files: EditorFiles, service: RepairService, result_image: np.ndarray
     full = folder / name
     published: dict[str, Any] = {"image": {"path": str(full)}, "name": full.name, "width": result_image.shape[1],
                                  "height": result_image.shape[0]}
-    preview_data = preview(result_image) if for_page else None
+    preview_data = preview(result_image, icc_profile=icc_profile) if for_page else None
     box = repaired_box(mask, grow) if for_page else None
-    patch_data, extension = patch(result_image, box) if box is not None else (None, "")
+    patch_data, extension = patch(result_image, box, icc_profile) if box is not None else (None, "")
     try:
         folder.mkdir(parents=True)
         try:
@@ -340,17 +348,19 @@ class EditorBackend:
             if for_page:
                 image, mask = self._read(photo_path, mask_path, options.mask_threshold)
                 read = time.perf_counter()
+                source = self._source(photo_path)
                 # The download is named after the photo's file (service.storage.result_name).
-                result = self.service.repair(image, mask, options, self._source(photo_path),
-                                             upload_name=request.get("name"))
+                result = self.service.repair(image, mask, options, source, upload_name=request.get("name"))
             else:
+                source = None
                 decoded = self._decode(photo_path, mask_path, options, request.get("name"))
                 mask = decoded.mask
                 read = time.perf_counter()
                 result = self.service.repair_decoded(decoded, options)
             repaired = time.perf_counter()
             published = publish(self.files, self.service, result.image, result.data, result.saved_as, result.format,
-                                mask, options.dilate + 1, result.name, for_page)
+                                mask, options.dilate + 1, result.name, for_page,
+                                source.metadata.icc_profile if source else None)
             if for_page:
                 self.images.put(Path(published["image"]["path"]), result.image)
         except (EditorRequestError, InpaintError) as error:

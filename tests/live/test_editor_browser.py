@@ -29,6 +29,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 from support.browser import (CANVAS, PHOTO_INPUT, STROKE, Placement, chromium, distance_to_segment, drag, make_photo,
                              wait_until_interactive)
 from support.liveserver import LiveServer
+from support.photos import RED_AS_GREEN
 from support.reliability import record
 
 SIZE = (480, 360)  # the test photo: width, height
@@ -852,6 +853,28 @@ def test_exif_orientation_is_applied_and_said(page: Page, tmp_path: Path):
     page.locator("#repair").click()
     repaired(page)
     expect(page.locator("#result")).to_contain_text("120×200")  # the server turned it the same way
+
+
+def test_a_photo_with_a_colour_profile_shows_its_repair_in_the_same_colours(page: Page, tmp_path: Path):
+    """The browser draws a photo through its ICC profile (an iPhone's Display P3); the repaired
+    rectangle must go through it too, or the rectangle shows, its untouched rim and all. The
+    profile here shows red as green: any rectangle drawn without it stands out at once."""
+    picture = make_photo(size=SIZE)
+    Image.fromarray(picture).save(tmp_path / "profiled.jpg", quality=95, icc_profile=RED_AS_GREEN)
+    placement = open_photo(page, tmp_path / "profiled.jpg")
+    next_frame(page)
+    assert np.abs(shown_at(page, placement, (240, 60)) - picture[60, 240][[1, 0, 2]]).max() <= TOLERANCE
+    set_brush(page, 20)
+    (x0, y0), (x1, y1) = STROKE
+    # Beside the stroke: untouched by the repair, inside its rectangle (the painted box grown).
+    rim = [(x, round(y0 + (y1 - y0) * (x - x0) / (x1 - x0)) + side) for x in range(180, 310, 10) for side in (-23, 23)]
+    before = [shown_at(page, placement, point) for point in rim]
+    drag(page, placement, *STROKE)
+    page.locator("#repair").click()
+    repaired(page)
+    next_frame(page)
+    differences = [int(np.abs(shown_at(page, placement, point) - seen).max()) for point, seen in zip(rim, before)]
+    assert max(differences) <= TOLERANCE, differences
 
 
 # ---------------------------------------------------------------- 6. small screens

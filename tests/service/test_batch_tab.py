@@ -22,6 +22,7 @@ from webui import batch_tab
 from webui.batch_tab import BatchError, BatchLimits, BatchRunner, Job, plan
 from webui.editor import EditorFiles
 
+from support.photos import RED_AS_GREEN
 from support.service import repair_service
 
 LIMITS = ImageLimits(max_pixels=1_000_000, max_side=2000)
@@ -233,7 +234,7 @@ def test_a_disk_that_cannot_hold_the_results_is_one_line(runner, cache, tmp_path
 def test_a_batch_keeps_each_photo_s_format_and_metadata_when_asked(runner, tmp_path):
     exif = Image.Exif()
     exif[0x010F] = "BatchCam"  # Make
-    Image.fromarray(picture(40, 60)).save(tmp_path / "trip.jpg", quality=95, exif=exif)
+    Image.fromarray(picture(40, 60)).save(tmp_path / "trip.jpg", quality=95, exif=exif, icc_profile=RED_AS_GREEN)
     photos = [tmp_path / "trip.jpg", write(tmp_path, "scan.png", picture(40, 60, 1))]
     mask = write(tmp_path, "m.png", np.full((40, 60), 255, np.uint8))
     final = run(runner, plan(photos, [mask], BatchLimits()), RepairOptions(format="same"))[-1]
@@ -241,3 +242,6 @@ def test_a_batch_keeps_each_photo_s_format_and_metadata_when_asked(runner, tmp_p
     assert archive.namelist() == ["trip_repaired.jpg", "scan_repaired.png"]
     with Image.open(io.BytesIO(archive.read("trip_repaired.jpg"))) as result:
         assert result.format == "JPEG" and result.getexif()[0x010F] == "BatchCam"
+        assert result.info["icc_profile"] == RED_AS_GREEN
+    # The gallery's thumbnails too: the browser shows them in the photo's colours.
+    assert [Image.open(path).info.get("icc_profile") for path, _ in final.gallery] == [RED_AS_GREEN, None]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lama import imageio
 from lama.engine import InpaintEngine
@@ -28,6 +29,7 @@ from service.pipeline import RepairService
 from webui.errors import status_of
 from support.service import repair_service
 from support.editor import mask_file, picture, uploaded
+from support.photos import RED_AS_GREEN
 
 LIMITS = ImageLimits(max_pixels=4_000_000, max_side=4000)
 
@@ -84,6 +86,21 @@ def test_a_repair_publishes_the_saved_file_a_preview_and_the_repaired_rectangle(
     assert result["width"] == 1800 and result["height"] == 1000 and result["summary"].startswith("1800×1000")
     timings = result["timings"]
     assert timings["server"] >= timings["queue"] + timings["model"] and timings["save"] >= 0
+
+
+def test_the_preview_and_the_rectangle_carry_the_photo_s_colour_profile(backend, cache):
+    """The page's browser draws the photo through its profile: what it draws over it must go
+    through the same one (tests/live/test_editor_browser.py shows the rectangle otherwise)."""
+    image = picture(120, 160)
+    folder = cache / "upload-profiled"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "p3.png", icc_profile=RED_AS_GREEN)
+    plain = uploaded(cache, "plain.png", image)
+    for photo, profile in (({"path": str(folder / "p3.png")}, RED_AS_GREEN), (plain, None)):
+        result = backend.repair({"request": "r", "photo": photo,
+                                 "mask": mask_file(cache, (120, 160), np.s_[40:60, 30:90])}, "crop", 0, 0)["result"]
+        for part in ("preview", "patch"):
+            assert Image.open(result[part]["path"]).info.get("icc_profile") == profile, (part, profile)
 
 
 def test_the_photo_is_decoded_once_per_session_and_a_result_is_repaired_without_a_decode(backend, cache,
