@@ -35,7 +35,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -614,6 +614,9 @@ def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: in
         raise ImageError(
             f"image is {width}×{height}, {fmt.name.upper()} stores at most {fmt.max_side} pixels per side"
         )
+    if metadata.icc_profile and not _profile_describes(metadata.icc_profile, image):
+        # A CMYK photo's profile, say, once its pixels are RGB: a viewer would read them through it.
+        metadata = replace(metadata, icc_profile=None)
     if fmt.name == "png":
         return png.encode(image, exif=metadata.exif, icc_profile=metadata.icc_profile, ahead=png_ahead)
     try:
@@ -652,6 +655,12 @@ def _check_array(image: np.ndarray) -> None:
         raise ValueError(f"expected H×W, H×W×3 or H×W×4, got shape {image.shape}")
     if image.size == 0:
         raise ValueError("cannot encode an empty image")
+
+
+def _profile_describes(profile: bytes, image: np.ndarray) -> bool:
+    """Whether an ICC profile is one for `image`'s pixels: its data colour space (the header's
+    bytes 16-19) RGB for colour pixels, GRAY for gray ones."""
+    return profile[16:20] == (b"GRAY" if image.ndim == 2 else b"RGB ")
 
 
 def _composite_on_white(rgba: np.ndarray) -> np.ndarray:

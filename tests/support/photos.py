@@ -22,10 +22,11 @@ def camera_exif(orientation=6):
     return exif
 
 
-def photo_bytes(fmt="JPEG", size=(64, 48), **params):
+def photo_bytes(fmt="JPEG", size=(64, 48), mode="RGB", **params):
+    """Random RGB pixels written in `fmt`, converted to `mode` first (a CMYK JPEG, say)."""
     pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, fmt, **params)
+    Image.fromarray(pixels).convert(mode).save(buffer, fmt, **params)
     return buffer.getvalue()
 
 

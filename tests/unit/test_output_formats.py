@@ -115,6 +115,21 @@ def test_what_cannot_be_carried_is_dropped_whole_and_the_photo_still_decodes():
     assert broken.source.metadata.exif is None
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_a_profile_for_other_pixels_than_the_result_s_is_not_carried(fmt):
+    """A CMYK photo's profile once its pixels are RGB (a viewer would read them through it), an
+    RGB profile on gray pixels: left out; a gray photo's GRAY profile stays."""
+    cmyk_profile = SRGB[:16] + b"CMYK" + SRGB[20:]  # the data colour space is all that is read
+    gray_profile = SRGB[:16] + b"GRAY" + SRGB[20:]
+    cmyk = imageio.decode_photo(photo_bytes("JPEG", icc_profile=cmyk_profile, mode="CMYK"))
+    assert cmyk.pixels.shape == (48, 64, 3) and cmyk.source.metadata.icc_profile == cmyk_profile
+    for pixels, profile, carried in ((cmyk.pixels, cmyk_profile, None), (cmyk.pixels, SRGB, SRGB),
+                                     (cmyk.pixels[..., 0].copy(), SRGB, None),
+                                     (cmyk.pixels[..., 0].copy(), gray_profile, gray_profile)):
+        result = opened(imageio.encode_image(pixels, fmt, metadata=metadata.Metadata(icc_profile=profile)))
+        assert result.info.get("icc_profile") == carried, (pixels.ndim, profile[16:20])
+
+
 def test_a_tiff_gives_its_profile_but_not_its_structure_tags():
     photo = imageio.decode_photo(photo_bytes("TIFF", icc_profile=SRGB))
     assert photo.source.metadata == metadata.Metadata(None, SRGB)
