@@ -104,7 +104,8 @@ def test_exif_and_the_icc_profile_are_read_back_by_pillow(small_strips):
     exif[0x010F] = "Maker"
     exif[0x0112] = 1
     raw_exif = exif.tobytes()
-    profile = bytes(range(256)) * 600  # 153,600 bytes: three APP2 chunks
+    # 153,600 bytes (three APP2 chunks) of a profile for RGB pixels (its colour space at bytes 16-19).
+    profile = (bytes(16) + b"RGB " + bytes(range(256)) * 600)[:153_600]
     data = imageio.encode_image(photo(64, 80), "jpeg", 92, metadata.Metadata(raw_exif, profile))
     with Image.open(io.BytesIO(data)) as opened:
         assert opened.getexif()[0x010F] == "Maker"
@@ -116,4 +117,5 @@ def test_rgba_is_composited_on_white_and_a_too_large_profile_is_an_image_error()
     rgba = np.zeros((32, 32, 4), np.uint8)  # all transparent: white once composited
     assert decoded_by_all(imageio.encode_image(rgba, "jpeg"), False)[0].min() >= 250
     with pytest.raises(imageio.ImageError, match="could not encode"):
-        imageio.encode_image(photo(16, 16), "jpeg", metadata=metadata.Metadata(None, b"\0" * (256 * 65_519)))
+        too_large = bytes(16) + b"RGB " + bytes(256 * 65_519 - 20)
+        imageio.encode_image(photo(16, 16), "jpeg", metadata=metadata.Metadata(None, too_large))
