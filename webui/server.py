@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 def check_address_free(host: str, port: int) -> None:
     """SystemExit with one line if the server could not listen on `host`:`port`: the binds
     uvicorn's asyncio server will make (every address `host` names, SO_REUSEADDR as asyncio sets
-    it), each released at once."""
+    it; an address of a family the system has turned off passed over, as asyncio passes it over,
+    while another one binds), each released at once."""
     try:
         addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
         raise SystemExit(f"error: cannot listen on {host}:{port}: {error.strerror}") from None
+    unavailable, bound = None, False
     for family, kind, protocol, _, address in addresses:
         with socket.socket(family, kind, protocol) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -44,10 +46,16 @@ def check_address_free(host: str, port: int) -> None:
                 probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio binds it
             try:
                 probe.bind(address)
+                bound = True
             except OSError as error:
+                if error.errno == errno.EADDRNOTAVAIL:  # ::1 where IPv6 is off, or an address not this host's
+                    unavailable = error
+                    continue
                 taken = " (is another server running there? stop it, or pass --port)" \
                     if error.errno == errno.EADDRINUSE else ""
                 raise SystemExit(f"error: cannot listen on {host}:{port}: {error.strerror}{taken}") from None
+    if not bound and unavailable is not None:
+        raise SystemExit(f"error: cannot listen on {host}:{port}: {unavailable.strerror} (not an address of this host)")
 
 
 class Drainable(Protocol):

@@ -37,6 +37,7 @@ from support.app import (
 )
 from support.liveserver import LiveServer
 from support.reliability import record
+from webui.server import check_address_free
 
 from webui.edge import BodyLimits, EdgeMiddleware, EdgePolicy
 
@@ -433,6 +434,14 @@ def test_a_taken_port_stops_the_start_at_once_with_one_line(tiny_dir, tmp_path):
     output = (tmp_path / "server.log").read_text().strip()
     assert output == (f"error: cannot listen on 127.0.0.1:{port}: Address already in use "
                       "(is another server running there? stop it, or pass --port)")
+
+
+def test_an_address_that_is_not_this_host_s_stops_the_start_with_one_line():
+    with pytest.raises(SystemExit) as stopped:
+        check_address_free("192.0.2.1", 7860)  # TEST-NET-1: never a host's own address
+    assert str(stopped.value) == ("error: cannot listen on 192.0.2.1:7860: Cannot assign requested address "
+                                  "(not an address of this host)")
+    check_address_free("localhost", 0)  # ::1 passed over where IPv6 is off, as uvicorn's asyncio does
 
 
 # ------------------------------------------------------------------ browsers: CORS
