@@ -12,15 +12,18 @@ event has a concurrency limit of one; the next waits in Gradio's queue, shown it
 Files: the uploads are Gradio's (its upload folder, each file within the API's per-file
 limit); the previews and the zip go into a new folder of it, which the UI cache's retention
 sweeps like the uploads. The zip is written beside its final name and renamed when complete:
-a batch stopped half-way leaves no zip that looks whole. The handlers are plain functions
+a batch broken off half-way leaves no zip that looks whole. The Stop button ends the page's
+batch before its next photo, and the zip then holds what was repaired. The handlers are plain functions
 (tests call them without a browser); build_batch_tab lays out the components.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +133,7 @@ class Progress:
     gallery: list[tuple[str, str]] = field(default_factory=list)  # (preview path, caption)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file name, message)
     zip_path: Path | None = None
+    stopped: bool = False  # by its Stop button, before its last photo
 
     @property
     def done(self) -> int:
@@ -137,19 +141,47 @@ class Progress:
 
     def summary(self) -> str:
         failed = len(self.problems)
-        line = f"{self.done} of {self.total} repaired"
-        return line + (f", {failed} not (listed below)" if failed else "")
+        line = f"{self.done} of {self.total} repaired" + (f", {failed} not (listed below)" if failed else "")
+        if not self.stopped:
+            return line
+        return f"Stopped: {line}" + ("; the zip holds those repaired" if self.done else "")
 
 
 class BatchRunner:
-    """Runs planned batches through the service, writing into a new folder of the UI cache."""
+    """Runs planned batches through the service, writing into a new folder of the UI cache; a
+    session's running batch stops at its next photo when `stop(session)` is called (its Stop
+    button), with what it repaired so far zipped."""
 
     def __init__(self, service: RepairService, files: EditorFiles):
         self.service, self.files = service, files
+        self._stops: dict[str, threading.Event] = {}  # the running batches' by their session
+        self._lock = threading.Lock()
 
-    def run(self, batch: Plan, options: RepairOptions) -> Iterator[Progress]:
+    def stop(self, session: str) -> bool:
+        """Asks `session`'s running batch to stop before its next photo; False if none runs."""
+        with self._lock:
+            stopping = self._stops.get(session)
+        if stopping is not None:
+            stopping.set()
+        return stopping is not None
+
+    @contextlib.contextmanager
+    def stoppable(self, session: str) -> Iterator[threading.Event]:
+        """The event that `stop(session)` sets, for as long as the session's batch runs."""
+        stopping = threading.Event()
+        with self._lock:
+            self._stops[session] = stopping
+        try:
+            yield stopping
+        finally:
+            with self._lock:
+                if self._stops.get(session) is stopping:
+                    del self._stops[session]
+
+    def run(self, batch: Plan, options: RepairOptions, stopping: threading.Event | None = None) -> Iterator[Progress]:
         """Yields the progress after each photo; the last one names the zip (None when nothing
-        was repaired). A photo's failure is listed, never raised."""
+        was repaired). A photo's failure is listed, never raised. Once `stopping` is set, no
+        further photo is started: the last progress says so, its zip holds what was done."""
         options.validate()
         progress = Progress(len(batch.jobs) + len(batch.skipped), problems=list(batch.skipped))
         folder = self.files.root / BATCH_FOLDER / secrets.token_hex(16)
@@ -160,6 +192,9 @@ class BatchRunner:
         try:
             with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:  # PNG/JPEG/WebP: compressed already
                 for index, job in enumerate(batch.jobs):
+                    if stopping is not None and stopping.is_set():
+                        progress.stopped = True
+                        break
                     try:
                         result_name, data, thumbnail = self._repair(job, options, decoded_masks)
                     except InpaintError as error:
@@ -233,7 +268,8 @@ def repair_all_handler(runner: BatchRunner, limits: BatchLimits) -> Callable[...
     the gallery, the zip (at the end) and the problems table out. Refusals as one line (gr.Error)."""
 
     def repair_all(photo_files: Any, masks_given: Any, strategy_name: str, dilate_px: float, feather_px: float,
-                   fmt: str, threshold_value: float, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
+                   fmt: str, threshold_value: float, request: gr.Request | None = None,
+                   progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
         try:
             batch = plan(_paths(photo_files), _paths(masks_given), limits)
             options = RepairOptions(strategy_name, int(dilate_px), int(feather_px), fmt,
@@ -245,17 +281,36 @@ def repair_all_handler(runner: BatchRunner, limits: BatchLimits) -> Callable[...
             raise gr.Error("dilation, feather and threshold must be numbers", print_exception=False) from None
         progress(0, desc=f"0 of {len(batch.jobs)}")
         try:
-            for state in runner.run(batch, options):
-                handled = state.done + len(state.problems) - len(batch.skipped)
-                progress((handled, len(batch.jobs)), desc=f"{handled} of {len(batch.jobs)}", unit="photos")
-                yield [state.summary(), state.gallery, str(state.zip_path) if state.zip_path else None,
-                       gr.update(value=pd.DataFrame(state.problems, columns=PROBLEM_COLUMNS),
-                                 visible=bool(state.problems))]
+            with runner.stoppable(_session(request)) as stopping:
+                yield from _shown(runner.run(batch, options, stopping), len(batch.jobs), len(batch.skipped), progress)
         except OSError as error:  # the UI cache's disk: full, or gone
             log.error("batch: cannot write its results under %s: %s", runner.files.root, error.strerror or error)
             raise gr.Error(UNWRITABLE, print_exception=False) from None
 
     return repair_all
+
+
+def _shown(states: Iterator[Progress], jobs: int, skipped: int, progress: gr.Progress) -> Iterator[list[Any]]:
+    """The tab's outputs after each photo: the status line, the gallery, the zip, the problems."""
+    for state in states:
+        handled = state.done + len(state.problems) - skipped
+        progress((handled, jobs), desc=f"{handled} of {jobs}", unit="photos")
+        yield [state.summary(), state.gallery, str(state.zip_path) if state.zip_path else None,
+               gr.update(value=pd.DataFrame(state.problems, columns=PROBLEM_COLUMNS), visible=bool(state.problems))]
+
+
+def _session(request: gr.Request | None) -> str:
+    """The page's Gradio session (a batch's Stop button stops its own page's batch only)."""
+    return str(getattr(request, "session_hash", None) or "")
+
+
+def stop_handler(runner: BatchRunner) -> Callable[..., Any]:
+    """The Stop button's handler: this page's running batch stops before its next photo."""
+
+    def stop(request: gr.Request | None = None) -> Any:
+        return "Stopping after the photo being repaired…" if runner.stop(_session(request)) else gr.update()
+
+    return stop
 
 
 def build_batch_tab(service: RepairService, files: EditorFiles, defaults: RepairOptions,
@@ -276,7 +331,9 @@ def build_batch_tab(service: RepairService, files: EditorFiles, defaults: Repair
         strategy, dilate, feather, fmt = options_row()
         threshold = gr.Slider(0, masks.MAX_THRESHOLD, value=defaults.mask_threshold, step=1, label="Mask threshold",
                               info="mask pixels brighter than this are repaired (0: any that is not black)")
-        run = gr.Button("Repair all", variant="primary", elem_id="batch-run")
+        with gr.Row():
+            run = gr.Button("Repair all", variant="primary", elem_id="batch-run")
+            stop = gr.Button("Stop", variant="stop", elem_id="batch-stop")
         status = gr.Markdown(elem_id="batch-status")
         gallery = gr.Gallery(label="Repaired", columns=6, height="auto", interactive=False, elem_id="batch-gallery")
         download = gr.File(label="All results (zip)", interactive=False, elem_id="batch-zip")
@@ -284,10 +341,13 @@ def build_batch_tab(service: RepairService, files: EditorFiles, defaults: Repair
                                 elem_id="batch-problems")
 
     # One batch at a time; the editor's repairs go on beside it (the service's queue interleaves them).
-    run.click(repair_all_handler(BatchRunner(service, files), limits),
+    runner = BatchRunner(service, files)
+    run.click(repair_all_handler(runner, limits),
               inputs=[photos, mask_files, strategy, dilate, feather, fmt, threshold],
               outputs=[status, gallery, download, problems], concurrency_limit=1, concurrency_id="batch",
               api_visibility="private")
+    # Not queued: it must get through while the batch holds the batch group's one place.
+    stop.click(stop_handler(runner), outputs=status, queue=False, api_visibility="private")
     return mask_files
 
 

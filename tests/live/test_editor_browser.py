@@ -983,3 +983,28 @@ def test_a_batch_repairs_many_photos_with_the_editor_s_mask_and_downloads_one_zi
         distance = distance_to_segment(changed.shape, *[(x * scale, y * scale) for x, y in STROKE])
         assert changed[distance <= 15 * scale].mean() > 0.9, name  # the editor's stroke, resized to the photo
         assert not changed[distance > 25 * scale].any(), name
+
+
+def test_a_running_batch_stops_at_its_stop_button_with_what_it_repaired_zipped(page: Page, tmp_path: Path):
+    size = (1400, 1000)  # within the module server's MAX_PIXELS: each photo takes a while on the CPU
+    paths = []
+    for index in range(12):
+        paths.append(tmp_path / f"photo{index:02d}.jpg")
+        make_photo(paths[-1], size)
+    mask = np.zeros(size[::-1], np.uint8)
+    mask[300:500, 200:900] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-photos input[type=file]").set_input_files(paths)
+    page.locator("#batch-masks input[type=file]").set_input_files(tmp_path / "mask.png")
+    expect(page.locator("#batch-photos").get_by_role("row")).to_have_count(12)
+    page.locator("#batch-run").click()
+    expect(page.locator("#batch-status")).to_contain_text("1 of 12 repaired", timeout=60_000)
+    page.locator("#batch-stop").click()
+    expect(page.locator("#batch-status")).to_contain_text("Stopped: ", timeout=60_000)
+    repaired = int(re.search(r"Stopped: (\d+) of 12", page.locator("#batch-status").inner_text()).group(1))
+    assert 1 <= repaired < 12
+    href = page.locator("#batch-zip a[href*='repaired.zip']").first.get_attribute("href")
+    names = zipfile.ZipFile(io.BytesIO(page.request.get(href).body())).namelist()
+    assert names == [f"photo{index:02d}_repaired.png" for index in range(repaired)]
+

@@ -147,6 +147,23 @@ def test_a_batch_repairs_what_it_can_lists_the_rest_and_zips_the_results(runner,
     assert len([rec for rec in service.requests.recent() if rec["status"] == 200]) == 2  # the service's queue
 
 
+def test_stop_ends_the_session_s_batch_before_its_next_photo_and_zips_what_was_done(runner, tmp_path):
+    photos = [write(tmp_path, f"p{index}.png", picture(40, 60, index)) for index in range(4)]
+    batch = plan(photos, [write(tmp_path, "m.png", np.full((40, 60), 255, np.uint8))], BatchLimits())
+    assert runner.stop("page-a") is False  # nothing runs
+    with runner.stoppable("page-a") as stopping:
+        states = runner.run(batch, RepairOptions(), stopping)
+        assert next(states).done == 1
+        assert runner.stop("page-b") is False, "another page's Stop"
+        assert runner.stop("page-a") is True
+        final = list(states)[-1]
+    assert runner.stop("page-a") is False  # ended: its event is gone
+    assert final.stopped and final.done == 1
+    assert final.summary() == "Stopped: 1 of 4 repaired; the zip holds those repaired"
+    with zipfile.ZipFile(final.zip_path) as archive:
+        assert archive.namelist() == ["p0_repaired.png"]
+
+
 def test_a_failure_of_one_photo_is_listed_and_the_batch_goes_on(runner, service, tmp_path, monkeypatch):
     photos = [write(tmp_path, f"{name}.png", picture(40, 40, seed)) for seed, name in enumerate("abc")]
     mask = np.full((40, 40), 255, np.uint8)
