@@ -5,11 +5,16 @@ same GPU queue; from then on it lives as files under the outputs folder,
 
     outputs/jobs/<id>.json    its record: status, error, result, timings (atomic writes)
     outputs/jobs/<id>.lock    flock-ed by the process that runs it, until the record is final
+    outputs/jobs/<id>.deleted the job was deleted (DELETE): it reads as not found from then on, and
+                              its files go as soon as it is not pending (its owner removes them)
     outputs/YYYY-MM-DD/...    its result, saved by OutputStore like every repair's
 
 so that every replica sharing the outputs volume answers for every job and a restart leaves
 finished jobs readable. A record still `queued` or `running` whose lock nobody holds was lost
 with its process (killed or restarted before the job ran): it reads as failed (`interrupted`).
+A deleted job that still waits in its owner's queue never runs; one already running ends, and its
+result is removed with its record. The tombstone, not the record, says a job is gone: whichever
+of owner and deleter comes second removes the files, and the sweep does where the owner died.
 Locks, not clocks, as in lama.files: the kernel drops a dead process's lock, whatever its host's
 time.
 
@@ -58,6 +63,10 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")  # 128 random bits: unguessable, and a safe
 JOBS_FOLDER = "jobs"
 INTERRUPTED = {"code": "interrupted", "message": "the server that ran this job stopped before it finished; "
                                                  "submit it again"}
+
+
+class _Deleted(Exception):
+    """Raised as a job starts that was deleted while it waited: its model runs are skipped."""
 
 
 def _not_found(job_id: str, why: str = "no such job") -> JobNotFoundError:
@@ -113,6 +122,7 @@ class BatchJobs:
         self.keep_days = keep_days
         self.folder = service.outputs.root / JOBS_FOLDER
         self._pending = 0
+        self._model_runs: dict[str, Future[Timed]] = {}  # this process's pending jobs' queued runs, to cancel
         self._recent_s = 1.0  # moving estimate of a job's time from acceptance to its final record, for Retry-After
         self._lock = threading.Lock()
         # Off the GPU workers, which are free for the next job meanwhile.
@@ -179,11 +189,16 @@ class BatchJobs:
         if queued.ran is None:
             finish()
         else:
+            with self._lock:
+                self._model_runs[job.id] = queued.ran
             _call_once_done(queued.ran, finish)
         return job
 
     def _note_running(self, job: Job) -> None:
-        """On the GPU worker, as the job starts: best effort, the job runs whatever the disk says."""
+        """On the GPU worker, as the job starts: best effort, the job runs whatever the disk says,
+        unless it was deleted while it waited (by a replica that could not cancel it)."""
+        if self._deleted_path(job.id).exists():
+            raise _Deleted
         try:
             self._write(Job(job.id, RUNNING, job.format))
         except OSError as error:
@@ -202,7 +217,7 @@ class BatchJobs:
         try:
             try:
                 result = queued.finish(_model_runs(queued))
-            except CancelledError:  # the server stopped before the job ran
+            except (CancelledError, _Deleted):  # the server stopped before the job ran, or it was deleted
                 final = Job(job.id, FAILED, job.format, INTERRUPTED)
             except InpaintError as error:
                 self.service.record(self.service.status_of(error), options, decoded, error=error.message)
@@ -220,10 +235,16 @@ class BatchJobs:
                     # The format that was written: `same` and `jpg` resolved.
                     final = Job(job.id, DONE, result.format.name, saved_as=result.saved_as, timings=result.timings)
             self._write(final)
+            # After the final record: either this sees a deletion's tombstone, or its deleter sees
+            # the record final and removes the files itself.
+            if self._deleted_path(job.id).exists():
+                self._remove(final)
         except OSError as error:
             # With its lock released below, readers will see the job as interrupted.
             log.error("job %s: could not write its record under %s: %s", job.id, self.folder, error)
         finally:
+            with self._lock:
+                self._model_runs.pop(job.id, None)
             self._finished(held, accepted)
 
     def _finished(self, held: contextlib.ExitStack, accepted: float | None = None) -> None:
@@ -237,8 +258,9 @@ class BatchJobs:
     # ------------------------------------------------------------------ reading
 
     def get(self, job_id: str) -> Job:
-        """The job as its record says, a lost one as failed; JobNotFoundError if there is none."""
-        if not JOB_ID.fullmatch(job_id):
+        """The job as its record says, a lost one as failed; JobNotFoundError if there is none
+        (or it was deleted)."""
+        if not JOB_ID.fullmatch(job_id) or self._deleted_path(job_id).exists():
             raise _not_found(job_id)
         job = self._read(job_id)
         return self._settle(job) if job.status in PENDING else job
@@ -249,13 +271,56 @@ class BatchJobs:
         job = self.get(job_id)
         if job.status != DONE:
             raise _not_finished(job)
-        day, _, name = (job.saved_as or "").partition("/")
-        if not (DAY_FOLDER.fullmatch(day) and RESULT_NAME.fullmatch(name)):  # a record edited by hand
+        path = self._result_path(job)
+        if path is None:  # a record edited by hand
             raise _not_found(job_id, "this job's record is damaged")
         try:
-            return job, (self.service.outputs.root / day / name).read_bytes()
+            return job, path.read_bytes()
         except FileNotFoundError:
             raise _not_found(job_id, "this job's result is no longer kept (outputs retention)") from None
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete(self, job_id: str) -> None:
+        """Delete a job, whichever replica accepted it: from now on it reads as not found. A final
+        job's result and record go at once. A pending one that still waits in this process's queue
+        is cancelled; otherwise its owner skips its model runs if they have not started, or lets
+        them end and removes the result. JobNotFoundError if there is no such job (or it was
+        deleted already)."""
+        self.get(job_id)
+        try:
+            # O_EXCL: of two deletions of one job, the second is told there is none.
+            os.close(os.open(self._deleted_path(job_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+        except FileExistsError:
+            raise _not_found(job_id) from None
+        except OSError as error:
+            log.error("job %s: cannot delete it under %s: %s", job_id, self.folder, error)
+            raise StorageError("the server cannot write to its outputs folder now (full or not writable); "
+                               "the operator has the details") from None
+        with self._lock:
+            model_runs = self._model_runs.get(job_id)
+        if model_runs is not None:
+            model_runs.cancel()  # a no-op once they run; its completion then removes the job
+        self._remove_if_final(job_id)
+
+    def _remove_if_final(self, job_id: str) -> None:
+        """A deleted job's files, once it is no longer pending (a lost one counts as final)."""
+        try:
+            job = self._read(job_id)
+            if job.status in PENDING:
+                job = self._settle(job)
+        except JobNotFoundError:  # removed by its owner meanwhile
+            self._deleted_path(job_id).unlink(missing_ok=True)
+            return
+        if job.status not in PENDING:
+            self._remove(job)
+
+    def _remove(self, job: Job) -> None:
+        """A deleted job's result, its record, then the tombstone that hid them (idempotent)."""
+        if (path := self._result_path(job)) is not None:
+            path.unlink(missing_ok=True)
+        self._record_path(job.id).unlink(missing_ok=True)
+        self._deleted_path(job.id).unlink(missing_ok=True)
 
     def _settle(self, job: Job) -> Job:
         """A pending job whose owner is alive as it is; one whose owner is gone as failed (and recorded so)."""
@@ -298,6 +363,9 @@ class BatchJobs:
             stem, _, suffix = entry.name.partition(".")
             if TEMP_NAME.fullmatch(entry.name) or (suffix == "lock" and not self._record_path(stem).exists()):
                 remove_if_abandoned(entry.path)  # a writer killed mid-write, or before the record existed
+            elif suffix == "deleted" and JOB_ID.fullmatch(stem):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    self._remove_if_final(stem)  # whose owner died, or finished before it was deleted
             elif suffix == "json" and JOB_ID.fullmatch(stem):
                 with contextlib.suppress(JobNotFoundError, OSError, ValueError, KeyError):
                     if self._expired(self.get(stem), entry, now):
@@ -324,6 +392,16 @@ class BatchJobs:
 
     def _lock_path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.lock"
+
+    def _deleted_path(self, job_id: str) -> Path:
+        return self.folder / f"{job_id}.deleted"
+
+    def _result_path(self, job: Job) -> Path | None:
+        """A done job's result file; None where there is none or the record names no result file."""
+        day, _, name = (job.saved_as or "").partition("/")
+        if job.status != DONE or not (DAY_FOLDER.fullmatch(day) and RESULT_NAME.fullmatch(name)):
+            return None
+        return self.service.outputs.root / day / name
 
     def _write(self, job: Job) -> None:
         write_bytes_atomic(self._record_path(job.id), job.to_record())

@@ -12,7 +12,7 @@ decoded); then what only decoding can tell.
 
 A batch job (POST /api/v1/jobs) is refused the same way, then answered 202 once it is queued;
 its status and result are read from the files it leaves (service.batch_jobs), so any replica
-sharing the outputs folder answers for it. /docs is Swagger UI from a packaged copy
+sharing the outputs folder answers for it, and deletes it (DELETE). /docs is Swagger UI from a packaged copy
 (fastapi_offline): it works without internet, like the rest of the server.
 """
 
@@ -298,7 +298,8 @@ def create_api(service: RepairService, api_token: str | None = None,
 
     # The links tell clients (and schemathesis's stateful phase) where the returned id goes.
     job_links = {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
-                 for name, operation in (("status", "get_job"), ("result", "get_job_result"))}
+                 for name, operation in (("status", "get_job"), ("result", "get_job_result"),
+                                            ("delete", "delete_job"))}
 
     @app.post(JOBS_PATH, status_code=202, response_model=JobAccepted, operation_id="submit_job", dependencies=token,
               tags=["batch jobs"], summary="Submit a repair, fetch it later",
@@ -342,6 +343,16 @@ def create_api(service: RepairService, api_token: str | None = None,
         # Named after the upload, as /api/v1/inpaint names its answer (the saved name without its prefix).
         return Response(data, media_type=job.media_type, headers={
             "X-Saved-As": job.saved_as, "Content-Disposition": f'inline; filename="{download_name(job.saved_as)}"'})
+
+    @app.delete(JOBS_PATH + "/{job_id}", status_code=204, response_class=Response, operation_id="delete_job",
+                dependencies=token, tags=["batch jobs"], summary="Delete a job and its result",
+                responses={204: {"description": "deleted"},
+                           **errors("job_not_found", "outputs_unwritable", (422, "invalid_request"))})
+    async def delete_job(job_id: str) -> Response:
+        """Delete a job and its result, whichever replica accepted it; from then on it is 404. A job
+        still queued never runs; one running ends, and its result is not kept."""
+        await run_in_threadpool(jobs.delete, job_id)
+        return Response(status_code=204)
 
     @app.get("/api/v1/monitor", responses=errors((422, "invalid_request")), dependencies=token, tags=["operations"])
     def monitor(since: float | None = None) -> dict:

@@ -1,5 +1,5 @@
-"""Batch jobs through live servers: replicas sharing one outputs folder answer for each other's
-jobs, a SIGTERM drain finishes accepted jobs, a restart keeps finished ones, and the README's
+"""Batch jobs through live servers: replicas sharing one outputs folder answer for (and delete)
+each other's jobs, a SIGTERM drain finishes accepted jobs, a restart keeps finished ones, and the README's
 curl recipe works as written."""
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ def test_replicas_sharing_the_outputs_answer_for_each_others_jobs_across_a_drain
             status = poll(to_b, job["url"])  # the other replica answers
             assert status["status"] == "done", status
             assert_repaired(decode(to_b.get(status["result_url"]).content), image, mask)
+        # Deleted through the other replica: gone for both, its result with it.
+        deleted = submit(to_a, *cases[0])
+        assert poll(to_a, deleted["url"])["status"] == "done"
+        saved = shared / to_a.get(deleted["url"] + "/result").headers["x-saved-as"]
+        assert to_b.delete(deleted["url"]).status_code == 204
+        error_of(to_a.get(deleted["url"]), 404, "job_not_found")
+        assert not saved.exists() and not list((shared / "jobs").glob(f"{deleted['id']}.*"))
 
         # A SIGTERM right after accepting jobs: the drain finishes them before the process ends.
         drained = [submit(to_a, image, mask, **EXACT) for image, mask in cases[12:]]
@@ -69,3 +76,4 @@ def test_the_readmes_curl_recipe_repairs_a_folder(tiny_dir, tmp_path):
     for seed in range(3):
         assert decode((work / "photos" / f"photo{seed}_repaired.png").read_bytes()).shape == (72, 96, 3)
     assert "photos/broken.jpg: " in run.stdout and "invalid_image" in run.stdout
+    assert not list((tmp_path / "server" / "outputs" / "jobs").iterdir())  # the recipe deleted its jobs

@@ -1,6 +1,7 @@
 """Batch jobs over HTTP, in process: POST /api/v1/jobs answers 202 at once, GET /api/v1/jobs/{id}
-says where the job is, GET .../result gives the image; pending jobs are bounded, failures say
-why, a lost job reads as failed, and the outputs retention sweeps records with their results.
+says where the job is, GET .../result gives the image, DELETE removes it (a queued one never
+runs); pending jobs are bounded, failures say why, a lost job reads as failed, and the outputs
+retention sweeps records with their results.
 (Replicas, a drain and a restart: tests/live/test_batch_jobs_live.py.)"""
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 import time
 import weakref
 
 import numpy as np
 import pytest
-from support.app import (block_worker, decode, error_of, make_case, make_settings, serve, service_of, upload,
+from support.app import (WAIT_S, block_worker, decode, error_of, make_case, make_settings, serve, service_of, upload,
                          wait_until)
 from support.jobs import EXACT, assert_repaired, poll, submit
 
@@ -187,6 +189,9 @@ def test_the_token_guards_the_jobs_routes(tiny_dir, tmp_path):
         del client.headers["Authorization"]
         error_of(client.get(accepted["url"]), 401, "unauthorized")
         error_of(client.get(accepted["url"] + "/result"), 401, "unauthorized")
+        error_of(client.delete(accepted["url"]), 401, "unauthorized")
+        client.headers["Authorization"] = "Bearer s3cret"
+        assert client.get(accepted["url"]).json()["status"] == "done"  # the refused DELETE deleted nothing
 
 
 def test_records_go_with_their_results_and_lost_jobs_read_as_failed(tiny_dir, tmp_path):
@@ -232,3 +237,125 @@ def test_jobs_the_stopping_server_cancels_are_recorded_as_interrupted(tiny_dir, 
     records = [json.loads((jobs_folder / f"{job_id}.json").read_text()) for job_id in ids]
     assert [(record["status"], record["error"]["code"]) for record in records] == [("failed", "interrupted")] * 2
     assert not list(jobs_folder.glob("*.lock"))
+
+
+# ------------------------------------------------------------------ deleting
+
+
+def results_saved(folder) -> set[str]:
+    return {path.name for path in (folder / "outputs").glob("????-??-??/*")}
+
+
+def job_files(folder, job_id) -> list[str]:
+    return sorted(path.name for path in (folder / "outputs" / "jobs").glob(f"{job_id}.*"))
+
+
+def test_a_deleted_job_is_gone_with_its_result(client, folder):
+    image, mask = make_case(seed=9)
+    done = poll(client, submit(client, image, mask)["url"])
+    saved = folder / "outputs" / client.get(done["result_url"]).headers["x-saved-as"]
+    deleted = client.delete(f"/api/v1/jobs/{done['id']}")
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert not saved.exists() and job_files(folder, done["id"]) == []
+    error_of(client.get(f"/api/v1/jobs/{done['id']}"), 404, "job_not_found")
+    error_of(client.get(done["result_url"]), 404, "job_not_found")
+    error_of(client.delete(f"/api/v1/jobs/{done['id']}"), 404, "job_not_found")  # once only
+
+
+def test_a_failed_job_can_be_deleted(client, folder, monkeypatch):
+    image, mask = make_case(seed=10)
+    with monkeypatch.context() as patch:
+        patch.setattr(service_of(client).engine, "run_models", lambda *args, **kwargs: 1 / 0)
+        failed = poll(client, submit(client, image, mask)["url"])
+    assert failed["status"] == "failed"
+    assert client.delete(f"/api/v1/jobs/{failed['id']}").status_code == 204
+    assert job_files(folder, failed["id"]) == []
+
+
+def test_a_queued_job_deleted_never_runs(client, folder):
+    service = service_of(client)
+    image, mask = make_case(seed=11)
+    before = results_saved(folder)
+    release = block_worker(service)
+    try:
+        queued = submit(client, image, mask)
+        assert client.delete(queued["url"]).status_code == 204
+        error_of(client.get(queued["url"]), 404, "job_not_found")
+        # Cancelled in the queue: gone while the worker is still busy, its place in the jobs' bound free.
+        wait_until(lambda: job_files(folder, queued["id"]) == [], timeout=10,
+                   what="the deleted job's files removed")
+        assert client.app.state.jobs._pending == 0
+    finally:
+        release.set()
+    wait_until(lambda: service.queue.depth == 0, what="the queue empty")
+    assert results_saved(folder) == before  # its model never ran: no result was written
+    assert client.app.state.jobs._pending == 0 and not client.app.state.jobs._model_runs
+
+
+def test_a_running_job_deleted_ends_and_leaves_no_result(client, folder, monkeypatch):
+    engine = service_of(client).engine
+    image, mask = make_case(seed=12)
+    before = results_saved(folder)
+    running, release = threading.Event(), threading.Event()
+    run_models = engine.run_models
+
+    def held(*args, **kwargs):
+        running.set()
+        assert release.wait(WAIT_S)
+        return run_models(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "run_models", held)
+        job = submit(client, image, mask)
+        assert running.wait(WAIT_S)
+        assert client.get(job["url"]).json()["status"] == "running"
+        assert client.delete(job["url"]).status_code == 204
+        error_of(client.get(job["url"]), 404, "job_not_found")
+        release.set()
+        wait_until(lambda: job_files(folder, job["id"]) == [], timeout=10,
+                   what="the deleted job's files removed")
+    assert results_saved(folder) == before  # its result was saved, then removed with the job
+
+
+def test_a_job_deleted_through_another_replica_is_dropped_by_its_owner(client, folder, monkeypatch):
+    """Another replica cannot cancel the owner's queued runs: its tombstone makes the owner skip them."""
+    service = service_of(client)
+    owner, other = BatchJobs(service, capacity=2), BatchJobs(service, capacity=2)
+    image, mask = make_case(seed=13)
+    model_runs = []
+    run_models = service.engine.run_models
+    monkeypatch.setattr(service.engine, "run_models", lambda *args, **kwargs: model_runs.append(1) or
+                        run_models(*args, **kwargs))
+    before = results_saved(folder)
+    release = block_worker(service)
+    try:
+        job = owner.submit(Decoded(image, mask), RepairOptions())
+        other.delete(job.id)
+        with pytest.raises(JobNotFoundError):
+            owner.get(job.id)
+        assert job_files(folder, job.id) == [f"{job.id}.deleted", f"{job.id}.json", f"{job.id}.lock"]
+    finally:
+        release.set()
+    wait_until(lambda: job_files(folder, job.id) == [], timeout=10,
+                   what="the deleted job's files removed")
+    assert model_runs == [] and results_saved(folder) == before
+    owner.shutdown()
+    other.shutdown()
+
+
+def test_the_sweep_finishes_deletions_whose_owner_or_deleter_died(tiny_dir, tmp_path):
+    jobs_folder = tmp_path / "outputs" / "jobs"
+    image, mask = make_case()
+    with serve(make_settings(tiny_dir, tmp_path)) as client:
+        done = poll(client, submit(client, image, mask)["url"])
+        saved = tmp_path / "outputs" / client.get(done["result_url"]).headers["x-saved-as"]
+        (jobs_folder / f"{done['id']}.deleted").touch()  # its deleter died after the tombstone
+        lost = "f" * 32  # deleted while queued in a process killed since: its lock is free
+        (jobs_folder / f"{lost}.json").write_text(
+            f'{{"id": "{lost}", "status": "queued", "format": "png", "error": null, "saved_as": null, "timings": {{}}}}')
+        (jobs_folder / f"{lost}.lock").touch()
+        (jobs_folder / f"{lost}.deleted").touch()
+        error_of(client.get(f"/api/v1/jobs/{done['id']}"), 404, "job_not_found")
+        client.app.state.retention.sweep()
+        assert not saved.exists()
+        assert sorted(path.name for path in jobs_folder.iterdir()) == []

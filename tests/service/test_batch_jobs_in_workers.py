@@ -135,3 +135,18 @@ def test_jobs_a_worker_holds_when_the_server_stops_are_recorded_as_interrupted(t
     records = [json.loads((tmp_path / "outputs" / "jobs" / f"{job['id']}.json").read_text()) for job in (first, held)]
     assert [(record["status"], record["error"]["code"]) for record in records] == [("failed", "interrupted")] * 2
     assert not list((tmp_path / "outputs" / "jobs").glob("*.lock"))
+
+
+def test_a_queued_job_a_worker_holds_is_let_go_of_when_deleted(client, monkeypatch):
+    service = service_of(client)
+    image, mask = make_case(320, 240, box=(60, 80, 180, 240), seed=6)
+    release, first, held = a_job_here_and_one_in_a_worker(client, monkeypatch, image, mask)
+    try:
+        assert client.delete(held["url"]).status_code == 204
+        wait_until(lambda: service.cpu_workers.in_flight == 0, timeout=10, what="the worker let go of the upload")
+        wait_until(lambda: not list(jobs_folder(client).glob(f"{held['id']}.*")), timeout=10,
+                   what="the job's files removed")
+        error_of(client.get(held["url"]), 404, "job_not_found")
+    finally:
+        release.set()
+    assert poll(client, first["url"])["status"] == "done"

@@ -85,7 +85,7 @@ def test_the_jobs_routes_are_documented_with_their_shapes(document):
     paths = document["paths"]
     accepted = paths["/api/v1/jobs"]["post"]["responses"]["202"]
     assert accepted["headers"]["Location"]["required"] is True
-    assert set(accepted["links"]) == {"status", "result"}
+    assert set(accepted["links"]) == {"status", "result", "delete"}
     assert set(document["components"]["schemas"]["JobStatus"]["properties"]) == {
         "id", "status", "error", "result_url", "timings"}
     assert documented_codes(document, "/api/v1/jobs/{job_id}/result", "get", 409) == {"job_not_done", "job_failed"}
