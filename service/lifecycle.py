@@ -10,6 +10,8 @@
                          (encodes and saves its result)   jobs it cancels are recorded as interrupted)
     cpu-worker-N-reader  Lifecycle.start: CpuWorkers.start CpuWorkers.stop (each worker process ends
                          (and the worker process)         when its socket is shut down; joins)
+    result-saver-N       RepairService, when an API       RepairService.finish_saves (joins: the files of
+                         repair has been answered         the last answers are written)
 
 The web layer enters `lifespan` as the ASGI app's lifespan, so uvicorn (and a TestClient) start
 the parts before the first request and stop them after the last response. A part that fails to

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 Job = TypeVar("Job")  # a job prepared for the model: the engine's RepairJob, or a CPU worker's Prepared
 
 GPU_PROBE_INTERVAL_S = 5.0  # after a CUDA error, how often readiness checks whether the GPU works again
+# Results written after their answers at most (each holds its file's bytes): beyond that a request
+# waits for a place, as it would for its own write. The writes themselves go one at a time.
+SAVES_PENDING_MAX = 8
 
 
 class Inference(NamedTuple):
@@ -119,6 +122,10 @@ class RepairService:
         self._gpu_probe: Future | None = None
         self._in_flight = 0
         self._lock = threading.Lock()
+        # Results written after their answers (`finish(..., answer_first=True)`).
+        self._saver = ThreadPoolExecutor(1, thread_name_prefix="result-saver")
+        self._save_places = threading.BoundedSemaphore(SAVES_PENDING_MAX)
+        self._saves_pending = 0
 
     # ------------------------------------------------------------------ admission and draining
 
@@ -139,6 +146,11 @@ class RepairService:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def saves_pending(self) -> int:
+        """Results answered whose files are still being written."""
+        return self._saves_pending
 
     @property
     def hands_to_workers(self) -> bool:
@@ -242,15 +254,18 @@ class RepairService:
                                   f"memory; this server can give a repair at most {format_bytes(budget)}, even cropped "
                                   "to the masked regions: send a smaller image or mask", estimate, budget)
 
-    def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions) -> RepairResult:
-        """The repair composed from the model's outputs, encoded and saved (on the caller's thread)."""
+    def finish(self, decoded: Decoded, timed: Timed, options: RepairOptions, answer_first: bool = False) -> RepairResult:
+        """The repair composed from the model's outputs, encoded and saved (on the caller's thread).
+        `answer_first`: the file is written (and the request recorded) after this returns, for a
+        caller that answers with the result's bytes and needs no file: see `_save_and_record`."""
         job, outputs, peak, engine_timings, strategy = timed.value
         repaired, data, fmt = compose_and_encode(self.engine, decoded, job, outputs, options, engine_timings)
         height, width = decoded.image.shape[:2]
         fraction = mask_fraction(decoded.mask)
         saved_as, timings, record_id = self._save_and_record(
             data, fmt, decoded.upload_name, options, strategy, peak, decoded.received,
-            {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings}, (width, height, fraction))
+            {Stage.DECODE: decoded.decode_s, Stage.QUEUE: timed.wait_s, **engine_timings}, (width, height, fraction),
+            answer_first)
         return RepairResult(repaired, data, fmt, result_name(decoded.upload_name, fmt), saved_as,
                             str(self.engine.device), peak, timings, strategy, options.strategy, record_id)
 
@@ -285,10 +300,11 @@ class RepairService:
             raise
         return WorkerRepair(prepared, upload_name, options, run_options.strategy, timings, queued)
 
-    def finish_in_worker(self, repair: WorkerRepair, timed: Timed | None) -> RepairResult:
+    def finish_in_worker(self, repair: WorkerRepair, timed: Timed | None, answer_first: bool = False) -> RepairResult:
         """The worker composes and encodes the queued repair's outputs (`timed`: the queue's value;
-        None when nothing was queued); the file is saved and recorded here. The result carries the
-        file, not the pixels (`image` is None). Blocks: call it off the event loop."""
+        None when nothing was queued); the file is saved and recorded here (`answer_first` as in
+        `finish`). The result carries the file, not the pixels (`image` is None). Blocks: call it
+        off the event loop."""
         prepared = repair.prepared
         outputs, peak = timed.value if timed else ([], None)
         wait_s = timed.wait_s if timed else 0.0
@@ -296,7 +312,8 @@ class RepairService:
         saved_as, timings, record_id = self._save_and_record(
             finished.data, finished.format, repair.upload_name, repair.options, repair.strategy, peak,
             prepared.received, {Stage.DECODE: prepared.decode_s, Stage.QUEUE: wait_s, **repair.timings,
-                                **finished.timings}, (prepared.width, prepared.height, prepared.mask_fraction))
+                                **finished.timings}, (prepared.width, prepared.height, prepared.mask_fraction),
+            answer_first)
         return RepairResult(None, finished.data, finished.format, result_name(repair.upload_name, finished.format),
                             saved_as, str(self.engine.device), peak, timings, repair.strategy,
                             repair.options.strategy, record_id)
@@ -308,30 +325,74 @@ class RepairService:
 
     def _save_and_record(self, data: bytes, fmt: OutputFormat, upload_name: str | None, options: RepairOptions,
                          strategy: str, peak: int | None, received: float, stages: dict[str, float],
-                         pixels: tuple[int, int, float]) -> tuple[str | None, dict[str, float], str | None]:
+                         pixels: tuple[int, int, float], answer_first: bool = False,
+                         ) -> tuple[str | None, dict[str, float], str | None]:
         """A repair's file saved (None: saving failed, which is logged), its stages observed and
-        recorded: (saved as, the timings in the stages' order, the request log's id)."""
+        recorded: (saved as, the timings in the stages' order, the request log's id).
+
+        `answer_first`: the file is named now and written on the saver's thread after this
+        returns, and the request is observed and recorded then (with the `save` stage its
+        timings here lack; the id is None). A write is made durable before the file takes its
+        name (lama.files), and that flush to the disk was a share of one client's wait that an
+        answer carrying the result's bytes has no need of. The file appears a moment after
+        the answer; if writing it fails, that is logged as here."""
+        # In the stages' order (Server-Timing's, the tables'), whichever was timed first.
+        timings = {stage: stages[stage] for stage in (Stage.DECODE, Stage.QUEUE, *MODEL_STAGES, Stage.ENCODE)
+                   if stage in stages}
+        observe = partial(self._observe_repair, options, strategy, peak, pixels)
+        if not answer_first:
+            saved_as, timings[Stage.SAVE] = self._save(data, fmt, upload_name)
+            # As the request waited, not the stages' sum: postprocessing begins while the model runs.
+            timings[Stage.TOTAL] = time.perf_counter() - received
+            return saved_as, timings, observe(timings)
+        named = self.outputs.name_for(fmt, upload_name)
+        waited = {Stage.TOTAL: time.perf_counter() - received}
+        self._save_places.acquire()
+        with self._lock:
+            self._saves_pending += 1
+
+        def save_then_record() -> None:
+            try:
+                _, saving_s = self._save(data, fmt, upload_name, named)
+                observe({**timings, Stage.SAVE: saving_s, **waited})
+            except Exception:  # a thread's exception would go nowhere
+                log.exception("recording a repair after its answer failed")
+            finally:
+                with self._lock:
+                    self._saves_pending -= 1
+                self._save_places.release()
+
+        try:
+            self._saver.submit(save_then_record)
+        except RuntimeError:  # shut down (the interpreter is exiting): here, then
+            save_then_record()
+        return named, {**timings, **waited}, None
+
+    def _save(self, data: bytes, fmt: OutputFormat, upload_name: str | None,
+              named: str | None = None) -> tuple[str | None, float]:
+        """(saved as, seconds): the file written; None where that failed, which is logged."""
         started = time.perf_counter()
         try:
-            saved_as = self.outputs.save(data, fmt, upload_name)
+            saved_as = self.outputs.save(data, fmt, upload_name, named)
         except OSError as error:
             # The user still gets the result; the operator gets the log line.
             log.error("could not save a result under %s: %s (the result was still returned; "
                       "outputs retention: --outputs-keep-days/--outputs-keep-gb)",
                       self.outputs.root, _os_error_text(error))
             saved_as = None
-        saved = time.perf_counter()
-        # In the stages' order (Server-Timing's, the tables'), whichever was timed first.
-        timings = {stage: stages[stage] for stage in (Stage.DECODE, Stage.QUEUE, *MODEL_STAGES, Stage.ENCODE)
-                   if stage in stages}
-        timings[Stage.SAVE] = saved - started
-        # As the request waited, not the stages' sum: postprocessing begins while the model runs.
-        timings[Stage.TOTAL] = saved - received
+        return saved_as, time.perf_counter() - started
+
+    def _observe_repair(self, options: RepairOptions, strategy: str, peak: int | None,
+                        pixels: tuple[int, int, float], timings: dict[str, float]) -> str | None:
+        """A repaired request's stages observed and recorded; the request log's id."""
         self.metrics.observe_stages(timings)
         if peak is not None:
             self.metrics.observe_peak_gpu(peak)
-        record_id = self.record(200, options, timings=timings, peak_gpu_bytes=peak, strategy=strategy, pixels=pixels)
-        return saved_as, timings, record_id
+        return self.record(200, options, timings=timings, peak_gpu_bytes=peak, strategy=strategy, pixels=pixels)
+
+    def finish_saves(self) -> None:
+        """Wait for the results still being written after their answers (at shutdown)."""
+        self._saver.shutdown(wait=True)
 
     def record(self, status: int, options: RepairOptions, decoded: Decoded | None = None,
                timings: dict[str, float] | None = None, peak_gpu_bytes: int | None = None,

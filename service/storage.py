@@ -84,12 +84,18 @@ class OutputStore:
         self._bytes = 0  # what the last sweep kept plus what was saved since: wakes the sweeper early
         self.over_budget = threading.Event()
 
-    def save(self, data: bytes, fmt: OutputFormat, upload_name: str | None = None) -> str:
-        """Write `data`, a result in `fmt` of the upload called `upload_name`; returns its name relative
-        to the root (e.g. '2026-11-26/201503-1a2b3c4d5e6f-holiday_repaired.jpg')."""
+    @staticmethod
+    def name_for(fmt: OutputFormat, upload_name: str | None = None) -> str:
+        """A new name, relative to the root, for a result in `fmt` of the upload called `upload_name`
+        (e.g. '2026-11-26/201503-1a2b3c4d5e6f-holiday_repaired.jpg'): random, so never taken."""
         now = datetime.datetime.now()
-        folder = self.root / f"{now:%Y-%m-%d}"
-        name = f"{now:%H%M%S}-{secrets.token_hex(6)}-{result_name(upload_name, fmt)}"
+        return f"{now:%Y-%m-%d}/{now:%H%M%S}-{secrets.token_hex(6)}-{result_name(upload_name, fmt)}"
+
+    def save(self, data: bytes, fmt: OutputFormat, upload_name: str | None = None, named: str | None = None) -> str:
+        """Write `data`, a result in `fmt` of the upload called `upload_name`, under `named` (from
+        `name_for`; a new name when None); returns its name relative to the root."""
+        day, _, name = (named or self.name_for(fmt, upload_name)).partition("/")
+        folder = self.root / day
         for attempt in (1, 2):
             folder.mkdir(parents=True, exist_ok=True)
             try:

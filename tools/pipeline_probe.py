@@ -51,6 +51,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   tools/first_ui_repair.py).
 - unsynced-saves: results saved without the fsync before their rename (the server's process
   only): what the fsync costs a repair's save stage, a question, not a way the service ran.
+- saved-before-answer: /api/v1/inpaint's results written before their answers, as before the
+  result-saver thread wrote them after (the server's process and its CPU workers' repairs alike).
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -265,6 +267,18 @@ def unsynced_saves() -> None:
     os.fsync = lambda _fd: None
 
 
+def saved_before_answer() -> None:
+    """/api/v1/inpaint's results written (and fsynced) before their answers, as before the
+    result-saver thread wrote them after."""
+    from service.pipeline import RepairService
+
+    finish, finish_in_worker = RepairService.finish, RepairService.finish_in_worker
+    RepairService.finish = lambda self, decoded, timed, options, answer_first=False: finish(self, decoded, timed,
+                                                                                           options)
+    RepairService.finish_in_worker = lambda self, repair, timed, answer_first=False: finish_in_worker(self, repair,
+                                                                                                     timed)
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -281,7 +295,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
             "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
-            "unsynced-saves": unsynced_saves}
+            "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer}
 
 
 # ------------------------------------------------------------------ the summary

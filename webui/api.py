@@ -278,13 +278,14 @@ def create_api(service: RepairService, api_token: str | None = None,
                 except BaseException:
                     service.abandon(repair)
                     raise
-                return repaired_response(await run_in_threadpool(service.finish_in_worker, repair, timed))
+                return repaired_response(await run_in_threadpool(service.finish_in_worker, repair, timed, True))
             decoded = await decode_upload(upload)
             # On a thread: the memory estimate refines the mask (CPU work, not for the event loop).
             queued = await run_in_threadpool(service.submit, decoded, options)
             # Waiting for the GPU holds no thread: the queue's future is awaited.
             timed = await asyncio.wrap_future(queued)
-            result = await run_in_threadpool(service.finish, decoded, timed, options)
+            # The answer carries the result: its file is written after it (answer_first).
+            result = await run_in_threadpool(service.finish, decoded, timed, options, True)
         except InpaintError as error:
             service.record(status_of(error), options, decoded, error=error.message)
             raise

@@ -169,6 +169,7 @@ def build_app(settings: Settings):
     if sampler is not None:
         lifecycle.add("monitor sampler", sampler.start, sampler.stop)
     lifecycle.add("outputs retention", retention.start, retention.stop)
+    lifecycle.add("result savers", None, service.finish_saves)
     if cpu_pool is not None:
         lifecycle.add("CPU workers", cpu_pool.start, cpu_pool.stop)
     # Stopped after the queue: the jobs it finishes or cancels then still get their records.

@@ -88,12 +88,15 @@ STATUS_HEADERS = {401: {"WWW-Authenticate": {"description": "Bearer", "schema": 
                   503: RETRY_AFTER}
 
 REPAIR_HEADERS = {
-    "Server-Timing": {"description": "seconds per stage, as `stage;dur=ms`: decode, queue, infer, encode, save, total",
+    "Server-Timing": {"description": "milliseconds per stage, as `stage;dur=ms`: decode, queue, preprocess, infer, "
+                                     "postprocess, encode, total; the result's file is written after the answer (its "
+                                     "`save` stage is in the request log and /metrics)",
                       "required": True, "schema": {"type": "string"}},
     "X-Strategy": {"description": "the strategy that ran: `crop` where the one asked for would not fit the GPU "
                                   "memory budget", "required": True,
                    "schema": {"type": "string", "enum": list(STRATEGIES)}},
-    "X-Saved-As": {"description": "the result's file under the server's outputs folder (absent when saving failed)",
+    "X-Saved-As": {"description": "the result's file under the server's outputs folder (a repair's is written just "
+                                  "after the answer; where that fails, the server's log says so)",
                    "schema": {"type": "string"}},
     "Content-Disposition": {"description": "the download's name: `<upload's stem>_repaired.<ext>`", "required": True,
                             "schema": {"type": "string"}},

@@ -16,7 +16,7 @@ import psutil
 from lama import resources
 from loadreport.load import make_upload
 from support.liveserver import STOP_S, LiveServer
-from support.app import wait_until
+from support.app import saved_file, wait_until
 from support.paths import ROOT
 
 CLIENTS = 6
@@ -58,7 +58,7 @@ def test_the_api_under_load_is_served_through_the_cpu_workers(tiny_dir, tmp_path
         assert [answer.status_code for answer in answers] == [200] * len(answers)
         assert {answer.content for answer in answers} == {alone.content}
         for answer in answers[:3]:
-            assert (tmp_path / "outputs" / answer.headers["x-saved-as"]).read_bytes() == answer.content
+            assert saved_file(tmp_path / "outputs", answer).read_bytes() == answer.content
         assert cpu_seconds(workers) - before > 0.05, "the workers did none of the work"
         # The thread reading each worker's replies is in the server's logged budget.
         budget = resources.thread_budget(on_cuda=False, gpu_workers=1, cpu_workers=2)

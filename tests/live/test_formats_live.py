@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from support.app import make_case
+from support.app import make_case, saved_file
 from support.liveserver import LiveServer
 from support.photos import MAKE, SRGB, camera_exif, opened, photo_bytes
 
@@ -25,4 +25,4 @@ def test_the_readme_recipe_same_format_and_the_servers_name(tiny_dir, tmp_path):
     assert response.headers["content-disposition"] == 'inline; filename="holiday_repaired.jpg"'
     result = opened(response.content)
     assert result.getexif()[MAKE] == "Camera" and result.info["icc_profile"] == SRGB
-    assert (tmp_path / "outputs" / response.headers["x-saved-as"]).read_bytes() == response.content
+    assert saved_file(tmp_path / "outputs", response).read_bytes() == response.content

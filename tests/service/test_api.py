@@ -39,6 +39,8 @@ from support.app import (
     output_files,
     png_header_only,
     repair,
+    saved_file,
+    saves_written,
     serve,
     server_timing,
     service_of,
@@ -75,14 +77,13 @@ def test_inpaint_returns_a_png_that_differs_only_inside_the_mask(client, outputs
     today = datetime.date.today()
     assert day in {f"{today:%Y-%m-%d}", f"{today - datetime.timedelta(days=1):%Y-%m-%d}"}  # midnight
     assert re.fullmatch(r"\d{6}-[0-9a-f]{12}-photo_repaired\.png", name)  # named after the upload
-    assert (outputs / saved_as).read_bytes() == response.content
+    assert saved_file(outputs, response).read_bytes() == response.content
 
 
 def test_each_result_is_saved_under_its_own_name(client, outputs):
     image, mask = make_case(seed=1)
-    names = {repair(client, image, mask).headers["x-saved-as"] for _ in range(3)}
-    assert len(names) == 3
-    assert all((outputs / name).is_file() for name in names)
+    answers = [repair(client, image, mask) for _ in range(3)]
+    assert len({saved_file(outputs, answer) for answer in answers}) == 3
 
 
 @pytest.mark.parametrize(("fmt", "media_type", "magic", "extension"),
@@ -96,7 +97,7 @@ def test_output_format(client, outputs, fmt, media_type, magic, extension):
     assert response.headers["content-type"] == media_type
     assert response.content.startswith(magic)
     assert decode(response.content).shape == image.shape
-    saved = outputs / response.headers["x-saved-as"]
+    saved = saved_file(outputs, response)
     assert saved.suffix == extension and saved.read_bytes() == response.content
 
 
@@ -164,16 +165,17 @@ def test_openapi_documents_the_route(client):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
-def test_a_result_that_cannot_be_saved_is_still_returned(tiny_dir, tmp_path):
+def test_a_result_that_cannot_be_saved_is_still_returned(tiny_dir, tmp_path, caplog):
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the outputs folder should be")
     settings = make_settings(tiny_dir, tmp_path, outputs_dir=str(blocked))
     image, mask = make_case()
     with serve(settings) as client:
         response = repair(client, image, mask)
+    # Written after the answer, which names the file; stopping the server waited for the write.
     assert response.status_code == 200
     assert decode(response.content).shape == image.shape
-    assert "x-saved-as" not in response.headers
+    assert "could not save a result under" in caplog.text and blocked.is_file()
 
 
 # ------------------------------------------------------------------ bad input
@@ -217,6 +219,7 @@ BAD_REQUESTS = {
 def test_bad_input_is_refused_fast_with_json_and_the_server_keeps_serving(client, outputs, case):
     image, mask, fields, status, code, words = BAD_REQUESTS[case]
     image = image() if callable(image) else image
+    saves_written(client)  # the earlier tests' files
     before = output_files(outputs)
     metrics_before = client.get("/metrics").text
     response, seconds = timed(client.post, "/api/v1/inpaint", **upload(image, mask, **fields))
@@ -232,6 +235,7 @@ def test_bad_input_is_refused_fast_with_json_and_the_server_keeps_serving(client
 
     good = repair(client, *make_case())
     assert good.status_code == 200
+    saves_written(client)
     after = output_files(outputs)
     assert len(after) == len(before) + 1 and not any(name.endswith(".tmp") for name in after)
 
@@ -282,7 +286,8 @@ def test_upload_limits(tiny_dir, tmp_path):
                                   files={"image": ("a.png", b"\0" * (4 * 2**20)), "mask": ("m.png", GOOD_MASK)})
         message = error_of(response, 413, "upload_too_large")
         assert "3 MB" in message and seconds < FAST_S
-        assert repair(client, *make_case()).status_code == 200
+        good = repair(client, *make_case())
+        assert good.status_code == 200 and saved_file(tmp_path / "outputs", good)
         assert not list((tmp_path / "outputs").rglob("*.tmp"))
 
 
@@ -540,7 +545,7 @@ def test_live_server_repairs_over_real_http(live):
         changed = (result != image).any(axis=2)
         assert not changed[mask == 0].any() and changed[mask > 0].any()
         assert set(TIMING_STAGES) <= set(server_timing(response))
-        assert (folder / "outputs" / response.headers["x-saved-as"]).read_bytes() == response.content
+        assert saved_file(folder / "outputs", response).read_bytes() == response.content
 
         health = http.get("/healthz").json()
         assert health["status"] == "ok" and health["gpu"] is None and health["gpu_mem"] == "0.0GB"
@@ -568,7 +573,9 @@ def test_live_server_refuses_bad_uploads_and_keeps_serving(live):
         assert seconds < FAST_S
         assert rss_after - rss_before < 256 * 2**20, "the server's memory jumped on a decompression bomb"
 
-        assert http.post("/api/v1/inpaint", **upload(*make_case())).status_code == 200
+        good = http.post("/api/v1/inpaint", **upload(*make_case()))
+        assert good.status_code == 200
+        saved_file(folder / "outputs", good)
     assert not list((folder / "outputs").rglob("*.tmp"))
 
 

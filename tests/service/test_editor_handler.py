@@ -179,7 +179,7 @@ def test_an_unexpected_failure_is_a_message_and_a_logged_traceback(backend, serv
 
 
 def test_a_result_whose_file_was_not_saved_is_still_published_from_its_bytes(backend, service, cache, monkeypatch):
-    def disk_full(data, fmt, upload_name=None):
+    def disk_full(data, fmt, upload_name=None, named=None):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(service.outputs, "save", disk_full)

@@ -30,7 +30,7 @@ from support.liveserver import ROOT, LiveServer
 from lama.checkpoint import load_checkpoint
 from lama.safe_pickle import CheckpointError, StubObject, UnsafeCheckpointError, load_archive
 from support.reliability import record
-from support.app import encode, error_of, make_case, make_settings, serve, upload
+from support.app import encode, error_of, make_case, make_settings, saved_file, serve, upload
 from support.pickles import _ops, write_archive
 
 # ------------------------------------------------------------------ hostile checkpoints
@@ -266,6 +266,7 @@ def _request_names_from_the_upload(app, user):
                                      "mask": (name.replace(ESCAPE, ESCAPE + "-mask"), encode(mask), "image/png")})
         assert response.status_code == 200, response.text
         saved.append(response.headers["x-saved-as"])
+        saved_file(app.folder / "outputs", response)  # written just after the answer
     uploaded = user.post("/gradio_api/upload", files={"files": (f"../../{ESCAPE}-ui.png", encode(image), "image/png")})
     assert uploaded.status_code == 200
     return saved, Path(uploaded.json()[0])

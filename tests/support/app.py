@@ -123,6 +123,19 @@ def wait_until(condition, timeout=WAIT_S, what="condition"):
         time.sleep(0.01)
 
 
+def saves_written(client):
+    """Once the files of the API's answered repairs are written (the service writes them after the answers)."""
+    wait_until(lambda: service_of(client).saves_pending == 0, 10, what="the answered repairs' files written")
+
+
+def saved_file(outputs, response, timeout=10):
+    """The file an API repair's answer names in X-Saved-As, under `outputs`, once written: the
+    service writes it just after the answer."""
+    path = Path(outputs) / response.headers["x-saved-as"]
+    wait_until(path.is_file, timeout, what=f"{path.name} written")
+    return path
+
+
 def timed(call, *args, **kwargs):
     started = time.perf_counter()
     response = call(*args, **kwargs)
