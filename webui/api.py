@@ -12,8 +12,8 @@ decoded); then what only decoding can tell.
 
 A batch job (POST /api/v1/jobs) is refused the same way, then answered 202 once it is queued;
 its status and result are read from the files it leaves (service.batch_jobs), so any replica
-sharing the outputs folder answers for it, and deletes it (DELETE). /docs is Swagger UI from a packaged copy
-(fastapi_offline): it works without internet, like the rest of the server.
+sharing the outputs folder answers for it (and deletes it). /docs is Swagger UI from a packaged
+copy (fastapi_offline): it works without internet, like the rest of the server.
 """
 
 from __future__ import annotations
