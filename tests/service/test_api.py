@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -52,6 +53,7 @@ from support.liveserver import LiveServer
 
 from lama import imageio, mask_png, masks
 from lama.engine import InpaintEngine
+from service.pipeline import SAVES_PENDING_MAX
 
 # ------------------------------------------------------------------ the happy path
 
@@ -163,6 +165,41 @@ def test_openapi_documents_the_route(client):
     assert set(form["required"]) == {"image", "mask"}
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_the_answer_does_not_wait_for_the_file_and_at_most_a_few_files_wait(tiny_dir, tmp_path, monkeypatch):
+    """An API repair is answered before its file is written (and recorded once it is), and no more
+    than SAVES_PENDING_MAX answered files wait to be written: beyond that a repair waits for a place."""
+    image, mask = make_case(seed=11)
+    with serve(make_settings(tiny_dir, tmp_path)) as client:
+        service = service_of(client)
+        writing, release = threading.Event(), threading.Event()
+        save = service.outputs.save
+
+        def held_save(*args, **kwargs):
+            writing.set()
+            assert release.wait(WAIT_S)
+            return save(*args, **kwargs)
+
+        monkeypatch.setattr(service.outputs, "save", held_save)
+        recorded = len(service.requests.recent())
+        with ThreadPoolExecutor(SAVES_PENDING_MAX + 1) as pool:
+            first = repair(client, image, mask)  # answered while its write is held
+            assert first.status_code == 200 and writing.is_set()
+            assert "save" not in server_timing(first) and service.saves_pending == 1
+            assert not (tmp_path / "outputs" / first.headers["x-saved-as"]).exists()
+            assert len(service.requests.recent()) == recorded  # recorded once written
+            more = [pool.submit(repair, client, image, mask) for _ in range(SAVES_PENDING_MAX)]
+            wait_until(lambda: sum(answer.done() for answer in more) == SAVES_PENDING_MAX - 1,
+                       what="all but one answered")
+            time.sleep(0.3)
+            assert sum(answer.done() for answer in more) == SAVES_PENDING_MAX - 1, "a ninth file waited"
+            release.set()
+            answers = [first, *(answer.result() for answer in more)]
+        saves_written(client)
+        assert all(saved_file(tmp_path / "outputs", answer).read_bytes() == answer.content for answer in answers)
+        logged = service.requests.recent()[recorded:]
+        assert len(logged) == len(answers) and all(record["timings"]["save"] > 0 for record in logged)
 
 
 def test_a_result_that_cannot_be_saved_is_still_returned(tiny_dir, tmp_path, caplog):
@@ -693,6 +730,7 @@ def test_each_request_is_recorded_with_its_stages_in_the_log_and_the_monitor_api
     started = time.time()
     image, mask = make_case(seed=7)
     assert repair(client, image, mask, dilate="0", feather="0").status_code == 200
+    saves_written(client)  # recorded once its file is written, after the answer
     assert repair(client, image, mask[:10]).status_code == 422
 
     view = client.get("/api/v1/monitor", params={"since": started}).json()
