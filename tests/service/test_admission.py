@@ -26,7 +26,8 @@ from lama.memory import SAFETY_MARGIN, MemoryModel, budget_bytes
 from lama.units import format_bytes
 from support.liveserver import ROOT, LiveServer
 from support.reliability import record
-from support.app import decode, error_of, make_case, make_settings, metric, serve, service_of, upload, wait_until
+from support.app import (decode, error_of, make_case, make_settings, metric, saves_written, serve, service_of, upload,
+                         wait_until)
 from support.engine import SMALL_HD, model_calls
 
 MB = 10**6
@@ -246,6 +247,7 @@ def test_a_job_too_large_for_the_budget_is_repaired_with_crop_instead(budgeted, 
     assert calls == [(1, 4, 296, 296)], "the 40×40 region with its 128-px margin, not the whole image"
     result = decode(response.content)
     assert np.array_equal(result[mask == 0], image[mask == 0]) and not np.array_equal(result, image)
+    saves_written(budgeted)  # recorded once its file is written, just after the answer
     record = service.requests.recent()[-1]
     assert (record["status"], record["strategy"], record["requested_strategy"]) == (200, "crop", "original")
     assert any("crop strategy instead" in r.getMessage() and "60 MB" in r.getMessage() for r in caplog.records)
@@ -391,7 +393,10 @@ def test_twenty_simultaneous_large_requests_all_complete_within_the_budget(tiny_
         with httpx.Client(base_url=server.base, timeout=30) as http:
             text = http.get("/metrics").text
             after = http.get("/healthz").json()["gpu_budget"]
-        log = (tmp_path / "server" / "logs" / "requests.jsonl").read_text().splitlines()
+        requests_log = tmp_path / "server" / "logs" / "requests.jsonl"
+        # Each repair is recorded once its file is written, just after its answer.
+        wait_until(lambda: len(requests_log.read_text().splitlines()) >= BURST, timeout=10, what="every repair logged")
+        log = requests_log.read_text().splitlines()
     assert errors == [] and len(results) == BURST, errors
     for index, response in results.items():
         assert response.status_code == 200, response.text
