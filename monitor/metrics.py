@@ -143,6 +143,11 @@ class ServiceMetrics:
             "inpaint_cpu_worker_restarts", "CPU worker processes found dead (their repairs failed with 503 "
             "worker_lost) and started again", restarts))
 
+    def watch_saves(self, pending: Callable[[], float]) -> None:
+        """The repairs answered whose files are still being written (service.pipeline's saver)."""
+        Gauge("inpaint_saves_pending", "Repairs answered whose result files are still being written (a disk "
+              "falling behind keeps it up)", registry=self.registry).set_function(pending)
+
     def observe_request(self, status: int, seconds: float) -> None:
         self.requests.labels(status=str(status)).inc()
         self.duration.observe(seconds)

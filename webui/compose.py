@@ -158,6 +158,7 @@ def build_app(settings: Settings):
         log.info("CPU workers: %d processes for the API's repairs under load, %d threads each", count, config.threads)
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
                             status_of=status_of, cpu_workers=cpu_pool)
+    metrics.watch_saves(lambda: service.saves_pending)
     # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.
     jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \

@@ -187,6 +187,7 @@ def test_the_answer_does_not_wait_for_the_file_and_at_most_a_few_files_wait(tiny
             first = repair(client, image, mask)  # answered while its write is held
             assert first.status_code == 200 and writing.is_set()
             assert "save" not in server_timing(first) and service.saves_pending == 1
+            assert metric(client.get("/metrics").text, "inpaint_saves_pending") == 1
             assert not (tmp_path / "outputs" / first.headers["x-saved-as"]).exists()
             assert len(service.requests.recent()) == recorded  # recorded once written
             more = [pool.submit(repair, client, image, mask) for _ in range(SAVES_PENDING_MAX)]
