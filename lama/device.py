@@ -189,6 +189,28 @@ class Device:
             torch.cuda.synchronize(self.torch)
             torch.cuda.empty_cache()
 
+    def pinned_host_bytes(self) -> int | None:
+        """Page-locked host memory in torch's pinned-block cache (blocks in use and cached): the
+        transfers' staging buffers (lama.reference), part of the process's RSS that the kernel can
+        never page out. None on the CPU, or where this torch keeps no such statistics."""
+        if not self.is_cuda:
+            return None
+        with gpu_failures():
+            held = torch.cuda.host_memory_stats().get("allocated_bytes.current")
+        return None if held is None else int(held)
+
+    def release_pinned_host_memory(self) -> None:
+        """Hands torch's cached page-locked blocks that no transfer uses back to the system. Each
+        cudaFreeHost waits for the device, and the next transfer of that size pins its pages
+        again (milliseconds): for a service that has been idle a while, not between requests."""
+        if not self.is_cuda:
+            return
+        # torch.accelerator's in recent PyTorch; the private hook it replaced in older ones.
+        empty = getattr(torch.accelerator, "empty_host_cache", None) or getattr(torch._C, "_host_emptyCache", None)
+        if empty is not None:
+            with gpu_failures():
+                empty()
+
     def steady_reserved_bytes(self) -> int | None:
         """What the process keeps on the GPU once nothing runs: the weights, the CUDA graphs'
         private pools and whatever the allocator cannot give back (free_cache frees the rest)."""

@@ -36,6 +36,13 @@ without start_app.sh hold about twice its resting RSS after a load run (issue 15
 and free pages given back to the kernel by the sweep, keep it near what it holds at rest. A lower
 mmap threshold would give every large buffer back at once, but each repair would then pay the
 page faults of every image buffer it allocates.
+
+The GPU transfers' staging buffers: page-locked blocks from torch's cache (lama.reference), one
+per image in flight and rounded up to a power of two (16 MB for a 2560×1920 photo), which the
+cache keeps for the next transfer. They are resident and never paged out; `/metrics` shows them
+(inpaint_pinned_host_bytes), the warm-up gives its own back, and the sweep gives them back once
+the GPU queue has been idle for half a minute (webui.compose), so that a server at rest does not
+keep what its busiest minute needed.
 """
 
 from __future__ import annotations

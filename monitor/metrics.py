@@ -92,6 +92,19 @@ class BudgetCollector:
             yield from scalar_gauges(BUDGET_GAUGES, admission)
 
 
+class OptionalGauge:
+    """A gauge read at scrape time and left out while its reading is None (unknown), rather than
+    written as a number that would be a lie."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float | None]):
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterator[Metric]:
+        value = self.read()
+        if value is not None:
+            yield GaugeMetricFamily(self.name, self.documentation, value=value)
+
+
 class CallbackCounter:
     """A counter kept elsewhere (the engine counts its fp16 fallbacks), read when scraped."""
 
@@ -147,6 +160,12 @@ class ServiceMetrics:
         """The repairs answered whose files are still being written (service.pipeline's saver)."""
         Gauge("inpaint_saves_pending", "Repairs answered whose result files are still being written (a disk "
               "falling behind keeps it up)", registry=self.registry).set_function(pending)
+
+    def watch_pinned_host(self, held: Callable[[], int | None]) -> None:
+        """The page-locked host memory the engine's transfers keep (lama.device), on a GPU server."""
+        self.registry.register(OptionalGauge(
+            "inpaint_pinned_host_bytes", "Page-locked host memory held for transfers to and from the GPU "
+            "(part of the resident memory; given back after a while idle)", held))
 
     def observe_request(self, status: int, seconds: float) -> None:
         self.requests.labels(status=str(status)).inc()

@@ -113,6 +113,7 @@ class JobQueue:
         self._stopping = False
         self._recent_run_s = 1.0  # moving estimate of one job's run time, for Retry-After
         self._started: dict[str, float] = {}  # worker thread's name -> when its job started (clock)
+        self._last_activity = clock()  # when a job last started or ended (clock)
         self._reported_stuck: set[str] = set()  # workers whose job stuck() has already logged
         self._threads = [threading.Thread(target=self._work, name=f"gpu-worker-{index}", daemon=True)
                          for index in range(workers)]
@@ -126,6 +127,12 @@ class JobQueue:
     def depth(self) -> int:
         """Jobs waiting or running."""
         return self._jobs
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds since the last job started or ended while none waits or runs; 0 while one does."""
+        with self._changed:
+            return 0.0 if self._jobs else max(0.0, self._clock() - self._last_activity)
 
     @property
     def has_room(self) -> bool:
@@ -236,7 +243,7 @@ class JobQueue:
             self._running += 1
             self._admitted += job.cost_bytes
             self._exclusive_running = job.exclusive
-            self._started[threading.current_thread().name] = self._clock()
+            self._started[threading.current_thread().name] = self._last_activity = self._clock()
             # The next job may fit beside this one: let another idle worker look.
             self._changed.notify_all()
         self._run(job)
@@ -261,6 +268,7 @@ class JobQueue:
             self._jobs -= 1
             self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * (time.perf_counter() - started)
             del self._started[worker]
+            self._last_activity = self._clock()
             was_stuck = worker in self._reported_stuck
             self._reported_stuck.discard(worker)
             self._changed.notify_all()

@@ -122,8 +122,12 @@ start_variant() {
     read -r -a variant <<<"${3#*|}"
     start "$1" python3 tools/pipeline_probe.py serve "${variant[@]}" "${server_flags[@]}" --logs-dir "$2"
 }
-# RSS and threads of the server now, as /proc says.
-process() { grep -E '^(VmRSS|Threads):' /proc/$server/status | tr -s ' \t' ' ' | paste -sd ' '; }
+# RSS and threads of the server now, as /proc says, and the pinned transfer buffers it holds (/metrics).
+pinned() {
+    python3 -c "import urllib.request as u; print(next((l.split()[1] for l in u.urlopen('$url/metrics', timeout=5)
+        .read().decode().splitlines() if l.startswith('inpaint_pinned_host_bytes ')), 'unknown'))" 2>/dev/null
+}
+process() { echo "$(grep -E '^(VmRSS|Threads):' /proc/$server/status | tr -s ' \t' ' ' | paste -sd ' ') pinned: $(pinned) bytes"; }
 server_flags=(--port 7860 --model models/big-lama.safetensors --outputs-dir /tmp/outputs)
 
 if [ "$only" = startup ]; then

@@ -1,7 +1,8 @@
 """The resident memory (RSS) of a process after each step of what the server's start-up does, and
 the seconds each step took alone:
 importing torch, CUDA's context, cuDNN, cuFFT and cuBLAS at first use, big-lama loaded on the
-fast path, the warm-up, Gradio imported, the heap trimmed; then what backs it (tools/rss_map.py).
+fast path, the warm-up, its pinned transfer buffers given back, Gradio imported, the heap
+trimmed; then what backs it (tools/rss_map.py).
 
     python tools/rss_steps.py [--model models/big-lama.safetensors]
 
@@ -12,6 +13,8 @@ service holds anything of its own. Needs a CUDA GPU; prints, never asserts.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 import re
 import subprocess
@@ -27,13 +30,39 @@ def rss_mb() -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def heap_mb() -> str:
+    """The C heap as glibc counts it (mallinfo2, glibc 2.33+): what is allocated (its arenas' and
+    its mmapped blocks) and what its arenas hold free; "" elsewhere."""
+    try:
+        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
+    except (OSError, AttributeError, TypeError):
+        return ""
+    mallinfo2.restype = _Mallinfo2
+    info = mallinfo2()
+    return f"heap in use {(info.uordblks + info.hblkhd) / 2**20:5.0f} MB, free {info.fordblks / 2**20:5.0f} MB"
+
+
+def pinned_mb() -> str:
+    """torch's page-locked host blocks (in use and cached), once torch is imported."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return ""
+    return f"pinned {torch.cuda.host_memory_stats().get('allocated_bytes.current', 0) / 2**20:4.0f} MB"
+
+
 _last_step_at = time.perf_counter()
 
 
 def note(step: str) -> None:
     global _last_step_at
     now = time.perf_counter()
-    print(f"{step:24s} {rss_mb():7.0f} MB {now - _last_step_at:7.2f} s", flush=True)
+    print(f"{step:24s} {rss_mb():7.0f} MB {now - _last_step_at:7.2f} s  {heap_mb()}  {pinned_mb()}", flush=True)
     _last_step_at = now
 
 
@@ -72,6 +101,8 @@ def main() -> None:
     note("model loaded")
     engine.warmup()
     note("warm-up")
+    engine.device.release_pinned_host_memory()
+    note("pinned blocks given back")
     import gradio  # noqa: F401
     note("gradio imported")
     from lama import heap

@@ -403,8 +403,8 @@ def create_api(service: RepairService, api_token: str | None = None,
         """Prometheus text: `inpaint_requests_total{status}` (repairs and job submissions),
         `inpaint_request_duration_seconds`, `inpaint_queue_depth`, `inpaint_gpu_available`,
         `inpaint_model_loaded`, `inpaint_gpu_budget_bytes` (CUDA only), `inpaint_gpu_admitted_bytes`,
-        `inpaint_gpu_waiting_bytes`, `inpaint_saves_pending`; with CPU workers `inpaint_cpu_workers_in_flight` and
-        `inpaint_cpu_worker_restarts_total`."""
+        `inpaint_gpu_waiting_bytes`, `inpaint_saves_pending`, `inpaint_pinned_host_bytes` (CUDA only); with CPU
+        workers `inpaint_cpu_workers_in_flight` and `inpaint_cpu_worker_restarts_total`."""
         # A plain route: a mounted ASGI app would answer /metrics with a redirect to /metrics/.
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 

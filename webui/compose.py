@@ -29,6 +29,21 @@ FILE_CHUNK_BYTES = 2**20
 log = logging.getLogger("app")
 
 
+# The GPU transfers' pinned buffers go back once the queue has been idle this long (the sweep runs
+# every minute): the next repair pins its buffers again, a few milliseconds, so a server in use keeps them.
+PINNED_RELEASE_IDLE_S = 30.0
+
+
+def release_pinned_when_idle(queue, device) -> None:
+    """The sweep's step for the engine's page-locked buffers (lama.device): RSS at rest without them."""
+    if queue.idle_s < PINNED_RELEASE_IDLE_S:
+        return
+    try:
+        device.release_pinned_host_memory()
+    except Exception as error:  # noqa: BLE001 - a failing GPU is the probes' to report; the sweep goes on
+        log.warning("giving back the pinned transfer buffers failed: %s: %s", type(error).__name__, error)
+
+
 def setup_logging(logs_dir: Path) -> None:
     logs_dir.mkdir(parents=True, exist_ok=True)
     file_handler = logging.handlers.RotatingFileHandler(logs_dir / "app.log", maxBytes=APP_LOG_MAX_BYTES,
@@ -159,12 +174,16 @@ def build_app(settings: Settings):
     service = RepairService(engine, outputs, queue, metrics, limits, sampler=sampler, requests=requests,
                             status_of=status_of, cpu_workers=cpu_pool)
     metrics.watch_saves(lambda: service.saves_pending)
+    if engine.device.is_cuda:
+        metrics.watch_pinned_host(engine.device.pinned_host_bytes)
     # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.
     jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
     # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds.
-    retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep, heap.release_free_heap])
+    # The transfers' pinned buffers first: giving them back frees mappings the heap trim then finds.
+    retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep, partial(release_pinned_when_idle, queue, engine.device),
+                                    heap.release_free_heap])
     # Every thread's owner (service/lifecycle.py): started by the app's lifespan, stopped after the last response.
     lifecycle = Lifecycle()
     if sampler is not None:
@@ -178,7 +197,8 @@ def build_app(settings: Settings):
     # At shutdown the drain has already waited its bound: jobs still queued have lost their
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
-    warm_up = WarmUp(engine, queue, service, settings.preset, settle=heap.release_free_heap)
+    warm_up = WarmUp(engine, queue, service, settings.preset,
+                     settle=lambda: (engine.device.release_pinned_host_memory(), heap.release_free_heap()))
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,

@@ -282,3 +282,16 @@ def test_an_fp16_overflow_is_computed_again_in_fp32_and_counted():
     assert float((out - expected).abs().max()) <= 1e-3
     repaired = engine.inpaint(image, mask, strategy="original")
     assert engine.fp16_fallbacks == 2 and repaired.shape == image.shape
+
+
+def test_the_transfers_pinned_buffers_are_counted_and_given_back(tiny_dir):
+    """A repair's transfers leave page-locked blocks in torch's cache (part of RSS, which the
+    idle sweep gives back, webui.compose): the reading sees them, the release empties the cache."""
+    engine = InpaintEngine(tiny_dir, device="cuda")
+    image, mask = synthetic_case(640, 480)
+    engine.inpaint(image, mask, strategy="original")
+    held = engine.device.pinned_host_bytes()
+    assert held is not None and held >= image.nbytes  # the photo's way in and the result's way out
+    engine.device.release_pinned_host_memory()
+    assert engine.device.pinned_host_bytes() == 0
+    assert engine.inpaint(image, mask, strategy="original").shape == image.shape  # pinned again as needed

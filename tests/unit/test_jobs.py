@@ -374,6 +374,22 @@ def test_the_watchdog_reports_the_longest_running_of_several_workers(queue):
     assert q.stuck() is None
 
 
+def test_idle_time_counts_from_the_last_job_and_is_zero_while_one_runs(queue):
+    """What the sweep asks before it gives back the transfers' pinned buffers (webui.compose)."""
+    clock = Clock()
+    q = queue(8, workers=1, clock=clock)
+    clock.now += 40
+    assert q.idle_s == 40, "from the queue's start"
+    release, held = blocker(q)
+    clock.now += 100
+    assert q.idle_s == 0, "a job runs"
+    release.set()
+    held.result(WAIT_S)
+    wait_until(lambda: q.depth == 0)
+    clock.now += 25
+    assert q.idle_s == 25, "from the job's end, not its start"
+
+
 def test_without_a_bound_the_queue_is_never_stuck(queue):
     clock = Clock()
     q = queue(4, workers=1, stuck_after_s=None, clock=clock)

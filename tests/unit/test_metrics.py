@@ -125,3 +125,15 @@ def test_the_cpu_workers_gauges_exist_only_where_they_are_watched():
     assert values[("inpaint_cpu_workers_in_flight", ())] == 5
     assert values[("inpaint_cpu_worker_restarts_total", ())] == 2
     assert "# TYPE inpaint_cpu_worker_restarts_total counter" in metrics.render().decode()
+
+
+def test_the_pinned_buffers_gauge_is_read_when_scraped_and_left_out_while_unknown():
+    held = [48 * 2**20]
+    metrics = make()
+    assert ("inpaint_pinned_host_bytes", ()) not in scrape(metrics), "only a GPU server watches it"
+    metrics.watch_pinned_host(lambda: held[0])
+    assert scrape(metrics)[("inpaint_pinned_host_bytes", ())] == 48 * 2**20
+    held[0] = 0
+    assert scrape(metrics)[("inpaint_pinned_host_bytes", ())] == 0
+    held[0] = None  # a torch without host statistics
+    assert ("inpaint_pinned_host_bytes", ()) not in scrape(metrics)
