@@ -25,6 +25,7 @@ from starlette.websockets import WebSocketDisconnect
 from support.app import (
     FAST_S,
     LOCAL_BASE,
+    WAIT_S,
     block_worker,
     encode,
     error_of,
@@ -122,6 +123,17 @@ def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
+def settled_files_under(server: LiveServer, folder: Path) -> list[Path]:
+    """`files_under(folder)` once `server` has written every result it answered: the API answers
+    before its file is written, so an earlier test's result may still be landing."""
+    deadline = time.monotonic() + WAIT_S
+    with httpx.Client(base_url=server.base, timeout=WAIT_S) as http:
+        while metric(http.get("/metrics").text, "inpaint_saves_pending") > 0:
+            assert time.monotonic() < deadline, "the server's result files were not written"
+            time.sleep(0.01)
+    return files_under(folder)
+
+
 # ------------------------------------------------------------------ servers
 
 
@@ -150,7 +162,7 @@ def _tmp(folder: Path) -> Path:
 
 def test_a_chunked_upload_is_refused_at_the_limit_as_it_streams(server):
     """Issue 12: a chunked 1.5 GB upload was read into memory before the 413 (+3 GB RSS)."""
-    results_before = files_under(server.folder / "outputs")
+    results_before = settled_files_under(server, server.folder / "outputs")
     with httpx.Client(base_url=server.base, timeout=30) as http:
         before_metrics = http.get("/metrics").text
         rss_before = reset_peak_rss(server)
@@ -166,7 +178,7 @@ def test_a_chunked_upload_is_refused_at_the_limit_as_it_streams(server):
     # Counted like every other refusal of a repair.
     assert metric(after_metrics, "inpaint_requests_total", status="413") == \
         metric(before_metrics, "inpaint_requests_total", status="413") + 1
-    assert files_under(server.folder / "outputs") == results_before
+    assert settled_files_under(server, server.folder / "outputs") == results_before
     record("Security: chunked 1.5 GB upload to /api/v1/inpaint", "answer, time, RSS growth",
            f"413 upload_too_large at 101 MB; {seconds:.2f} s; {growth / MB:.0f} MB", "413; < 1 s; < 100 MB")
 
@@ -313,7 +325,7 @@ def test_cross_site_writes_are_refused_on_every_route(server, case):
     """Issue 12: with Origin: http://evil.example, POST /api/v1/inpaint answered 200 and wrote a file,
     /gradio_api/upload stored 1 MB and accept_blobs held memory."""
     headers = dict(CROSS_SITE)[case]
-    written_before = set(files_under(server.folder))
+    written_before = set(settled_files_under(server, server.folder))
     with httpx.Client(base_url=server.base, timeout=30) as http:
         answers = {
             "/api/v1/inpaint": timed(http.post, "/api/v1/inpaint", headers=headers, **upload(*make_case())),
@@ -330,7 +342,7 @@ def test_cross_site_writes_are_refused_on_every_route(server, case):
         assert response.status_code == 403, (path, response.status_code, response.text)
         assert "cross-site" in response.text and "--allowed-origins" in response.text
         assert seconds < FAST_S, (path, seconds)
-    written = {p for p in set(files_under(server.folder)) - written_before
+    written = {p for p in set(settled_files_under(server, server.folder)) - written_before
                if p.is_relative_to(server.folder / "outputs") or p.is_relative_to(server.folder / "cache")}
     assert written == set(), "a cross-site repair or upload was stored"
     record(f"Security: cross-site POST ({case})", "answers on /api/v1/inpaint, /gradio_api/upload, queue/join, "
