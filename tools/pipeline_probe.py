@@ -53,6 +53,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   only): what the fsync costs a repair's save stage, a question, not a way the service ran.
 - saved-before-answer: /api/v1/inpaint's results written before their answers, as before the
   result-saver thread wrote them after (the server's process and its CPU workers' repairs alike).
+- unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
+  convolution and elementwise passes, not its fused operations: a question (do their execution
+  plans hold the heap the warm-up adds?), not a way the service ran.
 The number of GPU workers (several jobs' transfers overlapping one GPU's model runs) is app.py's
 --gpu-workers flag, which gpu_soak.sh passes per variant.
 """
@@ -279,6 +282,16 @@ def saved_before_answer() -> None:
                                                                                                      timed)
 
 
+def unfused_convs() -> None:
+    """The fast path's convolutions followed by a ReLU (and a residual) as cuDNN's plain
+    convolution and then elementwise passes, not cuDNN's fused operations, whose execution plans,
+    one for each shape, are built at first use and kept (tools/rss_steps.py weighs them)."""
+    from lama import fastnet
+
+    fastnet._Conv.relu = lambda self, padded: self(padded).relu_()
+    fastnet._Conv.add_relu = lambda self, padded, addend: self(padded).add_(addend).relu_()
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -295,7 +308,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
             "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
-            "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer}
+            "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
+            "unfused-convs": unfused_convs}
 
 
 # ------------------------------------------------------------------ the summary

@@ -96,11 +96,26 @@ def main() -> None:
     square @ square
     torch.cuda.synchronize()
     note("cuBLAS")
-    from lama.engine import InpaintEngine
+    # The fused convolutions the fast path runs through cuDNN (lama.fastnet): each new shape gets
+    # an execution plan of its own, built at its first call and kept.
+    for channels, side in ((64, 256), (128, 192), (256, 128)):
+        x = torch.randn(1, channels, side, side, device="cuda", dtype=torch.half).contiguous(
+            memory_format=torch.channels_last)
+        weight = torch.randn(channels, channels, 3, 3, device="cuda", dtype=torch.half).contiguous(
+            memory_format=torch.channels_last)
+        bias = torch.randn(channels, device="cuda", dtype=torch.half)
+        torch.cudnn_convolution_relu(x, weight, bias, (1, 1), (1, 1), (1, 1), 1)
+        torch.cudnn_convolution_add_relu(x, weight, x, 1.0, bias, (1, 1), (1, 1), (1, 1), 1)
+        torch.cuda.synchronize()
+        note(f"fused convs {channels}×{side}²")
+    from lama.engine import WARMUP_SIZES, InpaintEngine
     engine = InpaintEngine(args.model, "cuda", "auto")
     note("model loaded")
-    engine.warmup()
-    note("warm-up")
+    # The warm-up's sizes one at a time (the server warms them in one call, learning its memory
+    # model from all of them; the memory they leave is the same).
+    for width, height in WARMUP_SIZES:
+        engine.warmup(((width, height),))
+        note(f"warm-up {width}×{height}")
     engine.device.release_pinned_host_memory()
     note("pinned blocks given back")
     import gradio  # noqa: F401
