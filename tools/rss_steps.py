@@ -111,8 +111,8 @@ def main() -> None:
     from lama.engine import WARMUP_SIZES, InpaintEngine
     engine = InpaintEngine(args.model, "cuda", "auto")
     note("model loaded")
-    # The warm-up's sizes one at a time (the server warms them in one call, learning its memory
-    # model from all of them; the memory they leave is the same).
+    # The warm-up's sizes one at a time, so that each one's share shows (the server warms them in
+    # one call, which fits its memory model to all of them; here the first size alone fits it).
     for width, height in WARMUP_SIZES:
         engine.warmup(((width, height),))
         note(f"warm-up {width}×{height}")
