@@ -34,6 +34,9 @@
 # .devcarry/debs (tools/carry_haproxy.sh).
 # `codecs` (issue 15, item 3): no server; tools/codec_bench.py's CPU codecs against nvJPEG through
 # torchvision (decode, 16 threads decoding at once, encode), in $1/codecs.md; extra arguments go to it.
+# `rss` (item 6): no server; tools/rss_steps.py, the RSS and heap each start-up step adds, once per
+# variant (PIPELINE_VARIANTS, default "base unfused-convs": what cuDNN's fused convolutions' plans
+# hold), each in a process of its own, in $1/rss.txt.
 # `variants`: nothing run; the variants that PIPELINE_VARIANTS picks, one a line with their app.py
 # flags (a name that is no variant is refused, as in the modes that run them).
 set -uo pipefail
@@ -58,6 +61,9 @@ for name in $(python3 tools/pipeline_probe.py names); do
 done
 if [ "$only" = jobs ]; then  # the batch jobs' benchmark compares the CPU workers with none by default
     PIPELINE_VARIANTS=${PIPELINE_VARIANTS:-"base cpu-workers-0"}
+fi
+if [ "$only" = rss ]; then  # and the RSS steps the fused convolutions with the unfused ones
+    PIPELINE_VARIANTS=${PIPELINE_VARIANTS:-"base unfused-convs"}
 fi
 if [ -n "${PIPELINE_VARIANTS:-}" ]; then
     picked=()
@@ -93,6 +99,14 @@ weights = FFCResNetGenerator(BIG_LAMA_CONFIG).eval().state_dict()
 save_safetensors(LoadedCheckpoint(weights, BIG_LAMA_CONFIG, "random", Path("random"), torch.float32),
                  "models/big-lama.safetensors")
 PY
+if [ "$only" = rss ]; then
+    for entry in "${variants[@]}"; do
+        [ "${entry#*|}" = "${entry%%|*}" ] || { echo "rss: ${entry%%|*} is not a probe variant" >&2; exit 1; }
+        { echo "## ${entry%%|*}"; python3 tools/rss_steps.py --model models/big-lama.safetensors --variant "${entry%%|*}" 2>&1; } \
+            | tee -a "$out/rss.txt"
+    done
+    exit 0
+fi
 if [ "$only" = replicas ]; then
     haproxy=$(command -v haproxy || bash tools/carry_haproxy.sh unpack /tmp/haproxy-carried) || exit 1
     python3 tools/replicas.py --model models/big-lama.safetensors --out "$out" --haproxy "$haproxy" "$@"

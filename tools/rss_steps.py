@@ -4,7 +4,10 @@ importing torch, CUDA's context, cuDNN, cuFFT and cuBLAS at first use, big-lama 
 fast path, the warm-up, its pinned transfer buffers given back, Gradio imported, the heap
 trimmed; then what backs it (tools/rss_map.py).
 
-    python tools/rss_steps.py [--model models/big-lama.safetensors]
+    python tools/rss_steps.py [--model models/big-lama.safetensors] [--variant NAME]
+
+`--variant`: one of tools/pipeline_probe.py's variants, switched on before the model loads
+(`unfused-convs`: what the fused convolutions' execution plans hold).
 
 Issue 15 asks for 1 GB at rest: this says how much of it the CUDA libraries take before the
 service holds anything of its own. Needs a CUDA GPU; prints, never asserts.
@@ -24,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from pipeline_probe import VARIANTS  # noqa: E402 - tools/, this script's folder, is first on sys.path
 
 
 def rss_mb() -> float:
@@ -69,6 +74,7 @@ def note(step: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="models/big-lama.safetensors")
+    parser.add_argument("--variant", choices=VARIANTS, default="base")
     args = parser.parse_args()
     # The server's kernel cache, where app.py would put it: the warm-up step then times a
     # restart's warm-up, not the first build of every kernel.
@@ -108,6 +114,7 @@ def main() -> None:
         torch.cudnn_convolution_add_relu(x, weight, x, 1.0, bias, (1, 1), (1, 1), (1, 1), 1)
         torch.cuda.synchronize()
         note(f"fused convs {channels}×{side}²")
+    VARIANTS[args.variant]()
     from lama.engine import WARMUP_SIZES, InpaintEngine
     engine = InpaintEngine(args.model, "cuda", "auto")
     note("model loaded")
