@@ -79,6 +79,14 @@ if [ -n "${PIPELINE_VARIANTS:-}" ]; then
     done
     variants=("${picked[@]}")
 fi
+if [ "$only" = rss ]; then  # rss_steps.py switches a probe variant on; it takes no app.py flags
+    for entry in "${variants[@]}"; do
+        if [ "${entry#*|}" != "${entry%%|*}" ]; then
+            echo "rss: ${entry%%|*} is no probe variant (tools/pipeline_probe.py names)" >&2
+            exit 1
+        fi
+    done
+fi
 if [ "$only" = variants ]; then  # a dry run: what PIPELINE_VARIANTS picks, before a GPU call spends time on it
     printf '%s\n' "${variants[@]}"
     exit 0
@@ -101,7 +109,6 @@ save_safetensors(LoadedCheckpoint(weights, BIG_LAMA_CONFIG, "random", Path("rand
 PY
 if [ "$only" = rss ]; then
     for entry in "${variants[@]}"; do
-        [ "${entry#*|}" = "${entry%%|*}" ] || { echo "rss: ${entry%%|*} is not a probe variant" >&2; exit 1; }
         { echo "## ${entry%%|*}"; python3 tools/rss_steps.py --model models/big-lama.safetensors --variant "${entry%%|*}" 2>&1; } \
             | tee -a "$out/rss.txt"
     done

@@ -124,3 +124,12 @@ def test_gpu_soak_refuses_a_name_that_is_no_variant_before_it_makes_weights(tmp_
     assert done.returncode == 1
     assert "no variant unsyncd-saves" in done.stderr and "unsynced-saves" in done.stderr
     assert done.stdout == "" and not any((tmp_path / "out").iterdir())
+
+
+def test_gpu_soak_rss_takes_probe_variants_only_and_refuses_others_before_it_makes_weights(tmp_path):
+    """tools/rss_steps.py switches a probe variant on in its own process; a worker count is a flag
+    of app.py's, which it does not start."""
+    done = gpu_soak(tmp_path, "rss", "base workers-4")
+    assert done.returncode == 1
+    assert "workers-4 is no probe variant" in done.stderr
+    assert done.stdout == "" and not any((tmp_path / "out").iterdir())
