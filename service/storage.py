@@ -184,6 +184,12 @@ class OutputStore:
         return result
 
 
+def _step_name(step: Callable[[], object]) -> str:
+    """A sweep step's name for the log (a functools.partial names the function it wraps)."""
+    function = getattr(step, "func", step)
+    return getattr(function, "__qualname__", repr(function))
+
+
 class Retention:
     """A daemon thread that sweeps the outputs every `interval_s`, and early when saves push them
     over their byte budget (at most every `min_gap_s`). `also_sweep` are further sweeps the
@@ -197,12 +203,13 @@ class Retention:
         self._thread: threading.Thread | None = None
 
     def sweep(self) -> None:
-        try:
-            self.store.sweep()
-            for sweep in self.also_sweep:
-                sweep()
-        except OSError as error:  # a disk problem must not end the thread
-            log.warning("retention sweep failed: %s", error)
+        """Each step in turn; one that fails is logged and the others still run: a disk problem,
+        or any other, must neither end the thread nor stop the outputs from being swept."""
+        for step in (self.store.sweep, *self.also_sweep):
+            try:
+                step()
+            except Exception as error:  # noqa: BLE001 - see above
+                log.warning("retention sweep: %s failed: %s: %s", _step_name(step), type(error).__name__, error)
 
     def start(self) -> None:
         if self._thread is None:

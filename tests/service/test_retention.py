@@ -232,6 +232,28 @@ def test_the_retention_thread_runs_early_when_saves_exceed_the_budget(tmp_path):
            f"{waited:.2f} s", "≤ 5 s (interval 1 h: woken by the save)")
 
 
+def test_a_failing_sweep_step_is_logged_and_the_others_still_run(tmp_path, caplog):
+    """A step that fails (a disk problem, a bug) must not stop the outputs' sweep, the steps after
+    it, or the thread that runs them every minute."""
+    store = OutputStore(tmp_path, keep_bytes=1000)
+    ran = []
+
+    def broken():
+        raise ValueError("a step's bug")
+
+    retention = Retention(store, [broken, lambda: ran.append("after")], interval_s=0.02, min_gap_s=0.01)
+    retention.start()
+    try:
+        wait_until(lambda: len(ran) >= 2, timeout=5, what="two sweeps, each past the failing step")
+        saved = [store.save(b"z" * 600, PNG) for _ in range(3)]
+        wait_until(lambda: _bytes_of_pngs(tmp_path) <= 1000, timeout=5, what="the outputs swept")
+    finally:
+        retention.stop()
+    assert (tmp_path / saved[-1]).exists()
+    assert "retention sweep: test_a_failing_sweep_step_is_logged_and_the_others_still_run.<locals>.broken " \
+           "failed: ValueError: a step's bug" in caplog.text
+
+
 def test_the_settings_reach_the_store(tiny_dir, tmp_path):
     settings = make_settings(tiny_dir, tmp_path, "--outputs-keep-days", "2.5", "--outputs-keep-gb", "0.5",
                              "--ui-cache-dir", str(tmp_path / "cache"))
