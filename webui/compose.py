@@ -177,8 +177,8 @@ def build_app(settings: Settings):
     jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
     sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
-    # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds.
-    # The transfers' pinned buffers first: giving them back frees mappings the heap trim then finds.
+    # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds,
+    # as do the GPU transfers' page-locked buffers once the GPU has been idle a while.
     retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep, partial(release_pinned_when_idle, queue, engine.device),
                                     heap.release_free_heap])
     # Every thread's owner (service/lifecycle.py): started by the app's lifespan, stopped after the last response.
