@@ -21,6 +21,24 @@ def release_free_heap() -> None:
         libc.malloc_trim(0)
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def usage() -> tuple[int, int] | None:
+    """(bytes allocated, bytes its arenas hold free) as glibc counts them (mallinfo2, glibc 2.33+):
+    allocated counts the arenas' chunks in use and the blocks mmapped on their own. None elsewhere."""
+    libc = _glibc()
+    mallinfo2 = getattr(libc, "mallinfo2", None)
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = _Mallinfo2
+    info = mallinfo2()
+    return info.uordblks + info.hblkhd, info.fordblks
+
+
 def mallopt(parameter: int, value: int) -> bool:
     libc = _glibc()
     return libc is not None and libc.mallopt(parameter, value) == 1

@@ -16,8 +16,6 @@ service holds anything of its own. Needs a CUDA GPU; prints, never asserts.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import re
 import subprocess
@@ -28,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lama import heap  # noqa: E402 - torch-free
 from pipeline_probe import VARIANTS  # noqa: E402 - tools/, this script's folder, is first on sys.path
 
 
@@ -35,30 +34,20 @@ def rss_mb() -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
 def heap_mb() -> str:
-    """The C heap as glibc counts it (mallinfo2, glibc 2.33+): what is allocated (its arenas' and
-    its mmapped blocks) and what its arenas hold free; "" elsewhere."""
-    try:
-        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
-    except (OSError, AttributeError, TypeError):
-        return ""
-    mallinfo2.restype = _Mallinfo2
-    info = mallinfo2()
-    return f"heap in use {(info.uordblks + info.hblkhd) / 2**20:5.0f} MB, free {info.fordblks / 2**20:5.0f} MB"
+    """The C heap as glibc counts it (lama.heap.usage): allocated and held free; "" elsewhere."""
+    counted = heap.usage()
+    return "" if counted is None else f"heap in use {counted[0] / 2**20:5.0f} MB, free {counted[1] / 2**20:5.0f} MB"
 
 
 def pinned_mb() -> str:
-    """torch's page-locked host blocks (in use and cached), once torch is imported."""
+    """torch's page-locked host blocks (in use and cached), once CUDA is up."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():
         return ""
-    return f"pinned {torch.cuda.host_memory_stats().get('allocated_bytes.current', 0) / 2**20:4.0f} MB"
+    from lama.device import Device
+
+    return f"pinned {(Device.resolve('cuda').pinned_host_bytes() or 0) / 2**20:4.0f} MB"
 
 
 _last_step_at = time.perf_counter()
@@ -127,7 +116,6 @@ def main() -> None:
     note("pinned blocks given back")
     import gradio  # noqa: F401
     note("gradio imported")
-    from lama import heap
     heap.release_free_heap()
     note("heap trimmed")
     subprocess.run([sys.executable, str(ROOT / "tools" / "rss_map.py"), str(os.getpid()), "--top", "20"], check=False)

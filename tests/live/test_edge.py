@@ -35,6 +35,7 @@ from support.app import (
     serve,
     service_of,
     upload,
+    wait_until,
 )
 from support.liveserver import LiveServer
 from support.reliability import record
@@ -126,11 +127,9 @@ def files_under(folder: Path) -> list[Path]:
 def settled_files_under(server: LiveServer, folder: Path) -> list[Path]:
     """`files_under(folder)` once `server` has written every result it answered: the API answers
     before its file is written, so an earlier test's result may still be landing."""
-    deadline = time.monotonic() + WAIT_S
     with httpx.Client(base_url=server.base, timeout=WAIT_S) as http:
-        while metric(http.get("/metrics").text, "inpaint_saves_pending") > 0:
-            assert time.monotonic() < deadline, "the server's result files were not written"
-            time.sleep(0.01)
+        wait_until(lambda: metric(http.get("/metrics").text, "inpaint_saves_pending") == 0,
+                   what="the server's answered results written")
     return files_under(folder)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lama import imageio, parallel, resources
+from lama import heap, imageio, parallel, resources
 from support.paths import ROOT
 
 
@@ -78,3 +78,14 @@ def test_the_sweep_gives_the_pinned_buffers_back_only_once_the_gpu_queue_has_idl
         assert device.releases == 1
     finally:
         queue.shutdown()
+
+
+def test_the_heap_reading_counts_what_is_allocated():
+    """tools/rss_steps.py's heap column: a 64 MB buffer shows as allocated while it lives."""
+    before = heap.usage()
+    assert before is not None, "glibc (this project's Linux) has mallinfo2"
+    buffer = bytearray(64 * 2**20)
+    during = heap.usage()
+    del buffer
+    assert during[0] - before[0] >= 64 * 2**20
+    assert heap.usage()[0] < during[0]
