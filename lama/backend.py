@@ -42,6 +42,10 @@ class Backend(ABC):
         """What is serving requests, for logs, /healthz and `python -m lama info`: name, loaded,
         fallback, device, precision, source, path, parameters (and a note where there is a warning)."""
 
+    def compile_ahead(self, shapes: list[tuple[int, int]]) -> None:
+        """Prepares at once what the first runs at these model input sizes (height, width) would
+        each prepare in turn (the fast path's GPU kernels); nothing by default."""
+
     def warming(self) -> contextlib.AbstractContextManager[None]:
         """Entered around the engine's warm-up runs: a backend that prepares something per input
         size for sizes that come back (the fast path's CUDA graphs) prepares it for these at once."""

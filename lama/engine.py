@@ -271,6 +271,7 @@ class InpaintEngine:
         """
         device = self.device
         cases = [_warmup_case(width, height) for width, height in (sizes if device.is_cuda else sizes[:1])]
+        self.backend.compile_ahead([self._whole_model_shape(mask.shape) for _, mask in cases])
         with self.backend.warming():
             self._warm(cases)
         device.synchronize()
@@ -301,12 +302,16 @@ class InpaintEngine:
         """
         samples = []
         for image, mask in cases:
-            height, width = whole_run(masks.Box(0, 0, *mask.shape), self.hd).model_shape
+            height, width = self._whole_model_shape(mask.shape)
             started = time.perf_counter()
             samples.append((height * width, measure(lambda: self._repair_whole(image, mask))))
             # Each size's first run is most of the start-up's wait: an operator sees which.
             log.info("warm-up: %d×%d in %.2f s", mask.shape[1], mask.shape[0], time.perf_counter() - started)
         return MemoryModel.fit(samples)
+
+    def _whole_model_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """The model's input size (height, width) when a picture of `shape` is repaired whole."""
+        return whole_run(masks.Box(0, 0, *shape), self.hd).model_shape
 
 
 class RepairJob(NamedTuple):

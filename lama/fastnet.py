@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lama import kernels
 from lama.kernels import GLOBAL_LARGE_TILE, LOCAL_LARGE_TILE, ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
@@ -401,6 +402,16 @@ class FastGenerator(nn.Module):
             while len(self._constants) > MAX_CONSTANT_SHAPES:
                 self._constants.popitem(last=False)
         return self._constants[key]
+
+    def compile_kernels(self, input_shapes: list[tuple[int, int, int, int]], threads: int) -> tuple[int, float]:
+        """Compiles the Triton kernels that forwards at these (B, C, H, W) input shapes launch, on
+        `threads` threads at once and without running them (lama.kernels.compile_recorded);
+        returns how many and the seconds the compiling took. The forwards' other operations run
+        on whatever the unrun kernels' outputs held: their results are thrown away."""
+        with torch.inference_mode(), kernels.recording_launches() as launches:
+            for shape in input_shapes:
+                self(torch.empty(shape, device=self.device, dtype=self.dtype))
+        return kernels.compile_recorded(launches, threads)
 
     def forward(self, x: Tensor) -> Tensor:
         x = _nhwc(x)  # a view: the stem's padding pass reads the NCHW input in place

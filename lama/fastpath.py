@@ -20,6 +20,8 @@ and a guard:
   (`prefers_few_shapes`, lama.planning).
 - Fp32Fallback: an fp16 output that is not finite (an overflow) is computed again in fp32,
   and counted.
+- compile_ahead: the Triton kernels of the warm-up's sizes compiled at once, on every core,
+  before its first run (lama.kernels.compile_recorded).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from lama import parallel
 from lama.fastnet import FastGenerator
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
 from lama.reference import LamaReference
@@ -51,9 +54,21 @@ class LamaFastPath(LamaReference):
         return fold_batchnorm(generator)
 
     def runner(self) -> Callable[[Tensor], Tensor]:
-        fast = FastGenerator(self.generator)
-        self.graphs = GraphRunner(fast, keepalive=fast.constants_for_input)
+        self.network = FastGenerator(self.generator)
+        self.graphs = GraphRunner(self.network, keepalive=self.network.constants_for_input)
         return Fp32Fallback(self.graphs, self.generator) if self.precision == "fp16" else self.graphs
+
+    def compile_ahead(self, shapes: list[tuple[int, int]]) -> None:
+        """The kernels of inputs of these sizes, compiled (or loaded from the kernel cache) at
+        once: a forward's first run compiles them one after another, seconds on a fresh box.
+        Takes the graphs' lock, as their eager runs do: the forwards share per-shape constants."""
+        inputs = [(1, 4, *self.padded_size(height, width)) for height, width in shapes]
+        with self.graphs.lock:
+            count, seconds = self.network.compile_kernels(inputs, parallel.cores())
+            # Their throw-away work done before any graph's run on another stream reuses its memory.
+            torch.cuda.current_stream(self.device.torch).synchronize()
+        log.info("kernels: %d compiled or loaded from the cache in %.2f s, up to %d at once",
+                 count, seconds, parallel.cores())
 
     def warming(self) -> contextlib.AbstractContextManager[None]:
         return self.graphs.capturing_every_shape()
@@ -183,7 +198,7 @@ class GraphRunner:
         # as each issues its work on a stream of its own, each run waits on its stream for the
         # run before it (this event) to be done with them. Eager runs take turns too: the
         # module's per-shape constants, made by one run, are read by the next.
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._last_run: torch.cuda.Event | None = None
 
     def uses_graph(self, height: int, width: int) -> bool:
@@ -198,7 +213,7 @@ class GraphRunner:
         return self.sightings.capturing_every_shape()
 
     def __call__(self, x: Tensor) -> Tensor:
-        with self._lock:
+        with self.lock:
             stream = torch.cuda.current_stream(x.device)
             if self._last_run is not None:
                 stream.wait_event(self._last_run)

@@ -15,9 +15,25 @@ figures, GPU and commit: docs/PROFILING.md.
   contiguously, accumulated on the tensor cores.
 - `ReflectConvSum`: a residual block's FFC output in one pass: the sum of its 3x3
   (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual.
+
+Triton compiles a kernel at its first launch with a new specialisation (constants, dtypes,
+alignments), one after another as a forward reaches them: on a box whose kernel cache is empty
+(a fresh GPU box, a container without a kept cache) that was seconds of the warm-up.
+`recording_launches` and `compile_recorded` compile them all at once instead: a forward run
+while recording launches nothing of its own and notes what it would have launched, and the
+notes are compiled on a thread pool (Triton's compiler runs outside the GIL) into the kernel
+cache the real launches then find.
 """
 
 from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +51,100 @@ except ImportError:
 def triton_runs(x: Tensor) -> bool:
     """Whether the Triton kernels run for `x` (a CUDA tensor, with Triton installed)."""
     return x.is_cuda and triton is not None
+
+
+class _Pointer(NamedTuple):
+    """A tensor argument as Triton specialises on it (its dtype and address), without holding
+    its memory: a recorded forward's maps are freed as they would be."""
+
+    dtype: torch.dtype
+    address: int
+
+    def data_ptr(self) -> int:
+        return self.address
+
+
+class Launch(NamedTuple):
+    """A kernel launch noted instead of run: what Triton needs to compile it."""
+
+    kernel: Any  # a triton JITFunction
+    device: int | None  # its tensors' CUDA device (None: not CUDA): compiled for and cached on it
+    grid: tuple[int, ...]
+    args: tuple[Any, ...]
+    options: dict[str, Any]
+
+    def specialization(self) -> tuple[Any, ...]:
+        """What tells this launch's compiled kernel from another's (as Triton does: dtypes,
+        16-byte alignment of pointers, integers' divisibility by 16 and equality to 1 except
+        for the arguments not specialised on, and every constant), so that each one is
+        compiled once."""
+        dynamic = set(self.kernel.do_not_specialize)
+        names = self.kernel.arg_names
+
+        def of(name: str, value: Any) -> Any:
+            if isinstance(value, _Pointer):
+                return value.dtype, value.address % 16 == 0
+            if isinstance(value, int) and not isinstance(value, bool):
+                wide = not -2**31 <= value < 2**31
+                return (wide,) if name in dynamic else (wide, value == 1, value % 16 == 0)
+            return value
+
+        return (self.kernel, self.device, *(of(name, value) for name, value in zip(names, self.args)),
+                *sorted(self.options.items()))
+
+
+_recording: ContextVar[list[Launch] | None] = ContextVar("kernel launches noted instead of run", default=None)
+
+
+@contextlib.contextmanager
+def recording_launches() -> Iterator[list[Launch]]:
+    """While it lasts, this thread's Triton launches are noted in the list it gives, not run:
+    their outputs hold whatever their memory held. Other threads launch as usual."""
+    launches: list[Launch] = []
+    token = _recording.set(launches)
+    try:
+        yield launches
+    finally:
+        _recording.reset(token)
+
+
+def compile_recorded(launches: list[Launch], threads: int) -> tuple[int, float]:
+    """Compiles each distinct kernel of `launches` (or loads it from the kernel cache) on
+    `threads` threads at once; returns how many and the seconds it took."""
+    distinct = list({launch.specialization(): launch for launch in launches}.values())
+    started = time.perf_counter()
+
+    def on_device(launch: Launch) -> contextlib.AbstractContextManager[Any]:
+        # Triton compiles for, and caches on, the current device.
+        return torch.cuda.device(launch.device) if launch.device is not None else contextlib.nullcontext()
+
+    # A kernel's cache for a device is made at its first use there, and two threads making it at
+    # once would each keep their own, one of them lost: made here first, one at a time.
+    for launch in distinct:
+        caches = getattr(launch.kernel, "device_caches", None)  # Triton's (a defaultdict in 3.x)
+        if isinstance(caches, defaultdict) and launch.device is not None and launch.device not in caches:
+            with on_device(launch):
+                caches[launch.device] = caches.default_factory()
+
+    def compile_one(launch: Launch) -> None:
+        with on_device(launch):
+            launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.options)
+
+    with ThreadPoolExecutor(max(1, min(threads, len(distinct))), thread_name_prefix="kernel-compile") as pool:
+        list(pool.map(compile_one, distinct))
+    return len(distinct), time.perf_counter() - started
+
+
+def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **options: Any) -> None:
+    """`kernel[grid](*args, **options)`, or noted where this thread records launches."""
+    launches = _recording.get()
+    if launches is None:
+        kernel[grid](*args, **options)
+        return
+    device = next(arg.device for arg in args if isinstance(arg, Tensor))
+    device = device.index if device.type == "cuda" else None
+    launches.append(Launch(kernel, device, grid, tuple(_Pointer(arg.dtype, arg.data_ptr()) if isinstance(arg, Tensor)
+                                                       else arg for arg in args), options))
 
 
 def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = None) -> Tensor:
@@ -69,8 +179,8 @@ def _reflect_pad_triton(x: Tensor, pad: int, relu: bool, bias: Tensor | None) ->
     block_c = min(128, triton.next_power_of_2(channels))
     block_w = max(16, 1024 // block_c)  # few channels: more pixels per program
     grid = (batch * (height + 2 * pad), triton.cdiv(width + 2 * pad, block_w), triton.cdiv(channels, block_c))
-    _reflect_pad_kernel[grid](x, bias if bias is not None else x, out, height, width, channels, pad, *x.stride(),
-                              RELU=relu, BIAS=bias is not None, BLOCK_W=block_w, BLOCK_C=block_c)
+    _launch(_reflect_pad_kernel, grid, x, bias if bias is not None else x, out, height, width, channels, pad,
+            *x.stride(), RELU=relu, BIAS=bias is not None, BLOCK_W=block_w, BLOCK_C=block_c)
     return out
 
 
@@ -148,8 +258,8 @@ class ReflectConv:
         height, width = padded_h - 2 * self.pad, padded_w - 2 * self.pad
         out = padded.new_empty((batch, height, width, self.out_channels))
         grid = (triton.cdiv(width, self.block_m), batch * triton.cdiv(height, self.out_rows))
-        _reflect_conv_kernel[grid](
-            padded, self.stacked, self.padded_bias, out, height, width, self.out_channels,
+        _launch(
+            _reflect_conv_kernel, grid, padded, self.stacked, self.padded_bias, out, height, width, self.out_channels,
             CIN=self.in_channels, KERNEL=self.kernel, ROW_LENGTH=self.row_length,
             ROW_PAD=self.row_pad, OUT_PAD=self.out_pad, OUT_ROWS=self.out_rows, BLOCK_M=self.block_m,
             BLOCK_K=self.block_k, ACT=self.activation, PRECISION="ieee" if padded.dtype == torch.float32 else "tf32",
@@ -244,8 +354,8 @@ class ReflectConvSum:
         pixels = batch * height * width
         block_m, block_n, num_warps, num_stages = self.tile(pixels, first.dtype)
         grid = (triton.cdiv(pixels, block_m), triton.cdiv(self.out_channels, block_n))
-        _conv_sum_kernel[grid](
-            first, self.matrices[0], inputs[-1], self.matrices[-1], self.bias,
+        _launch(
+            _conv_sum_kernel, grid, first, self.matrices[0], inputs[-1], self.matrices[-1], self.bias,
             residual if residual is not None else out, out, pixels, height, width, self.out_channels,
             CIN_A=self.in_channels[0], TAPS_A=self.taps[0], CIN_B=self.in_channels[1] if two else 0,
             TAPS_B=self.taps[-1], RELU=self.relu, RESIDUAL=residual is not None,

@@ -115,6 +115,13 @@ class LamaReference(Backend):
         x, m, net_input = self.model_input(image, mask)
         return composite(x, m, self.run_model(net_input), mask.shape)
 
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The generator's input size for an image of this size: the official multiple of
+        2^downsamplings, but at least two bottleneck pixels (the reflect padding there needs
+        them; the official code fails on an 8×8 image)."""
+        modulo = 2 ** self.generator.config.n_downsampling
+        return tuple(max(-(-size // modulo) * modulo, 2 * modulo) for size in (height, width))
+
     def model_input(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pad as the official pipeline does and build the generator's input, on the device.
 
@@ -122,19 +129,13 @@ class LamaReference(Backend):
         input (masked image and mask, 1×4×H'×W', in the weights' dtype).
         """
         height, width = mask.shape
-        modulo = 2 ** self.generator.config.n_downsampling
-
-        def padded(size: int) -> int:
-            # The official multiple of `modulo`, but at least two bottleneck pixels: the
-            # reflect padding there needs them (the official code fails on an 8×8 image).
-            return max(-(-size // modulo) * modulo, 2 * modulo)
-
+        padded_height, padded_width = self.padded_size(height, width)
         # Padded on the device: the uint8 image travels as it is, and the mirroring is one
         # gather per axis with numpy's own 'symmetric' index order (any pad, even beyond
         # the image's size, comes out exactly as np.pad would make it).
         device = self.device.torch
-        rows = _symmetric_index(height, padded(height), device)
-        cols = _symmetric_index(width, padded(width), device)
+        rows = _symmetric_index(height, padded_height, device)
+        cols = _symmetric_index(width, padded_width, device)
         pixels = _to_device(image, device).index_select(0, rows).index_select(1, cols)
         holes = _to_device(mask, device).index_select(0, rows).index_select(1, cols)
         x = pixels.permute(2, 0, 1)[None].float().div_(255)

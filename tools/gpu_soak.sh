@@ -22,7 +22,9 @@
 # reverse order), one table comparing them in $1/pipeline.md, each start to /readyz in
 # $1/pipeline/ready.txt;
 # `readyz` (item 6): start to /readyz of each of those variants, several starts each taking
-# turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt.
+# turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt; with
+# READYZ_COLD=1 each start with an empty kernel cache (a fresh box's first start), else with the
+# kernels one start before them compiled.
 # `jobs`: a script's batch of jobs (python -m loadreport jobs) against those variants, by default
 # base and cpu-workers-0 (the CPU workers against none), in $1/jobs.md; with JOBS_REST_S set, the
 # server's RSS that many seconds after the batches too.
@@ -158,7 +160,8 @@ if [ "$only" = startup ]; then
         start "$out/$pass.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/logs-$pass"
         {
             echo "$pass: started at $started_at UTC, /readyz after $ready_ms ms"
-            grep -E "loaded big-lama|threads: at most|GPU memory model|warm: ready" "$out/$pass.log" | cut -c1-160
+            grep -E "loaded big-lama|threads: at most|kernels: |warm-up: |GPU memory model|warm: ready" "$out/$pass.log" \
+                | cut -c1-160
             echo "$pass: at rest after /readyz: $(process)"
             python3 tools/rss_map.py $server
         } | tee -a "$out/startup.txt"
@@ -191,17 +194,22 @@ if [ "$only" = readyz ]; then
     # Start to /readyz of each variant, READYZ_STARTS times (default 3) taking turns (in_turn) so
     # that a drift of the machine falls on all alike, after one start that fills the kernel cache.
     mkdir -p "$out/readyz"
-    start "$out/readyz/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/readyz/logs"
-    stop
+    export TRITON_CACHE_DIR="$out/readyz/kernel-cache"
+    if [ -z "${READYZ_COLD:-}" ]; then
+        start "$out/readyz/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/readyz/logs"
+        stop
+    fi
     for round in $(seq "${READYZ_STARTS:-3}"); do
         in_turn "$round"
         for entry in "${order[@]}"; do
             name=${entry%%|*}
             log="$out/readyz/$name-$round.log"
+            [ -n "${READYZ_COLD:-}" ] && rm -rf "$TRITON_CACHE_DIR"
             start_variant "$log" "$out/readyz/logs" "$entry"
             stop
-            echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log"))" \
-                | tee -a "$out/readyz.txt"
+            echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log");" \
+                "$(grep -o 'kernels: .*' "$log" | cut -c1-80) warm-up $(grep -o 'warm-up: [0-9×]* in [0-9.]* s' "$log" \
+                | sed 's/warm-up: //' | paste -sd ' ')" | tee -a "$out/readyz.txt"
         done
     done
     exit 0

@@ -53,6 +53,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   only): what the fsync costs a repair's save stage, a question, not a way the service ran.
 - saved-before-answer: /api/v1/inpaint's results written before their answers, as before the
   result-saver thread wrote them after (the server's process and its CPU workers' repairs alike).
+- kernels-in-turn: the warm-up's Triton kernels compiled one after another as its runs first
+  launch them, as before they were compiled ahead, all at once (for the start to /readyz with
+  an empty kernel cache: gpu_soak.sh readyz with READYZ_COLD=1).
 - unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
   convolution and elementwise passes, not its fused operations: a question (do their execution
   plans hold the heap the warm-up adds?), not a way the service ran.
@@ -292,6 +295,13 @@ def unfused_convs() -> None:
     fastnet._Conv.add_relu = lambda self, padded, addend: self(padded).add_(addend).relu_()
 
 
+def kernels_in_turn() -> None:
+    """The fast path's compiling ahead left out: each kernel compiles at its first launch."""
+    from lama.fastpath import LamaFastPath
+
+    LamaFastPath.compile_ahead = lambda self, shapes: None
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -309,7 +319,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
-            "unfused-convs": unfused_convs}
+            "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn}
 
 
 # ------------------------------------------------------------------ the summary

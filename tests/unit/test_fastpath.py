@@ -13,6 +13,7 @@ from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator
 from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
+from lama import kernels
 from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
@@ -190,6 +191,47 @@ def test_the_large_maps_tile_serves_fp16_maps_from_its_size_on_and_nothing_else(
     assert conv.tile(4 * LARGE_MAP_PIXELS, torch.float32) == SUM_TILE
     conv.tune(32, 64, 4, 2)  # a sweep's one tile, for every size and dtype
     assert conv.tile(LARGE_MAP_PIXELS, torch.float16) == conv.tile(16, torch.float32) == (32, 64, 4, 2)
+
+
+class _Kernel:
+    """Stands in for a Triton kernel where there is no Triton: what it was launched and compiled with."""
+
+    arg_names = ["src", "height", "channels", "BLOCK"]
+    do_not_specialize = ["height"]
+
+    def __init__(self):
+        self.launched, self.compiled = [], []
+
+    def __getitem__(self, grid):
+        return lambda *args, **options: self.launched.append((grid, args, options))
+
+    def warmup(self, *args, grid, **options):
+        self.compiled.append((args, options))
+
+
+def test_recorded_launches_are_not_run_and_each_specialisation_compiles_once():
+    """While a forward records (the warm-up's compiling ahead), its kernels are noted, not run,
+    and what Triton would compile apart is compiled apart, once each: a size that only the
+    unspecialised argument sees shares its kernel; an unaligned map, a channel count that divides
+    differently by 16 or another constant does not."""
+    kernel, x = _Kernel(), torch.zeros(64, dtype=torch.float16)
+    kernels._launch(kernel, (1,), x, 5, 32, BLOCK=16)
+    with kernels.recording_launches() as launches:
+        kernels._launch(kernel, (2,), x, 7, 32, BLOCK=16)
+        kernels._launch(kernel, (9,), x, 9, 32, BLOCK=16)  # another height: the same kernel
+        kernels._launch(kernel, (9,), x[1:], 9, 32, BLOCK=16)  # 2 bytes past 16-byte alignment
+        kernels._launch(kernel, (9,), x, 9, 40, BLOCK=16)  # 40 channels: not a multiple of 16
+        kernels._launch(kernel, (9,), x, 9, 1, BLOCK=16)  # 1: Triton makes it a constant
+        kernels._launch(kernel, (9,), x, 9, 32, BLOCK=32)
+    kernels._launch(kernel, (1,), x, 5, 32, BLOCK=16)
+    assert [grid for grid, _, _ in kernel.launched] == [(1,), (1,)], "recording stops with its block"
+    assert len(launches) == 6 and not kernel.compiled
+    assert all(launch.device is None for launch in launches), "CPU tensors: no CUDA device to compile on"
+    count, seconds = kernels.compile_recorded(launches, threads=3)
+    assert count == 5 and len(kernel.compiled) == 5 and seconds >= 0
+    pointers = [args[0] for args, _ in kernel.compiled]
+    assert {(p.dtype, p.data_ptr() - x.data_ptr()) for p in pointers} == {(torch.float16, 0), (torch.float16, 2)}
+    assert sorted(options["BLOCK"] for _, options in kernel.compiled) == [16, 16, 16, 16, 32]
 
 
 # ------------------------------------------------------------------ fp16 never overflows silently
