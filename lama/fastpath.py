@@ -61,12 +61,20 @@ class LamaFastPath(LamaReference):
     def compile_ahead(self, shapes: list[tuple[int, int]]) -> None:
         """The kernels of inputs of these sizes, compiled (or loaded from the kernel cache) at
         once: a forward's first run compiles them one after another, seconds on a fresh box.
-        Takes the graphs' lock, as their eager runs do: the forwards share per-shape constants."""
+        Takes the graphs' lock, as their eager runs do: the forwards share per-shape constants.
+        A failure here costs only that time: the kernels then compile at their first launch."""
         inputs = [(1, 4, *self.padded_size(height, width)) for height, width in shapes]
         with self.graphs.lock:
-            count, seconds = self.network.compile_kernels(inputs, parallel.cores())
-            # Their throw-away work done before any graph's run on another stream reuses its memory.
-            torch.cuda.current_stream(self.device.torch).synchronize()
+            try:
+                count, seconds = self.network.compile_kernels(inputs, parallel.cores())
+            except Exception as error:  # noqa: BLE001 - Triton's compiler raises its own kinds
+                log.warning("kernels: compiling ahead failed (%s: %s); each compiles at its first launch",
+                            type(error).__name__, error)
+                return
+            finally:
+                # The recorded forwards' throw-away work done before any graph's run on another
+                # stream reuses its memory.
+                torch.cuda.current_stream(self.device.torch).synchronize()
         log.info("kernels: %d compiled or loaded from the cache in %.2f s, up to %d at once",
                  count, seconds, parallel.cores())
 
