@@ -53,12 +53,15 @@ def triton_runs(x: Tensor) -> bool:
     return x.is_cuda and triton is not None
 
 
-class _Pointer(NamedTuple):
+class _Pointer:
     """A tensor argument as Triton specialises on it (its dtype and address), without holding
-    its memory: a recorded forward's maps are freed as they would be."""
+    its memory: a recorded forward's maps are freed as they would be. Not a tuple: Triton takes
+    tuples for arguments of their own."""
 
-    dtype: torch.dtype
-    address: int
+    __slots__ = ("dtype", "address")
+
+    def __init__(self, dtype: torch.dtype, address: int):
+        self.dtype, self.address = dtype, address
 
     def data_ptr(self) -> int:
         return self.address
