@@ -56,8 +56,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - kernels-in-turn: the warm-up's Triton kernels compiled one after another as its runs first
   launch them, as before they were compiled ahead, all at once (for the start to /readyz with
   an empty kernel cache: gpu_soak.sh readyz with READYZ_COLD=1).
-- kernels-at-warm-up: the warm-up's Triton kernels compiled ahead, all at once, but at the
-  warm-up, not while the model loads.
 - unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
   convolution and elementwise passes, not its fused operations: a question (do their execution
   plans hold the heap the warm-up adds?), not a way the service ran.
@@ -297,18 +295,10 @@ def unfused_convs() -> None:
     fastnet._Conv.add_relu = lambda self, padded, addend: self(padded).add_(addend).relu_()
 
 
-def kernels_at_warm_up() -> None:
-    """Nothing compiled while the model loads: the warm-up compiles its kernels ahead itself."""
-    from lama import loading
-
-    loading.KernelsAhead = lambda *args: None
-
-
 def kernels_in_turn() -> None:
     """The fast path's compiling ahead left out: each kernel compiles at its first launch."""
     from lama.fastpath import LamaFastPath
 
-    kernels_at_warm_up()
     LamaFastPath.compile_ahead = lambda self, shapes: None
 
 
@@ -329,8 +319,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
-            "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
-            "kernels-at-warm-up": kernels_at_warm_up}
+            "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn}
 
 
 # ------------------------------------------------------------------ the summary
