@@ -56,8 +56,6 @@ class InpaintEngine:
 
     `model`: a checkpoint path in any format `lama.checkpoint` reads, or None to use the
     first of lama.loading.DEFAULT_MODEL_CANDIDATES that exists (else the OpenCV fallback).
-    `warmup_sizes`: the sizes (width, height) the warm-up will run, for a server: the fast path
-    compiles their GPU kernels while the weights load, instead of at the warm-up.
     """
 
     # Learned by the first warm-up on CUDA; None on the CPU, where nothing is budgeted.
@@ -65,14 +63,12 @@ class InpaintEngine:
     steady_gpu_bytes: int | None = None
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", precision: str = "auto",
-                 hd: HDSettings = HDSettings(), fast: bool = True, *, backend: Backend | None = None,
-                 warmup_sizes: tuple[tuple[int, int], ...] | None = None):
-        self.hd = hd
+                 hd: HDSettings = HDSettings(), fast: bool = True, *, backend: Backend | None = None):
         if backend is None:
             from lama.loading import load_backend
-            compile_for = [self._whole_model_shape((height, width)) for width, height in warmup_sizes or ()]
-            backend = load_backend(model, device, precision, fast, compile_for)
+            backend = load_backend(model, device, precision, fast)
         self.backend = backend
+        self.hd = hd
 
     @classmethod
     def with_random_weights(cls, device: str = "auto", precision: str = "auto", seed: int = 0,

@@ -21,8 +21,7 @@ and a guard:
 - Fp32Fallback: an fp16 output that is not finite (an overflow) is computed again in fp32,
   and counted.
 - compile_ahead: the Triton kernels of the warm-up's sizes compiled at once, on every core,
-  before its first run (lama.kernels.compile_recorded); for the service, while the weights
-  load (KernelsAhead), from a network of the checkpoint's config whose weights are never set.
+  before its first run (lama.kernels.compile_recorded).
 """
 
 from __future__ import annotations
@@ -39,9 +38,8 @@ from torch import Tensor, nn
 
 from lama import parallel
 from lama.fastnet import FastGenerator
-from lama.device import DTYPES, Device
-from lama.model import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, GeneratorConfig, SpectralTransform
-from lama.reference import LamaReference, Weights, padded_size
+from lama.model import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
+from lama.reference import LamaReference
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +49,6 @@ class LamaFastPath(LamaReference):
 
     fast_path = True
     prefers_few_shapes = True
-
-    def __init__(self, weights: Weights, device: Device, precision: str, generator: FFCResNetGenerator | None = None,
-                 kernels_ahead: KernelsAhead | None = None):
-        """`kernels_ahead`: the warm-up's kernels, being compiled while these weights loaded."""
-        self.kernels_ahead = kernels_ahead
-        super().__init__(weights, device, precision, generator)
 
     def prepare(self, generator: FFCResNetGenerator) -> FFCResNetGenerator:
         return fold_batchnorm(generator)
@@ -72,9 +64,6 @@ class LamaFastPath(LamaReference):
         Takes the graphs' lock, as their eager runs do: the forwards share per-shape constants.
         A failure here costs only that time: the kernels then compile at their first launch."""
         inputs = [(1, 4, *self.padded_size(height, width)) for height, width in shapes]
-        ahead, self.kernels_ahead = self.kernels_ahead, None
-        if ahead is not None and ahead.inputs == inputs and ahead.wait():
-            return
         with self.graphs.lock:
             try:
                 count, seconds = self.network.compile_kernels(inputs, parallel.cores())
@@ -158,45 +147,6 @@ def fold_batchnorm(generator: FFCResNetGenerator) -> FFCResNetGenerator:
 # with the limit at 1536² (docs/BENCHMARKS.md). The graphs' shared pool then holds a 2560×1920
 # run's activations (about 1.5 GB in fp16), counted in what the service holds at rest.
 GRAPH_MAX_PIXELS = 2560 * 1920
-
-
-class KernelsAhead:
-    """The fast path's Triton kernels for some inputs, compiled on a thread of their own from the
-    moment a checkpoint's config is known, while its weights load: the network they are
-    recorded on (FastGenerator.compile_kernels) has that config's shapes and the service's dtype
-    on the device, and weights that are never set, since the kernels depend on neither their
-    values nor the maps' contents. The fast path's compile_ahead waits for it."""
-
-    def __init__(self, config: GeneratorConfig, device: Device, precision: str, shapes: list[tuple[int, int]]):
-        """`shapes`: the model inputs' sizes (height, width), before padding."""
-        self.inputs = [(1, 4, *padded_size(config, height, width)) for height, width in shapes]
-        self._outcome: tuple[int, float] | BaseException | None = None
-        self._thread = threading.Thread(target=self._compile, args=(config, device, precision),
-                                        name="kernels-ahead", daemon=True)
-        self._thread.start()
-
-    def _compile(self, config: GeneratorConfig, device: Device, precision: str) -> None:
-        try:
-            with torch.device("meta"):
-                shapes_only = FFCResNetGenerator(config)
-            folded = fold_batchnorm(shapes_only.to_empty(device=device.torch).eval())
-            network = FastGenerator(folded.to(DTYPES[precision]))
-            self._outcome = network.compile_kernels(self.inputs, parallel.cores())
-            device.synchronize()  # its throw-away work done before the warm-up measures memory
-        except Exception as error:  # noqa: BLE001 - reported by wait(); the warm-up then compiles them itself
-            self._outcome = error
-
-    def wait(self) -> bool:
-        """Waits for the compiling; True where it succeeded (logged either way)."""
-        self._thread.join()
-        if isinstance(self._outcome, BaseException):
-            log.warning("kernels: compiling ahead while the model loaded failed (%s: %s)",
-                        type(self._outcome).__name__, self._outcome)
-            return False
-        count, seconds = self._outcome
-        log.info("kernels: %d compiled or loaded from the cache in %.2f s while the model loaded, up to %d at once",
-                 count, seconds, parallel.cores())
-        return True
 
 
 class ShapeSightings:

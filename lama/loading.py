@@ -11,7 +11,7 @@ from lama.backend import Backend
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.device import Device
 from lama.fallback import OpenCVTelea
-from lama.fastpath import KernelsAhead, LamaFastPath
+from lama.fastpath import LamaFastPath
 from lama.model import FFCResNetGenerator
 from lama.reference import LamaReference, Weights
 
@@ -31,11 +31,9 @@ def find_default_model() -> Path | None:
 
 
 def load_backend(model: str | Path | None, device: str = "auto", precision: str = "auto",
-                 fast: bool = True, compile_for: list[tuple[int, int]] | None = None) -> Backend:
+                 fast: bool = True) -> Backend:
     """`model`: a checkpoint in any format lama.checkpoint reads, or None for the first of
-    DEFAULT_MODEL_CANDIDATES that exists, else the OpenCV fallback (which runs on the CPU).
-    `compile_for`: model input sizes (height, width) whose GPU kernels the fast path compiles
-    while the weights load, once the checkpoint's config is known (lama.fastpath.KernelsAhead)."""
+    DEFAULT_MODEL_CANDIDATES that exists, else the OpenCV fallback (which runs on the CPU)."""
     resolved = Device.resolve(device)
     resolved.precision(precision)  # a bad device/precision pair is refused even without weights
     path = Path(model) if model is not None else find_default_model()
@@ -48,14 +46,11 @@ def load_backend(model: str | Path | None, device: str = "auto", precision: str 
     checkpoint = load_checkpoint(path)
     weights = Weights(checkpoint.path, checkpoint.source_format)
     read = time.perf_counter()
-    ahead = None
-    if compile_for and fast and resolved.is_cuda:
-        ahead = KernelsAhead(checkpoint.config, resolved, resolved.precision(precision), compile_for)
     # The generator takes the checkpoint's tensors, and nothing else keeps them: the service
     # carries no second, CPU-side copy of the weights in its RSS.
     generator = build_generator(checkpoint)
     built = time.perf_counter()
-    backend = lama_backend(weights, resolved, precision, fast, generator, ahead)
+    backend = lama_backend(weights, resolved, precision, fast, generator)
     done = time.perf_counter()
     # The phases, so that an operator (and gpu_soak.sh startup) sees where a slow start goes.
     log.info("loaded big-lama from %s (%s) on %s in %s in %.1f s (file %.1f s, generator %.1f s, device %.1f s)",
@@ -65,11 +60,8 @@ def load_backend(model: str | Path | None, device: str = "auto", precision: str 
 
 
 def lama_backend(weights: Weights, device: Device, precision: str = "auto", fast: bool = True,
-                 generator: FFCResNetGenerator | None = None, kernels_ahead: KernelsAhead | None = None
-                 ) -> LamaReference:
+                 generator: FFCResNetGenerator | None = None) -> LamaReference:
     """The fast path exists for CUDA; on the CPU big-lama runs as the plain reference path.
-    `generator`: the weights already loaded (else `weights` loads them); `kernels_ahead`: the fast
-    path's kernels being compiled meanwhile."""
-    if fast and device.is_cuda:
-        return LamaFastPath(weights, device, device.precision(precision), generator, kernels_ahead)
-    return LamaReference(weights, device, device.precision(precision), generator)
+    `generator`: the weights already loaded (else `weights` loads them)."""
+    kind = LamaFastPath if fast and device.is_cuda else LamaReference
+    return kind(weights, device, device.precision(precision), generator)

@@ -116,8 +116,11 @@ class LamaReference(Backend):
         return composite(x, m, self.run_model(net_input), mask.shape)
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """The generator's input size for an image of this size (`padded_size`)."""
-        return padded_size(self.generator.config, height, width)
+        """The generator's input size for an image of this size: the official multiple of
+        2^downsamplings, but at least two bottleneck pixels (the reflect padding there needs
+        them; the official code fails on an 8×8 image)."""
+        modulo = 2 ** self.generator.config.n_downsampling
+        return tuple(max(-(-size // modulo) * modulo, 2 * modulo) for size in (height, width))
 
     def model_input(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pad as the official pipeline does and build the generator's input, on the device.
@@ -138,14 +141,6 @@ class LamaReference(Backend):
         x = pixels.permute(2, 0, 1)[None].float().div_(255)
         m = holes[None, None].float()
         return x, m, torch.cat((x * (1 - m), m), dim=1).to(DTYPES[self.precision])
-
-
-def padded_size(config: GeneratorConfig, height: int, width: int) -> tuple[int, int]:
-    """The input size of a generator of `config` for an image of this size: the official multiple
-    of 2^downsamplings, but at least two bottleneck pixels (the reflect padding there needs them;
-    the official code fails on an 8×8 image)."""
-    modulo = 2 ** config.n_downsampling
-    return tuple(max(-(-size // modulo) * modulo, 2 * modulo) for size in (height, width))
 
 
 def composite(x: torch.Tensor, m: torch.Tensor, predicted: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -89,13 +89,13 @@ def build_app(settings: Settings):
     # each took seconds of the start-up alone, and the loading waits mostly outside the GIL.
     # The engine's modules are imported here first, so that the two threads never import the
     # same modules at once.
-    from lama.engine import WARMUP_SIZES, HDSettings, InpaintEngine
+    from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
 
     def load_engine() -> InpaintEngine:
         try:
             return InpaintEngine(settings.model, settings.device, settings.precision,
-                                 HDSettings(max_side=settings.model_max_side), warmup_sizes=WARMUP_SIZES)
+                                 HDSettings(max_side=settings.model_max_side))
         except ModelError as error:
             raise SystemExit(f"error: {error}") from None
 

@@ -67,18 +67,11 @@ def test_the_warm_up_leaves_a_graph_for_2560x1920():
     assert not graphs.uses_graph(2016, 2688), "above the limit (5.4 MP) the forward runs eagerly"
 
 
-@pytest.mark.parametrize("when", ["at the warm-up", "while the model loads"])
-def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none(when, tmp_path, caplog):
-    """The warm-up's Triton kernels are compiled at once before its first run (lama.kernels.
-    compile_recorded): at the warm-up itself, or, for a server (`warmup_sizes`), on a network of
-    the checkpoint's config without weights while the weights load (lama.fastpath.KernelsAhead).
-    A kernel that recording missed would be compiled during a run instead, one after another as
-    before, and show up in Triton's per-device cache here."""
-    from pathlib import Path
-
+def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none():
+    """The warm-up compiles every Triton kernel its sizes launch at once, before its first run
+    (lama.kernels.compile_recorded): a kernel the recording missed would be compiled during a
+    run instead, one after another as before, and show up in Triton's per-device cache here."""
     from lama import kernels
-    from lama.checkpoint import LoadedCheckpoint, save_safetensors
-    from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator
 
     triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)
     for kernel in triton_kernels:  # this process's earlier tests compiled some: start from none
@@ -87,23 +80,14 @@ def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none(when, 
     def compiled() -> int:
         return sum(len(caches[0]) for kernel in triton_kernels for caches in kernel.device_caches.values())
 
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
     sizes = ((640, 480), (2560, 1920))  # the large maps' tile too (kernels.LARGE_MAP_PIXELS)
-    if when == "at the warm-up":
-        engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-    else:
-        checkpoint = tmp_path / "big-lama.safetensors"
-        weights = FFCResNetGenerator(BIG_LAMA_CONFIG).eval().state_dict()
-        save_safetensors(LoadedCheckpoint(weights, BIG_LAMA_CONFIG, "random", Path("random"), torch.float32), checkpoint)
-        engine = InpaintEngine(checkpoint, "cuda", "fp16", warmup_sizes=sizes)
-        assert engine.backend.kernels_ahead is not None, "a server's engine compiles while the model loads"
     seen = []
     compile_ahead = engine.backend.compile_ahead
     engine.backend.compile_ahead = lambda shapes: (compile_ahead(shapes), seen.append(compiled()))
-    with caplog.at_level("INFO", logger="lama.fastpath"):
-        engine.warmup(sizes)
+    engine.warmup(sizes)
     assert seen and seen[0] > 0, "nothing was compiled ahead"
     assert compiled() == seen[0], "a warm-up run compiled a kernel the recording had missed"
-    assert ("while the model loaded" in caplog.text) == (when == "while the model loads"), caplog.text
 
 
 def test_the_fast_path_reproduces_the_official_fixture_in_fp32(tiny_dir):

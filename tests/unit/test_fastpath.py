@@ -234,27 +234,6 @@ def test_recorded_launches_are_not_run_and_each_specialisation_compiles_once():
     assert sorted(options["BLOCK"] for _, options in kernel.compiled) == [16, 16, 16, 16, 32]
 
 
-def test_kernels_ahead_pad_the_sizes_as_the_fast_path_does_and_report_a_failure(caplog, monkeypatch):
-    """What a server's engine compiles while its weights load is the warm-up's inputs as the fast
-    path pads them (a mismatch would compile everything again at the warm-up); a failure there is
-    logged and answered False, for the warm-up to compile them itself, never raised."""
-    from lama.device import Device
-    from lama.fastpath import KernelsAhead
-
-    config = GeneratorConfig(ngf=8, n_blocks=1)
-    ahead = KernelsAhead(config, Device.resolve("cpu"), "fp32", [(480, 640), (33, 150)])
-    assert ahead.inputs == [(1, 4, 480, 640), (1, 4, 40, 152)]
-    assert ahead.wait(), "on the CPU there is nothing to compile, and nothing fails"
-
-    def fails(*_args):
-        raise RuntimeError("PTX assembly aborted")
-
-    monkeypatch.setattr(FastGenerator, "compile_kernels", fails)
-    with caplog.at_level("WARNING", logger="lama.fastpath"):
-        assert not KernelsAhead(config, Device.resolve("cpu"), "fp32", [(64, 64)]).wait()
-    assert "compiling ahead while the model loaded failed (RuntimeError: PTX assembly aborted)" in caplog.text
-
-
 # ------------------------------------------------------------------ fp16 never overflows silently
 
 
