@@ -192,7 +192,8 @@ in_turn() {
 
 if [ "$only" = readyz ]; then
     # Start to /readyz of each variant, READYZ_STARTS times (default 3) taking turns (in_turn) so
-    # that a drift of the machine falls on all alike, after one start that fills the kernel cache.
+    # that a drift of the machine falls on all alike, after one start that fills the kernel cache
+    # (with READYZ_COLD, none: the cache is emptied before each start).
     mkdir -p "$out/readyz"
     export TRITON_CACHE_DIR="$out/readyz/kernel-cache"
     if [ -z "${READYZ_COLD:-}" ]; then
