@@ -113,8 +113,9 @@ def recording_launches() -> Iterator[list[Launch]]:
 
 
 def compile_recorded(launches: list[Launch], threads: int) -> tuple[int, float]:
-    """Compiles each distinct kernel of `launches` (or loads it from the kernel cache) on
-    `threads` threads at once; returns how many and the seconds it took."""
+    """Compiles each distinct kernel of `launches` and its launcher (or loads them from the kernel
+    cache), and loads it onto its device, on `threads` threads at once; returns how many and the
+    seconds it took."""
     distinct = list({launch.specialization(): launch for launch in launches}.values())
     started = time.perf_counter()
 
@@ -132,7 +133,11 @@ def compile_recorded(launches: list[Launch], threads: int) -> tuple[int, float]:
 
     def compile_one(launch: Launch) -> None:
         with on_device(launch):
-            launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.options)
+            compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.options)
+            # Its launcher too: a C stub that gcc compiles at the kernel's first launch (cached on
+            # disk like the kernel), with the module's load onto the device; left to the first
+            # runs, an empty cache's launchers compiled one after another there.
+            compiled._init_handles()
 
     with ThreadPoolExecutor(max(1, min(threads, len(distinct))), thread_name_prefix="kernel-compile") as pool:
         list(pool.map(compile_one, distinct))

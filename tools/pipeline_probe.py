@@ -56,6 +56,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - kernels-in-turn: the warm-up's Triton kernels compiled one after another as its runs first
   launch them, as before they were compiled ahead, all at once (for the start to /readyz with
   an empty kernel cache: gpu_soak.sh readyz with READYZ_COLD=1).
+- launchers-at-first-run: the warm-up's kernels compiled ahead but their launchers (a C stub
+  gcc compiles, cached on disk like the kernels) built, and the kernels loaded, at their first
+  launch, one after another, as before (for the start to /readyz with an empty kernel cache).
 - unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
   convolution and elementwise passes, not its fused operations: a question (do their execution
   plans hold the heap the warm-up adds?), not a way the service ran.
@@ -302,6 +305,26 @@ def kernels_in_turn() -> None:
     LamaFastPath.compile_ahead = lambda self, shapes: None
 
 
+def launchers_at_first_run() -> None:
+    """The compiling ahead without its launchers: each is built at its kernel's first launch."""
+    from triton.compiler.compiler import CompiledKernel
+
+    from lama import kernels
+
+    compile_recorded, build_launcher = kernels.compile_recorded, CompiledKernel._init_handles
+
+    def launchers_left(launches, threads):
+        # The start-up launches nothing of its own while the warm-up compiles (it holds the
+        # graphs' lock), so the class's launcher can be out for that long.
+        CompiledKernel._init_handles = lambda self: None
+        try:
+            return compile_recorded(launches, threads)
+        finally:
+            CompiledKernel._init_handles = build_launcher
+
+    kernels.compile_recorded = launchers_left
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -319,7 +342,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
-            "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn}
+            "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
+            "launchers-at-first-run": launchers_at_first_run}
 
 
 # ------------------------------------------------------------------ the summary

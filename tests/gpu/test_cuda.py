@@ -70,24 +70,32 @@ def test_the_warm_up_leaves_a_graph_for_2560x1920():
 def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none():
     """The warm-up compiles every Triton kernel its sizes launch at once, before its first run
     (lama.kernels.compile_recorded): a kernel the recording missed would be compiled during a
-    run instead, one after another as before, and show up in Triton's per-device cache here."""
+    run instead, one after another as before, and show up in Triton's per-device cache here; its
+    launcher, built ahead too, has loaded the kernel's module."""
     from lama import kernels
 
     triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)
     for kernel in triton_kernels:  # this process's earlier tests compiled some: start from none
         kernel.device_caches.clear()
 
+    def compiled_kernels() -> list:
+        return [compiled for kernel in triton_kernels for caches in kernel.device_caches.values()
+                for compiled in caches[0].values()]
+
     def compiled() -> int:
-        return sum(len(caches[0]) for kernel in triton_kernels for caches in kernel.device_caches.values())
+        return len(compiled_kernels())
 
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
     sizes = ((640, 480), (2560, 1920))  # the large maps' tile too (kernels.LARGE_MAP_PIXELS)
     seen = []
     compile_ahead = engine.backend.compile_ahead
-    engine.backend.compile_ahead = lambda shapes: (compile_ahead(shapes), seen.append(compiled()))
+    # What was compiled, and how much of it was loaded, before the warm-up's first run:
+    engine.backend.compile_ahead = lambda shapes: (compile_ahead(shapes), seen.append(
+        (compiled(), sum(kernel.module is not None for kernel in compiled_kernels()))))
     engine.warmup(sizes)
-    assert seen and seen[0] > 0, "nothing was compiled ahead"
-    assert compiled() == seen[0], "a warm-up run compiled a kernel the recording had missed"
+    assert seen and seen[0][0] > 0, "nothing was compiled ahead"
+    assert compiled() == seen[0][0], "a warm-up run compiled a kernel the recording had missed"
+    assert seen[0][1] == seen[0][0], "a kernel's launcher was left to its first run"
 
 
 def test_the_fast_path_reproduces_the_official_fixture_in_fp32(tiny_dir):

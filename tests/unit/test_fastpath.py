@@ -200,20 +200,31 @@ class _Kernel:
     do_not_specialize = ["height"]
 
     def __init__(self):
-        self.launched, self.compiled = [], []
+        self.launched, self.compiled, self.loaded = [], [], 0
 
     def __getitem__(self, grid):
         return lambda *args, **options: self.launched.append((grid, args, options))
 
     def warmup(self, *args, grid, **options):
         self.compiled.append((args, options))
+        return _Compiled(self)
+
+
+class _Compiled:
+    """Stands in for a compiled Triton kernel: whether its launcher was built and its module loaded."""
+
+    def __init__(self, kernel: _Kernel):
+        self.kernel = kernel
+
+    def _init_handles(self):
+        self.kernel.loaded += 1
 
 
 def test_recorded_launches_are_not_run_and_each_specialisation_compiles_once():
     """While a forward records (the warm-up's compiling ahead), its kernels are noted, not run,
-    and what Triton would compile apart is compiled apart, once each: a size that only the
-    unspecialised argument sees shares its kernel; an unaligned map, a channel count that divides
-    differently by 16 or another constant does not."""
+    and what Triton would compile apart is compiled apart, once each, launcher included: a size
+    that only the unspecialised argument sees shares its kernel; an unaligned map, a channel count
+    that divides differently by 16 or another constant does not."""
     kernel, x = _Kernel(), torch.zeros(64, dtype=torch.float16)
     kernels._launch(kernel, (1,), x, 5, 32, BLOCK=16)
     with kernels.recording_launches() as launches:
@@ -229,6 +240,7 @@ def test_recorded_launches_are_not_run_and_each_specialisation_compiles_once():
     assert all(launch.device is None for launch in launches), "CPU tensors: no CUDA device to compile on"
     count, seconds = kernels.compile_recorded(launches, threads=3)
     assert count == 5 and len(kernel.compiled) == 5 and seconds >= 0
+    assert kernel.loaded == 5, "each launcher is built ahead too, not at the first run"
     pointers = [args[0] for args, _ in kernel.compiled]
     assert {(p.dtype, p.data_ptr() - x.data_ptr()) for p in pointers} == {(torch.float16, 0), (torch.float16, 2)}
     assert sorted(options["BLOCK"] for _, options in kernel.compiled) == [16, 16, 16, 16, 32]
