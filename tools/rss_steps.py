@@ -1,7 +1,7 @@
 """The resident memory (RSS) of a process after each step of what the server's start-up does, and
 the seconds each step took alone:
 importing torch, CUDA's context, cuDNN, cuFFT and cuBLAS at first use, big-lama loaded on the
-fast path, the warm-up, its pinned transfer buffers given back, Gradio imported, the heap
+fast path, one forward weighed call by call, the warm-up, its pinned transfer buffers given back, Gradio imported, the heap
 trimmed; then what backs it (tools/rss_map.py).
 
     python tools/rss_steps.py [--model models/big-lama.safetensors] [--variant NAME]
@@ -51,6 +51,47 @@ def pinned_mb() -> str:
 
 
 _last_step_at = time.perf_counter()
+
+
+def heaviest_first_calls(engine, top: int = 12) -> None:
+    """One eager forward of the fast path's network at the warm-up's first size, each torch
+    operation and Triton launch synchronised and weighed for the C heap and RSS it added; prints
+    the heaviest. What the warm-up's first run adds at once (+337 MB of heap on the H100), call by
+    call: the CUDA libraries' state at their first use of each kind of operation."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from lama import kernels
+    from lama.engine import WARMUP_SIZES
+
+    weighed: list[tuple[float, float, str]] = []
+
+    def weigh(name: str, call):
+        heap_before, rss_before = heap.usage()[0], rss_mb()
+        result = call()
+        torch.cuda.synchronize()
+        weighed.append(((heap.usage()[0] - heap_before) / 2**20, rss_mb() - rss_before, name))
+        return result
+
+    class Weigh(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return weigh(str(func), lambda: func(*args, **(kwargs or {})))
+
+    launch = kernels._launch
+    kernels._launch = lambda kernel, grid, *args, **options: weigh(
+        f"triton {kernel.__name__}", lambda: launch(kernel, grid, *args, **options))
+    width, height = WARMUP_SIZES[0]
+    backend = engine.backend
+    x = torch.rand((1, 4, *backend.padded_size(height, width)), device="cuda", dtype=backend.network.dtype)
+    try:
+        with torch.inference_mode(), Weigh():
+            backend.network(x)
+    finally:
+        kernels._launch = launch
+    total_heap, total_rss = sum(w[0] for w in weighed), sum(w[1] for w in weighed)
+    print(f"    {len(weighed)} calls: heap {total_heap:+.0f} MB, RSS {total_rss:+.0f} MB; the heaviest:")
+    for heap_mb_, rss_mb_, name in sorted(weighed, reverse=True)[:top]:
+        print(f"    heap {heap_mb_:+7.1f} MB  RSS {rss_mb_:+7.1f} MB  {name}")
 
 
 def note(step: str) -> None:
@@ -107,6 +148,8 @@ def main() -> None:
     from lama.engine import WARMUP_SIZES, InpaintEngine
     engine = InpaintEngine(args.model, "cuda", "auto")
     note("model loaded")
+    heaviest_first_calls(engine)
+    note("a forward op by op")
     # The warm-up's sizes one at a time, so that each one's share shows (the server warms them in
     # one call, which fits its memory model to all of them; here the first size alone fits it).
     for width, height in WARMUP_SIZES:
