@@ -8,6 +8,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -68,6 +69,24 @@ def edge_policy(settings: Settings):
     return EdgePolicy.create(settings.host, body_limits, settings.allowed_hosts, settings.allowed_origins)
 
 
+def kernel_cache_folder(configured: str) -> Path:
+    """Where Triton is to keep the kernels it compiles: the configured folder, or where that cannot
+    be written (a read-only volume), one in the machine's temporary folder, with a warning. Triton
+    compiles nothing without a cache it can write to: the fast path's first launch would fail."""
+    folder = Path(configured).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        return folder
+    except OSError as error:
+        fallback = Path(tempfile.gettempdir()) / f"lama-kernel-cache-{os.getuid()}"
+        log.warning("kernel_cache_dir %s cannot be written (%s): the GPU kernels are compiled into %s, where a "
+                    "restart elsewhere will not find them; give kernel_cache_dir a writable folder that outlives "
+                    "the process", folder, error.strerror or error, fallback)
+        return fallback
+
+
 def build_app(settings: Settings):
     """Engine, service, API and UI, ready to serve; the warm-up runs in the background."""
     # Gradio keeps the UI's uploads and results here and serves them to whoever holds their URL:
@@ -84,7 +103,8 @@ def build_app(settings: Settings):
 
     # The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
     # compiling them again (an operator's TRITON_CACHE_DIR wins).
-    os.environ.setdefault("TRITON_CACHE_DIR", str(Path(settings.kernel_cache_dir).resolve()))
+    if "TRITON_CACHE_DIR" not in os.environ:
+        os.environ["TRITON_CACHE_DIR"] = str(kernel_cache_folder(settings.kernel_cache_dir))
     # The model loads (CUDA's context, the weights, the kernels) while the web stack imports:
     # each took seconds of the start-up alone, and the loading waits mostly outside the GIL.
     # The engine's modules are imported here first, so that the two threads never import the

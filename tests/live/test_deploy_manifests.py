@@ -182,12 +182,15 @@ def test_the_pod_settings_are_app_settings_and_match_the_manifests(rendered: Ren
     assert hosts <= set(settings.allowed_hosts), "the pods would answer the Ingress's Host with 421"
     mounts = {mount["mountPath"]: mount for mount in rendered.container["volumeMounts"]}
     workdir = Path("/app")  # the image's WORKDIR: relative settings are relative to it
-    for folder in (settings.outputs_dir, settings.logs_dir, settings.ui_cache_dir):
-        assert str(workdir / folder) in mounts and not mounts[str(workdir / folder)].get("readOnly")
+    for folder in (settings.outputs_dir, settings.logs_dir, settings.ui_cache_dir, settings.kernel_cache_dir):
+        assert str(workdir / folder) in mounts and not mounts[str(workdir / folder)].get("readOnly"), folder
     shared = {mount["name"] for mount in rendered.container["volumeMounts"]
               if mount["mountPath"] == str(workdir / settings.outputs_dir)}
     claims = {volume["name"]: volume["persistentVolumeClaim"]["claimName"]
               for volume in rendered.pod["spec"]["volumes"] if "persistentVolumeClaim" in volume}
+    # The kernels a pod compiles are there for the next one (a restart, a new replica): a claim,
+    # not the pod's own emptyDir.
+    assert mounts[str(workdir / settings.kernel_cache_dir)]["name"] in claims
     (outputs_claim,) = [rendered.one("PersistentVolumeClaim", claims[name]) for name in shared]
     assert outputs_claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every replica answers for every job
 

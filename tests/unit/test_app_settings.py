@@ -1,10 +1,12 @@
 """app.py start-up: where each setting comes from, and what it refuses or warns about."""
 
 import logging
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from webui.compose import warn_if_exposed
+from webui.compose import kernel_cache_folder, warn_if_exposed
 from webui.settings import load_settings, parse_args, resolve_cpu_workers, resolve_gpu_workers
 
 
@@ -231,3 +233,17 @@ def test_loopback_or_fully_protected_binds_do_not_warn(caplog, argv):
     assert warnings_logged(caplog, settings_from(*argv)) == []
 
 
+
+
+def test_a_kernel_cache_folder_that_cannot_be_written_gives_way_to_a_temporary_one(tmp_path, caplog):
+    """Triton compiles nothing without a cache it can write to (a pod's read-only volume): the
+    server warns and keeps its kernels in the temporary folder instead of failing at the fast
+    path's first launch. A folder it can write to is made and kept."""
+    wanted = tmp_path / "models" / "kernel-cache"
+    assert kernel_cache_folder(str(wanted)) == wanted and wanted.is_dir()
+    assert list(wanted.iterdir()) == [], "the check's file is not left behind"
+    not_a_folder = tmp_path / "model.safetensors"
+    not_a_folder.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="app"):
+        folder = kernel_cache_folder(str(not_a_folder / "kernel-cache"))
+    assert folder.parent == Path(tempfile.gettempdir()) and "cannot be written" in caplog.text
