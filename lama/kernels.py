@@ -133,15 +133,18 @@ def compile_recorded(launches: list[Launch], threads: int) -> tuple[int, float]:
 
     def compile_one(launch: Launch) -> None:
         with on_device(launch):
-            compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.options)
-            # Its launcher too: a C stub that gcc compiles at the kernel's first launch (cached on
-            # disk like the kernel), with the module's load onto the device; left to the first
-            # runs, an empty cache's launchers compiled one after another there.
-            compiled._init_handles()
+            _load(launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.options))
 
     with ThreadPoolExecutor(max(1, min(threads, len(distinct))), thread_name_prefix="kernel-compile") as pool:
         list(pool.map(compile_one, distinct))
     return len(distinct), time.perf_counter() - started
+
+
+def _load(compiled: Any) -> None:
+    """A compiled kernel's launcher built (a C stub that gcc compiles at the kernel's first launch,
+    cached on disk like the kernel) and its module loaded onto the current device: left to the
+    first runs, an empty cache's launchers compiled one after another there."""
+    compiled._init_handles()
 
 
 def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **options: Any) -> None:

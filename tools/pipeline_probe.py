@@ -307,22 +307,9 @@ def kernels_in_turn() -> None:
 
 def launchers_at_first_run() -> None:
     """The compiling ahead without its launchers: each is built at its kernel's first launch."""
-    from triton.compiler.compiler import CompiledKernel
-
     from lama import kernels
 
-    compile_recorded, build_launcher = kernels.compile_recorded, CompiledKernel._init_handles
-
-    def launchers_left(launches, threads):
-        # The start-up launches nothing of its own while the warm-up compiles (it holds the
-        # graphs' lock), so the class's launcher can be out for that long.
-        CompiledKernel._init_handles = lambda self: None
-        try:
-            return compile_recorded(launches, threads)
-        finally:
-            CompiledKernel._init_handles = build_launcher
-
-    kernels.compile_recorded = launchers_left
+    kernels._load = lambda compiled: None
 
 
 def worker_threads_all() -> None:
