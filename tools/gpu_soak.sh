@@ -24,7 +24,8 @@
 # `readyz` (item 6): start to /readyz of each of those variants, several starts each taking
 # turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt; with
 # READYZ_COLD=1 each start with an empty kernel cache (a fresh box's first start), else with the
-# kernels one start before them compiled.
+# kernels one start before them compiled; with READYZ_EVICT=1 each start with torch's libraries
+# and the checkpoint out of the page cache (a box that has just booted: tools/evict_page_cache.py).
 # `jobs`: a script's batch of jobs (python -m loadreport jobs) against those variants, by default
 # base and cpu-workers-0 (the CPU workers against none), in $1/jobs.md; with JOBS_REST_S set, the
 # server's RSS that many seconds after the batches too.
@@ -206,10 +207,11 @@ if [ "$only" = readyz ]; then
             name=${entry%%|*}
             log="$out/readyz/$name-$round.log"
             [ -n "${READYZ_COLD:-}" ] && rm -rf "$TRITON_CACHE_DIR"
+            [ -n "${READYZ_EVICT:-}" ] && python3 tools/evict_page_cache.py models/big-lama.safetensors | tee -a "$out/readyz.txt"
             start_variant "$log" "$out/readyz/logs" "$entry"
             stop
             echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log");" \
-                "$(grep -o 'kernels: .*' "$log" | cut -c1-80) warm-up $(grep -o 'warm-up: [0-9×]* in [0-9.]* s' "$log" \
+                "$(grep -o 'prefetch: .*' "$log" | cut -c1-80) $(grep -o 'kernels: .*' "$log" | cut -c1-80) warm-up $(grep -o 'warm-up: [0-9×]* in [0-9.]* s' "$log" \
                 | sed 's/warm-up: //' | paste -sd ' ')" | tee -a "$out/readyz.txt"
         done
     done

@@ -1,0 +1,73 @@
+"""Drops torch's CUDA libraries (lama.prefetch.library_files) and any further files named from the
+page cache, as on a box that has just booted, and says how much of them was in memory before and
+after. Needs no root (posix_fadvise DONTNEED on files it can read); pages that a running process
+maps stay, so run it between servers.
+
+    python tools/evict_page_cache.py [FILE...]
+
+gpu_soak.sh readyz runs it before each start with READYZ_EVICT=1 (with the checkpoint as FILE).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lama import prefetch  # noqa: E402 - torch-free
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+
+
+def resident_bytes(path: Path) -> int:
+    """How much of the file is in the page cache (mincore over a mapping of it)."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, descriptor, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            return 0
+        try:
+            pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+            vector = ctypes.create_string_buffer(pages)
+            if _libc.mincore(address, size, vector) != 0:
+                return 0
+            return sum(byte & 1 for byte in vector.raw) * mmap.PAGESIZE
+        finally:
+            _libc.munmap(address, size)
+    finally:
+        os.close(descriptor)
+
+
+def evict(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
+def main(extra: list[str]) -> None:
+    files = [*prefetch.library_files(), *(Path(name) for name in extra)]
+    before = sum(map(resident_bytes, files))
+    for path in files:
+        evict(path)
+    after = sum(map(resident_bytes, files))
+    total = sum(path.stat().st_size for path in files)
+    print(f"evicted: {len(files)} files of {total / 1e9:.2f} GB, {before / 1e9:.2f} GB of them in the page cache "
+          f"before, {after / 1e9:.2f} GB after")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
