@@ -1,7 +1,8 @@
-"""Drops torch's CUDA libraries (lama.prefetch.library_files) and any further files named from the
-page cache, as on a box that has just booted, and says how much of them was in memory before and
-after. Needs no root (posix_fadvise DONTNEED on files it can read); pages that a running process
-maps stay, so run it between servers.
+"""Drops torch's CUDA libraries (the shared objects of torch, NVIDIA's CUDA packages and Triton)
+and any further files named from the page cache, as on a box that has just booted, and says how
+much of them was in memory before (what the start-up before it touched, the most of it by file)
+and after. Needs no root (posix_fadvise DONTNEED on files it can read); pages that a running
+process maps stay, so run it between servers.
 
     python tools/evict_page_cache.py [FILE...]
 
@@ -11,21 +12,35 @@ gpu_soak.sh readyz runs it before each start with READYZ_EVICT=1 (with the check
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import mmap
 import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from lama import prefetch  # noqa: E402 - torch-free
+# Where the packages keep what a GPU server's import and first CUDA calls map.
+LIBRARY_FOLDERS = (("torch", "lib"), ("nvidia", ""), ("triton", "_C"), ("triton", "backends/nvidia/bin"))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+
+
+def library_files() -> list[Path]:
+    """The shared libraries (and Triton's ptxas) of the packages a GPU server loads, found without
+    importing them."""
+    files = []
+    for package, folder in LIBRARY_FOLDERS:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            files += [path for path in sorted((Path(location) / folder).rglob("*"))
+                      if path.is_file() and (".so" in path.suffixes or path.name == "ptxas")]
+    return files
 
 
 def resident_bytes(path: Path) -> int:
@@ -59,14 +74,16 @@ def evict(path: Path) -> None:
 
 
 def main(extra: list[str]) -> None:
-    files = [*prefetch.library_files(), *(Path(name) for name in extra)]
-    before = sum(map(resident_bytes, files))
+    files = [*library_files(), *(Path(name) for name in extra)]
+    resident = {path: resident_bytes(path) for path in files}
     for path in files:
         evict(path)
     after = sum(map(resident_bytes, files))
     total = sum(path.stat().st_size for path in files)
-    print(f"evicted: {len(files)} files of {total / 1e9:.2f} GB, {before / 1e9:.2f} GB of them in the page cache "
-          f"before, {after / 1e9:.2f} GB after")
+    most = sorted(resident.items(), key=lambda item: item[1], reverse=True)[:8]
+    print(f"evicted: {len(files)} files of {total / 1e9:.2f} GB, {sum(resident.values()) / 1e9:.2f} GB of them in "
+          f"the page cache before ({', '.join(f'{path.name} {size / 1e6:.0f} MB' for path, size in most)}), "
+          f"{after / 1e9:.2f} GB after")
 
 
 if __name__ == "__main__":

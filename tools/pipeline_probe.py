@@ -59,9 +59,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - launchers-at-first-run: the warm-up's kernels compiled ahead but their launchers (a C stub
   gcc compiles, cached on disk like the kernels) built, and the kernels loaded, at their first
   launch, one after another, as before (for the start to /readyz with an empty kernel cache).
-- libraries-not-prefetched: torch's libraries and the checkpoint left to be read from the disk as
-  the start-up touches them, as before lama.prefetch read them ahead (for the start to /readyz on
-  a box that has just booted: gpu_soak.sh readyz with READYZ_EVICT=1).
 - unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
   convolution and elementwise passes, not its fused operations: a question (do their execution
   plans hold the heap the warm-up adds?), not a way the service ran.
@@ -315,13 +312,6 @@ def launchers_at_first_run() -> None:
     kernels._load = lambda compiled: None
 
 
-def libraries_not_prefetched() -> None:
-    """No reading ahead at the start: each page is read as it is first touched."""
-    from lama import prefetch
-
-    prefetch.start = lambda files: None
-
-
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -340,7 +330,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
-            "launchers-at-first-run": launchers_at_first_run, "libraries-not-prefetched": libraries_not_prefetched}
+            "launchers-at-first-run": launchers_at_first_run}
 
 
 # ------------------------------------------------------------------ the summary

@@ -101,12 +101,6 @@ def build_app(settings: Settings):
         raise SystemExit(f"error: {error}") from None
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
-    if settings.device != "cpu":
-        # Read from the disk at its own rate from now on, not a page at a time as they are touched.
-        from lama import prefetch
-
-        model = [Path(settings.model)] if settings.model else []
-        prefetch.start([*prefetch.library_files(), *model])
     # The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
     # compiling them again (an operator's TRITON_CACHE_DIR wins).
     if "TRITON_CACHE_DIR" not in os.environ:
