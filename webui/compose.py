@@ -102,8 +102,8 @@ def build_app(settings: Settings):
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
     # The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
-    # compiling them again (an operator's TRITON_CACHE_DIR wins).
-    if "TRITON_CACHE_DIR" not in os.environ:
+    # compiling them again (an operator's TRITON_CACHE_DIR wins; the CPU compiles none).
+    if "TRITON_CACHE_DIR" not in os.environ and settings.device != "cpu":
         os.environ["TRITON_CACHE_DIR"] = str(kernel_cache_folder(settings.kernel_cache_dir))
     # The model loads (CUDA's context, the weights, the kernels) while the web stack imports:
     # each took seconds of the start-up alone, and the loading waits mostly outside the GIL.
