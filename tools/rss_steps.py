@@ -56,8 +56,8 @@ _last_step_at = time.perf_counter()
 def heaviest_first_calls(engine, top: int = 12) -> None:
     """One eager forward of the fast path's network at the warm-up's first size, each torch
     operation and Triton launch synchronised and weighed for the C heap and RSS it added; prints
-    the heaviest. What the warm-up's first run adds at once (+337 MB of heap on the H100), call by
-    call: the CUDA libraries' state at their first use of each kind of operation."""
+    the heaviest: what the warm-up's first run adds at once (docs/BENCHMARKS.md), call by call,
+    the first call of each kind of operation loading what the CUDA libraries keep for it."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 

@@ -81,9 +81,9 @@ def kernel_cache_folder(configured: str) -> Path:
         return folder
     except OSError as error:
         fallback = Path(tempfile.gettempdir()) / f"lama-kernel-cache-{os.getuid()}"
-        log.warning("kernel_cache_dir %s cannot be written (%s): the GPU kernels are compiled into %s, where a "
-                    "restart elsewhere will not find them; give kernel_cache_dir a writable folder that outlives "
-                    "the process", folder, error.strerror or error, fallback)
+        log.warning("kernel_cache_dir %s cannot be written (%s): the GPU kernels are compiled into %s, which a new "
+                    "container or a reboot loses; give kernel_cache_dir a writable folder that outlives the process",
+                    folder, error.strerror or error, fallback)
         return fallback
 
 
