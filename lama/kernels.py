@@ -21,9 +21,9 @@ alignments), one after another as a forward reaches them: on a box whose kernel 
 (a fresh GPU box, a container without a kept cache) that was 6.4 s of the warm-up on an H100.
 `recording_launches` and `compile_recorded` compile them all at once instead (2.9–3.1 s there,
 docs/BENCHMARKS.md): a forward run while recording launches nothing of its own and notes what it
-would have launched, and the notes are compiled on a thread pool (Triton's compiler spends most
-of its time outside the GIL; its Python parts are what remains) into the caches the real
-launches then find.
+would have launched, and the notes are compiled, with their launchers, on a thread pool (Triton's
+compiler spends most of its time outside the GIL; its Python parts are what remains) into the
+caches the real launches then find.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The resident memory (RSS) of a process after each step of what the server's start-up does, and
 the seconds each step took alone:
 importing torch, CUDA's context, cuDNN, cuFFT and cuBLAS at first use, big-lama loaded on the
-fast path, one forward weighed call by call, the warm-up, its pinned transfer buffers given back, Gradio imported, the heap
-trimmed; then what backs it (tools/rss_map.py).
+fast path, one forward weighed call by call, the warm-up, its pinned transfer buffers given back,
+Gradio imported, the heap trimmed; then what backs it (tools/rss_map.py).
 
     python tools/rss_steps.py [--model models/big-lama.safetensors] [--variant NAME]
 

@@ -233,8 +233,6 @@ def test_loopback_or_fully_protected_binds_do_not_warn(caplog, argv):
     assert warnings_logged(caplog, settings_from(*argv)) == []
 
 
-
-
 def test_a_kernel_cache_folder_that_cannot_be_written_gives_way_to_a_temporary_one(tmp_path, caplog):
     """Triton compiles nothing without a cache it can write to (a pod's read-only volume): the
     server warns and keeps its kernels in the temporary folder instead of failing at the fast
