@@ -239,6 +239,8 @@ def build_app(settings: Settings):
                                # Gradio's "Use via API" would list only its private events: scripts
                                # have the HTTP API, which the page links to (/docs).
                                footer_links=["gradio", "settings"],
+                               # Gradio's traffic page: the service has its own monitor (webui/ui.py).
+                               enable_monitoring=False,
                                app_kwargs={"middleware": [guard]})
 
 

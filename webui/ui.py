@@ -31,6 +31,7 @@ REPAIR_GROUP = "repair"  # the page's repairs and the API endpoint's share UI_CO
 # back", the pipeline probe's variant at 0941cff), and a UI event waits at most 5 ms to start.
 QUEUE_POLL_S = 0.005
 PROGRESS_POLL_S = 0.05
+ANALYTICS_NEVER = 2**62  # events between two of Gradio's traffic summaries
 
 
 # ---------------------------------------------------------------- layout
@@ -103,4 +104,9 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
     # if an upgrade renames them).
     blocks._queue.sleep_when_free = QUEUE_POLL_S
     blocks._queue.progress_update_sleep_when_free = PROGRESS_POLL_S
+    # After every event Gradio's queue summarised its last 10,000 in a pandas table (milliseconds
+    # of a thread holding the GIL, per event) for its traffic page, which the server turns off
+    # (webui/compose.py): one event remembered, and the summary never made.
+    blocks._queue.ANALYTICS_MAX_EVENTS = 1
+    blocks._queue.ANAYLTICS_CACHE_FREQUENCY = ANALYTICS_NEVER  # (sic) Gradio's spelling
     return blocks

@@ -6,14 +6,18 @@ what is old. So the folder must hold nothing but what the service put there:
   without a single file in it, and marks it; a folder holding anything else is refused, since
   the sweep would delete those files and Gradio would serve them;
 - sweep() removes old files, and only in a folder that carries the marker;
-- size_bytes() is what the folder holds, for the UI's upload quota (webui.ui_guard).
+- size_bytes() is what the folder holds; CacheUsage counts it for the UI's upload quota
+  (webui.ui_guard) without a walk of the folder per upload.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lama.errors import ConfigError
@@ -100,3 +104,51 @@ def size_bytes(folder: Path) -> int:
             except FileNotFoundError:
                 pass
     return total
+
+
+class CacheUsage:
+    """What the folder holds, for the upload quota, counted without walking it at every upload.
+
+    A walk stats every file, and the folder keeps every upload and result until the sweep: a few
+    hundred files cost the upload route milliseconds, and a busy day's thousands cost tens of them
+    (python tools/ui_upload_cost.py, docs/BENCHMARKS.md). So a walk serves the uploads of the next
+    `fresh_s` seconds, and what was admitted since it began counts on top: while it is received,
+    and once received until a walk sees it in the folder (an upload that failed counts until the
+    next walk: never fewer bytes than the folder holds, but files written beside the uploads,
+    the editor's results, are seen at the next walk only)."""
+
+    def __init__(self, folder: Path, fresh_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.folder, self.fresh_s, self.clock = folder, fresh_s, clock
+        self._walking = threading.Lock()  # one walk at a time, and admissions wait for it
+        self._counts = threading.Lock()  # the counters alone: never held across a walk
+        self._walked, self._walked_at = 0, -math.inf  # bytes the last walk found, and when it began
+        self._receiving = 0  # bytes of admitted uploads not yet received
+        self._received = 0  # bytes of uploads received since the last walk began
+
+    def admit(self, size: int, limit: int) -> tuple[bool, int]:
+        """(whether an upload of `size` bytes fits under `limit`, and counts from now on; the
+        bytes held before it). Blocking (it may walk the folder): call it in a thread."""
+        with self._walking:
+            if self.clock() - self._walked_at >= self.fresh_s:
+                self._walk()
+            with self._counts:
+                held = self._walked + self._receiving + self._received
+                if held + size > limit:
+                    return False, held
+                self._receiving += size
+                return True, held
+
+    def received(self, size: int) -> None:
+        """The upload admitted with `size` is over: in the folder, or failed."""
+        with self._counts:
+            self._receiving -= size
+            self._received += size
+
+    def _walk(self) -> None:
+        with self._counts:
+            counted = self._received  # the walk below sees these (or they failed)
+        began = self.clock()
+        total = size_bytes(self.folder)
+        with self._counts:
+            self._walked, self._walked_at = total, began
+            self._received -= counted

@@ -82,11 +82,12 @@ class UIGuard:
     `cache_max_bytes` 0: no quota."""
 
     def __init__(self, app: ASGIApp, cache_dir: Path, upload_max_bytes: int, cache_max_bytes: int,
-                 throttle: LoginThrottle):
-        self.app, self.cache_dir = app, cache_dir
+                 throttle: LoginThrottle, cache_fresh_s: float = 1.0):
+        """`cache_fresh_s`: how long one count of the cache folder serves the quota (ui_cache.CacheUsage)."""
+        self.app = app
         self.upload_max_bytes, self.cache_max_bytes = upload_max_bytes, cache_max_bytes
         self.throttle = throttle
-        self._reserved = 0  # bytes of the uploads being received: not in the folder yet
+        self.cache_usage = ui_cache.CacheUsage(cache_dir, cache_fresh_s)
         self._server_functions: bool | None = None  # whether the page has any; known once it runs
 
     @classmethod
@@ -145,18 +146,16 @@ class UIGuard:
         length = HTTPConnection(scope).headers.get("content-length", "")
         # A body of undeclared size (chunked) is counted as one file at the limit.
         size = int(length) if length.isdigit() else self.upload_max_bytes
-        held = await run_in_threadpool(ui_cache.size_bytes, self.cache_dir)
-        if held + self._reserved + size > self.cache_max_bytes:
+        admitted, held = await run_in_threadpool(self.cache_usage.admit, size, self.cache_max_bytes)
+        if not admitted:
             await _answer(send, 507, f"The server's space for uploads is full ({held / 2**20:.0f} of "
                                      f"{self.cache_max_bytes / 2**20:.0f} MB); older uploads expire soon: "
                                      "try again in a few minutes.", {"Retry-After": str(QUOTA_RETRY_AFTER_S)})
             return
-        # Held from the check until the file is in the folder (counted twice for a moment: safe).
-        self._reserved += size
         try:
             await self.app(scope, receive, send)
         finally:
-            self._reserved -= size
+            self.cache_usage.received(size)
 
 
 def _names_a_url(path: str) -> bool:

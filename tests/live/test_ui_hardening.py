@@ -157,9 +157,11 @@ async def reads_the_body(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def make_guard(tmp_path: Path, cache_max_bytes: int = 0) -> UIGuard:
+def make_guard(tmp_path: Path, cache_max_bytes: int = 0, cache_fresh_s: float = 0.0) -> UIGuard:
+    """By default the cache folder is counted at every upload, as ui_cache.CacheUsage does once a
+    count is cache_fresh_s old."""
     return UIGuard(reads_the_body, cache_dir=tmp_path, upload_max_bytes=MB, cache_max_bytes=cache_max_bytes,
-                   throttle=LoginThrottle())
+                   throttle=LoginThrottle(), cache_fresh_s=cache_fresh_s)
 
 
 def test_the_component_server_is_closed_unread_unless_the_page_has_a_server_function(tmp_path):
@@ -201,6 +203,28 @@ def test_uploads_stop_unread_while_the_cache_holds_its_quota(tmp_path):
     assert call_guard(guard, FakeGradio(), "POST", "/gradio_api/upload")[0] == 200
     (tmp_path / "more").write_bytes(b"x" * (MB // 2))
     assert call_guard(guard, FakeGradio(), "POST", "/gradio_api/upload")[0] == 507
+
+
+def test_one_count_of_the_cache_serves_the_quota_for_a_while_and_uploads_since_count_on_top(tmp_path):
+    """The folder is walked once per cache_fresh_s, not at every upload (tools/ui_upload_cost.py:
+    44 ms an upload at 10,000 files when it was); what was admitted since counts until a walk
+    sees it, so the quota never counts less than the folder holds."""
+    (tmp_path / "held").write_bytes(b"x" * (2 * MB))
+    now, limit = [0.0], 3 * MB + MB // 2
+    usage = ui_cache.CacheUsage(tmp_path, fresh_s=1.0, clock=lambda: now[0])
+    assert usage.admit(MB, limit) == (True, 2 * MB)
+    assert usage.admit(MB, limit) == (False, 3 * MB), "an upload being received counts"
+    usage.received(MB)  # the fake "Gradio" writes nothing: as an upload that failed
+    (tmp_path / "behind").write_bytes(b"x" * MB)
+    assert usage.admit(MB // 2, limit) == (True, 3 * MB), "counted from the walk of 0 s, plus the upload"
+    usage.received(MB // 2)
+    now[0] = 1.0  # the count is stale: walked again, what the folder holds, and nothing admitted before
+    assert usage.admit(MB // 2, limit) == (True, 3 * MB)
+    (tmp_path / "behind").unlink()
+    now[0] = 1.5
+    assert usage.admit(MB, limit) == (False, 3 * MB + MB // 2), "the walk of 1 s plus the upload being received"
+    now[0] = 2.0
+    assert usage.admit(MB, limit) == (True, 2 * MB + MB // 2)
 
 
 # ------------------------------------------------------------------ a live server with --auth
@@ -358,6 +382,13 @@ def test_accept_blobs_holds_nothing(server):
     record("Security: accept_blobs", "11 blobs (one 1 byte at index 100000000, ten of 0.9 MB): answers, "
            "slowest, RSS growth (peak; held after)", f"11 × 404; {slowest * 1000:.0f} ms; {growth / MB:.0f} MB; "
            f"{held / MB:.0f} MB", "refused; < 1 s; < 100 MB (was +763 MB held for good)")
+
+
+def test_gradio_s_traffic_page_is_off(server):
+    """The service has its monitor; Gradio's page summarised every event in a pandas table (webui/ui.py)."""
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        assert client.get("/monitoring/summary").status_code == 403
+        assert client.get("/monitoring/any-key").status_code == 403
 
 
 def test_the_file_route_fetches_no_url(server):

@@ -1,6 +1,7 @@
-"""Gradio's queue polls less often than Gradio's default (webui/ui.py says why): set on the queue
-the UI runs, through attributes Gradio does not document, so an upgrade that renames them must
-fail here rather than quietly bring back the 1 ms polling."""
+"""Gradio's queue polls less often than Gradio's default, and keeps no traffic summary (webui/ui.py
+says why): set on the queue the UI runs, through attributes Gradio does not document, so an upgrade
+that renames them must fail here rather than quietly bring back the 1 ms polling or a pandas table
+made after every event."""
 
 import gradio as gr
 
@@ -17,3 +18,16 @@ def test_the_ui_s_queue_polls_every_5_and_50_ms(tmp_path, monkeypatch, tiny_dir)
     with repair_service(InpaintEngine(tiny_dir, device="cpu"), tmp_path / "outputs") as service:
         queue = ui.build_ui(service, RepairOptions())._queue
     assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (ui.QUEUE_POLL_S, ui.PROGRESS_POLL_S)
+
+
+def test_the_ui_s_queue_remembers_one_event_and_summarises_none(tmp_path, monkeypatch, tiny_dir):
+    record = {"time": 0.0, "status": "success", "process_time": 0.02, "function": "repair", "session_hash": "s"}
+    default = gr.Blocks().queue()._queue
+    default.events_recorded = 1
+    assert default.compute_analytics_summary([record])["functions"], "Gradio's own queue summarises every event"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    with repair_service(InpaintEngine(tiny_dir, device="cpu"), tmp_path / "outputs") as service:
+        queue = ui.build_ui(service, RepairOptions())._queue
+    queue.events_recorded = 1_000_000  # as after a long day's events
+    assert queue.compute_analytics_summary([record] * 3) == {"functions": {}}
+    assert queue.ANALYTICS_MAX_EVENTS == 1
