@@ -212,11 +212,12 @@ class _FFCLayer:
     def _fourier_sum(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
         """y + fu(y) with y = relu(conv1(x_g)), NHWC: the input of the spectral branch's conv2.
 
-        Sets `finite` (a 0-d bool tensor, no sync): an fp16 overflow shows here as inf or nan,
-        and must be caught here, since the Triton convolutions after it take the ReLU as a max,
-        which turns nan into 0 (seen on the H200: the output came back finite and plausible)."""
+        Sets `overflow` (nonfinite_flag's 0-d tensor, no sync): an fp16 overflow shows here as
+        inf or nan, and must be caught here, since the Triton convolutions after it take the ReLU
+        as a max, which turns nan into 0 (seen on the H200: the output came back finite and
+        plausible)."""
         summed = self._fourier(_linear_relu(x_g, self.w1, self.b1), constants)
-        self.finite = _all_finite(summed)
+        self.overflow = nonfinite_flag(summed)
         return summed
 
     def _spectral(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
@@ -423,9 +424,9 @@ class FastGenerator(nn.Module):
         for first, second in self.blocks:
             x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
-        finite = _all_finite(x)
+        overflow = nonfinite_flag(x)
         for layer in (layer for block in self.blocks for layer in block if layer.spectral):
-            finite = finite & layer.finite
+            overflow = overflow + layer.overflow
         if not self.ups:
             out = self.head(x)
         else:
@@ -437,9 +438,9 @@ class FastGenerator(nn.Module):
             out = self.head(last(x, bias=False), relu_input=True, input_bias=last.bias)
         # An overflow (a value past fp16's 65,504) leaves inf or nan in the bottleneck, and the
         # head's sigmoid could make an inf look like a plausible colour: the output says so instead,
-        # all nan, which is what callers check for (lama.fastpath.Fp32Fallback). No sync: a graph
-        # replays this too.
-        return _nchw(out.masked_fill_(finite.logical_not(), float("nan")))
+        # all nan (0 added everywhere, or nan), which is what callers check for
+        # (lama.fastpath.Fp32Fallback). No sync: a graph replays this too.
+        return _nchw(out.add_(overflow))
 
 
 @contextlib.contextmanager
@@ -460,9 +461,15 @@ def _on_the_default_stream(device: torch.device) -> Iterator[None]:
     current.wait_stream(default)
 
 
-def _all_finite(x: Tensor) -> Tensor:
-    """A 0-d bool tensor: no inf or nan in x. One pass for the least and the largest value
+def nonfinite_flag(x: Tensor) -> Tensor:
+    """A 0-d tensor of x's dtype: 0 where x holds no inf or nan, nan where it does; flags add up,
+    and a map plus its flag is itself or all nan. One pass for the least and the largest value
     (both propagate nan), no full-size temporary; a sum could overflow by itself. Each spectral
-    layer checks its map: at 2560×1920, 36 reads of 29 MB, where amax and amin made two each."""
+    layer checks its map: at 2560×1920, 36 reads of 29 MB, where amax and amin made two each.
+
+    Each term times 0 (inf·0 is nan), not isfinite, logical_not and masked_fill: the first call
+    of each of those loads a CUDA module of torch's whose image the process then keeps
+    (masked_fill's the largest heap of any operation in the forward, tools/rss_steps.py and
+    docs/BENCHMARKS.md); multiplying and adding, the forward does anyway."""
     least, largest = torch.aminmax(x)
-    return torch.isfinite(least) & torch.isfinite(largest)
+    return least * 0 + largest * 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from lama import parallel
-from lama.fastnet import FastGenerator
+from lama.fastnet import FastGenerator, nonfinite_flag
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
 from lama.reference import LamaReference
 
@@ -290,7 +291,7 @@ class Fp32Fallback:
     def __call__(self, x: Tensor) -> Tensor:
         out = self.fast(x)
         # Waits for the GPU: the caller copies the result back next anyway.
-        if bool(torch.isfinite(out).all()):
+        if not math.isnan(float(nonfinite_flag(out))):
             return out
         with self._lock:
             self.fallbacks += 1

@@ -59,6 +59,8 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - launchers-at-first-run: the warm-up's kernels compiled ahead but their launchers (a C stub
   gcc compiles, cached on disk like the kernels) built, and the kernels loaded, at their first
   launch, one after another, as before (for the start to /readyz with an empty kernel cache).
+- isfinite-guard: fp16's overflow guard with isfinite, &, logical_not and masked_fill, as before
+  lama.fastnet.nonfinite_flag multiplied and added (for the RSS: tools/rss_steps.py, gpu_soak.sh rss).
 - unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
   convolution and elementwise passes, not its fused operations: a question (do their execution
   plans hold the heap the warm-up adds?), not a way the service ran.
@@ -312,6 +314,21 @@ def launchers_at_first_run() -> None:
     kernels._load = lambda compiled: None
 
 
+def isfinite_guard() -> None:
+    """The overflow flag made by the operations the guard used before (each loads a CUDA module of
+    its own at its first call), with the same meaning: 0, or nan where the map is not finite."""
+    import torch
+
+    from lama import fastnet, fastpath
+
+    def flag(x):
+        least, largest = torch.aminmax(x)
+        finite = torch.isfinite(least) & torch.isfinite(largest)
+        return torch.zeros((), dtype=x.dtype, device=x.device).masked_fill_(finite.logical_not(), float("nan"))
+
+    fastnet.nonfinite_flag = fastpath.nonfinite_flag = flag
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -330,7 +347,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
-            "launchers-at-first-run": launchers_at_first_run}
+            "launchers-at-first-run": launchers_at_first_run, "isfinite-guard": isfinite_guard}
 
 
 # ------------------------------------------------------------------ the summary

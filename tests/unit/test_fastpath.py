@@ -1,6 +1,7 @@
 """The fast path's rewrites compute the same function (CPU; the CUDA parts are in test_cuda.py)."""
 
 import copy
+import math
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ from torch import nn
 
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
-from lama.fastnet import FastGenerator
+from lama.fastnet import FastGenerator, nonfinite_flag
 from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
 from lama import kernels
 from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, reflect_pad
@@ -278,6 +279,19 @@ def test_spectra_stay_within_the_activations_range_where_orthonormal_ones_overfl
         want = layer32._fourier(y.clone(), full.constants(64, 64))
     assert torch.isfinite(got).all()
     assert float((got - want).norm() / want.norm()) < 1e-3
+
+
+def test_the_overflow_flag_is_zero_for_any_finite_map_and_nan_for_inf_or_nan():
+    """fp16's extremes are finite (a difference of them would overflow by itself: not taken);
+    one inf, -inf or nan anywhere flags the map, and flags add up."""
+    edge = torch.tensor([[-65504.0, 0.0], [1e-7, 65504.0]], dtype=torch.float16)
+    assert float(nonfinite_flag(edge)) == 0
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        spoiled = edge.clone()
+        spoiled[1, 0] = bad
+        assert math.isnan(float(nonfinite_flag(spoiled)))
+        assert math.isnan(float(nonfinite_flag(edge) + nonfinite_flag(spoiled)))
+    assert torch.equal(edge + nonfinite_flag(edge), edge)
 
 
 def test_an_overflow_makes_the_whole_output_nan_not_a_plausible_picture():
