@@ -5,11 +5,12 @@
     python tools/ui_upload_cost.py --checkout /tmp/old   # another checkout's app.py, for a before and after
 
 The folder keeps every upload and result of the editor (the photo, each mask, each result with its
-preview and repaired rectangle) until the retention sweep removes it (ui_cache_max_age_s, an hour
-by default), so a busy hour leaves thousands of files there. For each count the cache is filled
-with that many small files, five to a folder as the editor's results lie, and a 200 kB photo is
-then uploaded through Gradio's upload route (POST /gradio_api/upload, the page's and
-gradio_client's way in) `--uploads` times, one after another over one kept-alive connection.
+preview and repaired rectangle) until the retention sweep removes it (ui_cache_max_age_s, half an
+hour by default), so a busy half hour leaves thousands of files there. For each count the cache
+is filled with that many small files, five to a folder as the editor's results lie, and a 480×360
+JPEG of noise (about 170 kB) is then uploaded through Gradio's upload route (POST
+/gradio_api/upload, the page's and gradio_client's way in) `--uploads` times, one after another
+over one kept-alive connection.
 Prints the median and 95th percentile of the upload's round trip for each count.
 """
 

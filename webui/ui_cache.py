@@ -109,8 +109,8 @@ def size_bytes(folder: Path) -> int:
 class CacheUsage:
     """What the folder holds, for the upload quota, counted without walking it at every upload.
 
-    A walk stats every file, and the folder keeps every upload and result until the sweep: a few
-    hundred files cost the upload route milliseconds, and a busy day's thousands cost tens of them
+    A walk stats every file, and the folder keeps every upload and result until the sweep: a
+    thousand files cost the upload route milliseconds, and a busy half hour's ten thousand tens of them
     (python tools/ui_upload_cost.py, docs/BENCHMARKS.md). So a walk serves the uploads of the next
     `fresh_s` seconds, and what was admitted since it began counts on top: while it is received,
     and once received until a walk sees it in the folder (an upload that failed counts until the
