@@ -10,6 +10,7 @@ kernel by kernel and times the CPU codecs, so that one device call answers sever
     python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
     python tools/gpu_explore.py --tiles --out DIR      # the residual layers' kernel: tiles per bottleneck size
     python tools/gpu_explore.py --repair-steps --out DIR  # one repair's model run, step by step, against the model
+    python tools/gpu_explore.py --conv-sum-runs 320x240 --out DIR  # that kernel alone, for a profiler (gpu_soak.sh ncu)
 """
 
 from __future__ import annotations
@@ -179,6 +180,23 @@ def _residual_layer(width: int, height: int) -> dict[str, torch.Tensor]:
                  w_l2g=torch.randn(384, 128, 3, 3, **half) / 30, w_2=torch.randn(384, 192, 1, 1, **half) / 15,
                  b_l=torch.randn(128, **half), b_g=torch.randn(384, **half))
     return layer
+
+
+def conv_sum_runs(width: int, height: int, runs: int = 2) -> None:
+    """A residual block's two layers at one bottleneck size, as the fast path runs them in fp16
+    (lama.kernels.ReflectConvSum with its tiles for that size), `runs` times each in turn, the
+    local output's layer first: launches for a profiler to pick (tools/gpu_soak.sh ncu). The first
+    run compiles."""
+    torch.manual_seed(0)
+    layer = _residual_layer(width, height)
+    local = kernels.ReflectConvSum([layer["w_l2l"], layer["w_g2l"]], layer["b_l"], True, kernels.LOCAL_LARGE_TILE)
+    global_ = kernels.ReflectConvSum([layer["w_l2g"], layer["w_2"]], layer["b_g"], True, kernels.GLOBAL_LARGE_TILE)
+    for _ in range(runs):
+        local([layer["x_l"], layer["x_g"]], layer["res_l"])
+        global_([layer["x_l"], layer["fourier_sum"]], layer["res_g"])
+    torch.cuda.synchronize()
+    print(f"ReflectConvSum at {width}×{height}: {runs} runs of the local and the global layer "
+          f"(tiles {local.tile(width * height, torch.float16)} and {global_.tile(width * height, torch.float16)})")
 
 
 def conv_sum_times() -> list[dict]:
@@ -408,8 +426,14 @@ def main() -> None:
                         help="only sweep ReflectConvSum's tiles per bottleneck size, kernels alone and whole forwards")
     parser.add_argument("--repair-steps", action="store_true",
                         help="only time one repair's model run step by step, at the load benchmark's upload")
+    parser.add_argument("--conv-sum-runs", metavar="WxH",
+                        help="only run ReflectConvSum's two layers at this bottleneck size, twice, for a profiler")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.conv_sum_runs:
+        with torch.inference_mode():
+            conv_sum_runs(*map(int, args.conv_sum_runs.split("x")))
+        return
     if args.repair_steps:
         with open(os.path.join(args.out, "repair_steps.json"), "w") as f:
             json.dump(repair_steps(), f, indent=1)

@@ -35,6 +35,8 @@
 # arguments go to it (`--device cpu --model $LAMA_FIXTURES/tiny-lama --sizes 256x192 ...` runs
 # the whole procedure on a CPU). HAProxy is the box's, else the Debian packages carried in
 # .devcarry/debs (tools/carry_haproxy.sh).
+# `ncu` (issue 15, model time): no server; Nsight Compute's sections for the residual layers'
+# kernel at 2560×1920's bottleneck (NCU_BOTTLENECK=WxH for another), in $1/ncu.txt.
 # `codecs` (issue 15, item 3): no server; tools/codec_bench.py's CPU codecs against nvJPEG through
 # torchvision (decode, 16 threads decoding at once, encode), in $1/codecs.md; extra arguments go to it.
 # `rss` (item 6): no server; tools/rss_steps.py, the RSS and heap each start-up step adds, once per
@@ -95,6 +97,16 @@ if [ "$only" = variants ]; then  # a dry run: what PIPELINE_VARIANTS picks, befo
     exit 0
 fi
 
+if [ "$only" = ncu ]; then  # no weights either: the residual layers' kernel alone, under Nsight Compute
+    # The second run's two launches at 2560×1920's bottleneck (the first run compiles); clocks left
+    # as they are (the device tool's METHOD.md).
+    ncu --clock-control none --kernel-name regex:_conv_sum_kernel --launch-skip 2 --launch-count 2 \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        --section Occupancy --section LaunchStats --section SchedulerStats --section WarpStateStats \
+        --section InstructionStats \
+        python3 tools/gpu_explore.py --conv-sum-runs "${NCU_BOTTLENECK:-320x240}" --out "$out" 2>&1 | tee "$out/ncu.txt"
+    exit "${PIPESTATUS[0]}"
+fi
 if [ "$only" = codecs ]; then  # before the weights: it needs none
     python3 tools/codec_bench.py "$@" | tee "$out/codecs.md"
     exit $?
