@@ -32,6 +32,12 @@ REPAIR_GROUP = "repair"  # the page's repairs and the API endpoint's share UI_CO
 QUEUE_POLL_S = 0.005
 PROGRESS_POLL_S = 0.05
 ANALYTICS_NEVER = 2**62  # events between two of Gradio's traffic summaries
+# Gradio keeps a copy of the page's components for every session (each page opened) that sent an
+# event, about 95 kB here, and drops the least recently used only beyond 10,000 by default: close
+# to 1 GB held for good by a server that has been opened 10,000 times (tools/ui_session_cost.py).
+# A session dropped here that acts again starts from the page's defaults, which is all the page
+# keeps on the server: its editor's state lives in the browser.
+UI_SESSIONS = 1000
 
 
 # ---------------------------------------------------------------- layout
@@ -109,4 +115,5 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
     # (webui/compose.py): one event remembered, and the summary never made.
     blocks._queue.ANALYTICS_MAX_EVENTS = 1
     blocks._queue.ANAYLTICS_CACHE_FREQUENCY = ANALYTICS_NEVER  # (sic) Gradio's spelling
+    blocks.state_session_capacity = UI_SESSIONS  # what launch() would set; read when the app is made
     return blocks

@@ -31,3 +31,20 @@ def test_the_ui_s_queue_remembers_one_event_and_summarises_none(tmp_path, monkey
     queue.events_recorded = 1_000_000  # as after a long day's events
     assert queue.compute_analytics_summary([record] * 3) == {"functions": {}}
     assert queue.ANALYTICS_MAX_EVENTS == 1
+
+
+def test_the_ui_keeps_the_state_of_its_latest_sessions_only(tmp_path, monkeypatch, tiny_dir):
+    """Gradio copies the page's components for each session at its first event and, by default,
+    keeps 10,000 of them (about 95 kB each here: tools/ui_session_cost.py); the app made from the
+    UI keeps the latest ui.UI_SESSIONS, the least recently used dropped first."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    with repair_service(InpaintEngine(tiny_dir, device="cpu"), tmp_path / "outputs") as service:
+        app = gr.routes.App.create_app(ui.build_ui(service, RepairOptions()))
+    sessions = app.state_holder
+    assert sessions.capacity == ui.UI_SESSIONS < 10_000
+    for index in range(ui.UI_SESSIONS + 3):
+        sessions[f"page-{index}"]  # what Gradio does at each event of a session
+    sessions["page-3"]  # active again: the most recently used
+    sessions[f"page-{ui.UI_SESSIONS + 3}"]
+    assert len(sessions.session_data) == ui.UI_SESSIONS
+    assert "page-3" in sessions and "page-4" not in sessions and "page-0" not in sessions
