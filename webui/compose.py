@@ -193,18 +193,9 @@ def build_app(settings: Settings):
     metrics.watch_saves(lambda: service.saves_pending)
     if engine.device.is_cuda:
         metrics.watch_pinned_host(engine.device.pinned_host_bytes)
-    defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
-                             mask_threshold=settings.mask_threshold, keep_metadata=settings.keep_metadata)
-    blocks = build_ui(service, defaults, settings.ui_cache_max_age_s)
-    # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs
-    # too (beside Gradio's own clean-up of it, which misses a file killed servers left), and Gradio
-    # then forgets the paths of the files that sweep removed (ui_cache.forget_removed).
+    # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.
     jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
-
-    def forget_swept_ui_files() -> int:
-        return ui_cache.forget_removed(blocks.temp_file_sets)
-
-    sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s), forget_swept_ui_files] \
+    sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
         if settings.ui_cache_max_age_s > 0 else []
     # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds,
     # as do the GPU transfers' page-locked buffers once the GPU has been idle a while.
@@ -227,6 +218,8 @@ def build_app(settings: Settings):
                      settle=lambda: (engine.device.release_pinned_host_memory(), heap.release_free_heap()))
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
+    defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
+                             mask_threshold=settings.mask_threshold, keep_metadata=settings.keep_metadata)
     api = create_api(service, api_token=settings.api_token, defaults=defaults, jobs=jobs,
                      lifespan=lifecycle.lifespan)
     api.state.lifecycle = lifecycle
@@ -241,7 +234,7 @@ def build_app(settings: Settings):
     # there may be as large as the API's per-file limit; the cache folder's marker is not served.
     guard = UIGuard.middleware(cache_dir, upload_max_bytes=limits.max_bytes,
                                cache_max_bytes=int(settings.ui_cache_max_mb * 2**20))
-    return gr.mount_gradio_app(api, blocks, path="/", auth=auth,
+    return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
                                max_file_size=limits.max_bytes, blocked_paths=[str(cache_dir / ui_cache.MARKER)],
                                # Gradio's "Use via API" would list only its private events: scripts
                                # have the HTTP API, which the page links to (/docs).

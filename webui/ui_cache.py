@@ -7,8 +7,7 @@ what is old. So the folder must hold nothing but what the service put there:
   the sweep would delete those files and Gradio would serve them;
 - sweep() removes old files, and only in a folder that carries the marker;
 - size_bytes() is what the folder holds; CacheUsage counts it for the UI's upload quota
-  (webui.ui_guard) without a walk of the folder per upload;
-- forget_removed() drops the swept files from the sets of paths Gradio keeps of them.
+  (webui.ui_guard) without a walk of the folder per upload.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from lama.errors import ConfigError
@@ -93,21 +92,6 @@ def sweep(folder: Path, max_age_s: float, now: float | None = None) -> int:
     if removed:
         log.info("UI cache: removed %d file(s) older than %.0f s from %s", removed, max_age_s, folder)
     return removed
-
-
-def forget_removed(path_sets: Iterable[set[str]]) -> int:
-    """Drop from each set the paths of files that no longer exist; returns how many went.
-
-    Gradio adds the path of every upload to a set of its app's files (blocks.temp_file_sets) and
-    forgets a path only where its own clean-up (the UI's delete_cache) removed the file itself. A
-    file that sweep() removed first stayed in the set for good, and Gradio's clean-up looked for
-    it again every time it ran: memory and work that grew with every upload since the start."""
-    forgotten = 0
-    for paths in path_sets:
-        gone = {path for path in list(paths) if not os.path.lexists(path)}  # a copy: uploads add meanwhile
-        paths.difference_update(gone)
-        forgotten += len(gone)
-    return forgotten
 
 
 def size_bytes(folder: Path) -> int:

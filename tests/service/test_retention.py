@@ -325,24 +325,6 @@ def test_an_uploaded_file_is_deleted_after_the_configured_age(tiny_dir, tmp_path
     assert gone_after <= age_s + 3
 
 
-def test_the_sweep_makes_gradio_forget_the_paths_of_the_uploads_it_removed(tiny_dir, tmp_path):
-    """Gradio keeps the path of every upload in a set and forgets it in its own clean-up of the
-    cache, but only where that clean-up removed the file itself: a file the service's sweep
-    removed first stayed in the set for good, and was looked for again at each clean-up."""
-    cache = tmp_path / "cache"
-    # Gradio's clean-up every minute; the service's sweep is called here.
-    settings = make_settings(tiny_dir, tmp_path, "--ui-cache-dir", str(cache), "--ui-cache-max-age-s", "600")
-    with serve(settings, wait_ready=False) as client:
-        gradio_app = next(route.app for route in client.app.routes if hasattr(getattr(route, "app", None), "get_blocks"))
-        kept = gradio_app.get_blocks().upload_file_set
-        paths = [client.post("/gradio_api/upload", files={"files": (f"{index}.png", encode(make_case(seed=index)[0]),
-                                                                   "image/png")}).json()[0] for index in range(3)]
-        assert set(paths) <= kept, "Gradio's own record of the uploads"
-        assert ui_cache.sweep(cache, 0, now=time.time() + 1) >= 3  # the service's sweep came first
-        client.app.state.retention.sweep()
-        assert not set(paths) & kept
-
-
 def test_the_upload_cache_of_a_killed_server_is_swept_by_the_next(tiny_dir, tmp_path):
     # Gradio forgets what a killed server cached; the retention thread sweeps the whole folder.
     cache = tmp_path / "cache"
