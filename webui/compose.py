@@ -142,7 +142,7 @@ def build_app(settings: Settings):
         from webui.api import create_api
         from webui.edge import EdgeMiddleware
         from webui.errors import status_of
-        from webui.ui import build_ui
+        from webui.ui import build_ui, gradio_cache_clean_up
         from webui.ui_guard import UIGuard
 
         engine = loading.result()
@@ -193,10 +193,13 @@ def build_app(settings: Settings):
     metrics.watch_saves(lambda: service.saves_pending)
     if engine.device.is_cuda:
         metrics.watch_pinned_host(engine.device.pinned_host_bytes)
-    # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too.
+    # Batch jobs' records go with their results; the UI's upload cache is swept with the outputs too,
+    # for what Gradio's own clean-up of it misses (the files of a server that was killed). Two of
+    # Gradio's rounds later than Gradio: it forgets the path of a file only where it removed the file
+    # itself, and kept every path the service's sweep had removed first for good.
     jobs = BatchJobs(service, settings.queue_capacity, settings.outputs_keep_days)
-    sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, settings.ui_cache_max_age_s)] \
-        if settings.ui_cache_max_age_s > 0 else []
+    clean_up = gradio_cache_clean_up(settings.ui_cache_max_age_s)
+    sweep_ui_cache = [partial(ui_cache.sweep, cache_dir, clean_up[1] + 2 * clean_up[0])] if clean_up else []
     # And the C heap's free pages go back to the kernel, so that RSS at rest is what the process holds,
     # as do the GPU transfers' page-locked buffers once the GPU has been idle a while.
     retention = Retention(outputs, [*sweep_ui_cache, jobs.sweep, partial(release_pinned_when_idle, queue, engine.device),

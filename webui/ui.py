@@ -67,13 +67,19 @@ def format_choice(defaults: RepairOptions) -> gr.Dropdown:
                        info="same: the photo's own (PNG for BMP and TIFF); the photo's EXIF and colour profile are kept")
 
 
+def gradio_cache_clean_up(cache_max_age_s: float) -> tuple[int, int] | None:
+    """Gradio's clean-up of the UI's cache (its delete_cache): (every how many seconds, the files
+    older than how many seconds); None for a cache kept for good (`cache_max_age_s` 0)."""
+    if cache_max_age_s <= 0:
+        return None
+    return max(1, min(60, round(cache_max_age_s / 2))), max(1, round(cache_max_age_s))
+
+
 def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: float = 0) -> gr.Blocks:
     """`cache_max_age_s`: Gradio deletes the uploads and results it cached for this UI (which it
     serves to whoever holds their URL) once they are this old, checking every minute or more
     often, and all of them when the server stops; 0 keeps them."""
-    delete_cache = None
-    if cache_max_age_s > 0:
-        delete_cache = (max(1, min(60, round(cache_max_age_s / 2))), max(1, round(cache_max_age_s)))
+    delete_cache = gradio_cache_clean_up(cache_max_age_s)
     backend = EditorBackend(service)
     with gr.Blocks(title="LaMa inpainting", delete_cache=delete_cache) as blocks:
         gr.Markdown("# LaMa inpainting\nDrop a photo, paint over what should go, click **Repair**. "

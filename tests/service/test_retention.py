@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gradio.route_utils import delete_files_created_by_app
 from support.liveserver import LiveServer
 from support.reliability import record
 from support.app import encode, make_case, make_settings, serve, service_of, wait_until
@@ -325,6 +326,26 @@ def test_an_uploaded_file_is_deleted_after_the_configured_age(tiny_dir, tmp_path
     assert gone_after <= age_s + 3
 
 
+def test_the_service_s_sweep_leaves_gradio_s_files_to_gradio_s_clean_up(tiny_dir, tmp_path):
+    """Gradio forgets the path of a cached file only where its own clean-up removed the file: one
+    the service's sweep removed first stayed in its set of paths for good, looked for again at each
+    of its rounds. The service's sweep, there for what Gradio misses, waits two of those rounds
+    longer; Gradio's clean-up then removes its own files, and forgets them."""
+    cache = tmp_path / "cache"
+    settings = make_settings(tiny_dir, tmp_path, "--ui-cache-dir", str(cache), "--ui-cache-max-age-s", "600")
+    with serve(settings, wait_ready=False) as client:
+        gradio_app = next(route.app for route in client.app.routes if hasattr(getattr(route, "app", None), "get_blocks"))
+        every_s, age_s = gradio_app.get_blocks().delete_cache
+        (step,) = (step for step in client.app.state.retention.also_sweep if getattr(step, "func", None) is ui_cache.sweep)
+        assert step.args == (cache.resolve(), age_s + 2 * every_s) and (every_s, age_s) == (60, 600)
+        # Gradio's clean-up, as it runs, removes what it cached and forgets it.
+        uploaded = client.post("/gradio_api/upload", files={"files": ("a.png", encode(make_case()[0]), "image/png")})
+        (path,) = uploaded.json()
+        assert path in gradio_app.get_blocks().upload_file_set
+        delete_files_created_by_app(gradio_app.get_blocks(), age=None)
+        assert not Path(path).exists() and path not in gradio_app.get_blocks().upload_file_set
+
+
 def test_the_upload_cache_of_a_killed_server_is_swept_by_the_next(tiny_dir, tmp_path):
     # Gradio forgets what a killed server cached; the retention thread sweeps the whole folder.
     cache = tmp_path / "cache"
@@ -333,6 +354,6 @@ def test_the_upload_cache_of_a_killed_server_is_swept_by_the_next(tiny_dir, tmp_
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"someone's photo")
     settings = make_settings(tiny_dir, tmp_path, "--ui-cache-dir", str(cache), "--ui-cache-max-age-s", "1")
-    time.sleep(1.1)
+    time.sleep(3.1)  # the service's sweep: Gradio's age (1 s) and two of its rounds (1 s each)
     with serve(settings, wait_ready=False):
         wait_until(lambda: not leftover.exists(), timeout=10, what="the leftover swept at start-up")
