@@ -4,6 +4,7 @@ that renames them must fail here rather than quietly bring back the 1 ms polling
 made after every event."""
 
 import gradio as gr
+import pytest
 
 from lama.engine import InpaintEngine
 from service.pipeline import RepairOptions
@@ -11,36 +12,37 @@ from support.service import repair_service
 from webui import ui
 
 
-def test_the_ui_s_queue_polls_every_5_and_50_ms(tmp_path, monkeypatch, tiny_dir):
-    default = gr.Blocks().queue()._queue
-    assert default.sleep_when_free < ui.QUEUE_POLL_S, "Gradio's own polling is what this changes"
+@pytest.fixture
+def blocks(tmp_path, monkeypatch, tiny_dir) -> gr.Blocks:
+    """The UI as the server builds it."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
     with repair_service(InpaintEngine(tiny_dir, device="cpu"), tmp_path / "outputs") as service:
-        queue = ui.build_ui(service, RepairOptions())._queue
+        return ui.build_ui(service, RepairOptions())
+
+
+def test_the_ui_s_queue_polls_every_5_and_50_ms(blocks):
+    default = gr.Blocks().queue()._queue
+    assert default.sleep_when_free < ui.QUEUE_POLL_S, "Gradio's own polling is what this changes"
+    queue = blocks._queue
     assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (ui.QUEUE_POLL_S, ui.PROGRESS_POLL_S)
 
 
-def test_the_ui_s_queue_remembers_one_event_and_summarises_none(tmp_path, monkeypatch, tiny_dir):
+def test_the_ui_s_queue_remembers_one_event_and_summarises_none(blocks):
     record = {"time": 0.0, "status": "success", "process_time": 0.02, "function": "repair", "session_hash": "s"}
     default = gr.Blocks().queue()._queue
     default.events_recorded = 1
     assert default.compute_analytics_summary([record])["functions"], "Gradio's own queue summarises every event"
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
-    with repair_service(InpaintEngine(tiny_dir, device="cpu"), tmp_path / "outputs") as service:
-        queue = ui.build_ui(service, RepairOptions())._queue
+    queue = blocks._queue
     queue.events_recorded = 1_000_000  # as after a long day's events
     assert queue.compute_analytics_summary([record] * 3) == {"functions": {}}
     assert queue.ANALYTICS_MAX_EVENTS == 1
 
 
-def test_the_ui_keeps_the_state_of_its_latest_sessions_only(tmp_path, monkeypatch, tiny_dir):
+def test_the_ui_keeps_the_state_of_its_latest_sessions_only(blocks):
     """Gradio copies the page's components for each session at its first event and, by default,
     keeps 10,000 of them (about 95 kB each here: tools/ui_session_cost.py); the app made from the
     UI keeps the latest ui.UI_SESSIONS, the least recently used dropped first."""
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
-    with repair_service(InpaintEngine(tiny_dir, device="cpu"), tmp_path / "outputs") as service:
-        app = gr.routes.App.create_app(ui.build_ui(service, RepairOptions()))
-    sessions = app.state_holder
+    sessions = gr.routes.App.create_app(blocks).state_holder
     assert sessions.capacity == ui.UI_SESSIONS < 10_000
     for index in range(ui.UI_SESSIONS + 3):
         sessions[f"page-{index}"]  # what Gradio does at each event of a session
