@@ -29,7 +29,6 @@ caches the real launches then find.
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -46,7 +45,6 @@ ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 try:  # Triton ships with CUDA builds of torch; the CPU build (CI) has none and needs none
     import triton
     import triton.language as tl
-    from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:
     triton = None
 
@@ -90,8 +88,6 @@ class Launch(NamedTuple):
         def of(name: str, value: Any) -> Any:
             if isinstance(value, _Pointer):
                 return value.dtype, value.address % 16 == 0
-            if triton is not None and isinstance(value, TensorDescriptor):
-                return value.base.dtype, tuple(value.block_shape)
             if isinstance(value, int) and not isinstance(value, bool):
                 wide = not -2**31 <= value < 2**31
                 return (wide,) if name in dynamic else (wide, value == 1, value % 16 == 0)
@@ -159,18 +155,8 @@ def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **options: Any) -> N
         return
     device = next(arg.device for arg in args if isinstance(arg, Tensor))
     device = device.index if device.type == "cuda" else None
-    launches.append(Launch(kernel, device, grid, tuple(_noted(arg) for arg in args), options))
-
-
-def _noted(arg: Any) -> Any:
-    """A launch's argument as a recorded launch keeps it: tensors, also those under a TMA
-    descriptor, as their dtype and address only."""
-    if isinstance(arg, Tensor):
-        return _Pointer(arg.dtype, arg.data_ptr())
-    if triton is not None and isinstance(arg, TensorDescriptor):
-        return TensorDescriptor(_noted(arg.base), list(arg.shape), list(arg.strides), list(arg.block_shape),
-                                arg.padding)
-    return arg
+    launches.append(Launch(kernel, device, grid, tuple(_Pointer(arg.dtype, arg.data_ptr()) if isinstance(arg, Tensor)
+                                                       else arg for arg in args), options))
 
 
 def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = None) -> Tensor:
@@ -305,14 +291,6 @@ SUM_TILE: Tile = (64, 128, 4, 3)
 LOCAL_LARGE_TILE: Tile = (128, 128, 8, 3)
 GLOBAL_LARGE_TILE: Tile = (128, 128, 4, 3)
 LARGE_MAP_PIXELS = 320 * 240
-# The tile of the padded-map (TMA) kernel on Hopper and later, fp16 and bf16.
-PADDED_TILE: Tile = (128, 128, 8, 4)
-
-
-@functools.cache
-def _has_tma(device: int) -> bool:
-    """Whether the CUDA device copies tiles with its Tensor Memory Accelerator (Hopper, sm_90, on)."""
-    return torch.cuda.get_device_capability(device)[0] >= 9
 
 
 class ReflectConvSum:
@@ -328,14 +306,6 @@ class ReflectConvSum:
     padding passes, a product and two residual adds besides. The Triton kernel reads each input
     pixel's reflection itself (a pixel's channels are contiguous, so the loads stay vectorised)
     and does the sums in its epilogue.
-
-    On Hopper that kernel was latency-bound (docs/PROFILING.md: the tensor pipe 43 % busy, each
-    tile's rows gathered by address). There the 3x3 inputs are reflect-padded first and the
-    kernel runs over the padded map's pixels, flattened: output pixel q's tap (dy, dx) is then
-    padded pixel q + dy * (W + 2) + dx, so each tap of a tile is one rectangular block of the
-    flattened map, which the Tensor Memory Accelerator copies to shared memory on its own. The
-    tile's pixels in the padding's last two columns and rows are computed and thrown away (1.5 %
-    more work at a 320×240 bottleneck).
     """
 
     def __init__(self, weights: list[Tensor], bias: Tensor, relu: bool, large_tile: Tile = SUM_TILE):
@@ -354,12 +324,6 @@ class ReflectConvSum:
         self.matrices = [w.detach().permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous() for w in weights]
         self.block_k = next((k for k in (64, 32, 16) if all(c % k == 0 for c in self.in_channels)), None)
         self.tiles = ((LARGE_MAP_PIXELS, large_tile), (0, SUM_TILE))
-        self.padded_tile: Tile | None = PADDED_TILE  # None: the gather kernel on every GPU
-
-    def tune_padded(self, tile: Tile | None) -> None:
-        """The padded-map kernel's tile (block_m, block_n, num_warps, num_stages), or None for the
-        gather kernel everywhere: what tools/gpu_explore.py's comparisons set."""
-        self.padded_tile = tile
 
     def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
         """One tile for maps of every size (block_m pixels by block_n output channels, on
@@ -377,8 +341,6 @@ class ReflectConvSum:
         if len(inputs) != len(self.weights):
             raise ValueError(f"expected {len(self.weights)} inputs, got {len(inputs)}")
         if triton_runs(inputs[0]) and self.block_k is not None:
-            if self._padded_runs(inputs[0]):
-                return self._triton_padded(inputs, residual)
             return self._triton(inputs, residual)
         out = self.bias.view(1, -1, 1, 1)
         for x, weight, taps in zip(inputs, self.weights, self.taps):
@@ -391,48 +353,15 @@ class ReflectConvSum:
             out = out + residual
         return out.contiguous()
 
-    def _output(self, inputs: list[Tensor], residual: Tensor | None) -> Tensor:
-        """The output map, empty, once the inputs and the residual are checked."""
-        batch, height, width, _ = inputs[0].shape
+    def _triton(self, inputs: list[Tensor], residual: Tensor | None) -> Tensor:
+        first = inputs[0]
+        batch, height, width, _ = first.shape
         for x, channels in zip(inputs, self.in_channels):
             if x.shape != (batch, height, width, channels) or not x.is_contiguous():
                 raise ValueError(f"expected contiguous ({batch}, {height}, {width}, {channels}) maps")
-        out = inputs[0].new_empty((batch, height, width, self.out_channels))
+        out = first.new_empty((batch, height, width, self.out_channels))
         if residual is not None and (residual.shape != out.shape or not residual.is_contiguous()):
             raise ValueError(f"expected a contiguous {tuple(out.shape)} residual")
-        return out
-
-    def _padded_runs(self, first: Tensor) -> bool:
-        return (self.padded_tile is not None and first.dtype in (torch.float16, torch.bfloat16)
-                and self.taps[0] == 9 and self.out_channels % 8 == 0 and _has_tma(first.device.index))
-
-    def _triton_padded(self, inputs: list[Tensor], residual: Tensor | None) -> Tensor:
-        out = self._output(inputs, residual)
-        batch, height, width, _ = out.shape
-        block_m, block_n, num_warps, num_stages = self.padded_tile
-        block_k = self.block_k
-
-        def padded(x: Tensor) -> TensorDescriptor:
-            flat = reflect_pad(x, 1).view(-1, x.shape[3])
-            return TensorDescriptor.from_tensor(flat, [block_m, block_k])
-
-        weights = [TensorDescriptor.from_tensor(matrix, [block_k, block_n]) for matrix in self.matrices]
-        two = len(inputs) == 2
-        second = padded(inputs[1]) if two and self.taps[1] == 9 else inputs[-1]
-        rows = batch * (height + 2) * (width + 2)
-        grid = (triton.cdiv(self.out_channels, block_n), triton.cdiv(rows, block_m))
-        _launch(
-            _padded_conv_sum_kernel, grid, padded(inputs[0]), weights[0], second, weights[-1], self.bias,
-            residual if residual is not None else out, out, rows, height, width, self.out_channels,
-            CIN_A=self.in_channels[0], CIN_B=self.in_channels[1] if two else 0, TAPS_B=self.taps[1] if two else 0,
-            RELU=self.relu, RESIDUAL=residual is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-            num_warps=num_warps, num_stages=num_stages)
-        return out
-
-    def _triton(self, inputs: list[Tensor], residual: Tensor | None) -> Tensor:
-        out = self._output(inputs, residual)
-        first = inputs[0]
-        batch, height, width, _ = out.shape
         two = len(inputs) == 2
         pixels = batch * height * width
         block_m, block_n, num_warps, num_stages = self.tile(pixels, first.dtype)
@@ -568,56 +497,6 @@ if triton is not None:
         if RELU:
             acc = tl.maximum(acc, 0.0)
         target = m.to(tl.int64)[:, None] * out_channels + n[None, :]
-        keep = keep_m[:, None] & keep_n[None, :]
-        if RESIDUAL:
-            acc += tl.load(residual + target, mask=keep).to(tl.float32)
-        tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
-
-    @triton.jit
-    def _accumulate_padded_taps(acc, source, matrix, q0, n0, padded_width, CIN: tl.constexpr, BLOCK_K: tl.constexpr):
-        """acc + the (pixels q0.., channels n0..) tile of a 3x3 convolution whose input is the
-        descriptor `source`: a reflect-padded map flattened to (pixels, channels)."""
-        chunks: tl.constexpr = CIN // BLOCK_K
-        for step in range(9 * chunks):
-            tap = step // chunks
-            channel = (step % chunks) * BLOCK_K
-            a = source.load([q0 + (tap // 3) * padded_width + tap % 3, channel])
-            acc = tl.dot(a, matrix.load([tap * CIN + channel, n0]), acc)
-        return acc
-
-    @triton.jit(do_not_specialize=["rows", "height", "width"])
-    def _padded_conv_sum_kernel(src_a, matrix_a, src_b, matrix_b, bias, residual, dst, rows, height, width,
-                                out_channels, CIN_A: tl.constexpr, CIN_B: tl.constexpr, TAPS_B: tl.constexpr,
-                                RELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr,
-                                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """BLOCK_M pixels of the padded maps (flattened over batch, rows, columns) by BLOCK_N output
-        channels; src_a (and src_b where TAPS_B is 9) are descriptors of padded maps, src_b a
-        pointer to an unpadded map where TAPS_B is 1. The output channels are the fast grid axis:
-        the programs of one pixel tile run side by side and share its loads in L2."""
-        n0 = tl.program_id(0) * BLOCK_N
-        q0 = tl.program_id(1) * BLOCK_M
-        padded_width = width + 2
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        acc = _accumulate_padded_taps(acc, src_a, matrix_a, q0, n0, padded_width, CIN_A, BLOCK_K)
-        q = q0 + tl.arange(0, BLOCK_M)
-        per_image = (height + 2) * padded_width
-        y, x = (q % per_image) // padded_width, q % padded_width
-        keep_m = (q < rows) & (y < height) & (x < width)
-        m = (((q // per_image) * height + y) * width + x).to(tl.int64)  # the unpadded maps' pixel
-        if TAPS_B == 9:
-            acc = _accumulate_padded_taps(acc, src_b, matrix_b, q0, n0, padded_width, CIN_B, BLOCK_K)
-        elif CIN_B > 0:
-            k = tl.arange(0, BLOCK_K)
-            for step in range(CIN_B // BLOCK_K):
-                a = tl.load(src_b + m[:, None] * CIN_B + (step * BLOCK_K + k)[None, :], mask=keep_m[:, None],
-                            other=0.0)
-                acc = tl.dot(a, matrix_b.load([step * BLOCK_K, n0]), acc)
-        n = n0 + tl.arange(0, BLOCK_N)
-        keep_n = n < out_channels
-        acc += tl.load(bias + n, mask=keep_n, other=0.0).to(tl.float32)[None, :]
-        if RELU:
-            acc = tl.maximum(acc, 0.0)
-        target = m[:, None] * out_channels + n[None, :]
         keep = keep_m[:, None] & keep_n[None, :]
         if RESIDUAL:
             acc += tl.load(residual + target, mask=keep).to(tl.float32)

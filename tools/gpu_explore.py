@@ -9,7 +9,6 @@ kernel by kernel and times the CPU codecs, so that one device call answers sever
     python tools/gpu_explore.py --conv-sum --out DIR   # the residual layers' kernel against cuDNN
     python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
     python tools/gpu_explore.py --tiles --out DIR      # the residual layers' kernel: tiles per bottleneck size
-    python tools/gpu_explore.py --padded --out DIR     # that kernel on padded maps (TMA) against the gather one
     python tools/gpu_explore.py --repair-steps --out DIR  # one repair's model run, step by step, against the model
     python tools/gpu_explore.py --conv-sum-runs 320x240 --out DIR  # that kernel alone, for a profiler (gpu_soak.sh ncu)
 """
@@ -328,73 +327,6 @@ def tile_sweep() -> dict:
     return {"kernels": kernels_by_size, "forward": forwards}
 
 
-# Tiles of the padded-map kernel tried by --padded (block_k 64; each fits Hopper's shared memory).
-PADDED_TILES = ((128, 128, 8, 4), (128, 128, 8, 3), (128, 128, 4, 4), (64, 128, 4, 4), (128, 64, 4, 4),
-                (256, 128, 8, 3), (128, 256, 8, 3))
-
-
-def padded_sweep() -> dict:
-    """lama.kernels.ReflectConvSum on reflect-padded maps through TMA descriptors (Hopper) against
-    its gather kernel: each layer alone at the bottleneck sizes for each of PADDED_TILES (a graph
-    of 20 calls, padding passes included), then the whole graphed forward at each input size with
-    the best tile of the largest bottleneck against the gather kernel on every layer."""
-    torch.manual_seed(0)
-    layers, best = [], {}
-    for width, height in BOTTLENECKS:
-        layer = _residual_layer(width, height)
-        local = kernels.ReflectConvSum([layer["w_l2l"], layer["w_g2l"]], layer["b_l"], True, kernels.LOCAL_LARGE_TILE)
-        global_ = kernels.ReflectConvSum([layer["w_l2g"], layer["w_2"]], layer["b_g"], True,
-                                         kernels.GLOBAL_LARGE_TILE)
-        runs = {"local": (local, lambda: local([layer["x_l"], layer["x_g"]], layer["res_l"])),
-                "global": (global_, lambda: global_([layer["x_l"], layer["fourier_sum"]], layer["res_g"]))}
-        row: dict = {"bottleneck": f"{width}x{height}"}
-        for branch, (conv, run) in runs.items():
-            conv.tune_padded(None)
-            want = run().float()
-            row[f"{branch}_gather_us"] = graph_us(run)
-            times = {}
-            for tile in PADDED_TILES:
-                conv.tune_padded(tile)
-                try:
-                    got = run().float()
-                    times[tile] = graph_us(run)
-                except Exception as error:  # noqa: BLE001 - a tile the GPU cannot run is a result too
-                    row[f"{branch}_{_tile_name(tile)}_failed"] = f"{type(error).__name__}: {error}"[:300]
-                    continue
-                row[f"{branch}_{_tile_name(tile)}_us"] = times[tile]
-                row[f"{branch}_{_tile_name(tile)}_err"] = rel_error(got, want)
-            if times:
-                best[(width, height, branch)] = min(times, key=times.get)
-                row[f"{branch}_best"] = _tile_name(best[(width, height, branch)])
-        layers.append(row)
-        print(json.dumps(row), flush=True)
-
-    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-    fast = FastGenerator(engine.backend.generator)
-    convs = [conv for pair in fast.blocks for layer in pair if layer.fused
-             for conv in (layer.local_conv, layer.global_conv)]
-    choices = {"gather": [None] * len(convs), "padded_default": [kernels.PADDED_TILE] * len(convs)}
-    if (320, 240, "local") in best and (320, 240, "global") in best:
-        choices["padded_best"] = [best[(320, 240, "local")], best[(320, 240, "global")]] * (len(convs) // 2)
-    forwards = []
-    for width, height in (*SIZES, (4096, 4096)):
-        image, mask = synthetic_case(width, height)
-        with torch.inference_mode():
-            net_input = engine.backend.model_input(image, mask > 0)[2]
-            row = {"size": f"{width}x{height}"}
-            outputs = {}
-            for name, tiles in (*choices.items(), ("gather_again", choices["gather"])):
-                for conv, tile in zip(convs, tiles):
-                    conv.tune_padded(tile)
-                outputs[name] = fast(net_input).float()
-                row[f"{name}_ms"] = _graphed_forward_ms(fast, net_input)
-            for name in choices:
-                row[f"{name}_err"] = rel_error(outputs[name], outputs["gather"])
-        forwards.append(row)
-        print(json.dumps(row), flush=True)
-    return {"layers": layers, "forward": forwards}
-
-
 def wall_median_ms(run, runs: int = 25, pause_s: float = 0.0) -> float:
     """Wall-clock milliseconds of `run` to the GPU's end of it, as a caller waits for it;
     `pause_s`: the GPU left idle that long before each call."""
@@ -492,8 +424,6 @@ def main() -> None:
                         help="only summarise the fast path's graph replay at each size, on two streams and on one")
     parser.add_argument("--tiles", action="store_true",
                         help="only sweep ReflectConvSum's tiles per bottleneck size, kernels alone and whole forwards")
-    parser.add_argument("--padded", action="store_true",
-                        help="only compare ReflectConvSum's padded-map (TMA) kernel with its gather kernel")
     parser.add_argument("--repair-steps", action="store_true",
                         help="only time one repair's model run step by step, at the load benchmark's upload")
     parser.add_argument("--conv-sum-runs", metavar="WxH",
@@ -507,12 +437,6 @@ def main() -> None:
     if args.repair_steps:
         with open(os.path.join(args.out, "repair_steps.json"), "w") as f:
             json.dump(repair_steps(), f, indent=1)
-        return
-    if args.padded:
-        with torch.inference_mode():
-            result = padded_sweep()
-        with open(os.path.join(args.out, "padded.json"), "w") as f:
-            json.dump(result, f, indent=1)
         return
     if args.tiles:
         with torch.inference_mode():

@@ -74,8 +74,7 @@ def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none():
     launcher, built ahead too, has loaded the kernel's module."""
     from lama import kernels
 
-    triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel,
-                      kernels._padded_conv_sum_kernel)
+    triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)
     for kernel in triton_kernels:  # this process's earlier tests compiled some: start from none
         kernel.device_caches.clear()
 
@@ -172,19 +171,15 @@ def test_maps_of_any_size_share_the_kernels_compiled_for_the_first():
     def run_all(batch: int, height: int, width: int) -> None:
         kernels.reflect_pad(torch.randn(batch, height, width, 32, **half), 1)
         stem(torch.randn(batch, height, -(-width // 8) * 8, 4, **half))
-        for tile in (kernels.PADDED_TILE, None):  # the padded maps' kernel (on Hopper), the gather one
-            layer.tune_padded(tile)
-            layer([torch.randn(batch, height, width, 32, **half)])
+        layer([torch.randn(batch, height, width, 32, **half)])
 
     run_all(1, 16, 32)
     torch.cuda.synchronize()
-    triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel,
-                      kernels._padded_conv_sum_kernel)
-    before = [compiled(k) for k in triton_kernels]
+    before = [compiled(k) for k in (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)]
     for shape in ((1, 13, 27), (2, 17, 48), (1, 7, 9), (1, 48, 5), (1, 45, 24)):
         run_all(*shape)
     torch.cuda.synchronize()
-    after = [compiled(k) for k in triton_kernels]
+    after = [compiled(k) for k in (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)]
     assert after == before, "a map's size made Triton compile a kernel again"
 
 
@@ -220,7 +215,7 @@ def test_the_triton_conv_sum_is_the_sum_of_the_ffc_paths(shapes, out_channels, r
     products) and fp16, at the smallest bottleneck, odd sizes, batch 2 and a map large enough
     for the large maps' tile (lama.kernels.LARGE_MAP_PIXELS). 20 input channels are no
     multiple of 16: that one runs the torch version."""
-    from lama.kernels import PADDED_TILE, ReflectConvSum
+    from lama.kernels import ReflectConvSum
 
     torch.manual_seed(9)
     weights = [torch.randn(out_channels, cin, k, k, device="cuda") / (k * cin ** 0.5) for cin, k in shapes]
@@ -236,15 +231,12 @@ def test_the_triton_conv_sum_is_the_sum_of_the_ffc_paths(shapes, out_channels, r
                 want = want + F.conv2d(F.pad(source, (pad,) * 4, mode="reflect") if pad else source, weight)
             want = (want.relu() if relu else want).permute(0, 2, 3, 1)
             want = want + residual if with_residual else want
-        # fp16 twice: on padded maps (TMA, Hopper and later) and with the gather kernel.
-        for dtype, tolerance, padded in ((torch.float32, 1e-5, None), (torch.float16, 2e-3, PADDED_TILE),
-                                         (torch.float16, 2e-3, None)):
+        for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
             conv = ReflectConvSum([w.to(dtype) for w in weights], bias.to(dtype), relu)
-            conv.tune_padded(padded)
             with strict_fp32():  # the torch version's fp32 convolutions would take TF32 products
                 got = conv([x.to(dtype) for x in inputs], residual.to(dtype) if with_residual else None).float()
             error = float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want))
-            assert error < tolerance, (dtype, padded, (batch, height, width), error)
+            assert error < tolerance, (dtype, (batch, height, width), error)
     conv = ReflectConvSum(weights, bias, relu)
     if conv.block_k is not None:
         with pytest.raises(ValueError, match="expected contiguous"):
