@@ -34,19 +34,30 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lama import triton_key
+
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
 try:  # Triton ships with CUDA builds of torch; the CPU build (CI) has none and needs none
     import triton
     import triton.language as tl
+    import triton.runtime.cache
 except ImportError:
     triton = None
+else:
+    # Triton's version key, which hashes its 416 MB native library in every process before the
+    # first kernel, is read from the kernel cache folder instead (lama/triton_key.py). Triton's
+    # cache-key function looks the name up in its module at each call.
+    if callable(getattr(triton.runtime.cache, "triton_key", None)):
+        triton.runtime.cache.triton_key = triton_key.kept_key(
+            Path(triton.__file__).parent, lambda: triton.knobs.cache.dir, triton.runtime.cache.triton_key)
 
 
 def triton_runs(x: Tensor) -> bool:

@@ -59,6 +59,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - launchers-at-first-run: the warm-up's kernels compiled ahead but their launchers (a C stub
   gcc compiles, cached on disk like the kernels) built, and the kernels loaded, at their first
   launch, one after another, as before (for the start to /readyz with an empty kernel cache).
+- triton-key-computed: Triton's version key (a SHA-256 of its 416 MB native library and its
+  Python files) computed in the process, as before lama.triton_key kept it in the kernel cache
+  folder (for the start to /readyz with the kernels cached: gpu_soak.sh readyz).
 - isfinite-guard: fp16's overflow guard with isfinite, &, logical_not and masked_fill, as before
   lama.fastnet.nonfinite_flag multiplied and added (for the RSS: tools/rss_steps.py, gpu_soak.sh rss).
 - unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
@@ -314,6 +317,13 @@ def launchers_at_first_run() -> None:
     kernels._load = lambda compiled: None
 
 
+def triton_key_computed() -> None:
+    """Triton's own version key function left in place (lama.kernels installs it at import)."""
+    from lama import triton_key
+
+    triton_key.kept_key = lambda package, cache_folder, compute: compute
+
+
 def isfinite_guard() -> None:
     """The overflow flag made by the operations the guard used before (each loads a CUDA module of
     its own at its first call), with the same meaning: 0, or nan where the map is not finite."""
@@ -347,7 +357,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
-            "launchers-at-first-run": launchers_at_first_run, "isfinite-guard": isfinite_guard}
+            "launchers-at-first-run": launchers_at_first_run, "triton-key-computed": triton_key_computed,
+            "isfinite-guard": isfinite_guard}
 
 
 # ------------------------------------------------------------------ the summary
