@@ -270,11 +270,18 @@ class InpaintEngine:
         or another job's memory would count as the warm-up's.
         """
         device = self.device
-        cases = [_warmup_case(width, height) for width, height in (sizes if device.is_cuda else sizes[:1])]
-        self.backend.compile_ahead([self._whole_model_shape(mask.shape) for _, mask in cases])
+        sizes = sizes if device.is_cuda else sizes[:1]
+        cases = [_warmup_case(width, height) for width, height in sizes]
+        self.compile_ahead(sizes)
         with self.backend.warming():
             self._warm(cases)
         device.synchronize()
+
+    def compile_ahead(self, sizes: tuple[tuple[int, int], ...] = WARMUP_SIZES) -> None:
+        """What the first repairs of pictures of these sizes (width, height), repaired whole, would
+        each prepare in turn, prepared at once (the fast path's GPU kernels, into the kernel cache):
+        the warm-up's first step, and all that lama.kernel_helper's process does."""
+        self.backend.compile_ahead([self._whole_model_shape((height, width)) for width, height in sizes])
 
     def _warm(self, cases: list[tuple[np.ndarray, np.ndarray]]) -> None:
         device = self.device

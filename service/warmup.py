@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from lama.engine import InpaintEngine
+from lama.kernel_helper import KernelHelper
 from service.jobs import JobQueue
 from service.pipeline import RepairService
 
@@ -22,14 +23,16 @@ class WarmUp:
     """The engine's warm-up, then a check that the CPU worker processes serve, then ready."""
 
     def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, preset: str,
-                 settle: Callable[[], None] | None = None):
+                 settle: Callable[[], None] | None = None, kernels: KernelHelper | None = None):
         """`preset`: its name, for the log; its memory share is the engine device's (Device.limit_memory).
         `settle`: called once warm, before the service says so: the composition root gives back
         what the start-up freed (the checkpoint's parsing, the CPU side of moving the weights to the
         device, the warm-up's buffers), so that the process is at its resting size from the first
-        probe on, not only after the first sweep."""
+        probe on, not only after the first sweep. `kernels`: the process compiling the warm-up's
+        kernels beside the start-up (waited for first, so that the warm-up finds them in the cache
+        and has the GPU alone), and the record of a completed warm-up (written after it)."""
         self.engine, self.queue, self.service, self.preset = engine, queue, service, preset
-        self.settle = settle
+        self.settle, self.kernels = settle, kernels
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -37,12 +40,18 @@ class WarmUp:
         self._thread.start()
 
     def stop(self, timeout_s: float = 60.0) -> None:
+        if self.kernels is not None:
+            self.kernels.stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
 
     def run(self) -> None:
+        if self.kernels is not None:
+            self.kernels.wait()
         # Alone on the GPU: it measures the memory each size needs.
         self.queue.run(self.engine.warmup, exclusive=True)
+        if self.kernels is not None:
+            self.kernels.mark_complete()
         budget = self.engine.gpu_budget()
         self.queue.set_budget(budget)
         self._check_cpu_workers()

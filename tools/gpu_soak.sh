@@ -223,7 +223,7 @@ if [ "$only" = readyz ]; then
             start_variant "$log" "$out/readyz/logs" "$entry"
             stop
             echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log");" \
-                "$(grep -o 'kernels: .*' "$log" | cut -c1-80) warm-up $(grep -o 'warm-up: [0-9×]* in [0-9.]* s' "$log" \
+                "$(grep -o 'kernel helper: .*\|kernels: .*' "$log" | cut -c1-100 | paste -sd ' ') warm-up $(grep -o 'warm-up: [0-9×]* in [0-9.]* s' "$log" \
                 | sed 's/warm-up: //' | paste -sd ' ')" | tee -a "$out/readyz.txt"
         done
     done

@@ -59,6 +59,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - launchers-at-first-run: the warm-up's kernels compiled ahead but their launchers (a C stub
   gcc compiles, cached on disk like the kernels) built, and the kernels loaded, at their first
   launch, one after another, as before (for the start to /readyz with an empty kernel cache).
+- kernels-in-server: the warm-up's kernels compiled in the server's process after the model's
+  load, as before lama.kernel_helper's process compiled them beside the start-up (for a fresh
+  box's first start: gpu_soak.sh readyz with READYZ_COLD=1).
 - triton-key-computed: Triton's version key (a SHA-256 of its 416 MB native library and its
   Python files) computed in the process, as before lama.triton_key kept it in the kernel cache
   folder (for the start to /readyz with the kernels cached: gpu_soak.sh readyz).
@@ -317,6 +320,13 @@ def launchers_at_first_run() -> None:
     kernels._load = lambda compiled: None
 
 
+def kernels_in_server() -> None:
+    """No helper process: the server's warm-up compiles its kernels itself."""
+    from lama.kernel_helper import KernelHelper
+
+    KernelHelper.start = classmethod(lambda cls, *args: None)
+
+
 def triton_key_computed() -> None:
     """Triton's own version key function left in place (lama.kernels installs it at import)."""
     from lama import triton_key
@@ -357,8 +367,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
-            "launchers-at-first-run": launchers_at_first_run, "triton-key-computed": triton_key_computed,
-            "isfinite-guard": isfinite_guard}
+            "launchers-at-first-run": launchers_at_first_run, "kernels-in-server": kernels_in_server,
+            "triton-key-computed": triton_key_computed, "isfinite-guard": isfinite_guard}
 
 
 # ------------------------------------------------------------------ the summary

@@ -26,6 +26,8 @@ APP_LOG_BACKUPS = 5
 # FileResponse reads 64 KB at a time, each read a hop to a worker thread and back on the event
 # loop that serves every request: 350 of them for a 22 MB 4000×3000 PNG (docs/EDITOR.md).
 FILE_CHUNK_BYTES = 2**20
+# NVIDIA's driver is loaded where this exists: a box without it gets no kernel helper process.
+CUDA_CONTROL_DEVICE = "/dev/nvidiactl"
 
 log = logging.getLogger("app")
 
@@ -105,6 +107,14 @@ def build_app(settings: Settings):
     # compiling them again (an operator's TRITON_CACHE_DIR wins; the CPU compiles none).
     if "TRITON_CACHE_DIR" not in os.environ and settings.device != "cpu":
         os.environ["TRITON_CACHE_DIR"] = str(kernel_cache_folder(settings.kernel_cache_dir))
+    # Where they are not in that cache yet, a process of their own compiles them from now on,
+    # beside the imports and the model's load, which keep this process's interpreter busy.
+    kernels = None
+    if settings.device != "cpu" and Path(CUDA_CONTROL_DEVICE).exists():
+        from lama.kernel_helper import KernelHelper
+
+        kernels = KernelHelper.start(Path(os.environ["TRITON_CACHE_DIR"]), settings.model, settings.device,
+                                     settings.precision, settings.model_max_side)
     # The model loads (CUDA's context, the weights, the kernels) while the web stack imports:
     # each took seconds of the start-up alone, and the loading waits mostly outside the GIL.
     # The engine's modules are imported here first, so that the two threads never import the
@@ -149,6 +159,9 @@ def build_app(settings: Settings):
     # The preset's share of the card: the limit of what the process may allocate, and what the
     # memory budget is computed from once the warm-up has measured the memory at rest.
     engine.device.limit_memory(settings.gpu_memory_fraction)
+    if kernels is not None and not engine.device.is_cuda:  # a driver, but no GPU torch can use
+        kernels.stop()
+        kernels = None
     log.info("engine: %s", engine.describe())
 
     logs = Path(settings.logs_dir)
@@ -218,7 +231,8 @@ def build_app(settings: Settings):
     # requests, and one still running gets a second more, not another bound.
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
     warm_up = WarmUp(engine, queue, service, settings.preset,
-                     settle=lambda: (engine.device.release_pinned_host_memory(), heap.release_free_heap()))
+                     settle=lambda: (engine.device.release_pinned_host_memory(), heap.release_free_heap()),
+                     kernels=kernels)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
