@@ -20,7 +20,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # no linear algebra in numpy (lama/resources.py counts the threads the server holds).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from webui.compose import bound_process, build_app, make_server, setup_logging, warn_if_exposed  # noqa: E402
+from webui.compose import (bound_process, build_app, make_server, setup_logging, start_kernel_helper,  # noqa: E402
+                           warn_if_exposed)
 from webui.server import check_address_free  # noqa: E402
 from webui.settings import load_settings, parse_args  # noqa: E402
 
@@ -32,8 +33,15 @@ def main(argv: list[str] | None = None) -> None:
     check_address_free(settings.host, settings.port)  # before the model's seconds of loading
     setup_logging(Path(settings.logs_dir))
     warn_if_exposed(settings)
-    budget = bound_process(settings)
-    app = build_app(settings)
+    # First: the helper's process imports and compiles beside everything below.
+    kernels = start_kernel_helper(settings)
+    try:
+        budget = bound_process(settings)
+        app = build_app(settings, kernels)
+    except BaseException:
+        if kernels is not None:
+            kernels.stop()
+        raise
     # Logged once the settings proved good: a refused start-up says its one reason alone.
     log.info("threads: at most %d (%s)", budget.total, budget.describe())
     make_server(app, settings).run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,9 +43,12 @@ class Backend(ABC):
         """What is serving requests, for logs, /healthz and `python -m lama info`: name, loaded,
         fallback, device, precision, source, path, parameters (and a note where there is a warning)."""
 
-    def compile_ahead(self, shapes: list[tuple[int, int]]) -> None:
+    def compile_ahead(self, shapes: list[tuple[int, int]], wait_for: Callable[[], None] | None = None) -> None:
         """Prepares at once what the first runs at these model input sizes (height, width) would
-        each prepare in turn (the fast path's GPU kernels); nothing by default."""
+        each prepare in turn (the fast path's GPU kernels); nothing by default. `wait_for` is called
+        before the preparing proper: by default at once."""
+        if wait_for is not None:
+            wait_for()
 
     def warming(self) -> contextlib.AbstractContextManager[None]:
         """Entered around the engine's warm-up runs: a backend that prepares something per input

@@ -260,28 +260,31 @@ class InpaintEngine:
             return None
         return self.device.budget_bytes(self.steady_gpu_bytes)
 
-    def warmup(self, sizes: tuple[tuple[int, int], ...] = WARMUP_SIZES) -> None:
+    def warmup(self, sizes: tuple[tuple[int, int], ...] = WARMUP_SIZES,
+               wait_for: Callable[[], None] | None = None) -> None:
         """Repairs at the common sizes (width, height) so that the CUDA context, cuDNN/cuFFT
         plans, allocator pools and the fast path's graphs exist before the first request.
 
         On CUDA the first warm-up also learns the memory model (`self.memory`) from the peak of
         each size, and then measures what the process holds at rest (`self.steady_gpu_bytes`):
         together they are what the service's memory budget needs. It must run alone on the GPU,
-        or another job's memory would count as the warm-up's.
+        or another job's memory would count as the warm-up's. `wait_for`: see compile_ahead.
         """
         device = self.device
         sizes = sizes if device.is_cuda else sizes[:1]
         cases = [_warmup_case(width, height) for width, height in sizes]
-        self.compile_ahead(sizes)
+        self.compile_ahead(sizes, wait_for)
         with self.backend.warming():
             self._warm(cases)
         device.synchronize()
 
-    def compile_ahead(self, sizes: tuple[tuple[int, int], ...] = WARMUP_SIZES) -> None:
+    def compile_ahead(self, sizes: tuple[tuple[int, int], ...] = WARMUP_SIZES,
+                      wait_for: Callable[[], None] | None = None) -> None:
         """What the first repairs of pictures of these sizes (width, height), repaired whole, would
         each prepare in turn, prepared at once (the fast path's GPU kernels, into the kernel cache):
-        the warm-up's first step, and all that lama.kernel_helper's process does."""
-        self.backend.compile_ahead([self._whole_model_shape((height, width)) for width, height in sizes])
+        the warm-up's first step, and all that lama.kernel_helper's process does. `wait_for` is
+        called before the preparing proper (lama.kernel_helper's process, compiling the same)."""
+        self.backend.compile_ahead([self._whole_model_shape((height, width)) for width, height in sizes], wait_for)
 
     def _warm(self, cases: list[tuple[np.ndarray, np.ndarray]]) -> None:
         device = self.device

@@ -404,14 +404,18 @@ class FastGenerator(nn.Module):
                 self._constants.popitem(last=False)
         return self._constants[key]
 
-    def compile_kernels(self, input_shapes: list[tuple[int, int, int, int]], threads: int) -> tuple[int, float]:
+    def compile_kernels(self, input_shapes: list[tuple[int, int, int, int]], threads: int,
+                        wait_for: Callable[[], None] | None = None) -> tuple[int, float]:
         """Compiles the Triton kernels that forwards at these (B, C, H, W) input shapes launch, on
         `threads` threads at once and without running them (lama.kernels.compile_recorded);
         returns how many and the seconds the compiling took. The forwards' other operations run
-        on whatever the unrun kernels' outputs held: their results are thrown away."""
+        on whatever the unrun kernels' outputs held: their results are thrown away. `wait_for` is
+        called between the recording and the compiling."""
         with torch.inference_mode(), kernels.recording_launches() as launches:
             for shape in input_shapes:
                 self(torch.empty(shape, device=self.device, dtype=self.dtype))
+        if wait_for is not None:
+            wait_for()
         return kernels.compile_recorded(launches, threads)
 
     def forward(self, x: Tensor) -> Tensor:

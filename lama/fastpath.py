@@ -59,18 +59,22 @@ class LamaFastPath(LamaReference):
         self.graphs = GraphRunner(self.network, keepalive=self.network.constants_for_input)
         return Fp32Fallback(self.graphs, self.generator) if self.precision == "fp16" else self.graphs
 
-    def compile_ahead(self, shapes: list[tuple[int, int]]) -> None:
+    def compile_ahead(self, shapes: list[tuple[int, int]], wait_for: Callable[[], None] | None = None) -> None:
         """The kernels of inputs of these sizes, compiled (or loaded from the kernel cache) at
         once: a forward's first run compiles them one after another, seconds on a fresh box.
         Takes the graphs' lock, as their eager runs do: the forwards share per-shape constants.
-        A failure here costs only that time: the kernels then compile at their first launch."""
+        A failure here costs only that time: the kernels then compile at their first launch.
+        `wait_for` is called once the forwards are recorded, before the compiling (and where the
+        recording fails: whatever it waits for must be over before the warm-up's runs)."""
         inputs = [(1, 4, *self.padded_size(height, width)) for height, width in shapes]
         with self.graphs.lock:
             try:
-                count, seconds = self.network.compile_kernels(inputs, parallel.cores())
+                count, seconds = self.network.compile_kernels(inputs, parallel.cores(), wait_for)
             except Exception as error:  # noqa: BLE001 - Triton's compiler raises its own kinds
                 log.warning("kernels: compiling ahead failed (%s: %s); each compiles at its first launch",
                             type(error).__name__, error)
+                if wait_for is not None:
+                    wait_for()
                 return
             finally:
                 # The recorded forwards' throw-away work done before any graph's run on another

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 
 from lama.engine import InpaintEngine
 from lama.kernel_helper import KernelHelper
@@ -29,8 +30,9 @@ class WarmUp:
         what the start-up freed (the checkpoint's parsing, the CPU side of moving the weights to the
         device, the warm-up's buffers), so that the process is at its resting size from the first
         probe on, not only after the first sweep. `kernels`: the process compiling the warm-up's
-        kernels beside the start-up (waited for first, so that the warm-up finds them in the cache
-        and has the GPU alone), and the record of a completed warm-up (written after it)."""
+        kernels beside the start-up (waited for before the warm-up compiles, so that it finds them
+        in the cache and then has the GPU alone), and the record of a completed warm-up (written
+        after it)."""
         self.engine, self.queue, self.service, self.preset = engine, queue, service, preset
         self.settle, self.kernels = settle, kernels
         self._thread: threading.Thread | None = None
@@ -46,10 +48,10 @@ class WarmUp:
             self._thread.join(timeout_s)
 
     def run(self) -> None:
-        if self.kernels is not None:
-            self.kernels.wait()
-        # Alone on the GPU: it measures the memory each size needs.
-        self.queue.run(self.engine.warmup, exclusive=True)
+        # Alone on the GPU: it measures the memory each size needs. The helper's process is waited
+        # for once the warm-up has recorded which kernels it needs, before it compiles them.
+        wait_for = self.kernels.wait if self.kernels is not None else None
+        self.queue.run(partial(self.engine.warmup, wait_for=wait_for), exclusive=True)
         if self.kernels is not None:
             self.kernels.mark_complete()
         budget = self.engine.gpu_budget()

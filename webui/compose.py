@@ -89,8 +89,29 @@ def kernel_cache_folder(configured: str) -> Path:
         return fallback
 
 
-def build_app(settings: Settings):
-    """Engine, service, API and UI, ready to serve; the warm-up runs in the background."""
+def use_kernel_cache(settings: Settings) -> None:
+    """The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
+    compiling them again (an operator's TRITON_CACHE_DIR wins; the CPU compiles none)."""
+    if "TRITON_CACHE_DIR" not in os.environ and settings.device != "cpu":
+        os.environ["TRITON_CACHE_DIR"] = str(kernel_cache_folder(settings.kernel_cache_dir))
+
+
+def start_kernel_helper(settings: Settings):
+    """Where the warm-up's kernels are not in the kernel cache yet, a process of their own
+    compiles them from now on (lama/kernel_helper.py), beside this one's imports and model load;
+    None where there is no GPU. First thing in a server's start: before torch is imported here."""
+    if settings.device == "cpu" or not Path(CUDA_CONTROL_DEVICE).exists():
+        return None
+    use_kernel_cache(settings)
+    from lama.kernel_helper import KernelHelper
+
+    return KernelHelper.start(Path(os.environ["TRITON_CACHE_DIR"]), settings.model, settings.device,
+                              settings.precision, settings.model_max_side)
+
+
+def build_app(settings: Settings, kernels=None):
+    """Engine, service, API and UI, ready to serve; the warm-up runs in the background.
+    `kernels`: start_kernel_helper's, which the warm-up waits for before it compiles."""
     # Gradio keeps the UI's uploads and results here and serves them to whoever holds their URL:
     # a folder of this app's own (not the machine-wide /tmp/gradio that other Gradio apps share),
     # emptied after ui_cache_max_age_s. Set before gradio is imported (some of it reads it then).
@@ -103,18 +124,7 @@ def build_app(settings: Settings):
         raise SystemExit(f"error: {error}") from None
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
-    # The GPU kernels compiled at warm-up are kept on disk: a restart loads them instead of
-    # compiling them again (an operator's TRITON_CACHE_DIR wins; the CPU compiles none).
-    if "TRITON_CACHE_DIR" not in os.environ and settings.device != "cpu":
-        os.environ["TRITON_CACHE_DIR"] = str(kernel_cache_folder(settings.kernel_cache_dir))
-    # Where they are not in that cache yet, a process of their own compiles them from now on,
-    # beside the imports and the model's load, which keep this process's interpreter busy.
-    kernels = None
-    if settings.device != "cpu" and Path(CUDA_CONTROL_DEVICE).exists():
-        from lama.kernel_helper import KernelHelper
-
-        kernels = KernelHelper.start(Path(os.environ["TRITON_CACHE_DIR"]), settings.model, settings.device,
-                                     settings.precision, settings.model_max_side)
+    use_kernel_cache(settings)
     # The model loads (CUDA's context, the weights, the kernels) while the web stack imports:
     # each took seconds of the start-up alone, and the loading waits mostly outside the GIL.
     # The engine's modules are imported here first, so that the two threads never import the

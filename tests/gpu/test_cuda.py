@@ -90,7 +90,7 @@ def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none():
     seen = []
     compile_ahead = engine.backend.compile_ahead
     # What was compiled, and how much of it was loaded, before the warm-up's first run:
-    engine.backend.compile_ahead = lambda shapes: (compile_ahead(shapes), seen.append(
+    engine.backend.compile_ahead = lambda shapes, wait_for=None: (compile_ahead(shapes, wait_for), seen.append(
         (compiled(), sum(kernel.module is not None for kernel in compiled_kernels()))))
     engine.warmup(sizes)
     assert seen and seen[0][0] > 0, "nothing was compiled ahead"

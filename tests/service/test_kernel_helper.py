@@ -71,11 +71,14 @@ class Helper:
 
 
 @pytest.mark.parametrize("fails", [False, True])
-def test_the_warm_up_waits_for_the_helper_first_and_records_only_a_completed_warm_up(tmp_path, tiny_dir, fails):
+def test_the_warm_up_waits_for_the_helper_before_compiling_and_records_only_a_completed_warm_up(tmp_path, tiny_dir,
+                                                                                               fails):
     engine = InpaintEngine(tiny_dir, device="cpu")
     steps = []
 
-    def warm(*args, **kwargs):
+    def warm(wait_for):
+        steps.append("forwards recorded")
+        wait_for()
         steps.append("warm-up")
         if fails:
             raise RuntimeError("out of memory")
@@ -89,4 +92,14 @@ def test_the_warm_up_waits_for_the_helper_first_and_records_only_a_completed_war
         else:
             warm_up.run()
         warm_up.stop()
-    assert steps == ["waited for the helper", "warm-up"] + ([] if fails else ["recorded"]) + ["stopped"]
+    assert steps == ["forwards recorded", "waited for the helper", "warm-up"] + ([] if fails else ["recorded"]) + \
+        ["stopped"]
+
+
+def test_the_engine_s_warm_up_waits_before_it_compiles_even_where_there_is_nothing_to_compile(tiny_dir):
+    """On the CPU (or a backend without kernels) the helper is still waited for: its process must
+    have left the GPU before the warm-up measures memory."""
+    engine = InpaintEngine(tiny_dir, device="cpu")
+    waits = []
+    engine.warmup(wait_for=lambda: waits.append(1))
+    assert waits == [1]
