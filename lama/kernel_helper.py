@@ -15,6 +15,10 @@ kernels are cached, starts none. Torch-free to import: the server starts the hel
 imports torch.
 
     python -m lama.kernel_helper [--model PATH] [--device cuda:0] [--precision fp16] [--model-max-side N]
+                                 [--gpu-memory-fraction F]
+
+It holds at most the server's share of the card (`--gpu-memory-fraction`): on a GPU shared with
+other servers, its forwards must not take what theirs are using.
 """
 
 from __future__ import annotations
@@ -63,14 +67,15 @@ class KernelHelper:
         self.cache_dir, self.record, self.process = cache_dir, record, process
 
     @classmethod
-    def start(cls, cache_dir: Path, model: str | None, device: str, precision: str,
-              model_max_side: int | None) -> KernelHelper:
+    def start(cls, cache_dir: Path, model: str | None, device: str, precision: str, model_max_side: int | None,
+              gpu_memory_fraction: float = 1.0) -> KernelHelper:
         """Starts the helper unless the cache folder records a completed warm-up of this
         configuration; `cache_dir` is the kernel cache folder the helper inherits (TRITON_CACHE_DIR)."""
         record = configuration(model, device, precision, model_max_side)
         if _recorded(cache_dir / MARKER) == record:
             return cls(cache_dir, record, None)
-        command = [sys.executable, "-m", "lama.kernel_helper", "--device", device, "--precision", precision]
+        command = [sys.executable, "-m", "lama.kernel_helper", "--device", device, "--precision", precision,
+                   "--gpu-memory-fraction", str(gpu_memory_fraction)]
         command += ["--model", model] if model is not None else []
         command += ["--model-max-side", str(model_max_side)] if model_max_side is not None else []
         log.info("kernels: none recorded as compiled in %s; a helper process compiles them while the server starts",
@@ -130,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--model-max-side", type=int)
+    parser.add_argument("--gpu-memory-fraction", type=float, default=1.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s kernel helper: %(message)s")
     from lama.engine import HDSettings, InpaintEngine
 
     try:
         engine = InpaintEngine(args.model, args.device, args.precision, HDSettings(max_side=args.model_max_side))
+        engine.device.limit_memory(args.gpu_memory_fraction)
         engine.compile_ahead()
     except Exception as error:  # noqa: BLE001 - the server's own load says what is wrong, in its log
         log.error("stopped: %s: %s", type(error).__name__, error)

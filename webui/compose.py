@@ -106,7 +106,7 @@ def start_kernel_helper(settings: Settings):
     from lama.kernel_helper import KernelHelper
 
     return KernelHelper.start(Path(os.environ["TRITON_CACHE_DIR"]), settings.model, settings.device,
-                              settings.precision, settings.model_max_side)
+                              settings.precision, settings.model_max_side, settings.gpu_memory_fraction)
 
 
 def build_app(settings: Settings, kernels=None):

@@ -14,7 +14,7 @@ from support.service import repair_service
 
 
 def started(cache, tiny_dir, precision="auto"):
-    return KernelHelper.start(cache, str(tiny_dir), "cpu", precision, None)
+    return KernelHelper.start(cache, str(tiny_dir), "cpu", precision, None, gpu_memory_fraction=0.35)
 
 
 def test_the_helper_runs_until_a_completed_warm_up_is_recorded_and_again_when_the_configuration_changes(
@@ -24,6 +24,8 @@ def test_the_helper_runs_until_a_completed_warm_up_is_recorded_and_again_when_th
     cache = tmp_path / "kernel-cache"
     helper = started(cache, tiny_dir)
     assert helper.process is not None, "an empty cache starts a helper"
+    share = helper.process.args[helper.process.args.index("--gpu-memory-fraction") + 1]
+    assert share == "0.35", "on a shared GPU the helper must keep to the server's share"
     helper.wait(timeout_s=120)
     assert helper.process is None and not (cache / MARKER).exists(), "recorded before any warm-up completed"
     helper.mark_complete()
