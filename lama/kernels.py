@@ -29,6 +29,7 @@ caches the real launches then find.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -60,9 +61,15 @@ else:
             Path(triton.__file__).parent, lambda: triton.knobs.cache.dir, triton.runtime.cache.triton_key)
 
 
+# Triton's interpreter (TRITON_INTERPRET=1, read by Triton at import) runs the kernels on CPU
+# tensors, in numpy: how the CPU-only CI checks them (tests/unit/test_kernels_interpreted.py).
+INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def triton_runs(x: Tensor) -> bool:
-    """Whether the Triton kernels run for `x` (a CUDA tensor, with Triton installed)."""
-    return x.is_cuda and triton is not None
+    """Whether the Triton kernels run for `x` (a CUDA tensor, with Triton installed; any tensor
+    under Triton's interpreter)."""
+    return triton is not None and (x.is_cuda or INTERPRETED)
 
 
 class _Pointer:
@@ -227,7 +234,7 @@ class ReflectConv:
         self.bias = bias.detach() if bias is not None else weight.new_zeros(out_channels)
         self.pad = kernel_h // 2
         self.out_channels, self.in_channels, self.kernel = out_channels, in_channels, kernel_h
-        if weight.is_cuda and triton is not None:
+        if triton_runs(weight):
             self._prepare_triton()
 
     def _prepare_triton(self) -> None:
