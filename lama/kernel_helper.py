@@ -85,10 +85,11 @@ class KernelHelper:
     def wait(self, timeout_s: float = WAIT_S) -> None:
         """Returns once the helper has exited (at once where there is none); one still running
         after `timeout_s` is stopped. Either way the warm-up then compiles whatever is missing."""
-        if self.process is None:
+        process = self.process
+        if process is None:
             return
         try:
-            code = self.process.wait(timeout_s)
+            code = process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.stop()
             log.warning("kernels: the helper process was still compiling after %.0f s and was stopped", timeout_s)
@@ -98,11 +99,12 @@ class KernelHelper:
             log.warning("kernels: the helper process exited with status %d; the warm-up compiles them", code)
 
     def stop(self) -> None:
-        """Stops a running helper (the server stops before its warm-up ended)."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+        """Stops a running helper (the server stops before its warm-up ended; the warm-up's thread
+        may be waiting for it meanwhile)."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.kill()
+            process.wait()
 
     def mark_complete(self) -> None:
         """Records that a warm-up of this configuration completed: its kernels are in the cache.

@@ -3,8 +3,8 @@
 The torch versions run on the CPU (where the CPU build of torch has no Triton, or Triton has
 no GPU) and are what the CPU tests check the generator's rewrite with; tests/gpu/test_cuda.py
 checks each Triton kernel against its torch version on the GPU, and CI runs them on the CPU
-through Triton's interpreter (tests/unit/test_kernels_interpreted.py). The profiles behind each choice, with their
-figures, GPU and commit: docs/PROFILING.md.
+through Triton's interpreter (tests/unit/test_kernels_interpreted.py). The profiles behind
+each choice, with their figures, GPU and commit: docs/PROFILING.md.
 - `reflect_pad`: reflect padding of an NHWC map in one pass. torch's own reflect pad on
   CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran far below
   the memory bandwidth.

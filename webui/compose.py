@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from webui.settings import Settings, resolve_cpu_workers, resolve_gpu_workers
 
 if TYPE_CHECKING:  # lama (and torch) load when the app is built, after the settings are read
+    from lama.kernel_helper import KernelHelper
     from lama.resources import ThreadBudget
 
 APP_LOG_MAX_BYTES = 10 * 2**20
@@ -96,7 +97,7 @@ def use_kernel_cache(settings: Settings) -> None:
         os.environ["TRITON_CACHE_DIR"] = str(kernel_cache_folder(settings.kernel_cache_dir))
 
 
-def start_kernel_helper(settings: Settings):
+def start_kernel_helper(settings: Settings) -> KernelHelper | None:
     """Where the warm-up's kernels are not in the kernel cache yet, a process of their own
     compiles them from now on (lama/kernel_helper.py), beside this one's imports and model load;
     None where there is no GPU. First thing in a server's start: before torch is imported here."""
@@ -109,7 +110,7 @@ def start_kernel_helper(settings: Settings):
                               settings.precision, settings.model_max_side, settings.gpu_memory_fraction)
 
 
-def build_app(settings: Settings, kernels=None):
+def build_app(settings: Settings, kernels: KernelHelper | None = None):
     """Engine, service, API and UI, ready to serve; the warm-up runs in the background.
     `kernels`: start_kernel_helper's, which the warm-up waits for before it compiles."""
     # Gradio keeps the UI's uploads and results here and serves them to whoever holds their URL:
