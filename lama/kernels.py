@@ -47,13 +47,20 @@ from lama import triton_key
 
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
-try:  # Triton ships with CUDA builds of torch; the CPU build (CI) has none and needs none
-    import triton
-    import triton.language as tl
-    import triton.runtime.cache
-except ImportError:
-    triton = None
-else:
+# Triton's interpreter (TRITON_INTERPRET=1, read by Triton at import) runs the kernels on CPU
+# tensors, in numpy: how the CPU-only CI checks them (tests/unit/test_kernels_interpreted.py).
+_INTERPRETER_ASKED = os.environ.get("TRITON_INTERPRET") == "1"
+# Triton ships with GPU builds of torch; a CPU build (CI) compiles nothing and loads Triton only
+# for its interpreter (the test extras install it).
+triton = None
+if torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None or _INTERPRETER_ASKED:
+    try:
+        import triton
+        import triton.language as tl
+        import triton.runtime.cache
+    except ImportError:
+        triton = None
+if triton is not None:
     # Triton's version key, which hashes its 416 MB native library in every process before the
     # first kernel, is read from the kernel cache folder instead (lama/triton_key.py). Triton's
     # cache-key function looks the name up in its module at each call.
@@ -62,9 +69,7 @@ else:
             Path(triton.__file__).parent, lambda: triton.knobs.cache.dir, triton.runtime.cache.triton_key)
 
 
-# Triton's interpreter (TRITON_INTERPRET=1, read by Triton at import) runs the kernels on CPU
-# tensors, in numpy: how the CPU-only CI checks them (tests/unit/test_kernels_interpreted.py).
-INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETED = triton is not None and _INTERPRETER_ASKED
 
 
 def triton_runs(x: Tensor) -> bool:
