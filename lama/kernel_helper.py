@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ class KernelHelper:
         process = self.process
         if process is None:
             return
+        started = time.perf_counter()
         try:
             code = process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -97,6 +99,10 @@ class KernelHelper:
         self.process = None
         if code != 0:
             log.warning("kernels: the helper process exited with status %d; the warm-up compiles them", code)
+        else:
+            # What the start-up still waited for the helper, in the server's log (the helper's own
+            # lines go to its standard error).
+            log.info("kernels: the helper process is done; the warm-up waited %.2f s for it", time.perf_counter() - started)
 
     def stop(self) -> None:
         """Stops a running helper (the server stops before its warm-up ended; the warm-up's thread

@@ -18,9 +18,10 @@ def started(cache, tiny_dir, precision="auto"):
 
 
 def test_the_helper_runs_until_a_completed_warm_up_is_recorded_and_again_when_the_configuration_changes(
-        tmp_path, tiny_dir):
+        tmp_path, tiny_dir, caplog):
     """Its process is the real one (`python -m lama.kernel_helper`, on the CPU, where compiling
     ahead has nothing to do): it must load the model and exit cleanly."""
+    caplog.set_level(logging.INFO)
     cache = tmp_path / "kernel-cache"
     helper = started(cache, tiny_dir)
     assert helper.process is not None, "an empty cache starts a helper"
@@ -28,6 +29,7 @@ def test_the_helper_runs_until_a_completed_warm_up_is_recorded_and_again_when_th
     assert share == "0.35", "on a shared GPU the helper must keep to the server's share"
     helper.wait(timeout_s=120)
     assert helper.process is None and not (cache / MARKER).exists(), "recorded before any warm-up completed"
+    assert "the helper process is done; the warm-up waited" in caplog.text
     helper.mark_complete()
     assert started(cache, tiny_dir).process is None, "a completed warm-up's kernels are cached: no helper"
     again = started(cache, tiny_dir, precision="fp32")
