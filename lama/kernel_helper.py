@@ -31,10 +31,11 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from lama.files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,8 @@ class KernelHelper:
         Written whole or not at all; a folder that cannot be written costs the next start a helper."""
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{MARKER}.")
+            write_bytes_atomic(self.cache_dir / MARKER, json.dumps(self.record).encode())
         except OSError as error:
-            log.warning("kernels: cannot record the completed warm-up in %s: %s", self.cache_dir, error)
-            return
-        try:
-            with os.fdopen(handle, "w") as f:
-                json.dump(self.record, f)
-            os.replace(temporary, self.cache_dir / MARKER)
-        except OSError as error:
-            Path(temporary).unlink(missing_ok=True)
             log.warning("kernels: cannot record the completed warm-up in %s: %s", self.cache_dir, error)
 
 

@@ -16,10 +16,10 @@ Torch- and Triton-free: `lama.kernels` installs it with Triton's own paths and f
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from lama.files import write_bytes_atomic
 
 KEPT_FILE = "lama-triton-key.json"
 # What Triton's key reads: its package's Python files under these folders, the cache module, and
@@ -70,12 +70,6 @@ def _write_atomically(path: Path, text: str) -> None:
     written only means that the next process computes the key again."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        write_bytes_atomic(path, text.encode())
     except OSError:
-        return
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except OSError:
-        Path(temporary).unlink(missing_ok=True)
+        pass
