@@ -60,13 +60,12 @@ if torch.version.cuda is not None or getattr(torch.version, "hip", None) is not 
         import triton.runtime.cache
     except ImportError:
         triton = None
-if triton is not None:
-    # Triton's version key, which hashes its 416 MB native library in every process before the
-    # first kernel, is read from the kernel cache folder instead (lama/triton_key.py). Triton's
-    # cache-key function looks the name up in its module at each call.
-    if callable(getattr(triton.runtime.cache, "triton_key", None)):
-        triton.runtime.cache.triton_key = triton_key.kept_key(
-            Path(triton.__file__).parent, lambda: triton.knobs.cache.dir, triton.runtime.cache.triton_key)
+# Triton's version key, which hashes its 416 MB native library in every process before the first
+# kernel, is read from the kernel cache folder instead (lama/triton_key.py). Triton's cache-key
+# function looks the name up in its module at each call.
+if triton is not None and callable(getattr(triton.runtime.cache, "triton_key", None)):
+    triton.runtime.cache.triton_key = triton_key.kept_key(
+        Path(triton.__file__).parent, lambda: triton.knobs.cache.dir, triton.runtime.cache.triton_key)
 
 
 INTERPRETED = triton is not None and _INTERPRETER_ASKED
