@@ -177,42 +177,18 @@ class _FFCLayer:
                 out_g = self._global(p_l, x_g, constants)
                 return out_g.add_(res_g) if res_g is not None else out_g
 
-        if not self.l2l.present or not (self.l2g.present or self.spectral):
+        if side is None or not self.l2l.present or not (self.l2g.present or self.spectral):
             return local(), global_()
-        return _branches(local, global_, side)
-
-    def padded_runs(self, height: int, width: int) -> bool:
-        """Whether `padded_call` runs for maps of this size (ReflectConvSum.padded: a GPU with a
-        TMA, lama.kernels.tma_runs, and maps of 2x2 or more)."""
-        return (self.fused and self.local_conv.joined is not None and self.global_conv.joined is not None
-                and height >= 2 and width >= 2)
-
-    def padded_call(self, x_g: Tensor, padded: Tensor, constants: BottleneckConstants,
-                    side: torch.cuda.Stream | None = None, residual: tuple[Tensor, Tensor] | None = None,
-                    last: bool = False) -> tuple[Tensor | None, Tensor, Tensor | None]:
-        """A fused layer as __call__, its 3x3 convolutions reading `padded`, the layer's local and
-        global inputs side by side, reflect-padded by 1 (ReflectConvSum.padded), and `x_g`, the
-        global input (the spectral branch's). Returns the local output (None where the next
-        layer, reading the padded map, is its only reader: a block's first layer), the global
-        output and the next layer's padded map, which the two outputs' kernels write beside them
-        (None for the `last` layer, whose outputs are the residual stage's)."""
-        res_l, res_g = residual if residual is not None else (None, None)
-        out_l_channels = self.local_conv.out_channels
-        next_padded = None if last else padded.new_empty(
-            (*padded.shape[:3], out_l_channels + self.global_conv.out_channels))
-
-        def local() -> Tensor | None:
-            return self.local_conv.padded(padded, residual=res_l, output=residual is not None,
-                                          padded_out=None if last else next_padded[..., :out_l_channels])
-
-        def global_() -> Tensor:
-            return self.global_conv.padded(padded, self._fourier_sum(x_g, constants), residual=res_g,
-                                           padded_out=None if last else next_padded[..., out_l_channels:])
-
-        out_l, out_g = _branches(local, global_, side)
-        if next_padded is not None:
-            kernels.fill_border(next_padded)
-        return out_l, out_g, next_padded
+        main = torch.cuda.current_stream()
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            out_l = local()
+        # Made on the side stream, used on this one: the allocator must not hand its memory
+        # to the side stream again before this stream is done with it.
+        out_l.record_stream(main)
+        out_g = global_()
+        main.wait_stream(side)
+        return out_l, out_g
 
     def _local(self, p_l: Tensor | None, x_g: Tensor | None, pad: Callable[[Tensor], Tensor]) -> Tensor | None:
         if not self.l2l.present:
@@ -265,25 +241,6 @@ class _FFCLayer:
         out = y.view(batch, height, width * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
                                                              cols.view(batch, 2 * height, width * channels))
         return out.view(batch, height, width, channels)
-
-
-def _branches(local: Callable[[], Tensor | None], global_: Callable[[], Tensor | None],
-              side: torch.cuda.Stream | None) -> tuple[Tensor | None, Tensor | None]:
-    """A layer's local and global outputs, the local one on the `side` stream (where there is
-    one) while the current stream computes the global one: the branches share only inputs."""
-    if side is None:
-        return local(), global_()
-    main = torch.cuda.current_stream()
-    side.wait_stream(main)
-    with torch.cuda.stream(side):
-        out_l = local()
-    if out_l is not None:
-        # Made on the side stream, used on this one: the allocator must not hand its memory
-        # to the side stream again before this stream is done with it.
-        out_l.record_stream(main)
-    out_g = global_()
-    main.wait_stream(side)
-    return out_l, out_g
 
 
 def _linear_relu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -461,23 +418,6 @@ class FastGenerator(nn.Module):
             wait_for()
         return kernels.compile_recorded(launches, threads)
 
-    def _residual_blocks(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants,
-                         side: torch.cuda.Stream | None) -> tuple[Tensor | None, Tensor | None]:
-        """The residual blocks. Where their layers read reflect-padded maps (_FFCLayer.padded_call),
-        the first layer's is padded here and each layer writes the next one's beside its outputs."""
-        padded = None
-        if (x_l is not None and x_g is not None and self.blocks
-                and all(layer.padded_runs(x_l.shape[1], x_l.shape[2]) for block in self.blocks for layer in block)):
-            padded = reflect_pad(torch.cat([x_l, x_g], dim=3), 1)
-        for index, (first, second) in enumerate(self.blocks):
-            if padded is None:
-                x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
-                continue
-            _, y_g, padded = first.padded_call(x_g, padded, constants, side)
-            x_l, x_g, padded = second.padded_call(y_g, padded, constants, side, residual=(x_l, x_g),
-                                                  last=index + 1 == len(self.blocks))
-        return x_l, x_g
-
     def forward(self, x: Tensor) -> Tensor:
         x = _nhwc(x)  # a view: the stem's padding pass reads the NCHW input in place
         x_l, x_g = self.stem(x), None
@@ -485,7 +425,8 @@ class FastGenerator(nn.Module):
         for layer in self.downs:
             x_l, x_g = layer(x_l, x_g, side=side)
         constants = self.constants(x_l.shape[1], x_l.shape[2])
-        x_l, x_g = self._residual_blocks(x_l, x_g, constants, side)
+        for first, second in self.blocks:
+            x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
         x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
         overflow = nonfinite_flag(x)
         for layer in (layer for block in self.blocks for layer in block if layer.spectral):
