@@ -62,9 +62,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - kernels-in-server: the warm-up's kernels compiled in the server's process after the model's
   load, as before lama.kernel_helper's process compiled them beside the start-up (for a fresh
   box's first start: gpu_soak.sh readyz with READYZ_COLD=1).
-- default-switch-interval: the model's load beside the web stack's imports with Python's own GIL
-  switch interval (5 ms), as before webui.compose shortened it for that part of the start-up (for
-  the start to /readyz: tools/readyz_times.py, gpu_soak.sh readyz).
 - triton-key-computed: Triton's version key (a SHA-256 of its 416 MB native library and its
   Python files) computed in the process, as before lama.triton_key kept it in the kernel cache
   folder (for the start to /readyz with the kernels cached: gpu_soak.sh readyz).
@@ -331,13 +328,6 @@ def kernels_in_server() -> None:
     KernelHelper.start = classmethod(lambda cls, *args: None)
 
 
-def default_switch_interval() -> None:
-    """The start-up's model load and imports with Python's own switch interval."""
-    from webui import compose
-
-    compose.START_UP_SWITCH_INTERVAL_S = sys.getswitchinterval()
-
-
 def triton_key_computed() -> None:
     """Triton's own version key function left in place (lama.kernels installs it at import)."""
     from lama import triton_key
@@ -379,8 +369,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
             "launchers-at-first-run": launchers_at_first_run, "kernels-in-server": kernels_in_server,
-            "triton-key-computed": triton_key_computed, "default-switch-interval": default_switch_interval,
-            "isfinite-guard": isfinite_guard}
+            "triton-key-computed": triton_key_computed, "isfinite-guard": isfinite_guard}
 
 
 # ------------------------------------------------------------------ the summary

@@ -3,14 +3,12 @@ runs them. app.py, the entry point, calls it; so do the tests that build the app
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import logging.handlers
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -33,25 +31,6 @@ FILE_CHUNK_BYTES = 2**20
 CUDA_CONTROL_DEVICE = "/dev/nvidiactl"
 
 log = logging.getLogger("app")
-
-# Python's GIL switch interval while the model loads beside the web stack's imports (build_app).
-# The loading thread's calls into safetensors and torch (one or more per tensor, 989 tensors in
-# big-lama) each let go of the GIL for a moment, and with Python's 5 ms interval each then waited
-# up to 5 ms for the importing thread to hand it back: seconds on the start-up's critical path
-# (docs/BENCHMARKS.md, `python tools/readyz_times.py`). The server itself runs with Python's own.
-START_UP_SWITCH_INTERVAL_S = 0.0005
-
-
-@contextlib.contextmanager
-def short_gil_turns() -> Iterator[None]:
-    """Python's switch interval set to START_UP_SWITCH_INTERVAL_S while the block runs, then back
-    to what it was."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(START_UP_SWITCH_INTERVAL_S)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 # The GPU transfers' pinned buffers go back once the queue has been idle this long (the sweep runs
@@ -161,7 +140,7 @@ def build_app(settings: Settings, kernels: KernelHelper | None = None):
         except ModelError as error:
             raise SystemExit(f"error: {error}") from None
 
-    with short_gil_turns(), ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
+    with ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
         loading = loader.submit(load_engine)
         from webui.gradio_import import import_gradio
 
