@@ -38,6 +38,10 @@ from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator  # noqa: E402
 
 POINTERS = ("src_a", "matrix_a", "src_b", "matrix_b", "bias", "residual", "dst")
 INTEGERS = ("pixels", "height", "width", "out_channels")
+# What Triton specialises a launch of the service on (lama.kernels.Launch.specialization): its
+# tensors' addresses aligned to 16 bytes (torch's allocations are), and the output channels, a
+# multiple of 16 in big-lama; the maps' sizes are left unspecialised by the kernel itself.
+DIVISIBLE_BY_16 = (*POINTERS, "out_channels")
 # cuobjdump --dump-resource-usage's line for a kernel: "REG:255 STACK:168 SHARED:1024 LOCAL:0 ...".
 _RESOURCES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)")
 
@@ -61,7 +65,9 @@ def compiled(conv: kernels.ReflectConvSum, tile: kernels.Tile, arch: int) -> dic
                  "BLOCK_N": block_n, "BLOCK_K": conv.block_k, "PRECISION": "tf32"}
     signature = {**dict.fromkeys(POINTERS, "*fp16"), **dict.fromkeys(INTEGERS, "i32"),
                  **dict.fromkeys(constants, "constexpr")}
-    source = triton.compiler.ASTSource(fn=kernels._conv_sum_kernel, signature=signature, constexprs=constants)
+    function = kernels._conv_sum_kernel
+    divisible = {(function.arg_names.index(name),): [["tt.divisibility", 16]] for name in DIVISIBLE_BY_16}
+    source = triton.compiler.ASTSource(fn=function, signature=signature, constexprs=constants, attrs=divisible)
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": num_warps, "num_stages": num_stages})
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
