@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lama import kernels
-from lama.kernels import GLOBAL_LARGE_TILE, LOCAL_LARGE_TILE, ReflectConv, ReflectConvSum, reflect_pad
+from lama.kernels import (GLOBAL_LARGE_TILE, GLOBAL_PADDED_TILE, LARGE_MAP_PIXELS, LOCAL_LARGE_TILE, ReflectConv,
+                          ReflectConvSum, reflect_pad)
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
@@ -47,14 +48,19 @@ MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices stay on the GPU
 
 class BottleneckConstants(NamedTuple):
     """What the residual blocks need at one bottleneck size, made once per size: the DFT
-    matrices and each spectral layer's Fourier-unit bias, by layer, scaled as the spectrum
-    is (`dft_matrices`)."""
+    matrices (`dft_matrices`; for maps kept reflect-padded, `padded_dft_matrices`, or None) and
+    each spectral layer's Fourier-unit bias, by layer, scaled as the spectrum is."""
 
+    dft: DFTMatrices
+    padded_dft: DFTMatrices | None
+    fourier_biases: dict[_FFCLayer, Tensor]
+
+
+class DFTMatrices(NamedTuple):
     forward_h: Tensor
     forward_w: Tensor
     inverse_w: Tensor
     inverse_h: Tensor
-    fourier_biases: dict[_FFCLayer, Tensor]
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -145,7 +151,8 @@ class _FFCLayer:
                                              self.relu, large_tile=LOCAL_LARGE_TILE)
             spectral_bias = self.b2 if self.b2 is not None else 0
             self.global_conv = ReflectConvSum([self.l2g.weight, spectral.conv2.weight.detach()],
-                                              self.l2g.bias + spectral_bias, self.relu, large_tile=GLOBAL_LARGE_TILE)
+                                              self.l2g.bias + spectral_bias, self.relu, large_tile=GLOBAL_LARGE_TILE,
+                                              padded_tile=GLOBAL_PADDED_TILE)
 
     def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None,
                  side: torch.cuda.Stream | None = None, residual: tuple[Tensor, Tensor] | None = None
@@ -177,18 +184,44 @@ class _FFCLayer:
                 out_g = self._global(p_l, x_g, constants)
                 return out_g.add_(res_g) if res_g is not None else out_g
 
-        if side is None or not self.l2l.present or not (self.l2g.present or self.spectral):
+        if not self.l2l.present or not (self.l2g.present or self.spectral):
             return local(), global_()
-        main = torch.cuda.current_stream()
-        side.wait_stream(main)
-        with torch.cuda.stream(side):
-            out_l = local()
-        # Made on the side stream, used on this one: the allocator must not hand its memory
-        # to the side stream again before this stream is done with it.
-        out_l.record_stream(main)
-        out_g = global_()
-        main.wait_stream(side)
-        return out_l, out_g
+        return _branches(local, global_, side)
+
+    def padded_runs(self, height: int, width: int) -> bool:
+        """Whether `padded_call` runs for maps of this size (ReflectConvSum.padded: a GPU with a
+        TMA, lama.kernels.tma_runs, and maps of 2x2 or more)."""
+        return (self.fused and self.local_conv.joined is not None and self.global_conv.joined is not None
+                and height >= 2 and width >= 2)
+
+    def padded_call(self, padded: Tensor, constants: BottleneckConstants, side: torch.cuda.Stream | None = None,
+                    residual: Tensor | None = None) -> Tensor:
+        """A fused layer as __call__ on maps kept reflect-padded by 1: `padded` holds the local
+        and the global input side by side, `residual` (None, or the same for the block's input)
+        is added, and the layer's outputs come back the same way, border written."""
+        local_channels = self.local_conv.out_channels
+        out = padded.new_empty((*padded.shape[:3], local_channels + self.global_conv.out_channels))
+
+        def local() -> None:
+            self.local_conv.padded(padded, out[..., :local_channels],
+                                   residual=residual[..., :local_channels] if residual is not None else None)
+
+        def global_() -> None:
+            self.global_conv.padded(padded, out[..., local_channels:], self._padded_fourier_sum(padded, constants),
+                                    residual=residual[..., local_channels:] if residual is not None else None)
+
+        _branches(local, global_, side)
+        kernels.fill_border(out)
+        return out
+
+    def _padded_fourier_sum(self, padded: Tensor, constants: BottleneckConstants) -> Tensor:
+        """_fourier_sum of the global input held in `padded`, over the padded map (its border
+        is the reflection's, y's border too, and the transforms leave it as it was)."""
+        flat = padded.view(-1, padded.shape[3])[:, padded.shape[3] - self.w1.shape[1]:]
+        y = torch._addmm_activation(self.b1, flat, self.w1.t()).view(*padded.shape[:3], -1)
+        summed = self._fourier(y, constants.padded_dft, constants.fourier_biases[self])
+        self.overflow = nonfinite_flag(summed)
+        return summed
 
     def _local(self, p_l: Tensor | None, x_g: Tensor | None, pad: Callable[[Tensor], Tensor]) -> Tensor | None:
         if not self.l2l.present:
@@ -216,7 +249,7 @@ class _FFCLayer:
         inf or nan, and must be caught here, since the Triton convolutions after it take the ReLU
         as a max, which turns nan into 0 (seen on the H200: the output came back finite and
         plausible)."""
-        summed = self._fourier(_linear_relu(x_g, self.w1, self.b1), constants)
+        summed = self._fourier(_linear_relu(x_g, self.w1, self.b1), constants.dft, constants.fourier_biases[self])
         self.overflow = nonfinite_flag(summed)
         return summed
 
@@ -228,19 +261,49 @@ class _FFCLayer:
         out = F.linear(flat, self.w2, self.b2)
         return out.view(batch, height, width, -1)
 
-    def _fourier(self, y: Tensor, constants: BottleneckConstants) -> Tensor:
-        """y + FourierUnit(y), NHWC, as five matrix products (see dft_matrices)."""
-        batch, height, width, channels = y.shape
-        forward_h, forward_w, inverse_w, inverse_h, biases = constants
+    def _fourier(self, y: Tensor, dft: DFTMatrices, bias: Tensor) -> Tensor:
+        """y + FourierUnit(y), NHWC, as five matrix products (see dft_matrices). `y` is the map
+        or, with padded_dft_matrices, the map reflect-padded by 1, whose inside the forward
+        products read through views: a reduction over its H + 2 rows or 2 (W + 2) columns would
+        leave the tensor cores' 8-element alignment."""
+        batch, rows_in, columns, channels = y.shape
+        forward_h, forward_w, inverse_w, inverse_h = dft
+        height, width = forward_h.shape[1], forward_w.shape[1] // 2  # the transform's (the inside's)
         half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
-        rows = torch.matmul(forward_h, y.view(batch, height, width * channels))  # (B, 2H, W*C)
-        spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', C)
-        mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, biases[self])
-        cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2W, C)
+        border = (rows_in - height) // 2
+        inside = y[:, border:border + height].flatten(2)  # (B, H, columns*ch): a view
+        rows = torch.matmul(forward_h, inside)  # (B, 2H, columns*ch)
+        if border == 0:
+            spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', ch)
+        else:
+            parts = rows.view(batch * height, 2, columns, channels)[:, :, border:border + width]
+            spectrum = torch.matmul(forward_w[:, :width], parts[:, 0])
+            spectrum.baddbmm_(forward_w[:, width:].expand(batch * height, -1, -1), parts[:, 1])
+        mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, bias)
+        cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2*columns, ch)
         # In place: y's last use, and an out-of-place baddbmm starts with a copy of it.
-        out = y.view(batch, height, width * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
-                                                             cols.view(batch, 2 * height, width * channels))
-        return out.view(batch, height, width, channels)
+        out = y.view(batch, rows_in, columns * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
+                                                               cols.view(batch, 2 * height, columns * channels))
+        return out.view(batch, rows_in, columns, channels)
+
+
+def _branches(local: Callable[[], Tensor | None], global_: Callable[[], Tensor | None],
+              side: torch.cuda.Stream | None) -> tuple[Tensor | None, Tensor | None]:
+    """A layer's local and global outputs, the local one on the `side` stream (where there is
+    one) while the current stream computes the global one: the branches share only inputs."""
+    if side is None:
+        return local(), global_()
+    main = torch.cuda.current_stream()
+    side.wait_stream(main)
+    with torch.cuda.stream(side):
+        out_l = local()
+    if out_l is not None:
+        # Made on the side stream, used on this one: the allocator must not hand its memory
+        # to the side stream again before this stream is done with it.
+        out_l.record_stream(main)
+    out_g = global_()
+    main.wait_stream(side)
+    return out_l, out_g
 
 
 def _linear_relu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -255,8 +318,7 @@ def _interleaved_order(channels: int) -> list[int]:
     return [2 * (j % channels) + j // channels for j in range(2 * channels)]
 
 
-def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dtype
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dtype) -> DFTMatrices:
     """The Fourier unit's transforms as dense DFT matrices for one bottleneck size, scaled so
     that fp16 holds every value on the way.
 
@@ -285,7 +347,17 @@ def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dty
     or 1: never larger. What falls to fp16's subnormals for it is below its rounding anyway.
     """
 
-    return tuple(_aligned(m.to(device, dtype)) for m in _dft_matrices(height, width))
+    return DFTMatrices(*(_aligned(m.to(device, dtype)) for m in _dft_matrices(height, width)))
+
+
+def padded_dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dtype) -> DFTMatrices:
+    """dft_matrices for maps reflect-padded by 1, (H + 2, W + 2): the forward ones as they are
+    (the forward products read the inside), the inverse ones with zero rows for the border's rows
+    and columns (y + fu(y) leaves the border as y had it)."""
+    forward_h, forward_w, inverse_w, inverse_h = _dft_matrices(height, width)
+    inverse_w = F.pad(inverse_w.view(2, width, -1), (0, 0, 1, 1)).view(2 * (width + 2), -1)
+    matrices = (forward_h, forward_w, inverse_w, F.pad(inverse_h, (0, 0, 1, 1)))
+    return DFTMatrices(*(_aligned(m.to(device, dtype)) for m in matrices))
 
 
 def _aligned(matrix: Tensor) -> Tensor:
@@ -366,6 +438,9 @@ class FastGenerator(nn.Module):
         weight = folded.model[1].ffc.convl2l.weight
         self.device, self.dtype = weight.device, weight.dtype
         self._spectral_layers = [layer for pair in self.blocks for layer in pair if layer.spectral]
+        # Bottlenecks of this many pixels and more run the residual blocks on padded maps, where
+        # the GPU can (_padded_stage): at smaller ones the padded kernels were slower (docs/PROFILING.md).
+        self.padded_min_pixels = LARGE_MAP_PIXELS
         self._constants: OrderedDict[tuple[int, int], BottleneckConstants] = OrderedDict()
 
     def _side_stream(self) -> torch.cuda.Stream:
@@ -398,8 +473,10 @@ class FastGenerator(nn.Module):
             with _on_the_default_stream(self.device):
                 scale = spectral_bias_scale(height, width)
                 biases = {layer: (layer.bfu_blocked.float() * scale).to(self.dtype) for layer in self._spectral_layers}
-                self._constants[key] = BottleneckConstants(*dft_matrices(height, width, self.device, self.dtype),
-                                                           biases)
+                padded = (padded_dft_matrices(height, width, self.device, self.dtype)
+                          if self._padded_stage(height, width) else None)
+                self._constants[key] = BottleneckConstants(dft_matrices(height, width, self.device, self.dtype),
+                                                           padded, biases)
             while len(self._constants) > MAX_CONSTANT_SHAPES:
                 self._constants.popitem(last=False)
         return self._constants[key]
@@ -418,16 +495,31 @@ class FastGenerator(nn.Module):
             wait_for()
         return kernels.compile_recorded(launches, threads)
 
+    def _padded_stage(self, height: int, width: int) -> bool:
+        """Whether the residual blocks run on maps kept reflect-padded (_FFCLayer.padded_call) at
+        this bottleneck size: on a GPU with a TMA, from `padded_min_pixels` on."""
+        return (bool(self.blocks) and height * width >= self.padded_min_pixels
+                and all(layer.padded_runs(height, width) for block in self.blocks for layer in block))
+
+    def _residual_blocks(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants,
+                         side: torch.cuda.Stream | None) -> Tensor:
+        """The residual blocks; their outputs side by side, (B, H, W, local + global)."""
+        if constants.padded_dft is None:
+            for first, second in self.blocks:
+                x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
+            return torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
+        padded = reflect_pad(torch.cat([x_l, x_g], dim=3), 1)
+        for first, second in self.blocks:
+            padded = second.padded_call(first.padded_call(padded, constants, side), constants, side, residual=padded)
+        return padded[:, 1:-1, 1:-1].contiguous()
+
     def forward(self, x: Tensor) -> Tensor:
         x = _nhwc(x)  # a view: the stem's padding pass reads the NCHW input in place
         x_l, x_g = self.stem(x), None
         side = self._side_stream() if self.parallel_branches and x.is_cuda else None
         for layer in self.downs:
             x_l, x_g = layer(x_l, x_g, side=side)
-        constants = self.constants(x_l.shape[1], x_l.shape[2])
-        for first, second in self.blocks:
-            x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
-        x = torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
+        x = self._residual_blocks(x_l, x_g, self.constants(x_l.shape[1], x_l.shape[2]), side)
         overflow = nonfinite_flag(x)
         for layer in (layer for block in self.blocks for layer in block if layer.spectral):
             overflow = overflow + layer.overflow

@@ -15,7 +15,9 @@ each choice, with their figures, GPU and commit: docs/PROFILING.md.
   filter is one matrix product over (column offset, channel), which NHWC memory holds
   contiguously, accumulated on the tensor cores.
 - `ReflectConvSum`: a residual block's FFC output in one pass: the sum of its 3x3
-  (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual.
+  (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual. On GPUs with a
+  Tensor Memory Accelerator (Hopper on), `ReflectConvSum.padded` runs the same on maps kept
+  reflect-padded by 1 from layer to layer (lama.fastnet), `fill_border` writing their border.
 
 Triton compiles a kernel at its first launch with a new specialisation (constants, dtypes,
 alignments), one after another as a forward reaches them: on a box whose kernel cache is empty
@@ -30,6 +32,7 @@ caches the real launches then find.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections import defaultdict
@@ -58,6 +61,7 @@ if torch.version.cuda is not None or getattr(torch.version, "hip", None) is not 
         import triton
         import triton.language as tl
         import triton.runtime.cache
+        from triton.tools.tensor_descriptor import TensorDescriptor
     except ImportError:
         triton = None
 # Triton's version key, which hashes its 416 MB native library in every process before the first
@@ -75,6 +79,18 @@ def triton_runs(x: Tensor) -> bool:
     """Whether the Triton kernels run for `x` (a CUDA tensor, with Triton installed; any tensor
     under Triton's interpreter)."""
     return triton is not None and (x.is_cuda or INTERPRETED)
+
+
+def tma_runs(x: Tensor) -> bool:
+    """Whether the kernels that read through tensor descriptors (ReflectConvSum.padded) run for
+    `x`: on a GPU whose multiprocessors have a Tensor Memory Accelerator (compute capability 9,
+    Hopper, and later), or under Triton's interpreter."""
+    return triton_runs(x) and (INTERPRETED or _has_tma(x.device.index))
+
+
+@functools.cache
+def _has_tma(device: int) -> bool:
+    return torch.cuda.get_device_capability(device)[0] >= 9
 
 
 class _Pointer:
@@ -111,6 +127,8 @@ class Launch(NamedTuple):
         def of(name: str, value: Any) -> Any:
             if isinstance(value, _Pointer):
                 return value.dtype, value.address % 16 == 0
+            if triton is not None and isinstance(value, TensorDescriptor):
+                return value.base.dtype, tuple(value.block_shape)
             if isinstance(value, int) and not isinstance(value, bool):
                 wide = not -2**31 <= value < 2**31
                 return (wide,) if name in dynamic else (wide, value == 1, value % 16 == 0)
@@ -178,8 +196,18 @@ def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **options: Any) -> N
         return
     device = next(arg.device for arg in args if isinstance(arg, Tensor))
     device = device.index if device.type == "cuda" else None
-    launches.append(Launch(kernel, device, grid, tuple(_Pointer(arg.dtype, arg.data_ptr()) if isinstance(arg, Tensor)
-                                                       else arg for arg in args), options))
+    launches.append(Launch(kernel, device, grid, tuple(_noted(arg) for arg in args), options))
+
+
+def _noted(arg: Any) -> Any:
+    """A launch's argument as a recorded launch keeps it: a tensor, also one under a tensor
+    descriptor, as its dtype and address only."""
+    if isinstance(arg, Tensor):
+        return _Pointer(arg.dtype, arg.data_ptr())
+    if triton is not None and isinstance(arg, TensorDescriptor):
+        return TensorDescriptor(_noted(arg.base), list(arg.shape), list(arg.strides), list(arg.block_shape),
+                                arg.padding)
+    return arg
 
 
 def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = None) -> Tensor:
@@ -217,6 +245,16 @@ def _reflect_pad_triton(x: Tensor, pad: int, relu: bool, bias: Tensor | None) ->
     _launch(_reflect_pad_kernel, grid, x, bias if bias is not None else x, out, height, width, channels, pad,
             *x.stride(), RELU=relu, BIAS=bias is not None, BLOCK_W=block_w, BLOCK_C=block_c)
     return out
+
+
+def fill_border(padded: Tensor) -> None:
+    """Writes the border of a contiguous (B, H + 2, W + 2, C) map from its inside, as reflect_pad
+    by 1 of the inside would (ReflectConvSum.padded writes the inside)."""
+    batch, padded_height, padded_width, channels = padded.shape
+    height, width = padded_height - 2, padded_width - 2
+    block_c = min(512, triton.next_power_of_2(channels))
+    grid = (batch * (2 * padded_width + 2 * height), triton.cdiv(channels, block_c))
+    _launch(_fill_border_kernel, grid, padded, height, width, channels, BLOCK_C=block_c)
 
 
 class ReflectConv:
@@ -314,6 +352,12 @@ SUM_TILE: Tile = (64, 128, 4, 3)
 LOCAL_LARGE_TILE: Tile = (128, 128, 8, 3)
 GLOBAL_LARGE_TILE: Tile = (128, 128, 4, 3)
 LARGE_MAP_PIXELS = 320 * 240
+# ReflectConvSum.padded's tiles in fp16 (the local output's layer, the global one's), the best of
+# `python tools/padded_probe.py` at 320×240 on an H100 (docs/PROFILING.md), and in fp32, whose
+# operands take twice the shared memory.
+LOCAL_PADDED_TILE: Tile = (128, 128, 4, 4)
+GLOBAL_PADDED_TILE: Tile = (128, 128, 4, 3)
+FP32_PADDED_TILE: Tile = (64, 128, 4, 4)
 
 
 class ReflectConvSum:
@@ -329,10 +373,22 @@ class ReflectConvSum:
     padding passes, a product and two residual adds besides. The Triton kernel reads each input
     pixel's reflection itself (a pixel's channels are contiguous, so the loads stay vectorised)
     and does the sums in its epilogue.
+
+    On Hopper that kernel is latency-bound (docs/PROFILING.md: the tensor pipe 43 % busy, each
+    tile's rows gathered by address). `padded` reads the 3x3 inputs instead from one map holding
+    them side by side along the channels, reflect-padded, over whose pixels (flattened) it runs:
+    output pixel q's tap (dy, dx) is padded pixel q + dy * (W + 2) + dx, so each tap of a tile is
+    one rectangular block, which the Tensor Memory Accelerator copies on its own, and the local
+    output's two convolutions are one loop over 512 channels. The tile's pixels in the padding's
+    last two columns and rows are computed and thrown away (1.5 % more work at a 320×240 map).
+    Its output goes into the inside of the next layer's padded map (the residual and the 1x1
+    input are read there too), so no padding pass runs between layers.
     """
 
-    def __init__(self, weights: list[Tensor], bias: Tensor, relu: bool, large_tile: Tile = SUM_TILE):
-        """`large_tile`: the tile for maps of LARGE_MAP_PIXELS and more, in fp16 (SUM_TILE below)."""
+    def __init__(self, weights: list[Tensor], bias: Tensor, relu: bool, large_tile: Tile = SUM_TILE,
+                 padded_tile: Tile = LOCAL_PADDED_TILE):
+        """`large_tile`: the tile for maps of LARGE_MAP_PIXELS and more, in fp16 (SUM_TILE below);
+        `padded_tile`: `padded`'s in fp16."""
         if not 1 <= len(weights) <= 2:
             raise ValueError("ReflectConvSum takes one or two convolutions")
         out_channels = weights[0].shape[0]
@@ -347,6 +403,15 @@ class ReflectConvSum:
         self.matrices = [w.detach().permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous() for w in weights]
         self.block_k = next((k for k in (64, 32, 16) if all(c % k == 0 for c in self.in_channels)), None)
         self.tiles = ((LARGE_MAP_PIXELS, large_tile), (0, SUM_TILE))
+        # `padded`'s operands: the 3x3 convolutions' weights joined along their input channels (the
+        # padded map's leading channels), rows (tap, channel); the 1x1 one's as above. Made only
+        # where that kernel can run.
+        self.joined = None
+        if self.block_k is not None and self.taps[0] == 9 and tma_runs(self.bias):
+            joined = torch.cat([w for w, taps in zip(self.weights, self.taps) if taps == 9], 1)
+            self.joined = joined.permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous()
+        self.padded_channels = sum(c for c, taps in zip(self.in_channels, self.taps) if taps == 9)
+        self.padded_tile = padded_tile
 
     def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
         """One tile for maps of every size (block_m pixels by block_n output channels, on
@@ -375,6 +440,45 @@ class ReflectConvSum:
         if residual is not None:
             out = out + residual
         return out.contiguous()
+
+    def padded(self, source: Tensor, out: Tensor, second: Tensor | None = None, residual: Tensor | None = None
+               ) -> None:
+        """The same sum on maps reflect-padded by 1, (B, H + 2, W + 2, ·) with H and W at least 2,
+        written into the inside of `out` (its border is `fill_border`'s, once every channel is in).
+        `source`: contiguous, the 3x3 inputs side by side in its leading channels (more may follow);
+        `second`: the 1x1 convolution's contiguous padded input where there is one; `residual`
+        and `out`: views of wider padded maps' channels (the pixels' channels contiguous). Only
+        where `joined` exists (tma_runs)."""
+        batch, padded_height, padded_width, channels = source.shape
+        height, width = padded_height - 2, padded_width - 2
+        if self.joined is None or channels < self.padded_channels or height < 2 or width < 2:
+            raise ValueError("padded needs a GPU with a TMA and a padded map of the 3x3 inputs' channels, 2x2 or more")
+        shape = (batch, padded_height, padded_width, self.out_channels)
+        if not source.is_contiguous():
+            raise ValueError("expected a contiguous padded map")
+        for name, view in (("out", out), ("residual", residual)):
+            if view is not None and (view.shape != shape or view.stride(3) != 1
+                                     or view.stride(1) != padded_width * view.stride(2)
+                                     or view.stride(0) != padded_height * view.stride(1)):
+                raise ValueError(f"{name} must be a {shape} view whose pixels' channels are contiguous")
+        with_second = len(self.weights) == 2 and self.taps[1] == 1
+        if with_second and (second is None or second.shape != (*shape[:3], self.in_channels[1])
+                            or not second.is_contiguous()):
+            raise ValueError(f"expected a contiguous {(*shape[:3], self.in_channels[1])} 1x1 input")
+        rows = batch * padded_height * padded_width
+        tile = self.padded_tile if source.dtype == torch.float16 else FP32_PADDED_TILE
+        block_m, block_n, num_warps, num_stages = tile
+        taps_in = TensorDescriptor(source.view(rows, channels), [rows, self.padded_channels], [channels, 1],
+                                   [block_m, self.block_k])
+        grid = (triton.cdiv(self.out_channels, block_n), triton.cdiv(rows, block_m))
+        _launch(
+            _padded_conv_sum_kernel, grid, taps_in, TensorDescriptor.from_tensor(self.joined, [self.block_k, block_n]),
+            second if with_second else source, self.matrices[-1], self.bias,
+            residual if residual is not None else out, residual.stride(2) if residual is not None else 0,
+            out, out.stride(2), rows, height, width, self.out_channels, CIN=self.padded_channels,
+            CIN_B=self.in_channels[1] if with_second else 0, RELU=self.relu, RESIDUAL=residual is not None,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=self.block_k,
+            PRECISION="ieee" if source.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages)
 
     def _triton(self, inputs: list[Tensor], residual: Tensor | None) -> Tensor:
         first = inputs[0]
@@ -524,3 +628,67 @@ if triton is not None:
         if RESIDUAL:
             acc += tl.load(residual + target, mask=keep).to(tl.float32)
         tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
+
+    @triton.jit(do_not_specialize=["rows", "height", "width"])
+    def _padded_conv_sum_kernel(source, matrix, second, matrix_b, bias, residual, residual_stride, dst, dst_stride,
+                                rows, height, width, out_channels, CIN: tl.constexpr, CIN_B: tl.constexpr,
+                                RELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr,
+                                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+        """BLOCK_M pixels of the padded maps (flattened over batch, rows, columns), each the top-left
+        tap of an output pixel, by BLOCK_N output channels. `source` and `matrix` are tensor
+        descriptors (the padded map's leading CIN channels; the joined 3x3 weights); `second`
+        points to the 1x1 convolution's padded input where CIN_B > 0; `residual` and `dst` to
+        padded maps' channels, pixels `*_stride` elements apart. The output channels are the fast
+        grid axis: the programs of one pixel tile run side by side and share its loads in L2."""
+        n0 = tl.program_id(0) * BLOCK_N
+        q0 = tl.program_id(1) * BLOCK_M
+        padded_width = width + 2
+        chunks: tl.constexpr = CIN // BLOCK_K
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for step in range(9 * chunks):
+            tap = step // chunks
+            channel = (step % chunks) * BLOCK_K
+            a = source.load([q0 + (tap // 3) * padded_width + tap % 3, channel])
+            acc = tl.dot(a, matrix.load([tap * CIN + channel, n0]), acc, input_precision=PRECISION)
+        q = q0 + tl.arange(0, BLOCK_M)
+        per_image = (height + 2) * padded_width
+        y, x = (q % per_image) // padded_width, q % padded_width
+        keep_m = (q < rows) & (y < height) & (x < width)
+        inside = (q + padded_width + 1).to(tl.int64)  # output pixel (y, x) is (y + 1, x + 1) of the padded maps
+        n = n0 + tl.arange(0, BLOCK_N)
+        keep_n = n < out_channels
+        if CIN_B > 0:
+            k = tl.arange(0, BLOCK_K)
+            for step in range(CIN_B // BLOCK_K):
+                channel = step * BLOCK_K + k
+                a = tl.load(second + inside[:, None] * CIN_B + channel[None, :], mask=keep_m[:, None], other=0.0)
+                weights = tl.load(matrix_b + channel[:, None] * out_channels + n[None, :], mask=keep_n[None, :],
+                                  other=0.0)
+                acc = tl.dot(a, weights, acc, input_precision=PRECISION)
+        acc += tl.load(bias + n, mask=keep_n, other=0.0).to(tl.float32)[None, :]
+        if RELU:
+            acc = tl.maximum(acc, 0.0)
+        keep = keep_m[:, None] & keep_n[None, :]
+        if RESIDUAL:
+            acc += tl.load(residual + inside[:, None] * residual_stride + n[None, :], mask=keep).to(tl.float32)
+        tl.store(dst + inside[:, None] * dst_stride + n[None, :], acc.to(dst.dtype.element_ty), mask=keep)
+
+    @triton.jit(do_not_specialize=["height", "width"])
+    def _fill_border_kernel(padded, height, width, channels, BLOCK_C: tl.constexpr):
+        """One border pixel of a (B, H + 2, W + 2, C) map, BLOCK_C channels, from its reflection
+        inside: the top and bottom rows, then the left and right columns between them."""
+        per_image = 2 * (width + 2) + 2 * height
+        b, i = tl.program_id(0) // per_image, tl.program_id(0) % per_image
+        j = i - 2 * (width + 2)
+        row = tl.where(i < width + 2, 0, tl.where(i < 2 * (width + 2), height + 1, 1 + j // 2))
+        column = tl.where(i < width + 2, i, tl.where(i < 2 * (width + 2), i - width - 2,
+                                                     tl.where(j % 2 == 0, 0, width + 1)))
+        # Reflection without edge repeat, in padded coordinates: 0 <- 2, H + 1 <- H - 1.
+        source_row = tl.where(row == 0, 2, tl.where(row == height + 1, height - 1, row))
+        source_column = tl.where(column == 0, 2, tl.where(column == width + 1, width - 1, column))
+        image = b.to(tl.int64) * (height + 2)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        keep = c < channels
+        source = ((image + source_row) * (width + 2) + source_column) * channels + c
+        target = ((image + row) * (width + 2) + column) * channels + c
+        tl.store(padded + target, tl.load(padded + source, mask=keep), mask=keep)

@@ -281,10 +281,15 @@ def test_spectra_at_the_edge_of_fp16_stay_finite_on_the_gpu():
     layer16, layer32 = fast16.blocks[0][0], fast32.blocks[0][0]
     y = 2000 + 50 * torch.randn(1, 240, 320, layer16.w1.shape[0], device="cuda")
     with torch.inference_mode(), strict_fp32():
-        got = layer16._fourier(y.half(), fast16.constants(240, 320)).float()
-        want = layer32._fourier(y.clone(), fast32.constants(240, 320))
-    assert torch.isfinite(got).all()
+        c16, c32 = fast16.constants(240, 320), fast32.constants(240, 320)
+        got = layer16._fourier(y.half(), c16.dft, c16.fourier_biases[layer16]).float()
+        want = layer32._fourier(y.clone(), c32.dft, c32.fourier_biases[layer32])
+        # The same unit on the map reflect-padded by 1, as the residual blocks run it at this size.
+        padded16 = F.pad(y.half().permute(0, 3, 1, 2), (1, 1, 1, 1), mode="reflect").permute(0, 2, 3, 1).contiguous()
+        got_padded = layer16._fourier(padded16, c16.padded_dft, c16.fourier_biases[layer16])[:, 1:-1, 1:-1].float()
+    assert torch.isfinite(got).all() and torch.isfinite(got_padded).all()
     assert float((got - want).norm() / want.norm()) < 1e-3
+    assert float((got_padded - want).norm() / want.norm()) < 1e-3
 
 
 def test_an_fp16_overflow_is_computed_again_in_fp32_and_counted():

@@ -88,14 +88,47 @@ def conv_sums(errors: dict[str, float]) -> None:
             errors[f"ReflectConvSum {name}->{cout} {batch}x{height}x{width} {str(dtype)[6:]}"] = relative_error(got, want)
 
 
+def padded_conv_sums(errors: dict[str, float]) -> None:
+    """ReflectConvSum.padded, a residual block's two layers as lama.fastnet runs them on maps kept
+    padded: the local output from both inputs side by side, the global one from the local input
+    and a 1x1 input, the residual read from the block's padded input; then fill_border. The
+    whole padded output against reflect_pad of torch's result (border included)."""
+    local_in, global_in, fourier, dtype = 16, 48, 32, torch.float32
+    for batch, height, width in ((1, 2, 2), (2, 9, 13)):
+        x_l, x_g = torch.randn(batch, height, width, local_in), torch.randn(batch, height, width, global_in)
+        summed = torch.randn(batch, height, width, fourier)
+        weights = {"l2l": torch.randn(local_in, local_in, 3, 3) / 12, "g2l": torch.randn(local_in, global_in, 3, 3) / 20,
+                   "l2g": torch.randn(global_in, local_in, 3, 3) / 12, "conv2": torch.randn(global_in, fourier, 1, 1) / 6}
+        b_l, b_g = torch.randn(local_in), torch.randn(global_in)
+        local = kernels.ReflectConvSum([weights["l2l"], weights["g2l"]], b_l, True)
+        global_ = kernels.ReflectConvSum([weights["l2g"], weights["conv2"]], b_g, True)
+        source = kernels.reflect_pad(torch.cat([x_l, x_g], dim=3), 1)
+        out = torch.full_like(source, float("nan"))
+        local.padded(source, out[..., :local_in], residual=source[..., :local_in])
+        global_.padded(source, out[..., local_in:], padded(summed, 1).permute(0, 2, 3, 1).contiguous(),
+                       residual=source[..., local_in:])
+        kernels.fill_border(out)
+        want_l = F.conv2d(padded(x_l, 1), weights["l2l"]) + F.conv2d(padded(x_g, 1), weights["g2l"])
+        want_g = F.conv2d(padded(x_l, 1), weights["l2g"]) + F.conv2d(nchw(summed), weights["conv2"])
+        want = torch.cat([(want_l + b_l.view(1, -1, 1, 1)).relu(), (want_g + b_g.view(1, -1, 1, 1)).relu()], dim=1)
+        want = want.permute(0, 2, 3, 1) + torch.cat([x_l, x_g], dim=3)
+        errors[f"ReflectConvSum.padded {batch}x{height}x{width} {str(dtype)[6:]}"] = relative_error(
+            out, padded(want, 1).permute(0, 2, 3, 1))
+
+
 def forward(errors: dict[str, float], tiny: Path) -> None:
     """The whole fast-path forward (every kernel the tiny checkpoint's shapes reach, with the
-    torch operations between them) against the reference model, in fp32."""
+    torch operations between them) against the reference model, in fp32: once as it runs at
+    the tiny bottleneck, once with the residual blocks on padded maps, as from 320×240 on."""
     generator = build_generator(load_checkpoint(tiny)).eval()
     fast = FastGenerator(fold_batchnorm(generator))
     x = torch.rand(1, 4, 40, 56)
     with torch.inference_mode():
-        errors["FastGenerator tiny 56x40"] = relative_error(fast(x), generator(x))
+        want = generator(x)
+        errors["FastGenerator tiny 56x40"] = relative_error(fast(x), want)
+        fast.padded_min_pixels = 0
+        fast._constants.clear()  # made with the padded maps' DFT matrices from now on
+        errors["FastGenerator tiny 56x40, padded maps"] = relative_error(fast(x), want)
 
 
 def main() -> None:
@@ -106,6 +139,7 @@ def main() -> None:
     pads(errors)
     convs(errors)
     conv_sums(errors)
+    padded_conv_sums(errors)
     forward(errors, Path(sys.argv[1]))
     print(json.dumps(errors))
 

@@ -119,7 +119,7 @@ def test_per_size_constants_are_bounded_and_match_the_bottleneck():
             fast(torch.rand(1, 4, 16, width))
     assert len(fast._constants) == fastnet.MAX_CONSTANT_SHAPES
     assert fast.constants_for_input((1, 4, 16, width)) is fast._constants[(2, width // 8)]
-    assert fast.constants_for_input((1, 4, 17, 9)).forward_h.shape[0] == 2 * 3, "ceil(17 / 8) rows"
+    assert fast.constants_for_input((1, 4, 17, 9)).dft.forward_h.shape[0] == 2 * 3, "ceil(17 / 8) rows"
 
 
 def test_reflect_conv_is_a_reflect_padded_convolution_with_its_activations():
@@ -270,13 +270,14 @@ def test_spectra_stay_within_the_activations_range_where_orthonormal_ones_overfl
     assert (y.double().sum(dim=(1, 2)) / 64).max() > torch.finfo(torch.float16).max, "orthonormal DC overflows"
 
     constants = half.constants(64, 64)
-    rows = torch.matmul(constants.forward_h, y.half().view(1, 64, 64 * channels))
-    spectrum = torch.matmul(constants.forward_w, rows.view(64, 2 * 64, channels))
+    rows = torch.matmul(constants.dft.forward_h, y.half().view(1, 64, 64 * channels))
+    spectrum = torch.matmul(constants.dft.forward_w, rows.view(64, 2 * 64, channels))
     assert torch.isfinite(spectrum).all() and spectrum.abs().max() <= y.abs().max()
 
     with torch.inference_mode():
-        got = layer16._fourier(y.half(), constants).float()  # y is its last use: updated in place
-        want = layer32._fourier(y.clone(), full.constants(64, 64))
+        got = layer16._fourier(y.half(), constants.dft, constants.fourier_biases[layer16]).float()  # y: updated in place
+        full_constants = full.constants(64, 64)
+        want = layer32._fourier(y.clone(), full_constants.dft, full_constants.fourier_biases[layer32])
     assert torch.isfinite(got).all()
     assert float((got - want).norm() / want.norm()) < 1e-3
 
