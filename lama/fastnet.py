@@ -38,12 +38,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lama import kernels
-from lama.kernels import (GLOBAL_LARGE_TILE, GLOBAL_PADDED_TILE, LARGE_MAP_PIXELS, LOCAL_LARGE_TILE, ReflectConv,
-                          ReflectConvSum, reflect_pad)
+from lama.kernels import GLOBAL_LARGE_TILE, GLOBAL_PADDED_TILE, LOCAL_LARGE_TILE, ReflectConv, ReflectConvSum, reflect_pad
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
 MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices stay on the GPU
+# Bottlenecks of this many pixels and more run the residual blocks on padded maps, where the GPU
+# can (FastGenerator._padded_stage). Whole graphed forwards on an H100, padded against the gather
+# kernels (docs/PROFILING.md): 8.31 against 8.39-8.41 ms at 1280×960 (a 160×120 bottleneck),
+# 15.36 against 15.91 at 1920×1080, 30.4 against 31.2 at 2560×1920; 3.71 against 3.36 at
+# 640×480 (80×60), where the padding's share of the map is larger.
+PADDED_MAP_PIXELS = 160 * 120
 
 
 class BottleneckConstants(NamedTuple):
@@ -438,9 +443,7 @@ class FastGenerator(nn.Module):
         weight = folded.model[1].ffc.convl2l.weight
         self.device, self.dtype = weight.device, weight.dtype
         self._spectral_layers = [layer for pair in self.blocks for layer in pair if layer.spectral]
-        # Bottlenecks of this many pixels and more run the residual blocks on padded maps, where
-        # the GPU can (_padded_stage): at smaller ones the padded kernels were slower (docs/PROFILING.md).
-        self.padded_min_pixels = LARGE_MAP_PIXELS
+        self.padded_min_pixels = PADDED_MAP_PIXELS
         self._constants: OrderedDict[tuple[int, int], BottleneckConstants] = OrderedDict()
 
     def _side_stream(self) -> torch.cuda.Stream:
