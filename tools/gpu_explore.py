@@ -9,6 +9,7 @@ kernel by kernel and times the CPU codecs, so that one device call answers sever
     python tools/gpu_explore.py --conv-sum --out DIR   # the residual layers' kernel against cuDNN
     python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
     python tools/gpu_explore.py --tiles --out DIR      # the residual layers' kernel: tiles per bottleneck size
+    python tools/gpu_explore.py --padded --out DIR     # the residual stage on padded maps: from which size, which tiles
     python tools/gpu_explore.py --repair-steps --out DIR  # one repair's model run, step by step, against the model
     python tools/gpu_explore.py --conv-sum-runs 320x240 --out DIR  # that kernel alone, for a profiler (gpu_soak.sh ncu)
 """
@@ -327,6 +328,63 @@ def tile_sweep() -> dict:
     return {"kernels": kernels_by_size, "forward": forwards}
 
 
+# Input sizes whose bottlenecks bracket where the residual stage on padded maps starts paying:
+# 80×60, 128×96, 160×120 (lama.fastnet.PADDED_MAP_PIXELS), 240×135, 200×150, 320×240.
+PADDED_SIZES = ((640, 480), (1024, 768), (1280, 960), (1920, 1080), (1600, 1200), (2560, 1920))
+PADDED_TILES = {"local": ((128, 128, 8, 3), (128, 128, 4, 3), (64, 128, 4, 4), (256, 128, 8, 3)),
+                "global": ((128, 128, 8, 3), (128, 128, 4, 4), (256, 128, 8, 3), (64, 128, 4, 3))}
+
+
+def padded_sweep() -> dict:
+    """The residual stage on padded maps (FastGenerator._padded_stage) against the gather kernels,
+    whole graphed forwards at each of PADDED_SIZES (gather, padded, gather again: the first and
+    the last agree when the GPU's clocks held); then, at 1280×960 and 2560×1920, each residual
+    layer's padded tile (ReflectConvSum.padded_tile) against lama.kernels' default, one layer's
+    tile changed at a time. Where the GPU has no TMA, the padded stage does not run."""
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    fast = FastGenerator(engine.backend.generator)
+    layers = [layer for pair in fast.blocks for layer in pair if layer.fused]
+    default = {"local": kernels.LOCAL_PADDED_TILE, "global": kernels.GLOBAL_PADDED_TILE}
+
+    def set_tiles(local: tuple[int, ...], global_: tuple[int, ...]) -> None:
+        for layer in layers:
+            layer.local_conv.padded_tile, layer.global_conv.padded_tile = local, global_
+
+    def forward_ms(net_input: torch.Tensor, least_pixels: int) -> float:
+        fast.padded_min_pixels = least_pixels
+        fast._constants.clear()  # made again with (or without) the padded maps' DFT matrices
+        return round(_graphed_forward_ms(fast, net_input), 2)
+
+    stages, tiles = [], []
+    inputs = {}
+    for width, height in PADDED_SIZES:
+        image, mask = synthetic_case(width, height)
+        inputs[(width, height)] = net_input = engine.backend.model_input(image, mask > 0)[2]
+        row = {"size": f"{width}x{height}", "bottleneck": f"{width // 8}x{height // 8}"}
+        for name, least in (("gather_ms", 10**12), ("padded_ms", 0), ("gather_again_ms", 10**12)):
+            row[name] = forward_ms(net_input, least)
+        stages.append(row)
+        print(json.dumps(row), flush=True)
+    for width, height in ((1280, 960), (2560, 1920)):
+        row = {"size": f"{width}x{height}", "default": f"local {_tile_name(default['local'])}, "
+                                                      f"global {_tile_name(default['global'])}"}
+        set_tiles(default["local"], default["global"])
+        row["default_ms"] = forward_ms(inputs[(width, height)], 0)
+        for layer_kind, candidates in PADDED_TILES.items():
+            for tile in candidates:
+                set_tiles(tile if layer_kind == "local" else default["local"],
+                          tile if layer_kind == "global" else default["global"])
+                try:
+                    row[f"{layer_kind}_{_tile_name(tile)}_ms"] = forward_ms(inputs[(width, height)], 0)
+                except Exception as error:  # noqa: BLE001 - a tile the GPU cannot run is a result too
+                    row[f"{layer_kind}_{_tile_name(tile)}_failed"] = f"{type(error).__name__}: {error}"[:200]
+        set_tiles(default["local"], default["global"])
+        row["default_again_ms"] = forward_ms(inputs[(width, height)], 0)
+        tiles.append(row)
+        print(json.dumps(row), flush=True)
+    return {"stages": stages, "tiles": tiles}
+
+
 def wall_median_ms(run, runs: int = 25, pause_s: float = 0.0) -> float:
     """Wall-clock milliseconds of `run` to the GPU's end of it, as a caller waits for it;
     `pause_s`: the GPU left idle that long before each call."""
@@ -424,6 +482,8 @@ def main() -> None:
                         help="only summarise the fast path's graph replay at each size, on two streams and on one")
     parser.add_argument("--tiles", action="store_true",
                         help="only sweep ReflectConvSum's tiles per bottleneck size, kernels alone and whole forwards")
+    parser.add_argument("--padded", action="store_true",
+                        help="only time the residual stage on padded maps against the gather kernels, and its tiles")
     parser.add_argument("--repair-steps", action="store_true",
                         help="only time one repair's model run step by step, at the load benchmark's upload")
     parser.add_argument("--conv-sum-runs", metavar="WxH",
@@ -442,6 +502,12 @@ def main() -> None:
         with torch.inference_mode():
             result = tile_sweep()
         with open(os.path.join(args.out, "tiles.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        return
+    if args.padded:
+        with torch.inference_mode():
+            result = padded_sweep()
+        with open(os.path.join(args.out, "padded.json"), "w") as f:
             json.dump(result, f, indent=1)
         return
     if args.kernels:
