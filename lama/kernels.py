@@ -353,8 +353,9 @@ LOCAL_LARGE_TILE: Tile = (128, 128, 8, 3)
 GLOBAL_LARGE_TILE: Tile = (128, 128, 4, 3)
 LARGE_MAP_PIXELS = 320 * 240
 # ReflectConvSum.padded's tiles in fp16 (the local output's layer, the global one's), the best of
-# `python tools/padded_probe.py` at 320×240 on an H100 (docs/PROFILING.md), and in fp32, whose
-# operands take twice the shared memory.
+# `python tools/gpu_explore.py --padded` on an H100, whole graphed forwards at 1280×960 and
+# 2560×1920 (docs/PROFILING.md: the local layer's 3 stages gained 3 % at 1280×960 and lost 2 % at
+# 1920×1080), and in fp32, whose operands take twice the shared memory.
 LOCAL_PADDED_TILE: Tile = (128, 128, 4, 4)
 GLOBAL_PADDED_TILE: Tile = (128, 128, 4, 3)
 FP32_PADDED_TILE: Tile = (64, 128, 4, 4)
