@@ -471,15 +471,10 @@ class ReflectConvSum:
         block_m, block_n, num_warps, num_stages = tile
         taps_in = TensorDescriptor(source.view(rows, channels), [rows, self.padded_channels], [channels, 1],
                                    [block_m, self.block_k])
-        taps_weights = TensorDescriptor.from_tensor(self.joined, [self.block_k, block_n])
-        if with_second:
-            second_in = TensorDescriptor.from_tensor(second.view(rows, self.in_channels[1]), [block_m, self.block_k])
-            second_weights = TensorDescriptor.from_tensor(self.matrices[-1], [self.block_k, block_n])
-        else:  # not read (CIN_B is 0): any descriptors of the same kind
-            second_in, second_weights = taps_in, taps_weights
         grid = (triton.cdiv(self.out_channels, block_n), triton.cdiv(rows, block_m))
         _launch(
-            _padded_conv_sum_kernel, grid, taps_in, taps_weights, second_in, second_weights, self.bias,
+            _padded_conv_sum_kernel, grid, taps_in, TensorDescriptor.from_tensor(self.joined, [self.block_k, block_n]),
+            second if with_second else source, self.matrices[-1], self.bias,
             residual if residual is not None else out, residual.stride(2) if residual is not None else 0,
             out, out.stride(2), rows, height, width, self.out_channels, CIN=self.padded_channels,
             CIN_B=self.in_channels[1] if with_second else 0, RELU=self.relu, RESIDUAL=residual is not None,
@@ -664,10 +659,13 @@ if triton is not None:
         n = n0 + tl.arange(0, BLOCK_N)
         keep_n = n < out_channels
         if CIN_B > 0:
-            # The 1x1 input's pixels under the tile's outputs are one block of rows too.
+            k = tl.arange(0, BLOCK_K)
             for step in range(CIN_B // BLOCK_K):
-                a = second.load([q0 + padded_width + 1, step * BLOCK_K])
-                acc = tl.dot(a, matrix_b.load([step * BLOCK_K, n0]), acc, input_precision=PRECISION)
+                channel = step * BLOCK_K + k
+                a = tl.load(second + inside[:, None] * CIN_B + channel[None, :], mask=keep_m[:, None], other=0.0)
+                weights = tl.load(matrix_b + channel[:, None] * out_channels + n[None, :], mask=keep_n[None, :],
+                                  other=0.0)
+                acc = tl.dot(a, weights, acc, input_precision=PRECISION)
         acc += tl.load(bias + n, mask=keep_n, other=0.0).to(tl.float32)[None, :]
         if RELU:
             acc = tl.maximum(acc, 0.0)
