@@ -268,17 +268,22 @@ class _FFCLayer:
 
     def _fourier(self, y: Tensor, dft: DFTMatrices, bias: Tensor) -> Tensor:
         """y + FourierUnit(y), NHWC, as five matrix products (see dft_matrices). `y` is the map
-        or, with padded_dft_matrices, the map reflect-padded by 1: the transform along H reads its
-        inside rows through a view (a reduction over H + 2 rows would leave the tensor cores'
-        8-element alignment), the one along W all its columns, the border's with zero weights."""
+        or, with padded_dft_matrices, the map reflect-padded by 1, whose inside the forward
+        products read through views: a reduction over its H + 2 rows or 2 (W + 2) columns would
+        leave the tensor cores' 8-element alignment."""
         batch, rows_in, columns, channels = y.shape
         forward_h, forward_w, inverse_w, inverse_h = dft
-        height = forward_h.shape[1]  # the transform's (the inside's)
+        height, width = forward_h.shape[1], forward_w.shape[1] // 2  # the transform's (the inside's)
         half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
         border = (rows_in - height) // 2
         inside = y[:, border:border + height].flatten(2)  # (B, H, columns*ch): a view
         rows = torch.matmul(forward_h, inside)  # (B, 2H, columns*ch)
-        spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * columns, channels))  # (B*H, 2W', ch)
+        if border == 0:
+            spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', ch)
+        else:
+            parts = rows.view(batch * height, 2, columns, channels)[:, :, border:border + width]
+            spectrum = torch.matmul(forward_w[:, :width], parts[:, 0])
+            spectrum.baddbmm_(forward_w[:, width:].expand(batch * height, -1, -1), parts[:, 1])
         mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, bias)
         cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2*columns, ch)
         # In place: y's last use, and an out-of-place baddbmm starts with a copy of it.
@@ -351,12 +356,10 @@ def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dty
 
 
 def padded_dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dtype) -> DFTMatrices:
-    """dft_matrices for maps reflect-padded by 1, (H + 2, W + 2): the transform along H as it is
-    (its product reads the inside rows), the one along W with zero columns for the border's
-    columns (one product over all of them), the inverse ones with zero rows for the border's rows
+    """dft_matrices for maps reflect-padded by 1, (H + 2, W + 2): the forward ones as they are
+    (the forward products read the inside), the inverse ones with zero rows for the border's rows
     and columns (y + fu(y) leaves the border as y had it)."""
     forward_h, forward_w, inverse_w, inverse_h = _dft_matrices(height, width)
-    forward_w = F.pad(forward_w.view(-1, 2, width), (1, 1)).view(-1, 2 * (width + 2))
     inverse_w = F.pad(inverse_w.view(2, width, -1), (0, 0, 1, 1)).view(2 * (width + 2), -1)
     matrices = (forward_h, forward_w, inverse_w, F.pad(inverse_h, (0, 0, 1, 1)))
     return DFTMatrices(*(_aligned(m.to(device, dtype)) for m in matrices))
