@@ -471,12 +471,19 @@ class ReflectConvSum:
         block_m, block_n, num_warps, num_stages = tile
         taps_in = TensorDescriptor(source.view(rows, channels), [rows, self.padded_channels], [channels, 1],
                                    [block_m, self.block_k])
+        taps_weights = TensorDescriptor.from_tensor(self.joined, [self.block_k, block_n])
+        if with_second:
+            second_in = TensorDescriptor.from_tensor(second.view(rows, self.in_channels[1]), [block_m, self.block_k])
+            second_weights = TensorDescriptor.from_tensor(self.matrices[-1], [self.block_k, block_n])
+        else:  # not read (CIN_B is 0): any descriptors of the same kind
+            second_in, second_weights = taps_in, taps_weights
+        written = TensorDescriptor(out, [rows, self.out_channels], [out.stride(2), 1], [block_m, block_n])
+        added = (TensorDescriptor(residual, [rows, self.out_channels], [residual.stride(2), 1], [block_m, block_n])
+                 if residual is not None else written)
         grid = (triton.cdiv(self.out_channels, block_n), triton.cdiv(rows, block_m))
         _launch(
-            _padded_conv_sum_kernel, grid, taps_in, TensorDescriptor.from_tensor(self.joined, [self.block_k, block_n]),
-            second if with_second else source, self.matrices[-1], self.bias,
-            residual if residual is not None else out, residual.stride(2) if residual is not None else 0,
-            out, out.stride(2), rows, height, width, self.out_channels, CIN=self.padded_channels,
+            _padded_conv_sum_kernel, grid, taps_in, taps_weights, second_in, second_weights, self.bias, added, written,
+            width, self.out_channels, CIN=self.padded_channels,
             CIN_B=self.in_channels[1] if with_second else 0, RELU=self.relu, RESIDUAL=residual is not None,
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=self.block_k,
             PRECISION="ieee" if source.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages)
@@ -630,17 +637,20 @@ if triton is not None:
             acc += tl.load(residual + target, mask=keep).to(tl.float32)
         tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
 
-    @triton.jit(do_not_specialize=["rows", "height", "width"])
-    def _padded_conv_sum_kernel(source, matrix, second, matrix_b, bias, residual, residual_stride, dst, dst_stride,
-                                rows, height, width, out_channels, CIN: tl.constexpr, CIN_B: tl.constexpr,
+    @triton.jit(do_not_specialize=["width"])
+    def _padded_conv_sum_kernel(source, matrix, second, matrix_b, bias, residual, dst, width, out_channels,
+                                CIN: tl.constexpr, CIN_B: tl.constexpr,
                                 RELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr,
                                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
         """BLOCK_M pixels of the padded maps (flattened over batch, rows, columns), each the top-left
-        tap of an output pixel, by BLOCK_N output channels. `source` and `matrix` are tensor
-        descriptors (the padded map's leading CIN channels; the joined 3x3 weights); `second`
-        points to the 1x1 convolution's padded input where CIN_B > 0; `residual` and `dst` to
-        padded maps' channels, pixels `*_stride` elements apart. The output channels are the fast
-        grid axis: the programs of one pixel tile run side by side and share its loads in L2."""
+        tap of an output pixel, by BLOCK_N output channels. Every operand is a tensor descriptor
+        over the padded maps' pixels (flattened) and their channels: `source` the padded map's
+        leading CIN channels and `matrix` the joined 3x3 weights; `second` and `matrix_b` the 1x1
+        convolution's padded input and its weights, read where CIN_B > 0; `residual` and `dst`
+        the padded maps' channels that the layer adds and writes. So no tile holds an address a
+        value (a 128×128 tile's would take 128 registers a thread beside its accumulator's 128).
+        The output channels are the fast grid axis: the programs of one pixel tile run side by
+        side and share its loads in L2."""
         n0 = tl.program_id(0) * BLOCK_N
         q0 = tl.program_id(1) * BLOCK_M
         padded_width = width + 2
@@ -651,28 +661,22 @@ if triton is not None:
             channel = (step % chunks) * BLOCK_K
             a = source.load([q0 + (tap // 3) * padded_width + tap % 3, channel])
             acc = tl.dot(a, matrix.load([tap * CIN + channel, n0]), acc, input_precision=PRECISION)
-        q = q0 + tl.arange(0, BLOCK_M)
-        per_image = (height + 2) * padded_width
-        y, x = (q % per_image) // padded_width, q % padded_width
-        keep_m = (q < rows) & (y < height) & (x < width)
-        inside = (q + padded_width + 1).to(tl.int64)  # output pixel (y, x) is (y + 1, x + 1) of the padded maps
-        n = n0 + tl.arange(0, BLOCK_N)
-        keep_n = n < out_channels
+        # Output pixel (y, x) is (y + 1, x + 1) of the padded maps: the tile's outputs are one block
+        # of their rows too, from `inside` on.
+        inside = q0 + padded_width + 1
         if CIN_B > 0:
-            k = tl.arange(0, BLOCK_K)
             for step in range(CIN_B // BLOCK_K):
-                channel = step * BLOCK_K + k
-                a = tl.load(second + inside[:, None] * CIN_B + channel[None, :], mask=keep_m[:, None], other=0.0)
-                weights = tl.load(matrix_b + channel[:, None] * out_channels + n[None, :], mask=keep_n[None, :],
-                                  other=0.0)
-                acc = tl.dot(a, weights, acc, input_precision=PRECISION)
-        acc += tl.load(bias + n, mask=keep_n, other=0.0).to(tl.float32)[None, :]
+                a = second.load([inside, step * BLOCK_K])
+                acc = tl.dot(a, matrix_b.load([step * BLOCK_K, n0]), acc, input_precision=PRECISION)
+        n = n0 + tl.arange(0, BLOCK_N)
+        acc += tl.load(bias + n, mask=n < out_channels, other=0.0).to(tl.float32)[None, :]
         if RELU:
             acc = tl.maximum(acc, 0.0)
-        keep = keep_m[:, None] & keep_n[None, :]
         if RESIDUAL:
-            acc += tl.load(residual + inside[:, None] * residual_stride + n[None, :], mask=keep).to(tl.float32)
-        tl.store(dst + inside[:, None] * dst_stride + n[None, :], acc.to(dst.dtype.element_ty), mask=keep)
+            acc += residual.load([inside, n0]).to(tl.float32)
+        # The tile's pixels in the padding's columns and rows land on border pixels, which
+        # fill_border writes afterwards; what falls past the map is dropped by the descriptor.
+        dst.store([inside, n0], acc.to(dst.dtype))
 
     @triton.jit(do_not_specialize=["height", "width"])
     def _fill_border_kernel(padded, height, width, channels, BLOCK_C: tl.constexpr):
