@@ -472,6 +472,11 @@ def repair_steps() -> dict:
     return steps
 
 
+def _save(folder: str, name: str, result: dict | list) -> None:
+    with open(os.path.join(folder, name), "w") as f:
+        json.dump(result, f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -495,24 +500,18 @@ def main() -> None:
             conv_sum_runs(*map(int, args.conv_sum_runs.split("x")))
         return
     if args.repair_steps:
-        with open(os.path.join(args.out, "repair_steps.json"), "w") as f:
-            json.dump(repair_steps(), f, indent=1)
+        _save(args.out, "repair_steps.json", repair_steps())
         return
     if args.tiles:
         with torch.inference_mode():
-            result = tile_sweep()
-        with open(os.path.join(args.out, "tiles.json"), "w") as f:
-            json.dump(result, f, indent=1)
+            _save(args.out, "tiles.json", tile_sweep())
         return
     if args.padded:
         with torch.inference_mode():
-            result = padded_sweep()
-        with open(os.path.join(args.out, "padded.json"), "w") as f:
-            json.dump(result, f, indent=1)
+            _save(args.out, "padded.json", padded_sweep())
         return
     if args.kernels:
-        with open(os.path.join(args.out, "kernels.json"), "w") as f:
-            json.dump(kernel_times(), f, indent=1)
+        _save(args.out, "kernels.json", kernel_times())
         return
     if args.conv_sum:
         with torch.inference_mode(), open(os.path.join(args.out, "conv_sum.json"), "w") as f:
