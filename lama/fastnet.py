@@ -44,10 +44,11 @@ from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
 MAX_CONSTANT_SHAPES = 16  # bottleneck sizes whose DFT matrices stay on the GPU
 # Bottlenecks of this many pixels and more run the residual blocks on padded maps, where the GPU
-# can (FastGenerator._padded_stage). Whole graphed forwards on an H100, padded against the gather
-# kernels (docs/PROFILING.md): 8.31 against 8.39-8.41 ms at 1280×960 (a 160×120 bottleneck),
-# 15.36 against 15.91 at 1920×1080, 30.4 against 31.2 at 2560×1920; 3.71 against 3.36 at
-# 640×480 (80×60), where the padding's share of the map is larger.
+# can (FastGenerator._padded_stage). `python tools/gpu_explore.py --padded` on an H100, whole graphed
+# forwards, padded against the gather kernels (docs/PROFILING.md): 8.30 against 8.40-8.42 ms at
+# 1280×960 (a 160×120 bottleneck), 15.42 against 15.79-15.80 at 1920×1080, 30.48 against
+# 31.70-31.72 at 2560×1920; slower below, where the border is a larger share of the map: 6.06
+# against 5.76-5.78 at 1024×768 (128×96), 3.72 against 3.37-3.42 at 640×480 (80×60).
 PADDED_MAP_PIXELS = 160 * 120
 
 
