@@ -213,21 +213,13 @@ class _FFCLayer:
                                    residual=residual[..., :local_channels] if residual is not None else None)
 
         def global_() -> None:
-            self.global_conv.padded(padded, out[..., local_channels:], self._padded_fourier_sum(padded, constants),
+            global_in = padded[..., padded.shape[3] - self.w1.shape[1]:]  # a view: the global input's channels
+            self.global_conv.padded(padded, out[..., local_channels:], self._fourier_sum(global_in, constants, padded=True),
                                     residual=residual[..., local_channels:] if residual is not None else None)
 
         _branches(local, global_, side)
         kernels.fill_border(out)
         return out
-
-    def _padded_fourier_sum(self, padded: Tensor, constants: BottleneckConstants) -> Tensor:
-        """_fourier_sum of the global input held in `padded`, over the padded map (its border
-        is the reflection's, y's border too, and the transforms leave it as it was)."""
-        flat = padded.view(-1, padded.shape[3])[:, padded.shape[3] - self.w1.shape[1]:]
-        y = torch._addmm_activation(self.b1, flat, self.w1.t()).view(*padded.shape[:3], -1)
-        summed = self._fourier(y, constants.padded_dft, constants.fourier_biases[self])
-        self.overflow = nonfinite_flag(summed)
-        return summed
 
     def _local(self, p_l: Tensor | None, x_g: Tensor | None, pad: Callable[[Tensor], Tensor]) -> Tensor | None:
         if not self.l2l.present:
@@ -248,14 +240,17 @@ class _FFCLayer:
             return None
         return self.l2g.relu(p_l) if self.relu else self.l2g(p_l)
 
-    def _fourier_sum(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
+    def _fourier_sum(self, x_g: Tensor, constants: BottleneckConstants, padded: bool = False) -> Tensor:
         """y + fu(y) with y = relu(conv1(x_g)), NHWC: the input of the spectral branch's conv2.
+        `padded`: x_g is kept reflect-padded by 1 (y and the sum too, through the padded maps'
+        DFT matrices, whose transforms leave the border as y has it).
 
         Sets `overflow` (nonfinite_flag's 0-d tensor, no sync): an fp16 overflow shows here as
         inf or nan, and must be caught here, since the Triton convolutions after it take the ReLU
         as a max, which turns nan into 0 (seen on the H200: the output came back finite and
         plausible)."""
-        summed = self._fourier(_linear_relu(x_g, self.w1, self.b1), constants.dft, constants.fourier_biases[self])
+        summed = self._fourier(_linear_relu(x_g, self.w1, self.b1), constants.padded_dft if padded else constants.dft,
+                               constants.fourier_biases[self])
         self.overflow = nonfinite_flag(summed)
         return summed
 

@@ -381,7 +381,8 @@ class ReflectConvSum:
     output pixel q's tap (dy, dx) is padded pixel q + dy * (W + 2) + dx, so each tap of a tile is
     one rectangular block, which the Tensor Memory Accelerator copies on its own, and the local
     output's two convolutions are one loop over 512 channels. The tile's pixels in the padding's
-    last two columns and rows are computed and thrown away (1.5 % more work at a 320×240 map).
+    last two columns and rows are computed too (1.5 % more work at a 320×240 map) and land on
+    border pixels, which `fill_border` writes afterwards.
     Its output goes into the inside of the next layer's padded map (the residual and the 1x1
     input are read there too), so no padding pass runs between layers.
     """
@@ -445,7 +446,8 @@ class ReflectConvSum:
     def padded(self, source: Tensor, out: Tensor, second: Tensor | None = None, residual: Tensor | None = None
                ) -> None:
         """The same sum on maps reflect-padded by 1, (B, H + 2, W + 2, ·) with H and W at least 2,
-        written into the inside of `out` (its border is `fill_border`'s, once every channel is in).
+        written into the inside of `out`. The border pixels of `out`'s channels are left holding
+        throw-away values: `fill_border` writes them once every channel is in.
         `source`: contiguous, the 3x3 inputs side by side in its leading channels (more may follow);
         `second`: the 1x1 convolution's contiguous padded input where there is one; `residual`
         and `out`: views of wider padded maps' channels (the pixels' channels contiguous). Only
