@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lama import kernels
-from lama.kernels import GLOBAL_LARGE_TILE, GLOBAL_PADDED_TILE, LOCAL_LARGE_TILE, ReflectConv, ReflectConvSum, reflect_pad
+from lama.kernels import (GLOBAL_LARGE_TILE, GLOBAL_PADDED_TILE, LOCAL_LARGE_TILE, ReflectConv, ReflectConvSum,
+                          nonfinite_flag, reflect_pad)
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
@@ -161,19 +162,22 @@ class _FFCLayer:
                                               padded_tile=GLOBAL_PADDED_TILE)
 
     def __call__(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None = None,
-                 side: torch.cuda.Stream | None = None, residual: tuple[Tensor, Tensor] | None = None
-                 ) -> tuple[Tensor | None, Tensor | None]:
+                 side: torch.cuda.Stream | None = None, residual: tuple[Tensor, Tensor] | None = None,
+                 overflow: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """`constants`: the bottleneck's DFT matrices, for the layers with a spectral path.
         `side`: a CUDA stream on which the local output is computed while the current stream
         computes the global one (where the layer has both); the branches share only inputs.
-        `residual`: (local, global) maps added to the outputs, each on its branch's stream."""
+        `residual`: (local, global) maps added to the outputs, each on its branch's stream.
+        `overflow`: None, or the layer's two slots of overflow_slots (local, global): each set to
+        nan where its branch's output, or a sum inside it, is not finite."""
         res_l, res_g = residual if residual is not None else (None, None)
+        flag_l, flag_g = _branch_flags(overflow)
         if self.fused:
             def local() -> Tensor | None:
-                return self.local_conv([x_l, x_g], residual=res_l)
+                return self.local_conv([x_l, x_g], residual=res_l, overflow=flag_l)
 
             def global_() -> Tensor | None:
-                return self.global_conv([x_l, self._fourier_sum(x_g, constants)], residual=res_g)
+                return self.global_conv([x_l, self._fourier_sum(x_g, constants)], residual=res_g, overflow=flag_g)
         else:
             geometry = next(c for c in (self.l2l, self.l2g, self.g2l) if c.present)
 
@@ -184,11 +188,11 @@ class _FFCLayer:
 
             def local() -> Tensor | None:
                 out_l = self._local(p_l, x_g, pad)
-                return out_l.add_(res_l) if res_l is not None else out_l
+                return _flagged(out_l.add_(res_l) if res_l is not None else out_l, flag_l)
 
             def global_() -> Tensor | None:
-                out_g = self._global(p_l, x_g, constants)
-                return out_g.add_(res_g) if res_g is not None else out_g
+                out_g = self._global(p_l, x_g, constants, flag_g)
+                return _flagged(out_g.add_(res_g) if res_g is not None else out_g, flag_g)
 
         if not self.l2l.present or not (self.l2g.present or self.spectral):
             return local(), global_()
@@ -201,21 +205,25 @@ class _FFCLayer:
                 and height >= 2 and width >= 2)
 
     def padded_call(self, padded: Tensor, constants: BottleneckConstants, side: torch.cuda.Stream | None = None,
-                    residual: Tensor | None = None) -> Tensor:
+                    residual: Tensor | None = None, overflow: Tensor | None = None) -> Tensor:
         """A fused layer as __call__ on maps kept reflect-padded by 1: `padded` holds the local
         and the global input side by side, `residual` (None, or the same for the block's input)
-        is added, and the layer's outputs come back the same way, border written."""
+        is added, and the layer's outputs come back the same way, border written. `overflow` as
+        in __call__."""
         local_channels = self.local_conv.out_channels
         out = padded.new_empty((*padded.shape[:3], local_channels + self.global_conv.out_channels))
+        flag_l, flag_g = _branch_flags(overflow)
 
         def local() -> None:
             self.local_conv.padded(padded, out[..., :local_channels],
-                                   residual=residual[..., :local_channels] if residual is not None else None)
+                                   residual=residual[..., :local_channels] if residual is not None else None,
+                                   overflow=flag_l)
 
         def global_() -> None:
             global_in = padded[..., padded.shape[3] - self.w1.shape[1]:]  # a view: the global input's channels
             self.global_conv.padded(padded, out[..., local_channels:], self._fourier_sum(global_in, constants, padded=True),
-                                    residual=residual[..., local_channels:] if residual is not None else None)
+                                    residual=residual[..., local_channels:] if residual is not None else None,
+                                    overflow=flag_g)
 
         _branches(local, global_, side)
         kernels.fill_border(out)
@@ -229,10 +237,10 @@ class _FFCLayer:
             return self.l2l.add_relu(p_l, from_global) if self.relu else self.l2l(p_l).add_(from_global)
         return self.l2l.relu(p_l) if self.relu else self.l2l(p_l)
 
-    def _global(self, p_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None
-                ) -> Tensor | None:
+    def _global(self, p_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants | None,
+                overflow: Tensor | None = None) -> Tensor | None:
         if self.spectral:
-            spectral = self._spectral(x_g, constants)
+            spectral = self._spectral(x_g, constants, overflow)
             if self.l2g.present:
                 return self.l2g.add_relu(p_l, spectral) if self.relu else self.l2g(p_l).add_(spectral)
             return spectral.relu_() if self.relu else spectral
@@ -245,18 +253,17 @@ class _FFCLayer:
         `padded`: x_g is kept reflect-padded by 1 (y and the sum too, through the padded maps'
         DFT matrices, whose transforms leave the border as y has it).
 
-        Sets `overflow` (nonfinite_flag's 0-d tensor, no sync): an fp16 overflow shows here as
-        inf or nan, and must be caught here, since the Triton convolutions after it take the ReLU
-        as a max, which turns nan into 0 (seen on the H200: the output came back finite and
-        plausible)."""
-        summed = self._fourier(_linear_relu(x_g, self.w1, self.b1), constants.padded_dft if padded else constants.dft,
-                               constants.fourier_biases[self])
-        self.overflow = nonfinite_flag(summed)
-        return summed
+        An fp16 overflow on the way shows in the sum as inf or nan, and must be caught before a
+        ReLU taken as a max turns nan into 0 (seen on the H200: the output came back finite and
+        plausible): the fused layers' kernels check the sum they read (ReflectConvSum's
+        `overflow`), _spectral checks it otherwise."""
+        return self._fourier(_linear_relu(x_g, self.w1, self.b1), constants.padded_dft if padded else constants.dft,
+                             constants.fourier_biases[self])
 
-    def _spectral(self, x_g: Tensor, constants: BottleneckConstants) -> Tensor:
-        """conv2(y + fu(y)) with y = relu(conv1(x_g)): NHWC in and out, conv2's bias included."""
-        summed = self._fourier_sum(x_g, constants)
+    def _spectral(self, x_g: Tensor, constants: BottleneckConstants, overflow: Tensor | None = None) -> Tensor:
+        """conv2(y + fu(y)) with y = relu(conv1(x_g)): NHWC in and out, conv2's bias included;
+        `overflow` (a 0-d flag or None) set to nan where the sum is not finite."""
+        summed = _flagged(self._fourier_sum(x_g, constants), overflow)
         batch, height, width, channels = summed.shape
         flat = summed.view(-1, channels)
         out = F.linear(flat, self.w2, self.b2)
@@ -286,6 +293,28 @@ class _FFCLayer:
         out = y.view(batch, rows_in, columns * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
                                                                cols.view(batch, 2 * height, columns * channels))
         return out.view(batch, rows_in, columns, channels)
+
+
+def overflow_slots(blocks: int, like: Tensor) -> Tensor:
+    """Zeroed overflow flags for a forward's residual blocks, of `like`'s dtype and device: one
+    slot per block, layer and branch, (blocks, 2, 2, 8), its flag the slot's first element.
+    A branch's kernels set their slot to nan and never read it; the torch operations that stand
+    in for them where the kernels do not run add to it, which two streams must not do to one
+    slot at once: hence a slot per branch. 8 elements a slot keep each flag 16-byte aligned, as
+    Triton's kernels are specialised on their pointers' alignment. They add up in `.sum()`."""
+    return like.new_zeros((blocks, 2, 2, 8))
+
+
+def _branch_flags(overflow: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """A layer's (local, global) 0-d flags from its two slots of overflow_slots (None: none)."""
+    return (None, None) if overflow is None else (overflow[0, 0], overflow[1, 0])
+
+
+def _flagged(x: Tensor | None, flag: Tensor | None) -> Tensor | None:
+    """x, with `flag` (a 0-d tensor or None) set to nan where x is not finite."""
+    if flag is not None and x is not None:
+        flag.add_(nonfinite_flag(x))
+    return x
 
 
 def _branches(local: Callable[[], Tensor | None], global_: Callable[[], Tensor | None],
@@ -501,15 +530,18 @@ class FastGenerator(nn.Module):
                 and all(layer.padded_runs(height, width) for block in self.blocks for layer in block))
 
     def _residual_blocks(self, x_l: Tensor | None, x_g: Tensor | None, constants: BottleneckConstants,
-                         side: torch.cuda.Stream | None) -> Tensor:
-        """The residual blocks; their outputs side by side, (B, H, W, local + global)."""
+                         side: torch.cuda.Stream | None, overflow: Tensor) -> Tensor:
+        """The residual blocks; their outputs side by side, (B, H, W, local + global). `overflow`:
+        overflow_slots for them, which each layer sets where its maps are not finite."""
         if constants.padded_dft is None:
-            for first, second in self.blocks:
-                x_l, x_g = second(*first(x_l, x_g, constants, side), constants, side, residual=(x_l, x_g))
+            for (first, second), flags in zip(self.blocks, overflow):
+                x_l, x_g = second(*first(x_l, x_g, constants, side, overflow=flags[0]), constants, side,
+                                  residual=(x_l, x_g), overflow=flags[1])
             return torch.cat([t for t in (x_l, x_g) if t is not None], dim=3)
         padded = reflect_pad(torch.cat([x_l, x_g], dim=3), 1)
-        for first, second in self.blocks:
-            padded = second.padded_call(first.padded_call(padded, constants, side), constants, side, residual=padded)
+        for (first, second), flags in zip(self.blocks, overflow):
+            padded = second.padded_call(first.padded_call(padded, constants, side, overflow=flags[0]), constants, side,
+                                        residual=padded, overflow=flags[1])
         return padded[:, 1:-1, 1:-1].contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -518,10 +550,11 @@ class FastGenerator(nn.Module):
         side = self._side_stream() if self.parallel_branches and x.is_cuda else None
         for layer in self.downs:
             x_l, x_g = layer(x_l, x_g, side=side)
-        x = self._residual_blocks(x_l, x_g, self.constants(x_l.shape[1], x_l.shape[2]), side)
-        overflow = nonfinite_flag(x)
-        for layer in (layer for block in self.blocks for layer in block if layer.spectral):
-            overflow = overflow + layer.overflow
+        # An overflow (a value past fp16's 65,504) leaves inf or nan in the bottleneck: the
+        # residual blocks' layers flag it where they make it or read it.
+        slots = overflow_slots(len(self.blocks), x_l)
+        x = self._residual_blocks(x_l, x_g, self.constants(x_l.shape[1], x_l.shape[2]), side, slots)
+        overflow = slots.sum()
         if not self.ups:
             out = self.head(x)
         else:
@@ -531,9 +564,8 @@ class FastGenerator(nn.Module):
             # two passes over the full-size map.
             last = self.ups[-1]
             out = self.head(last(x, bias=False), relu_input=True, input_bias=last.bias)
-        # An overflow (a value past fp16's 65,504) leaves inf or nan in the bottleneck, and the
-        # head's sigmoid could make an inf look like a plausible colour: the output says so instead,
-        # all nan (0 added everywhere, or nan), which is what callers check for
+        # The head's sigmoid could make an overflow look like a plausible colour: the output says
+        # so instead, all nan (0 added everywhere, or nan), which is what callers check for
         # (lama.fastpath.Fp32Fallback). No sync: a graph replays this too.
         return _nchw(out.add_(overflow))
 
@@ -554,17 +586,3 @@ def _on_the_default_stream(device: torch.device) -> Iterator[None]:
     with torch.cuda.stream(default):
         yield
     current.wait_stream(default)
-
-
-def nonfinite_flag(x: Tensor) -> Tensor:
-    """A 0-d tensor of x's dtype: 0 where x holds no inf or nan, nan where it does; flags add up,
-    and a map plus its flag is itself or all nan. One pass for the least and the largest value
-    (both propagate nan), no full-size temporary; a sum could overflow by itself. Each spectral
-    layer checks its map: at 2560×1920, 36 reads of 29 MB, where amax and amin made two each.
-
-    Each term times 0 (inf·0 is nan), not isfinite, logical_not and masked_fill: the first call
-    of each of those loads a CUDA module of torch's whose image the process then keeps
-    (masked_fill's the largest heap of any operation in the forward, tools/rss_steps.py and
-    docs/BENCHMARKS.md); multiplying and adding, the forward does anyway."""
-    least, largest = torch.aminmax(x)
-    return least * 0 + largest * 0

@@ -38,7 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from lama import parallel
-from lama.fastnet import FastGenerator, nonfinite_flag
+from lama.fastnet import FastGenerator
+from lama.kernels import nonfinite_flag
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
 from lama.reference import LamaReference
 

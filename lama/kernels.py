@@ -247,6 +247,28 @@ def _reflect_pad_triton(x: Tensor, pad: int, relu: bool, bias: Tensor | None) ->
     return out
 
 
+def nonfinite_flag(x: Tensor) -> Tensor:
+    """A 0-d tensor of x's dtype: 0 where x holds no inf or nan, nan where it does; flags add up,
+    and a map plus its flag is itself or all nan. One pass for the least and the largest value
+    (both propagate nan), no full-size temporary; a sum could overflow by itself.
+
+    Each term times 0 (inf·0 is nan), not isfinite, logical_not and masked_fill: the first call
+    of each of those loads a CUDA module of torch's whose image the process then keeps
+    (masked_fill's the largest heap of any operation in the forward, tools/rss_steps.py and
+    docs/BENCHMARKS.md); multiplying and adding, the forward does anyway."""
+    least, largest = torch.aminmax(x)
+    return least * 0 + largest * 0
+
+
+def _flag_of(overflow: Tensor | None, like: Tensor) -> Tensor:
+    """The conv-sum kernels' `flag` argument: `overflow` (checked), or `like`, not read (FLAG off)."""
+    if overflow is None:
+        return like
+    if overflow.shape != () or overflow.dtype != like.dtype or overflow.device != like.device:
+        raise ValueError(f"overflow must be a 0-d {like.dtype} tensor on {like.device}")
+    return overflow
+
+
 def fill_border(padded: Tensor) -> None:
     """Writes the border of a contiguous (B, H + 2, W + 2, C) map from its inside, as reflect_pad
     by 1 of the inside would (ReflectConvSum.padded writes the inside)."""
@@ -425,33 +447,41 @@ class ReflectConvSum:
         only, where they were measured (fp32 tiles hold twice the bytes in shared memory)."""
         return next(tile for least, tile in self.tiles if pixels >= least and (least == 0 or dtype == torch.float16))
 
-    def __call__(self, inputs: list[Tensor], residual: Tensor | None = None) -> Tensor:
+    def __call__(self, inputs: list[Tensor], residual: Tensor | None = None, overflow: Tensor | None = None
+                 ) -> Tensor:
         """`inputs`: one contiguous (B, H, W, C_i) map per weight; `residual`: a contiguous
-        (B, H, W, out) map or None. Returns a contiguous (B, H, W, out) map."""
+        (B, H, W, out) map or None. Returns a contiguous (B, H, W, out) map. `overflow`: a 0-d
+        tensor of the maps' dtype, set to nan where the sum before the ReLU is not finite (an
+        input was not, or it overflowed) or the output is not (nonfinite_flag's meaning), else
+        left as it is: the check costs the kernel's epilogue, not a pass over the maps."""
         if len(inputs) != len(self.weights):
             raise ValueError(f"expected {len(self.weights)} inputs, got {len(inputs)}")
         if triton_runs(inputs[0]) and self.block_k is not None:
-            return self._triton(inputs, residual)
+            return self._triton(inputs, residual, overflow)
         out = self.bias.view(1, -1, 1, 1)
         for x, weight, taps in zip(inputs, self.weights, self.taps):
             source = reflect_pad(x, 1) if taps == 9 else x
             out = out + F.conv2d(source.permute(0, 3, 1, 2), weight)
         out = out.permute(0, 2, 3, 1)
+        if overflow is not None:
+            overflow.add_(nonfinite_flag(out))
         if self.relu:
             out = out.relu()
         if residual is not None:
             out = out + residual
+        if overflow is not None:
+            overflow.add_(nonfinite_flag(out))
         return out.contiguous()
 
-    def padded(self, source: Tensor, out: Tensor, second: Tensor | None = None, residual: Tensor | None = None
-               ) -> None:
+    def padded(self, source: Tensor, out: Tensor, second: Tensor | None = None, residual: Tensor | None = None,
+               overflow: Tensor | None = None) -> None:
         """The same sum on maps reflect-padded by 1, (B, H + 2, W + 2, ·) with H and W at least 2,
         written into the inside of `out`. The border pixels of `out`'s channels are left holding
         throw-away values: `fill_border` writes them once every channel is in.
         `source`: contiguous, the 3x3 inputs side by side in its leading channels (more may follow);
         `second`: the 1x1 convolution's contiguous padded input where there is one; `residual`
-        and `out`: views of wider padded maps' channels (the pixels' channels contiguous). Only
-        where `joined` exists (tma_runs)."""
+        and `out`: views of wider padded maps' channels (the pixels' channels contiguous);
+        `overflow` as in __call__. Only where `joined` exists (tma_runs)."""
         batch, padded_height, padded_width, channels = source.shape
         height, width = padded_height - 2, padded_width - 2
         if self.joined is None or channels < self.padded_channels or height < 2 or width < 2:
@@ -485,12 +515,13 @@ class ReflectConvSum:
         grid = (triton.cdiv(self.out_channels, block_n), triton.cdiv(rows, block_m))
         _launch(
             _padded_conv_sum_kernel, grid, taps_in, taps_weights, second_in, second_weights, self.bias, added, written,
-            width, self.out_channels, CIN=self.padded_channels,
+            _flag_of(overflow, source), width, self.out_channels, CIN=self.padded_channels,
             CIN_B=self.in_channels[1] if with_second else 0, RELU=self.relu, RESIDUAL=residual is not None,
+            FLAG=overflow is not None,
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=self.block_k,
             PRECISION="ieee" if source.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages)
 
-    def _triton(self, inputs: list[Tensor], residual: Tensor | None) -> Tensor:
+    def _triton(self, inputs: list[Tensor], residual: Tensor | None, overflow: Tensor | None) -> Tensor:
         first = inputs[0]
         batch, height, width, _ = first.shape
         for x, channels in zip(inputs, self.in_channels):
@@ -505,9 +536,9 @@ class ReflectConvSum:
         grid = (triton.cdiv(pixels, block_m), triton.cdiv(self.out_channels, block_n))
         _launch(
             _conv_sum_kernel, grid, first, self.matrices[0], inputs[-1], self.matrices[-1], self.bias,
-            residual if residual is not None else out, out, pixels, height, width, self.out_channels,
-            CIN_A=self.in_channels[0], TAPS_A=self.taps[0], CIN_B=self.in_channels[1] if two else 0,
-            TAPS_B=self.taps[-1], RELU=self.relu, RESIDUAL=residual is not None,
+            residual if residual is not None else out, out, _flag_of(overflow, out), pixels, height, width,
+            self.out_channels, CIN_A=self.in_channels[0], TAPS_A=self.taps[0], CIN_B=self.in_channels[1] if two else 0,
+            TAPS_B=self.taps[-1], RELU=self.relu, RESIDUAL=residual is not None, FLAG=overflow is not None,
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=self.block_k,
             PRECISION="ieee" if first.dtype == torch.float32 else "tf32",
             num_warps=num_warps, num_stages=num_stages)
@@ -612,12 +643,31 @@ if triton is not None:
             acc = tl.dot(a, weights, acc, input_precision=PRECISION)
         return acc
 
+    @triton.jit
+    def _relu(acc, KEEP_NONFINITE: tl.constexpr):
+        """max(acc, 0); where KEEP_NONFINITE, inf and nan become nan instead of 0 or inf (x - x is 0
+        for finite x only), so that _flag_nonfinite sees in the output an input that was not
+        finite: a max turns nan into 0. No copy of the accumulator stays alive for it (a 128×128
+        tile's takes 128 registers a thread)."""
+        if KEEP_NONFINITE:
+            return tl.maximum(acc, 0.0) + (acc - acc)
+        return tl.maximum(acc, 0.0)
+
+    @triton.jit
+    def _flag_nonfinite(flag, stored):
+        """Sets the 0-d `flag` to nan where a tile's output as stored is inf or nan (an input was,
+        through _relu's KEEP_NONFINITE, or the sum overflowed the maps' dtype); else leaves it
+        alone, so that the programs that write it all write nan."""
+        tl.store(flag, float("nan"), mask=tl.min(((stored - stored) == 0).to(tl.int32)) == 0)
+
     @triton.jit(do_not_specialize=["pixels", "height", "width"])
-    def _conv_sum_kernel(src_a, matrix_a, src_b, matrix_b, bias, residual, dst, pixels, height, width, out_channels,
-                         CIN_A: tl.constexpr, TAPS_A: tl.constexpr, CIN_B: tl.constexpr, TAPS_B: tl.constexpr,
-                         RELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                         BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-        """BLOCK_M pixels (flattened over batch, rows, columns) by BLOCK_N output channels."""
+    def _conv_sum_kernel(src_a, matrix_a, src_b, matrix_b, bias, residual, dst, flag, pixels, height, width,
+                         out_channels, CIN_A: tl.constexpr, TAPS_A: tl.constexpr, CIN_B: tl.constexpr,
+                         TAPS_B: tl.constexpr, RELU: tl.constexpr, RESIDUAL: tl.constexpr, FLAG: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         PRECISION: tl.constexpr):
+        """BLOCK_M pixels (flattened over batch, rows, columns) by BLOCK_N output channels; where
+        FLAG, _flag_nonfinite's check on them."""
         m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         keep_m = m < pixels
         per_image = height * width
@@ -632,18 +682,21 @@ if triton is not None:
                                    keep_n, out_channels, BLOCK_K, PRECISION)
         acc += tl.load(bias + n, mask=keep_n, other=0.0).to(tl.float32)[None, :]
         if RELU:
-            acc = tl.maximum(acc, 0.0)
+            acc = _relu(acc, FLAG)
         target = m.to(tl.int64)[:, None] * out_channels + n[None, :]
         keep = keep_m[:, None] & keep_n[None, :]
         if RESIDUAL:
-            acc += tl.load(residual + target, mask=keep).to(tl.float32)
-        tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
+            acc += tl.load(residual + target, mask=keep, other=0.0).to(tl.float32)  # finite where not kept
+        stored = acc.to(dst.dtype.element_ty)
+        if FLAG:
+            _flag_nonfinite(flag, stored)
+        tl.store(dst + target, stored, mask=keep)
 
     @triton.jit(do_not_specialize=["width"])
-    def _padded_conv_sum_kernel(source, matrix, second, matrix_b, bias, residual, dst, width, out_channels,
-                                CIN: tl.constexpr, CIN_B: tl.constexpr,
-                                RELU: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr,
-                                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    def _padded_conv_sum_kernel(source, matrix, second, matrix_b, bias, residual, dst, flag, width, out_channels,
+                                CIN: tl.constexpr, CIN_B: tl.constexpr, RELU: tl.constexpr, RESIDUAL: tl.constexpr,
+                                FLAG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
         """BLOCK_M pixels of the padded maps (flattened over batch, rows, columns), each the top-left
         tap of an output pixel, by BLOCK_N output channels. Every operand is a tensor descriptor
         over the padded maps' pixels (flattened) and their channels: `source` the padded map's
@@ -652,7 +705,8 @@ if triton is not None:
         the padded maps' channels that the layer adds and writes. So no tile holds an address a
         value (a 128×128 tile's would take 128 registers a thread beside its accumulator's 128).
         The output channels are the fast grid axis: the programs of one pixel tile run side by
-        side and share its loads in L2."""
+        side and share its loads in L2. Where FLAG, _flag_nonfinite's check on the tile (whose
+        pixels on the border compute from finite values where the inside's are finite)."""
         n0 = tl.program_id(0) * BLOCK_N
         q0 = tl.program_id(1) * BLOCK_M
         padded_width = width + 2
@@ -673,12 +727,15 @@ if triton is not None:
         n = n0 + tl.arange(0, BLOCK_N)
         acc += tl.load(bias + n, mask=n < out_channels, other=0.0).to(tl.float32)[None, :]
         if RELU:
-            acc = tl.maximum(acc, 0.0)
+            acc = _relu(acc, FLAG)
         if RESIDUAL:
             acc += residual.load([inside, n0]).to(tl.float32)
         # The tile's pixels in the padding's columns and rows land on border pixels, which
         # fill_border writes afterwards; what falls past the map is dropped by the descriptor.
-        dst.store([inside, n0], acc.to(dst.dtype))
+        stored = acc.to(dst.dtype)
+        if FLAG:
+            _flag_nonfinite(flag, stored)
+        dst.store([inside, n0], stored)
 
     @triton.jit(do_not_specialize=["height", "width"])
     def _fill_border_kernel(padded, height, width, channels, BLOCK_C: tl.constexpr):

@@ -39,7 +39,7 @@ from lama.fastnet import PADDED_MAP_PIXELS, FastGenerator  # noqa: E402
 from lama.fastpath import fold_batchnorm  # noqa: E402
 from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator  # noqa: E402
 
-POINTERS = ("src_a", "matrix_a", "src_b", "matrix_b", "bias", "residual", "dst")
+POINTERS = ("src_a", "matrix_a", "src_b", "matrix_b", "bias", "residual", "dst", "flag")
 INTEGERS = ("pixels", "height", "width", "out_channels")
 # What Triton specialises a launch of the service on (lama.kernels.Launch.specialization): its
 # tensors' addresses aligned to 16 bytes (torch's allocations are), and the output channels, a
@@ -63,7 +63,7 @@ def compiled(conv: kernels.ReflectConvSum, tile: kernels.Tile, arch: int) -> dic
     thread, and shared memory (the kernel's own and what Triton asks for at launch)."""
     two = len(conv.in_channels) == 2
     constants = {"CIN_A": conv.in_channels[0], "TAPS_A": conv.taps[0], "CIN_B": conv.in_channels[1] if two else 0,
-                 "TAPS_B": conv.taps[-1], "RELU": conv.relu, "RESIDUAL": True, "BLOCK_M": tile[0],
+                 "TAPS_B": conv.taps[-1], "RELU": conv.relu, "RESIDUAL": True, "FLAG": True, "BLOCK_M": tile[0],
                  "BLOCK_N": tile[1], "BLOCK_K": conv.block_k, "PRECISION": "tf32"}
     signature = {**dict.fromkeys(POINTERS, "*fp16"), **dict.fromkeys(INTEGERS, "i32")}
     return _resources(kernels._conv_sum_kernel, signature, constants, DIVISIBLE_BY_16, tile, arch)
@@ -75,13 +75,13 @@ def compiled_padded(conv: kernels.ReflectConvSum, arch: int) -> dict[str, int]:
     block_m, block_n = conv.padded_tile[:2]
     with_second = len(conv.in_channels) == 2 and conv.taps[1] == 1
     constants = {"CIN": conv.padded_channels, "CIN_B": conv.in_channels[1] if with_second else 0,
-                 "RELU": conv.relu, "RESIDUAL": True, "BLOCK_M": block_m, "BLOCK_N": block_n,
+                 "RELU": conv.relu, "RESIDUAL": True, "FLAG": True, "BLOCK_M": block_m, "BLOCK_N": block_n,
                  "BLOCK_K": conv.block_k, "PRECISION": "tf32"}
     pixels, weights, outputs = (f"tensordesc<fp16[{rows},{columns}]>" for rows, columns in
                                 ((block_m, conv.block_k), (conv.block_k, block_n), (block_m, block_n)))
     signature = {"source": pixels, "matrix": weights, "second": pixels, "matrix_b": weights, "bias": "*fp16",
-                 "residual": outputs, "dst": outputs, "width": "i32", "out_channels": "i32"}
-    return _resources(kernels._padded_conv_sum_kernel, signature, constants, ("bias", "out_channels"),
+                 "residual": outputs, "dst": outputs, "flag": "*fp16", "width": "i32", "out_channels": "i32"}
+    return _resources(kernels._padded_conv_sum_kernel, signature, constants, ("bias", "flag", "out_channels"),
                       conv.padded_tile, arch)
 
 

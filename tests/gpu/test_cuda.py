@@ -292,15 +292,16 @@ def test_spectra_at_the_edge_of_fp16_stay_finite_on_the_gpu():
     assert float((got_padded - want).norm() / want.norm()) < 1e-3
 
 
-def test_an_fp16_overflow_is_computed_again_in_fp32_and_counted():
+@pytest.mark.parametrize("size", [(640, 480), (1280, 960)], ids=["gather kernels", "padded maps"])
+def test_an_fp16_overflow_is_computed_again_in_fp32_and_counted(size):
     """The first Fourier unit's input pushed past 65,504. The graph replays with it (it reads the
     weights in place), answers nan, and the engine runs that input again in fp32: a finite
-    result, counted."""
+    result, counted. At both of the residual layers' kernels, whose epilogues flag it."""
     import copy
 
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-    image, mask = synthetic_case(640, 480)
-    engine.inpaint(image, mask, strategy="original")  # captures the 640×480 graph
+    image, mask = synthetic_case(*size)
+    engine.inpaint(image, mask, strategy="original")  # captures the size's graph
     assert engine.fp16_fallbacks == 0
     # The first Fourier unit's input pushed past fp16's range: conv1's bias at 65,000 and its
     # weights (views of the generator's own, which the captured graph reads in place) ten

@@ -12,6 +12,7 @@ Random inputs at odd sizes, batches of 1 and 2; fp32 (exact products) and fp16.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -116,6 +117,40 @@ def padded_conv_sums(errors: dict[str, float]) -> None:
             out, padded(want, 1).permute(0, 2, 3, 1))
 
 
+def overflow_flags(errors: dict[str, float]) -> None:
+    """ReflectConvSum's `overflow` flag in fp16, both kernels (a global layer's: a 3x3 input, a
+    1x1 input, a residual): 0 for finite maps, also where a sum far below fp16's range is cut to
+    0 by the ReLU; nan where an input holds inf or nan (also an inf the ReLU would cut to 0) and
+    where the output passes 65,504 from finite inputs. Each case's entry is 0 where the flag is
+    as expected, 1 where not."""
+    dtype = torch.float16
+    local_in, fourier, cout, batch, height, width = 16, 32, 16, 2, 9, 13
+    weights = [torch.randn(cout, local_in, 3, 3) / 12, torch.randn(cout, fourier, 1, 1).abs() / 6]
+    conv = kernels.ReflectConvSum([w.to(dtype) for w in weights], torch.zeros(cout, dtype=dtype), True)
+    cases = {"finite": (None, None, 0.0, False), "inf in the 1x1 input": ("second", float("inf"), 0.0, True),
+             "-inf in the 1x1 input": ("second", float("-inf"), 0.0, True),
+             "nan in the 3x3 input": ("first", float("nan"), 0.0, True),
+             "sum cut by the ReLU": ("second", -30000.0, 0.0, False),
+             "output past 65,504": (None, None, 60000.0, True)}
+    for case, (where, value, residual_value, flagged) in cases.items():
+        x = torch.randn(batch, height, width, local_in).to(dtype)
+        second = torch.rand(batch, height, width, fourier).to(dtype)
+        if where is not None:
+            (x if where == "first" else second)[1, 4, 6, :] = value
+        residual = torch.full((batch, height, width, cout), 1 + residual_value, dtype=dtype)
+        if residual_value:
+            conv.bias.fill_(residual_value)
+        gather_flag = torch.zeros((), dtype=dtype)
+        conv([x, second], residual, overflow=gather_flag)
+        padded_flag = torch.zeros((), dtype=dtype)
+        source = kernels.reflect_pad(x, 1)
+        conv.padded(source, torch.empty_like(kernels.reflect_pad(residual, 1)), kernels.reflect_pad(second, 1),
+                    kernels.reflect_pad(residual, 1), overflow=padded_flag)
+        conv.bias.zero_()
+        for kernel, flag in (("gather", gather_flag), ("padded", padded_flag)):
+            errors[f"overflow flag {kernel}, {case}"] = float(math.isnan(float(flag)) != flagged)
+
+
 def forward(errors: dict[str, float], tiny: Path) -> None:
     """The whole fast-path forward (every kernel the tiny checkpoint's shapes reach, with the
     torch operations between them) against the reference model, in fp32: once as it runs at
@@ -140,6 +175,7 @@ def main() -> None:
     convs(errors)
     conv_sums(errors)
     padded_conv_sums(errors)
+    overflow_flags(errors)
     forward(errors, Path(sys.argv[1]))
     print(json.dumps(errors))
 

@@ -12,10 +12,10 @@ from torch import nn
 
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
-from lama.fastnet import FastGenerator, nonfinite_flag
+from lama.fastnet import FastGenerator
 from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
 from lama import kernels
-from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, reflect_pad
+from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, nonfinite_flag, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
 
