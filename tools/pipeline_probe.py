@@ -65,8 +65,6 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - triton-key-computed: Triton's version key (a SHA-256 of its 416 MB native library and its
   Python files) computed in the process, as before lama.triton_key kept it in the kernel cache
   folder (for the start to /readyz with the kernels cached: gpu_soak.sh readyz).
-- isfinite-guard: fp16's overflow guard with isfinite, &, logical_not and masked_fill, as before
-  lama.fastnet.nonfinite_flag multiplied and added (for the RSS: tools/rss_steps.py, gpu_soak.sh rss).
 - unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
   convolution and elementwise passes, not its fused operations: a question (do their execution
   plans hold the heap the warm-up adds?), not a way the service ran.
@@ -335,21 +333,6 @@ def triton_key_computed() -> None:
     triton_key.kept_key = lambda package, cache_folder, compute: compute
 
 
-def isfinite_guard() -> None:
-    """The overflow flag made by the operations the guard used before (each loads a CUDA module of
-    its own at its first call), with the same meaning: 0, or nan where the map is not finite."""
-    import torch
-
-    from lama import fastnet, fastpath
-
-    def flag(x):
-        least, largest = torch.aminmax(x)
-        finite = torch.isfinite(least) & torch.isfinite(largest)
-        return torch.zeros((), dtype=x.dtype, device=x.device).masked_fill_(finite.logical_not(), float("nan"))
-
-    fastnet.nonfinite_flag = fastpath.nonfinite_flag = flag
-
-
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -369,7 +352,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
             "launchers-at-first-run": launchers_at_first_run, "kernels-in-server": kernels_in_server,
-            "triton-key-computed": triton_key_computed, "isfinite-guard": isfinite_guard}
+            "triton-key-computed": triton_key_computed}
 
 
 # ------------------------------------------------------------------ the summary
