@@ -271,7 +271,7 @@ def _flag_of(overflow: Tensor | None, like: Tensor) -> Tensor:
 
 def fill_border(padded: Tensor) -> None:
     """Writes the border of a contiguous (B, H + 2, W + 2, C) map from its inside, as reflect_pad
-    by 1 of the inside would (ReflectConvSum.padded writes the inside)."""
+    by 1 of the inside would (ReflectConvSum.padded and ReflectConv write the inside)."""
     batch, padded_height, padded_width, channels = padded.shape
     height, width = padded_height - 2, padded_width - 2
     block_c = min(512, triton.next_power_of_2(channels))
@@ -335,30 +335,40 @@ class ReflectConv:
                 stacked[r, :, j] = rows[r - j]
         self.stacked = stacked.reshape(window, self.row_pad, out_rows * self.out_pad).contiguous()
 
-    def __call__(self, x: Tensor, relu_input: bool = False, input_bias: Tensor | None = None) -> Tensor:
+    def __call__(self, x: Tensor, relu_input: bool = False, input_bias: Tensor | None = None,
+                 padded_by: int = 0) -> Tensor:
         """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is);
-        `input_bias` and `relu_input` are applied to it first, as reflect_pad does."""
+        `input_bias` and `relu_input` are applied to it first, as reflect_pad does.
+        `padded_by` 0 or 1: the output comes reflect-padded by that much, as reflect_pad would
+        make it, for a next layer that pads its input (on CUDA written so by the kernel and
+        fill_border: no padding pass over a full-size map)."""
         padded = reflect_pad(x, self.pad, relu=relu_input, bias=input_bias)
+        if padded_by not in (0, 1):
+            raise ValueError("ReflectConv pads its output by 0 or 1")
         if triton_runs(x):
-            return self._triton(padded)
+            return self._triton(padded, padded_by)
         out = F.conv2d(padded.permute(0, 3, 1, 2), self.weight, self.bias)
         if self.activation != "none":
             out = getattr(torch, self.activation)(out)
-        return out.permute(0, 2, 3, 1).contiguous()
+        return reflect_pad(out.permute(0, 2, 3, 1), padded_by) if padded_by else out.permute(0, 2, 3, 1).contiguous()
 
-    def _triton(self, padded: Tensor) -> Tensor:
+    def _triton(self, padded: Tensor, padded_by: int) -> Tensor:
         batch, padded_h, padded_w, channels = padded.shape
         if channels != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {channels}")
         height, width = padded_h - 2 * self.pad, padded_w - 2 * self.pad
-        out = padded.new_empty((batch, height, width, self.out_channels))
+        if padded_by and (height < 2 or width < 2):  # reflection by 1 needs a second row and column
+            return reflect_pad(self._triton(padded, 0), padded_by)
+        out = padded.new_empty((batch, height + 2 * padded_by, width + 2 * padded_by, self.out_channels))
         grid = (triton.cdiv(width, self.block_m), batch * triton.cdiv(height, self.out_rows))
         _launch(
             _reflect_conv_kernel, grid, padded, self.stacked, self.padded_bias, out, height, width, self.out_channels,
             CIN=self.in_channels, KERNEL=self.kernel, ROW_LENGTH=self.row_length,
             ROW_PAD=self.row_pad, OUT_PAD=self.out_pad, OUT_ROWS=self.out_rows, BLOCK_M=self.block_m,
             BLOCK_K=self.block_k, ACT=self.activation, PRECISION="ieee" if padded.dtype == torch.float32 else "tf32",
-            num_warps=self.num_warps)
+            BORDER=padded_by, num_warps=self.num_warps)
+        if padded_by:
+            fill_border(out)
         return out
 
 
@@ -584,8 +594,10 @@ if triton is not None:
     def _reflect_conv_kernel(src, stacked, bias, dst, height, width, out_channels, CIN: tl.constexpr,
                              KERNEL: tl.constexpr, ROW_LENGTH: tl.constexpr, ROW_PAD: tl.constexpr,
                              OUT_PAD: tl.constexpr, OUT_ROWS: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_K: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr):
-        """BLOCK_M output columns of OUT_ROWS rows, every output channel, from the padded map.
+                             BLOCK_K: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+                             BORDER: tl.constexpr):
+        """BLOCK_M output columns of OUT_ROWS rows, every output channel, from the padded map,
+        into the inside of `dst`, which has a border of BORDER pixels (fill_border's to write).
 
         In padded input row r, the values an output column w needs are (column w + dx,
         channel c) for dx < KERNEL: ROW_LENGTH = KERNEL * CIN consecutive elements from
@@ -618,7 +630,8 @@ if triton is not None:
             acc = tl.sigmoid(acc)
         elif ACT == "tanh":
             acc = 2 * tl.sigmoid(2 * acc) - 1
-        target = ((b * height + out_row)[None, :].to(tl.int64) * width + w[:, None]) * out_channels + channel[None, :]
+        target = (((b * (height + 2 * BORDER) + out_row + BORDER)[None, :].to(tl.int64) * (width + 2 * BORDER)
+                   + w[:, None] + BORDER) * out_channels + channel[None, :])
         keep = (w[:, None] < width) & (out_row[None, :] < height) & (channel[None, :] < out_channels)
         tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
 

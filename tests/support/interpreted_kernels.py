@@ -69,6 +69,10 @@ def convs(errors: dict[str, float]) -> None:
         conv = kernels.ReflectConv(weight.to(dtype), bias.to(dtype), activation)
         got = conv(x.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype))
         errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}"] = relative_error(got, want)
+        if cout == 64:  # the stem's way: its output written reflect-padded by 1 (border by fill_border)
+            got = conv(x.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype), padded_by=1)
+            errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}, output padded"] = relative_error(
+                got, padded(want, 1).permute(0, 2, 3, 1))
 
 
 def conv_sums(errors: dict[str, float]) -> None:
