@@ -276,21 +276,20 @@ class _FFCLayer:
     def _fourier(self, y: Tensor, dft: DFTMatrices, bias: Tensor) -> Tensor:
         """y + FourierUnit(y), NHWC, as five matrix products (see dft_matrices). `y` is the map
         or, with padded_dft_matrices, the map reflect-padded by 1, whose inside the forward
-        products read through views: a reduction over its H + 2 rows or 2 (W + 2) columns would
-        leave the tensor cores' 8-element alignment."""
+        products read through a view: a reduction over its H + 2 rows or 2 (W + 2) columns would
+        leave the tensor cores' 8-element alignment. The inside's rows are (W + 2) * ch elements
+        apart there, which the first product takes as its operand's leading dimension: its
+        output is then the inside's alone, and the transform along W one product, as without
+        the border (where the first product's output held the border's columns too, the second
+        was split in two around them, its halves' sum an extra pass over the spectrum)."""
         batch, rows_in, columns, channels = y.shape
         forward_h, forward_w, inverse_w, inverse_h = dft
         height, width = forward_h.shape[1], forward_w.shape[1] // 2  # the transform's (the inside's)
         half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
         border = (rows_in - height) // 2
-        inside = y[:, border:border + height].flatten(2)  # (B, H, columns*ch): a view
-        rows = torch.matmul(forward_h, inside)  # (B, 2H, columns*ch)
-        if border == 0:
-            spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', ch)
-        else:
-            parts = rows.view(batch * height, 2, columns, channels)[:, :, border:border + width]
-            spectrum = torch.matmul(forward_w[:, :width], parts[:, 0])
-            spectrum.baddbmm_(forward_w[:, width:].expand(batch * height, -1, -1), parts[:, 1])
+        inside = y[:, border:border + height, border:border + width].flatten(2)  # (B, H, W*ch): a view
+        rows = torch.matmul(forward_h, inside)  # (B, 2H, W*ch)
+        spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', ch)
         mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, bias)
         cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2*columns, ch)
         # In place: y's last use, and an out-of-place baddbmm starts with a copy of it.

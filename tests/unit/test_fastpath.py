@@ -12,7 +12,7 @@ from torch import nn
 
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
-from lama.fastnet import FastGenerator
+from lama.fastnet import FastGenerator, dft_matrices, padded_dft_matrices
 from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
 from lama import kernels
 from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, nonfinite_flag, reflect_pad
@@ -280,6 +280,23 @@ def test_spectra_stay_within_the_activations_range_where_orthonormal_ones_overfl
         want = layer32._fourier(y.clone(), full_constants.dft, full_constants.fourier_biases[layer32])
     assert torch.isfinite(got).all()
     assert float((got - want).norm() / want.norm()) < 1e-3
+
+
+def test_the_fourier_unit_on_a_padded_map_is_the_unpadded_one_inside_it():
+    """The residual stage's maps kept reflect-padded by 1 (from PADDED_MAP_PIXELS on, where a GPU
+    has a TMA): the forward products read the padded map's inside through a strided view, and
+    the sum's inside is what the unit gives the map without a border, in fp32 and in batches."""
+    _, full, _ = _fp16_and_fp32(8)
+    layer = full.blocks[0][0]
+    height, width = 6, 10
+    y = torch.randn(2, height, width, layer.w1.shape[0])
+    bias = full.constants(height, width).fourier_biases[layer]
+    with torch.inference_mode():
+        want = layer._fourier(y.clone(), dft_matrices(height, width, y.device, y.dtype), bias)
+        got = layer._fourier(reflect_pad(y, 1), padded_dft_matrices(height, width, y.device, y.dtype), bias)
+    assert got.shape == (2, height + 2, width + 2, y.shape[3])
+    assert torch.allclose(got[:, 1:-1, 1:-1], want, atol=1e-5)
+    assert torch.isfinite(got).all()
 
 
 def test_the_overflow_flag_is_zero_for_any_finite_map_and_nan_for_inf_or_nan():
