@@ -9,15 +9,16 @@ each choice, with their figures, GPU and commit: docs/PROFILING.md.
   CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran far below
   the memory bandwidth.
 - `ReflectConv`: big-lama's two full-resolution 7x7 convolutions (the 4-channel stem and
-  the 3-channel head), with the padding, the ReLU before the head and the activations. cuDNN
-  runs them in a slow generic kernel (plus passes to pad, to add zero channels and to apply
-  the sigmoid); here each row of the
-  filter is one matrix product over (column offset, channel), which NHWC memory holds
-  contiguously, accumulated on the tensor cores.
+  the 3-channel head), with the padding, the ReLU before the head and the activations (the
+  stem's output written padded for the down-sampling after it). cuDNN runs them in a slow
+  generic kernel (plus passes to pad, to add zero channels and to apply the sigmoid); here each
+  row of the filter is one matrix product over (column offset, channel), which NHWC memory
+  holds contiguously, accumulated on the tensor cores.
 - `ReflectConvSum`: a residual block's FFC output in one pass: the sum of its 3x3
-  (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual. On GPUs with a
-  Tensor Memory Accelerator (Hopper on), `ReflectConvSum.padded` runs the same on maps kept
-  reflect-padded by 1 from layer to layer (lama.fastnet), `fill_border` writing their border.
+  (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual, and the check that
+  nothing in it overflowed fp16 (the forward's overflow flag). On GPUs with a Tensor Memory
+  Accelerator (Hopper on), `ReflectConvSum.padded` runs the same on maps kept reflect-padded
+  by 1 from layer to layer (lama.fastnet), `fill_border` writing their border.
 
 Triton compiles a kernel at its first launch with a new specialisation (constants, dtypes,
 alignments), one after another as a forward reaches them: on a box whose kernel cache is empty
