@@ -57,6 +57,17 @@ def test_fast_path_agrees_with_the_fp32_reference_and_graphs_are_bounded():
     assert len(graphs.shapes) == graphs.max_graphs
 
 
+def test_the_padded_residual_stage_agrees_with_the_fp32_reference():
+    """From lama.fastnet.PADDED_MAP_PIXELS on (1280×960's 160×120 bottleneck), on a GPU with a TMA,
+    the residual blocks run on maps kept reflect-padded (their kernels through tensor descriptors,
+    the Fourier units' products through strided views): the same output as the reference."""
+    fast = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    network = fast.backend.run_model.fast.module
+    assert network._padded_stage(120, 160), "this GPU runs the padded stage at 1280×960"
+    result = bench_size(fast, 1280, 960, runs=1, warmup=1, reference=fast.reference())
+    assert result.rel_error < 1e-3
+
+
 def test_the_warm_up_leaves_a_graph_for_2560x1920():
     """The largest warm-up size runs as a graph from the first request on: eagerly, its hundreds
     of launches each wait for the GIL behind a loaded server's request threads."""
