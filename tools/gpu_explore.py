@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lama import fastpath, imageio, kernels, masks
 from lama.bench import codec_timings, strict_fp32
 from lama.engine import InpaintEngine
-from lama.fastnet import FastGenerator
+from lama.fastnet import PADDED_MAP_PIXELS, FastGenerator
 from lama.reference import _to_host, composite, to_uint8
 from lama.synthetic import synthetic_case
 
@@ -338,9 +338,12 @@ PADDED_TILES = {"local": ((128, 128, 8, 3), (128, 128, 4, 3), (64, 128, 4, 4), (
 def padded_sweep() -> dict:
     """The residual stage on padded maps (FastGenerator._padded_stage) against the gather kernels,
     whole graphed forwards at each of PADDED_SIZES (gather, padded, gather again: the first and
-    the last agree when the GPU's clocks held); then, at 1280×960 and 2560×1920, each residual
-    layer's padded tile (ReflectConvSum.padded_tile) against lama.kernels' default, one layer's
-    tile changed at a time. Where the GPU has no TMA, the padded stage does not run."""
+    the last agree when the GPU's clocks held); then, at each of them whose bottleneck runs the
+    padded stage (from PADDED_MAP_PIXELS on), each residual layer's padded tile
+    (ReflectConvSum.padded_tile) against lama.kernels' default, one layer's tile changed at a
+    time: whether a tile should depend on the map's size (the local layer's 8-warp tile was
+    faster at 160×120 and slower at 240×135, docs/PROFILING.md). Where the GPU has no TMA, the
+    padded stage does not run."""
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
     fast = FastGenerator(engine.backend.generator)
     layers = [layer for pair in fast.blocks for layer in pair if layer.fused]
@@ -365,7 +368,7 @@ def padded_sweep() -> dict:
             row[name] = forward_ms(net_input, least)
         stages.append(row)
         print(json.dumps(row), flush=True)
-    for width, height in ((1280, 960), (2560, 1920)):
+    for width, height in (size for size in PADDED_SIZES if (size[0] // 8) * (size[1] // 8) >= PADDED_MAP_PIXELS):
         row = {"size": f"{width}x{height}", "default": f"local {_tile_name(default['local'])}, "
                                                       f"global {_tile_name(default['global'])}"}
         set_tiles(default["local"], default["global"])
