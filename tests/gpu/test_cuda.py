@@ -63,7 +63,8 @@ def test_the_padded_residual_stage_agrees_with_the_fp32_reference():
     the Fourier units' products through strided views): the same output as the reference."""
     fast = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
     network = fast.backend.run_model.fast.module
-    assert network._padded_stage(120, 160), "this GPU runs the padded stage at 1280×960"
+    if not network._padded_stage(120, 160):
+        pytest.skip("this GPU has no Tensor Memory Accelerator: the padded stage does not run")
     result = bench_size(fast, 1280, 960, runs=1, warmup=1, reference=fast.reference())
     assert result.rel_error < 1e-3
 
