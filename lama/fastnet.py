@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from lama import kernels
 from lama.kernels import (GLOBAL_LARGE_TILE, GLOBAL_PADDED_TILE, LOCAL_LARGE_TILE, ReflectConv, ReflectConvSum,
-                          nonfinite_flag, reflect_pad)
+                          flagged, reflect_pad)
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
@@ -192,11 +192,11 @@ class _FFCLayer:
 
             def local() -> Tensor | None:
                 out_l = self._local(p_l, x_g, pad)
-                return _flagged(out_l.add_(res_l) if res_l is not None else out_l, flag_l)
+                return flagged(out_l.add_(res_l) if res_l is not None else out_l, flag_l)
 
             def global_() -> Tensor | None:
                 out_g = self._global(p_l, x_g, constants, flag_g)
-                return _flagged(out_g.add_(res_g) if res_g is not None else out_g, flag_g)
+                return flagged(out_g.add_(res_g) if res_g is not None else out_g, flag_g)
 
         if not self.l2l.present or not (self.l2g.present or self.spectral):
             return local(), global_()
@@ -267,7 +267,7 @@ class _FFCLayer:
     def _spectral(self, x_g: Tensor, constants: BottleneckConstants, overflow: Tensor | None = None) -> Tensor:
         """conv2(y + fu(y)) with y = relu(conv1(x_g)): NHWC in and out, conv2's bias included;
         `overflow` (a 0-d flag or None) set to nan where the sum is not finite."""
-        summed = _flagged(self._fourier_sum(x_g, constants), overflow)
+        summed = flagged(self._fourier_sum(x_g, constants), overflow)
         batch, height, width, channels = summed.shape
         flat = summed.view(-1, channels)
         out = F.linear(flat, self.w2, self.b2)
@@ -311,13 +311,6 @@ def overflow_slots(blocks: int, like: Tensor) -> Tensor:
 def _branch_flags(overflow: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
     """A layer's (local, global) 0-d flags from its two slots of overflow_slots (None: none)."""
     return (None, None) if overflow is None else (overflow[0, 0], overflow[1, 0])
-
-
-def _flagged(x: Tensor | None, flag: Tensor | None) -> Tensor | None:
-    """x, with `flag` (a 0-d tensor or None) set to nan where x is not finite."""
-    if flag is not None and x is not None:
-        flag.add_(nonfinite_flag(x))
-    return x
 
 
 def _branches(local: Callable[[], Tensor | None], global_: Callable[[], Tensor | None],

@@ -261,6 +261,14 @@ def nonfinite_flag(x: Tensor) -> Tensor:
     return least * 0 + largest * 0
 
 
+def flagged(x: Tensor | None, overflow: Tensor | None) -> Tensor | None:
+    """x, with `overflow` (a 0-d tensor or None) set to nan where x is not finite (nonfinite_flag
+    added to it): the torch operations' way of the kernels' check."""
+    if overflow is not None and x is not None:
+        overflow.add_(nonfinite_flag(x))
+    return x
+
+
 def _flag_of(overflow: Tensor | None, like: Tensor) -> Tensor:
     """The conv-sum kernels' `flag` argument: `overflow` (checked), or `like`, not read (FLAG off)."""
     if overflow is None:
@@ -343,9 +351,9 @@ class ReflectConv:
         `padded_by` 0 or 1: the output comes reflect-padded by that much, as reflect_pad would
         make it, for a next layer that pads its input (on CUDA written so by the kernel and
         fill_border: no padding pass over a full-size map)."""
-        padded = reflect_pad(x, self.pad, relu=relu_input, bias=input_bias)
         if padded_by not in (0, 1):
             raise ValueError("ReflectConv pads its output by 0 or 1")
+        padded = reflect_pad(x, self.pad, relu=relu_input, bias=input_bias)
         if triton_runs(x):
             return self._triton(padded, padded_by)
         out = F.conv2d(padded.permute(0, 3, 1, 2), self.weight, self.bias)
@@ -473,16 +481,12 @@ class ReflectConvSum:
         for x, weight, taps in zip(inputs, self.weights, self.taps):
             source = reflect_pad(x, 1) if taps == 9 else x
             out = out + F.conv2d(source.permute(0, 3, 1, 2), weight)
-        out = out.permute(0, 2, 3, 1)
-        if overflow is not None:
-            overflow.add_(nonfinite_flag(out))
+        out = flagged(out.permute(0, 2, 3, 1), overflow)  # before the ReLU, which turns nan into 0
         if self.relu:
             out = out.relu()
         if residual is not None:
             out = out + residual
-        if overflow is not None:
-            overflow.add_(nonfinite_flag(out))
-        return out.contiguous()
+        return flagged(out, overflow).contiguous()
 
     def padded(self, source: Tensor, out: Tensor, second: Tensor | None = None, residual: Tensor | None = None,
                overflow: Tensor | None = None) -> None:
