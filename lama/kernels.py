@@ -312,16 +312,13 @@ class ReflectConv:
             self._prepare_triton()
 
     def _prepare_triton(self) -> None:
-        # Sizes the tensor cores take: (column offset, channel) in chunks of block_k, output
-        # channels padded to a power of two of at least 16.
+        # Sizes the tensor cores take: (column offset, channel) in chunks of block_k.
         self.row_length = self.kernel * self.in_channels
         self.block_k = 32 if self.row_length <= 32 else 64
         self.row_pad = -(-self.row_length // self.block_k) * self.block_k
-        self.out_pad = max(16, triton.next_power_of_2(self.out_channels))
-        self.padded_bias = F.pad(self.bias.float(), (0, self.out_pad - self.out_channels)).contiguous()
         # The best of tools/gpu_explore.py --kernels (docs/PROFILING.md): stem 2 rows (128
-        # accumulator columns), head 4 rows (64), 128 columns, 8 warps.
-        self.tune(block_m=128, num_warps=8, out_rows=2 if self.out_pad >= 64 else 4)
+        # accumulator columns), head 4 rows, 128 columns, 8 warps.
+        self.tune(block_m=128, num_warps=8, out_rows=2 if self.out_channels >= 64 else 4)
 
     def tune(self, block_m: int, num_warps: int, out_rows: int) -> None:
         """Set the Triton kernel's tile: `block_m` output columns by `out_rows` output rows per
@@ -335,6 +332,11 @@ class ReflectConv:
         if out_rows & (out_rows - 1) or block_m & (block_m - 1):
             raise ValueError("block_m and out_rows must be powers of two (Triton tiles are)")
         self.block_m, self.num_warps, self.out_rows = block_m, num_warps, out_rows
+        # Output channels padded to a power of two, and further only as far as the tensor cores'
+        # least product width (16 accumulator columns over all out_rows) needs: the head's 3
+        # channels take 4 columns a row, not 16, which made three quarters of its products zeros.
+        self.out_pad = max(triton.next_power_of_2(self.out_channels), 16 // out_rows)
+        self.padded_bias = F.pad(self.bias.float(), (0, self.out_pad - self.out_channels)).contiguous()
         rows = self.weight.permute(2, 3, 1, 0).reshape(self.kernel, self.row_length, self.out_channels)
         rows = F.pad(rows, (0, self.out_pad - self.out_channels, 0, self.row_pad - self.row_length))
         window = out_rows + self.kernel - 1

@@ -139,7 +139,7 @@ def kernel_times() -> list[dict]:
             conv = kernels.ReflectConv(weight, bias, act)
             want = cudnn().float()
             row = {"size": f"{width}x{height}", "conv": name, "cudnn_ms": cuda_median_ms(cudnn)}
-            for block_m in (64, 128):
+            for block_m in (64, 128) if name == "stem" else (64, 128, 256):
                 for warps in (4, 8):
                     for out_rows in (1, 2) if name == "stem" else (4, 8, 16):
                         conv.tune(block_m, warps, out_rows)
