@@ -312,39 +312,46 @@ class ReflectConv:
             self._prepare_triton()
 
     def _prepare_triton(self) -> None:
-        # Sizes the tensor cores take: (column offset, channel) in chunks of block_k.
-        self.row_length = self.kernel * self.in_channels
-        self.block_k = 32 if self.row_length <= 32 else 64
-        self.row_pad = -(-self.row_length // self.block_k) * self.block_k
         # The best of tools/gpu_explore.py --kernels (docs/PROFILING.md): stem 2 rows (128
         # accumulator columns), head 4 rows, 128 columns, 8 warps.
         self.tune(block_m=128, num_warps=8, out_rows=2 if self.out_channels >= 64 else 4)
 
-    def tune(self, block_m: int, num_warps: int, out_rows: int) -> None:
-        """Set the Triton kernel's tile: `block_m` output columns by `out_rows` output rows per
-        program, on `num_warps` warps (and build the weights for that many rows).
+    def tune(self, block_m: int, num_warps: int, out_rows: int, out_columns: int = 1) -> None:
+        """Set the Triton kernel's tile: `block_m` runs of `out_columns` adjacent output columns,
+        by `out_rows` output rows, per program, on `num_warps` warps (and build the weights for
+        that tile).
 
         The weights become one matrix per padded input row r of a program's window: (column
-        offset, channel) down, (output row j, output channel) across, holding filter row r - j
-        (zeros where that is outside the filter). A program then loads each input row once
-        for all of its output rows, as one (block_m, row) tile product per row.
+        offset, channel) down, (output row j, output column s of the run, output channel)
+        across, holding filter row r - j shifted by s columns (zeros where that is outside the
+        filter). A program then loads each input row once for all of its output rows, as one
+        (block_m, row) tile product per row, each of the tile's rows the input a run of columns
+        sees. Runs of several columns are for few output channels (the head's 3): they widen the
+        product where padding the channels would only add zeros, and every input element a
+        program loads serves more outputs.
         """
-        if out_rows & (out_rows - 1) or block_m & (block_m - 1):
-            raise ValueError("block_m and out_rows must be powers of two (Triton tiles are)")
-        self.block_m, self.num_warps, self.out_rows = block_m, num_warps, out_rows
+        if any(n & (n - 1) for n in (block_m, out_rows, out_columns)):
+            raise ValueError("block_m, out_rows and out_columns must be powers of two (Triton tiles are)")
+        self.block_m, self.num_warps, self.out_rows, self.out_columns = block_m, num_warps, out_rows, out_columns
+        # (column offset, channel) in chunks of block_k, as the tensor cores take them.
+        self.row_length = (out_columns + self.kernel - 1) * self.in_channels
+        self.block_k = 32 if self.row_length <= 32 else 64
+        self.row_pad = -(-self.row_length // self.block_k) * self.block_k
         # Output channels padded to a power of two, and further only as far as the tensor cores'
-        # least product width (16 accumulator columns over all out_rows) needs: the head's 3
-        # channels take 4 columns a row, not 16, which made three quarters of its products zeros.
-        self.out_pad = max(triton.next_power_of_2(self.out_channels), 16 // out_rows)
+        # least product width (16 accumulator columns over the tile) needs: the head's 3
+        # channels take 4 columns, not 16, which made three quarters of its products zeros.
+        self.out_pad = max(triton.next_power_of_2(self.out_channels), 16 // (out_rows * out_columns))
         self.padded_bias = F.pad(self.bias.float(), (0, self.out_pad - self.out_channels)).contiguous()
-        rows = self.weight.permute(2, 3, 1, 0).reshape(self.kernel, self.row_length, self.out_channels)
-        rows = F.pad(rows, (0, self.out_pad - self.out_channels, 0, self.row_pad - self.row_length))
+        span = self.kernel * self.in_channels  # one filter row's (column offset, channel)
+        rows = self.weight.permute(2, 3, 1, 0).reshape(self.kernel, span, self.out_channels)
         window = out_rows + self.kernel - 1
-        stacked = rows.new_zeros((window, self.row_pad, out_rows, self.out_pad))
+        stacked = rows.new_zeros((window, self.row_pad, out_rows, out_columns, self.out_pad))
         for r in range(window):
             for j in range(max(0, r - self.kernel + 1), min(out_rows, r + 1)):
-                stacked[r, :, j] = rows[r - j]
-        self.stacked = stacked.reshape(window, self.row_pad, out_rows * self.out_pad).contiguous()
+                for column in range(out_columns):
+                    first = column * self.in_channels
+                    stacked[r, first:first + span, j, column, :self.out_channels] = rows[r - j]
+        self.stacked = stacked.reshape(window, self.row_pad, -1).contiguous()
 
     def __call__(self, x: Tensor, relu_input: bool = False, input_bias: Tensor | None = None,
                  padded_by: int = 0) -> Tensor:
@@ -371,11 +378,11 @@ class ReflectConv:
         if padded_by and (height < 2 or width < 2):  # reflection by 1 needs a second row and column
             return reflect_pad(self._triton(padded, 0), padded_by)
         out = padded.new_empty((batch, height + 2 * padded_by, width + 2 * padded_by, self.out_channels))
-        grid = (triton.cdiv(width, self.block_m), batch * triton.cdiv(height, self.out_rows))
+        grid = (triton.cdiv(width, self.block_m * self.out_columns), batch * triton.cdiv(height, self.out_rows))
         _launch(
             _reflect_conv_kernel, grid, padded, self.stacked, self.padded_bias, out, height, width, self.out_channels,
-            CIN=self.in_channels, KERNEL=self.kernel, ROW_LENGTH=self.row_length,
-            ROW_PAD=self.row_pad, OUT_PAD=self.out_pad, OUT_ROWS=self.out_rows, BLOCK_M=self.block_m,
+            CIN=self.in_channels, KERNEL=self.kernel, ROW_LENGTH=self.row_length, ROW_PAD=self.row_pad,
+            OUT_PAD=self.out_pad, OUT_ROWS=self.out_rows, OUT_COLUMNS=self.out_columns, BLOCK_M=self.block_m,
             BLOCK_K=self.block_k, ACT=self.activation, PRECISION="ieee" if padded.dtype == torch.float32 else "tf32",
             BORDER=padded_by, num_warps=self.num_warps)
         if padded_by:
@@ -600,24 +607,25 @@ if triton is not None:
     @triton.jit(do_not_specialize=["height", "width"])
     def _reflect_conv_kernel(src, stacked, bias, dst, height, width, out_channels, CIN: tl.constexpr,
                              KERNEL: tl.constexpr, ROW_LENGTH: tl.constexpr, ROW_PAD: tl.constexpr,
-                             OUT_PAD: tl.constexpr, OUT_ROWS: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_K: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
-                             BORDER: tl.constexpr):
-        """BLOCK_M output columns of OUT_ROWS rows, every output channel, from the padded map,
-        into the inside of `dst`, which has a border of BORDER pixels (fill_border's to write).
+                             OUT_PAD: tl.constexpr, OUT_ROWS: tl.constexpr, OUT_COLUMNS: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr,
+                             PRECISION: tl.constexpr, BORDER: tl.constexpr):
+        """BLOCK_M runs of OUT_COLUMNS output columns, of OUT_ROWS rows, every output channel,
+        from the padded map, into the inside of `dst`, which has a border of BORDER pixels
+        (fill_border's to write).
 
-        In padded input row r, the values an output column w needs are (column w + dx,
-        channel c) for dx < KERNEL: ROW_LENGTH = KERNEL * CIN consecutive elements from
+        In padded input row r, the values a run from output column w needs are (column w + dx,
+        channel c) for dx < OUT_COLUMNS + KERNEL - 1: ROW_LENGTH consecutive elements from
         w * CIN on, so a (BLOCK_M, BLOCK_K) slice of them is a plain 2-D load (rows
-        overlapping); times row r's stacked weights it adds to every output row at once.
+        overlapping); times row r's stacked weights it adds to every output of the runs at once.
         """
         row_blocks = tl.cdiv(height, OUT_ROWS)
         b, h0 = tl.program_id(1) // row_blocks, (tl.program_id(1) % row_blocks) * OUT_ROWS
         padded_h, padded_w = height + KERNEL - 1, width + KERNEL - 1
         row_elements = padded_w * CIN
         first_row = (b * padded_h + h0).to(tl.int64) * row_elements
-        w = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        N: tl.constexpr = OUT_ROWS * OUT_PAD
+        w = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)) * OUT_COLUMNS  # each run's first column
+        N: tl.constexpr = OUT_ROWS * OUT_COLUMNS * OUT_PAD
         n = tl.arange(0, N)
         chunks: tl.constexpr = ROW_PAD // BLOCK_K
         acc = tl.zeros((BLOCK_M, N), dtype=tl.float32)
@@ -625,11 +633,16 @@ if triton is not None:
             r = step // chunks
             k = (step % chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
             row_inside = (h0 + r + tl.zeros_like(w)) < padded_h  # the last row block's window ends early
-            keep = (w[:, None] < width) & (k[None, :] < ROW_LENGTH) & row_inside[:, None]
+            if OUT_COLUMNS == 1:
+                columns_inside = (w[:, None] < width) & (k[None, :] < ROW_LENGTH)
+            else:  # a run past the map's right edge reads only the columns the map has
+                columns_inside = (w[:, None] + k[None, :] // CIN < padded_w) & (k[None, :] < ROW_LENGTH)
+            keep = columns_inside & row_inside[:, None]
             a = tl.load(src + first_row + r * row_elements + w[:, None] * CIN + k[None, :], mask=keep, other=0.0)
             weights = tl.load(stacked + (r * ROW_PAD + k)[:, None] * N + n[None, :])
             acc = tl.dot(a, weights, acc, input_precision=PRECISION)
-        channel, out_row = n % OUT_PAD, h0 + n // OUT_PAD
+        channel, column = n % OUT_PAD, (n // OUT_PAD) % OUT_COLUMNS
+        out_row = h0 + n // (OUT_PAD * OUT_COLUMNS)
         acc += tl.load(bias + channel)[None, :]
         if ACT == "relu":
             acc = tl.maximum(acc, 0.0)
@@ -637,9 +650,10 @@ if triton is not None:
             acc = tl.sigmoid(acc)
         elif ACT == "tanh":
             acc = 2 * tl.sigmoid(2 * acc) - 1
+        out_w = w[:, None] + column[None, :]
         target = (((b * (height + 2 * BORDER) + out_row + BORDER)[None, :].to(tl.int64) * (width + 2 * BORDER)
-                   + w[:, None] + BORDER) * out_channels + channel[None, :])
-        keep = (w[:, None] < width) & (out_row[None, :] < height) & (channel[None, :] < out_channels)
+                   + out_w + BORDER) * out_channels + channel[None, :])
+        keep = (out_w < width) & (out_row[None, :] < height) & (channel[None, :] < out_channels)
         tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
 
     @triton.jit

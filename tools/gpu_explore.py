@@ -112,7 +112,7 @@ def graph_timeline(run) -> dict:
 def kernel_times() -> list[dict]:
     """The stem's and the head's 7x7 convolution: cuDNN (input channels padded to 8 / output
     channels to 8, as the fast path had them) against lama.kernels.ReflectConv, each with
-    the passes around it, for every tile (columns x rows) and warp count tried."""
+    the passes around it, for every tile (runs x rows x run length) and warp count tried."""
     torch.manual_seed(0)
     rows = []
     for width, height in SIZES[1:]:
@@ -139,12 +139,15 @@ def kernel_times() -> list[dict]:
             conv = kernels.ReflectConv(weight, bias, act)
             want = cudnn().float()
             row = {"size": f"{width}x{height}", "conv": name, "cudnn_ms": cuda_median_ms(cudnn)}
-            for block_m in (64, 128) if name == "stem" else (64, 128, 256):
+            # (output rows, runs of adjacent output columns) a program computes
+            shapes = ((1, 1), (2, 1)) if name == "stem" else (
+                (4, 1), (8, 1), (16, 1), (4, 2), (2, 4), (4, 4), (8, 2), (2, 8), (4, 8), (8, 4))
+            for block_m in (64, 128):
                 for warps in (4, 8):
-                    for out_rows in (1, 2) if name == "stem" else (4, 8, 16):
-                        conv.tune(block_m, warps, out_rows)
+                    for out_rows, out_columns in shapes:
+                        conv.tune(block_m, warps, out_rows, out_columns)
                         run = lambda: conv(nhwc, relu_input=name == "head")  # noqa: E731
-                        tile = f"{block_m}x{out_rows}_w{warps}"
+                        tile = f"{block_m}x{out_rows}x{out_columns}_w{warps}"
                         row[f"triton_{tile}_ms"] = cuda_median_ms(run)
                         row[f"triton_{tile}_err"] = rel_error(run(), want)
             rows.append(row)
