@@ -69,6 +69,14 @@ def convs(errors: dict[str, float]) -> None:
         conv = kernels.ReflectConv(weight.to(dtype), bias.to(dtype), activation)
         got = conv(x.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype))
         errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}"] = relative_error(got, want)
+        if cout == 3:  # runs of adjacent output columns; 13 columns: the last run passes the map's edge
+            narrow = x[:, :, :13]
+            source = (narrow + input_bias).relu() if relu_input else narrow + input_bias
+            want = getattr(torch, activation)(F.conv2d(padded(source, 3), weight, bias)).permute(0, 2, 3, 1)
+            conv.tune(block_m=2, num_warps=4, out_rows=2, out_columns=4)
+            got = conv(narrow.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype))
+            errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}, runs of 4 columns"] = relative_error(
+                got, want)
         if cout == 64:  # the stem's way: its output written reflect-padded by 1 (border by fill_border)
             got = conv(x.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype), padded_by=1)
             errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}, output padded"] = relative_error(
