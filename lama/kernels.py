@@ -312,9 +312,16 @@ class ReflectConv:
             self._prepare_triton()
 
     def _prepare_triton(self) -> None:
-        # The best of tools/gpu_explore.py --kernels (docs/PROFILING.md): stem 2 rows (128
-        # accumulator columns), head 4 rows, 128 columns, 8 warps.
-        self.tune(block_m=128, num_warps=8, out_rows=2 if self.out_channels >= 64 else 4)
+        # The best of tools/gpu_explore.py --kernels (docs/PROFILING.md): the stem 128 columns by
+        # 2 rows on 8 warps; the head 64 runs of 4 columns by 8 rows on 4 warps (128 accumulator
+        # columns: its 3 channels padded to 4, times 4 columns, times 8 rows). Channel counts in
+        # between (not big-lama's) take 128 columns by 4 rows, whose accumulator stays that size.
+        if self.out_channels >= 64:
+            self.tune(block_m=128, num_warps=8, out_rows=2)
+        elif self.out_channels <= 4:
+            self.tune(block_m=64, num_warps=4, out_rows=8, out_columns=4)
+        else:
+            self.tune(block_m=128, num_warps=8, out_rows=4)
 
     def tune(self, block_m: int, num_warps: int, out_rows: int, out_columns: int = 1) -> None:
         """Set the Triton kernel's tile: `block_m` runs of `out_columns` adjacent output columns,
