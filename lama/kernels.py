@@ -723,70 +723,54 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["height", "width", "stride_b", "stride_h"])
     def _up_conv_kernel(src, taps, bias, dst, height, width, out_channels, stride_b, stride_h, stride_w,
-                        CIN: tl.constexpr, BORDER: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                        PRECISION: tl.constexpr):
+                        CIN: tl.constexpr, BORDER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
         """BLOCK_M input pixels of one row by BLOCK_N output channels: the 2x2 output pixels each
-        input pixel makes (UpConv's decomposition), into the inside of `dst`, which has a border of
-        BORDER pixels (fill_border's to write)."""
+        input pixel makes (UpConv's decomposition), one after another, into the inside of `dst`,
+        which has a border of BORDER pixels (fill_border's to write). One accumulator at a time:
+        four of them alive at once spilled registers and took more shared memory than a
+        multiprocessor has (all nine taps' weights in each pipeline stage)."""
         row = tl.program_id(1)  # batch * height + input row
         b, i = row // height, row % height
         j = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-        keep_n = n < out_channels
-        inside = j < width
-        right = (j + 1) < width
-        below = (i + 1 + tl.zeros_like(j)) < height  # a vector: the interpreter takes no scalar in a mask
+        keep = (j < width)[:, None] & (n < out_channels)[None, :]
         pixel = b.to(tl.int64) * stride_b + i.to(tl.int64) * stride_h + j * stride_w  # (b, i, j)'s first element
-        k = tl.arange(0, BLOCK_K)
-        even_even = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        even_odd = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        odd_even = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        odd_odd = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for step in range(tl.cdiv(CIN, BLOCK_K)):
-            c = step * BLOCK_K + k
-            keep_c = c < CIN
-            at = pixel[:, None] + c[None, :]
-            here = tl.load(src + at, mask=inside[:, None] & keep_c[None, :], other=0.0)
-            next_column = tl.load(src + at + stride_w, mask=right[:, None] & keep_c[None, :], other=0.0)
-            next_row = tl.load(src + at + stride_h, mask=(inside & below)[:, None] & keep_c[None, :], other=0.0)
-            diagonal = tl.load(src + at + (stride_h + stride_w), mask=(right & below)[:, None] & keep_c[None, :],
-                               other=0.0)
-            tap = c[:, None] * out_channels + n[None, :]
-            keep_w = keep_c[:, None] & keep_n[None, :]
-            step_tap = CIN * out_channels  # from one tap's matrix to the next
-            even_even = tl.dot(here, tl.load(taps + 4 * step_tap + tap, mask=keep_w, other=0.0), even_even,
-                               input_precision=PRECISION)
-            even_odd = tl.dot(here, tl.load(taps + 5 * step_tap + tap, mask=keep_w, other=0.0), even_odd,
-                              input_precision=PRECISION)
-            even_odd = tl.dot(next_column, tl.load(taps + 3 * step_tap + tap, mask=keep_w, other=0.0), even_odd,
-                              input_precision=PRECISION)
-            odd_even = tl.dot(here, tl.load(taps + 7 * step_tap + tap, mask=keep_w, other=0.0), odd_even,
-                              input_precision=PRECISION)
-            odd_even = tl.dot(next_row, tl.load(taps + 1 * step_tap + tap, mask=keep_w, other=0.0), odd_even,
-                              input_precision=PRECISION)
-            odd_odd = tl.dot(here, tl.load(taps + 8 * step_tap + tap, mask=keep_w, other=0.0), odd_odd,
-                             input_precision=PRECISION)
-            odd_odd = tl.dot(next_column, tl.load(taps + 6 * step_tap + tap, mask=keep_w, other=0.0), odd_odd,
-                             input_precision=PRECISION)
-            odd_odd = tl.dot(next_row, tl.load(taps + 2 * step_tap + tap, mask=keep_w, other=0.0), odd_odd,
-                             input_precision=PRECISION)
-            odd_odd = tl.dot(diagonal, tl.load(taps + 0 * step_tap + tap, mask=keep_w, other=0.0), odd_odd,
-                             input_precision=PRECISION)
-        bias_row = tl.load(bias + n, mask=keep_n, other=0.0).to(tl.float32)[None, :]
+        bias_row = tl.load(bias + n, mask=n < out_channels, other=0.0).to(tl.float32)[None, :]
         out_width = 2 * width + 2 * BORDER
         first = (b * (2 * height + 2 * BORDER) + 2 * i + BORDER).to(tl.int64) * out_width + 2 * j + BORDER
-        target = first[:, None] * out_channels + n[None, :]
-        keep = inside[:, None] & keep_n[None, :]
-        below_target = target + out_width * out_channels
-        _store_relu(dst + target, even_even, bias_row, keep)
-        _store_relu(dst + target + out_channels, even_odd, bias_row, keep)
-        _store_relu(dst + below_target, odd_even, bias_row, keep)
-        _store_relu(dst + below_target + out_channels, odd_odd, bias_row, keep)
+        target = dst + first[:, None] * out_channels + n[None, :]
+        for phase in tl.static_range(4):
+            acc = _up_phase(src, taps, pixel, i, j, n, height, width, out_channels, stride_h, stride_w, phase // 2,
+                            phase % 2, CIN, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+            at = target + ((phase // 2) * out_width + phase % 2) * out_channels
+            tl.store(at, tl.maximum(acc + bias_row, 0.0).to(dst.dtype.element_ty), mask=keep)
 
     @triton.jit
-    def _store_relu(pointers, acc, bias_row, keep):
-        tl.store(pointers, tl.maximum(acc + bias_row, 0.0).to(pointers.dtype.element_ty), mask=keep)
+    def _up_phase(src, taps, pixel, i, j, n, height, width, out_channels, stride_h, stride_w, ROW: tl.constexpr,
+                  COLUMN: tl.constexpr, CIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+        """The (BLOCK_M, BLOCK_N) tile of output pixels (2i + ROW, 2j + COLUMN): over the input
+        pixels (i + dy, j + dx), dy <= ROW and dx <= COLUMN (zero past the map), each times tap
+        (kh, kw) with kh = 1 where ROW is 0, else 2 - 2 dy (kw likewise); K runs over (dy, dx, channel)."""
+        chunks: tl.constexpr = tl.cdiv(CIN, BLOCK_K)
+        columns: tl.constexpr = 1 + COLUMN
+        k = tl.arange(0, BLOCK_K)
+        keep_n = n < out_channels
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for step in range((1 + ROW) * columns * chunks):
+            tap = step // chunks
+            dy, dx = tap // columns, tap % columns
+            kh, kw = 1 + ROW * (1 - 2 * dy), 1 + COLUMN * (1 - 2 * dx)
+            c = (step % chunks) * BLOCK_K + k
+            keep_c = c < CIN
+            inside = ((j + dx) < width) & ((i + dy + tl.zeros_like(j)) < height)  # vectors: the interpreter's masks
+            a = tl.load(src + (pixel + dy * stride_h + dx * stride_w)[:, None] + c[None, :],
+                        mask=inside[:, None] & keep_c[None, :], other=0.0)
+            weights = tl.load(taps + ((kh * 3 + kw) * CIN + c)[:, None] * out_channels + n[None, :],
+                              mask=keep_c[:, None] & keep_n[None, :], other=0.0)
+            acc = tl.dot(a, weights, acc, input_precision=PRECISION)
+        return acc
 
     @triton.jit
     def _accumulate_conv(acc, src, matrix, CIN: tl.constexpr, TAPS: tl.constexpr, m, b, h, w, height, width,
