@@ -423,10 +423,10 @@ class UpConv:
         self.weight = weight.detach()
         self.bias = bias.detach() if bias is not None else weight.new_zeros(out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.tune(*UP_TILE)
         if triton_runs(weight):
             # Tap kh * 3 + kw's (in, out) matrix, one after another.
             self.taps = self.weight.permute(2, 3, 0, 1).reshape(9 * in_channels, out_channels).contiguous()
-            self.tune(*UP_TILE)
 
     def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
         """The Triton kernel's tile: `block_m` input pixels of a row (4 × block_m output pixels) by
