@@ -86,7 +86,8 @@ def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none():
     launcher, built ahead too, has loaded the kernel's module."""
     from lama import kernels
 
-    triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)
+    triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel,
+                      kernels._up_conv_kernel, kernels._fill_border_kernel)
     for kernel in triton_kernels:  # this process's earlier tests compiled some: start from none
         kernel.device_caches.clear()
 
@@ -175,19 +176,23 @@ def test_maps_of_any_size_share_the_kernels_compiled_for_the_first():
     half = dict(device="cuda", dtype=torch.float16)
     stem = kernels.ReflectConv(torch.randn(16, 4, 7, 7, **half) / 50, torch.randn(16, **half), "relu")
     layer = kernels.ReflectConvSum([torch.randn(16, 32, 3, 3, **half) / 30], torch.randn(16, **half), True)
+    up = kernels.UpConv(torch.randn(32, 16, 3, 3, **half) / 30, torch.randn(16, **half))
+    checked = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel,
+               kernels._up_conv_kernel, kernels._fill_border_kernel)
 
     def run_all(batch: int, height: int, width: int) -> None:
-        kernels.reflect_pad(torch.randn(batch, height, width, 32, **half), 1)
+        padded = kernels.reflect_pad(torch.randn(batch, height, width, 32, **half), 1)
         stem(torch.randn(batch, height, -(-width // 8) * 8, 4, **half))
         layer([torch.randn(batch, height, width, 32, **half)])
+        up(padded[:, 1:-1, 1:-1], padded_by=3)  # the residual stage's inside, the head's padded input
 
     run_all(1, 16, 32)
     torch.cuda.synchronize()
-    before = [compiled(k) for k in (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)]
+    before = [compiled(k) for k in checked]
     for shape in ((1, 13, 27), (2, 17, 48), (1, 7, 9), (1, 48, 5), (1, 45, 24)):
         run_all(*shape)
     torch.cuda.synchronize()
-    after = [compiled(k) for k in (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)]
+    after = [compiled(k) for k in checked]
     assert after == before, "a map's size made Triton compile a kernel again"
 
 
