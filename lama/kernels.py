@@ -14,6 +14,9 @@ each choice, with their figures, GPU and commit: docs/PROFILING.md.
   generic kernel (plus passes to pad, to add zero channels and to apply the sigmoid); here each
   row of the filter is one matrix product over (column offset, channel), which NHWC memory
   holds contiguously, accumulated on the tensor cores.
+- `UpConv`: big-lama's up-sampling (3x3 transposed convolutions, stride 2) with their bias and
+  ReLU, which cuDNN's transposed convolution leaves to passes of their own, the last one
+  writing the head's input reflect-padded (no padding pass over the full-size map).
 - `ReflectConvSum`: a residual block's FFC output in one pass: the sum of its 3x3
   (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual, and the check that
   nothing in it overflowed fp16 (the forward's overflow flag). On GPUs with a Tensor Memory
