@@ -9,8 +9,8 @@ each choice, with their figures, GPU and commit: docs/PROFILING.md.
   CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran far below
   the memory bandwidth.
 - `ReflectConv`: big-lama's two full-resolution 7x7 convolutions (the 4-channel stem and
-  the 3-channel head), with the padding, the ReLU before the head and the activations (the
-  stem's output written padded for the down-sampling after it). cuDNN runs them in a slow
+  the 3-channel head), with the padding (none for the head, whose input UpConv writes padded)
+  and the activations (the stem's output written padded for the down-sampling after it). cuDNN runs them in a slow
   generic kernel (plus passes to pad, to add zero channels and to apply the sigmoid); here each
   row of the filter is one matrix product over (column offset, channel), which NHWC memory
   holds contiguously, accumulated on the tensor cores.
