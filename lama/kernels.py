@@ -14,6 +14,11 @@ each choice, with their figures, GPU and commit: docs/PROFILING.md.
   generic kernel (plus passes to pad, to add zero channels and to apply the sigmoid); here each
   row of the filter is one matrix product over (column offset, channel), which NHWC memory
   holds contiguously, accumulated on the tensor cores.
+- `UpConv`: big-lama's up-sampling (3x3 transposed convolutions, stride 2) with their bias and
+  ReLU, which cuDNN's transposed convolution leaves to passes of their own, the last one able to
+  write the head's input reflect-padded (no padding pass over the full-size map). Checked here
+  and by Triton's interpreter but not yet timed on a GPU, so not yet in lama.fastnet's forward:
+  `python tools/gpu_explore.py --ups` times it against cuDNN's layers and their passes.
 - `ReflectConvSum`: a residual block's FFC output in one pass: the sum of its 3x3
   (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual, and the check that
   nothing in it overflowed fp16 (the forward's overflow flag). On GPUs with a Tensor Memory
@@ -278,14 +283,15 @@ def _flag_of(overflow: Tensor | None, like: Tensor) -> Tensor:
     return overflow
 
 
-def fill_border(padded: Tensor) -> None:
-    """Writes the border of a contiguous (B, H + 2, W + 2, C) map from its inside, as reflect_pad
-    by 1 of the inside would (ReflectConvSum.padded and ReflectConv write the inside)."""
+def fill_border(padded: Tensor, pad: int = 1) -> None:
+    """Writes the border of a contiguous (B, H + 2 pad, W + 2 pad, C) map from its inside, as
+    reflect_pad by `pad` of the inside would (ReflectConvSum.padded, ReflectConv and UpConv write
+    the inside)."""
     batch, padded_height, padded_width, channels = padded.shape
-    height, width = padded_height - 2, padded_width - 2
+    height, width = padded_height - 2 * pad, padded_width - 2 * pad
     block_c = min(512, triton.next_power_of_2(channels))
-    grid = (batch * (2 * padded_width + 2 * height), triton.cdiv(channels, block_c))
-    _launch(_fill_border_kernel, grid, padded, height, width, channels, BLOCK_C=block_c)
+    grid = (batch * 2 * pad * (padded_width + height), triton.cdiv(channels, block_c))
+    _launch(_fill_border_kernel, grid, padded, height, width, channels, PAD=pad, BLOCK_C=block_c)
 
 
 class ReflectConv:
@@ -394,6 +400,75 @@ class ReflectConv:
             BORDER=padded_by, num_warps=self.num_warps)
         if padded_by:
             fill_border(out)
+        return out
+
+
+# UpConv's tile, (block_m input pixels, block_n output channels, num_warps, num_stages).
+UP_TILE = (64, 64, 4, 3)
+
+
+class UpConv:
+    """relu(conv_transpose(x) + bias) for big-lama's up-sampling layers (kernel 3, stride 2,
+    padding 1, output padding 1: twice the size), on NHWC maps, written reflect-padded where the
+    next layer pads its input (the head's 7x7 convolution, by 3).
+
+    cuDNN's transposed convolution adds no bias and takes no ReLU on its output (two passes over
+    the doubled map, or one where the head's padding pass took them), and its output cannot be the
+    inside of a padded map. Here each input pixel (i, j) makes the output pixels (2i + a, 2j + b)
+    from itself and its right, lower and lower-right neighbours (zero past the map's edge):
+      (0, 0): x[i, j] W[1, 1]
+      (0, 1): x[i, j] W[1, 2] + x[i, j + 1] W[1, 0]
+      (1, 0): x[i, j] W[2, 1] + x[i + 1, j] W[0, 1]
+      (1, 1): x[i, j] W[2, 2] + x[i, j + 1] W[2, 0] + x[i + 1, j] W[0, 2] + x[i + 1, j + 1] W[0, 0]
+    with W[kh, kw] the (in, out) matrix of one tap: nine products over the input's channels for
+    four output pixels, every one of them a term of the convolution (a sub-pixel decomposition,
+    no zeros inserted). On CUDA one Triton kernel (and fill_border for the padding); torch ops
+    elsewhere.
+
+    `weight` (in, out, 3, 3) and `bias` (out) are the folded layer's, on their device and in their
+    dtype.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        in_channels, out_channels, kernel_h, kernel_w = weight.shape
+        if (kernel_h, kernel_w) != (3, 3):
+            raise ValueError("UpConv is a 3x3 transposed convolution")
+        self.weight = weight.detach()
+        self.bias = bias.detach() if bias is not None else weight.new_zeros(out_channels)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.tune(*UP_TILE)
+        if triton_runs(weight):
+            # Tap kh * 3 + kw's (in, out) matrix, one after another.
+            self.taps = self.weight.permute(2, 3, 0, 1).reshape(9 * in_channels, out_channels).contiguous()
+
+    def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
+        """The Triton kernel's tile: `block_m` input pixels of a row (4 × block_m output pixels) by
+        `block_n` output channels per program."""
+        self.block_m, self.block_n, self.num_warps, self.num_stages = block_m, block_n, num_warps, num_stages
+
+    def __call__(self, x: Tensor, padded_by: int = 0) -> Tensor:
+        """`x`: (B, H, W, in) NHWC, its channels contiguous (the inside of a padded map works as
+        is); the output (B, 2H + 2 padded_by, 2W + 2 padded_by, out), contiguous, its border (where
+        padded_by > 0) the inside's reflection, as reflect_pad would make it."""
+        batch, height, width, channels = x.shape
+        if channels != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} input channels, got {channels}")
+        if 2 * min(height, width) <= padded_by:
+            raise ValueError(f"reflect padding by {padded_by} needs more output rows and columns than that")
+        if not triton_runs(x):
+            out = F.conv_transpose2d(x.permute(0, 3, 1, 2), self.weight, self.bias, 2, 1, 1).relu_()
+            return reflect_pad(out.permute(0, 2, 3, 1), padded_by)
+        if x.stride(3) != 1:
+            x = x.contiguous()
+        out = x.new_empty((batch, 2 * height + 2 * padded_by, 2 * width + 2 * padded_by, self.out_channels))
+        block_k = min(64, triton.next_power_of_2(channels))
+        grid = (triton.cdiv(width, self.block_m), batch * height, triton.cdiv(self.out_channels, self.block_n))
+        _launch(_up_conv_kernel, grid, x, self.taps, self.bias, out, height, width, self.out_channels,
+                *x.stride()[:3], CIN=channels, BORDER=padded_by, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=block_k,
+                PRECISION="ieee" if x.dtype == torch.float32 else "tf32", num_warps=self.num_warps,
+                num_stages=self.num_stages)
+        if padded_by:
+            fill_border(out, padded_by)
         return out
 
 
@@ -663,6 +738,57 @@ if triton is not None:
         keep = (out_w < width) & (out_row[None, :] < height) & (channel[None, :] < out_channels)
         tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
 
+    @triton.jit(do_not_specialize=["height", "width", "stride_b", "stride_h"])
+    def _up_conv_kernel(src, taps, bias, dst, height, width, out_channels, stride_b, stride_h, stride_w,
+                        CIN: tl.constexpr, BORDER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+        """BLOCK_M input pixels of one row by BLOCK_N output channels: the 2x2 output pixels each
+        input pixel makes (UpConv's decomposition), one after another, into the inside of `dst`,
+        which has a border of BORDER pixels (fill_border's to write). One accumulator at a time:
+        four of them alive at once spilled registers and took more shared memory than a
+        multiprocessor has (all nine taps' weights in each pipeline stage)."""
+        row = tl.program_id(1)  # batch * height + input row
+        b, i = row // height, row % height
+        j = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
+        keep = (j < width)[:, None] & (n < out_channels)[None, :]
+        pixel = b.to(tl.int64) * stride_b + i.to(tl.int64) * stride_h + j * stride_w  # (b, i, j)'s first element
+        bias_row = tl.load(bias + n, mask=n < out_channels, other=0.0).to(tl.float32)[None, :]
+        out_width = 2 * width + 2 * BORDER
+        first = (b * (2 * height + 2 * BORDER) + 2 * i + BORDER).to(tl.int64) * out_width + 2 * j + BORDER
+        target = dst + first[:, None] * out_channels + n[None, :]
+        for phase in tl.static_range(4):
+            acc = _up_phase(src, taps, pixel, i, j, n, height, width, out_channels, stride_h, stride_w, phase // 2,
+                            phase % 2, CIN, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+            at = target + ((phase // 2) * out_width + phase % 2) * out_channels
+            tl.store(at, tl.maximum(acc + bias_row, 0.0).to(dst.dtype.element_ty), mask=keep)
+
+    @triton.jit
+    def _up_phase(src, taps, pixel, i, j, n, height, width, out_channels, stride_h, stride_w, ROW: tl.constexpr,
+                  COLUMN: tl.constexpr, CIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+        """The (BLOCK_M, BLOCK_N) tile of output pixels (2i + ROW, 2j + COLUMN): over the input
+        pixels (i + dy, j + dx), dy <= ROW and dx <= COLUMN (zero past the map), each times tap
+        (kh, kw) with kh = 1 where ROW is 0, else 2 - 2 dy (kw likewise); K runs over (dy, dx, channel)."""
+        chunks: tl.constexpr = tl.cdiv(CIN, BLOCK_K)
+        columns: tl.constexpr = 1 + COLUMN
+        k = tl.arange(0, BLOCK_K)
+        keep_n = n < out_channels
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for step in range((1 + ROW) * columns * chunks):
+            tap = step // chunks
+            dy, dx = tap // columns, tap % columns
+            kh, kw = 1 + ROW * (1 - 2 * dy), 1 + COLUMN * (1 - 2 * dx)
+            c = (step % chunks) * BLOCK_K + k
+            keep_c = c < CIN
+            inside = ((j + dx) < width) & ((i + dy + tl.zeros_like(j)) < height)  # vectors: the interpreter's masks
+            a = tl.load(src + (pixel + dy * stride_h + dx * stride_w)[:, None] + c[None, :],
+                        mask=inside[:, None] & keep_c[None, :], other=0.0)
+            weights = tl.load(taps + ((kh * 3 + kw) * CIN + c)[:, None] * out_channels + n[None, :],
+                              mask=keep_c[:, None] & keep_n[None, :], other=0.0)
+            acc = tl.dot(a, weights, acc, input_precision=PRECISION)
+        return acc
+
     @triton.jit
     def _accumulate_conv(acc, src, matrix, CIN: tl.constexpr, TAPS: tl.constexpr, m, b, h, w, height, width,
                          keep_m, n, keep_n, out_channels, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
@@ -779,21 +905,28 @@ if triton is not None:
         dst.store([inside, n0], stored)
 
     @triton.jit(do_not_specialize=["height", "width"])
-    def _fill_border_kernel(padded, height, width, channels, BLOCK_C: tl.constexpr):
-        """One border pixel of a (B, H + 2, W + 2, C) map, BLOCK_C channels, from its reflection
-        inside: the top and bottom rows, then the left and right columns between them."""
-        per_image = 2 * (width + 2) + 2 * height
+    def _fill_border_kernel(padded, height, width, channels, PAD: tl.constexpr, BLOCK_C: tl.constexpr):
+        """One border pixel of a (B, H + 2 PAD, W + 2 PAD, C) map, BLOCK_C channels, from its
+        reflection inside: the PAD top rows, the PAD bottom rows, then the PAD left and right
+        columns between them."""
+        padded_width = width + 2 * PAD
+        band = PAD * padded_width  # the pixels of the top (or the bottom) rows
+        per_image = 2 * band + 2 * PAD * height
         b, i = tl.program_id(0) // per_image, tl.program_id(0) % per_image
-        j = i - 2 * (width + 2)
-        row = tl.where(i < width + 2, 0, tl.where(i < 2 * (width + 2), height + 1, 1 + j // 2))
-        column = tl.where(i < width + 2, i, tl.where(i < 2 * (width + 2), i - width - 2,
-                                                     tl.where(j % 2 == 0, 0, width + 1)))
-        # Reflection without edge repeat, in padded coordinates: 0 <- 2, H + 1 <- H - 1.
-        source_row = tl.where(row == 0, 2, tl.where(row == height + 1, height - 1, row))
-        source_column = tl.where(column == 0, 2, tl.where(column == width + 1, width - 1, column))
-        image = b.to(tl.int64) * (height + 2)
+        j = i - 2 * band  # the side columns' pixels, PAD left then PAD right a row
+        side = j % (2 * PAD)
+        row = tl.where(i < band, i // padded_width,
+                       tl.where(i < 2 * band, PAD + height + (i - band) // padded_width, PAD + j // (2 * PAD)))
+        column = tl.where(i < 2 * band, (i % band) % padded_width, tl.where(side < PAD, side, width + side))
+        # Reflection without edge repeat about the inside's first and last rows (and columns), in
+        # padded coordinates: both at once, so a corner reads the inside too.
+        last_row, last_column = PAD + height - 1, PAD + width - 1
+        source_row = tl.where(row < PAD, 2 * PAD - row, tl.where(row > last_row, 2 * last_row - row, row))
+        source_column = tl.where(column < PAD, 2 * PAD - column,
+                                 tl.where(column > last_column, 2 * last_column - column, column))
+        image = b.to(tl.int64) * (height + 2 * PAD)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         keep = c < channels
-        source = ((image + source_row) * (width + 2) + source_column) * channels + c
-        target = ((image + row) * (width + 2) + column) * channels + c
+        source = ((image + source_row) * padded_width + source_column) * channels + c
+        target = ((image + row) * padded_width + column) * channels + c
         tl.store(padded + target, tl.load(padded + source, mask=keep), mask=keep)

@@ -6,6 +6,7 @@ kernel by kernel and times the CPU codecs, so that one device call answers sever
 
     python tools/gpu_explore.py --out DIR              # variants, profiles, codecs
     python tools/gpu_explore.py --kernels --out DIR    # the stem's and head's 7x7 kernels
+    python tools/gpu_explore.py --ups --out DIR        # the up-sampling's kernel against cuDNN's, its tiles
     python tools/gpu_explore.py --conv-sum --out DIR   # the residual layers' kernel against cuDNN
     python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
     python tools/gpu_explore.py --tiles --out DIR      # the residual layers' kernel: tiles per bottleneck size
@@ -107,6 +108,41 @@ def graph_timeline(run) -> dict:
         "by_name": sorted(({"name": n, "calls": len(d), "total_us": sum(d), "median_us": statistics.median(d)}
                            for n, d in names.items()), key=lambda r: -r["total_us"]),
     }
+
+
+def up_times() -> list[dict]:
+    """big-lama's three up-sampling layers at each size: cuDNN's transposed convolution with the
+    pass that applied its bias and ReLU (and, for the last one, the head's reflect padding by 3)
+    before lama.kernels.UpConv, against UpConv writing the same, for each tile tried."""
+    torch.manual_seed(0)
+    rows = []
+    for width, height in SIZES:
+        for layer, (cin, cout) in enumerate(((512, 256), (256, 128), (128, 64))):
+            scale = 2 ** (3 - layer)
+            x = torch.randn(1, height // scale, width // scale, cin, device="cuda", dtype=torch.float16)
+            weight = torch.randn(cin, cout, 3, 3, device="cuda", dtype=torch.float16) / (3 * cin ** 0.5)
+            bias = torch.randn(cout, device="cuda", dtype=torch.float16)
+            pad = 3 if layer == 2 else 0
+            weight_cl = weight.contiguous(memory_format=torch.channels_last)
+
+            def cudnn() -> torch.Tensor:
+                out = F.conv_transpose2d(x.permute(0, 3, 1, 2), weight_cl, None, 2, 1, 1).permute(0, 2, 3, 1)
+                return kernels.reflect_pad((out + bias).relu_(), pad)
+
+            up = kernels.UpConv(weight, bias)
+            want = cudnn().float()
+            row = {"size": f"{width}x{height}", "layer": f"{cin}->{cout}", "cudnn_ms": cuda_median_ms(cudnn)}
+            # Tiles that fit an sm_90 multiprocessor without spilling (tools/kernel_resources.py's way).
+            for tile in ((64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3),
+                         (128, 128, 8, 3)):
+                up.tune(*tile)
+                run = partial(up, x, pad)
+                name = "x".join(map(str, tile))
+                row[f"up_{name}_ms"] = cuda_median_ms(run)
+                row[f"up_{name}_err"] = rel_error(run(), want)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def kernel_times() -> list[dict]:
@@ -487,6 +523,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--kernels", action="store_true", help="only time the stem's and head's kernels")
+    parser.add_argument("--ups", action="store_true", help="only time the up-sampling's kernels against cuDNN's")
     parser.add_argument("--conv-sum", action="store_true",
                         help="only time the residual layers' ReflectConvSum against cuDNN and its passes")
     parser.add_argument("--timeline", action="store_true",
@@ -518,6 +555,10 @@ def main() -> None:
         return
     if args.kernels:
         _save(args.out, "kernels.json", kernel_times())
+        return
+    if args.ups:
+        with torch.inference_mode():
+            _save(args.out, "ups.json", up_times())
         return
     if args.conv_sum:
         with torch.inference_mode(), open(os.path.join(args.out, "conv_sum.json"), "w") as f:

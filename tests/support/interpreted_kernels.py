@@ -83,6 +83,24 @@ def convs(errors: dict[str, float]) -> None:
                 got, padded(want, 1).permute(0, 2, 3, 1))
 
 
+def up_convs(errors: dict[str, float]) -> None:
+    """UpConv, the up-sampling's transposed convolutions, against torch's: odd sizes, a tile of
+    fewer input columns than the map has (the last one past its edge), more output channels than a
+    tile's, the input a padded map's inside (strided), the output written padded by 1 and by 3 (the
+    head's; its border by fill_border)."""
+    for (batch, height, width, cin, cout), padded_by, dtype in (((1, 5, 7, 16, 8), 0, torch.float32),
+                                                                ((2, 4, 9, 24, 40), 3, torch.float32),
+                                                                ((1, 3, 5, 32, 16), 1, torch.float16)):
+        weight, bias = torch.randn(cin, cout, 3, 3) / (3 * cin ** 0.5), torch.randn(cout)
+        x = kernels.reflect_pad(torch.randn(batch, height, width, cin), 1)[:, 1:-1, 1:-1]
+        want = padded(F.conv_transpose2d(nchw(x), weight, bias, 2, 1, 1).relu().permute(0, 2, 3, 1), padded_by)
+        up = kernels.UpConv(weight.to(dtype), bias.to(dtype))
+        up.tune(block_m=4, block_n=16, num_warps=4, num_stages=2)
+        got = up(x.to(dtype), padded_by)
+        errors[f"UpConv {cin}->{cout} {batch}x{height}x{width} padded by {padded_by} {str(dtype)[6:]}"] = (
+            relative_error(got, want.permute(0, 2, 3, 1)))
+
+
 def conv_sums(errors: dict[str, float]) -> None:
     for shapes, cout, relu, residual, dtype in ((((16, 3), (48, 3)), 16, True, True, torch.float32),
                                                 (((16, 3), (32, 1)), 48, True, False, torch.float32),
@@ -185,6 +203,7 @@ def main() -> None:
     errors: dict[str, float] = {}
     pads(errors)
     convs(errors)
+    up_convs(errors)
     conv_sums(errors)
     padded_conv_sums(errors)
     overflow_flags(errors)

@@ -15,7 +15,8 @@ from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator, dft_matrices, padded_dft_matrices
 from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
 from lama import kernels
-from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, nonfinite_flag, reflect_pad
+from lama.kernels import (LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, UpConv, nonfinite_flag,
+                          reflect_pad)
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
 
@@ -143,6 +144,29 @@ def test_reflect_conv_refuses_what_it_cannot_compute():
         ReflectConv(torch.zeros(3, 4, 4, 4), None)
     with pytest.raises(ValueError, match="unknown activation"):
         ReflectConv(torch.zeros(3, 4, 3, 3), None, "gelu")
+
+
+def test_up_conv_is_a_transposed_convolution_with_bias_and_relu_written_padded_as_asked():
+    torch.manual_seed(8)
+    weight, bias = torch.randn(6, 4, 3, 3), torch.randn(4)
+    x = torch.randn(2, 5, 7, 6)
+    want = F.conv_transpose2d(x.permute(0, 3, 1, 2), weight, bias, stride=2, padding=1, output_padding=1).relu()
+    up = UpConv(weight, bias)
+    for padded_by in (0, 1, 3):
+        got = up(x, padded_by)
+        assert got.shape == (2, 10 + 2 * padded_by, 14 + 2 * padded_by, 4) and got.is_contiguous()
+        expected = F.pad(want, (padded_by,) * 4, mode="reflect") if padded_by else want
+        assert torch.allclose(got.permute(0, 3, 1, 2), expected, atol=1e-5), padded_by
+
+
+def test_up_conv_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="3x3 transposed convolution"):
+        UpConv(torch.zeros(6, 4, 4, 4), None)
+    up = UpConv(torch.zeros(6, 4, 3, 3), None)
+    with pytest.raises(ValueError, match="expected 6 input channels"):
+        up(torch.zeros(1, 3, 3, 5))
+    with pytest.raises(ValueError, match="reflect padding by 3"):
+        up(torch.zeros(1, 1, 4, 6), padded_by=3)  # 2 output rows cannot reflect by 3
 
 
 def _conv_sum_by_torch(inputs, weights, bias, relu, residual):
