@@ -918,12 +918,9 @@ if triton is not None:
         row = tl.where(i < band, i // padded_width,
                        tl.where(i < 2 * band, PAD + height + (i - band) // padded_width, PAD + j // (2 * PAD)))
         column = tl.where(i < 2 * band, (i % band) % padded_width, tl.where(side < PAD, side, width + side))
-        # Reflection without edge repeat about the inside's first and last rows (and columns), in
-        # padded coordinates: both at once, so a corner reads the inside too.
-        last_row, last_column = PAD + height - 1, PAD + width - 1
-        source_row = tl.where(row < PAD, 2 * PAD - row, tl.where(row > last_row, 2 * last_row - row, row))
-        source_column = tl.where(column < PAD, 2 * PAD - column,
-                                 tl.where(column > last_column, 2 * last_column - column, column))
+        # The inside's reflection of both coordinates at once, so a corner reads the inside too.
+        source_row = PAD + _reflected(row - PAD, height)
+        source_column = PAD + _reflected(column - PAD, width)
         image = b.to(tl.int64) * (height + 2 * PAD)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         keep = c < channels
