@@ -770,7 +770,7 @@ if triton is not None:
         """The (BLOCK_M, BLOCK_N) tile of output pixels (2i + ROW, 2j + COLUMN): over the input
         pixels (i + dy, j + dx), dy <= ROW and dx <= COLUMN (zero past the map), each times tap
         (kh, kw) with kh = 1 where ROW is 0, else 2 - 2 dy (kw likewise); K runs over (dy, dx, channel)."""
-        chunks: tl.constexpr = tl.cdiv(CIN, BLOCK_K)
+        chunks: tl.constexpr = (CIN + BLOCK_K - 1) // BLOCK_K
         columns: tl.constexpr = 1 + COLUMN
         k = tl.arange(0, BLOCK_K)
         keep_n = n < out_channels
