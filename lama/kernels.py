@@ -9,16 +9,14 @@ each choice, with their figures, GPU and commit: docs/PROFILING.md.
   CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran far below
   the memory bandwidth.
 - `ReflectConv`: big-lama's two full-resolution 7x7 convolutions (the 4-channel stem and
-  the 3-channel head), with the padding, the ReLU before the head and the activations (the
-  stem's output written padded for the down-sampling after it). cuDNN runs them in a slow
+  the 3-channel head), with the padding (none for the head, whose input UpConv writes padded)
+  and the activations (the stem's output written padded for the down-sampling after it). cuDNN runs them in a slow
   generic kernel (plus passes to pad, to add zero channels and to apply the sigmoid); here each
   row of the filter is one matrix product over (column offset, channel), which NHWC memory
   holds contiguously, accumulated on the tensor cores.
 - `UpConv`: big-lama's up-sampling (3x3 transposed convolutions, stride 2) with their bias and
-  ReLU, which cuDNN's transposed convolution leaves to passes of their own, the last one able to
-  write the head's input reflect-padded (no padding pass over the full-size map). Checked here
-  and by Triton's interpreter but not yet timed on a GPU, so not yet in lama.fastnet's forward:
-  `python tools/gpu_explore.py --ups` times it against cuDNN's layers and their passes.
+  ReLU, which cuDNN's transposed convolution leaves to passes of their own, the last one
+  writing the head's input reflect-padded (no padding pass over the full-size map).
 - `ReflectConvSum`: a residual block's FFC output in one pass: the sum of its 3x3
   (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual, and the check that
   nothing in it overflowed fp16 (the forward's overflow flag). On GPUs with a Tensor Memory
@@ -216,20 +214,11 @@ def _noted(arg: Any) -> Any:
     return arg
 
 
-def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = None) -> Tensor:
-    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW),
-    adding a per-channel `bias` and taking relu on the way where asked (pad 0: just that).
-
-    `x` may be any strided view; the result is a contiguous NHWC tensor. The bias and ReLU
-    are for the transposed convolutions, whose bias cuDNN does not fuse (torch adds it in a
-    pass of its own, strided on NHWC maps).
-    """
+def reflect_pad(x: Tensor, pad: int) -> Tensor:
+    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW).
+    `x` may be any strided view; the result is a contiguous NHWC tensor (pad 0: a copy)."""
     if triton_runs(x):
-        return _reflect_pad_triton(x, pad, relu, bias)
-    if bias is not None:
-        x = x + bias
-    if relu:
-        x = x.relu()
+        return _reflect_pad_triton(x, pad)
     batch, height, width, channels = x.shape
     out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     out[:, pad:pad + height, pad:pad + width] = x
@@ -242,14 +231,14 @@ def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = N
     return out
 
 
-def _reflect_pad_triton(x: Tensor, pad: int, relu: bool, bias: Tensor | None) -> Tensor:
+def _reflect_pad_triton(x: Tensor, pad: int) -> Tensor:
     batch, height, width, channels = x.shape
     out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     block_c = min(128, triton.next_power_of_2(channels))
     block_w = max(16, 1024 // block_c)  # few channels: more pixels per program
     grid = (batch * (height + 2 * pad), triton.cdiv(width + 2 * pad, block_w), triton.cdiv(channels, block_c))
-    _launch(_reflect_pad_kernel, grid, x, bias if bias is not None else x, out, height, width, channels, pad,
-            *x.stride(), RELU=relu, BIAS=bias is not None, BLOCK_W=block_w, BLOCK_C=block_c)
+    _launch(_reflect_pad_kernel, grid, x, out, height, width, channels, pad, *x.stride(), BLOCK_W=block_w,
+            BLOCK_C=block_c)
     return out
 
 
@@ -295,10 +284,9 @@ def fill_border(padded: Tensor, pad: int = 1) -> None:
 
 
 class ReflectConv:
-    """act(conv(reflect_pad(maybe relu(x + bias_in)))): a stride-1 convolution whose reflect
-    padding keeps the size, on NHWC maps. On CUDA two Triton passes: the padding (which also
-    applies the input's bias and ReLU) and the convolution with its activation as epilogue;
-    torch ops elsewhere.
+    """act(conv(reflect_pad(x))): a stride-1 convolution whose reflect padding keeps the size, on
+    NHWC maps. On CUDA two Triton passes, the padding (none where the input comes padded:
+    `on_padded`) and the convolution with its activation as epilogue; torch ops elsewhere.
 
     `weight` (out, in, k, k) and `bias` (out) are the folded layer's, on their device and in
     their dtype; the output is a contiguous (B, H, W, out) tensor in that dtype.
@@ -366,17 +354,19 @@ class ReflectConv:
                     stacked[r, first:first + span, j, column, :self.out_channels] = rows[r - j]
         self.stacked = stacked.reshape(window, self.row_pad, -1).contiguous()
 
-    def __call__(self, x: Tensor, relu_input: bool = False, input_bias: Tensor | None = None,
-                 padded_by: int = 0) -> Tensor:
-        """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is);
-        `input_bias` and `relu_input` are applied to it first, as reflect_pad does.
+    def __call__(self, x: Tensor, padded_by: int = 0) -> Tensor:
+        """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is).
         `padded_by` 0 or 1: the output comes reflect-padded by that much, as reflect_pad would
         make it, for a next layer that pads its input (on CUDA written so by the kernel and
         fill_border: no padding pass over a full-size map)."""
+        return self.on_padded(reflect_pad(x, self.pad), padded_by)
+
+    def on_padded(self, padded: Tensor, padded_by: int = 0) -> Tensor:
+        """The convolution of a contiguous NHWC map already reflect-padded by `self.pad` (UpConv
+        writes the head's input so); `padded_by` as for a call."""
         if padded_by not in (0, 1):
             raise ValueError("ReflectConv pads its output by 0 or 1")
-        padded = reflect_pad(x, self.pad, relu=relu_input, bias=input_bias)
-        if triton_runs(x):
+        if triton_runs(padded):
             return self._triton(padded, padded_by)
         out = F.conv2d(padded.permute(0, 3, 1, 2), self.weight, self.bias)
         if self.activation != "none":
@@ -448,8 +438,9 @@ class UpConv:
 
     def __call__(self, x: Tensor, padded_by: int = 0) -> Tensor:
         """`x`: (B, H, W, in) NHWC, its channels contiguous (the inside of a padded map works as
-        is); the output (B, 2H + 2 padded_by, 2W + 2 padded_by, out), contiguous, its border (where
-        padded_by > 0) the inside's reflection, as reflect_pad would make it."""
+        is); the output (B, 2H + 2 padded_by, 2W + 2 padded_by,
+        out), contiguous, its border (where padded_by > 0) the inside's reflection, as reflect_pad
+        would make it."""
         batch, height, width, channels = x.shape
         if channels != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {channels}")
@@ -665,8 +656,8 @@ if triton is not None:
         return tl.where(index >= size, 2 * (size - 1) - index, index)
 
     @triton.jit(do_not_specialize=["height", "width"])
-    def _reflect_pad_kernel(src, bias, dst, height, width, channels, pad, stride_b, stride_h, stride_w, stride_c,
-                            RELU: tl.constexpr, BIAS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _reflect_pad_kernel(src, dst, height, width, channels, pad, stride_b, stride_h, stride_w, stride_c,
+                            BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """One output row segment: BLOCK_W pixels × BLOCK_C channels, read from its reflection."""
         row = tl.program_id(0)  # batch * padded height + padded row
         padded_h, padded_w = height + 2 * pad, width + 2 * pad
@@ -679,12 +670,7 @@ if triton is not None:
         source = (b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + w[:, None].to(tl.int64) * stride_w
                   + c[None, :] * stride_c)
         target = ((b * padded_h + out_h) * padded_w + out_w[:, None]).to(tl.int64) * channels + c[None, :]
-        value = tl.load(src + source, mask=keep)
-        if BIAS:
-            value = (value + tl.load(bias + c, mask=c < channels)[None, :]).to(value.dtype)
-        if RELU:
-            value = tl.maximum(value, 0.0)
-        tl.store(dst + target, value.to(dst.dtype.element_ty), mask=keep)
+        tl.store(dst + target, tl.load(src + source, mask=keep), mask=keep)
 
     @triton.jit(do_not_specialize=["height", "width"])
     def _reflect_conv_kernel(src, stacked, bias, dst, height, width, out_channels, CIN: tl.constexpr,

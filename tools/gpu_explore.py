@@ -111,9 +111,9 @@ def graph_timeline(run) -> dict:
 
 
 def up_times() -> list[dict]:
-    """big-lama's three up-sampling layers at each size: cuDNN's transposed convolution with the
-    pass that applied its bias and ReLU (and, for the last one, the head's reflect padding by 3)
-    before lama.kernels.UpConv, against UpConv writing the same, for each tile tried."""
+    """big-lama's three up-sampling layers at each size: cuDNN's transposed convolution with its
+    bias and ReLU as torch ops and, for the last one, the head's reflect padding by 3, against
+    lama.kernels.UpConv writing the same, for each tile tried."""
     torch.manual_seed(0)
     rows = []
     for width, height in SIZES:
@@ -125,9 +125,9 @@ def up_times() -> list[dict]:
             pad = 3 if layer == 2 else 0
             weight_cl = weight.contiguous(memory_format=torch.channels_last)
 
-            def cudnn() -> torch.Tensor:  # as lama.fastnet runs the layer: its bias and ReLU in the padding pass
-                out = F.conv_transpose2d(x.permute(0, 3, 1, 2), weight_cl, None, 2, 1, 1).permute(0, 2, 3, 1)
-                return kernels.reflect_pad(out, pad, relu=True, bias=bias)
+            def cudnn() -> torch.Tensor:
+                out = F.conv_transpose2d(x.permute(0, 3, 1, 2), weight_cl, bias, 2, 1, 1).relu_().permute(0, 2, 3, 1)
+                return kernels.reflect_pad(out, pad) if pad else out
 
             up = kernels.UpConv(weight, bias)
             want = cudnn().float()
@@ -167,7 +167,7 @@ def kernel_times() -> list[dict]:
 
             def cudnn() -> torch.Tensor:
                 source = F.pad(nhwc, (0, cin8 - cin)) if cin8 != cin else nhwc
-                padded = kernels.reflect_pad(source, 3, relu=name == "head")
+                padded = kernels.reflect_pad(source, 3)
                 out = F.conv2d(padded.permute(0, 3, 1, 2), padded_weight, padded_bias)
                 out = out.permute(0, 2, 3, 1)[..., :cout]
                 return out.relu() if act == "relu" else torch.sigmoid(out)
@@ -182,7 +182,7 @@ def kernel_times() -> list[dict]:
                 for warps in (4, 8):
                     for out_rows, out_columns in shapes:
                         conv.tune(block_m, warps, out_rows, out_columns)
-                        run = lambda: conv(nhwc, relu_input=name == "head")  # noqa: E731
+                        run = lambda: conv(nhwc)  # noqa: E731
                         tile = f"{block_m}x{out_rows}x{out_columns}_w{warps}"
                         row[f"triton_{tile}_ms"] = cuda_median_ms(run)
                         row[f"triton_{tile}_err"] = rel_error(run(), want)

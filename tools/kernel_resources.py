@@ -5,8 +5,7 @@ and the compiled kernel's resources are read back with cuobjdump: registers a th
 thread spills registers to, shared memory. The gather kernel's rows first (every GPU), then, on
 architectures with a Tensor Memory Accelerator (sm_90 and later), the padded maps' kernel's, which
 runs there from lama.fastnet.PADDED_MAP_PIXELS on; last the up-sampling layers' kernel
-(lama.kernels.UpConv, not yet in the forward; the last layer's writing the head's input padded by 3),
-whose "from map pixels" is 0: it would run at every size.
+(lama.kernels.UpConv), whose "from map pixels" is 0: it runs at every size.
 
     python tools/kernel_resources.py [--arch 90]
 
@@ -27,7 +26,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch import nn
 
 # lama.kernels loads Triton's compiler only beside a GPU build of torch; this process compiles for a
 # GPU it does not have.
@@ -52,21 +50,18 @@ DIVISIBLE_BY_16 = (*POINTERS, "out_channels")
 _RESOURCES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)")
 
 
-def big_lama() -> FFCResNetGenerator:
-    """big-lama folded in fp16, its weights on the meta device: shapes, no values."""
+def big_lama() -> FastGenerator:
+    """big-lama's fast path as lama.fastnet builds it in fp16 (weights on the meta device: shapes,
+    tiles and channel blocks, no values)."""
     with torch.device("meta"):
-        return fold_batchnorm(FFCResNetGenerator(BIG_LAMA_CONFIG).eval().half())
+        generator = FFCResNetGenerator(BIG_LAMA_CONFIG).eval().half()
+    return FastGenerator(fold_batchnorm(generator))
 
 
-def residual_layer_convs(folded: FFCResNetGenerator) -> dict[str, kernels.ReflectConvSum]:
-    """A residual block's two convolutions as lama.fastnet builds them (tiles and channel blocks)."""
-    layer = FastGenerator(folded).blocks[0][0]
+def residual_layer_convs(fast: FastGenerator) -> dict[str, kernels.ReflectConvSum]:
+    """A residual block's two convolutions."""
+    layer = fast.blocks[0][0]
     return {"local": layer.local_conv, "global": layer.global_conv}
-
-
-def up_convs(folded: FFCResNetGenerator) -> list[kernels.UpConv]:
-    """big-lama's up-sampling layers as lama.kernels.UpConv, with its tile."""
-    return [kernels.UpConv(layer.weight, layer.bias) for layer in folded.model if isinstance(layer, nn.ConvTranspose2d)]
 
 
 def compiled(conv: kernels.ReflectConvSum, tile: kernels.Tile, arch: int) -> dict[str, int]:
@@ -132,15 +127,14 @@ def main() -> None:
     print(f"Triton {triton.__version__}, sm_{args.arch}, fp16")
     print("| layer | from map pixels | tile (block_m, block_n, warps, stages) | registers | stack bytes | shared bytes |")
     print("|---|---|---|---|---|---|")
-    folded = big_lama()
-    convs = residual_layer_convs(folded)
+    fast = big_lama()
+    convs = residual_layer_convs(fast)
     rows = [(name, least, tile, partial(compiled, conv, tile)) for name, conv in convs.items() for least, tile in conv.tiles]
     if args.arch >= 90:  # a Tensor Memory Accelerator (lama.kernels.tma_runs)
         rows += [(f"{name}, padded maps", PADDED_MAP_PIXELS, conv.padded_tile, partial(compiled_padded, conv))
                  for name, conv in convs.items()]
-    ups = up_convs(folded)
-    for number, up in enumerate(ups):
-        padded_by = 3 if number == len(ups) - 1 else 0  # the last one writes the 7x7 head's input
+    for number, up in enumerate(fast.ups):
+        padded_by = fast.head.pad if number == len(fast.ups) - 1 else 0  # the last writes the head's input
         rows.append((f"up-sampling {up.in_channels}->{up.out_channels}", 0,
                      (up.block_m, up.block_n, up.num_warps, up.num_stages), partial(compiled_up, up, padded_by)))
     for name, least, tile, compile_for in rows:

@@ -45,40 +45,32 @@ def padded(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def pads(errors: dict[str, float]) -> None:
-    for batch, height, width, channels, pad, relu, bias in ((1, 7, 9, 24, 1, False, False),
-                                                            (2, 13, 6, 16, 3, True, True)):
+    for batch, height, width, channels, pad in ((1, 7, 9, 24, 1), (2, 13, 6, 16, 3)):
         x = torch.randn(batch, height, width, channels)
-        b = torch.randn(channels) if bias else None
-        source = x + b if bias else x
-        want = padded(source.relu() if relu else source, pad).permute(0, 2, 3, 1)
         errors[f"reflect_pad {batch}x{height}x{width}x{channels} pad {pad}"] = relative_error(
-            kernels.reflect_pad(x, pad, relu, b), want)
+            kernels.reflect_pad(x, pad), padded(x, pad).permute(0, 2, 3, 1))
 
 
 def convs(errors: dict[str, float]) -> None:
-    for cin, cout, activation, relu_input, dtype in ((4, 64, "relu", False, torch.float32),
-                                                     (64, 3, "sigmoid", True, torch.float32),
-                                                     (16, 16, "tanh", False, torch.float16),
-                                                     (8, 5, "none", True, torch.float32)):
+    for cin, cout, activation, dtype in ((4, 64, "relu", torch.float32), (64, 3, "sigmoid", torch.float32),
+                                         (16, 16, "tanh", torch.float16), (8, 5, "none", torch.float32)):
         weight = torch.randn(cout, cin, 7, 7) / (7 * cin ** 0.5)
-        bias, input_bias = torch.randn(cout), torch.randn(cin)
+        bias = torch.randn(cout)
         x = torch.randn(2, 11, 16, cin)
-        source = (x + input_bias).relu() if relu_input else x + input_bias
-        want = F.conv2d(padded(source, 3), weight, bias)
+        want = F.conv2d(padded(x, 3), weight, bias)
         want = (want if activation == "none" else getattr(torch, activation)(want)).permute(0, 2, 3, 1)
         conv = kernels.ReflectConv(weight.to(dtype), bias.to(dtype), activation)
-        got = conv(x.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype))
+        got = conv(x.to(dtype))
         errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}"] = relative_error(got, want)
         if cout == 3:  # runs of adjacent output columns; 13 columns: the last run passes the map's edge
             narrow = x[:, :, :13]
-            source = (narrow + input_bias).relu() if relu_input else narrow + input_bias
-            want = getattr(torch, activation)(F.conv2d(padded(source, 3), weight, bias)).permute(0, 2, 3, 1)
+            want = getattr(torch, activation)(F.conv2d(padded(narrow, 3), weight, bias)).permute(0, 2, 3, 1)
             conv.tune(block_m=2, num_warps=4, out_rows=2, out_columns=4)
-            got = conv(narrow.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype))
+            got = conv(narrow.to(dtype))
             errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}, runs of 4 columns"] = relative_error(
                 got, want)
         if cout == 64:  # the stem's way: its output written reflect-padded by 1 (border by fill_border)
-            got = conv(x.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype), padded_by=1)
+            got = conv(x.to(dtype), padded_by=1)
             errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}, output padded"] = relative_error(
                 got, padded(want, 1).permute(0, 2, 3, 1))
 
