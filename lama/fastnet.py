@@ -19,10 +19,9 @@ The same function as `lama.model.FFCResNetGenerator` (built from a BatchNorm-fol
   activations it comes from or goes to (an orthonormal spectrum's DC grows with the image),
   so fp16 overflows only where the activations themselves would.
 - The full-resolution 7x7 stem (4 channels in) and head (3 channels out) are Triton
-  kernels (`lama.kernels.ReflectConv`; cuDNN ran them in a slow generic kernel), their
-  activations the kernel's epilogue. The up-sampling's transposed convolutions are Triton
-  kernels too (`lama.kernels.UpConv`), with their bias and ReLU, the last one writing the
-  head's input already reflect-padded.
+  kernels (`lama.kernels.ReflectConv`; cuDNN ran them in a slow generic kernel), the
+  transposed convolutions' bias and ReLU are applied in a padding pass, and the
+  activations are the convolution kernel's epilogue.
 - The residual blocks' local and global branches run on two CUDA streams.
 """
 
@@ -40,7 +39,7 @@ from torch import Tensor, nn
 
 from lama import kernels
 from lama.kernels import (GLOBAL_LARGE_TILE, GLOBAL_PADDED_TILE, LOCAL_LARGE_TILE, ReflectConv, ReflectConvSum,
-                          UpConv, flagged, reflect_pad)
+                          flagged, reflect_pad)
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
 
 CHANNEL_MULTIPLE = 8  # fp16 tensor-core GEMMs want leading dimensions in multiples of 8
@@ -82,7 +81,7 @@ def _nhwc(x: Tensor) -> Tensor:
 class _Conv:
     """A folded convolution's weights, channels-last, with its geometry."""
 
-    def __init__(self, conv: nn.Conv2d | None):
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d | None):
         self.present = conv is not None
         if conv is None:
             return
@@ -90,7 +89,9 @@ class _Conv:
         self.bias = conv.bias.detach() if conv.bias is not None else None
         self.stride = conv.stride
         self.padding = conv.padding
-        self.reflect = conv.padding_mode == "reflect" and conv.padding[0] > 0
+        self.reflect = getattr(conv, "padding_mode", "zeros") == "reflect" and conv.padding[0] > 0
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        self.output_padding = getattr(conv, "output_padding", (0, 0))
 
     @property
     def pad(self) -> int:
@@ -99,7 +100,11 @@ class _Conv:
     def __call__(self, padded: Tensor, bias: bool = True) -> Tensor:
         """NHWC in (already reflect-padded when the layer pads by reflection), NHWC out."""
         b = self.bias if bias else None
-        return _nhwc(F.conv2d(_nchw(padded), self.weight, b, self.stride, self._conv_padding)).contiguous()
+        if self.transposed:
+            out = F.conv_transpose2d(_nchw(padded), self.weight, b, self.stride, self.padding, self.output_padding)
+        else:
+            out = F.conv2d(_nchw(padded), self.weight, b, self.stride, self._conv_padding)
+        return _nhwc(out).contiguous()
 
     @property
     def _conv_padding(self) -> tuple[int, int]:
@@ -108,7 +113,7 @@ class _Conv:
     def relu(self, padded: Tensor) -> Tensor:
         """relu(conv(padded) + bias), fused by cuDNN on CUDA: F.conv2d adds the bias to a
         channels-last output in a strided pass of its own and the ReLU is one more."""
-        if padded.is_cuda:
+        if padded.is_cuda and not self.transposed:
             out = torch.cudnn_convolution_relu(_nchw(padded), self.weight, self.bias, self.stride,
                                                self._conv_padding, (1, 1), 1)
             return _nhwc(out).contiguous()
@@ -116,7 +121,7 @@ class _Conv:
 
     def add_relu(self, padded: Tensor, addend: Tensor) -> Tensor:
         """relu(conv(padded) + bias + addend), fused by cuDNN on CUDA."""
-        if padded.is_cuda:
+        if padded.is_cuda and not self.transposed:
             out = torch.cudnn_convolution_add_relu(
                 _nchw(padded), self.weight, _nchw(addend), 1.0, self.bias, self.stride, self._conv_padding, (1, 1), 1)
             return _nhwc(out).contiguous()
@@ -327,13 +332,6 @@ def _branches(local: Callable[[], Tensor | None], global_: Callable[[], Tensor |
     return out_l, out_g
 
 
-def _up_conv(layer: nn.ConvTranspose2d) -> UpConv:
-    if (layer.kernel_size, layer.stride, layer.padding, layer.output_padding) != ((3, 3), (2, 2), (1, 1), (1, 1)):
-        raise ValueError("the fast path needs big-lama's up-sampling: 3x3 transposed convolutions, stride 2, "
-                         "padding 1, output padding 1")
-    return UpConv(layer.weight, layer.bias)
-
-
 def _linear_relu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """relu(x @ weight.T + bias) over the last axis; on CUDA the ReLU and the bias are the
     matrix product's epilogue (cuBLASLt), not a second pass over the result."""
@@ -458,7 +456,7 @@ class FastGenerator(nn.Module):
         n_down = folded.config.n_downsampling
         self.downs = [_FFCLayer(layer) for layer in layers[2:2 + n_down]]
         self.blocks = [(_FFCLayer(b.conv1), _FFCLayer(b.conv2)) for b in layers if isinstance(b, FFCResnetBlock)]
-        self.ups = [_up_conv(layer) for layer in layers if isinstance(layer, nn.ConvTranspose2d)]
+        self.ups = [_Conv(layer) for layer in layers if isinstance(layer, nn.ConvTranspose2d)]
         head = next(layer for layer in reversed(layers) if isinstance(layer, nn.Conv2d))
         last = layers[-1]
         head_act = "sigmoid" if isinstance(last, nn.Sigmoid) else "tanh" if isinstance(last, nn.Tanh) else "none"
@@ -540,7 +538,7 @@ class FastGenerator(nn.Module):
         for (first, second), flags in zip(self.blocks, overflow):
             padded = second.padded_call(first.padded_call(padded, constants, side, overflow=flags[0]), constants, side,
                                         residual=padded, overflow=flags[1])
-        return padded[:, 1:-1, 1:-1]  # the first up-sampling reads the inside in place
+        return padded[:, 1:-1, 1:-1].contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         x = _nhwc(x)  # a view: the stem's padding pass reads the NCHW input in place
@@ -564,10 +562,11 @@ class FastGenerator(nn.Module):
             out = self.head(x)
         else:
             for up in self.ups[:-1]:
-                x = up(x)
-            # The last up-sampling writes the head's input reflect-padded: no pass over the
-            # full-size map between them (at 2560×1920, 64 channels: 629 MB read, 645 written).
-            out = self.head.on_padded(self.ups[-1](x, padded_by=self.head.pad))
+                x = reflect_pad(up(x, bias=False), 0, relu=True, bias=up.bias)
+            # The last up-sampling's bias and ReLU are applied as the head pads its input, saving
+            # two passes over the full-size map.
+            last = self.ups[-1]
+            out = self.head(last(x, bias=False), relu_input=True, input_bias=last.bias)
         # The head's sigmoid could make an overflow look like a plausible colour: the output says
         # so instead, all nan (0 added everywhere, or nan), which is what callers check for
         # (lama.fastpath.Fp32Fallback). No sync: a graph replays this too.

@@ -9,14 +9,11 @@ each choice, with their figures, GPU and commit: docs/PROFILING.md.
   CUDA turns a channels-last tensor back into NCHW, and an index_select gather ran far below
   the memory bandwidth.
 - `ReflectConv`: big-lama's two full-resolution 7x7 convolutions (the 4-channel stem and
-  the 3-channel head), with the padding (none for the head, whose input UpConv writes padded)
-  and the activations (the stem's output written padded for the down-sampling after it). cuDNN runs them in a slow
+  the 3-channel head), with the padding, the ReLU before the head and the activations (the
+  stem's output written padded for the down-sampling after it). cuDNN runs them in a slow
   generic kernel (plus passes to pad, to add zero channels and to apply the sigmoid); here each
   row of the filter is one matrix product over (column offset, channel), which NHWC memory
   holds contiguously, accumulated on the tensor cores.
-- `UpConv`: big-lama's up-sampling (3x3 transposed convolutions, stride 2) with their bias and
-  ReLU, which cuDNN's transposed convolution leaves to passes of their own, the last one
-  writing the head's input reflect-padded (no padding pass over the full-size map).
 - `ReflectConvSum`: a residual block's FFC output in one pass: the sum of its 3x3
   (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual, and the check that
   nothing in it overflowed fp16 (the forward's overflow flag). On GPUs with a Tensor Memory
@@ -214,11 +211,20 @@ def _noted(arg: Any) -> Any:
     return arg
 
 
-def reflect_pad(x: Tensor, pad: int) -> Tensor:
-    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW).
-    `x` may be any strided view; the result is a contiguous NHWC tensor (pad 0: a copy)."""
+def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = None) -> Tensor:
+    """Reflect-pad an NHWC tensor's H and W by `pad` (as F.pad(mode='reflect') does to NCHW),
+    adding a per-channel `bias` and taking relu on the way where asked (pad 0: just that).
+
+    `x` may be any strided view; the result is a contiguous NHWC tensor. The bias and ReLU
+    are for the transposed convolutions, whose bias cuDNN does not fuse (torch adds it in a
+    pass of its own, strided on NHWC maps).
+    """
     if triton_runs(x):
-        return _reflect_pad_triton(x, pad)
+        return _reflect_pad_triton(x, pad, relu, bias)
+    if bias is not None:
+        x = x + bias
+    if relu:
+        x = x.relu()
     batch, height, width, channels = x.shape
     out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     out[:, pad:pad + height, pad:pad + width] = x
@@ -231,14 +237,14 @@ def reflect_pad(x: Tensor, pad: int) -> Tensor:
     return out
 
 
-def _reflect_pad_triton(x: Tensor, pad: int) -> Tensor:
+def _reflect_pad_triton(x: Tensor, pad: int, relu: bool, bias: Tensor | None) -> Tensor:
     batch, height, width, channels = x.shape
     out = x.new_empty((batch, height + 2 * pad, width + 2 * pad, channels))
     block_c = min(128, triton.next_power_of_2(channels))
     block_w = max(16, 1024 // block_c)  # few channels: more pixels per program
     grid = (batch * (height + 2 * pad), triton.cdiv(width + 2 * pad, block_w), triton.cdiv(channels, block_c))
-    _launch(_reflect_pad_kernel, grid, x, out, height, width, channels, pad, *x.stride(), BLOCK_W=block_w,
-            BLOCK_C=block_c)
+    _launch(_reflect_pad_kernel, grid, x, bias if bias is not None else x, out, height, width, channels, pad,
+            *x.stride(), RELU=relu, BIAS=bias is not None, BLOCK_W=block_w, BLOCK_C=block_c)
     return out
 
 
@@ -272,21 +278,21 @@ def _flag_of(overflow: Tensor | None, like: Tensor) -> Tensor:
     return overflow
 
 
-def fill_border(padded: Tensor, pad: int = 1) -> None:
-    """Writes the border of a contiguous (B, H + 2 pad, W + 2 pad, C) map from its inside, as
-    reflect_pad by `pad` of the inside would (ReflectConvSum.padded, ReflectConv and UpConv write
-    the inside)."""
+def fill_border(padded: Tensor) -> None:
+    """Writes the border of a contiguous (B, H + 2, W + 2, C) map from its inside, as reflect_pad
+    by 1 of the inside would (ReflectConvSum.padded and ReflectConv write the inside)."""
     batch, padded_height, padded_width, channels = padded.shape
-    height, width = padded_height - 2 * pad, padded_width - 2 * pad
+    height, width = padded_height - 2, padded_width - 2
     block_c = min(512, triton.next_power_of_2(channels))
-    grid = (batch * 2 * pad * (padded_width + height), triton.cdiv(channels, block_c))
-    _launch(_fill_border_kernel, grid, padded, height, width, channels, PAD=pad, BLOCK_C=block_c)
+    grid = (batch * (2 * padded_width + 2 * height), triton.cdiv(channels, block_c))
+    _launch(_fill_border_kernel, grid, padded, height, width, channels, BLOCK_C=block_c)
 
 
 class ReflectConv:
-    """act(conv(reflect_pad(x))): a stride-1 convolution whose reflect padding keeps the size, on
-    NHWC maps. On CUDA two Triton passes, the padding (none where the input comes padded:
-    `on_padded`) and the convolution with its activation as epilogue; torch ops elsewhere.
+    """act(conv(reflect_pad(maybe relu(x + bias_in)))): a stride-1 convolution whose reflect
+    padding keeps the size, on NHWC maps. On CUDA two Triton passes: the padding (which also
+    applies the input's bias and ReLU) and the convolution with its activation as epilogue;
+    torch ops elsewhere.
 
     `weight` (out, in, k, k) and `bias` (out) are the folded layer's, on their device and in
     their dtype; the output is a contiguous (B, H, W, out) tensor in that dtype.
@@ -354,19 +360,17 @@ class ReflectConv:
                     stacked[r, first:first + span, j, column, :self.out_channels] = rows[r - j]
         self.stacked = stacked.reshape(window, self.row_pad, -1).contiguous()
 
-    def __call__(self, x: Tensor, padded_by: int = 0) -> Tensor:
-        """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is).
+    def __call__(self, x: Tensor, relu_input: bool = False, input_bias: Tensor | None = None,
+                 padded_by: int = 0) -> Tensor:
+        """`x`: (B, H, W, in) NHWC, any strides (an NCHW tensor's permuted view works as is);
+        `input_bias` and `relu_input` are applied to it first, as reflect_pad does.
         `padded_by` 0 or 1: the output comes reflect-padded by that much, as reflect_pad would
         make it, for a next layer that pads its input (on CUDA written so by the kernel and
         fill_border: no padding pass over a full-size map)."""
-        return self.on_padded(reflect_pad(x, self.pad), padded_by)
-
-    def on_padded(self, padded: Tensor, padded_by: int = 0) -> Tensor:
-        """The convolution of a contiguous NHWC map already reflect-padded by `self.pad` (UpConv
-        writes the head's input so); `padded_by` as for a call."""
         if padded_by not in (0, 1):
             raise ValueError("ReflectConv pads its output by 0 or 1")
-        if triton_runs(padded):
+        padded = reflect_pad(x, self.pad, relu=relu_input, bias=input_bias)
+        if triton_runs(x):
             return self._triton(padded, padded_by)
         out = F.conv2d(padded.permute(0, 3, 1, 2), self.weight, self.bias)
         if self.activation != "none":
@@ -390,76 +394,6 @@ class ReflectConv:
             BORDER=padded_by, num_warps=self.num_warps)
         if padded_by:
             fill_border(out)
-        return out
-
-
-# UpConv's tile, (block_m input pixels, block_n output channels, num_warps, num_stages).
-UP_TILE = (64, 64, 4, 3)
-
-
-class UpConv:
-    """relu(conv_transpose(x) + bias) for big-lama's up-sampling layers (kernel 3, stride 2,
-    padding 1, output padding 1: twice the size), on NHWC maps, written reflect-padded where the
-    next layer pads its input (the head's 7x7 convolution, by 3).
-
-    cuDNN's transposed convolution adds no bias and takes no ReLU on its output (two passes over
-    the doubled map, or one where the head's padding pass took them), and its output cannot be the
-    inside of a padded map. Here each input pixel (i, j) makes the output pixels (2i + a, 2j + b)
-    from itself and its right, lower and lower-right neighbours (zero past the map's edge):
-      (0, 0): x[i, j] W[1, 1]
-      (0, 1): x[i, j] W[1, 2] + x[i, j + 1] W[1, 0]
-      (1, 0): x[i, j] W[2, 1] + x[i + 1, j] W[0, 1]
-      (1, 1): x[i, j] W[2, 2] + x[i, j + 1] W[2, 0] + x[i + 1, j] W[0, 2] + x[i + 1, j + 1] W[0, 0]
-    with W[kh, kw] the (in, out) matrix of one tap: nine products over the input's channels for
-    four output pixels, every one of them a term of the convolution (a sub-pixel decomposition,
-    no zeros inserted). On CUDA one Triton kernel (and fill_border for the padding); torch ops
-    elsewhere.
-
-    `weight` (in, out, 3, 3) and `bias` (out) are the folded layer's, on their device and in their
-    dtype.
-    """
-
-    def __init__(self, weight: Tensor, bias: Tensor | None):
-        in_channels, out_channels, kernel_h, kernel_w = weight.shape
-        if (kernel_h, kernel_w) != (3, 3):
-            raise ValueError("UpConv is a 3x3 transposed convolution")
-        self.weight = weight.detach()
-        self.bias = bias.detach() if bias is not None else weight.new_zeros(out_channels)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.tune(*UP_TILE)
-        if triton_runs(weight):
-            # Tap kh * 3 + kw's (in, out) matrix, one after another.
-            self.taps = self.weight.permute(2, 3, 0, 1).reshape(9 * in_channels, out_channels).contiguous()
-
-    def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
-        """The Triton kernel's tile: `block_m` input pixels of a row (4 × block_m output pixels) by
-        `block_n` output channels per program."""
-        self.block_m, self.block_n, self.num_warps, self.num_stages = block_m, block_n, num_warps, num_stages
-
-    def __call__(self, x: Tensor, padded_by: int = 0) -> Tensor:
-        """`x`: (B, H, W, in) NHWC, its channels contiguous (the inside of a padded map works as
-        is); the output (B, 2H + 2 padded_by, 2W + 2 padded_by,
-        out), contiguous, its border (where padded_by > 0) the inside's reflection, as reflect_pad
-        would make it."""
-        batch, height, width, channels = x.shape
-        if channels != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channels, got {channels}")
-        if 2 * min(height, width) <= padded_by:
-            raise ValueError(f"reflect padding by {padded_by} needs more output rows and columns than that")
-        if not triton_runs(x):
-            out = F.conv_transpose2d(x.permute(0, 3, 1, 2), self.weight, self.bias, 2, 1, 1).relu_()
-            return reflect_pad(out.permute(0, 2, 3, 1), padded_by)
-        if x.stride(3) != 1:
-            x = x.contiguous()
-        out = x.new_empty((batch, 2 * height + 2 * padded_by, 2 * width + 2 * padded_by, self.out_channels))
-        block_k = min(64, triton.next_power_of_2(channels))
-        grid = (triton.cdiv(width, self.block_m), batch * height, triton.cdiv(self.out_channels, self.block_n))
-        _launch(_up_conv_kernel, grid, x, self.taps, self.bias, out, height, width, self.out_channels,
-                *x.stride()[:3], CIN=channels, BORDER=padded_by, BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=block_k,
-                PRECISION="ieee" if x.dtype == torch.float32 else "tf32", num_warps=self.num_warps,
-                num_stages=self.num_stages)
-        if padded_by:
-            fill_border(out, padded_by)
         return out
 
 
@@ -656,8 +590,8 @@ if triton is not None:
         return tl.where(index >= size, 2 * (size - 1) - index, index)
 
     @triton.jit(do_not_specialize=["height", "width"])
-    def _reflect_pad_kernel(src, dst, height, width, channels, pad, stride_b, stride_h, stride_w, stride_c,
-                            BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _reflect_pad_kernel(src, bias, dst, height, width, channels, pad, stride_b, stride_h, stride_w, stride_c,
+                            RELU: tl.constexpr, BIAS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """One output row segment: BLOCK_W pixels × BLOCK_C channels, read from its reflection."""
         row = tl.program_id(0)  # batch * padded height + padded row
         padded_h, padded_w = height + 2 * pad, width + 2 * pad
@@ -670,7 +604,12 @@ if triton is not None:
         source = (b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + w[:, None].to(tl.int64) * stride_w
                   + c[None, :] * stride_c)
         target = ((b * padded_h + out_h) * padded_w + out_w[:, None]).to(tl.int64) * channels + c[None, :]
-        tl.store(dst + target, tl.load(src + source, mask=keep), mask=keep)
+        value = tl.load(src + source, mask=keep)
+        if BIAS:
+            value = (value + tl.load(bias + c, mask=c < channels)[None, :]).to(value.dtype)
+        if RELU:
+            value = tl.maximum(value, 0.0)
+        tl.store(dst + target, value.to(dst.dtype.element_ty), mask=keep)
 
     @triton.jit(do_not_specialize=["height", "width"])
     def _reflect_conv_kernel(src, stacked, bias, dst, height, width, out_channels, CIN: tl.constexpr,
@@ -723,57 +662,6 @@ if triton is not None:
                    + out_w + BORDER) * out_channels + channel[None, :])
         keep = (out_w < width) & (out_row[None, :] < height) & (channel[None, :] < out_channels)
         tl.store(dst + target, acc.to(dst.dtype.element_ty), mask=keep)
-
-    @triton.jit(do_not_specialize=["height", "width", "stride_b", "stride_h"])
-    def _up_conv_kernel(src, taps, bias, dst, height, width, out_channels, stride_b, stride_h, stride_w,
-                        CIN: tl.constexpr, BORDER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-        """BLOCK_M input pixels of one row by BLOCK_N output channels: the 2x2 output pixels each
-        input pixel makes (UpConv's decomposition), one after another, into the inside of `dst`,
-        which has a border of BORDER pixels (fill_border's to write). One accumulator at a time:
-        four of them alive at once spilled registers and took more shared memory than a
-        multiprocessor has (all nine taps' weights in each pipeline stage)."""
-        row = tl.program_id(1)  # batch * height + input row
-        b, i = row // height, row % height
-        j = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-        keep = (j < width)[:, None] & (n < out_channels)[None, :]
-        pixel = b.to(tl.int64) * stride_b + i.to(tl.int64) * stride_h + j * stride_w  # (b, i, j)'s first element
-        bias_row = tl.load(bias + n, mask=n < out_channels, other=0.0).to(tl.float32)[None, :]
-        out_width = 2 * width + 2 * BORDER
-        first = (b * (2 * height + 2 * BORDER) + 2 * i + BORDER).to(tl.int64) * out_width + 2 * j + BORDER
-        target = dst + first[:, None] * out_channels + n[None, :]
-        for phase in tl.static_range(4):
-            acc = _up_phase(src, taps, pixel, i, j, n, height, width, out_channels, stride_h, stride_w, phase // 2,
-                            phase % 2, CIN, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
-            at = target + ((phase // 2) * out_width + phase % 2) * out_channels
-            tl.store(at, tl.maximum(acc + bias_row, 0.0).to(dst.dtype.element_ty), mask=keep)
-
-    @triton.jit
-    def _up_phase(src, taps, pixel, i, j, n, height, width, out_channels, stride_h, stride_w, ROW: tl.constexpr,
-                  COLUMN: tl.constexpr, CIN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-        """The (BLOCK_M, BLOCK_N) tile of output pixels (2i + ROW, 2j + COLUMN): over the input
-        pixels (i + dy, j + dx), dy <= ROW and dx <= COLUMN (zero past the map), each times tap
-        (kh, kw) with kh = 1 where ROW is 0, else 2 - 2 dy (kw likewise); K runs over (dy, dx, channel)."""
-        chunks: tl.constexpr = (CIN + BLOCK_K - 1) // BLOCK_K
-        columns: tl.constexpr = 1 + COLUMN
-        k = tl.arange(0, BLOCK_K)
-        keep_n = n < out_channels
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for step in range((1 + ROW) * columns * chunks):
-            tap = step // chunks
-            dy, dx = tap // columns, tap % columns
-            kh, kw = 1 + ROW * (1 - 2 * dy), 1 + COLUMN * (1 - 2 * dx)
-            c = (step % chunks) * BLOCK_K + k
-            keep_c = c < CIN
-            inside = ((j + dx) < width) & ((i + dy + tl.zeros_like(j)) < height)  # vectors: the interpreter's masks
-            a = tl.load(src + (pixel + dy * stride_h + dx * stride_w)[:, None] + c[None, :],
-                        mask=inside[:, None] & keep_c[None, :], other=0.0)
-            weights = tl.load(taps + ((kh * 3 + kw) * CIN + c)[:, None] * out_channels + n[None, :],
-                              mask=keep_c[:, None] & keep_n[None, :], other=0.0)
-            acc = tl.dot(a, weights, acc, input_precision=PRECISION)
-        return acc
 
     @triton.jit
     def _accumulate_conv(acc, src, matrix, CIN: tl.constexpr, TAPS: tl.constexpr, m, b, h, w, height, width,
@@ -891,25 +779,21 @@ if triton is not None:
         dst.store([inside, n0], stored)
 
     @triton.jit(do_not_specialize=["height", "width"])
-    def _fill_border_kernel(padded, height, width, channels, PAD: tl.constexpr, BLOCK_C: tl.constexpr):
-        """One border pixel of a (B, H + 2 PAD, W + 2 PAD, C) map, BLOCK_C channels, from its
-        reflection inside: the PAD top rows, the PAD bottom rows, then the PAD left and right
-        columns between them."""
-        padded_width = width + 2 * PAD
-        band = PAD * padded_width  # the pixels of the top (or the bottom) rows
-        per_image = 2 * band + 2 * PAD * height
+    def _fill_border_kernel(padded, height, width, channels, BLOCK_C: tl.constexpr):
+        """One border pixel of a (B, H + 2, W + 2, C) map, BLOCK_C channels, from its reflection
+        inside: the top and bottom rows, then the left and right columns between them."""
+        per_image = 2 * (width + 2) + 2 * height
         b, i = tl.program_id(0) // per_image, tl.program_id(0) % per_image
-        j = i - 2 * band  # the side columns' pixels, PAD left then PAD right a row
-        side = j % (2 * PAD)
-        row = tl.where(i < band, i // padded_width,
-                       tl.where(i < 2 * band, PAD + height + (i - band) // padded_width, PAD + j // (2 * PAD)))
-        column = tl.where(i < 2 * band, (i % band) % padded_width, tl.where(side < PAD, side, width + side))
-        # The inside's reflection of both coordinates at once, so a corner reads the inside too.
-        source_row = PAD + _reflected(row - PAD, height)
-        source_column = PAD + _reflected(column - PAD, width)
-        image = b.to(tl.int64) * (height + 2 * PAD)
+        j = i - 2 * (width + 2)
+        row = tl.where(i < width + 2, 0, tl.where(i < 2 * (width + 2), height + 1, 1 + j // 2))
+        column = tl.where(i < width + 2, i, tl.where(i < 2 * (width + 2), i - width - 2,
+                                                     tl.where(j % 2 == 0, 0, width + 1)))
+        # Reflection without edge repeat, in padded coordinates: 0 <- 2, H + 1 <- H - 1.
+        source_row = tl.where(row == 0, 2, tl.where(row == height + 1, height - 1, row))
+        source_column = tl.where(column == 0, 2, tl.where(column == width + 1, width - 1, column))
+        image = b.to(tl.int64) * (height + 2)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         keep = c < channels
-        source = ((image + source_row) * padded_width + source_column) * channels + c
-        target = ((image + row) * padded_width + column) * channels + c
+        source = ((image + source_row) * (width + 2) + source_column) * channels + c
+        target = ((image + row) * (width + 2) + column) * channels + c
         tl.store(padded + target, tl.load(padded + source, mask=keep), mask=keep)

@@ -6,7 +6,6 @@ kernel by kernel and times the CPU codecs, so that one device call answers sever
 
     python tools/gpu_explore.py --out DIR              # variants, profiles, codecs
     python tools/gpu_explore.py --kernels --out DIR    # the stem's and head's 7x7 kernels
-    python tools/gpu_explore.py --ups --out DIR        # the up-sampling's kernel against cuDNN's, its tiles
     python tools/gpu_explore.py --conv-sum --out DIR   # the residual layers' kernel against cuDNN
     python tools/gpu_explore.py --timeline --out DIR   # a graph replay, per stream and kernel
     python tools/gpu_explore.py --tiles --out DIR      # the residual layers' kernel: tiles per bottleneck size
@@ -110,41 +109,6 @@ def graph_timeline(run) -> dict:
     }
 
 
-def up_times() -> list[dict]:
-    """big-lama's three up-sampling layers at each size: cuDNN's transposed convolution with its
-    bias and ReLU as torch ops and, for the last one, the head's reflect padding by 3, against
-    lama.kernels.UpConv writing the same, for each tile tried."""
-    torch.manual_seed(0)
-    rows = []
-    for width, height in SIZES:
-        for layer, (cin, cout) in enumerate(((512, 256), (256, 128), (128, 64))):
-            scale = 2 ** (3 - layer)
-            x = torch.randn(1, height // scale, width // scale, cin, device="cuda", dtype=torch.float16)
-            weight = torch.randn(cin, cout, 3, 3, device="cuda", dtype=torch.float16) / (3 * cin ** 0.5)
-            bias = torch.randn(cout, device="cuda", dtype=torch.float16)
-            pad = 3 if layer == 2 else 0
-            weight_cl = weight.contiguous(memory_format=torch.channels_last)
-
-            def cudnn() -> torch.Tensor:
-                out = F.conv_transpose2d(x.permute(0, 3, 1, 2), weight_cl, bias, 2, 1, 1).relu_().permute(0, 2, 3, 1)
-                return kernels.reflect_pad(out, pad) if pad else out
-
-            up = kernels.UpConv(weight, bias)
-            want = cudnn().float()
-            row = {"size": f"{width}x{height}", "layer": f"{cin}->{cout}", "cudnn_ms": cuda_median_ms(cudnn)}
-            # Tiles that fit an sm_90 multiprocessor without spilling (tools/kernel_resources.py's way).
-            for tile in ((64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3),
-                         (128, 128, 8, 3)):
-                up.tune(*tile)
-                run = partial(up, x, pad)
-                name = "x".join(map(str, tile))
-                row[f"up_{name}_ms"] = cuda_median_ms(run)
-                row[f"up_{name}_err"] = rel_error(run(), want)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    return rows
-
-
 def kernel_times() -> list[dict]:
     """The stem's and the head's 7x7 convolution: cuDNN (input channels padded to 8 / output
     channels to 8, as the fast path had them) against lama.kernels.ReflectConv, each with
@@ -167,7 +131,7 @@ def kernel_times() -> list[dict]:
 
             def cudnn() -> torch.Tensor:
                 source = F.pad(nhwc, (0, cin8 - cin)) if cin8 != cin else nhwc
-                padded = kernels.reflect_pad(source, 3)
+                padded = kernels.reflect_pad(source, 3, relu=name == "head")
                 out = F.conv2d(padded.permute(0, 3, 1, 2), padded_weight, padded_bias)
                 out = out.permute(0, 2, 3, 1)[..., :cout]
                 return out.relu() if act == "relu" else torch.sigmoid(out)
@@ -182,7 +146,7 @@ def kernel_times() -> list[dict]:
                 for warps in (4, 8):
                     for out_rows, out_columns in shapes:
                         conv.tune(block_m, warps, out_rows, out_columns)
-                        run = lambda: conv(nhwc)  # noqa: E731
+                        run = lambda: conv(nhwc, relu_input=name == "head")  # noqa: E731
                         tile = f"{block_m}x{out_rows}x{out_columns}_w{warps}"
                         row[f"triton_{tile}_ms"] = cuda_median_ms(run)
                         row[f"triton_{tile}_err"] = rel_error(run(), want)
@@ -523,7 +487,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--kernels", action="store_true", help="only time the stem's and head's kernels")
-    parser.add_argument("--ups", action="store_true", help="only time the up-sampling's kernels against cuDNN's")
     parser.add_argument("--conv-sum", action="store_true",
                         help="only time the residual layers' ReflectConvSum against cuDNN and its passes")
     parser.add_argument("--timeline", action="store_true",
@@ -555,10 +518,6 @@ def main() -> None:
         return
     if args.kernels:
         _save(args.out, "kernels.json", kernel_times())
-        return
-    if args.ups:
-        with torch.inference_mode():
-            _save(args.out, "ups.json", up_times())
         return
     if args.conv_sum:
         with torch.inference_mode(), open(os.path.join(args.out, "conv_sum.json"), "w") as f:

@@ -4,8 +4,7 @@ of their tiles, Triton compiles the kernel for a GPU architecture (its own ptxas
 and the compiled kernel's resources are read back with cuobjdump: registers a thread, the stack a
 thread spills registers to, shared memory. The gather kernel's rows first (every GPU), then, on
 architectures with a Tensor Memory Accelerator (sm_90 and later), the padded maps' kernel's, which
-runs there from lama.fastnet.PADDED_MAP_PIXELS on; last the up-sampling layers' kernel
-(lama.kernels.UpConv), whose "from map pixels" is 0: it runs at every size.
+runs there from lama.fastnet.PADDED_MAP_PIXELS on.
 
     python tools/kernel_resources.py [--arch 90]
 
@@ -50,17 +49,12 @@ DIVISIBLE_BY_16 = (*POINTERS, "out_channels")
 _RESOURCES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)")
 
 
-def big_lama() -> FastGenerator:
-    """big-lama's fast path as lama.fastnet builds it in fp16 (weights on the meta device: shapes,
-    tiles and channel blocks, no values)."""
+def residual_layer_convs() -> dict[str, kernels.ReflectConvSum]:
+    """A residual block's two convolutions as lama.fastnet builds them for big-lama in fp16
+    (weights on the meta device: shapes, tiles and channel blocks, no values)."""
     with torch.device("meta"):
         generator = FFCResNetGenerator(BIG_LAMA_CONFIG).eval().half()
-    return FastGenerator(fold_batchnorm(generator))
-
-
-def residual_layer_convs(fast: FastGenerator) -> dict[str, kernels.ReflectConvSum]:
-    """A residual block's two convolutions."""
-    layer = fast.blocks[0][0]
+    layer = FastGenerator(fold_batchnorm(generator)).blocks[0][0]
     return {"local": layer.local_conv, "global": layer.global_conv}
 
 
@@ -91,18 +85,6 @@ def compiled_padded(conv: kernels.ReflectConvSum, arch: int) -> dict[str, int]:
                       conv.padded_tile, arch)
 
 
-def compiled_up(up: kernels.UpConv, padded_by: int, arch: int) -> dict[str, int]:
-    """The same for an up-sampling layer's kernel (lama.kernels.UpConv) with its tile."""
-    tile = (up.block_m, up.block_n, up.num_warps, up.num_stages)
-    constants = {"CIN": up.in_channels, "BORDER": padded_by, "BLOCK_M": up.block_m, "BLOCK_N": up.block_n,
-                 "BLOCK_K": min(64, triton.next_power_of_2(up.in_channels)), "PRECISION": "tf32"}
-    signature = {**dict.fromkeys(("src", "taps", "bias", "dst"), "*fp16"),
-                 **dict.fromkeys(("height", "width", "out_channels", "stride_b", "stride_h", "stride_w"), "i32")}
-    # The input's channels are contiguous and a multiple of 16 in big-lama: so is a pixel's stride.
-    return _resources(kernels._up_conv_kernel, signature, constants,
-                      ("src", "taps", "bias", "dst", "out_channels", "stride_w"), tile, arch)
-
-
 def _resources(function, signature: dict[str, str], constants: dict, divisible_by_16: tuple[str, ...],
                tile: kernels.Tile, arch: int) -> dict[str, int]:
     divisible = {(function.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible_by_16}
@@ -127,16 +109,11 @@ def main() -> None:
     print(f"Triton {triton.__version__}, sm_{args.arch}, fp16")
     print("| layer | from map pixels | tile (block_m, block_n, warps, stages) | registers | stack bytes | shared bytes |")
     print("|---|---|---|---|---|---|")
-    fast = big_lama()
-    convs = residual_layer_convs(fast)
+    convs = residual_layer_convs()
     rows = [(name, least, tile, partial(compiled, conv, tile)) for name, conv in convs.items() for least, tile in conv.tiles]
     if args.arch >= 90:  # a Tensor Memory Accelerator (lama.kernels.tma_runs)
         rows += [(f"{name}, padded maps", PADDED_MAP_PIXELS, conv.padded_tile, partial(compiled_padded, conv))
                  for name, conv in convs.items()]
-    for number, up in enumerate(fast.ups):
-        padded_by = fast.head.pad if number == len(fast.ups) - 1 else 0  # the last writes the head's input
-        rows.append((f"up-sampling {up.in_channels}->{up.out_channels}", 0,
-                     (up.block_m, up.block_n, up.num_warps, up.num_stages), partial(compiled_up, up, padded_by)))
     for name, least, tile, compile_for in rows:
         found = compile_for(args.arch)
         print(f"| {name} | {least} | {tile} | {found['registers']} | {found['stack bytes']} | "

@@ -86,8 +86,7 @@ def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none():
     launcher, built ahead too, has loaded the kernel's module."""
     from lama import kernels
 
-    triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel,
-                      kernels._up_conv_kernel, kernels._fill_border_kernel)
+    triton_kernels = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)
     for kernel in triton_kernels:  # this process's earlier tests compiled some: start from none
         kernel.device_caches.clear()
 
@@ -158,8 +157,12 @@ def test_the_triton_reflect_pad_is_torchs_reflect_pad(channels):
         x = torch.randn(batch, height, width, channels, device="cuda", dtype=torch.float16)
         want = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
         assert torch.equal(kernels.reflect_pad(x, pad), want), (shape, pad)
+        assert torch.equal(kernels.reflect_pad(x, pad, relu=True), want.relu()), (shape, pad)
         nchw = x.permute(0, 3, 1, 2).contiguous()  # a strided NHWC view reads as well
         assert torch.equal(kernels.reflect_pad(nchw.permute(0, 2, 3, 1), pad), want), (shape, pad)
+        bias = torch.randn(channels, device="cuda", dtype=torch.float16)
+        assert torch.equal(kernels.reflect_pad(x, pad, relu=True, bias=bias), (want + bias).relu()), (shape, pad)
+        assert torch.equal(kernels.reflect_pad(x, 0, relu=True, bias=bias), (x + bias).relu()), shape
 
 
 def test_maps_of_any_size_share_the_kernels_compiled_for_the_first():
@@ -176,29 +179,26 @@ def test_maps_of_any_size_share_the_kernels_compiled_for_the_first():
     half = dict(device="cuda", dtype=torch.float16)
     stem = kernels.ReflectConv(torch.randn(16, 4, 7, 7, **half) / 50, torch.randn(16, **half), "relu")
     layer = kernels.ReflectConvSum([torch.randn(16, 32, 3, 3, **half) / 30], torch.randn(16, **half), True)
-    up = kernels.UpConv(torch.randn(32, 16, 3, 3, **half) / 30, torch.randn(16, **half))
-    checked = (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel,
-               kernels._up_conv_kernel, kernels._fill_border_kernel)
 
     def run_all(batch: int, height: int, width: int) -> None:
-        padded = kernels.reflect_pad(torch.randn(batch, height, width, 32, **half), 1)
+        kernels.reflect_pad(torch.randn(batch, height, width, 32, **half), 1)
         stem(torch.randn(batch, height, -(-width // 8) * 8, 4, **half))
         layer([torch.randn(batch, height, width, 32, **half)])
-        up(padded[:, 1:-1, 1:-1], padded_by=3)  # the residual stage's inside, the head's padded input
 
     run_all(1, 16, 32)
     torch.cuda.synchronize()
-    before = [compiled(k) for k in checked]
+    before = [compiled(k) for k in (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)]
     for shape in ((1, 13, 27), (2, 17, 48), (1, 7, 9), (1, 48, 5), (1, 45, 24)):
         run_all(*shape)
     torch.cuda.synchronize()
-    after = [compiled(k) for k in checked]
+    after = [compiled(k) for k in (kernels._reflect_pad_kernel, kernels._reflect_conv_kernel, kernels._conv_sum_kernel)]
     assert after == before, "a map's size made Triton compile a kernel again"
 
 
-@pytest.mark.parametrize(("in_channels", "out_channels", "activation"),
-                         [(4, 64, "relu"), (64, 3, "sigmoid"), (16, 16, "tanh"), (8, 5, "none")])
-def test_the_triton_reflect_conv_is_a_reflect_padded_convolution(in_channels, out_channels, activation):
+@pytest.mark.parametrize(("in_channels", "out_channels", "activation", "relu_input"),
+                         [(4, 64, "relu", False), (64, 3, "sigmoid", True), (16, 16, "tanh", False),
+                          (8, 5, "none", True)])
+def test_the_triton_reflect_conv_is_a_reflect_padded_convolution(in_channels, out_channels, activation, relu_input):
     """The stem's and the head's kernel, in fp32 (exact products) and fp16, at odd sizes."""
     from lama.kernels import ReflectConv
 
@@ -208,38 +208,14 @@ def test_the_triton_reflect_conv_is_a_reflect_padded_convolution(in_channels, ou
     for batch, height, width in ((1, 16, 16), (2, 37, 131), (1, 483, 645)):
         x = torch.randn(batch, in_channels, height, width, device="cuda")
         with strict_fp32():
-            want = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), weight, bias)
+            source = x.relu() if relu_input else x
+            want = F.conv2d(F.pad(source, (3, 3, 3, 3), mode="reflect"), weight, bias)
             want = want if activation == "none" else getattr(torch, activation)(want)
         for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
             conv = ReflectConv(weight.to(dtype), bias.to(dtype), activation)
-            got = conv(x.to(dtype).permute(0, 2, 3, 1)).permute(0, 3, 1, 2).float()
+            got = conv(x.to(dtype).permute(0, 2, 3, 1), relu_input=relu_input).permute(0, 3, 1, 2).float()
             error = float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want))
             assert error < tolerance, (dtype, (batch, height, width), error)
-
-
-@pytest.mark.parametrize(("in_channels", "out_channels", "padded_by"), [(512, 256, 0), (256, 128, 0), (128, 64, 3),
-                                                                       (24, 40, 1)])
-def test_the_triton_up_conv_is_torchs_transposed_convolution(in_channels, out_channels, padded_by):
-    """big-lama's up-sampling layers (the last one writing the head's input padded by 3) and one
-    of odd channel counts, in fp32 and fp16, at odd sizes, the input a padded map's inside (as
-    the residual stage leaves it) and contiguous."""
-    from lama.kernels import UpConv, reflect_pad
-
-    torch.manual_seed(9)
-    weight = torch.randn(in_channels, out_channels, 3, 3, device="cuda") / (3 * in_channels ** 0.5)
-    bias = torch.randn(out_channels, device="cuda")
-    for batch, height, width in ((1, 2, 2), (2, 37, 131), (1, 241, 322)):
-        inside = reflect_pad(torch.randn(batch, height, width, in_channels, device="cuda"), 1)[:, 1:-1, 1:-1]
-        with strict_fp32():
-            want = F.conv_transpose2d(inside.permute(0, 3, 1, 2), weight, bias, 2, 1, 1).relu()
-            want = F.pad(want, (padded_by,) * 4, mode="reflect") if padded_by else want
-        for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
-            up = UpConv(weight.to(dtype), bias.to(dtype))
-            for x in (inside.to(dtype), inside.to(dtype).contiguous()):
-                got = up(x, padded_by).permute(0, 3, 1, 2).float()
-                assert got.shape == want.shape
-                error = float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want))
-                assert error < tolerance, (dtype, (batch, height, width), x.is_contiguous(), error)
 
 
 @pytest.mark.parametrize(("shapes", "out_channels", "relu", "with_residual"),

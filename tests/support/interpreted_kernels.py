@@ -45,52 +45,42 @@ def padded(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def pads(errors: dict[str, float]) -> None:
-    for batch, height, width, channels, pad in ((1, 7, 9, 24, 1), (2, 13, 6, 16, 3)):
+    for batch, height, width, channels, pad, relu, bias in ((1, 7, 9, 24, 1, False, False),
+                                                            (2, 13, 6, 16, 3, True, True)):
         x = torch.randn(batch, height, width, channels)
+        b = torch.randn(channels) if bias else None
+        source = x + b if bias else x
+        want = padded(source.relu() if relu else source, pad).permute(0, 2, 3, 1)
         errors[f"reflect_pad {batch}x{height}x{width}x{channels} pad {pad}"] = relative_error(
-            kernels.reflect_pad(x, pad), padded(x, pad).permute(0, 2, 3, 1))
+            kernels.reflect_pad(x, pad, relu, b), want)
 
 
 def convs(errors: dict[str, float]) -> None:
-    for cin, cout, activation, dtype in ((4, 64, "relu", torch.float32), (64, 3, "sigmoid", torch.float32),
-                                         (16, 16, "tanh", torch.float16), (8, 5, "none", torch.float32)):
+    for cin, cout, activation, relu_input, dtype in ((4, 64, "relu", False, torch.float32),
+                                                     (64, 3, "sigmoid", True, torch.float32),
+                                                     (16, 16, "tanh", False, torch.float16),
+                                                     (8, 5, "none", True, torch.float32)):
         weight = torch.randn(cout, cin, 7, 7) / (7 * cin ** 0.5)
-        bias = torch.randn(cout)
+        bias, input_bias = torch.randn(cout), torch.randn(cin)
         x = torch.randn(2, 11, 16, cin)
-        want = F.conv2d(padded(x, 3), weight, bias)
+        source = (x + input_bias).relu() if relu_input else x + input_bias
+        want = F.conv2d(padded(source, 3), weight, bias)
         want = (want if activation == "none" else getattr(torch, activation)(want)).permute(0, 2, 3, 1)
         conv = kernels.ReflectConv(weight.to(dtype), bias.to(dtype), activation)
-        got = conv(x.to(dtype))
+        got = conv(x.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype))
         errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}"] = relative_error(got, want)
         if cout == 3:  # runs of adjacent output columns; 13 columns: the last run passes the map's edge
             narrow = x[:, :, :13]
-            want = getattr(torch, activation)(F.conv2d(padded(narrow, 3), weight, bias)).permute(0, 2, 3, 1)
+            source = (narrow + input_bias).relu() if relu_input else narrow + input_bias
+            want = getattr(torch, activation)(F.conv2d(padded(source, 3), weight, bias)).permute(0, 2, 3, 1)
             conv.tune(block_m=2, num_warps=4, out_rows=2, out_columns=4)
-            got = conv(narrow.to(dtype))
+            got = conv(narrow.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype))
             errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}, runs of 4 columns"] = relative_error(
                 got, want)
         if cout == 64:  # the stem's way: its output written reflect-padded by 1 (border by fill_border)
-            got = conv(x.to(dtype), padded_by=1)
+            got = conv(x.to(dtype), relu_input=relu_input, input_bias=input_bias.to(dtype), padded_by=1)
             errors[f"ReflectConv {cin}->{cout} {activation} {str(dtype)[6:]}, output padded"] = relative_error(
                 got, padded(want, 1).permute(0, 2, 3, 1))
-
-
-def up_convs(errors: dict[str, float]) -> None:
-    """UpConv, the up-sampling's transposed convolutions, against torch's: odd sizes, a tile of
-    fewer input columns than the map has (the last one past its edge), more output channels than a
-    tile's, the input a padded map's inside (strided), the output written padded by 1 and by 3 (the
-    head's; its border by fill_border)."""
-    for (batch, height, width, cin, cout), padded_by, dtype in (((1, 5, 7, 16, 8), 0, torch.float32),
-                                                                ((2, 4, 9, 24, 40), 3, torch.float32),
-                                                                ((1, 3, 5, 32, 16), 1, torch.float16)):
-        weight, bias = torch.randn(cin, cout, 3, 3) / (3 * cin ** 0.5), torch.randn(cout)
-        x = kernels.reflect_pad(torch.randn(batch, height, width, cin), 1)[:, 1:-1, 1:-1]
-        want = padded(F.conv_transpose2d(nchw(x), weight, bias, 2, 1, 1).relu().permute(0, 2, 3, 1), padded_by)
-        up = kernels.UpConv(weight.to(dtype), bias.to(dtype))
-        up.tune(block_m=4, block_n=16, num_warps=4, num_stages=2)
-        got = up(x.to(dtype), padded_by)
-        errors[f"UpConv {cin}->{cout} {batch}x{height}x{width} padded by {padded_by} {str(dtype)[6:]}"] = (
-            relative_error(got, want.permute(0, 2, 3, 1)))
 
 
 def conv_sums(errors: dict[str, float]) -> None:
@@ -195,7 +185,6 @@ def main() -> None:
     errors: dict[str, float] = {}
     pads(errors)
     convs(errors)
-    up_convs(errors)
     conv_sums(errors)
     padded_conv_sums(errors)
     overflow_flags(errors)

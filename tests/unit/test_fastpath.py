@@ -12,12 +12,10 @@ from torch import nn
 
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
-from lama import fastnet
 from lama.fastnet import FastGenerator, dft_matrices, padded_dft_matrices
 from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
 from lama import kernels
-from lama.kernels import (LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, UpConv, nonfinite_flag,
-                          reflect_pad)
+from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, nonfinite_flag, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
 
 
@@ -65,7 +63,10 @@ def test_reflect_pad_in_nhwc_is_torchs_reflect_pad():
     for pad in (1, 3):
         expected = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad,) * 4, mode="reflect").permute(0, 2, 3, 1)
         assert torch.equal(reflect_pad(x, pad), expected)
-    assert torch.equal(reflect_pad(x, 0), x)
+        assert torch.equal(reflect_pad(x - 0.5, pad, relu=True), (expected - 0.5).relu())
+        bias = torch.rand(7) - 0.5
+        assert torch.equal(reflect_pad(x, pad, relu=True, bias=bias), (expected + bias).relu())
+    assert torch.equal(reflect_pad(x, 0, relu=True, bias=-bias), (x - bias).relu()), "pad 0: bias and ReLU alone"
 
 
 def test_the_nhwc_generator_computes_the_generators_function():
@@ -109,6 +110,7 @@ def test_device_padding_is_numpys_symmetric_padding(tiny_dir):
 
 def test_per_size_constants_are_bounded_and_match_the_bottleneck():
     """A stream of odd sizes must not grow (GPU) memory: the per-size cache keeps the last few."""
+    from lama import fastnet
 
     torch.manual_seed(5)
     fast = FastGenerator(fold_batchnorm(FFCResNetGenerator(GeneratorConfig(ngf=8, n_blocks=1)).eval()))
@@ -127,14 +129,13 @@ def test_reflect_conv_is_a_reflect_padded_convolution_with_its_activations():
         x = torch.randn(2, in_channels, 11, 13)  # NCHW, read through its NHWC view as the stem does
         for activation in ("none", "relu", "sigmoid", "tanh"):
             conv = ReflectConv(weight, bias, activation)
-            padded = F.pad(x, (kernel // 2,) * 4, mode="reflect")
-            want = F.conv2d(padded, weight, bias)
-            want = want if activation == "none" else getattr(torch, activation)(want)
-            got = conv(x.permute(0, 2, 3, 1))
-            assert got.shape == (2, 11, 13, out_channels) and got.is_contiguous()
-            assert torch.allclose(got.permute(0, 3, 1, 2), want, atol=1e-5), (in_channels, activation)
-            got = conv.on_padded(padded.permute(0, 2, 3, 1).contiguous())  # the head's way: padded by UpConv
-            assert torch.allclose(got.permute(0, 3, 1, 2), want, atol=1e-5), (in_channels, activation)
+            for relu_input in (False, True):
+                source = x.relu() if relu_input else x
+                want = F.conv2d(F.pad(source, (kernel // 2,) * 4, mode="reflect"), weight, bias)
+                want = want if activation == "none" else getattr(torch, activation)(want)
+                got = conv(x.permute(0, 2, 3, 1), relu_input=relu_input)
+                assert got.shape == (2, 11, 13, out_channels) and got.is_contiguous()
+                assert torch.allclose(got.permute(0, 3, 1, 2), want, atol=1e-5), (in_channels, activation, relu_input)
 
 
 def test_reflect_conv_refuses_what_it_cannot_compute():
@@ -142,31 +143,6 @@ def test_reflect_conv_refuses_what_it_cannot_compute():
         ReflectConv(torch.zeros(3, 4, 4, 4), None)
     with pytest.raises(ValueError, match="unknown activation"):
         ReflectConv(torch.zeros(3, 4, 3, 3), None, "gelu")
-
-
-def test_up_conv_is_a_transposed_convolution_with_bias_and_relu_written_padded_as_asked():
-    torch.manual_seed(8)
-    weight, bias = torch.randn(6, 4, 3, 3), torch.randn(4)
-    x = torch.randn(2, 5, 7, 6)
-    want = F.conv_transpose2d(x.permute(0, 3, 1, 2), weight, bias, stride=2, padding=1, output_padding=1).relu()
-    up = UpConv(weight, bias)
-    for padded_by in (0, 1, 3):
-        got = up(x, padded_by)
-        assert got.shape == (2, 10 + 2 * padded_by, 14 + 2 * padded_by, 4) and got.is_contiguous()
-        expected = F.pad(want, (padded_by,) * 4, mode="reflect") if padded_by else want
-        assert torch.allclose(got.permute(0, 3, 1, 2), expected, atol=1e-5), padded_by
-
-
-def test_up_conv_refuses_what_it_cannot_compute():
-    with pytest.raises(ValueError, match="3x3 transposed convolution"):
-        UpConv(torch.zeros(6, 4, 4, 4), None)
-    up = UpConv(torch.zeros(6, 4, 3, 3), None)
-    with pytest.raises(ValueError, match="expected 6 input channels"):
-        up(torch.zeros(1, 3, 3, 5))
-    with pytest.raises(ValueError, match="reflect padding by 3"):
-        up(torch.zeros(1, 1, 4, 6), padded_by=3)  # 2 output rows cannot reflect by 3
-    with pytest.raises(ValueError, match="big-lama's up-sampling"):
-        fastnet._up_conv(torch.nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1))  # no output padding
 
 
 def _conv_sum_by_torch(inputs, weights, bias, relu, residual):

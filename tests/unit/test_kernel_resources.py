@@ -35,10 +35,3 @@ def test_each_residual_layer_tile_compiles_for_hopper_and_reports_its_resources(
     # 255-register cap and spilled (Triton 3.6 and 3.9 alike).
     for layer, _, _, registers, stack, _ in rows[4:]:
         assert int(registers) < 255 and int(stack) == 0, (layer, registers, stack)
-    # The up-sampling layers' kernel, one accumulator at a time: with all four of the 2x2 output
-    # pixels' at once it spilled and asked for more shared memory than a multiprocessor has.
-    ups = [line.strip("|").split("|") for line in done.stdout.splitlines() if line.startswith("| up-sampling")]
-    assert [layer.strip() for layer, *_ in ups] == ["up-sampling 512->256", "up-sampling 256->128",
-                                                    "up-sampling 128->64"]
-    for layer, _, _, registers, stack, shared in ups:
-        assert int(registers) < 255 and int(stack) == 0 and int(shared) <= 227 * 1024, (layer, registers, stack)
