@@ -64,7 +64,10 @@ if [[ $mode == test ]]; then
     # Lint and the layer contracts of docs/ARCHITECTURE.md (pyproject.toml) before the tests.
     "$(dirname "$py")/ruff" check --quiet .
     "$(dirname "$py")/lint-imports" --no-cache
-    exec "$py" -m pytest "$@"
+    # Two test processes (pytest-xdist; LAMA_TEST_WORKERS sets how many, `--test -n 0` runs the
+    # tests in this one): most tests wait on servers, browsers and subprocesses, so two take about
+    # 11 minutes on the 2-core CI box where one took 13-14, and CI's limit is 15.
+    exec "$py" -m pytest -n "${LAMA_TEST_WORKERS:-2}" "$@"
 fi
 
 # One GPU per process unless the operator says otherwise; expandable segments keep the

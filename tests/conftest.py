@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import lama  # noqa: F401 - lama's OpenCV caps into the environment before support.app imports cv2
 from support.app import make_settings, serve
 from support.paths import fixtures
 
