@@ -788,9 +788,9 @@ if triton is not None:
         row = tl.where(i < width + 2, 0, tl.where(i < 2 * (width + 2), height + 1, 1 + j // 2))
         column = tl.where(i < width + 2, i, tl.where(i < 2 * (width + 2), i - width - 2,
                                                      tl.where(j % 2 == 0, 0, width + 1)))
-        # Reflection without edge repeat, in padded coordinates: 0 <- 2, H + 1 <- H - 1.
-        source_row = tl.where(row == 0, 2, tl.where(row == height + 1, height - 1, row))
-        source_column = tl.where(column == 0, 2, tl.where(column == width + 1, width - 1, column))
+        # The inside's reflection of both coordinates at once, so a corner reads the inside too.
+        source_row = 1 + _reflected(row - 1, height)
+        source_column = 1 + _reflected(column - 1, width)
         image = b.to(tl.int64) * (height + 2)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         keep = c < channels
