@@ -285,16 +285,17 @@ class _FFCLayer:
         batch, rows_in, columns, channels = y.shape
         forward_h, forward_w, inverse_w, inverse_h = dft
         height, width = forward_h.shape[1], forward_w.shape[1] // 2  # the transform's (the inside's)
-        half = forward_w.shape[0] // 2  # the one-sided bins, with zero bins for alignment
+        half_h = forward_h.shape[0] // 2  # rows kh = 0 .. H/2, each giving rows kh and H - kh
+        bins = forward_w.shape[0]  # (side, kw, part): both rows' one-sided bins
         border = (rows_in - height) // 2
         inside = y[:, border:border + height, border:border + width].flatten(2)  # (B, H, W*ch): a view
-        rows = torch.matmul(forward_h, inside)  # (B, 2H, W*ch)
-        spectrum = torch.matmul(forward_w, rows.view(batch * height, 2 * width, channels))  # (B*H, 2W', ch)
+        rows = torch.matmul(forward_h, inside)  # (B, 2 half_h, W*ch)
+        spectrum = torch.matmul(forward_w, rows.view(batch * half_h, 2 * width, channels))  # (B*half_h, bins, ch)
         mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, bias)
-        cols = torch.matmul(inverse_w, mixed.view(batch * height, 2 * half, channels))  # (B*H, 2*columns, ch)
+        cols = torch.matmul(inverse_w, mixed.view(batch * half_h, bins, channels))  # (B*half_h, 2*columns, ch)
         # In place: y's last use, and an out-of-place baddbmm starts with a copy of it.
         out = y.view(batch, rows_in, columns * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
-                                                               cols.view(batch, 2 * height, columns * channels))
+                                                               cols.view(batch, 2 * half_h, columns * channels))
         return out.view(batch, rows_in, columns, channels)
 
 
@@ -354,12 +355,20 @@ def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dty
     cuFFT needed fp32 copies in NCHW order and back. Real and imaginary parts live as two
     blocks of rows ('part'):
       forward, H: T[(kh, part)] = sum_h M_h[(kh, part), h] y[h]           (real -> complex)
-      forward, W: Z[(kw, part)] = sum_(part', w) M_w[(kw, part), (part', w)] T[(part', w)]
-      inverse, W: G[(part, w)]  = sum_(kw, part') N_w[(part, w), (kw, part')] O[(kw, part')]
+      forward, W: Z[(side, kw, part)] = sum_(part', w) M_w[(side, kw, part), (part', w)] T[(part', w)]
+      inverse, W: G[(part, w)]  = sum_(side, kw, part') N_w[(part, w), (side, kw, part')] O[(side, kw, part')]
       inverse, H: u[h]          = sum_(kh, part) N_h[h, (kh, part)] G[(kh, part)]   (real part)
-    The inverse weights the one-sided bins as irfft does (1 for DC and Nyquist, 2 for the
-    rest) and, like it, drops what would be the imaginary part of the result. The sums are
-    finite, so doing W before H on the way back is exact.
+    The input is real, so the transform along H keeps rows kh = 0 .. H/2 only: row H - kh of
+    the spectrum is the conjugate of row kh at -kw, and the transform along W makes both from
+    row kh (side 0: row kh's one-sided bins, side 1: row H - kh's). The 1x1 convolution in
+    between sees every bin of rfft2's spectrum, as the official unit; rows 0 and H/2 are
+    their own partners, so they come twice and the inverse counts them half each time. Both
+    products along H are half as long as with every row (and the maps between them half as
+    large), the products along W as long. The inverse weights the one-sided bins as irfft
+    does (1 for DC and Nyquist, 2 for the rest), takes side 1's share conjugated (what row
+    H - kh adds to the real part of the result is that of e^(i·kh·h) times its conjugate) and,
+    like irfft, drops what would be the imaginary part of the result. The sums are finite, so
+    doing W before H on the way back is exact.
 
     Scaling: the official unit is orthonormal (1/sqrt(H) and 1/sqrt(W) each way), so its
     spectrum's DC bin is sqrt(H·W) times the map's mean: it grows with the image, and at the
@@ -396,32 +405,46 @@ def _aligned(matrix: Tensor) -> Tensor:
 
 
 def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    half = width // 2 + 1
-    # Bins past `half` are zero rows of the forward and zero columns of the inverse: exact,
-    # and they make 2 * bins a multiple of 8, the inner dimension of the inverse product.
-    bins = -(-half // 4) * 4
-    kh = torch.arange(height, dtype=torch.float64)
-    angle_h = 2 * torch.pi * torch.outer(kh, kh) / height  # symmetric in (kh, h)
+    # Bins past the last real one are zero rows of the forward matrices and zero columns of the
+    # inverse ones: exact (the mixing's ReLU(bias) there meets zero weights on the way back),
+    # and they keep every product's reduction a multiple of 8 elements long.
+    half_h, half_w = height // 2 + 1, width // 2 + 1
+    rows_h, bins = -(-half_h // 4) * 4, -(-half_w // 2) * 2  # 2 rows_h and 4 bins: multiples of 8
+    kh = torch.arange(half_h, dtype=torch.float64)
+    angle_h = 2 * torch.pi * torch.outer(kh, torch.arange(height, dtype=torch.float64)) / height  # (kh, h)
     cos_h, sin_h = torch.cos(angle_h), torch.sin(angle_h)
-    forward_h = torch.stack((cos_h, -sin_h), dim=1).reshape(2 * height, height) / height  # rows (kh, part)
-    inverse_h = torch.stack((cos_h, -sin_h), dim=2).reshape(height, 2 * height)  # cols (kh, part)
+    forward_h = torch.stack((cos_h, -sin_h), dim=1).reshape(2 * half_h, height) / height  # rows (kh, part)
+    forward_h = F.pad(forward_h, (0, 0, 0, 2 * (rows_h - half_h)))
+    # Rows kh and H - kh come from one row kh (two sides); rows 0 and H / 2 are their own
+    # partners, so they arrive twice and count half each time.
+    twice = torch.ones(half_h, 1, dtype=torch.float64)
+    twice[0] = 0.5
+    if height % 2 == 0:
+        twice[-1] = 0.5
+    inverse_h = torch.stack(((twice * cos_h).T, (-twice * sin_h).T), dim=2).reshape(height, 2 * half_h)
+    inverse_h = F.pad(inverse_h, (0, 2 * (rows_h - half_h)))  # cols (kh, part)
 
-    angle_w = 2 * torch.pi * torch.outer(torch.arange(half, dtype=torch.float64),
+    angle_w = 2 * torch.pi * torch.outer(torch.arange(half_w, dtype=torch.float64),
                                          torch.arange(width, dtype=torch.float64)) / width  # (kw, w)
     cos_w, sin_w = torch.cos(angle_w), torch.sin(angle_w)
-    # rows (kw, part_out), cols (part_in, w): [[cos, sin], [-sin, cos]]
-    forward_w = torch.stack((torch.stack((cos_w, sin_w), dim=1), torch.stack((-sin_w, cos_w), dim=1)), dim=1)
-    forward_w = torch.cat((forward_w.reshape(2 * half, 2 * width) / width,
-                           torch.zeros(2 * (bins - half), 2 * width, dtype=torch.float64)))
-    weight = torch.full((half, 1), 2.0, dtype=torch.float64)
+    # rows (side, kw, part_out), cols (part_in, w). Side 0 is row kh's spectrum; side 1 row
+    # H - kh's, the conjugate of row kh's at -kw (the input is real): [[cos, sin], [-sin, cos]]
+    # and [[cos, -sin], [-sin, -cos]].
+    sides = ((cos_w, sin_w, -sin_w, cos_w), (cos_w, -sin_w, -sin_w, -cos_w))
+    forward_w = torch.cat([F.pad(torch.stack((torch.stack((a, b), dim=1), torch.stack((c, d), dim=1)), dim=1)
+                                 .reshape(2 * half_w, 2 * width), (0, 0, 0, 2 * (bins - half_w))) for a, b, c, d in sides])
+    forward_w = forward_w / width
+    weight = torch.full((half_w, 1), 2.0, dtype=torch.float64)
     weight[0] = 1.0
     if width % 2 == 0:
         weight[-1] = 1.0
     cos_i, sin_i = (weight * cos_w).T, (weight * sin_w).T  # (w, kw)
-    # rows (part_out, w), cols (kw, part_in): [[cos, -sin], [sin, cos]]
-    inverse_w = torch.stack((torch.stack((cos_i, -sin_i), dim=2), torch.stack((sin_i, cos_i), dim=2)), dim=0)
-    inverse_w = torch.cat((inverse_w.reshape(2 * width, 2 * half), torch.zeros(2 * width, 2 * (bins - half),
-                                                                              dtype=torch.float64)), dim=1)
+    # rows (part_out, w), cols (side, kw, part_in): side 0 [[cos, -sin], [sin, cos]] (irfft's
+    # bins to a complex row); side 1 the conjugate of that, [[cos, -sin], [-sin, -cos]], so
+    # that inverse_h's real part of e^(i·kh·h) times the sum is both rows' share.
+    sides = ((cos_i, -sin_i, sin_i, cos_i), (cos_i, -sin_i, -sin_i, -cos_i))
+    inverse_w = torch.cat([F.pad(torch.stack((torch.stack((a, b), dim=2), torch.stack((c, d), dim=2)), dim=0)
+                                 .reshape(2 * width, 2 * half_w), (0, 2 * (bins - half_w))) for a, b, c, d in sides], dim=1)
     return forward_h, forward_w, inverse_w, inverse_h
 
 

@@ -119,7 +119,7 @@ def test_per_size_constants_are_bounded_and_match_the_bottleneck():
             fast(torch.rand(1, 4, 16, width))
     assert len(fast._constants) == fastnet.MAX_CONSTANT_SHAPES
     assert fast.constants_for_input((1, 4, 16, width)) is fast._constants[(2, width // 8)]
-    assert fast.constants_for_input((1, 4, 17, 9)).dft.forward_h.shape[0] == 2 * 3, "ceil(17 / 8) rows"
+    assert fast.constants_for_input((1, 4, 17, 9)).dft.forward_h.shape[1] == 3, "ceil(17 / 8) rows"
 
 
 def test_reflect_conv_is_a_reflect_padded_convolution_with_its_activations():
@@ -271,7 +271,7 @@ def test_spectra_stay_within_the_activations_range_where_orthonormal_ones_overfl
 
     constants = half.constants(64, 64)
     rows = torch.matmul(constants.dft.forward_h, y.half().view(1, 64, 64 * channels))
-    spectrum = torch.matmul(constants.dft.forward_w, rows.view(64, 2 * 64, channels))
+    spectrum = torch.matmul(constants.dft.forward_w, rows.view(-1, 2 * 64, channels))
     assert torch.isfinite(spectrum).all() and spectrum.abs().max() <= y.abs().max()
 
     with torch.inference_mode():
@@ -280,6 +280,33 @@ def test_spectra_stay_within_the_activations_range_where_orthonormal_ones_overfl
         want = layer32._fourier(y.clone(), full_constants.dft, full_constants.fourier_biases[layer32])
     assert torch.isfinite(got).all()
     assert float((got - want).norm() / want.norm()) < 1e-3
+
+
+@pytest.mark.parametrize("height, width", [(7, 9), (10, 3), (6, 10), (1, 5), (2, 2), (135, 240)])
+def test_the_dft_matrices_are_rfft2_and_irfft2_from_half_the_rows(height, width):
+    """The forward products make rfft2's every bin (scaled by 1/(H·W)) from rows 0 .. H/2, each
+    row kh giving rows kh and H - kh; the inverse ones give irfft2 (unscaled) of any spectrum
+    laid out that way, whatever the alignment's zero bins and rows hold; odd and even sizes."""
+    torch.manual_seed(height * width)
+    forward_h, forward_w, inverse_w, inverse_h = dft_matrices(height, width, torch.device("cpu"), torch.float64)
+    rows, bins, one_sided = forward_h.shape[0] // 2, forward_w.shape[0] // 4, width // 2 + 1
+    slots = [(kh, side, (height - kh) % height if side else kh) for kh in range(height // 2 + 1) for side in (0, 1)]
+    assert {row for *_, row in slots} == set(range(height)), "every row of the spectrum has a slot"
+
+    y = torch.randn(height, width, 3, dtype=torch.float64)
+    spectrum = (forward_w @ (forward_h @ y.view(height, -1)).view(rows, 2 * width, 3)).view(rows, 2, bins, 2, 3)
+    want = torch.fft.rfft2(y, dim=(0, 1)) / (height * width)
+    for kh, side, row in slots:
+        got = torch.complex(spectrum[kh, side, :one_sided, 0], spectrum[kh, side, :one_sided, 1])
+        assert torch.allclose(got, want[row], atol=1e-12), (kh, side)
+
+    mixed = torch.full((rows, 2, bins, 2, 3), 5.0, dtype=torch.float64)  # alignment's slots: ignored
+    other = torch.randn(height, one_sided, 3, dtype=torch.complex128)  # any spectrum, not only a real map's
+    for kh, side, row in slots:
+        mixed[kh, side, :one_sided, 0], mixed[kh, side, :one_sided, 1] = other[row].real, other[row].imag
+    got = inverse_h @ (inverse_w @ mixed.view(rows, 4 * bins, 3)).view(2 * rows, -1)
+    want = torch.fft.irfft2(other, s=(height, width), dim=(0, 1)) * (height * width)
+    assert torch.allclose(got.view(height, width, 3), want, atol=1e-9)
 
 
 def test_the_fourier_unit_on_a_padded_map_is_the_unpadded_one_inside_it():
