@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode, addmm_flop, register_flop_formula
+from torch.utils.flop_counter import FlopCounterMode, addmm_flop, baddbmm_flop, register_flop_formula
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,7 +32,7 @@ from lama.fastpath import fold_batchnorm  # noqa: E402
 
 H100_DENSE_FP16_TFLOPS = 989.0
 # The table's columns: the aten operations the fast path's products run as.
-KINDS = {"convolutions": ("convolution",), "DFT products": ("bmm", "baddbmm"),
+KINDS = {"convolutions": ("convolution",), "DFT products": ("bmm", "baddbmm", "baddbmm_"),
          "1x1 products": ("_addmm_activation", "addmm", "mm")}
 
 
@@ -41,6 +41,13 @@ KINDS = {"convolutions": ("convolution",), "DFT products": ("bmm", "baddbmm"),
 @register_flop_formula(torch.ops.aten._addmm_activation)
 def _addmm_activation_flop(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
     return addmm_flop(self_shape, a_shape, b_shape)
+
+
+# The Fourier unit's last product adds into its input in place; FlopCounterMode counts the
+# out-of-place baddbmm only, and skips operations it has no formula for without a word.
+@register_flop_formula(torch.ops.aten.baddbmm_)
+def _baddbmm_in_place_flop(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
+    return baddbmm_flop(self_shape, a_shape, b_shape)
 
 
 def counted(fast: FastGenerator, width: int, height: int) -> dict[str, int]:

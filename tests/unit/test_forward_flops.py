@@ -33,5 +33,19 @@ def test_convolutions_grow_with_the_pixels_and_the_dft_products_faster(fast):
     grow with the pixels times the side, eight times here."""
     small, large = forward_flops.counted(fast, 128, 96), forward_flops.counted(fast, 256, 192)
     assert large["convolution"] == 4 * small["convolution"]
-    dft = [ops["bmm"] + ops.get("baddbmm", 0) for ops in (small, large)]
+    dft = [ops["bmm"] + ops["baddbmm_"] for ops in (small, large)]
     assert 6 * dft[0] < dft[1] <= 8 * dft[0]
+
+
+def test_the_dft_column_counts_all_four_products_of_every_fourier_unit(fast):
+    """FlopCounterMode skips an operation it has no formula for (the in-place baddbmm that adds
+    the inverse along H to the unit's input, once): the column must hold what the DFT matrices'
+    shapes say the four products take, (M, K) times the columns each is applied to."""
+    ops = forward_flops.counted(fast, 256, 192)
+    forward_h, forward_w, inverse_w, inverse_h = fast.constants(24, 32).dft
+    channels = fast._spectral_layers[0].w1.shape[0]
+    rows, width = forward_h.shape[0] // 2, forward_w.shape[1] // 2
+    per_unit = 2 * (forward_h.numel() * width * channels + (forward_w.numel() + inverse_w.numel()) * rows * channels
+                    + inverse_h.numel() * width * channels)
+    dft = sum(ops[name] for name in forward_flops.KINDS["DFT products"] if name in ops)
+    assert dft == len(fast._spectral_layers) * per_unit
