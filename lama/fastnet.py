@@ -286,7 +286,7 @@ class _FFCLayer:
         forward_h, forward_w, inverse_w, inverse_h = dft
         height, width = forward_h.shape[1], forward_w.shape[1] // 2  # the transform's (the inside's)
         half_h = forward_h.shape[0] // 2  # rows kh = 0 .. H/2, each giving rows kh and H - kh
-        bins = forward_w.shape[0]  # (side, kw, part): both rows' one-sided bins
+        bins = forward_w.shape[0]  # (side, kw, part): both rows' one-sided bins, real and imaginary
         border = (rows_in - height) // 2
         inside = y[:, border:border + height, border:border + width].flatten(2)  # (B, H, W*ch): a view
         rows = torch.matmul(forward_h, inside)  # (B, 2 half_h, W*ch)
@@ -417,11 +417,11 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     forward_h = F.pad(forward_h, (0, 0, 0, 2 * (rows_h - half_h)))
     # Rows kh and H - kh come from one row kh (two sides); rows 0 and H / 2 are their own
     # partners, so they arrive twice and count half each time.
-    twice = torch.ones(half_h, 1, dtype=torch.float64)
-    twice[0] = 0.5
+    share = torch.ones(half_h, 1, dtype=torch.float64)
+    share[0] = 0.5
     if height % 2 == 0:
-        twice[-1] = 0.5
-    inverse_h = torch.stack(((twice * cos_h).T, (-twice * sin_h).T), dim=2).reshape(height, 2 * half_h)
+        share[-1] = 0.5
+    inverse_h = torch.stack(((share * cos_h).T, (-share * sin_h).T), dim=2).reshape(height, 2 * half_h)
     inverse_h = F.pad(inverse_h, (0, 2 * (rows_h - half_h)))  # cols (kh, part)
 
     angle_w = 2 * torch.pi * torch.outer(torch.arange(half_w, dtype=torch.float64),
