@@ -362,24 +362,27 @@ def dft_matrices(height: int, width: int, device: torch.device, dtype: torch.dty
     the spectrum is the conjugate of row kh at -kw, and the transform along W makes both from
     row kh (side 0: row kh's one-sided bins, side 1: row H - kh's). The 1x1 convolution in
     between sees every bin of rfft2's spectrum, as the official unit; rows 0 and H/2 are
-    their own partners, so they come twice and the inverse counts them half each time. Both
+    their own partners, so they come twice and the inverse counts them once. Both
     products along H are half as long as with every row (and the maps between them half as
     large), the products along W as long. The inverse weights the one-sided bins as irfft
     does (1 for DC and Nyquist, 2 for the rest), takes side 1's share conjugated (what row
-    H - kh adds to the real part of the result is that of e^(i·kh·h) times its conjugate) and,
-    like irfft, drops what would be the imaginary part of the result. The sums are finite, so
-    doing W before H on the way back is exact.
+    H - kh adds to the real part of the result is that of e^(i·kh·h) times its conjugate),
+    keeps the mean of the two sides between its products (their sum could be twice the largest
+    value on the way) and, like irfft, drops what would be the imaginary part of the result.
+    The sums are finite, so doing W before H on the way back is exact.
 
     Scaling: the official unit is orthonormal (1/sqrt(H) and 1/sqrt(W) each way), so its
     spectrum's DC bin is sqrt(H·W) times the map's mean: it grows with the image, and at the
     largest inputs trained weights can push it past fp16's 65,504. Here the forward
     products divide by H and by W, so that every bin is at most the largest |y| (an average of
-    y times unit phases), and the inverse ones divide by nothing. In between, the 1x1
+    y times unit phases), and the inverse ones divide by nothing (but for the mean of two
+    rows' shares along W, counted twice along H). In between, the 1x1
     convolution is linear and its ReLU commutes with a positive factor, so it gives the
     official mixed spectrum divided by sqrt(H·W) when its bias is divided by the same
     (`spectral_bias_scale`); the inverse's unnormalised sums then return exactly the
     official output. Every intermediate is the orthonormal one's divided by sqrt(H), sqrt(H·W)
-    or 1: never larger. What falls to fp16's subnormals for it is below its rounding anyway.
+    or 1 (between the inverse products, the mean of two such rows): never larger. What falls
+    to fp16's subnormals for it is below its rounding anyway.
     """
 
     return DFTMatrices(*(_aligned(m.to(device, dtype)) for m in _dft_matrices(height, width)))
@@ -415,12 +418,12 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     cos_h, sin_h = torch.cos(angle_h), torch.sin(angle_h)
     forward_h = torch.stack((cos_h, -sin_h), dim=1).reshape(2 * half_h, height) / height  # rows (kh, part)
     forward_h = F.pad(forward_h, (0, 0, 0, 2 * (rows_h - half_h)))
-    # Rows kh and H - kh come from one row kh (two sides); rows 0 and H / 2 are their own
-    # partners, so they arrive twice and count half each time.
-    share = torch.ones(half_h, 1, dtype=torch.float64)
-    share[0] = 0.5
+    # Row kh of inverse_w's output is the mean of rows kh and H - kh's shares (below): twice that
+    # for them both, once for rows 0 and H / 2, their own partners (which arrive twice).
+    share = torch.full((half_h, 1), 2.0, dtype=torch.float64)
+    share[0] = 1.0
     if height % 2 == 0:
-        share[-1] = 0.5
+        share[-1] = 1.0
     inverse_h = torch.stack(((share * cos_h).T, (-share * sin_h).T), dim=2).reshape(height, 2 * half_h)
     inverse_h = F.pad(inverse_h, (0, 2 * (rows_h - half_h)))  # cols (kh, part)
 
@@ -434,14 +437,17 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     forward_w = torch.cat([F.pad(torch.stack((torch.stack((a, b), dim=1), torch.stack((c, d), dim=1)), dim=1)
                                  .reshape(2 * half_w, 2 * width), (0, 0, 0, 2 * (bins - half_w))) for a, b, c, d in sides])
     forward_w = forward_w / width
-    weight = torch.full((half_w, 1), 2.0, dtype=torch.float64)
-    weight[0] = 1.0
+    # irfft's weights for the one-sided bins (1 for DC and Nyquist, 2 for the rest), halved: the
+    # product's output is the mean of two rows' shares, never larger than the larger of them
+    # (their sum would be twice row 0's, the map's mean, where fp16 has no room for it).
+    weight = torch.ones((half_w, 1), dtype=torch.float64)
+    weight[0] = 0.5
     if width % 2 == 0:
-        weight[-1] = 1.0
+        weight[-1] = 0.5
     cos_i, sin_i = (weight * cos_w).T, (weight * sin_w).T  # (w, kw)
     # rows (part_out, w), cols (side, kw, part_in): side 0 [[cos, -sin], [sin, cos]] (irfft's
     # bins to a complex row); side 1 the conjugate of that, [[cos, -sin], [-sin, -cos]], so
-    # that inverse_h's real part of e^(i·kh·h) times the sum is both rows' share.
+    # that inverse_h's real part of e^(i·kh·h) times the result is both rows' share.
     sides = ((cos_i, -sin_i, sin_i, cos_i), (cos_i, -sin_i, -sin_i, -cos_i))
     inverse_w = torch.cat([F.pad(torch.stack((torch.stack((a, b), dim=2), torch.stack((c, d), dim=2)), dim=0)
                                  .reshape(2 * width, 2 * half_w), (0, 2 * (bins - half_w))) for a, b, c, d in sides], dim=1)

@@ -309,6 +309,23 @@ def test_the_dft_matrices_are_rfft2_and_irfft2_from_half_the_rows(height, width)
     assert torch.allclose(got.view(height, width, 3), want, atol=1e-9)
 
 
+def test_the_inverse_products_keep_a_map_near_fp16s_edge_within_its_range():
+    """The spectrum of a map of about 40,000 sent back unchanged (an identity 1x1 convolution):
+    between the inverse products each row holds the mean of two rows' shares, here the map's own
+    DFT along H (row 0: its mean); their sum would be twice that, past fp16's 65,504. The map
+    comes back."""
+    torch.manual_seed(6)
+    height, width, channels = 12, 16, 8
+    y = 40000 + 1000 * torch.rand(1, height, width, channels)
+    forward_h, forward_w, inverse_w, inverse_h = dft_matrices(height, width, torch.device("cpu"), torch.float16)
+    rows = forward_h.shape[0] // 2
+    spectrum = torch.matmul(forward_w, torch.matmul(forward_h, y.half().view(1, height, -1)).view(rows, 2 * width, -1))
+    between = torch.matmul(inverse_w, spectrum)
+    assert torch.isfinite(between).all() and between.abs().max() <= y.abs().max() * 1.001
+    back = torch.matmul(inverse_h, between.view(1, 2 * rows, -1)).view(y.shape)
+    assert torch.allclose(back.float(), y, rtol=2e-3)
+
+
 def test_the_fourier_unit_on_a_padded_map_is_the_unpadded_one_inside_it():
     """The residual stage's maps kept reflect-padded by 1 (from PADDED_MAP_PIXELS on, where a GPU
     has a TMA): the forward products read the padded map's inside through a strided view, and
