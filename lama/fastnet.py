@@ -286,13 +286,13 @@ class _FFCLayer:
         forward_h, forward_w, inverse_w, inverse_h = dft
         height, width = forward_h.shape[1], forward_w.shape[1] // 2  # the transform's (the inside's)
         half_h = forward_h.shape[0] // 2  # rows kh = 0 .. H/2, each giving rows kh and H - kh
-        bins = forward_w.shape[0]  # (side, kw, part): both rows' one-sided bins, real and imaginary
+        per_row = forward_w.shape[0]  # (side, kw, part): both rows' one-sided bins, real and imaginary
         border = (rows_in - height) // 2
         inside = y[:, border:border + height, border:border + width].flatten(2)  # (B, H, W*ch): a view
         rows = torch.matmul(forward_h, inside)  # (B, 2 half_h, W*ch)
-        spectrum = torch.matmul(forward_w, rows.view(batch * half_h, 2 * width, channels))  # (B*half_h, bins, ch)
+        spectrum = torch.matmul(forward_w, rows.view(batch * half_h, 2 * width, channels))  # (B*half_h, per_row, ch)
         mixed = _linear_relu(spectrum.view(-1, 2 * channels), self.wfu_blocked, bias)
-        cols = torch.matmul(inverse_w, mixed.view(batch * half_h, bins, channels))  # (B*half_h, 2*columns, ch)
+        cols = torch.matmul(inverse_w, mixed.view(batch * half_h, per_row, channels))  # (B*half_h, 2*columns, ch)
         # In place: y's last use, and an out-of-place baddbmm starts with a copy of it.
         out = y.view(batch, rows_in, columns * channels).baddbmm_(inverse_h.expand(batch, -1, -1),
                                                                cols.view(batch, 2 * half_h, columns * channels))
