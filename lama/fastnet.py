@@ -420,10 +420,7 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     forward_h = F.pad(forward_h, (0, 0, 0, 2 * (rows_h - half_h)))
     # Row kh of inverse_w's output is the mean of rows kh and H - kh's shares (below): twice that
     # for them both, once for rows 0 and H / 2, their own partners (which arrive twice).
-    share = torch.full((half_h, 1), 2.0, dtype=torch.float64)
-    share[0] = 1.0
-    if height % 2 == 0:
-        share[-1] = 1.0
+    share = _one_sided_counts(half_h, height)
     inverse_h = torch.stack(((share * cos_h).T, (-share * sin_h).T), dim=2).reshape(height, 2 * half_h)
     inverse_h = F.pad(inverse_h, (0, 2 * (rows_h - half_h)))  # cols (kh, part)
 
@@ -440,10 +437,7 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     # irfft's weights for the one-sided bins (1 for DC and Nyquist, 2 for the rest), halved: the
     # product's output is the mean of two rows' shares, never larger than the larger of them
     # (their sum would be twice row 0's, the map's mean, where fp16 has no room for it).
-    weight = torch.ones((half_w, 1), dtype=torch.float64)
-    weight[0] = 0.5
-    if width % 2 == 0:
-        weight[-1] = 0.5
+    weight = _one_sided_counts(half_w, width) / 2
     cos_i, sin_i = (weight * cos_w).T, (weight * sin_w).T  # (w, kw)
     # rows (part_out, w), cols (side, kw, part_in): side 0 [[cos, -sin], [sin, cos]] (irfft's
     # bins to a complex row); side 1 the conjugate of that, [[cos, -sin], [-sin, -cos]], so
@@ -452,6 +446,16 @@ def _dft_matrices(height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tens
     inverse_w = torch.cat([F.pad(torch.stack((torch.stack((a, b), dim=2), torch.stack((c, d), dim=2)), dim=0)
                                  .reshape(2 * width, 2 * half_w), (0, 2 * (bins - half_w))) for a, b, c, d in sides], dim=1)
     return forward_h, forward_w, inverse_w, inverse_h
+
+
+def _one_sided_counts(bins: int, size: int) -> Tensor:
+    """(bins, 1): how often each of a one-sided spectrum's bins stands for the full one's, 1 for
+    DC and (for an even size) Nyquist, 2 for the rest, each of those a conjugate pair."""
+    counts = torch.full((bins, 1), 2.0, dtype=torch.float64)
+    counts[0] = 1.0
+    if size % 2 == 0:
+        counts[-1] = 1.0
+    return counts
 
 
 def spectral_bias_scale(height: int, width: int) -> float:
