@@ -33,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.experimental.gluon import language as gl  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
-from lama import kernels  # noqa: E402
+from lama import hopper_conv, kernels  # noqa: E402
 from lama.fastnet import PADDED_MAP_PIXELS, FastGenerator  # noqa: E402
 from lama.fastpath import fold_batchnorm  # noqa: E402
 from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator  # noqa: E402
@@ -85,11 +87,30 @@ def compiled_padded(conv: kernels.ReflectConvSum, arch: int) -> dict[str, int]:
                       conv.padded_tile, arch)
 
 
+def compiled_hopper(conv: kernels.ReflectConvSum, arch: int) -> dict[str, int]:
+    """The same for lama.hopper_conv's warp-specialised kernel with kernels.HOPPER_PADDED_TILE (its
+    descriptors' types name their shared-memory layout, as Gluon's launches do)."""
+    block_m, block_n, num_warps, stages = kernels.HOPPER_PADDED_TILE
+    with_second = len(conv.in_channels) == 2 and conv.taps[1] == 1
+    constants = {"CIN": conv.padded_channels, "CIN_B": conv.in_channels[1] if with_second else 0,
+                 "RELU": conv.relu, "RESIDUAL": True, "FLAG": True, "STAGES": stages, "num_warps": num_warps}
+
+    def described(block: list[int]) -> str:
+        return f"tensordesc<fp16[{block[0]},{block[1]}],{gl.NVMMASharedLayout.get_default_for(block, gl.float16)!r}>"
+
+    pixels, weights, outputs = (described(block) for block in
+                                ([block_m, conv.block_k], [conv.block_k, block_n], [block_m, block_n]))
+    signature = {"source": pixels, "matrix": weights, "second": pixels, "matrix_b": weights, "bias": "*fp16",
+                 "residual": outputs, "dst": outputs, "flag": "*fp16", "width": "i32", "out_channels": "i32"}
+    return _resources(hopper_conv._conv_sum_kernel, signature, constants, ("bias", "flag", "out_channels"),
+                      kernels.HOPPER_PADDED_TILE, arch, source_kind=GluonASTSource)
+
+
 def _resources(function, signature: dict[str, str], constants: dict, divisible_by_16: tuple[str, ...],
-               tile: kernels.Tile, arch: int) -> dict[str, int]:
+               tile: kernels.Tile, arch: int, source_kind: type = triton.compiler.ASTSource) -> dict[str, int]:
     divisible = {(function.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible_by_16}
-    source = triton.compiler.ASTSource(fn=function, signature={**signature, **dict.fromkeys(constants, "constexpr")},
-                                       constexprs=constants, attrs=divisible)
+    source = source_kind(fn=function, signature={**signature, **dict.fromkeys(constants, "constexpr")},
+                         constexprs=constants, attrs=divisible)
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": tile[2], "num_stages": tile[3]})
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -114,6 +135,9 @@ def main() -> None:
     if args.arch >= 90:  # a Tensor Memory Accelerator (lama.kernels.tma_runs)
         rows += [(f"{name}, padded maps", PADDED_MAP_PIXELS, conv.padded_tile, partial(compiled_padded, conv))
                  for name, conv in convs.items()]
+    if args.arch == 90:  # wgmma (lama.hopper_conv.runs)
+        rows += [(f"{name}, padded maps, Hopper", PADDED_MAP_PIXELS, kernels.HOPPER_PADDED_TILE,
+                  partial(compiled_hopper, conv)) for name, conv in convs.items()]
     for name, least, tile, compile_for in rows:
         found = compile_for(args.arch)
         print(f"| {name} | {least} | {tile} | {found['registers']} | {found['stack bytes']} | "
