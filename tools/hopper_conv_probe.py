@@ -124,29 +124,14 @@ def persistent_padded(conv: kernels.ReflectConvSum, variant: tuple[int, ...], so
     """ReflectConvSum.padded through _persistent_kernel; `variant`: block_m, block_n, default
     warps, stages, programs a multiprocessor."""
     block_m, block_n, num_warps, stages, per_sm = variant
-    batch, padded_height, padded_width, channels = source.shape
-    rows = batch * padded_height * padded_width
-    describe = hopper_conv.descriptor
-    with_second = len(conv.weights) == 2 and conv.taps[1] == 1
-    taps_in = describe(source.view(rows, channels), [rows, conv.padded_channels], [channels, 1], [block_m, conv.block_k])
-    taps_weights = describe(conv.joined, list(conv.joined.shape), [conv.out_channels, 1], [conv.block_k, block_n])
-    if with_second:
-        cin_b = conv.in_channels[1]
-        second_in = describe(second.view(rows, cin_b), [rows, cin_b], [cin_b, 1], [block_m, conv.block_k])
-        second_weights = describe(conv.matrices[-1], list(conv.matrices[-1].shape), [conv.out_channels, 1],
-                                  [conv.block_k, block_n])
-    else:
-        second_in, second_weights = taps_in, taps_weights
-    written = describe(out, [rows, conv.out_channels], [out.stride(2), 1], [block_m, block_n])
-    added = (describe(residual, [rows, conv.out_channels], [residual.stride(2), 1], [block_m, block_n])
-             if residual is not None else written)
+    rows = source.numel() // source.shape[3]
     tiles = -(-conv.out_channels // block_n) * -(-rows // block_m)
     programs = min(tiles, per_sm * torch.cuda.get_device_properties(source.device).multi_processor_count)
-    flag = overflow if overflow is not None else source.new_zeros(())
     _persistent_kernel[(programs,)](
-        taps_in, taps_weights, second_in, second_weights, conv.bias, added, written, flag, padded_width - 2,
-        conv.out_channels, tiles, CIN=conv.padded_channels, CIN_B=conv.in_channels[1] if with_second else 0,
-        RELU=conv.relu, RESIDUAL=residual is not None, FLAG=overflow is not None, STAGES=stages, num_warps=num_warps)
+        *conv.padded_descriptors(hopper_conv.descriptor, block_m, block_n, source, out, second, residual),
+        kernels._flag_of(overflow, source), source.shape[2] - 2, conv.out_channels, tiles, CIN=conv.padded_channels,
+        CIN_B=conv.padded_cin_b, RELU=conv.relu, RESIDUAL=residual is not None, FLAG=overflow is not None,
+        STAGES=stages, num_warps=num_warps)
 
 
 def with_kernel(hopper: bool, tile: kernels.Tile = kernels.HOPPER_PADDED_TILE):

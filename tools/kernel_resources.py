@@ -71,39 +71,31 @@ def compiled(conv: kernels.ReflectConvSum, tile: kernels.Tile, arch: int) -> dic
     return _resources(kernels._conv_sum_kernel, signature, constants, DIVISIBLE_BY_16, tile, arch)
 
 
-def compiled_padded(conv: kernels.ReflectConvSum, arch: int) -> dict[str, int]:
+def compiled_padded(conv: kernels.ReflectConvSum, arch: int, hopper: bool = False) -> dict[str, int]:
     """The same for `conv`'s padded maps' kernel with its padded tile: every operand a tensor
-    descriptor of the tile's blocks (ReflectConvSum.padded)."""
-    block_m, block_n = conv.padded_tile[:2]
-    with_second = len(conv.in_channels) == 2 and conv.taps[1] == 1
-    constants = {"CIN": conv.padded_channels, "CIN_B": conv.in_channels[1] if with_second else 0,
-                 "RELU": conv.relu, "RESIDUAL": True, "FLAG": True, "BLOCK_M": block_m, "BLOCK_N": block_n,
-                 "BLOCK_K": conv.block_k, "PRECISION": "tf32"}
-    pixels, weights, outputs = (f"tensordesc<fp16[{rows},{columns}]>" for rows, columns in
+    descriptor of the tile's blocks (ReflectConvSum.padded). With `hopper`, lama.hopper_conv's
+    warp-specialised kernel with kernels.HOPPER_PADDED_TILE instead, whose descriptors' types
+    name their shared-memory layout, as Gluon's launches do."""
+    tile = kernels.HOPPER_PADDED_TILE if hopper else conv.padded_tile
+    block_m, block_n, num_warps, num_stages = tile
+    constants = {"CIN": conv.padded_channels, "CIN_B": conv.padded_cin_b, "RELU": conv.relu, "RESIDUAL": True,
+                 "FLAG": True}
+    if hopper:
+        constants.update(STAGES=num_stages, num_warps=num_warps)
+    else:
+        constants.update(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=conv.block_k, PRECISION="tf32")
+
+    def described(rows: int, columns: int) -> str:
+        layout = f",{gl.NVMMASharedLayout.get_default_for([rows, columns], gl.float16)!r}" if hopper else ""
+        return f"tensordesc<fp16[{rows},{columns}]{layout}>"
+
+    pixels, weights, outputs = (described(rows, columns) for rows, columns in
                                 ((block_m, conv.block_k), (conv.block_k, block_n), (block_m, block_n)))
     signature = {"source": pixels, "matrix": weights, "second": pixels, "matrix_b": weights, "bias": "*fp16",
                  "residual": outputs, "dst": outputs, "flag": "*fp16", "width": "i32", "out_channels": "i32"}
-    return _resources(kernels._padded_conv_sum_kernel, signature, constants, ("bias", "flag", "out_channels"),
-                      conv.padded_tile, arch)
-
-
-def compiled_hopper(conv: kernels.ReflectConvSum, arch: int) -> dict[str, int]:
-    """The same for lama.hopper_conv's warp-specialised kernel with kernels.HOPPER_PADDED_TILE (its
-    descriptors' types name their shared-memory layout, as Gluon's launches do)."""
-    block_m, block_n, num_warps, stages = kernels.HOPPER_PADDED_TILE
-    with_second = len(conv.in_channels) == 2 and conv.taps[1] == 1
-    constants = {"CIN": conv.padded_channels, "CIN_B": conv.in_channels[1] if with_second else 0,
-                 "RELU": conv.relu, "RESIDUAL": True, "FLAG": True, "STAGES": stages, "num_warps": num_warps}
-
-    def described(block: list[int]) -> str:
-        return f"tensordesc<fp16[{block[0]},{block[1]}],{gl.NVMMASharedLayout.get_default_for(block, gl.float16)!r}>"
-
-    pixels, weights, outputs = (described(block) for block in
-                                ([block_m, conv.block_k], [conv.block_k, block_n], [block_m, block_n]))
-    signature = {"source": pixels, "matrix": weights, "second": pixels, "matrix_b": weights, "bias": "*fp16",
-                 "residual": outputs, "dst": outputs, "flag": "*fp16", "width": "i32", "out_channels": "i32"}
-    return _resources(hopper_conv._conv_sum_kernel, signature, constants, ("bias", "flag", "out_channels"),
-                      kernels.HOPPER_PADDED_TILE, arch, source_kind=GluonASTSource)
+    kernel, source_kind = ((hopper_conv._conv_sum_kernel, GluonASTSource) if hopper else
+                           (kernels._padded_conv_sum_kernel, triton.compiler.ASTSource))
+    return _resources(kernel, signature, constants, ("bias", "flag", "out_channels"), tile, arch, source_kind)
 
 
 def _resources(function, signature: dict[str, str], constants: dict, divisible_by_16: tuple[str, ...],
@@ -137,7 +129,7 @@ def main() -> None:
                  for name, conv in convs.items()]
     if args.arch == 90:  # wgmma (lama.hopper_conv.runs)
         rows += [(f"{name}, padded maps, Hopper", PADDED_MAP_PIXELS, kernels.HOPPER_PADDED_TILE,
-                  partial(compiled_hopper, conv)) for name, conv in convs.items()]
+                  partial(compiled_padded, conv, hopper=True)) for name, conv in convs.items()]
     for name, least, tile, compile_for in rows:
         found = compile_for(args.arch)
         print(f"| {name} | {least} | {tile} | {found['registers']} | {found['stack bytes']} | "
