@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "lama-kernels-complete.json"
 # The sources whose change may change which kernels a warm-up launches.
-CODE = ("engine.py", "planning.py", "fastpath.py", "fastnet.py", "kernels.py", "hopper_conv.py", "kernel_helper.py")
+CODE = ("engine.py", "planning.py", "fastpath.py", "fastnet.py", "kernels.py", "kernel_helper.py")
 WAIT_S = 300.0  # a helper still compiling after this is stopped: the warm-up compiles what is left
 
 
@@ -59,9 +59,7 @@ def configuration(model: str | None, device: str, precision: str, model_max_side
         status = path.stat() if path.exists() else None
         weights = [str(path), status.st_size if status else None, status.st_mtime_ns if status else None]
     return {"code": code, "triton": triton, "model": weights, "device": device, "precision": precision,
-            "model_max_side": model_max_side,
-            # lama.hopper_conv.ENABLED, read here without importing torch: it swaps a kernel
-            "hopper_kernel": os.environ.get("LAMA_HOPPER_KERNEL") == "1"}
+            "model_max_side": model_max_side}
 
 
 class KernelHelper:

@@ -18,8 +18,7 @@ each choice, with their figures, GPU and commit: docs/PROFILING.md.
   (reflect-padded) and 1x1 convolutions, bias, ReLU and the block's residual, and the check that
   nothing in it overflowed fp16 (the forward's overflow flag). On GPUs with a Tensor Memory
   Accelerator (Hopper on), `ReflectConvSum.padded` runs the same on maps kept reflect-padded
-  by 1 from layer to layer (lama.fastnet), `fill_border` writing their border (on Hopper in
-  fp16, where asked, through lama.hopper_conv's warp-specialised kernel instead of Triton's).
+  by 1 from layer to layer (lama.fastnet), `fill_border` writing their border.
 
 Triton compiles a kernel at its first launch with a new specialisation (constants, dtypes,
 alignments), one after another as a forward reaches them: on a box whose kernel cache is empty
@@ -34,7 +33,6 @@ caches the real launches then find.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import time
@@ -49,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lama import hopper_conv, triton_key
+from lama import triton_key
 
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
@@ -130,8 +128,8 @@ class Launch(NamedTuple):
         def of(name: str, value: Any) -> Any:
             if isinstance(value, _Pointer):
                 return value.dtype, value.address % 16 == 0
-            if _is_descriptor(value):  # its layout follows from these (lama.hopper_conv.descriptor)
-                return type(value), value.base.dtype, tuple(value.block_shape)
+            if triton is not None and isinstance(value, TensorDescriptor):
+                return value.base.dtype, tuple(value.block_shape)
             if isinstance(value, int) and not isinstance(value, bool):
                 wide = not -2**31 <= value < 2**31
                 return (wide,) if name in dynamic else (wide, value == 1, value % 16 == 0)
@@ -207,15 +205,10 @@ def _noted(arg: Any) -> Any:
     descriptor, as its dtype and address only."""
     if isinstance(arg, Tensor):
         return _Pointer(arg.dtype, arg.data_ptr())
-    if _is_descriptor(arg):  # Triton's and Gluon's are dataclasses
-        return dataclasses.replace(arg, base=_noted(arg.base))
+    if triton is not None and isinstance(arg, TensorDescriptor):
+        return TensorDescriptor(_noted(arg.base), list(arg.shape), list(arg.strides), list(arg.block_shape),
+                                arg.padding)
     return arg
-
-
-def _is_descriptor(value: Any) -> bool:
-    """Whether `value` is a Triton or a Gluon tensor descriptor (lama.hopper_conv.descriptor)."""
-    return triton is not None and (isinstance(value, TensorDescriptor) or (
-        hopper_conv.gluon is not None and isinstance(value, hopper_conv.TensorDescriptor)))
 
 
 def reflect_pad(x: Tensor, pad: int, relu: bool = False, bias: Tensor | None = None) -> Tensor:
@@ -423,8 +416,6 @@ LARGE_MAP_PIXELS = 320 * 240
 LOCAL_PADDED_TILE: Tile = (128, 128, 4, 4)
 GLOBAL_PADDED_TILE: Tile = (128, 128, 4, 3)
 FP32_PADDED_TILE: Tile = (64, 128, 4, 4)
-# lama.hopper_conv's tile on Hopper in fp16 (both layers): (block_m, block_n, default warps, stages).
-HOPPER_PADDED_TILE: Tile = (128, 128, 4, 4)
 
 
 class ReflectConvSum:
@@ -479,8 +470,6 @@ class ReflectConvSum:
             joined = torch.cat([w for w, taps in zip(self.weights, self.taps) if taps == 9], 1)
             self.joined = joined.permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous()
         self.padded_channels = sum(c for c, taps in zip(self.in_channels, self.taps) if taps == 9)
-        # The 1x1 convolution's input channels, which `padded` reads after the taps (0: none).
-        self.padded_cin_b = self.in_channels[1] if len(weights) == 2 and self.taps[1] == 1 else 0
         self.padded_tile = padded_tile
 
     def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
@@ -536,47 +525,32 @@ class ReflectConvSum:
                                      or view.stride(1) != padded_width * view.stride(2)
                                      or view.stride(0) != padded_height * view.stride(1)):
                 raise ValueError(f"{name} must be a {shape} view whose pixels' channels are contiguous")
-        cin_b = self.padded_cin_b
-        if cin_b and (second is None or second.shape != (*shape[:3], cin_b) or not second.is_contiguous()):
-            raise ValueError(f"expected a contiguous {(*shape[:3], cin_b)} 1x1 input")
-        # fp16 on Hopper, where enabled: the warp-specialised Gluon kernel (lama.hopper_conv).
-        hopper = hopper_conv.runs(source)
-        if hopper:
-            tile, describe = HOPPER_PADDED_TILE, hopper_conv.descriptor
-        else:
-            tile = self.padded_tile if source.dtype == torch.float16 else FP32_PADDED_TILE
-            describe = TensorDescriptor
+        with_second = len(self.weights) == 2 and self.taps[1] == 1
+        if with_second and (second is None or second.shape != (*shape[:3], self.in_channels[1])
+                            or not second.is_contiguous()):
+            raise ValueError(f"expected a contiguous {(*shape[:3], self.in_channels[1])} 1x1 input")
+        rows = batch * padded_height * padded_width
+        tile = self.padded_tile if source.dtype == torch.float16 else FP32_PADDED_TILE
         block_m, block_n, num_warps, num_stages = tile
-        grid = (triton.cdiv(self.out_channels, block_n), triton.cdiv(batch * padded_height * padded_width, block_m))
-        kernel, options = ((hopper_conv._conv_sum_kernel, {"STAGES": num_stages}) if hopper else
-                           (_padded_conv_sum_kernel, {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": self.block_k,
-                                                      "PRECISION": "ieee" if source.dtype == torch.float32 else "tf32",
-                                                      "num_stages": num_stages}))
-        _launch(
-            kernel, grid, *self.padded_descriptors(describe, block_m, block_n, source, out, second, residual),
-            _flag_of(overflow, source), width, self.out_channels, CIN=self.padded_channels, CIN_B=cin_b,
-            RELU=self.relu, RESIDUAL=residual is not None, FLAG=overflow is not None, num_warps=num_warps, **options)
-
-    def padded_descriptors(self, describe: Any, block_m: int, block_n: int, source: Tensor, out: Tensor,
-                           second: Tensor | None, residual: Tensor | None) -> tuple[Any, ...]:
-        """The padded kernels' operands as `describe` makes tensor descriptors (Triton's class or
-        lama.hopper_conv.descriptor), with blocks of block_m pixels and block_n output channels,
-        in the kernels' order: taps' input and weights, 1x1 input and weights, bias, residual,
-        output. Where there is no 1x1 input or no residual, others of the same kind stand in
-        (not read)."""
-        rows = source.numel() // source.shape[3]
-        taps_in = describe(source.view(rows, source.shape[3]), [rows, self.padded_channels], [source.shape[3], 1],
-                           [block_m, self.block_k])
-        taps_weights = describe(self.joined, list(self.joined.shape), [self.out_channels, 1], [self.block_k, block_n])
-        second_in, second_weights = taps_in, taps_weights
-        if self.padded_cin_b:
-            cin_b, matrix_b = self.padded_cin_b, self.matrices[-1]
-            second_in = describe(second.view(rows, cin_b), [rows, cin_b], [cin_b, 1], [block_m, self.block_k])
-            second_weights = describe(matrix_b, list(matrix_b.shape), [self.out_channels, 1], [self.block_k, block_n])
-        written = describe(out, [rows, self.out_channels], [out.stride(2), 1], [block_m, block_n])
-        added = (describe(residual, [rows, self.out_channels], [residual.stride(2), 1], [block_m, block_n])
+        taps_in = TensorDescriptor(source.view(rows, channels), [rows, self.padded_channels], [channels, 1],
+                                   [block_m, self.block_k])
+        taps_weights = TensorDescriptor.from_tensor(self.joined, [self.block_k, block_n])
+        if with_second:
+            second_in = TensorDescriptor.from_tensor(second.view(rows, self.in_channels[1]), [block_m, self.block_k])
+            second_weights = TensorDescriptor.from_tensor(self.matrices[-1], [self.block_k, block_n])
+        else:  # not read (CIN_B is 0): any descriptors of the same kind
+            second_in, second_weights = taps_in, taps_weights
+        written = TensorDescriptor(out, [rows, self.out_channels], [out.stride(2), 1], [block_m, block_n])
+        added = (TensorDescriptor(residual, [rows, self.out_channels], [residual.stride(2), 1], [block_m, block_n])
                  if residual is not None else written)
-        return taps_in, taps_weights, second_in, second_weights, self.bias, added, written
+        grid = (triton.cdiv(self.out_channels, block_n), triton.cdiv(rows, block_m))
+        _launch(
+            _padded_conv_sum_kernel, grid, taps_in, taps_weights, second_in, second_weights, self.bias, added, written,
+            _flag_of(overflow, source), width, self.out_channels, CIN=self.padded_channels,
+            CIN_B=self.in_channels[1] if with_second else 0, RELU=self.relu, RESIDUAL=residual is not None,
+            FLAG=overflow is not None,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=self.block_k,
+            PRECISION="ieee" if source.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages)
 
     def _triton(self, inputs: list[Tensor], residual: Tensor | None, overflow: Tensor | None) -> Tensor:
         first = inputs[0]

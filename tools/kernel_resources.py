@@ -33,10 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.experimental.gluon import language as gl  # noqa: E402
-from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
-from lama import hopper_conv, kernels  # noqa: E402
+from lama import kernels  # noqa: E402
 from lama.fastnet import PADDED_MAP_PIXELS, FastGenerator  # noqa: E402
 from lama.fastpath import fold_batchnorm  # noqa: E402
 from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator  # noqa: E402
@@ -71,38 +69,27 @@ def compiled(conv: kernels.ReflectConvSum, tile: kernels.Tile, arch: int) -> dic
     return _resources(kernels._conv_sum_kernel, signature, constants, DIVISIBLE_BY_16, tile, arch)
 
 
-def compiled_padded(conv: kernels.ReflectConvSum, arch: int, hopper: bool = False) -> dict[str, int]:
+def compiled_padded(conv: kernels.ReflectConvSum, arch: int) -> dict[str, int]:
     """The same for `conv`'s padded maps' kernel with its padded tile: every operand a tensor
-    descriptor of the tile's blocks (ReflectConvSum.padded). With `hopper`, lama.hopper_conv's
-    warp-specialised kernel with kernels.HOPPER_PADDED_TILE instead, whose descriptors' types
-    name their shared-memory layout, as Gluon's launches do."""
-    tile = kernels.HOPPER_PADDED_TILE if hopper else conv.padded_tile
-    block_m, block_n, num_warps, num_stages = tile
-    constants = {"CIN": conv.padded_channels, "CIN_B": conv.padded_cin_b, "RELU": conv.relu, "RESIDUAL": True,
-                 "FLAG": True}
-    if hopper:
-        constants.update(STAGES=num_stages, num_warps=num_warps)
-    else:
-        constants.update(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=conv.block_k, PRECISION="tf32")
-
-    def described(rows: int, columns: int) -> str:
-        layout = f",{gl.NVMMASharedLayout.get_default_for([rows, columns], gl.float16)!r}" if hopper else ""
-        return f"tensordesc<fp16[{rows},{columns}]{layout}>"
-
-    pixels, weights, outputs = (described(rows, columns) for rows, columns in
+    descriptor of the tile's blocks (ReflectConvSum.padded)."""
+    block_m, block_n = conv.padded_tile[:2]
+    with_second = len(conv.in_channels) == 2 and conv.taps[1] == 1
+    constants = {"CIN": conv.padded_channels, "CIN_B": conv.in_channels[1] if with_second else 0,
+                 "RELU": conv.relu, "RESIDUAL": True, "FLAG": True, "BLOCK_M": block_m, "BLOCK_N": block_n,
+                 "BLOCK_K": conv.block_k, "PRECISION": "tf32"}
+    pixels, weights, outputs = (f"tensordesc<fp16[{rows},{columns}]>" for rows, columns in
                                 ((block_m, conv.block_k), (conv.block_k, block_n), (block_m, block_n)))
     signature = {"source": pixels, "matrix": weights, "second": pixels, "matrix_b": weights, "bias": "*fp16",
                  "residual": outputs, "dst": outputs, "flag": "*fp16", "width": "i32", "out_channels": "i32"}
-    kernel, source_kind = ((hopper_conv._conv_sum_kernel, GluonASTSource) if hopper else
-                           (kernels._padded_conv_sum_kernel, triton.compiler.ASTSource))
-    return _resources(kernel, signature, constants, ("bias", "flag", "out_channels"), tile, arch, source_kind)
+    return _resources(kernels._padded_conv_sum_kernel, signature, constants, ("bias", "flag", "out_channels"),
+                      conv.padded_tile, arch)
 
 
 def _resources(function, signature: dict[str, str], constants: dict, divisible_by_16: tuple[str, ...],
-               tile: kernels.Tile, arch: int, source_kind: type = triton.compiler.ASTSource) -> dict[str, int]:
+               tile: kernels.Tile, arch: int) -> dict[str, int]:
     divisible = {(function.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible_by_16}
-    source = source_kind(fn=function, signature={**signature, **dict.fromkeys(constants, "constexpr")},
-                         constexprs=constants, attrs=divisible)
+    source = triton.compiler.ASTSource(fn=function, signature={**signature, **dict.fromkeys(constants, "constexpr")},
+                                       constexprs=constants, attrs=divisible)
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": tile[2], "num_stages": tile[3]})
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -127,9 +114,6 @@ def main() -> None:
     if args.arch >= 90:  # a Tensor Memory Accelerator (lama.kernels.tma_runs)
         rows += [(f"{name}, padded maps", PADDED_MAP_PIXELS, conv.padded_tile, partial(compiled_padded, conv))
                  for name, conv in convs.items()]
-    if args.arch == 90:  # wgmma (lama.hopper_conv.runs)
-        rows += [(f"{name}, padded maps, Hopper", PADDED_MAP_PIXELS, kernels.HOPPER_PADDED_TILE,
-                  partial(compiled_padded, conv, hopper=True)) for name, conv in convs.items()]
     for name, least, tile, compile_for in rows:
         found = compile_for(args.arch)
         print(f"| {name} | {least} | {tile} | {found['registers']} | {found['stack bytes']} | "

@@ -257,47 +257,6 @@ def test_the_triton_conv_sum_is_the_sum_of_the_ffc_paths(shapes, out_channels, r
             conv(inputs, torch.zeros(batch, height, width, out_channels + 1, device="cuda"))
 
 
-@pytest.mark.parametrize("layer_kind", ["local", "global"])
-def test_the_hopper_kernel_computes_what_the_triton_padded_kernel_computes(layer_kind, monkeypatch):
-    """lama.hopper_conv's warp-specialised kernel, which ReflectConvSum.padded runs on Hopper in
-    fp16 where enabled (LAMA_HOPPER_KERNEL=1; here either way), against Triton's padded kernel on
-    the same views of wider padded maps (the residual layers' outputs and residuals are channel
-    slices of them): big-lama's two layers, random weights, maps from 2x2 to 320×240 (tiles past
-    the map's end), with and without the residual; then an inf in the input sets the overflow
-    flag and a finite one leaves it alone."""
-    from lama import hopper_conv
-    from lama.fastnet import FastGenerator
-
-    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
-    layer = next(layer for pair in FastGenerator(engine.backend.generator).blocks for layer in pair if layer.fused)
-    conv = layer.local_conv if layer_kind == "local" else layer.global_conv
-    if hopper_conv.gluon is None or torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("not a Hopper GPU (compute capability 9.0) with Gluon: the Triton kernel runs")
-    lo, hi = (0, 128) if layer_kind == "local" else (128, 512)
-    torch.manual_seed(3)
-    for height, width in ((2, 2), (37, 61), (120, 160), (240, 320)):
-        padded = torch.randn(1, height + 2, width + 2, 512, device="cuda", dtype=torch.half)
-        second = (torch.randn(1, height + 2, width + 2, conv.in_channels[1], device="cuda", dtype=torch.half)
-                  if layer_kind == "global" else None)
-        wider = torch.randn(1, height + 2, width + 2, 512, device="cuda", dtype=torch.half)
-        for residual in (wider[..., lo:hi], None):
-            outputs = []
-            for hopper in (False, True):
-                monkeypatch.setattr(hopper_conv, "runs", lambda x, hopper=hopper: hopper)
-                out = torch.zeros(1, height + 2, width + 2, 512, device="cuda", dtype=torch.half)
-                flag = torch.zeros((), device="cuda", dtype=torch.half)
-                conv.padded(padded, out[..., lo:hi], second, residual=residual, overflow=flag)
-                assert float(flag) == 0, "a finite sum flagged"
-                outputs.append(out[:, 1:-1, 1:-1].float())
-            triton_out, hopper_out = outputs
-            assert float((hopper_out - triton_out).abs().max()) <= 2e-2 * float(triton_out.abs().max()), (height, width)
-            assert torch.equal(hopper_out[..., :lo], triton_out[..., :lo])  # other channels untouched
-    padded[0, 5, 7, 3] = float("inf")
-    flag = torch.zeros((), device="cuda", dtype=torch.half)
-    conv.padded(padded, torch.empty_like(wider)[..., lo:hi], second, overflow=flag)
-    assert torch.isnan(flag)
-
-
 def test_the_two_stream_branches_compute_what_one_stream_computes():
     """The residual blocks' local branch runs on a side stream: eagerly (large images) and in
     graphs the result must be the one-stream result, every time (a missed join would race)."""

@@ -18,7 +18,7 @@ def started(cache, tiny_dir, precision="auto"):
 
 
 def test_the_helper_runs_until_a_completed_warm_up_is_recorded_and_again_when_the_configuration_changes(
-        tmp_path, tiny_dir, caplog, monkeypatch):
+        tmp_path, tiny_dir, caplog):
     """Its process is the real one (`python -m lama.kernel_helper`, on the CPU, where compiling
     ahead has nothing to do): it must load the model and exit cleanly."""
     caplog.set_level(logging.INFO)
@@ -36,10 +36,6 @@ def test_the_helper_runs_until_a_completed_warm_up_is_recorded_and_again_when_th
     assert again.process is not None, "another precision compiles other kernels"
     again.stop()
     assert again.process is None
-    monkeypatch.setenv("LAMA_HOPPER_KERNEL", "1")
-    hopper = started(cache, tiny_dir)
-    assert hopper.process is not None, "lama.hopper_conv's kernel replaces a Triton one on Hopper"
-    hopper.stop()
 
 
 def test_a_failing_or_hanging_helper_only_leaves_the_compiling_to_the_warm_up(tmp_path, tiny_dir, caplog):
