@@ -2,6 +2,8 @@
 Memory Accelerator (Hopper on).
 
     python tools/persistent_padded_probe.py
+    TRITON_INTERPRET=1 python tools/persistent_padded_probe.py   # its arithmetic, on the CPU
+    python tools/persistent_padded_probe.py --resources 90        # compiled for sm_90, on the CPU
 
 The residual layers' padded kernel launches a program per output tile; the global layer's
 reduction is short (21 steps of 64 against the local layer's 72), so each program's prologue and
@@ -24,8 +26,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import triton
-import triton.language as tl
+
+if "--resources" in sys.argv:  # compiled for a GPU this box may not have: tools/kernel_resources.py
+    torch.version.cuda = torch.version.cuda or "0.0"
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,7 +92,8 @@ def _redirected(kernel, grid, *args, **options) -> None:
         per_sm, flatten, layers = variant
         if layers == "both" or options["CIN_B"] > 0:  # the global layer's has a 1x1 input
             tiles = grid[0] * grid[1]
-            sms = torch.cuda.get_device_properties(0).multi_processor_count
+            # Under the interpreter, two "multiprocessors": programs loop over several tiles there too.
+            sms = 2 if kernels.INTERPRETED else torch.cuda.get_device_properties(0).multi_processor_count
             return _launch(_persistent, (min(tiles, per_sm * sms),), *args, tiles, FLATTEN=flatten, **options)
     return _launch(kernel, grid, *args, **options)
 
@@ -95,8 +102,36 @@ def _name(v: Variant) -> str:
     return "triton" if v is None else f"persistent x{v[0]} {'flat' if v[1] else 'nested'} {v[2]}"
 
 
+def interpreted() -> None:
+    """Under Triton's interpreter (TRITON_INTERPRET=1), on the CPU: the interpreted padded check of
+    tests/support/interpreted_kernels.py, with Triton's kernel and then the persistent one."""
+    global variant
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+    from interpreted_kernels import padded_conv_sums
+    kernels._launch = _redirected
+    for variant in (None, (1, True, "both")):
+        torch.manual_seed(0)
+        errors: dict[str, float] = {}
+        padded_conv_sums(errors)
+        print(json.dumps({"kernel": _name(variant), **errors}), flush=True)
+
+
+def resources(arch: int) -> None:
+    """Both layers' persistent kernel, flattened and nested, compiled for sm_`arch` with their
+    padded tiles (tools/kernel_resources.py): registers, spill stack, shared memory."""
+    import kernel_resources
+    for name, conv in kernel_resources.residual_layer_convs().items():
+        for flatten in (True, False):
+            found = kernel_resources.compiled_padded(conv, arch, _persistent, {"tiles": "i32", "FLATTEN": flatten})
+            print(json.dumps({"layer": name, "flatten": flatten, "tile": conv.padded_tile, **found}), flush=True)
+
+
 def main() -> None:
     global variant
+    if "--resources" in sys.argv:
+        return resources(int(sys.argv[sys.argv.index("--resources") + 1]))
+    if kernels.INTERPRETED:
+        return interpreted()
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9:
         sys.exit("needs a GPU with a Tensor Memory Accelerator (compute capability 9 or later)")
     kernels._launch = _redirected
