@@ -44,41 +44,19 @@ from lama.synthetic import synthetic_case  # noqa: E402
 
 
 if kernels.triton is not None:  # a GPU build of torch (lama.kernels loads Triton only there)
-    from lama.kernels import _flag_nonfinite, _relu
+    from lama.kernels import _padded_conv_sum_tile
 
     @triton.jit(do_not_specialize=["width", "tiles"])
     def _persistent(source, matrix, second, matrix_b, bias, residual, dst, flag, width, out_channels, tiles,
                     CIN: tl.constexpr, CIN_B: tl.constexpr, RELU: tl.constexpr, RESIDUAL: tl.constexpr,
                     FLAG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     PRECISION: tl.constexpr, FLATTEN: tl.constexpr):
-        """lama.kernels._padded_conv_sum_kernel's body for each of `tiles` tiles in turn."""
+        """lama.kernels._padded_conv_sum_kernel's tile for each of `tiles` tiles in turn."""
         n_tiles = tl.cdiv(out_channels, BLOCK_N)
-        padded_width = width + 2
-        chunks: tl.constexpr = CIN // BLOCK_K
         for tile in tl.range(tl.program_id(0), tiles, tl.num_programs(0), flatten=FLATTEN):
-            n0 = (tile % n_tiles) * BLOCK_N
-            q0 = (tile // n_tiles) * BLOCK_M
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for step in range(9 * chunks):
-                tap = step // chunks
-                channel = (step % chunks) * BLOCK_K
-                a = source.load([q0 + (tap // 3) * padded_width + tap % 3, channel])
-                acc = tl.dot(a, matrix.load([tap * CIN + channel, n0]), acc, input_precision=PRECISION)
-            inside = q0 + padded_width + 1
-            if CIN_B > 0:
-                for step in range(CIN_B // BLOCK_K):
-                    a = second.load([inside, step * BLOCK_K])
-                    acc = tl.dot(a, matrix_b.load([step * BLOCK_K, n0]), acc, input_precision=PRECISION)
-            n = n0 + tl.arange(0, BLOCK_N)
-            acc += tl.load(bias + n, mask=n < out_channels, other=0.0).to(tl.float32)[None, :]
-            if RELU:
-                acc = _relu(acc, FLAG)
-            if RESIDUAL:
-                acc += residual.load([inside, n0]).to(tl.float32)
-            stored = acc.to(dst.dtype)
-            if FLAG:
-                _flag_nonfinite(flag, stored)
-            dst.store([inside, n0], stored)
+            _padded_conv_sum_tile(source, matrix, second, matrix_b, bias, residual, dst, flag, width + 2,
+                                  out_channels, (tile // n_tiles) * BLOCK_M, (tile % n_tiles) * BLOCK_N, CIN, CIN_B,
+                                  RELU, RESIDUAL, FLAG, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
 
 
 # (programs a multiprocessor, flatten, which layers: "both" or "global"), or None: Triton's kernel.
