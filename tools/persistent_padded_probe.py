@@ -143,8 +143,8 @@ def main() -> None:
         for variant in (None, (1, True, "both"), (1, True, "global"), (1, False, "both"), None, (1, True, "both"),
                         (1, True, "global")):
             fast._constants.clear()
-            key = _name(variant) + (" again" if _name(variant) in row else "")
-            row[key + " ms"] = round(_graphed_forward_ms(fast, net_input), 2)
+            key = _name(variant) + " ms"
+            row[key + " again" if key in row else key] = round(_graphed_forward_ms(fast, net_input), 2)
         outputs = []
         with torch.inference_mode():
             for variant in (None, (1, True, "both")):
