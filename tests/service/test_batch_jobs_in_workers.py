@@ -15,7 +15,7 @@ import pytest
 
 from lama.errors import GpuOutOfMemoryError
 from support.app import block_worker, encode, error_of, make_case, make_settings, repair, serve, service_of, wait_until
-from support.jobs import poll, submit
+from support.jobs import no_job_pending, poll, submit
 
 
 @pytest.fixture
@@ -113,6 +113,7 @@ def test_a_job_whose_worker_dies_fails_with_worker_lost_and_the_next_one_is_done
     record = json.loads((jobs_folder(client) / f"{held['id']}.json").read_text())
     assert record["status"] == "failed", "the record is final"
     assert poll(client, first["url"])["status"] == "done"
+    no_job_pending(client)
     killed = set(service.cpu_workers.pids)
     monkeypatch.undo()
     release = block_worker(service)

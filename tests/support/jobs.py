@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from support.app import upload
+from support.app import upload, wait_until
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 POLL_S = 60
@@ -22,17 +22,33 @@ def submit(client, image, mask, **fields):
 
 
 def poll(client, url, until=("done", "failed")):
-    """The job's status once it is one of `until`."""
+    """The job's status once it is one of `until`; for an app behind a TestClient, a final job's
+    once its owner has also let go of its lock, so that its files are as they stay."""
     deadline = time.monotonic() + POLL_S
     while True:
         response = client.get(url)
         assert response.status_code == 200, response.text
         status = response.json()
         if status["status"] in until:
+            if status["status"] in ("done", "failed") and hasattr(client, "app"):
+                owner_let_go(client, status["id"])
             return status
         assert status["status"] in ("queued", "running"), status
         assert time.monotonic() < deadline, f"{url} still {status['status']} after {POLL_S} s"
         time.sleep(0.05)
+
+
+def owner_let_go(client, job_id):
+    """A job's record reads final a moment before its owner removes its lock and lets go of its
+    admission (service.batch_jobs): wait for the lock."""
+    lock = client.app.state.jobs.folder / f"{job_id}.lock"
+    wait_until(lambda: not lock.exists(), 10, what=f"the owner of job {job_id} let go of it")
+
+
+def no_job_pending(client):
+    """Once no job of the app behind `client` is pending: each one's owner has let go of its
+    admission too, so a repair submitted next is alone in flight."""
+    wait_until(lambda: client.app.state.jobs._pending == 0, 10, what="no job pending")
 
 
 def assert_repaired(result, image, mask):
