@@ -470,6 +470,8 @@ class ReflectConvSum:
             joined = torch.cat([w for w, taps in zip(self.weights, self.taps) if taps == 9], 1)
             self.joined = joined.permute(2, 3, 1, 0).reshape(-1, out_channels).contiguous()
         self.padded_channels = sum(c for c, taps in zip(self.in_channels, self.taps) if taps == 9)
+        # `padded`'s second input, the 1x1 convolution's (the kernel's CIN_B): its channels, 0 if none.
+        self.second_channels = self.in_channels[1] if len(weights) == 2 and self.taps[1] == 1 else 0
         self.padded_tile = padded_tile
 
     def tune(self, block_m: int, block_n: int, num_warps: int, num_stages: int) -> None:
@@ -525,18 +527,17 @@ class ReflectConvSum:
                                      or view.stride(1) != padded_width * view.stride(2)
                                      or view.stride(0) != padded_height * view.stride(1)):
                 raise ValueError(f"{name} must be a {shape} view whose pixels' channels are contiguous")
-        with_second = len(self.weights) == 2 and self.taps[1] == 1
-        if with_second and (second is None or second.shape != (*shape[:3], self.in_channels[1])
-                            or not second.is_contiguous()):
-            raise ValueError(f"expected a contiguous {(*shape[:3], self.in_channels[1])} 1x1 input")
+        if self.second_channels and (second is None or second.shape != (*shape[:3], self.second_channels)
+                                     or not second.is_contiguous()):
+            raise ValueError(f"expected a contiguous {(*shape[:3], self.second_channels)} 1x1 input")
         rows = batch * padded_height * padded_width
         tile = self.padded_tile if source.dtype == torch.float16 else FP32_PADDED_TILE
         block_m, block_n, num_warps, num_stages = tile
         taps_in = TensorDescriptor(source.view(rows, channels), [rows, self.padded_channels], [channels, 1],
                                    [block_m, self.block_k])
         taps_weights = TensorDescriptor.from_tensor(self.joined, [self.block_k, block_n])
-        if with_second:
-            second_in = TensorDescriptor.from_tensor(second.view(rows, self.in_channels[1]), [block_m, self.block_k])
+        if self.second_channels:
+            second_in = TensorDescriptor.from_tensor(second.view(rows, self.second_channels), [block_m, self.block_k])
             second_weights = TensorDescriptor.from_tensor(self.matrices[-1], [self.block_k, block_n])
         else:  # not read (CIN_B is 0): any descriptors of the same kind
             second_in, second_weights = taps_in, taps_weights
@@ -547,7 +548,7 @@ class ReflectConvSum:
         _launch(
             _padded_conv_sum_kernel, grid, taps_in, taps_weights, second_in, second_weights, self.bias, added, written,
             _flag_of(overflow, source), width, self.out_channels, CIN=self.padded_channels,
-            CIN_B=self.in_channels[1] if with_second else 0, RELU=self.relu, RESIDUAL=residual is not None,
+            CIN_B=self.second_channels, RELU=self.relu, RESIDUAL=residual is not None,
             FLAG=overflow is not None,
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=self.block_k,
             PRECISION="ieee" if source.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages)

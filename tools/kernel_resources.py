@@ -74,8 +74,7 @@ def compiled_padded(conv: kernels.ReflectConvSum, arch: int, kernel=None, more: 
     descriptor of the tile's blocks (ReflectConvSum.padded). `kernel`: a variant of it taking the
     same arguments and then those of `more` (name: a signature's type, or a constant's value)."""
     block_m, block_n = conv.padded_tile[:2]
-    with_second = len(conv.in_channels) == 2 and conv.taps[1] == 1
-    constants = {"CIN": conv.padded_channels, "CIN_B": conv.in_channels[1] if with_second else 0,
+    constants = {"CIN": conv.padded_channels, "CIN_B": conv.second_channels,
                  "RELU": conv.relu, "RESIDUAL": True, "FLAG": True, "BLOCK_M": block_m, "BLOCK_N": block_n,
                  "BLOCK_K": conv.block_k, "PRECISION": "tf32"}
     pixels, weights, outputs = (f"tensordesc<fp16[{rows},{columns}]>" for rows, columns in
