@@ -41,7 +41,7 @@ def poll(client, url, until=("done", "failed")):
 def owner_let_go(client, job_id):
     """A job's record reads final a moment before its owner removes its lock (service.batch_jobs):
     wait for the lock. Its admission goes just after; no_job_pending waits for that."""
-    lock = client.app.state.jobs.folder / f"{job_id}.lock"
+    lock = client.app.state.jobs._lock_path(job_id)
     wait_until(lambda: not lock.exists(), 10, what=f"the owner of job {job_id} let go of it")
 
 
