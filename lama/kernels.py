@@ -751,17 +751,7 @@ if triton is not None:
         pixels on the border compute from finite values where the inside's are finite)."""
         n0 = tl.program_id(0) * BLOCK_N
         q0 = tl.program_id(1) * BLOCK_M
-        _padded_conv_sum_tile(source, matrix, second, matrix_b, bias, residual, dst, flag, width + 2, out_channels,
-                              q0, n0, CIN, CIN_B, RELU, RESIDUAL, FLAG, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
-
-    @triton.jit
-    def _padded_conv_sum_tile(source, matrix, second, matrix_b, bias, residual, dst, flag, padded_width,
-                              out_channels, q0, n0, CIN: tl.constexpr, CIN_B: tl.constexpr, RELU: tl.constexpr,
-                              RESIDUAL: tl.constexpr, FLAG: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-        """_padded_conv_sum_kernel's tile of the padded maps' pixels from q0 (flattened) and output
-        channels from n0 (a function of its own, inlined, for variants that loop over tiles:
-        tools/persistent_padded_probe.py)."""
+        padded_width = width + 2
         chunks: tl.constexpr = CIN // BLOCK_K
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for step in range(9 * chunks):

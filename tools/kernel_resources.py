@@ -69,10 +69,9 @@ def compiled(conv: kernels.ReflectConvSum, tile: kernels.Tile, arch: int) -> dic
     return _resources(kernels._conv_sum_kernel, signature, constants, DIVISIBLE_BY_16, tile, arch)
 
 
-def compiled_padded(conv: kernels.ReflectConvSum, arch: int, kernel=None, more: dict | None = None) -> dict[str, int]:
+def compiled_padded(conv: kernels.ReflectConvSum, arch: int) -> dict[str, int]:
     """The same for `conv`'s padded maps' kernel with its padded tile: every operand a tensor
-    descriptor of the tile's blocks (ReflectConvSum.padded). `kernel`: a variant of it taking the
-    same arguments and then those of `more` (name: a signature's type, or a constant's value)."""
+    descriptor of the tile's blocks (ReflectConvSum.padded)."""
     block_m, block_n = conv.padded_tile[:2]
     constants = {"CIN": conv.padded_channels, "CIN_B": conv.second_channels,
                  "RELU": conv.relu, "RESIDUAL": True, "FLAG": True, "BLOCK_M": block_m, "BLOCK_N": block_n,
@@ -81,10 +80,8 @@ def compiled_padded(conv: kernels.ReflectConvSum, arch: int, kernel=None, more: 
                                 ((block_m, conv.block_k), (conv.block_k, block_n), (block_m, block_n)))
     signature = {"source": pixels, "matrix": weights, "second": pixels, "matrix_b": weights, "bias": "*fp16",
                  "residual": outputs, "dst": outputs, "flag": "*fp16", "width": "i32", "out_channels": "i32"}
-    for name, value in (more or {}).items():
-        (signature if isinstance(value, str) else constants)[name] = value
-    return _resources(kernel or kernels._padded_conv_sum_kernel, signature, constants,
-                      ("bias", "flag", "out_channels"), conv.padded_tile, arch)
+    return _resources(kernels._padded_conv_sum_kernel, signature, constants, ("bias", "flag", "out_channels"),
+                      conv.padded_tile, arch)
 
 
 def _resources(function, signature: dict[str, str], constants: dict, divisible_by_16: tuple[str, ...],
