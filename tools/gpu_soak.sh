@@ -14,8 +14,8 @@
 # Two modes start servers of their own (issue 15):
 # `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
 # kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
-# at rest (with what backs that memory: tools/rss_map.py), after a short load, and a minute later
-# (after the sweep that returns free heap pages), then the RSS each start-up step adds
+# at rest (with what backs that memory: tools/rss_map.py), after a short load, and 95 s later
+# (after the sweep that returns free heap pages and the pinned buffers), then the RSS each start-up step adds
 # (tools/rss_steps.py);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
 # workers, codecs), PIPELINE_ROUNDS servers of each (default 1) taking turns (every other round in
@@ -183,8 +183,10 @@ if [ "$only" = startup ]; then
             python3 -m loadreport load --url $url --sizes 1280x960,2560x1920 --clients 16 --settings default \
                 --duration 6 --json "$out/startup-load.json" >"$out/startup-load.md"
             echo "after 16 clients at 1280×960 and 2560×1920: $(process)" | tee -a "$out/startup.txt"
-            sleep 65  # the outputs sweep (every 60 s) returns the heap's free pages
-            { echo "a minute later, at rest: $(process)"; python3 tools/rss_map.py $server; } | tee -a "$out/startup.txt"
+            # The outputs sweep (every 60 s) returns the heap's free pages, and the pinned buffers once the
+            # queue has been idle 30 s: by 90 s after the load, whenever its minute falls.
+            sleep 95
+            { echo "95 s later, at rest: $(process)"; python3 tools/rss_map.py $server; } | tee -a "$out/startup.txt"
         fi
         stop
     done
