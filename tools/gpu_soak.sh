@@ -166,11 +166,15 @@ pinned() {
 process() { echo "$(grep -E '^(VmRSS|Threads):' /proc/$server/status | tr -s ' \t' ' ' | paste -sd ' ') pinned: $(pinned) bytes"; }
 server_flags=(--port 7860 --model models/big-lama.safetensors --outputs-dir /tmp/outputs)
 
+# The kernel caches and the servers' log folders of `startup` and `readyz` (dozens of files) go to a
+# scratch folder: the device tool brings back only the first few files under $OUT, which are to be the results.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
 if [ "$only" = startup ]; then
-    export TRITON_CACHE_DIR="$out/kernel-cache"
-    rm -rf "$TRITON_CACHE_DIR"
+    export TRITON_CACHE_DIR="$scratch/kernel-cache"
     for pass in cold-kernel-cache warm-kernel-cache; do
-        start "$out/$pass.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/logs-$pass"
+        start "$out/$pass.log" python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs-$pass"
         {
             echo "$pass: started at $started_at UTC, /readyz after $ready_ms ms"
             grep -E "loaded big-lama|threads: at most|kernels: |warm-up: |GPU memory model|warm: ready" "$out/$pass.log" \
@@ -210,9 +214,9 @@ if [ "$only" = readyz ]; then
     # that a drift of the machine falls on all alike, after one start that fills the kernel cache
     # (with READYZ_COLD, none: the cache is emptied before each start).
     mkdir -p "$out/readyz"
-    export TRITON_CACHE_DIR="$out/readyz/kernel-cache"
+    export TRITON_CACHE_DIR="$scratch/kernel-cache"
     if [ -z "${READYZ_COLD:-}" ]; then
-        start "$out/readyz/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$out/readyz/logs"
+        start "$out/readyz/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs"
         stop
     fi
     for round in $(seq "${READYZ_STARTS:-3}"); do
@@ -222,7 +226,7 @@ if [ "$only" = readyz ]; then
             log="$out/readyz/$name-$round.log"
             [ -n "${READYZ_COLD:-}" ] && rm -rf "$TRITON_CACHE_DIR"
             [ -n "${READYZ_EVICT:-}" ] && python3 tools/evict_page_cache.py models/big-lama.safetensors | tee -a "$out/readyz.txt"
-            start_variant "$log" "$out/readyz/logs" "$entry"
+            start_variant "$log" "$scratch/logs" "$entry"
             stop
             echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log");" \
                 "$(grep -o 'kernel helper: .*\|kernels: .*' "$log" | cut -c1-100 | paste -sd ' ') warm-up $(grep -o 'warm-up: [0-9×]* in [0-9.]* s' "$log" \
