@@ -402,13 +402,52 @@ def _feather(filled: np.ndarray, original: np.ndarray, ramp: masks.Ramp) -> None
     rows, cols, share = ramp
     chunks = max(1, min(parallel.cores(), len(rows) // FEATHER_CHUNK_PIXELS))
     edges = np.linspace(0, len(rows), chunks + 1).astype(int)
+    repaired, kept = _RampPixels(filled, rows, cols), _RampPixels(original, rows, cols)
 
     def blend(span: slice) -> None:
-        at, weight = (rows[span], cols[span]), share[span, None]
-        filled[at] = np.rint(weight * filled[at] + (1 - weight) * original[at]).astype(np.uint8)
+        weight = share[span, None]
+        repaired.put(span, np.rint(weight * repaired.get(span) + (1 - weight) * kept.get(span)).astype(np.uint8))
 
     if len(rows):
         parallel.run_all(blend, [slice(start, stop) for start, stop in zip(edges[:-1], edges[1:], strict=True)])
+
+
+_PIXEL = np.dtype((np.void, 3))  # an RGB pixel's three bytes as one item
+
+
+class _RampPixels:
+    """An RGB image's pixels at (rows, cols), read and written a span of them at a time. Where the
+    image's pixels are 3 contiguous bytes on rows a whole number of pixels apart (an image, or a
+    window of one: every RGB box compose meets), they are gathered and scattered as 3-byte items
+    by their positions in one run of the image's pixels: numpy indexes an H×W×3 array by rows and
+    columns a byte at a time, which took most of the blend (docs/PROFILING.md); other layouts are
+    indexed as they are."""
+
+    def __init__(self, image: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+        row_bytes, pixel_bytes, channel_bytes = image.strides
+        self._flat = (pixel_bytes == 3 and channel_bytes == 1 and row_bytes > 0 and row_bytes % 3 == 0
+                      and image.size > 0)
+        if self._flat:
+            height, width = image.shape[:2]
+            row_pixels = row_bytes // 3
+            # The pixels from the first to the last, each 3 bytes after the one before: contiguous.
+            self._pixels = np.lib.stride_tricks.as_strided(image.view(_PIXEL), ((height - 1) * row_pixels + width,), (3,))
+            self._index = rows * row_pixels + cols
+        else:
+            self._pixels, self._rows, self._cols = image, rows, cols
+
+    def get(self, span: slice) -> np.ndarray:
+        """The span's pixels, (n, 3) uint8."""
+        if self._flat:
+            return np.take(self._pixels, self._index[span]).view(np.uint8).reshape(-1, 3)
+        return self._pixels[self._rows[span], self._cols[span]]
+
+    def put(self, span: slice, values: np.ndarray) -> None:
+        """Writes (n, 3) uint8 `values` to the span's pixels."""
+        if self._flat:
+            np.put(self._pixels, self._index[span], np.ascontiguousarray(values).view(_PIXEL).reshape(-1))
+        else:
+            self._pixels[self._rows[span], self._cols[span]] = values
 
 
 def _warmup_case(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -162,6 +162,30 @@ def test_dilation_changes_pixels_only_within_the_dilation_radius(engine):
     assert changed[distance > 4].any(), "the repair did not reach beyond the painted pixels"
 
 
+@pytest.mark.parametrize("window", [
+    lambda image: image,  # a whole image
+    lambda image: image[2:15, 3:25],  # a box of one, as compose meets them
+    lambda image: image[2:15, 3:25, ::-1],  # channels reversed: indexed as it is
+    lambda image: image[::2, ::3],  # pixels apart: indexed as it is
+], ids=["image", "window", "reversed-channels", "strided"])
+def test_ramp_pixels_read_and_write_exactly_the_pixels_at_their_coordinates(window):
+    """The feather blend's gather and scatter (engine._RampPixels) against numpy's own indexing,
+    for every layout of an RGB window, and nothing written outside the pixels asked for."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    view = window(image)
+    where = rng.choice(view.shape[0] * view.shape[1], 25, replace=False)
+    rows, cols = where // view.shape[1], where % view.shape[1]
+    pixels = engine_module._RampPixels(view, rows, cols)
+    assert np.array_equal(pixels.get(slice(None)), view[rows, cols])
+    assert np.array_equal(pixels.get(slice(5, 9)), view[rows[5:9], cols[5:9]])
+    values = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    expected = image.copy()
+    window(expected)[rows[5:9], cols[5:9]] = values
+    pixels.put(slice(5, 9), values)
+    assert np.array_equal(image, expected)
+
+
 def test_feather_blends_at_the_mask_edge_and_not_deep_inside(engine):
     rng = np.random.default_rng(6)
     image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
