@@ -15,8 +15,8 @@
 # `startup` (item 6): two starts, the first with an empty kernel cache and the second with the
 # kernels the first compiled, each timed to /readyz with the log's phases, then RSS and threads
 # at rest (with what backs that memory: tools/rss_map.py), after a short load, and 95 s later
-# (after the sweep that returns free heap pages and the pinned buffers), then the RSS each start-up step adds
-# (tools/rss_steps.py);
+# (after the sweep that returns free heap pages and the pinned buffers), then the RSS each
+# start-up step adds (tools/rss_steps.py);
 # `pipeline` (item 3): the load benchmark against each variant of tools/pipeline_probe.py (GPU
 # workers, codecs), PIPELINE_ROUNDS servers of each (default 1) taking turns (every other round in
 # reverse order), one table comparing them in $1/pipeline.md, each start to /readyz in
@@ -166,8 +166,9 @@ pinned() {
 process() { echo "$(grep -E '^(VmRSS|Threads):' /proc/$server/status | tr -s ' \t' ' ' | paste -sd ' ') pinned: $(pinned) bytes"; }
 server_flags=(--port 7860 --model models/big-lama.safetensors --outputs-dir /tmp/outputs)
 
-# The kernel caches and the servers' log folders of `startup` and `readyz` (dozens of files) go to a
-# scratch folder: the device tool brings back only the first few files under $OUT, which are to be the results.
+# The kernel caches and the servers' log folders of `startup` and `readyz` (dozens of files) go to
+# a scratch folder: the device tool brings back only the first few files under $OUT, which are to
+# be the results.
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
