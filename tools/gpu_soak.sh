@@ -111,17 +111,7 @@ if [ "$only" = codecs ]; then  # before the weights: it needs none
     python3 tools/codec_bench.py "$@" | tee "$out/codecs.md"
     exit $?
 fi
-mkdir -p models
-python3 - <<'PY'
-from pathlib import Path
-import torch
-from lama.checkpoint import LoadedCheckpoint, save_safetensors
-from lama.model import BIG_LAMA_CONFIG, FFCResNetGenerator
-torch.manual_seed(0)
-weights = FFCResNetGenerator(BIG_LAMA_CONFIG).eval().state_dict()
-save_safetensors(LoadedCheckpoint(weights, BIG_LAMA_CONFIG, "random", Path("random"), torch.float32),
-                 "models/big-lama.safetensors")
-PY
+python3 tools/random_weights.py models/big-lama.safetensors
 if [ "$only" = rss ]; then
     for entry in "${variants[@]}"; do
         { echo "## ${entry%%|*}"; python3 tools/rss_steps.py --model models/big-lama.safetensors --variant "${entry%%|*}" 2>&1; } \
