@@ -60,7 +60,7 @@ run)
             [ "$name" = this ] || folder=$(realpath "$trees/$name")
             log=$scratch/$name-$round.log
             started=$(date +%s%N)
-            (cd "$folder" && PYTHONPATH="$folder" exec python3 app.py --port "$port" --model "$model" "${flags[@]}" \
+            (cd "$folder" && PYTHONPATH="$folder${PYTHONPATH:+:$PYTHONPATH}" exec python3 app.py --port "$port" --model "$model" "${flags[@]}" \
                 --outputs-dir "$scratch/outputs-$name" --logs-dir "$scratch/logs-$name") >"$log" 2>&1 &
             server=$!
             until python3 -c "import urllib.request as u; u.urlopen('$url/readyz', timeout=2)" 2>/dev/null; do
