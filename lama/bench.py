@@ -126,7 +126,8 @@ def _timed_with_peak(run: Callable[[], object], runs: int, warmup: int, device: 
 @contextlib.contextmanager
 def _timing_the_model(engine: InpaintEngine, seconds: list[float]) -> Iterator[None]:
     """Each model run of `engine` appends its time to `seconds`, the device synchronized
-    before and after it, for as long as the context lasts."""
+    before and after it, for as long as the context lasts (the backend's repair runs its steps
+    one by one meanwhile: the fast path's whole-repair graph has no network call to time)."""
     backend, synchronize = engine.backend, engine.device.synchronize
     run_model = backend.run_model
 
@@ -140,7 +141,8 @@ def _timing_the_model(engine: InpaintEngine, seconds: list[float]) -> Iterator[N
 
     backend.run_model = timed
     try:
-        yield
+        with backend.stepwise():
+            yield
     finally:
         backend.run_model = run_model
 

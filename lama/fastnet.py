@@ -527,7 +527,7 @@ class FastGenerator(nn.Module):
         if key in self._constants:
             self._constants.move_to_end(key)
         else:
-            with _on_the_default_stream(self.device):
+            with on_the_default_stream(self.device):
                 scale = spectral_bias_scale(height, width)
                 biases = {layer: (layer.bfu_blocked.float() * scale).to(self.dtype) for layer in self._spectral_layers}
                 padded = (padded_dft_matrices(height, width, self.device, self.dtype)
@@ -607,7 +607,7 @@ class FastGenerator(nn.Module):
 
 
 @contextlib.contextmanager
-def _on_the_default_stream(device: torch.device) -> Iterator[None]:
+def on_the_default_stream(device: torch.device) -> Iterator[None]:
     """Tensors made in the block are allocated on the default stream and ready for the current
     one. Constants that runs on several streams read (each GPU worker has its own) must not
     belong to one worker's stream: freed, their memory would go back to that stream's pool and

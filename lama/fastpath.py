@@ -37,11 +37,13 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from lama import parallel
-from lama.fastnet import FastGenerator
+import numpy as np
+
+from lama import parallel, reference
+from lama.fastnet import FastGenerator, on_the_default_stream
 from lama.kernels import nonfinite_flag
 from lama.model import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
-from lama.reference import LamaReference
+from lama.reference import LamaReference, composite, network_input, symmetric_index, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,37 @@ class LamaFastPath(LamaReference):
     def runner(self) -> Callable[[Tensor], Tensor]:
         self.network = FastGenerator(self.generator)
         self.graphs = GraphRunner(self.network, keepalive=self.network.constants_for_input)
+        on_device = DeviceRepair(self.network, self.padded_size)
+        # The service's repairs: the model's input, the network, the composite and the uint8
+        # conversion in one graph. Eager, each of those steps is a launch from Python, and a
+        # loaded server's GPU workers wait for the GIL at each of them (docs/BENCHMARKS.md).
+        self.repairs = GraphRunner(on_device, keepalive=on_device.keepalive, lock=self.graphs.lock,
+                                   model_shape=lambda shape: self.padded_size(shape[0], shape[1]))
         return Fp32Fallback(self.graphs, self.generator) if self.precision == "fp16" else self.graphs
+
+    _stepwise = False
+
+    @contextlib.contextmanager
+    def stepwise(self) -> Iterator[None]:
+        self._stepwise = True
+        try:
+            yield
+        finally:
+            self._stepwise = False
+
+    def repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self._stepwise:
+            return super().repair(rgb, mask)
+        device = self.device.torch
+        with torch.inference_mode(), self.device.worker_stream():
+            result, flag = self.repairs(reference.to_device(rgb, device), reference.to_device(mask, device))
+            overflow = torch.empty((), dtype=flag.dtype, pin_memory=True)
+            overflow.copy_(flag, non_blocking=True)
+            repaired = reference.to_host(result)  # waits for the stream, the flag's copy with it
+        if self.precision == "fp16" and math.isnan(float(overflow)):
+            # Through the fp16 guard (Fp32Fallback), which computes it again in fp32 and counts it.
+            return super().repair(rgb, mask)
+        return repaired
 
     def compile_ahead(self, shapes: list[tuple[int, int]], wait_for: Callable[[], None] | None = None) -> None:
         """The kernels of inputs of these sizes, compiled (or loaded from the kernel cache) at
@@ -85,7 +117,7 @@ class LamaFastPath(LamaReference):
                  count, seconds, parallel.cores())
 
     def warming(self) -> contextlib.AbstractContextManager[None]:
-        return self.graphs.capturing_every_shape()
+        return self.repairs.capturing_every_shape()
 
     @property
     def fp16_fallbacks(self) -> int:
@@ -146,6 +178,54 @@ def fold_batchnorm(generator: FFCResNetGenerator) -> FFCResNetGenerator:
     return folded
 
 
+MAX_INDEX_SHAPES = 32  # image sizes whose padding indices stay on the GPU (a graph holds its own)
+
+
+class DeviceRepair:
+    """The backend's repair on the device, from the uploaded pixels to the result: the official
+    padding and the network's input (lama.reference.network_input), the network, the composite
+    and the conversion to uint8, as the reference runs them one by one; and the network output's
+    overflow flag (nonfinite_flag: nan where fp16 overflowed). One call, so that one graph
+    replays all of it."""
+
+    def __init__(self, network: FastGenerator, padded_size: Callable[[int, int], tuple[int, int]]):
+        self.network = network
+        self.padded_size = padded_size
+        self._indices: OrderedDict[tuple[int, int], tuple[Tensor, Tensor]] = OrderedDict()
+
+    def __call__(self, pixels: Tensor, holes: Tensor) -> tuple[Tensor, Tensor]:
+        """`pixels`: H×W×3 uint8 and `holes`: H×W bool, on the device. Returns the repaired
+        H×W×3 uint8 image and the 0-d flag."""
+        height, width = holes.shape
+        rows, cols = self.indices(height, width)
+        x, m, net_input = network_input(pixels, holes, rows, cols, self.network.dtype)
+        predicted = self.network(net_input)
+        return to_uint8(composite(x, m, predicted, (height, width))), nonfinite_flag(predicted)
+
+    def indices(self, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """The padding's source rows and columns for an image of this size, kept for the last
+        MAX_INDEX_SHAPES sizes. Made on the default stream, as the network's constants are
+        (lama.fastnet.on_the_default_stream): the GPU workers' streams all read them."""
+        key = (height, width)
+        if key in self._indices:
+            self._indices.move_to_end(key)
+        else:
+            padded_height, padded_width = self.padded_size(height, width)
+            device = self.network.device
+            with on_the_default_stream(device):
+                self._indices[key] = (symmetric_index(height, padded_height, device),
+                                      symmetric_index(width, padded_width, device))
+            while len(self._indices) > MAX_INDEX_SHAPES:
+                self._indices.popitem(last=False)
+        return self._indices[key]
+
+    def keepalive(self, pixels_shape: torch.Size) -> object:
+        """What a graph of this input shape reads but does not own: its padding indices and the
+        network's constants for its bottleneck."""
+        height, width = pixels_shape[0], pixels_shape[1]
+        return self.indices(height, width), self.network.constants_for_input((1, 4, *self.padded_size(height, width)))
+
+
 # Model inputs up to this many pixels run through CUDA graphs (GraphRunner's default): up to
 # 2560×1920, the largest size the warm-up sees. An eager run launches hundreds of kernels, each
 # from Python with the GIL, which the request threads of a loaded server hold most of the time:
@@ -190,19 +270,27 @@ class GraphRunner:
     Larger inputs run eagerly: the shared pool would grow to hold their activations for good.
     """
 
-    def __init__(self, module: nn.Module, max_graphs: int = 8, max_pixels: int = GRAPH_MAX_PIXELS,
-                 keepalive: Callable[[torch.Size], object] | None = None):
+    def __init__(self, module: Callable[..., Tensor | tuple[Tensor, ...]], max_graphs: int = 8,
+                 max_pixels: int = GRAPH_MAX_PIXELS, keepalive: Callable[[torch.Size], object] | None = None,
+                 model_shape: Callable[[torch.Size], tuple[int, int]] = lambda shape: (shape[-2], shape[-1]),
+                 lock: threading.Lock | None = None):
+        """`module` takes one or more tensors and returns a tensor or a tuple of them; graphs are
+        keyed on its first input's shape (the others' follow from it), which `model_shape` maps
+        to the (height, width) of the network's input (max_pixels bounds that). `lock`: shared
+        with another runner over the same network, whose eager runs share its per-shape constants."""
         self.module = module
         # What a graph reads but does not own (tensors the module caches per shape): held
         # with the graph, so that the module dropping it from its cache cannot free it.
         self.keepalive = keepalive
+        self.model_shape = model_shape
         self.max_graphs = max_graphs
         self.max_pixels = max_pixels
         # A shape back within twice as many eager runs as graphs are kept is likely to come back
         # again before its graph is evicted; one coming back less often runs eagerly each time
         # rather than costing a capture each time.
         self.sightings = ShapeSightings(remembered=2 * max_graphs)
-        self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]] = OrderedDict()
+        self._graphs: OrderedDict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...],
+                                                          Tensor | tuple[Tensor, ...], object]] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
         # One warm-up stream for all captures: the module may keep per-stream state (its side
         # streams), which a new stream per capture would grow without bound.
@@ -212,7 +300,7 @@ class GraphRunner:
         # as each issues its work on a stream of its own, each run waits on its stream for the
         # run before it (this event) to be done with them. Eager runs take turns too: the
         # module's per-shape constants, made by one run, are read by the next.
-        self.lock = threading.Lock()
+        self.lock = lock if lock is not None else threading.Lock()
         self._last_run: torch.cuda.Event | None = None
 
     def uses_graph(self, height: int, width: int) -> bool:
@@ -226,52 +314,56 @@ class GraphRunner:
         """While it lasts, every shape is captured the first time it comes (the warm-up's sizes)."""
         return self.sightings.capturing_every_shape()
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, *inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         with self.lock:
-            stream = torch.cuda.current_stream(x.device)
+            stream = torch.cuda.current_stream(inputs[0].device)
             if self._last_run is not None:
                 stream.wait_event(self._last_run)
-            out = self._run(x)
+            out = self._run(inputs)
             self._last_run = torch.cuda.Event()
             self._last_run.record(stream)
             return out
 
-    def _run(self, x: Tensor) -> Tensor:
-        if not self.uses_graph(x.shape[-2], x.shape[-1]):
-            return self.module(x)
-        key = tuple(x.shape)
+    def _run(self, inputs: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+        if not self.uses_graph(*self.model_shape(inputs[0].shape)):
+            return self.module(*inputs)
+        key = tuple(inputs[0].shape)
         if key in self._graphs:
             self._graphs.move_to_end(key)
         elif not self.sightings.wants_graph(key):
-            return self.module(x)
+            return self.module(*inputs)
         else:
-            self._graphs[key] = self._capture(x)
+            self._graphs[key] = self._capture(inputs)
             while len(self._graphs) > self.max_graphs:
                 self._graphs.popitem(last=False)
         graph, static_in, static_out, _ = self._graphs[key]
-        static_in.copy_(x)
+        for static, given in zip(static_in, inputs, strict=True):
+            static.copy_(given)
         graph.replay()
-        # The next replay overwrites static_out: hand out a copy (3 channels, cheap).
-        return static_out.clone()
+        # The next replay overwrites static_out: hand out a copy (the outputs are small).
+        return static_out.clone() if isinstance(static_out, Tensor) else tuple(t.clone() for t in static_out)
 
-    def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor, object]:
-        static_in = x.clone()
+    def _capture(self, inputs: tuple[Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...],
+                                                              Tensor | tuple[Tensor, ...], object]:
+        static_in = tuple(x.clone() for x in inputs)
+        device = inputs[0].device
         if self._warmup_stream is None:
-            self._warmup_stream = torch.cuda.Stream(x.device)
+            self._warmup_stream = torch.cuda.Stream(device)
         side = self._warmup_stream
-        side.wait_stream(torch.cuda.current_stream(x.device))
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             # Warm-up outside the capture: lazy initialisations (cuFFT plans, cuDNN
-            # handles) must not happen inside it.
+            # handles, the module's per-shape constants) must not happen inside it.
             for _ in range(2):
-                self.module(static_in)
-        torch.cuda.current_stream(x.device).wait_stream(side)
+                self.module(*static_in)
+        torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: another worker thread allocating or launching while this one captures
         # must not invalidate the capture (it uses its own, non-blocking stream).
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            static_out = self.module(static_in)
-        return graph, static_in, static_out, self.keepalive(x.shape) if self.keepalive else None
+            static_out = self.module(*static_in)
+        keep = self.keepalive(inputs[0].shape) if self.keepalive else None
+        return graph, static_in, static_out, keep
 
 
 class Fp32Fallback:

@@ -7,6 +7,7 @@ the CPU backend and the reference the GPU fast path (lama/fastpath.py) is measur
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,13 @@ class LamaReference(Backend):
         # On the calling thread's own CUDA stream: the service's GPU workers overlap their
         # transfers with each other's model runs.
         with torch.inference_mode(), self.device.worker_stream():
-            return _to_host(to_uint8(self._predict_on_device(rgb, mask)))
+            return to_host(to_uint8(self._predict_on_device(rgb, mask)))
+
+    def stepwise(self) -> contextlib.AbstractContextManager[None]:
+        """While it lasts, `repair` runs the network through `run_model`, where lama.bench times
+        it: what this reference always does (the fast path otherwise replays the whole repair as
+        one graph)."""
+        return contextlib.nullcontext()
 
     def describe(self) -> dict[str, Any]:
         return dict(self._info)
@@ -130,17 +137,23 @@ class LamaReference(Backend):
         """
         height, width = mask.shape
         padded_height, padded_width = self.padded_size(height, width)
-        # Padded on the device: the uint8 image travels as it is, and the mirroring is one
-        # gather per axis with numpy's own 'symmetric' index order (any pad, even beyond
-        # the image's size, comes out exactly as np.pad would make it).
         device = self.device.torch
-        rows = _symmetric_index(height, padded_height, device)
-        cols = _symmetric_index(width, padded_width, device)
-        pixels = _to_device(image, device).index_select(0, rows).index_select(1, cols)
-        holes = _to_device(mask, device).index_select(0, rows).index_select(1, cols)
-        x = pixels.permute(2, 0, 1)[None].float().div_(255)
-        m = holes[None, None].float()
-        return x, m, torch.cat((x * (1 - m), m), dim=1).to(DTYPES[self.precision])
+        return network_input(to_device(image, device), to_device(mask, device),
+                             symmetric_index(height, padded_height, device),
+                             symmetric_index(width, padded_width, device), DTYPES[self.precision])
+
+
+def network_input(pixels: torch.Tensor, holes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`LamaReference.model_input` from the image (H×W×3 uint8) and mask (H×W) already on the
+    device, padded by `rows` and `cols` (`symmetric_index`'s). Padded on the device: the uint8
+    image travels as it is, and the mirroring is one gather per axis with numpy's own 'symmetric'
+    index order (any pad, even beyond the image's size, comes out exactly as np.pad would make it)."""
+    pixels = pixels.index_select(0, rows).index_select(1, cols)
+    holes = holes.index_select(0, rows).index_select(1, cols)
+    x = pixels.permute(2, 0, 1)[None].float().div_(255)
+    m = holes[None, None].float()
+    return x, m, torch.cat((x * (1 - m), m), dim=1).to(dtype)
 
 
 def composite(x: torch.Tensor, m: torch.Tensor, predicted: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -158,7 +171,7 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return image.mul_(255).clamp_(0, 255).to(torch.uint8).contiguous()
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """`array` (a view of a larger image, often: the crop strategy's box) on `device`. To a GPU
     through page-locked memory, asynchronously on the current stream: a DMA twice as fast as a
     copy from pageable memory, which would also hold the calling thread until it is done (the
@@ -171,7 +184,7 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return pinned.copy_(tensor).to(device, non_blocking=True)
 
 
-def _to_host(tensor: torch.Tensor) -> np.ndarray:
+def to_host(tensor: torch.Tensor) -> np.ndarray:
     """`tensor` as a numpy array in host memory. From a GPU into page-locked memory from torch's
     cache of it, then waited for: a copy into pageable memory goes through a bounce buffer at a
     fraction of the DMA's speed and faults in fresh pages for every result (a 2560×1920 repair
@@ -184,7 +197,7 @@ def _to_host(tensor: torch.Tensor) -> np.ndarray:
     return pinned.numpy()
 
 
-def _symmetric_index(size: int, padded: int, device: torch.device) -> torch.Tensor:
+def symmetric_index(size: int, padded: int, device: torch.device) -> torch.Tensor:
     """Source rows (or columns) of np.pad(..., (0, padded - size), mode='symmetric')."""
     index = np.pad(np.arange(size), (0, padded - size), mode="symmetric")
     return torch.from_numpy(index).to(device)

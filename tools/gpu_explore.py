@@ -31,7 +31,7 @@ from lama import fastpath, imageio, kernels, masks
 from lama.bench import codec_timings, strict_fp32
 from lama.engine import InpaintEngine
 from lama.fastnet import PADDED_MAP_PIXELS, FastGenerator
-from lama.reference import _to_host, composite, to_uint8
+from lama.reference import composite, to_host, to_uint8
 from lama.synthetic import synthetic_case
 
 SIZES = ((640, 480), (1280, 960), (2560, 1920))
@@ -470,7 +470,7 @@ def repair_steps() -> dict:
                     lambda: backend.model_input(rgb, region)),
                 "run_model (the graph, the overflow check)": wall_median_ms(lambda: backend.run_model(net_input)),
                 "composite to uint8": wall_median_ms(composited),
-                "to the host": wall_median_ms(lambda: _to_host(result)),
+                "to the host": wall_median_ms(lambda: to_host(result)),
             }
         print(f"{width}×{height}: " + ", ".join(f"{name} {value:.2f} ms" if isinstance(value, float) else
                                                  f"{name} {value}" for name, value in steps[f'{width}x{height}'].items()),

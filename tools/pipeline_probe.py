@@ -179,7 +179,7 @@ def pageable_outputs() -> None:
     """The model's output copied back into pageable memory, as before page-locked memory."""
     from lama import reference
 
-    reference._to_host = lambda tensor: tensor.cpu().numpy()
+    reference.to_host = lambda tensor: tensor.cpu().numpy()
 
 
 def run_length_deflate(zlib_module):

@@ -44,17 +44,34 @@ def test_fast_path_agrees_with_the_fp32_reference_and_graphs_are_bounded():
     assert fast.describe()["fast_path"]
     result = bench_size(fast, 640, 480, runs=3, warmup=1, reference=fast.reference())
     assert result.rel_error < 1e-3, "fp16 + folded BatchNorm + graphs vs fp32 eager, same input"
-    graphs = fast.backend.run_model.fast  # inside the fp16 overflow guard
-    assert (1, 4, 480, 640) in graphs.shapes, "640×480 runs as a graph of its own shape"
+    network_graphs = fast.backend.run_model.fast  # inside the fp16 overflow guard
+    assert (1, 4, 480, 640) in network_graphs.shapes, "the bench times the network as a graph of its own shape"
+    graphs = fast.backend.repairs  # the whole repair's
     once = synthetic_case(1000, 200)
     fast.inpaint(*once, strategy="original")
-    assert (1, 4, 200, 1000) not in graphs.shapes, "a shape's first run is eager: most crop boxes come once"
+    assert (200, 1000, 3) not in graphs.shapes, "a shape's first run is eager: most crop boxes come once"
     fast.inpaint(*once, strategy="original")
-    assert (1, 4, 200, 1000) in graphs.shapes, "a shape that comes back gets its graph"
+    assert (200, 1000, 3) in graphs.shapes, "a shape that comes back gets its graph"
+    assert (1, 4, 200, 1000) not in network_graphs.shapes, "the service's repairs replay the whole repair's graph"
     for width in range(304, 304 + 64 * 10, 64):  # ten more shapes: the LRU keeps max_graphs of them
         for _ in range(2):
             fast.inpaint(*synthetic_case(width, 200), strategy="original")
     assert len(graphs.shapes) == graphs.max_graphs
+
+
+def test_the_whole_repair_graph_repairs_as_its_steps_do_one_by_one():
+    """The service's repairs replay padding, network, composite and uint8 conversion as one
+    graph (lama.fastpath.DeviceRepair): the same pixels as the steps run one by one (`stepwise`,
+    the network through its own graph), on the graph and on a shape's first, eager run."""
+    engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
+    image, mask = synthetic_case(640, 480)
+    eager = engine.inpaint(image, mask, strategy="original")
+    graphed = engine.inpaint(image, mask, strategy="original")
+    assert (480, 640, 3) in engine.backend.repairs.shapes
+    with engine.backend.stepwise():
+        stepwise = [engine.inpaint(image, mask, strategy="original") for _ in range(2)]
+    assert (1, 4, 480, 640) in engine.backend.run_model.fast.shapes
+    assert np.array_equal(graphed, stepwise[1]) and np.array_equal(eager, stepwise[0])
 
 
 def test_the_padded_residual_stage_agrees_with_the_fp32_reference():
@@ -74,9 +91,10 @@ def test_the_warm_up_leaves_a_graph_for_2560x1920():
     of launches each wait for the GIL behind a loaded server's request threads."""
     engine = InpaintEngine.with_random_weights(device="cuda", precision="fp16")
     engine.warmup()
-    graphs = engine.backend.run_model.fast
-    assert (1, 4, 1920, 2560) in graphs.shapes
+    graphs = engine.backend.repairs
+    assert (1920, 2560, 3) in graphs.shapes
     assert not graphs.uses_graph(2016, 2688), "above the limit (5.4 MP) the forward runs eagerly"
+    assert graphs.model_shape(torch.Size((1913, 2553, 3))) == (1920, 2560), "the limit is on the padded input"
 
 
 def test_the_warm_up_compiles_its_kernels_ahead_and_its_runs_compile_none():

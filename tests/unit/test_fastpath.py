@@ -13,10 +13,12 @@ from torch import nn
 from lama.checkpoint import build_generator, load_checkpoint
 from lama.engine import InpaintEngine
 from lama.fastnet import FastGenerator, dft_matrices, padded_dft_matrices
-from lama.fastpath import Fp32Fallback, ShapeSightings, fold_batchnorm
+from lama import fastpath
+from lama.fastpath import DeviceRepair, Fp32Fallback, ShapeSightings, fold_batchnorm
 from lama import kernels
 from lama.kernels import LARGE_MAP_PIXELS, SUM_TILE, ReflectConv, ReflectConvSum, nonfinite_flag, reflect_pad
 from lama.model import GeneratorConfig, FFCResNetGenerator
+from lama.reference import composite, to_uint8
 
 
 def test_folding_batchnorm_keeps_the_official_fixture_output(tiny_dir):
@@ -106,6 +108,40 @@ def test_device_padding_is_numpys_symmetric_padding(tiny_dir):
         want = np.pad(image, ((0, rows), (0, cols), (0, 0)), mode="symmetric")
         assert np.array_equal((x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), want)
         assert np.array_equal(m[0, 0].numpy() > 0, np.pad(mask, ((0, rows), (0, cols)), mode="symmetric"))
+
+
+def test_the_device_repair_is_the_references_steps_in_one_call(tiny_dir):
+    """What the fast path's whole-repair graph replays (DeviceRepair, run eagerly here): the
+    reference's repair to the bit, from the uploaded pixels to uint8, at sizes that pad by
+    nothing, by a little and by more than the image has; and a zero overflow flag."""
+    backend = InpaintEngine(tiny_dir, device="cpu").backend
+    network = FastGenerator(fold_batchnorm(backend.generator))
+    on_device = DeviceRepair(network, backend.padded_size)
+    rng = np.random.default_rng(1)
+    for height, width in ((16, 24), (76, 100), (3, 2)):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        mask = rng.random((height, width)) < 0.3
+        with torch.inference_mode():
+            got, flag = on_device(torch.from_numpy(image), torch.from_numpy(mask))
+            x, m, net_input = backend.model_input(image, mask)
+            want = to_uint8(composite(x, m, network(net_input), (height, width)))
+        assert got.dtype == torch.uint8 and got.shape == (height, width, 3)
+        assert torch.equal(got, want), (height, width)
+        assert got[torch.from_numpy(~mask)].tolist() == torch.from_numpy(image)[torch.from_numpy(~mask)].tolist()
+        assert float(flag) == 0
+
+
+def test_the_device_repairs_padding_indices_are_bounded_and_held_by_a_graphs_keepalive(tiny_dir):
+    """A stream of odd sizes keeps the last MAX_INDEX_SHAPES sizes' indices; what a graph keeps
+    alive is its own size's, whatever the cache has dropped since."""
+    backend = InpaintEngine(tiny_dir, device="cpu").backend
+    on_device = DeviceRepair(FastGenerator(fold_batchnorm(backend.generator)), backend.padded_size)
+    kept = on_device.keepalive(torch.Size((9, 17, 3)))
+    rows, cols = kept[0]
+    for width in range(20, 20 + fastpath.MAX_INDEX_SHAPES + 4):
+        on_device.indices(8, width)
+    assert len(on_device._indices) == fastpath.MAX_INDEX_SHAPES and (9, 17) not in on_device._indices
+    assert rows.tolist() == [*range(9), 8, 7, 6, 5, 4, 3, 2] and cols.shape == (24,)
 
 
 def test_per_size_constants_are_bounded_and_match_the_bottleneck():
