@@ -1,8 +1,8 @@
 """The GPU fast path: the same function as the generator, with less work per image.
 
-LamaFastPath is the reference backend (lama/reference.py) with two steps replaced, both exact
-up to rounding (the folded weights then run through lama.fastnet's NHWC forward inside the graphs),
-and a guard:
+LamaFastPath is the reference backend (lama/reference.py) with these changes, each exact up to
+rounding (the folded weights then run through lama.fastnet's NHWC forward inside the graphs), and
+a guard:
 - fold_batchnorm: every eval-mode BatchNorm becomes a per-channel scale and shift folded
   into the convolution(s) that feed it, so each FFC layer runs its convolutions and a ReLU
   instead of convolutions, a sum, a normalisation pass and a ReLU.
@@ -18,6 +18,9 @@ and a guard:
   fast path on the fixture). What makes shapes come back is upstream: the crop strategy's
   boxes grow to a ladder of sides with more of the image, not of a mirror
   (`prefers_few_shapes`, lama.planning).
+- DeviceRepair: what the reference does around the network (the official padding, the network's
+  input, the composite, the conversion to uint8) and the overflow check, captured with the network
+  in one graph per image shape (`repairs`): a repair is its upload, one replay and its copy back.
 - Fp32Fallback: an fp16 output that is not finite (an overflow) is computed again in fp32,
   and counted.
 - compile_ahead: the Triton kernels of the warm-up's sizes compiled at once, on every core,
@@ -34,10 +37,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-
-import numpy as np
 
 from lama import parallel, reference
 from lama.fastnet import FastGenerator, on_the_default_stream
