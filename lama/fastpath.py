@@ -67,8 +67,7 @@ class LamaFastPath(LamaReference):
         # conversion in one graph. Eager, each of those steps is a launch from Python, and a
         # loaded server's GPU workers wait for the GIL at each of them (docs/BENCHMARKS.md).
         self.repairs = GraphRunner(on_device, keepalive=on_device.keepalive, lock=self.graphs.lock,
-                                   model_shape=lambda shape: self.padded_size(shape[0], shape[1]),
-                                   device=self.device.torch)
+                                   model_shape=lambda shape: self.padded_size(shape[0], shape[1]))
         return Fp32Fallback(self.graphs, self.generator) if self.precision == "fp16" else self.graphs
 
     _stepwise = False
@@ -84,9 +83,9 @@ class LamaFastPath(LamaReference):
     def repair(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self._stepwise:
             return super().repair(rgb, mask)
+        device = self.device.torch
         with torch.inference_mode(), self.device.worker_stream():
-            # Page-locked host copies: the runner copies them straight into the graph's inputs.
-            result, flag = self.repairs(reference.page_locked(rgb), reference.page_locked(mask))
+            result, flag = self.repairs(reference.to_device(rgb, device), reference.to_device(mask, device))
             overflow = torch.empty((), dtype=flag.dtype, pin_memory=True)
             overflow.copy_(flag, non_blocking=True)
             repaired = reference.to_host(result)  # waits for the stream, the flag's copy with it
@@ -276,15 +275,12 @@ class GraphRunner:
     def __init__(self, module: Callable[..., Tensor | tuple[Tensor, ...]], max_graphs: int = 8,
                  max_pixels: int = GRAPH_MAX_PIXELS, keepalive: Callable[[torch.Size], object] | None = None,
                  model_shape: Callable[[torch.Size], tuple[int, int]] = lambda shape: (shape[-2], shape[-1]),
-                 lock: threading.Lock | None = None, device: torch.device | None = None):
-        """`module` takes one or more tensors on `device` and returns a tensor or a tuple of them;
-        the runner's inputs may also be in page-locked host memory (given `device`), copied in on
-        the current stream. Graphs are keyed on the first input's shape (the others' follow from
-        it), which `model_shape` maps to the (height, width) of the network's input (max_pixels
-        bounds that). `lock`: shared with another runner over the same network, whose eager runs
-        share its per-shape constants."""
+                 lock: threading.Lock | None = None):
+        """`module` takes one or more tensors and returns a tensor or a tuple of them; graphs are
+        keyed on its first input's shape (the others' follow from it), which `model_shape` maps
+        to the (height, width) of the network's input (max_pixels bounds that). `lock`: shared
+        with another runner over the same network, whose eager runs share its per-shape constants."""
         self.module = module
-        self.device = device
         # What a graph reads but does not own (tensors the module caches per shape): held
         # with the graph, so that the module dropping it from its cache cannot free it.
         self.keepalive = keepalive
@@ -322,7 +318,7 @@ class GraphRunner:
 
     def __call__(self, *inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         with self.lock:
-            stream = torch.cuda.current_stream(self._device(inputs))
+            stream = torch.cuda.current_stream(inputs[0].device)
             if self._last_run is not None:
                 stream.wait_event(self._last_run)
             out = self._run(inputs)
@@ -330,36 +326,29 @@ class GraphRunner:
             self._last_run.record(stream)
             return out
 
-    def _device(self, inputs: tuple[Tensor, ...]) -> torch.device:
-        return self.device if self.device is not None else inputs[0].device
-
-    def _on_device(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        device = self._device(inputs)
-        return tuple(x if x.device == device else x.to(device, non_blocking=True) for x in inputs)
-
     def _run(self, inputs: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
         if not self.uses_graph(*self.model_shape(inputs[0].shape)):
-            return self.module(*self._on_device(inputs))
+            return self.module(*inputs)
         key = tuple(inputs[0].shape)
         if key in self._graphs:
             self._graphs.move_to_end(key)
         elif not self.sightings.wants_graph(key):
-            return self.module(*self._on_device(inputs))
+            return self.module(*inputs)
         else:
             self._graphs[key] = self._capture(inputs)
             while len(self._graphs) > self.max_graphs:
                 self._graphs.popitem(last=False)
         graph, static_in, static_out, _ = self._graphs[key]
         for static, given in zip(static_in, inputs, strict=True):
-            static.copy_(given, non_blocking=True)
+            static.copy_(given)
         graph.replay()
         # The next replay overwrites static_out: hand out a copy (the outputs are small).
         return static_out.clone() if isinstance(static_out, Tensor) else tuple(t.clone() for t in static_out)
 
     def _capture(self, inputs: tuple[Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...],
                                                               Tensor | tuple[Tensor, ...], object]:
-        device = self._device(inputs)
-        static_in = tuple(torch.empty_like(x, device=device).copy_(x, non_blocking=True) for x in inputs)
+        static_in = tuple(x.clone() for x in inputs)
+        device = inputs[0].device
         if self._warmup_stream is None:
             self._warmup_stream = torch.cuda.Stream(device)
         side = self._warmup_stream

@@ -177,16 +177,11 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     copy from pageable memory, which would also hold the calling thread until it is done (the
     pinned buffer returns to torch's cache once the copy has run). The view is copied once,
     straight into that buffer: a 2560×1920 box is 15 MB, and each copy a share of the wait."""
-    if device.type != "cuda":
-        return torch.from_numpy(array).contiguous()
-    return page_locked(array).to(device, non_blocking=True)
-
-
-def page_locked(array: np.ndarray) -> torch.Tensor:
-    """`array` copied once into a page-locked buffer from torch's cache of them, ready for an
-    asynchronous copy to a GPU (`to_device`'s first half)."""
     tensor = torch.from_numpy(array)  # strided like the view
-    return torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor)
+    if device.type != "cuda":
+        return tensor.contiguous()
+    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return pinned.copy_(tensor).to(device, non_blocking=True)
 
 
 def to_host(tensor: torch.Tensor) -> np.ndarray:
