@@ -434,6 +434,8 @@ def repair_steps() -> dict:
     """The load benchmark's upload at each size, prepared as the service prepares it (crop,
     dilate 4), and the backend's repair of it timed whole and step by step: what the service's
     'infer' stage adds to the model's own time inside the engine (the rest is the server's).
+    The whole repair is the fast path's graph of it (lama.fastpath.DeviceRepair); the steps are
+    the reference's, one by one around the network's own graph, so they add up to more.
     The whole repair is timed twice: back to back, and each after the GPU idled as long as it
     does between one client's repairs, with the multiprocessor clock NVML reads after such an
     idle and right after a repair."""
