@@ -112,8 +112,9 @@ def test_device_padding_is_numpys_symmetric_padding(tiny_dir):
 
 def test_the_device_repair_is_the_references_steps_in_one_call(tiny_dir):
     """What the fast path's whole-repair graph replays (DeviceRepair, run eagerly here): the
-    reference's repair to the bit, from the uploaded pixels to uint8, at sizes that pad by
-    nothing, by a little and by more than the image has; and a zero overflow flag."""
+    reference's steps around the same network to the bit, from the uploaded pixels to uint8, at
+    sizes that pad by nothing, by a little and by more than the image has; the unmasked pixels
+    untouched; and a zero overflow flag."""
     backend = InpaintEngine(tiny_dir, device="cpu").backend
     network = FastGenerator(fold_batchnorm(backend.generator))
     on_device = DeviceRepair(network, backend.padded_size)
