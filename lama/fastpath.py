@@ -90,7 +90,9 @@ class LamaFastPath(LamaReference):
             overflow.copy_(flag, non_blocking=True)
             repaired = reference.to_host(result)  # waits for the stream, the flag's copy with it
         if self.precision == "fp16" and math.isnan(float(overflow)):
-            # Through the fp16 guard (Fp32Fallback), which computes it again in fp32 and counts it.
+            # The stepwise repair, through the fp16 guard (Fp32Fallback): it runs the fp16 network
+            # once more, sees the overflow again, computes it in fp32 and counts it. One fp16
+            # forward spent twice, on overflows only.
             return super().repair(rgb, mask)
         return repaired
 
