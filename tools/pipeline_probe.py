@@ -42,6 +42,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   the mask's box were compressed while it ran (the server's process only).
 - gradio-stubs: Gradio imported rewriting its components' type stubs, as before
   webui.gradio_import left that out (for the start to /readyz).
+- interim-gradio-apps: the UI's Blocks building a FastAPI app when made and when laid out, each
+  replaced by the next, as before webui.gradio_import.without_interim_apps left them out (for the
+  start to /readyz).
 - first-run-in-loader: the engine's first model run (the CUDA libraries' set-up) in the
   model-load thread beside Gradio's import, not in the warm-up after it (for the start to /readyz).
 - jobs-callback-kept: a batch job's completion kept by the queue's future after it ran, as before
@@ -238,6 +241,17 @@ def gradio_stubs() -> None:
     gradio_import.import_gradio = lambda: importlib.import_module("gradio")
 
 
+def interim_gradio_apps() -> None:
+    """The UI's Blocks build their interim FastAPI apps (when made, when laid out), as before
+    webui.gradio_import.without_interim_apps left them out (what that buys the start to /readyz).
+    Set before webui.ui imports it, without importing Gradio here."""
+    import contextlib
+
+    from webui import gradio_import
+
+    gradio_import.without_interim_apps = contextlib.nullcontext
+
+
 def first_run_in_loader() -> None:
     """The engine's first model run (cuDNN's, cuBLAS's and cuFFT's set-up, the kernels' first
     use: most of the warm-up's first size) done by the model-load thread as soon as the weights
@@ -347,7 +361,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "zlib-ng-deflate": zlib_ng_deflate,
             "opencv-masks": opencv_masks,
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
-            "gradio-stubs": gradio_stubs, "first-run-in-loader": first_run_in_loader,
+            "gradio-stubs": gradio_stubs, "interim-gradio-apps": interim_gradio_apps,
+            "first-run-in-loader": first_run_in_loader,
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,

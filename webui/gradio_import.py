@@ -1,5 +1,6 @@
-"""Gradio imported as a server needs it: without rewriting its components' type stubs, and without
-importing matplotlib at its first queued event.
+"""Gradio imported as a server needs it: without rewriting its components' type stubs, without
+importing matplotlib at its first queued event, and its Blocks laid out without building apps
+that are thrown away.
 
 Gradio's component metaclass, for every component class defined (81 at `import gradio` 6.31),
 reads the class's source file and its .pyi stub, parses both with Python's ast and writes the stub
@@ -17,6 +18,12 @@ page after each start waited for that import, and the server kept its modules in
 (`python tools/first_ui_repair.py` times the first repair both ways). No handler of this server
 draws with matplotlib (the dashboard's plots are Gradio's own, drawn in the browser), so its events
 run without the switch.
+
+Gradio's Blocks also build a whole FastAPI app for themselves (about 90 routes, each analysed by
+FastAPI: 90 ms on the 2-core box) when they are made and again when their `with` block ends, each
+replaced by the next: by the one `queue()` builds, which Gradio's queue uses, and by the one
+mount_gradio_app builds, which serves. The server's UI is laid out inside `without_interim_apps`,
+which leaves the first two out; that is on the way to /readyz too.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 
 STUB_MODULE = "gradio.component_meta"
 STUB_WRITER = "create_or_modify_pyi"
 BACKEND_SWITCH = "MatplotlibBackendMananger"  # (sic) gradio.utils's, entered around every queued event
+APP_FACTORY = "create_app"  # gradio.routes.App's static method that builds a Blocks' FastAPI app
 
 
 def skip_stub(*_args: object, **_kwargs: object) -> None:
@@ -75,3 +84,21 @@ def import_gradio() -> ModuleType:
         # What the events then run inside: nothing (and no import of matplotlib).
         setattr(utils, BACKEND_SWITCH, contextlib.nullcontext)
     return gradio
+
+
+@contextlib.contextmanager
+def without_interim_apps() -> Iterator[None]:
+    """Blocks made and laid out inside build no FastAPI app (their `app` stays None until their
+    `queue()` builds the one Gradio's queue uses). Where Gradio no longer builds apps that way,
+    nothing is left out."""
+    from gradio.routes import App
+
+    create_app = App.__dict__.get(APP_FACTORY)
+    if not isinstance(create_app, staticmethod):
+        yield
+        return
+    setattr(App, APP_FACTORY, staticmethod(lambda *_args, **_kwargs: None))
+    try:
+        yield
+    finally:
+        setattr(App, APP_FACTORY, create_app)

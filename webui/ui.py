@@ -16,6 +16,7 @@ from webui.batch_tab import build_batch_tab, editor_mask_for_batch
 from webui.client_api import API_NAME, repair_endpoint
 from webui.dashboard import build_resources_tab
 from webui.editor import EditorBackend, build_editor
+from webui.gradio_import import without_interim_apps
 from service.pipeline import RepairOptions, RepairService
 
 # What the download may be: each format once (jpg is jpeg), and "same".
@@ -81,7 +82,7 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
     often, and all of them when the server stops; 0 keeps them."""
     delete_cache = gradio_cache_clean_up(cache_max_age_s)
     backend = EditorBackend(service)
-    with gr.Blocks(title="LaMa inpainting", delete_cache=delete_cache) as blocks:
+    with without_interim_apps(), gr.Blocks(title="LaMa inpainting", delete_cache=delete_cache) as blocks:
         gr.Markdown("# LaMa inpainting\nDrop a photo, paint over what should go, click **Repair**. "
                     "Scripts: [the HTTP API](/docs).")
         banner = fallback_banner(service)
@@ -110,7 +111,8 @@ def build_ui(service: RepairService, defaults: RepairOptions, cache_max_age_s: f
 
         editor.batch_mask(use_mask_for_batch, outputs=[batch_masks, tabs], queue=False, api_visibility="private")
     # The service's queue bounds GPU work; Gradio's queue in front of it shows people their
-    # place in line and refuses (with a message) beyond the same capacity.
+    # place in line and refuses (with a message) beyond the same capacity. Its app is the
+    # blocks' first (without_interim_apps).
     blocks.queue(default_concurrency_limit=UI_CONCURRENCY, max_size=service.queue.capacity)
     # Gradio has no setting for these: its queue's attributes (tests/unit/test_ui_queue.py fails
     # if an upgrade renames them).

@@ -1,7 +1,8 @@
 """Gradio's queue polls less often than Gradio's default, and keeps no traffic summary (webui/ui.py
 says why): set on the queue the UI runs, through attributes Gradio does not document, so an upgrade
 that renames them must fail here rather than quietly bring back the 1 ms polling or a pandas table
-made after every event."""
+made after every event. And the UI is laid out without the FastAPI apps Gradio would build and throw
+away (webui/gradio_import.py)."""
 
 import gradio as gr
 import pytest
@@ -10,6 +11,7 @@ from lama.engine import InpaintEngine
 from service.pipeline import RepairOptions
 from support.service import repair_service
 from webui import ui
+from webui.gradio_import import without_interim_apps
 
 
 @pytest.fixture
@@ -50,3 +52,36 @@ def test_the_ui_keeps_the_state_of_its_latest_sessions_only(blocks):
     sessions[f"page-{ui.UI_SESSIONS + 3}"]
     assert len(sessions.session_data) == ui.UI_SESSIONS
     assert "page-3" in sessions and "page-4" not in sessions and "page-0" not in sessions
+
+
+@pytest.fixture
+def apps_made(monkeypatch) -> list[gr.Blocks]:
+    """The Blocks each FastAPI app Gradio builds from here on is made for, in order."""
+    made, create_app = [], gr.routes.App.create_app
+
+    def counted(blocks, *args, **kwargs):
+        made.append(blocks)
+        return create_app(blocks, *args, **kwargs)
+
+    monkeypatch.setattr(gr.routes.App, "create_app", staticmethod(counted))
+    return made
+
+
+def test_laying_out_the_ui_builds_one_app_the_one_gradio_s_queue_uses(tmp_path, monkeypatch, tiny_dir, apps_made):
+    with gr.Blocks() as plain:
+        gr.Markdown("a")
+    plain.queue()
+    assert apps_made == [plain] * 3, "Gradio's own Blocks build an app when made, when laid out and when queued"
+    apps_made.clear()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    with repair_service(InpaintEngine(tiny_dir, device="cpu"), tmp_path / "outputs") as service:
+        blocks = ui.build_ui(service, RepairOptions())
+    assert apps_made == [blocks]
+    assert isinstance(blocks.app, gr.routes.App) and blocks.app.get_blocks() is blocks
+
+
+def test_apps_are_built_again_after_a_layout_that_failed(apps_made):
+    with pytest.raises(RuntimeError), without_interim_apps():
+        raise RuntimeError("a component could not be made")
+    gr.Blocks().queue()
+    assert len(apps_made) == 2
