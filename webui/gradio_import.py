@@ -90,7 +90,8 @@ def import_gradio() -> ModuleType:
 def without_interim_apps() -> Iterator[None]:
     """Blocks made and laid out inside build no FastAPI app (their `app` stays None until their
     `queue()` builds the one Gradio's queue uses). Where Gradio no longer builds apps that way,
-    nothing is left out."""
+    nothing is left out. It replaces Gradio's factory for the whole process while it lasts: for
+    the composition root's one layout, not for threads building Gradio apps at the same time."""
     from gradio.routes import App
 
     create_app = App.__dict__.get(APP_FACTORY)
