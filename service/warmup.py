@@ -16,6 +16,7 @@ from lama.engine import InpaintEngine
 from lama.kernel_helper import KernelHelper
 from service.jobs import JobQueue
 from service.pipeline import RepairService
+from service.startup import StartupTimeline
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ class WarmUp:
     """The engine's warm-up, then a check that the CPU worker processes serve, then ready."""
 
     def __init__(self, engine: InpaintEngine, queue: JobQueue, service: RepairService, preset: str,
-                 settle: Callable[[], None] | None = None, kernels: KernelHelper | None = None):
+                 settle: Callable[[], None] | None = None, kernels: KernelHelper | None = None,
+                 timeline: StartupTimeline | None = None):
         """`preset`: its name, for the log; its memory share is the engine device's (Device.limit_memory).
         `settle`: called once warm, before the service says so: the composition root gives back
         what the start-up freed (the checkpoint's parsing, the CPU side of moving the weights to the
@@ -32,12 +34,15 @@ class WarmUp:
         probe on, not only after the first sweep. `kernels`: the process compiling the warm-up's
         kernels beside the start-up (waited for before the warm-up compiles, so that it finds them
         in the cache and then has the GPU alone), and the record of a completed warm-up (written
-        after it)."""
+        after it). `timeline`: the start-up's milestones so far, to which the warm-up adds its own,
+        logged once the service is ready."""
         self.engine, self.queue, self.service, self.preset = engine, queue, service, preset
-        self.settle, self.kernels = settle, kernels
+        self.settle, self.kernels, self.timeline = settle, kernels, timeline
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self.timeline is not None:
+            self.timeline.mark("serving")  # the app's lifespan starts the warm-up: probes are answered now
         self._thread = threading.Thread(target=self.run, name="warm-up", daemon=True)
         self._thread.start()
 
@@ -52,6 +57,8 @@ class WarmUp:
         # for once the warm-up has recorded which kernels it needs, before it compiles them.
         wait_for = self.kernels.wait if self.kernels is not None else None
         self.queue.run(partial(self.engine.warmup, wait_for=wait_for), exclusive=True)
+        if self.timeline is not None:
+            self.timeline.mark("warmed up")
         if self.kernels is not None:
             self.kernels.mark_complete()
         budget = self.engine.gpu_budget()
@@ -62,6 +69,8 @@ class WarmUp:
                 self.settle()
             except Exception as error:  # noqa: BLE001 - memory not given back is no reason not to serve
                 log.warning("after the warm-up, giving back freed memory failed: %s: %s", type(error).__name__, error)
+        # Marked ready before /readyz can say so: the line's figure is never after a probe's first 200.
+        startup = self.timeline.summary() if self.timeline is not None else None
         self.service.warm = True
         workers = self.queue.workers
         if budget is None:
@@ -70,6 +79,8 @@ class WarmUp:
             log.info("warm: ready to serve (%d workers; GPU memory budget %.2f GB: the %s preset's %.0f%% of the "
                      "card less %.2f GB held at rest)", workers, budget / 1e9, self.preset,
                      self.engine.device.memory_fraction * 100, self.engine.steady_gpu_bytes / 1e9)
+        if startup is not None:
+            log.info("start-up: %s", startup)
 
     def _check_cpu_workers(self) -> None:
         """Each CPU worker prepares a tiny repair. A worker that cannot (a broken environment: its

@@ -168,8 +168,8 @@ if [ "$only" = startup ]; then
         start "$out/$pass.log" python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs-$pass"
         {
             echo "$pass: started at $started_at UTC, /readyz after $ready_ms ms"
-            grep -E "loaded big-lama|threads: at most|kernels: |warm-up: |GPU memory model|warm: ready" "$out/$pass.log" \
-                | cut -c1-160
+            grep -E "loaded big-lama|threads: at most|kernels: |warm-up: |GPU memory model|warm: ready|start-up: " "$out/$pass.log" \
+                | cut -c1-260
             echo "$pass: at rest after /readyz: $(process)"
             python3 tools/rss_map.py $server
         } | tee -a "$out/startup.txt"
@@ -221,7 +221,7 @@ if [ "$only" = readyz ]; then
             stop
             echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log");" \
                 "$(grep -o 'kernel helper: .*\|kernels: .*' "$log" | cut -c1-100 | paste -sd ' ') warm-up $(grep -o 'warm-up: [0-9×]* in [0-9.]* s' "$log" \
-                | sed 's/warm-up: //' | paste -sd ' ')" | tee -a "$out/readyz.txt"
+                | sed 's/warm-up: //' | paste -sd ' '); $(grep -o 'start-up: .*' "$log")" | tee -a "$out/readyz.txt"
         done
     done
     exit 0

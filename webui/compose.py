@@ -126,6 +126,9 @@ def build_app(settings: Settings, kernels: KernelHelper | None = None):
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)
 
     use_kernel_cache(settings)
+    from service.startup import StartupTimeline
+
+    timeline = StartupTimeline()  # logged by the warm-up once the server is ready
     # The model loads (CUDA's context, the weights, the kernels) while the web stack imports:
     # each took seconds of the start-up alone, and the loading waits mostly outside the GIL.
     # The engine's modules are imported here first, so that the two threads never import the
@@ -133,18 +136,23 @@ def build_app(settings: Settings, kernels: KernelHelper | None = None):
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
 
+    timeline.mark("torch imported")
+
     def load_engine() -> InpaintEngine:
         try:
-            return InpaintEngine(settings.model, settings.device, settings.precision,
-                                 HDSettings(max_side=settings.model_max_side))
+            engine = InpaintEngine(settings.model, settings.device, settings.precision,
+                                   HDSettings(max_side=settings.model_max_side))
         except ModelError as error:
             raise SystemExit(f"error: {error}") from None
+        timeline.mark("model loaded")
+        return engine
 
     with ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader:
         loading = loader.submit(load_engine)
         from webui.gradio_import import import_gradio
 
         gr = import_gradio()  # first, so that the modules below find it imported
+        timeline.mark("Gradio imported")
         from starlette.responses import FileResponse
 
         from lama import heap
@@ -243,7 +251,7 @@ def build_app(settings: Settings, kernels: KernelHelper | None = None):
     lifecycle.add("GPU queue", None, partial(queue.shutdown, cancel_waiting=True, timeout_s=1.0))
     warm_up = WarmUp(engine, queue, service, settings.preset,
                      settle=lambda: (engine.device.release_pinned_host_memory(), heap.release_free_heap()),
-                     kernels=kernels)
+                     kernels=kernels, timeline=timeline)
     lifecycle.add("warm-up", warm_up.start, warm_up.stop)
 
     defaults = RepairOptions(settings.strategy, settings.dilate, settings.feather,
@@ -262,14 +270,16 @@ def build_app(settings: Settings, kernels: KernelHelper | None = None):
     # there may be as large as the API's per-file limit; the cache folder's marker is not served.
     guard = UIGuard.middleware(cache_dir, upload_max_bytes=limits.max_bytes,
                                cache_max_bytes=int(settings.ui_cache_max_mb * 2**20))
-    return gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
-                               max_file_size=limits.max_bytes, blocked_paths=[str(cache_dir / ui_cache.MARKER)],
-                               # Gradio's "Use via API" would list only its private events: scripts
-                               # have the HTTP API, which the page links to (/docs).
-                               footer_links=["gradio", "settings"],
-                               # Gradio's traffic page: the service has its own monitor (webui/ui.py).
-                               enable_monitoring=False,
-                               app_kwargs={"middleware": [guard]})
+    app = gr.mount_gradio_app(api, build_ui(service, defaults, settings.ui_cache_max_age_s), path="/", auth=auth,
+                              max_file_size=limits.max_bytes, blocked_paths=[str(cache_dir / ui_cache.MARKER)],
+                              # Gradio's "Use via API" would list only its private events: scripts
+                              # have the HTTP API, which the page links to (/docs).
+                              footer_links=["gradio", "settings"],
+                              # Gradio's traffic page: the service has its own monitor (webui/ui.py).
+                              enable_monitoring=False,
+                              app_kwargs={"middleware": [guard]})
+    timeline.mark("app built")
+    return app
 
 
 def warn_if_exposed(settings: Settings) -> None:
