@@ -297,6 +297,8 @@ def test_a_full_queue_and_oversized_files_are_refused_before_decoding(tiny_dir, 
         finally:
             release.set()
         assert decoded == [], "a refused upload was decoded"
+        # The queue (capacity 1) has room again once the released job is out of it, not as it is released.
+        wait_until(lambda: service.queue.depth == 0, what="the released job out of the queue")
         record("Security: full queue, and files over the per-file limit", "answers; uploads decoded before them",
                f"503 queue_full with Retry-After in {seconds:.2f} s, 413 image_too_large / mask_too_large; 0",
                "503 / 413 < 1 s; 0")
