@@ -136,7 +136,7 @@ def build_app(settings: Settings, kernels: KernelHelper | None = None):
     from lama.engine import HDSettings, InpaintEngine
     from lama.errors import ModelError
 
-    timeline.mark("torch imported")
+    timeline.mark("torch imported")  # app.py's bound_process imports it (its thread pools); the engine's modules now
 
     def load_engine() -> InpaintEngine:
         try:
