@@ -22,7 +22,8 @@
 # reverse order), one table comparing them in $1/pipeline.md, each start to /readyz in
 # $1/pipeline/ready.txt;
 # `readyz` (item 6): start to /readyz of each of those variants, several starts each taking
-# turns (READYZ_STARTS, default 3), with the model load's phases, in $1/readyz.txt; with
+# turns (READYZ_STARTS, default 3), with the model load's phases and the server's start-up line
+# (each step's seconds from the process's start), in $1/readyz.txt; with
 # READYZ_COLD=1 each start with an empty kernel cache (a fresh box's first start), else with the
 # kernels one start before them compiled; with READYZ_EVICT=1 each start with torch's libraries
 # and the checkpoint out of the page cache (a box that has just booted: tools/evict_page_cache.py).
