@@ -27,6 +27,10 @@
 # READYZ_COLD=1 each start with an empty kernel cache (a fresh box's first start), else with the
 # kernels one start before them compiled; with READYZ_EVICT=1 each start with torch's libraries
 # and the checkpoint out of the page cache (a box that has just booted: tools/evict_page_cache.py).
+# `startup-profile` (item 6): after a start that fills the kernel cache, two restarts sampled by
+# py-spy from their first moment to /readyz, thread by thread: every thread, running or waiting
+# (--threads --idle), then the thread holding the GIL (--gil), in $1/startup-profile.md, with each
+# restart's start-up line.
 # `jobs`: a script's batch of jobs (python -m loadreport jobs) against those variants, by default
 # base and cpu-workers-0 (the CPU workers against none), in $1/jobs.md; with JOBS_REST_S set, the
 # server's RSS that many seconds after the batches too.
@@ -50,7 +54,7 @@ out=${1:?output folder}
 only=${2:-}
 shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$out"
-if { [ "$only" = gil ] || [ "$only" = profile ]; } && ! command -v py-spy >/dev/null; then
+if { [ "$only" = gil ] || [ "$only" = profile ] || [ "$only" = startup-profile ]; } && ! command -v py-spy >/dev/null; then
     echo "$only needs py-spy (pip install py-spy; on the GPU box, carry its wheel with the others)" >&2
     exit 1
 fi
@@ -224,6 +228,37 @@ if [ "$only" = readyz ]; then
                 "$(grep -o 'kernel helper: .*\|kernels: .*' "$log" | cut -c1-100 | paste -sd ' ') warm-up $(grep -o 'warm-up: [0-9×]* in [0-9.]* s' "$log" \
                 | sed 's/warm-up: //' | paste -sd ' '); $(grep -o 'start-up: .*' "$log")" | tee -a "$out/readyz.txt"
         done
+    done
+    exit 0
+fi
+
+if [ "$only" = startup-profile ]; then
+    export TRITON_CACHE_DIR="$scratch/kernel-cache"
+    start "$scratch/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs"
+    stop
+    rate=200
+    for sampled in "threads --threads --idle" "gil --gil --threads"; do
+        name=${sampled%% *}
+        read -r -a flags <<<"${sampled#* }"
+        started=$(now_ms)
+        python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs" >"$scratch/startup-$name.log" 2>&1 &
+        server=$!
+        py-spy record "${flags[@]}" --format raw -r $rate -p $server -o "$scratch/startup-$name.raw" \
+            >"$scratch/py-spy-$name.log" 2>&1 &
+        spy=$!
+        until ready; do
+            kill -0 $server 2>/dev/null || { echo "server died"; tail -30 "$scratch/startup-$name.log"; exit 1; }
+            sleep 0.05
+        done
+        ready_ms=$(( $(now_ms) - started ))
+        kill -INT $spy; wait $spy  # py-spy writes its samples once interrupted
+        stop
+        {
+            echo "## $name ($sampled): /readyz after $ready_ms ms; $(grep -o 'start-up: .*' "$scratch/startup-$name.log")"
+            tail -2 "$scratch/py-spy-$name.log"
+            python3 tools/gil_profile.py "$scratch/startup-$name.raw" --seconds "$(awk "BEGIN { print $ready_ms / 1000 }")" --rate $rate \
+                --held-by "$([ $name = gil ] && echo gil || echo profile)" --top 40 --by-thread 25
+        } | tee -a "$out/startup-profile.md"
     done
     exit 0
 fi

@@ -32,3 +32,22 @@ def test_every_threads_samples_are_read_as_threads_running_on_average():
     text = gil_profile.report(threads, seconds=1, rate=100, top=3, sampled="profile")
     assert text.startswith("100 samples of running threads in 1 s at 100 Hz: 1.00 threads running on average")
     assert "| 80 | 80% | thread (27096): MainThread |" in text  # a thread's whole share
+
+
+def test_each_threads_seconds_and_where_it_spent_them():
+    threads = RAW.replace("<module>", "thread (27096): MainThread;<module>").replace(
+        "_work", "thread (27100): model-load_0;_work") + "<module> (app.py:1) 7\n"  # no thread: left out
+    threads += "thread (27100);_find_and_load (<frozen importlib._bootstrap>:1176) 5\n"  # before its name
+    per_thread = gil_profile.by_thread(threads)
+    assert list(per_thread) == ["thread (27096): MainThread", "thread (27100): model-load_0"]  # most samples first
+    samples, inclusive = per_thread["thread (27100): model-load_0"]
+    assert samples == 25 and inclusive["repair (lama/reference.py:80)"] == 20
+    assert inclusive["_find_and_load (<frozen importlib._bootstrap>:1176)"] == 5
+    assert "<module> (app.py:1)" not in inclusive  # another thread's frame
+    text = gil_profile.thread_report(threads, rate=100, top=2)
+    assert "thread (27096): MainThread: 80 samples, 0.80 s" in text
+    main_thread, model_load = text.split("model-load_0")
+    assert "| 80 | 0.80 | run (asyncio/base_events.py:600) |" in main_thread  # top 2: run and <module>
+    assert "parse (multipart.py:10)" not in main_thread  # 50 samples: third
+    assert model_load.startswith(": 25 samples, 0.25 s")
+    assert "| 20 | 0.20 | repair (lama/reference.py:80) |" in model_load
