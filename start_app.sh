@@ -43,6 +43,11 @@ if [[ "$installed" != "$hash [test]" && "$installed" != "$hash $extras" ]]; then
 fi
 
 if [[ $mode == install ]]; then
+    # The project's own modules compiled to bytecode now, as pip compiles the dependencies: where
+    # the service may not write its code (the container runs it as another user) or
+    # PYTHONDONTWRITEBYTECODE is set, Python would compile them from source at every start, on
+    # the way to /readyz (docs/BENCHMARKS.md).
+    "$py" -m compileall -q -j 0 app.py lama service webui monitor loadreport
     exit 0
 fi
 

@@ -243,7 +243,7 @@ if [ "$only" = startup-profile ]; then
         started=$(now_ms)
         python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs" >"$scratch/startup-$name.log" 2>&1 &
         server=$!
-        py-spy record "${flags[@]}" --format raw -r $rate -p $server -o "$scratch/startup-$name.raw" \
+        py-spy record "${flags[@]}" --nonblocking --format raw -r $rate -p $server -o "$scratch/startup-$name.raw" \
             >"$scratch/py-spy-$name.log" 2>&1 &
         spy=$!
         until ready; do
