@@ -16,6 +16,7 @@ Torch- and Triton-free: `lama.kernels` installs it with Triton's own paths and f
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -43,26 +44,36 @@ def kept_key(package: Path, cache_folder: Callable[[], str], compute: Callable[[
     """A function giving what `compute` (Triton's key function) gives, read from the kernel cache
     folder where the files of `package` (Triton's folder) are as when it was kept, else computed
     and kept there. `cache_folder` is asked at the first call: the service sets the folder after
-    this module is imported. Once a process has the key it keeps it, as Triton's own does."""
+    this module is imported. Once a process has the key it keeps it, as Triton's own does.
+    Threads asking at once (the warm-up loads its kernels on every core) wait for the first:
+    each walking Triton's folders itself held the GIL against the others, 0.3 s of the kernels'
+    loading on the GPU box (docs/BENCHMARKS.md)."""
     known: list[str] = []
+    finding = threading.Lock()
 
     def key() -> str:
         if known:
             return known[0]
-        kept = Path(cache_folder()) / KEPT_FILE
-        files = fingerprint(package)
-        try:
-            record = json.loads(kept.read_text())
-            if record["files"] == files and isinstance(record["key"], str):
-                known.append(record["key"])
-                return known[0]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # none kept yet, or unreadable: computed below
-        known.append(compute())
-        _write_atomically(kept, json.dumps({"files": files, "key": known[0]}))
+        with finding:
+            if not known:
+                known.append(kept_or_computed(package, Path(cache_folder()) / KEPT_FILE, compute))
         return known[0]
 
     return key
+
+
+def kept_or_computed(package: Path, kept: Path, compute: Callable[[], str]) -> str:
+    """The key kept in `kept` where Triton's files are as they were then, else computed and kept."""
+    files = fingerprint(package)
+    try:
+        record = json.loads(kept.read_text())
+        if record["files"] == files and isinstance(record["key"], str):
+            return record["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none kept yet, or unreadable: computed below
+    computed = compute()
+    _write_atomically(kept, json.dumps({"files": files, "key": computed}))
+    return computed
 
 
 def _write_atomically(path: Path, text: str) -> None:

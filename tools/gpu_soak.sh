@@ -102,6 +102,14 @@ if [ "$only" = variants ]; then  # a dry run: what PIPELINE_VARIANTS picks, befo
     exit 0
 fi
 
+# Python's modules as an install leaves them: pip compiles each package's bytecode as it installs
+# it, and a start reads that. Where none was written (wheels carried with --no-compile, torch's
+# image without it, PYTHONDONTWRITEBYTECODE set: the device tool's boxes), every start compiled
+# torch, Gradio and the rest from source, 3 s and more of the way to /readyz (docs/BENCHMARKS.md,
+# 2026-12-07): compiled here once, as start_app.sh's install has them.
+python3 -c "import os, sys; print('\n'.join(p for p in sys.path[1:] if os.path.isdir(p)))" \
+    | xargs python3 -m compileall -q -j 0 >/dev/null 2>&1 || true
+
 if [ "$only" = ncu ]; then  # no weights either: the residual layers' kernel alone, under Nsight Compute
     # The second run's two launches at 2560×1920's bottleneck (the first run compiles); clocks left
     # as they are (the device tool's METHOD.md).

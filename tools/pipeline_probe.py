@@ -68,6 +68,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - triton-key-computed: Triton's version key (a SHA-256 of its 416 MB native library and its
   Python files) computed in the process, as before lama.triton_key kept it in the kernel cache
   folder (for the start to /readyz with the kernels cached: gpu_soak.sh readyz).
+- triton-key-each-thread: every thread that needs Triton's version key before one has it finds
+  it itself (walking Triton's folders to read the kept key), as before lama.triton_key made them
+  wait for the first (the warm-up loads its cached kernels on every core at once: gpu_soak.sh readyz).
 - unfused-convs: the fast path's convolutions with a ReLU (and a residual) as cuDNN's plain
   convolution and elementwise passes, not its fused operations: a question (do their execution
   plans hold the heap the warm-up adds?), not a way the service ran.
@@ -347,6 +350,24 @@ def triton_key_computed() -> None:
     triton_key.kept_key = lambda package, cache_folder, compute: compute
 
 
+def triton_key_each_thread() -> None:
+    """lama.triton_key's kept key without its lock: each thread asking before one has it reads it."""
+    from lama import triton_key
+
+    def kept_key(package, cache_folder, compute):
+        known = []
+
+        def key():
+            if not known:
+                known.append(triton_key.kept_or_computed(package, Path(cache_folder()) / triton_key.KEPT_FILE,
+                                                          compute))
+            return known[0]
+
+        return key
+
+    triton_key.kept_key = kept_key
+
+
 def worker_threads_all() -> None:
     """Each CPU worker's pools with a thread per core, instead of its share of the cores."""
     from service import cpu_workers
@@ -367,7 +388,7 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
             "launchers-at-first-run": launchers_at_first_run, "kernels-in-server": kernels_in_server,
-            "triton-key-computed": triton_key_computed}
+            "triton-key-computed": triton_key_computed, "triton-key-each-thread": triton_key_each_thread}
 
 
 # ------------------------------------------------------------------ the summary

@@ -2,6 +2,8 @@
 are unchanged, computed again when they change."""
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -70,3 +72,21 @@ def test_an_unreadable_record_or_an_unwritable_folder_only_costs_the_computing(p
     assert compute.calls == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "kernel-cache", "triton"]
     assert [p.name for p in cache.iterdir()] == [triton_key.KEPT_FILE], "a temporary file was left behind"
+
+
+def test_threads_asking_at_once_walk_tritons_folders_once(package, tmp_path, monkeypatch):
+    walks = []
+
+    def slow_fingerprint(folder):
+        walks.append(folder)
+        time.sleep(0.2)  # the first walk still going while the other threads ask
+        return real_fingerprint(folder)
+
+    real_fingerprint = triton_key.fingerprint
+    monkeypatch.setattr(triton_key, "fingerprint", slow_fingerprint)
+    compute = Computed()
+    key = triton_key.kept_key(package, lambda: str(tmp_path / "kernel-cache"), compute)
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: key(), range(8)))
+    assert keys == ["3.6.0-first"] * 8
+    assert len(walks) == 1 and compute.calls == 1
