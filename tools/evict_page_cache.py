@@ -4,15 +4,18 @@ much of them was in memory before (what the start-up before it touched, the most
 and after. Needs no root (posix_fadvise DONTNEED on files it can read); pages that a running
 process maps stay, so run it between servers.
 
-    python tools/evict_page_cache.py [FILE...]
+    python tools/evict_page_cache.py [--record RANGES.json] [FILE...]
 
 gpu_soak.sh readyz runs it before each start with READYZ_EVICT=1 (with the checkpoint as FILE).
+--record first writes each file's runs of pages in the page cache ({path: [[offset, length], ...]}):
+what the start before touched, which tools/pipeline_probe.py's read-ahead variant reads ahead.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib.util
+import json
 import mmap
 import os
 import sys
@@ -44,21 +47,40 @@ def library_files() -> list[Path]:
 
 
 def resident_bytes(path: Path) -> int:
-    """How much of the file is in the page cache (mincore over a mapping of it)."""
+    """How much of the file is in the page cache."""
+    return sum(byte & 1 for byte in resident_pages(path)) * mmap.PAGESIZE
+
+
+def resident_ranges(path: Path) -> list[list[int]]:
+    """The file's runs of pages in the page cache, as [offset, length] in bytes."""
+    ranges: list[list[int]] = []
+    for page, byte in enumerate(resident_pages(path)):
+        if not byte & 1:
+            continue
+        if ranges and ranges[-1][0] + ranges[-1][1] == page * mmap.PAGESIZE:
+            ranges[-1][1] += mmap.PAGESIZE
+        else:
+            ranges.append([page * mmap.PAGESIZE, mmap.PAGESIZE])
+    return ranges
+
+
+def resident_pages(path: Path) -> bytes:
+    """mincore's vector over a mapping of the file: a byte a page, its lowest bit set where the
+    page is in the page cache (empty where the file is empty or cannot be mapped)."""
     size = path.stat().st_size
     if size == 0:
-        return 0
+        return b""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, descriptor, 0)
         if address in (None, ctypes.c_void_p(-1).value):
-            return 0
+            return b""
         try:
             pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
             vector = ctypes.create_string_buffer(pages)
             if _libc.mincore(address, size, vector) != 0:
-                return 0
-            return sum(byte & 1 for byte in vector.raw) * mmap.PAGESIZE
+                return b""
+            return vector.raw[:pages]
         finally:
             _libc.munmap(address, size)
     finally:
@@ -74,7 +96,12 @@ def evict(path: Path) -> None:
 
 
 def main(extra: list[str]) -> None:
+    record = None
+    if extra[:1] == ["--record"]:
+        record, extra = Path(extra[1]), extra[2:]
     files = [*library_files(), *(Path(name) for name in extra)]
+    if record is not None:
+        record.write_text(json.dumps({str(path): resident_ranges(path) for path in files}))
     resident = {path: resident_bytes(path) for path in files}
     for path in files:
         evict(path)

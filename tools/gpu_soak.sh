@@ -229,7 +229,11 @@ if [ "$only" = readyz ]; then
             name=${entry%%|*}
             log="$out/readyz/$name-$round.log"
             [ -n "${READYZ_COLD:-}" ] && rm -rf "$TRITON_CACHE_DIR"
-            [ -n "${READYZ_EVICT:-}" ] && python3 tools/evict_page_cache.py models/big-lama.safetensors | tee -a "$out/readyz.txt"
+            if [ -n "${READYZ_EVICT:-}" ]; then  # what the start before had read, recorded first (variant read-ahead)
+                export READAHEAD_RECORD="$scratch/resident.json"
+                python3 tools/evict_page_cache.py --record "$READAHEAD_RECORD" models/big-lama.safetensors \
+                    | tee -a "$out/readyz.txt"
+            fi
             start_variant "$log" "$scratch/logs" "$entry"
             stop
             echo "$name: /readyz after $ready_ms ms (model loaded $(grep -o 'in [0-9.]* s (file.*)' "$log");" \

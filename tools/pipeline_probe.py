@@ -68,6 +68,10 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
 - triton-key-computed: Triton's version key (a SHA-256 of its 416 MB native library and its
   Python files) computed in the process, as before lama.triton_key kept it in the kernel cache
   folder (for the start to /readyz with the kernels cached: gpu_soak.sh readyz).
+- read-ahead: first thing, a thread asks the kernel to read ahead (posix_fadvise WILLNEED) the
+  runs of the libraries and the checkpoint that the start before had in the page cache, as
+  tools/evict_page_cache.py --record kept them in $READAHEAD_RECORD (gpu_soak.sh readyz with
+  READYZ_EVICT=1): what reading them ahead would buy a box that has just booted.
 - triton-key-each-thread: every thread that needs Triton's version key before one has it finds
   it itself (walking Triton's folders to read the kept key), as before lama.triton_key made them
   wait for the first (the warm-up loads its cached kernels on every core at once: gpu_soak.sh readyz).
@@ -350,6 +354,32 @@ def triton_key_computed() -> None:
     triton_key.kept_key = lambda package, cache_folder, compute: compute
 
 
+def read_ahead() -> None:
+    """The recorded runs of pages read ahead by the kernel, from a thread of their own."""
+    import os
+    import threading
+
+    record = os.environ.get("READAHEAD_RECORD")
+    if record is None:  # nothing recorded (gpu_soak.sh records only with READYZ_EVICT=1): as base
+        print("read-ahead: no READAHEAD_RECORD, nothing read ahead", file=sys.stderr)
+        return
+    ranges = json.loads(Path(record).read_text())
+
+    def advise() -> None:
+        for name, runs in ranges.items():
+            try:
+                descriptor = os.open(name, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                for offset, length in runs:
+                    os.posix_fadvise(descriptor, offset, length, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(descriptor)
+
+    threading.Thread(target=advise, name="read-ahead", daemon=True).start()
+
+
 def triton_key_each_thread() -> None:
     """lama.triton_key's kept key without its lock: each thread asking before one has it reads it."""
     from lama import triton_key
@@ -388,7 +418,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,
             "unfused-convs": unfused_convs, "kernels-in-turn": kernels_in_turn,
             "launchers-at-first-run": launchers_at_first_run, "kernels-in-server": kernels_in_server,
-            "triton-key-computed": triton_key_computed, "triton-key-each-thread": triton_key_each_thread}
+            "triton-key-computed": triton_key_computed, "triton-key-each-thread": triton_key_each_thread,
+            "read-ahead": read_ahead}
 
 
 # ------------------------------------------------------------------ the summary
