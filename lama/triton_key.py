@@ -45,9 +45,10 @@ def kept_key(package: Path, cache_folder: Callable[[], str], compute: Callable[[
     folder where the files of `package` (Triton's folder) are as when it was kept, else computed
     and kept there. `cache_folder` is asked at the first call: the service sets the folder after
     this module is imported. Once a process has the key it keeps it, as Triton's own does.
-    Threads asking at once (the warm-up loads its kernels on every core) wait for the first:
-    each walking Triton's folders itself held the GIL against the others, 0.3 s of the kernels'
-    loading on the GPU box (docs/BENCHMARKS.md)."""
+    Threads asking at once (the warm-up loads its kernels on every core) wait for the first: in
+    a restart's profile on the H200 each of the 16 walked Triton's folders for itself, 0.33 s
+    apiece against the others for the GIL, while loading the 16 kernels took 0.30–0.42 s in
+    all (docs/BENCHMARKS.md)."""
     known: list[str] = []
     finding = threading.Lock()
 
