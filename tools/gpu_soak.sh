@@ -107,7 +107,11 @@ fi
 # image without it, PYTHONDONTWRITEBYTECODE set: the device tool's boxes), every start compiled
 # torch, Gradio and the rest from source, 3 s and more of the way to /readyz (docs/BENCHMARKS.md,
 # 2026-12-07): compiled here once, as start_app.sh's install has them.
-python3 -c "import os, sys; print('\n'.join(p for p in sys.path[1:] if os.path.isdir(p)))" \
+# Where: the checkout's packages, what PYTHONPATH adds and the site-packages (not the standard
+# library, whose tests hold files that never compile: compileall would try them at every call).
+python3 -c "import os, site; print('\n'.join(d for d in ['app.py', 'lama', 'service', 'webui', 'monitor',
+    'loadreport', 'tools', *os.environ.get('PYTHONPATH', '').split(':'), *site.getsitepackages()]
+    if d and os.path.exists(d) and os.path.realpath(d) != os.getcwd()))" \
     | xargs python3 -m compileall -q -j 0 >/dev/null 2>&1 || true
 
 if [ "$only" = ncu ]; then  # no weights either: the residual layers' kernel alone, under Nsight Compute
