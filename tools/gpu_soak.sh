@@ -144,19 +144,24 @@ fi
 url=http://127.0.0.1:7860
 ready() { python3 -c "import urllib.request as u; u.urlopen('$url/readyz', timeout=2)" 2>/dev/null; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-# start LOG COMMAND...: the server in the background ($server), waiting for /readyz ($ready_ms after start).
-start() {
-    local log=$1; shift
-    local started; started=$(now_ms)
+# launch LOG COMMAND...: the server in the background ($server), its output in LOG.
+launch() {
+    server_log=$1; shift
+    started=$(now_ms)
     started_at=$(date -u +%T.%3N)  # to read the log's phases against
-    "$@" >"$log" 2>&1 &
+    "$@" >"$server_log" 2>&1 &
     server=$!
+}
+# await_ready [POLL_S]: until the launched server's /readyz answers ($ready_ms after its launch).
+await_ready() {
     until ready; do
-        kill -0 $server 2>/dev/null || { echo "server died"; tail -30 "$log"; exit 1; }
-        sleep 0.2
+        kill -0 $server 2>/dev/null || { echo "server died"; tail -30 "$server_log"; exit 1; }
+        sleep "${1:-0.2}"
     done
     ready_ms=$(( $(now_ms) - started ))
 }
+# start LOG COMMAND...: launch, then await_ready.
+start() { launch "$@"; await_ready; }
 stop() { kill -TERM $server; wait $server; }
 # start_variant LOG LOGS_DIR ENTRY: start as above, the server being pipeline_probe.py's variant
 # ENTRY (an entry of $variants below: name|variant and app.py flags).
@@ -256,17 +261,11 @@ if [ "$only" = startup-profile ]; then
     for sampled in "threads --threads --idle" "gil --gil --threads"; do
         name=${sampled%% *}
         read -r -a flags <<<"${sampled#* }"
-        started=$(now_ms)
-        python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs" >"$scratch/startup-$name.log" 2>&1 &
-        server=$!
+        launch "$scratch/startup-$name.log" python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs"
         py-spy record "${flags[@]}" --nonblocking --format raw -r $rate -p $server -o "$scratch/startup-$name.raw" \
             >"$scratch/py-spy-$name.log" 2>&1 &
         spy=$!
-        until ready; do
-            kill -0 $server 2>/dev/null || { echo "server died"; tail -30 "$scratch/startup-$name.log"; exit 1; }
-            sleep 0.05
-        done
-        ready_ms=$(( $(now_ms) - started ))
+        await_ready 0.05
         kill -INT $spy; wait $spy  # py-spy writes its samples once interrupted
         stop
         {
