@@ -45,8 +45,9 @@ fi
 if [[ $mode == install ]]; then
     # The project's own modules compiled to bytecode now, as pip compiles the dependencies: where
     # the service may not write its code (the container runs it as another user) or
-    # PYTHONDONTWRITEBYTECODE is set, Python would compile them from source at every start, on
-    # the way to /readyz (docs/BENCHMARKS.md).
+    # PYTHONDONTWRITEBYTECODE is set, Python would compile those it imports at every start. All
+    # of a start's Python from source costs 3-4 s of /readyz; the project's share is within the
+    # noise of a restart (docs/BENCHMARKS.md).
     "$py" -m compileall -q -j 0 app.py lama service webui monitor loadreport
     exit 0
 fi
