@@ -13,12 +13,12 @@ what the start before touched, which tools/pipeline_probe.py's read-ahead varian
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import importlib.util
 import json
 import mmap
 import os
-import sys
 from pathlib import Path
 
 # Where the packages keep what a GPU server's import and first CUDA calls map.
@@ -95,13 +95,14 @@ def evict(path: Path) -> None:
         os.close(descriptor)
 
 
-def main(extra: list[str]) -> None:
-    record = None
-    if extra[:1] == ["--record"]:
-        record, extra = Path(extra[1]), extra[2:]
-    files = [*library_files(), *(Path(name) for name in extra)]
-    if record is not None:
-        record.write_text(json.dumps({str(path): resident_ranges(path) for path in files}))
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--record", type=Path, help="first write the files' runs of resident pages here (JSON)")
+    parser.add_argument("files", nargs="*", type=Path, help="further files to evict (the checkpoint)")
+    args = parser.parse_args()
+    files = [*library_files(), *args.files]
+    if args.record is not None:
+        args.record.write_text(json.dumps({str(path): resident_ranges(path) for path in files}))
     resident = {path: resident_bytes(path) for path in files}
     for path in files:
         evict(path)
@@ -114,4 +115,4 @@ def main(extra: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
