@@ -25,7 +25,16 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+
+def stacks(raw: str) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw lines as (frames, outermost first; samples); lines of no stack left out."""
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
 
 
 def profile(raw: str) -> tuple[int, Counter[str], Counter[str]]:
@@ -33,12 +42,7 @@ def profile(raw: str) -> tuple[int, Counter[str], Counter[str]]:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
-        frames = stack.split(";")
+    for frames, samples in stacks(raw):
         total += samples
         own[frames[-1]] += samples
         for frame in set(frames):
@@ -55,15 +59,13 @@ def by_thread(raw: str) -> dict[str, tuple[int, Counter[str]]]:
     names a thread once Python's threading knows it: a thread's samples from before that count
     under its name where one thread of that id has one (ids are reused once a thread ends)."""
     threads: dict[str, tuple[int, Counter[str]]] = {}
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        if not count.isdigit() or not frames[0].startswith(THREAD_FRAME):
+    for frames, count in stacks(raw):
+        if not frames[0].startswith(THREAD_FRAME):
             continue
         samples, inclusive = threads.get(frames[0], (0, Counter()))
         for frame in set(frames[1:]):
-            inclusive[frame] += int(count)
-        threads[frames[0]] = (samples + int(count), inclusive)
+            inclusive[frame] += count
+        threads[frames[0]] = (samples + count, inclusive)
     for unnamed in [thread for thread in threads if ":" not in thread]:
         named = [thread for thread in threads if thread.startswith(unnamed + ":")]
         if len(named) == 1:

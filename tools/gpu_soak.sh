@@ -163,6 +163,13 @@ await_ready() {
 # start LOG COMMAND...: launch, then await_ready.
 start() { launch "$@"; await_ready; }
 stop() { kill -TERM $server; wait $server; }
+# fill_kernel_cache LOG: a server started and stopped once, leaving its compiled kernels in a cache
+# of the scratch folder (TRITON_CACHE_DIR, exported) for the starts after it.
+fill_kernel_cache() {
+    export TRITON_CACHE_DIR="$scratch/kernel-cache"
+    start "$1" python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs"
+    stop
+}
 # start_variant LOG LOGS_DIR ENTRY: start as above, the server being pipeline_probe.py's variant
 # ENTRY (an entry of $variants below: name|variant and app.py flags).
 start_variant() {
@@ -228,10 +235,7 @@ if [ "$only" = readyz ]; then
     # (with READYZ_COLD, none: the cache is emptied before each start).
     mkdir -p "$out/readyz"
     export TRITON_CACHE_DIR="$scratch/kernel-cache"
-    if [ -z "${READYZ_COLD:-}" ]; then
-        start "$out/readyz/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs"
-        stop
-    fi
+    [ -n "${READYZ_COLD:-}" ] || fill_kernel_cache "$out/readyz/fill-kernel-cache.log"
     for round in $(seq "${READYZ_STARTS:-3}"); do
         in_turn "$round"
         for entry in "${order[@]}"; do
@@ -254,9 +258,7 @@ if [ "$only" = readyz ]; then
 fi
 
 if [ "$only" = startup-profile ]; then
-    export TRITON_CACHE_DIR="$scratch/kernel-cache"
-    start "$scratch/fill-kernel-cache.log" python3 app.py "${server_flags[@]}" --logs-dir "$scratch/logs"
-    stop
+    fill_kernel_cache "$scratch/fill-kernel-cache.log"
     rate=200
     for sampled in "threads --threads --idle" "gil --gil --threads"; do
         name=${sampled%% *}
