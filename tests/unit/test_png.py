@@ -245,6 +245,75 @@ def test_encode_uses_the_segments_compressed_ahead(small_segments):
     np.testing.assert_array_equal(written[35], image[35])
 
 
+@FUZZ
+@given(changes())
+def test_rows_finished_as_their_segments_are_compressed_give_the_final_file(small_segments, case):
+    """finish_rows is called for each segment not compressed ahead, with its rows, in the thread
+    that compresses it and before: rows made final there are what is written."""
+    image, changing, final = case
+    ahead = png.compress_ahead(image, changing)
+    calls = []
+
+    def finish_rows(start, stop):
+        calls.append((start, stop, threading.current_thread().name))
+        image[start:stop] = final[start:stop]
+
+    data = png.encode(image, ahead=ahead, finish_rows=finish_rows)
+    assert data == png.encode(final)
+    step = png.rows_per_segment(image.shape[1], image.shape[0], 1 if image.ndim == 2 else image.shape[2])
+    segments = [index for index in range(-(-image.shape[0] // step)) if index not in ahead.segments]
+    assert sorted(call[:2] for call in calls) == [(index * step, min((index + 1) * step, image.shape[0]))
+                                                  for index in segments]
+
+
+def test_rows_are_finished_in_the_threads_that_compress_them(small_segments, monkeypatch):
+    """Each segment's rows are finished by the thread that compresses that segment, right
+    before: the finishing of one band overlaps the compression of the others."""
+    finished_on, compressed_on = {}, {}
+    real = png._Cut.compress
+
+    def compress(cut, index):
+        compressed_on[cut.rows_of(index)] = (threading.current_thread().name, index in finished)
+        return real(cut, index)
+
+    monkeypatch.setattr(png._Cut, "compress", compress)
+    finished = set()
+    image = noise(60, 40, 3)
+
+    def finish_rows(start, stop):
+        finished_on[(start, stop)] = threading.current_thread().name
+        finished.add(start // png.rows_per_segment(40, 60, 3))
+
+    png.encode(image, finish_rows=finish_rows)
+    assert finished_on.keys() == compressed_on.keys() and len(finished_on) > 1
+    assert all(compressed_on[rows] == (thread, True) for rows, thread in finished_on.items())
+
+
+def test_a_view_finishes_all_rows_before_it_is_copied(small_segments):
+    """A view that is not contiguous is compressed from a copy: its rows are finished first."""
+    image = noise(30, 40, 3)
+    view, calls = image[:, ::2], []
+
+    def finish_rows(start, stop):
+        calls.append((start, stop))
+        view[start:stop] = 7
+
+    assert png.encode(view, finish_rows=finish_rows) == png.encode(np.full((30, 20, 3), 7, np.uint8))
+    assert calls == [(0, 30)]
+
+
+def test_other_formats_finish_all_rows_before_encoding():
+    image, calls = noise(30, 40, 3), []
+
+    def finish_rows(start, stop):
+        calls.append((start, stop))
+        image[start:stop] = 200
+
+    data = imageio.encode_image(image, "webp", quality=100, finish_rows=finish_rows)
+    assert calls == [(0, 30)]
+    assert np.abs(imageio.decode_image(data).astype(int) - 200).max() <= 2
+
+
 def test_segments_compressed_ahead_for_another_shape_are_refused(small_segments):
     ahead = png.compress_ahead(noise(20, 10, 3), (5, 6))
     with pytest.raises(ValueError, match="shape"):
