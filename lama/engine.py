@@ -188,18 +188,21 @@ class InpaintEngine:
         itself, which is returned, for a caller that owns it and needs the original no more (the
         copy of a large photo, and the pages it faults in, are a share of one client's wait)."""
         clock = _StageClock(timings)
-        composition = self.composition(job, outputs, feather, in_place=in_place)
-        composition.paste()
-        clock.lap(Stage.POSTPROCESS)
-        return composition.image
-
-    def composition(self, job: RepairJob, outputs: list[np.ndarray], feather: int = 0, *,
-                    in_place: bool = False) -> Composition:
-        """`compose` up to the paste, which the caller does (`Composition.paste`): at once, or
-        band by band as an encoder reads the result's rows."""
+        image, region = job.image, job.region
+        # Only the region's box is repaired: every masked pixel lies in it.
+        area = region.box
+        original = job.layout.to_rgb(image[area.slices])
+        filled = _repairs_over(area, job.runs, outputs, original)
         if feather:
-            self.feather_ahead(job, feather)  # a no-op where the caller computed it ahead
-        return Composition(job, outputs, job.ramps[feather] if feather else None, in_place)
+            self.feather_ahead(job, feather)  # a no-op where the caller computed it ahead; timed here otherwise
+            _feather(filled, original, job.ramps[feather])
+        # The guarantee, enforced rather than hoped for: layout round trips must not touch a
+        # single pixel outside the mask, so only masked pixels are copied into the input's copy
+        # (cv2.copyTo writes into the view in one pass; numpy's masked copy took 100× longer).
+        result = image if in_place else image.copy()
+        cv2.copyTo(job.layout.from_rgb(filled, image[area.slices]), region.pixels.view(np.uint8), result[area.slices])
+        clock.lap(Stage.POSTPROCESS)
+        return result
 
     def refined_mask(self, mask: np.ndarray, dilate: int, shape: tuple[int, ...]) -> masks.RegionMask | None:
         """The mask as the repair uses it (binarized, dilated by `dilate` px) for an image of
@@ -387,75 +390,26 @@ def _repairs_over(area: masks.Box, runs: list[Run], outputs: list[np.ndarray], o
     return filled
 
 
-class Composition:
-    """A job's repairs over its region's box, ready to be pasted into `image` (the job's image,
-    or its copy), inside the refined mask only and feathered along the ramp. Every step is a
-    pixel's own business (the blend reads the same pixel of the repair and of the original, the
-    paste writes it), so rows can be pasted in any order and in bands on different threads: the
-    service pastes each band in the thread that compresses its PNG segment, just before, so the
-    compose and the encoding overlap instead of taking turns."""
-
-    def __init__(self, job: RepairJob, outputs: list[np.ndarray], ramp: masks.Ramp | None, in_place: bool):
-        self._layout, region = job.layout, job.region
-        self.image = job.image if in_place else job.image.copy()
-        # Only the region's box is repaired: every masked pixel lies in it.
-        self._area, self._mask = region.box, region.pixels.view(np.uint8)
-        self._window = self.image[self._area.slices]
-        self._original = self._layout.to_rgb(self._window)
-        self._filled = _repairs_over(self._area, job.runs, outputs, self._original)
-        self._feather = _Feather(self._filled, self._original, ramp) if ramp is not None else None
-
-    def paste(self, start: int = 0, stop: int | None = None) -> None:
-        """Pastes the repair into the image's rows [start, stop) (by default all of them). All
-        at once, the feather is blended on lama.parallel's pool; a band (a PNG segment's, pasted
-        on one of the pool's threads, whose tasks wait on no others) in the calling thread."""
-        whole = start <= 0 and (stop is None or stop >= self.image.shape[0])
-        top, bottom = self._area.top, self._area.bottom
-        start, stop = max(start, top), bottom if stop is None else min(stop, bottom)
-        if start >= stop:
-            return
-        band = slice(start - top, stop - top)
-        if self._feather is not None:
-            self._feather.blend(band, chunked=whole)
-        # The guarantee, enforced rather than hoped for: layout round trips must not touch a
-        # single pixel outside the mask, so only masked pixels are copied into the image
-        # (cv2.copyTo writes into the view in one pass; numpy's masked copy took 100× longer).
-        window = self._window[band]
-        cv2.copyTo(self._layout.from_rgb(self._filled[band], window), self._mask[band], window)
-
-
-class _Feather:
+def _feather(filled: np.ndarray, original: np.ndarray, ramp: masks.Ramp) -> None:
     """Blends `filled` (the repair over the region's box) with `original` where the feather
     weight is below 1 (the region's `ramp`), in place. Only the ramp blends: deeper inside the
     mask the weight is 1 (the repair as it is) and outside it nothing is copied; per pixel, the
     arithmetic of a whole-frame blend. The ramp is a thin band along the mask's edge (a small
     share of the box), so its pixels are gathered by their coordinates rather than by boolean
-    masks, each of which would scan the whole box again. Its pixels are distinct and ordered by
-    row (RegionMask.feather_ramp), so a band of rows is one span of them, and a long span can be
-    blended in chunks that share nothing on lama.parallel's pool (numpy's gathers, scatters and
-    arithmetic release the GIL): on one core it was most of a large repair's compose."""
+    masks, each of which would scan the whole box again. Its pixels are distinct, so a long one
+    is blended in chunks that share nothing, on lama.parallel's pool (numpy's gathers, scatters
+    and arithmetic release the GIL): on one core it was most of a large repair's compose."""
+    rows, cols, share = ramp
+    chunks = max(1, min(parallel.cores(), len(rows) // FEATHER_CHUNK_PIXELS))
+    edges = np.linspace(0, len(rows), chunks + 1).astype(int)
+    repaired, kept = _RampPixels(filled, rows, cols), _RampPixels(original, rows, cols)
 
-    def __init__(self, filled: np.ndarray, original: np.ndarray, ramp: masks.Ramp):
-        self._rows, self._share = ramp.rows, ramp.weights
-        self._repaired, self._kept = _RampPixels(filled, ramp.rows, ramp.cols), _RampPixels(original, ramp.rows, ramp.cols)
+    def blend(span: slice) -> None:
+        weight = share[span, None]
+        repaired.put(span, np.rint(weight * repaired.get(span) + (1 - weight) * kept.get(span)).astype(np.uint8))
 
-    def blend(self, band: slice, chunked: bool) -> None:
-        """The ramp's pixels in the box's rows `band`: `chunked`, on the pool (one chunk, which
-        a band's pasted on one of the pool's threads is, in this thread)."""
-        first, last = (int(end) for end in np.searchsorted(self._rows, (band.start, band.stop)))
-        chunks = max(1, min(parallel.cores(), (last - first) // FEATHER_CHUNK_PIXELS)) if chunked else 1
-        if last <= first:
-            return
-        if chunks == 1:
-            self._blend_span(slice(first, last))
-            return
-        edges = np.linspace(first, last, chunks + 1).astype(int)
-        parallel.run_all(self._blend_span, [slice(start, stop) for start, stop in zip(edges[:-1], edges[1:], strict=True)])
-
-    def _blend_span(self, span: slice) -> None:
-        weight = self._share[span, None]
-        self._repaired.put(span, np.rint(weight * self._repaired.get(span) + (1 - weight) * self._kept.get(span))
-                           .astype(np.uint8))
+    if len(rows):
+        parallel.run_all(blend, [slice(start, stop) for start, stop in zip(edges[:-1], edges[1:], strict=True)])
 
 
 _PIXEL = np.dtype((np.void, 3))  # an RGB pixel's three bytes as one item

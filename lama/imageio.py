@@ -590,8 +590,7 @@ def _format_megapixels(pixels: int) -> str:
 
 
 def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: int = 95,
-                 metadata: Metadata = NO_METADATA, png_ahead: png.Ahead | None = None,
-                 finish_rows: png.FinishRows | None = None) -> bytes:
+                 metadata: Metadata = NO_METADATA, png_ahead: png.Ahead | None = None) -> bytes:
     """Encode an RGB, RGBA or gray uint8 array as PNG, JPEG or WebP (`fmt`: a name of
     lama.output_formats, "same" excepted, or its OutputFormat).
 
@@ -599,8 +598,6 @@ def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: in
     all cores (libjpeg-turbo's, in strips), WebP by Pillow. `metadata` (EXIF, ICC profile:
     lama.metadata) goes into the file, in the chunk or segment its format has for it.
     `png_ahead`: for PNG, segments of the image compressed ahead (lama.png.compress_ahead).
-    `finish_rows(start, stop)`: makes the image's rows final before they are read; PNG calls it
-    for each segment's rows as it compresses them (lama.png.encode), the others for all at once.
 
     ``quality`` (1..100) applies to JPEG and WebP. JPEG has no transparency, so RGBA is
     composited on white, which is how the picture looks on a white page; dropping the
@@ -621,10 +618,7 @@ def encode_image(image: np.ndarray, fmt: str | OutputFormat = "png", quality: in
         # A CMYK photo's profile, say, once its pixels are RGB: a viewer would read them through it.
         metadata = replace(metadata, icc_profile=None)
     if fmt.name == "png":
-        return png.encode(image, exif=metadata.exif, icc_profile=metadata.icc_profile, ahead=png_ahead,
-                          finish_rows=finish_rows)
-    if finish_rows is not None:
-        finish_rows(0, height)
+        return png.encode(image, exif=metadata.exif, icc_profile=metadata.icc_profile, ahead=png_ahead)
     try:
         if fmt.name == "jpeg":
             if image.ndim == 3 and image.shape[2] == 4:

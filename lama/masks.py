@@ -77,7 +77,7 @@ class Box(NamedTuple):
 class Ramp(NamedTuple):
     """Where a region's feather weight lies strictly between 0 and 1 (RegionMask.feather_ramp)."""
 
-    rows: np.ndarray  # in the region box's coordinates, ascending (a band of rows is a span of the ramp)
+    rows: np.ndarray  # in the region box's coordinates
     cols: np.ndarray
     weights: np.ndarray  # float32, the repair's share there
 
@@ -121,9 +121,8 @@ class RegionMask(NamedTuple):
 
     def feather_ramp(self, pixels: int) -> Ramp:
         """Where `feather_weights` of the whole mask lies strictly between 0 and 1 (the ramp along
-        the mask's edges) within `box`: (rows, columns) in the box's coordinates, row by row from
-        the top, and the weights there (float32); everywhere else in the box the weight is 0
-        (unmasked) or 1.
+        the mask's edges) within `box`: (rows, columns) in the box's coordinates and the weights
+        there (float32); everywhere else in the box the weight is 0 (unmasked) or 1.
 
         A weight below 1 means an unmasked pixel within cap = pixels + 1 (in the chessboard
         metric, which the distance transform's steps never undercut), and the shortest chain of
@@ -152,14 +151,14 @@ class RegionMask(NamedTuple):
             first, last = rows  # window rows of the box; computed with `cap` more on each side
             low, high = max(0, first - cap), min(masked.shape[0], last + cap)
             distance = _edge_distance(masked[low:high])[first - low:last - low, inside[1]]
-            # 0 < distance < cap (a masked pixel's distance is at least 1); found row by row.
+            # 0 < distance < cap (a masked pixel's distance is at least 1).
             points = cv2.findNonZero(cv2.inRange(distance, 0.5, below_cap))
             if points is None:
                 return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.float32)
             cols, strip_rows = points.reshape(-1, 2).T.astype(np.intp)
             return strip_rows + (first - top), cols, distance[strip_rows, cols] / np.float32(cap)
 
-        found = parallel.run_all(strip, list(zip(edges[:-1], edges[1:], strict=True)))  # the strips in order
+        found = parallel.run_all(strip, list(zip(edges[:-1], edges[1:], strict=True)))
         return Ramp(*(np.concatenate(part) for part in zip(*found, strict=True)))
 
     def region_boxes(self, margin: int) -> list[Box]:

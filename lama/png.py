@@ -45,7 +45,6 @@ OpenCV, which then also produces the error message for a broken file.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -79,9 +78,6 @@ _ADLER_BASE = 65521
 _METADATA_CHUNKS = frozenset({b"iCCP", b"eXIf"})
 _ICC_NAME = b"ICC profile"  # an iCCP chunk's profile name: any, as long as it is there
 _EXIF_HEADER = b"Exif\0\0"  # JPEG's prefix of an EXIF block, which PNG's eXIf chunk has not
-
-# finish_rows(start, stop): makes an image's rows [start, stop) final before they are compressed.
-FinishRows = Callable[[int, int], None]
 
 
 # --------------------------------------------------------------------------- encoding
@@ -142,15 +138,9 @@ class _Cut:
             crc = zlib_ng.crc32(piece, crc)
         return _Compressed(pieces, crc, zlib_ng.adler32(raw), filtered.size)
 
-    def compress_all(self, indices: list[int], finish_rows: FinishRows | None = None) -> dict[int, _Compressed]:
-        """The segments `indices` compressed on lama.parallel's pool (zlib releases the GIL), each
-        after `finish_rows` of its rows, in the same thread."""
-        def finished_and_compressed(index: int) -> _Compressed:
-            if finish_rows is not None:
-                finish_rows(*self.rows_of(index))
-            return self.compress(index)
-
-        return dict(zip(indices, parallel.run_all(finished_and_compressed, indices), strict=True)) if indices else {}
+    def compress_all(self, indices: list[int]) -> dict[int, _Compressed]:
+        """The segments `indices` compressed on lama.parallel's pool (zlib releases the GIL)."""
+        return dict(zip(indices, parallel.run_all(self.compress, indices), strict=True)) if indices else {}
 
 
 def deflate_segment(raw: memoryview, last: bool) -> list[bytes]:
@@ -180,7 +170,7 @@ def compress_ahead(image: np.ndarray, changing: tuple[int, int]) -> Ahead:
 
 
 def encode(image: np.ndarray, exif: bytes | None = None, icc_profile: bytes | None = None,
-           ahead: Ahead | None = None, finish_rows: FinishRows | None = None) -> bytes:
+           ahead: Ahead | None = None) -> bytes:
     """PNG bytes of an H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA) uint8 array.
 
     The caller checks the array (imageio.encode_image does); sizes up to 2**31 − 1 a side.
@@ -188,20 +178,14 @@ def encode(image: np.ndarray, exif: bytes | None = None, icc_profile: bytes | No
     go into eXIf and iCCP chunks before the pixel data, where readers look for them.
     `ahead`: :func:`compress_ahead`'s segments of this image's earlier state, whose rows the
     caller has left as they were; only the others are compressed here.
-    `finish_rows(start, stop)`: called for the rows of each segment not compressed ahead, in the
-    thread that compresses it, just before; for a caller that finishes the image in bands
-    (a repair's compose), which then overlap the compression of the bands before them.
     """
-    if finish_rows is not None and not image.flags.c_contiguous:
-        finish_rows(0, image.shape[0])  # compressed from a copy, made before the rows are final
-        finish_rows = None
     cut = _Cut(image)
     done = {}
     if ahead is not None:
         if ahead.shape != cut.shape:
             raise ValueError(f"segments compressed ahead for an image of shape {ahead.shape}, not {cut.shape}")
         done = ahead.segments
-    done = {**done, **cut.compress_all([index for index in range(cut.count) if index not in done], finish_rows)}
+    done = {**done, **cut.compress_all([index for index in range(cut.count) if index not in done])}
     segments = [done[index] for index in range(cut.count)]
 
     adler = 1

@@ -65,24 +65,19 @@ def compose_and_encode(engine: InpaintEngine, decoded: Decoded, job: RepairJob |
     """The repair composed from `job`'s model outputs (None: nothing was repaired), into the upload's
     own pixels where the request owns them, then encoded as the request asked: in its format
     (`result_format`) with the upload's metadata unless `keep_metadata` is off, with what
-    `encode_ahead` did. The repair is pasted band by band as the encoder reads the rows
-    (lama.engine.Composition), so for a PNG the paste of a band overlaps the compression of the
-    others: the compose's preparation is added to `timings`' postprocess, the paste and the
-    encoding to its encode. Returns (the repaired image, the file, its format)."""
-    started = time.perf_counter()
+    `encode_ahead` did. The compose's time is added to `timings`' postprocess, the encoding's
+    to its encode. Returns (the repaired image, the file, its format)."""
     if job is not None:
-        composition = engine.composition(job, outputs, options.feather, in_place=decoded.owned)
-        repaired, finish_rows = composition.image, composition.paste
+        repaired = engine.compose(job, outputs, options.feather, timings, in_place=decoded.owned)
     else:
-        repaired, finish_rows = decoded.image if decoded.owned else decoded.image.copy(), None
-    composed = time.perf_counter()
-    timings[Stage.POSTPROCESS] = timings.get(Stage.POSTPROCESS, 0.0) + composed - started
+        repaired = decoded.image if decoded.owned else decoded.image.copy()
+    started = time.perf_counter()
     source = decoded.source
     fmt = result_format(decoded, options)
     metadata = source.metadata if source and options.keep_metadata else NO_METADATA
     ahead = decoded.png_ahead if _made_for(decoded.png_ahead, job) else None
-    data = imageio.encode_image(repaired, fmt, metadata=metadata, png_ahead=ahead, finish_rows=finish_rows)
-    timings[Stage.ENCODE] = timings.get(Stage.ENCODE, 0.0) + time.perf_counter() - composed
+    data = imageio.encode_image(repaired, fmt, metadata=metadata, png_ahead=ahead)
+    timings[Stage.ENCODE] = timings.get(Stage.ENCODE, 0.0) + time.perf_counter() - started
     return repaired, data, fmt
 
 

@@ -6,14 +6,13 @@
 
 `--postprocess` times what the service does around the model run, each step alone: ahead of it
 (while the model runs) the feather ramp and the PNG segments of the rows the repair leaves alone;
-after it what one client waits for (service.upload.compose_and_encode: the paste of each band
-of rows overlapping the compression of the others), and for comparison the same one step after
-the other (the compose, then the rest of the encoding) and the whole encoding with nothing ahead.
-On the load benchmark's pictures (a photo-like image, brush strokes over 8 % of it: a longer mask
-edge than lama.synthetic's blobs) and, with `--masks strokes,object`, on one object painted over
-(loadreport.images.object_mask: an ellipse over 8 % of the picture). torch's idle threads are
-made to sleep rather than spin after the model (OMP_WAIT_POLICY=PASSIVE, unless set), so that,
-as on a GPU box, the postprocessing has the cores to itself.
+after it the compose and the rest of the PNG encoding, and for comparison the whole encoding with
+nothing ahead. On the load benchmark's pictures (a photo-like image, brush strokes over 8 % of it:
+a longer mask edge than lama.synthetic's blobs) and, with `--masks strokes,object`, on one object
+painted over (loadreport.images.object_mask: an ellipse over 8 % of the picture).
+torch's idle threads are made to
+sleep rather than spin after the model (OMP_WAIT_POLICY=PASSIVE, unless set), so that, as on a GPU
+box, the postprocessing has the cores to itself.
 
 To compare with older code, point PYTHONPATH at a checkout of it (without --postprocess the script
 only uses InpaintEngine(model, device), inpaint(..., timings=) and masks.binarize, which it always
@@ -36,13 +35,13 @@ import statistics
 import sys
 import time
 
-import numpy as np
 if "--postprocess" in sys.argv:  # before torch loads (lama.engine loads it with the model)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lama import imageio, masks
 from lama.bench import source_commit
-from lama.engine import InpaintEngine, RepairJob
+from lama.engine import InpaintEngine
+from lama.stages import Stage
 from lama.synthetic import synthetic_case
 from loadreport import images
 from service.upload import Decoded, RepairOptions, compose_and_encode, encode_ahead
@@ -70,53 +69,36 @@ def stage_medians(engine: InpaintEngine, width: int, height: int, runs: int) -> 
     return {stage: statistics.median(values) for stage, values in samples.items()}
 
 
-AROUND_THE_MODEL = ("ramp", "PNG ahead", "after the model", "compose, then encode", "encode, nothing ahead",
-                    "rows changed %")
+AROUND_THE_MODEL = ("ramp", "PNG ahead", "compose", "encode after", "encode, nothing ahead", "rows changed %")
 
 
 def postprocess_medians(engine: InpaintEngine, width: int, height: int, runs: int,
                         mask_kind: str = "strokes") -> dict[str, float]:
     """The steps around the model run as the service does them after the engine's `prepare` and
-    `run_models` (service.upload: a PNG result, the photo composed in place), each timed alone;
-    and the compose and encoding one after the other, on the same repair made again, before or
-    after it in turns (whichever runs second finds the caches warmer)."""
+    `run_models` (service.upload: a PNG result, the photo composed in place), each timed alone."""
     image = images.photo(width, height)
     mask = masks.binarize(images.MASK_SHAPES[mask_kind](width, height, LOAD_MASK_COVERAGE), masks.DEFAULT_THRESHOLD)
     options = RepairOptions(dilate=4, feather=4)
-
-    def modelled() -> tuple[Decoded, RepairJob, list[np.ndarray]]:
+    samples: dict[str, list[float]] = {step: [] for step in AROUND_THE_MODEL}
+    for run in range(runs + 1):
         decoded = Decoded(image.copy(), mask, owned=True, mask_threshold=masks.DEFAULT_THRESHOLD)
         job = engine.prepare(decoded.image, mask, "crop", 4)
-        return decoded, job, engine.run_models(job)
-
-    def as_the_service(decoded: Decoded, job: RepairJob, outputs: list[np.ndarray]) -> dict[str, float]:
+        outputs = engine.run_models(job)
         started = time.perf_counter()
         engine.feather_ahead(job, 4)
         ramp = time.perf_counter()
         encode_ahead(decoded, job, options, {})
         ahead = time.perf_counter()
-        compose_and_encode(engine, decoded, job, outputs, options, {})
-        return {"ramp": ramp - started, "PNG ahead": ahead - ramp, "after the model": time.perf_counter() - ahead}
-
-    def one_then_the_other(decoded: Decoded, job: RepairJob, outputs: list[np.ndarray]) -> dict[str, float]:
-        engine.feather_ahead(job, 4)
-        encode_ahead(decoded, job, options, {})
-        started = time.perf_counter()
-        repaired = engine.compose(job, outputs, 4, in_place=True)
-        imageio.encode_image(repaired, "png", png_ahead=decoded.png_ahead)
-        composed = time.perf_counter()
+        after: dict[str, float] = {}
+        repaired, _, _ = compose_and_encode(engine, decoded, job, outputs, options, after)
+        alone = time.perf_counter()
         imageio.encode_image(repaired, "png")
-        return {"compose, then encode": composed - started, "encode, nothing ahead": time.perf_counter() - composed}
-
-    samples: dict[str, list[float]] = {step: [] for step in AROUND_THE_MODEL}
-    for run in range(runs + 1):
-        ways = (as_the_service, one_then_the_other) if run % 2 else (one_then_the_other, as_the_service)
-        cases = {way: modelled() for way in ways}
-        seconds = {step: value for way in ways for step, value in way(*cases[way]).items()}
         if run:  # the first is the warm run
-            for step, value in seconds.items():
-                samples[step].append(value * 1000)
-            box = cases[as_the_service][1].region.box
+            box = job.region.box
+            for step, seconds in (("ramp", ramp - started), ("PNG ahead", ahead - ramp),
+                                  ("compose", after[Stage.POSTPROCESS]), ("encode after", after[Stage.ENCODE]),
+                                  ("encode, nothing ahead", time.perf_counter() - alone)):
+                samples[step].append(seconds * 1000)
             samples["rows changed %"].append(100 * (box.bottom - box.top) / height)
     return {step: statistics.median(values) for step, values in samples.items()}
 
