@@ -101,9 +101,10 @@ def main() -> None:
     parser.add_argument("files", nargs="*", type=Path, help="further files to evict (the checkpoint)")
     args = parser.parse_args()
     files = [*library_files(), *args.files]
+    ranges = {path: resident_ranges(path) for path in files}  # one mincore pass a file, for both
     if args.record is not None:
-        args.record.write_text(json.dumps({str(path): resident_ranges(path) for path in files}))
-    resident = {path: resident_bytes(path) for path in files}
+        args.record.write_text(json.dumps({str(path): runs for path, runs in ranges.items()}))
+    resident = {path: sum(length for _, length in runs) for path, runs in ranges.items()}
     for path in files:
         evict(path)
     after = sum(map(resident_bytes, files))
