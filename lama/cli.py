@@ -13,17 +13,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import yaml
 from tqdm import tqdm
 
-from lama import batch, bench, imageio, masks
-from lama.checkpoint import describe_checkpoint, load_checkpoint, save_safetensors
-from lama.device import DEVICES, PRECISIONS
+# None of these imports torch: `--help`, a mistyped option, a missing photo or mask and
+# `download` answer at once instead of after torch's import (3-4 s on a small machine). The
+# commands that need torch import what needs it where they start.
+from lama import batch, imageio, masks
+from lama.device_choices import DEVICES, PRECISIONS
 from lama.download import BIG_LAMA, download_big_lama
 from lama.engine import STRATEGIES, InpaintEngine
 from lama.errors import InpaintError, UsageError
-from lama.loading import DEFAULT_MODEL_CANDIDATES, find_default_model
 from lama.output_formats import CHOICES as FORMAT_CHOICES
 
 log = logging.getLogger("lama")
@@ -62,6 +62,10 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     if args.dst.suffix != ".safetensors":
         raise UsageError(f"destination must end in .safetensors, got {args.dst.name}")
+    import torch
+
+    from lama.checkpoint import load_checkpoint, save_safetensors
+
     checkpoint = load_checkpoint(args.src)
     dtype = {"fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     save_safetensors(checkpoint, args.dst, dtype=dtype)
@@ -78,6 +82,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 def service_model() -> Path | None:
     """The model `python app.py` loads when started without --model: configs/default.yaml's
     `model`, or where that is null, the engine's own search (DEFAULT_MODEL_CANDIDATES)."""
+    from lama.loading import find_default_model
+
     try:
         configured = (yaml.safe_load(SERVICE_CONFIG.read_text()) or {}).get("model")
     except (OSError, yaml.YAMLError, AttributeError):
@@ -86,6 +92,9 @@ def service_model() -> Path | None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from lama.checkpoint import describe_checkpoint, load_checkpoint
+    from lama.loading import DEFAULT_MODEL_CANDIDATES
+
     model = args.model or service_model()
     if model is None:
         raise UsageError("no model given, and the service would find none (configs/default.yaml's model is null and "
@@ -103,6 +112,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from lama import bench
+
     sizes = bench.parse_sizes(args.sizes)
     if args.codecs_only:
         print(bench.format_codec_lines(bench.codec_timings(sizes, args.runs), args.runs))

@@ -18,11 +18,10 @@ from typing import Any, TypeVar
 
 import torch
 
+from lama.device_choices import DEVICES, PRECISIONS
 from lama.errors import EngineError
 from lama.memory import budget_bytes
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 # How a CUDA failure reads when torch raises it as a plain RuntimeError (older torch, cuFFT, cuBLAS).
 GPU_ERROR_MARKERS = ("CUDA error", "CUDA driver error", "cuDNN error", "CUBLAS_STATUS_", "CUFFT_", "CUDNN_STATUS_")
