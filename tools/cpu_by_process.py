@@ -1,6 +1,6 @@
 """Where a command's CPU time goes, by the kind of process that spent it: the servers it starts,
 the browsers, the CLI runs, the test processes themselves. Made for the test suite, whose length on
-CI is set by how much CPU its processes need (the 2-core box runs at about 96 % busy):
+CI is set by how much CPU its processes need (the 2-core box is busy 89-97 % of a run):
 
     python tools/cpu_by_process.py -- ./start_app.sh --test
 
@@ -74,11 +74,12 @@ class Census:
         for process in tree:
             try:
                 with process.oneshot():
-                    times = process.cpu_times()
+                    key, times, cmdline = (process.pid, process.create_time()), process.cpu_times(), process.cmdline()
                     # Read again at each sample: a forked child shows its parent's command line
-                    # until it execs its own.
-                    kind = kind_of(process.cmdline(), process.name())
-                    self.seen[(process.pid, process.create_time())] = (kind, times.user + times.system)
+                    # until it execs its own. An exiting process shows none: it keeps its kind.
+                    known = self.seen.get(key)
+                    kind = known[0] if known and not cmdline else kind_of(cmdline, process.name())
+                    self.seen[key] = (kind, times.user + times.system)
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
 

@@ -1,5 +1,6 @@
 """tools/cpu_by_process.py: a command's CPU seconds by the kind of process under it."""
 
+import contextlib
 import re
 import runpy
 import subprocess
@@ -24,6 +25,34 @@ def test_each_process_is_counted_under_what_it_runs():
     assert kind(["/usr/lib/chromium/chromium", "--type=renderer"], "chromium") == "chromium"
     assert kind(["/usr/sbin/haproxy", "-db"], "haproxy") == "haproxy"
     assert kind([], "kworker") == "kworker"  # no command line: the kernel's name
+
+
+def test_a_process_that_shows_no_command_line_as_it_exits_keeps_its_kind(monkeypatch):
+    class Exiting:
+        pid, lines = 42, [["/venv/bin/python", "app.py"], []]
+
+        def oneshot(self):
+            return contextlib.nullcontext()
+
+        def create_time(self):
+            return 1.0
+
+        def cpu_times(self):
+            return SimpleNamespace(user=2.0, system=0.5)
+
+        def cmdline(self):
+            return self.lines.pop(0)
+
+        def name(self):
+            return "python"
+
+        def children(self, recursive):
+            return []
+
+    census = cpu_by_process.Census(Exiting())
+    census.sample()
+    census.sample()
+    assert census.by_kind() == ({"server: python app.py": 2.5}, {"server: python app.py": 1})
 
 
 def test_a_commands_children_are_summed_by_kind_and_its_status_kept():
