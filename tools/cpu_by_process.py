@@ -8,9 +8,9 @@ Runs the command, samples it and every process under it while it runs (psutil; e
 seconds), and prints, once it ends, each kind's processes and CPU seconds, then the machine's busy
 CPU seconds over the same time (from /proc/stat) for comparison. Exits with the command's status.
 
-A process is counted from its last sample: what it spent in its last interval before exiting, and a
-process that lived less than one interval, may be missed (the table's sum says how much that was
-against the machine's). Prints, never asserts.
+A process is counted from its last sample, so what it spent in its last interval before exiting is
+missed, and so may be a process that lived less than one interval (the table's sum against the
+machine's busy time says how much that was). Prints, never asserts.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def kind_of(cmdline: list[str], name: str) -> str:
     if "chromium" in program:
         return "chromium"
     if program.startswith("python"):
-        if "app.py" in (Path(arg).name for arg in args[:1]):
+        if args and Path(args[0]).name == "app.py":
             return "server: python app.py"
         if args[:1] == ["-m"] and len(args) > 1:
             return f"python -m {args[1]}"

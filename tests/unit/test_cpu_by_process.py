@@ -27,7 +27,7 @@ def test_each_process_is_counted_under_what_it_runs():
     assert kind([], "kworker") == "kworker"  # no command line: the kernel's name
 
 
-def test_a_process_that_shows_no_command_line_as_it_exits_keeps_its_kind(monkeypatch):
+def test_a_process_that_shows_no_command_line_as_it_exits_keeps_its_kind():
     class Exiting:
         pid, lines = 42, [["/venv/bin/python", "app.py"], []]
 
