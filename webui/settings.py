@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from lama.device_choices import DEVICES, PRECISIONS
 from lama.masks import MAX_THRESHOLD
 from lama.planning import STRATEGIES
 from service.upload import MAX_REFINE_PX
@@ -70,8 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--model", help="checkpoint (official dir, .ckpt, big-lama.pt, .safetensors)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"))
+    parser.add_argument("--device", choices=DEVICES)
+    parser.add_argument("--precision", choices=PRECISIONS)
     parser.add_argument("--preset", choices=PRESETS)
     parser.add_argument("--gpu-memory-fraction", type=_fraction, metavar="SHARE",
                         help="share of the card this process may take (default: the preset's); "
