@@ -114,18 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     seconds, counts = census.by_kind()
     own = psutil.Process().cpu_times()
 
-    counted = sum(seconds.values())
-    print(f"\n{shlex.join(command)}: exit {child.returncode}, {wall:.0f} s on {os.cpu_count()} cores")
+    counted, cores = sum(seconds.values()), os.cpu_count() or 1
+    print(f"\n{shlex.join(command)}: exit {child.returncode}, {wall:.0f} s on {cores} cores")
     print("| processes of this kind | how many | CPU s | share |")
     print("|---|---|---|---|")
     for kind, cpu in seconds.most_common(args.top):
         print(f"| {kind} | {counts[kind]} | {cpu:.1f} | {cpu / counted:.0%} |")
     rest = seconds.most_common()[args.top:]
     if rest:
-        print(f"| {len(rest)} other kinds | {sum(counts[k] for k, _ in rest)} | {sum(c for _, c in rest):.1f} | "
-              f"{sum(c for _, c in rest) / counted:.0%} |")
-    print(f"counted {counted:.0f} CPU s; the machine was busy {busy:.0f} CPU s of {wall * (os.cpu_count() or 1):.0f} "
-          f"({busy / (wall * (os.cpu_count() or 1)):.0%}); this sampler itself used {own.user + own.system:.0f} s")
+        rest_cpu = sum(cpu for _, cpu in rest)
+        print(f"| {len(rest)} other kinds | {sum(counts[kind] for kind, _ in rest)} | {rest_cpu:.1f} | "
+              f"{rest_cpu / counted:.0%} |")
+    print(f"counted {counted:.0f} CPU s; the machine was busy {busy:.0f} CPU s of {wall * cores:.0f} "
+          f"({busy / (wall * cores):.0%}); this sampler itself used {own.user + own.system:.0f} s")
     return child.returncode
 
 
