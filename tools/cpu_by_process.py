@@ -115,16 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     own = psutil.Process().cpu_times()
 
     counted, cores = sum(seconds.values()), os.cpu_count() or 1
+
+    def share(cpu: float) -> str:
+        return f"{cpu / counted:.0%}" if counted else "–"  # a command too short to be sampled counts nothing
+
     print(f"\n{shlex.join(command)}: exit {child.returncode}, {wall:.0f} s on {cores} cores")
     print("| processes of this kind | how many | CPU s | share |")
     print("|---|---|---|---|")
     for kind, cpu in seconds.most_common(args.top):
-        print(f"| {kind} | {counts[kind]} | {cpu:.1f} | {cpu / counted:.0%} |")
+        print(f"| {kind} | {counts[kind]} | {cpu:.1f} | {share(cpu)} |")
     rest = seconds.most_common()[args.top:]
     if rest:
         rest_cpu = sum(cpu for _, cpu in rest)
         print(f"| {len(rest)} other kinds | {sum(counts[kind] for kind, _ in rest)} | {rest_cpu:.1f} | "
-              f"{rest_cpu / counted:.0%} |")
+              f"{share(rest_cpu)} |")
     print(f"counted {counted:.0f} CPU s; the machine was busy {busy:.0f} CPU s of {wall * cores:.0f} "
           f"({busy / (wall * cores):.0%}); this sampler itself used {own.user + own.system:.0f} s")
     return child.returncode

@@ -68,3 +68,12 @@ def test_a_commands_children_are_summed_by_kind_and_its_status_kept():
     row = re.search(r"^\| python \(other\) \| 2 \| ([\d.]+) \| (\d+)% \|$", done.stdout, re.M)
     assert row and 1.0 <= float(row[1]) <= 1.6, done.stdout  # each child's 0.6 s, less its last interval at most
     assert re.search(r"^counted \d+ CPU s; the machine was busy \d+ CPU s of \d+", done.stdout, re.M), done.stdout
+
+
+def test_processes_that_used_no_measurable_cpu_still_get_their_table():
+    """A sleeping command is sampled at 0.0 CPU s (the clock's ticks are 10 ms): its share is a
+    dash, not a division by zero."""
+    done = subprocess.run([sys.executable, str(TOOL), "--interval", "0.05", "--", "sleep", "0.5"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^\| sleep \| 1 \| 0\.\d \| (–|100%) \|$", done.stdout, re.M), done.stdout
