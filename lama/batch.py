@@ -178,13 +178,15 @@ def sort_out_existing(jobs: list[Job], existing: str) -> tuple[list[Job], list[P
 
 # ---------------------------------------------------------------------------- running
 
-def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
+def run(load_engine: Callable[[], InpaintEngine], jobs: Iterable[Job], settings: Settings,
         report: Callable[[Path, str], None] = lambda path, message: None, stop_on_error: bool = False,
         on_photo: Callable[[], None] = lambda: None) -> Summary:
-    """Repair each job's photo and write its output (atomically); `report` hears of each
-    failure, in the jobs' order, and `on_photo` of each photo finished (repaired, failed or
-    skipped). With `stop_on_error` the first failure propagates (one photo asked for: its error
-    is the command's).
+    """Repair each job's photo with the engine `load_engine` gives and write its output
+    (atomically); `report` hears of each failure, in the jobs' order, and `on_photo` of each
+    photo finished (repaired, failed or skipped). With `stop_on_error` the first failure
+    propagates (one photo asked for: its error is the command's), and a first photo that cannot
+    be read fails before the engine loads: a user's mistake is said at once, not after seconds
+    of loading a model. Otherwise the first photos are read while it loads.
 
     The photos go through three stages at once, as the service's repairs do: while one photo is
     repaired (on a GPU the model runs, and this thread waits), the next ones are read (decoded,
@@ -228,6 +230,9 @@ def run(engine: InpaintEngine, jobs: Iterable[Job], settings: Settings,
 
     try:
         read_ahead()
+        if stop_on_error and reads and (first := reads[0][1]) is not None:
+            first.result()  # raises that photo's error, as the loop below would after the model loaded
+        engine = load_engine()
         while reads:
             job, read = reads.popleft()
             read_ahead()

@@ -44,10 +44,13 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     single = args.image.is_file()
     if args.mask.is_file() and not single:
         imageio.read_mask(args.mask)  # the one mask of a folder: a broken one is said once, before the model loads
-    engine = InpaintEngine(args.model or service_model(), device=args.device, precision=args.precision)
     settings = batch.Settings(args.strategy, args.dilate, args.feather, args.mask_threshold, args.keep_metadata)
+
+    def load_engine() -> InpaintEngine:
+        return InpaintEngine(args.model or service_model(), device=args.device, precision=args.precision)
+
     with tqdm(total=len(jobs), disable=single or not jobs, unit="image") as progress:
-        summary = batch.run(engine, jobs, settings, stop_on_error=single, on_photo=progress.update,
+        summary = batch.run(load_engine, jobs, settings, stop_on_error=single, on_photo=progress.update,
                             report=lambda path, message: tqdm.write(f"error: {path.name}: {message}", file=sys.stderr))
     if existing:
         summary.skipped["output exists"] = existing

@@ -94,7 +94,7 @@ def main() -> None:
             for job in jobs[1:]:
                 job.output.unlink()
             started = time.perf_counter()
-            summary = batch.run(engine, jobs[1:], settings)
+            summary = batch.run(lambda: engine, jobs[1:], settings)
             overlapped_rate = len(summary.done) / (time.perf_counter() - started)
             assert len(summary.done) == args.photos, summary.lines()
         medians = {stage: statistics.median(values) for stage, values in seconds.items()}

@@ -53,7 +53,7 @@ def test_the_outputs_are_each_photos_own_repair_and_the_summary_keeps_the_folder
     (tmp_path / "out" / jobs[6].output.name).mkdir()  # its output is a folder: fails to write
     settings = batch.Settings(dilate=2, feather=2)
     reported, finished = [], []
-    summary = batch.run(engine, jobs, settings, report=lambda path, message: reported.append(path.name),
+    summary = batch.run(lambda: engine, jobs, settings, report=lambda path, message: reported.append(path.name),
                         on_photo=lambda: finished.append(len(finished)))
     assert [path.name for path in summary.done] == ["p00.png", "p01.jpg", "p02.png", "p04.png"]
     assert [path.name for path, _ in summary.failed] == reported == ["p03.jpg", "p06.png"]
@@ -68,8 +68,8 @@ def test_the_outputs_are_each_photos_own_repair_and_the_summary_keeps_the_folder
 
 
 def test_the_next_photo_is_read_and_the_last_one_written_while_one_is_repaired(engine, tmp_path, monkeypatch):
-    """Each stage waits for what the others must be doing at the same time: done one photo after
-    another, the batch would time out here."""
+    """Each stage waits for what the others must be doing at the same time (the first photos are
+    read while the engine loads): done one after another, the batch would time out here."""
     photos, mask = folder_of_photos(tmp_path, 5)
     jobs = batch.plan(photos, mask, tmp_path / "out")
     read, written, repairing = [], [], []
@@ -97,8 +97,12 @@ def test_the_next_photo_is_read_and_the_last_one_written_while_one_is_repaired(e
 
     monkeypatch.setattr(batch, "read_one", read_and_count)
     monkeypatch.setattr(batch, "write_one", write_once_the_next_is_repaired)
+    def load_once_the_first_is_read():
+        assert wait_for(lambda: read), "no photo was read while the engine loaded"
+        return engine
+
     monkeypatch.setattr(engine, "inpaint", repair_once_the_next_is_read)
-    summary = batch.run(engine, jobs, batch.Settings())
+    summary = batch.run(load_once_the_first_is_read, jobs, batch.Settings())
     assert summary.done == [job.image for job in jobs] and written == jobs and not summary.failed
     # Never more than READ_AHEAD photos read ahead of the one being repaired.
     assert all(reads <= index + 1 + batch.READ_AHEAD for index, reads in enumerate(repairing))
@@ -108,8 +112,10 @@ def test_one_photo_asked_for_stops_at_its_error_and_nothing_is_left_running(engi
     photos, mask = folder_of_photos(tmp_path, 4)
     (photos / "p00.png").write_bytes(b"not a picture")
     jobs = batch.plan(photos, mask, tmp_path / "out")
+    loaded = []
     with pytest.raises(ImageError, match="p00.png"):
-        batch.run(engine, jobs, batch.Settings(), stop_on_error=True)
+        batch.run(lambda: loaded.append(engine) or engine, jobs, batch.Settings(), stop_on_error=True)
+    assert loaded == []  # said before the model would have loaded
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     assert not [thread for thread in threading.enumerate() if thread.name.startswith(("batch-read", "batch-write"))]
 

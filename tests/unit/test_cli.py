@@ -67,19 +67,26 @@ def test_masks_beside_the_images_are_not_taken_for_images(tmp_path, tiny_dir):
 
 
 def test_help_and_mistakes_found_before_the_model_need_no_torch(tmp_path):
-    """What a user gets wrong in the command line or the paths is said at once, not after torch's
-    import (seconds): here torch cannot be imported at all, and each still gets its answer."""
+    """What a user gets wrong in the command line, the paths or the one photo asked for is said at
+    once, not after torch's import and the model's load (seconds): here torch cannot be imported at
+    all, and each still gets its answer."""
     poisoned = tmp_path / "site" / "torch"
     poisoned.mkdir(parents=True)
     (poisoned / "__init__.py").write_text("raise ImportError('torch was imported')\n")
     (tmp_path / "masks").mkdir()
-    write_case(tmp_path, "p")
+    _, mask, mask_path = write_case(tmp_path, "p")
+    cv2.imwrite(str(mask_path), mask)
+    (tmp_path / "broken.png").write_bytes(b"definitely not a png")
     paths = ("--mask", tmp_path / "masks", "--output", tmp_path / "out")
+    one = ("--output", tmp_path / "o.png")
     cases = [(("--help",), 0, "usage: python -m lama"),
              (("download", "--help"), 0, "usage: python -m lama download"),
              (("inpaint", "--image", tmp_path / "nope.png", *paths), 1, "error: image not found"),
              (("inpaint", "--image", tmp_path / "p.png", *paths), 1, "error: no mask for"),
-             (("inpaint", "--image", tmp_path / "p.png", *paths, "--strategy", "bogus"), 2, "invalid choice: 'bogus'")]
+             (("inpaint", "--image", tmp_path / "p.png", *paths, "--strategy", "bogus"), 2, "invalid choice: 'bogus'"),
+             (("inpaint", "--image", tmp_path / "broken.png", "--mask", mask_path, *one), 1, "broken.png: not an image"),
+             (("inpaint", "--image", tmp_path / "p.png", "--mask", tmp_path / "broken.png", *one), 1,
+              "broken.png: not an image")]
     for args, status, message in cases:
         result = run_lama(*args, path_first=poisoned.parent)
         assert (result.returncode, "torch" in result.stderr) == (status, False), (args, result.stderr)
