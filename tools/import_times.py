@@ -1,10 +1,11 @@
-"""How long the server's start spends importing Gradio, as Gradio imports itself and as the server
-imports it (webui.gradio_import: without rewriting the components' type stubs):
+"""How long the server's start spends importing Gradio, as Gradio imports itself, as the server
+imports it (webui.gradio_import: without rewriting the components' type stubs or rendering their
+event listeners' docstrings), and as the server did with the docstrings rendered:
 
     python tools/import_times.py [--runs N]
 
 Each import in a fresh Python process (what a start pays), the two ways taking turns; prints the
-median, the fastest and the slowest of each in seconds, and their ratio. torch is imported first
+median, the fastest and the slowest of each in seconds, and each one's ratio to Gradio's own. torch is imported first
 in every process, as the server has done by then (its import is not in the figures).
 """
 
@@ -22,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WAYS = {
     "import gradio": "import gradio",
     "webui.gradio_import": "from webui.gradio_import import import_gradio; import_gradio()",
+    "webui.gradio_import, listeners' docstrings rendered": (
+        "from webui import gradio_import; gradio_import.AFTER_IMPORT.pop(gradio_import.EVENTS_MODULE); "
+        "gradio_import.import_gradio()"),
 }
 PROBE = """
 import json, sys, time
@@ -53,8 +57,9 @@ def main() -> None:
     print("|---|---|---|---|")
     for way, values in samples.items():
         print(f"| {way} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
-    plain, ours = (statistics.median(samples[way]) for way in WAYS)
-    print(f"webui.gradio_import takes {ours / plain:.2f}× the time of import gradio ({plain - ours:.2f} s less)")
+    plain, *others = (statistics.median(samples[way]) for way in WAYS)
+    for way, median in zip(list(WAYS)[1:], others):
+        print(f"{way} takes {median / plain:.2f}× the time of import gradio ({plain - median:.2f} s less)")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ no experiment: `serve` changes what a variant needs, then runs app.py's main as 
   the mask's box were compressed while it ran (the server's process only).
 - gradio-stubs: Gradio imported rewriting its components' type stubs, as before
   webui.gradio_import left that out (for the start to /readyz).
+- gradio-listener-docs: Gradio's event listeners' docstrings rendered as Jinja templates as its
+  component classes are defined, as before webui.gradio_import left that out (for the start to
+  /readyz).
 - interim-gradio-apps: the UI's Blocks building a FastAPI app when made and when laid out, each
   replaced by the next, as before webui.gradio_import.without_interim_apps left them out (for the
   start to /readyz).
@@ -248,6 +251,14 @@ def gradio_stubs() -> None:
     gradio_import.import_gradio = lambda: importlib.import_module("gradio")
 
 
+def gradio_listener_docs() -> None:
+    """Gradio's listeners' docstrings rendered as it renders them, as before webui.gradio_import
+    left that out (what it buys the start to /readyz). Set before the server imports Gradio."""
+    from webui import gradio_import
+
+    gradio_import.AFTER_IMPORT.pop(gradio_import.EVENTS_MODULE)
+
+
 def interim_gradio_apps() -> None:
     """The UI's Blocks build their interim FastAPI apps (when made, when laid out), as before
     webui.gradio_import.without_interim_apps left them out (what that buys the start to /readyz).
@@ -412,7 +423,8 @@ VARIANTS = {"base": base, "opencv-codecs": opencv_codecs, "feather-one-strip": f
             "pageable-outputs": pageable_outputs, "python-zlib": python_zlib, "zlib-ng-deflate": zlib_ng_deflate,
             "opencv-masks": opencv_masks,
             "worker-threads-all": worker_threads_all, "png-after-model": png_after_model,
-            "gradio-stubs": gradio_stubs, "interim-gradio-apps": interim_gradio_apps,
+            "gradio-stubs": gradio_stubs, "gradio-listener-docs": gradio_listener_docs,
+            "interim-gradio-apps": interim_gradio_apps,
             "first-run-in-loader": first_run_in_loader,
             "jobs-callback-kept": jobs_callback_kept, "matplotlib-switch": matplotlib_switch,
             "unsynced-saves": unsynced_saves, "saved-before-answer": saved_before_answer,

@@ -1,5 +1,6 @@
-"""webui.gradio_import: the server's Gradio writes no type stubs as its component classes are defined,
-runs its queued events without importing matplotlib, and is Gradio all the same. Each case in a
+"""webui.gradio_import: the server's Gradio writes no type stubs and renders no listener docstrings as
+its component classes are defined, runs its queued events without importing matplotlib, and is
+Gradio all the same. Each case in a
 fresh process, where Gradio is imported first."""
 
 from __future__ import annotations
@@ -50,7 +51,20 @@ def test_the_server_s_gradio_writes_no_stub_for_a_component_class(tmp_path, impo
     assert (tmp_path / "thing.pyi").exists() == writes_a_stub
     components, finders = done.stdout.split(" ", 1)
     assert int(components) > 30  # Gradio's components are all there, the new one among them
-    assert "_AfterStubModule" not in finders  # the finder is gone once Gradio is imported
+    assert "_AfterGradioModules" not in finders  # the finder is gone once Gradio is imported
+
+
+@pytest.mark.parametrize("importing, rendered", [
+    ("import gradio", True),  # Gradio's own Jinja rendering: what the server's import leaves out
+    ("from webui.gradio_import import import_gradio; import_gradio()", False),
+])
+def test_the_server_s_gradio_leaves_its_listeners_docstrings_as_written(importing, rendered):
+    code = f"{importing}; import gradio; print(gradio.Button.click.__doc__.splitlines()[0])"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("Triggered when the Button is clicked." if rendered
+                                   else "Triggered when the {{ component }} is clicked.")
 
 
 def test_a_gradio_imported_before_is_returned_as_it_is():
