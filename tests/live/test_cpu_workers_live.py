@@ -92,8 +92,10 @@ def test_the_api_under_load_is_served_through_the_cpu_workers(tiny_dir, tmp_path
 
 
 def test_a_scripts_batch_of_jobs_is_served_through_the_cpu_workers(tiny_dir, tmp_path):
-    """As the README's script submits a folder: one job after another, then each polled and fetched."""
-    upload = make_upload(640, 480, 5, 0.08)
+    """As the README's script submits a folder: one job after another, then each polled and fetched
+    (small photos: which process repairs them is the question, and the tiny model's CPU time grows
+    with the pixels)."""
+    upload = make_upload(320, 240, 5, 0.08)
     files = {"image": ("photo.jpg", upload.image_jpeg, "image/jpeg"), "mask": ("mask.png", upload.mask_png, "image/png")}
     with LiveServer.start(tiny_dir, tmp_path, "--cpu-workers", "2") as server, httpx.Client(timeout=60) as client:
         workers = workers_of(server)
