@@ -27,11 +27,12 @@ def test_each_variant_s_starts_are_timed_in_turn_and_summed_up(tiny_dir):
 
 def test_with_the_livez_probe_each_start_is_timed_to_serving(tiny_dir):
     port = free_port()
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "readyz_times.py"), "--variants",
-                           "base,gradio-stubs", "--starts", "1", "--probe", "livez", "--port", str(port),
+    """One start (the variants' turns are the test above's)."""
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "readyz_times.py"), "--variants", "base",
+                           "--starts", "1", "--probe", "livez", "--port", str(port),
                            "--", "--device", "cpu", "--model", str(tiny_dir)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     starts = [line.split(":")[0] for line in done.stdout.splitlines() if "/livez after" in line]
-    assert starts == ["base", "gradio-stubs"]
+    assert starts == ["base"]
     assert "/readyz after" not in done.stdout
