@@ -4,9 +4,10 @@ event listeners' docstrings), and as the server did with the docstrings rendered
 
     python tools/import_times.py [--runs N]
 
-Each import in a fresh Python process (what a start pays), the two ways taking turns; prints the
-median, the fastest and the slowest of each in seconds, and each one's ratio to Gradio's own. torch is imported first
-in every process, as the server has done by then (its import is not in the figures).
+Each import in a fresh Python process (what a start pays), the ways taking turns; prints the
+median, the fastest and the slowest of each in seconds, and each one's ratio to Gradio's own. torch
+is imported first in every process, as the server has done by then (its import is not in the
+figures).
 """
 
 from __future__ import annotations
