@@ -26,8 +26,8 @@ def test_each_variant_s_starts_are_timed_in_turn_and_summed_up(tiny_dir):
 
 
 def test_with_the_livez_probe_each_start_is_timed_to_serving(tiny_dir):
-    port = free_port()
     """One start (the variants' turns are the test above's)."""
+    port = free_port()
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "readyz_times.py"), "--variants", "base",
                            "--starts", "1", "--probe", "livez", "--port", str(port),
                            "--", "--device", "cpu", "--model", str(tiny_dir)],

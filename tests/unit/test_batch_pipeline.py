@@ -95,12 +95,12 @@ def test_the_next_photo_is_read_and_the_last_one_written_while_one_is_repaired(e
         assert wait_for(lambda: len(read) >= min(index + 2, len(jobs))), f"photo {index + 1} was not read meanwhile"
         return repair(pixels, fill, **options)
 
-    monkeypatch.setattr(batch, "read_one", read_and_count)
-    monkeypatch.setattr(batch, "write_one", write_once_the_next_is_repaired)
     def load_once_the_first_is_read():
         assert wait_for(lambda: read), "no photo was read while the engine loaded"
         return engine
 
+    monkeypatch.setattr(batch, "read_one", read_and_count)
+    monkeypatch.setattr(batch, "write_one", write_once_the_next_is_repaired)
     monkeypatch.setattr(engine, "inpaint", repair_once_the_next_is_read)
     summary = batch.run(load_once_the_first_is_read, jobs, batch.Settings())
     assert summary.done == [job.image for job in jobs] and written == jobs and not summary.failed

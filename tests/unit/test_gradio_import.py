@@ -1,7 +1,6 @@
 """webui.gradio_import: the server's Gradio writes no type stubs and renders no listener docstrings as
 its component classes are defined, runs its queued events without importing matplotlib, and is
-Gradio all the same. Each case in a
-fresh process, where Gradio is imported first."""
+Gradio all the same. Each case in a fresh process, where Gradio is imported first."""
 
 from __future__ import annotations
 
