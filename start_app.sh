@@ -71,8 +71,8 @@ if [[ $mode == test ]]; then
     "$(dirname "$py")/ruff" check --quiet .
     "$(dirname "$py")/lint-imports" --no-cache
     # Two test processes (pytest-xdist; LAMA_TEST_WORKERS sets how many, `--test -n 0` runs the
-    # tests in this one): most tests wait on servers, browsers and subprocesses, so two take about
-    # 11 minutes on the 2-core CI box where one took 13-14, and CI's limit is 15.
+    # tests in this one): most tests wait on servers, browsers and subprocesses, so two finish
+    # sooner than one on the 2-core CI box (docs/PROFILING.md has the suite's time there).
     exec "$py" -m pytest -n "${LAMA_TEST_WORKERS:-2}" "$@"
 fi
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Before anything loads torch (its OpenMP runtime reads this once, when it loads), here and in every
+# process the tests start, which inherit it. By default torch's OpenMP threads spin for a while
+# after each parallel region: the tiny checkpoint's forwards are hundreds of small regions, and on
+# the 2-core CI box, shared by dozens of servers, browsers and the two pytest workers, those spins
+# held cores the other processes were waiting for (a fifth of the suite's CPU time:
+# docs/PROFILING.md). Waiting threads sleep instead; what the tests check does not change.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
