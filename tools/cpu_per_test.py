@@ -44,7 +44,7 @@ def pytest_runtest_protocol(item, nextitem):
     (own, children), wall = _cpu_s(), time.perf_counter()
     yield
     (own_after, children_after), wall = _cpu_s(), time.perf_counter() - wall
-    # One line under PIPE_BUF, appended: the xdist workers' lines never interleave.
+    # One short line in one write to a file opened for appending: the xdist workers' lines do not mix.
     with open(path, "a") as out:
         out.write(json.dumps({"id": item.nodeid, "self": round(own_after - own, 3),
                               "children": round(children_after - children, 3), "wall": round(wall, 3)}) + "\n")
